@@ -1,0 +1,1 @@
+"""jarchy: a Telegram bot for rapid alerts and advocacy by human-rights groups."""

@@ -1,0 +1,86 @@
+"""Build the python-telegram-bot Application: handlers in a stated order, resources in post_init."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import BotCommandScopeAllPrivateChats, Update
+from telegram.error import TelegramError
+from telegram.ext import Application, ApplicationBuilder, ContextTypes
+
+from bot.clock import Clock, SystemClock
+from bot.context import BotData, JarchyContext
+from bot.send_limits import SharedRateLimiter
+from bot.services.inbox import Dispatch, DispatchResult
+from bot.settings import Settings
+from bot.wiring import build_limiter, open_services
+from handlers import errors, fallback, language, start, users
+from messages import LANGUAGES, catalogs
+from messages.menus import bot_commands
+
+log = logging.getLogger(__name__)
+
+JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], BotData, Any]
+
+
+def build_application(settings: Settings, clock: Clock | None = None) -> JarchyApp:
+    """Build the Application; nothing is opened until post_init."""
+    clock = clock or SystemClock()
+    limiter = build_limiter(settings, clock)
+    bot_data = BotData(settings=settings, clock=clock, limiter=limiter)
+    context_types = ContextTypes(context=JarchyContext, bot_data=lambda: bot_data)
+    app: JarchyApp = (
+        ApplicationBuilder()
+        .token(settings.bot_token.get_secret_value())
+        .base_url(f"{settings.api_url}/bot")
+        .base_file_url(f"{settings.api_url}/file/bot")
+        # Updates come from the durable inbox, not from PTB's Updater, which acknowledges them too early.
+        .updater(None)
+        .context_types(context_types)
+        .rate_limiter(SharedRateLimiter(limiter, bot_data))
+        .post_init(_post_init)
+        .post_shutdown(_post_shutdown)
+        .build()
+    )
+    # Order matters: recognising the user comes first (an earlier group); feature handlers next; the
+    # fallbacks last within group 0, so they only answer what no feature took; errors are separate.
+    users.register(app)
+    start.register(app)
+    language.register(app)
+    fallback.register(app)
+    errors.register(app)
+    return app
+
+
+async def dispatch_update(app: JarchyApp, raw: dict[str, Any]) -> DispatchResult:
+    """Hand one stored update to the Application and report whether it must be tried again."""
+    update = Update.de_json(raw, app.bot)
+    await app.process_update(update)
+    error = app.bot_data.retry_marks.pop(update.update_id, None)
+    return DispatchResult(Dispatch.RETRY, error) if error else DispatchResult(Dispatch.DONE)
+
+
+async def _post_init(app: JarchyApp) -> None:
+    data = app.bot_data
+    data.services = await open_services(data.settings, data.clock, data.limiter)
+    await _publish_commands(app)
+
+
+async def _post_shutdown(app: JarchyApp) -> None:
+    services, app.bot_data.services = app.bot_data.services, None
+    if services is not None:
+        await services.close()
+
+
+async def _publish_commands(app: JarchyApp) -> None:
+    texts = catalogs()
+    scope = BotCommandScopeAllPrivateChats()
+    try:
+        for language in LANGUAGES:
+            await app.bot.set_my_commands(bot_commands(texts, language), scope=scope, language_code=language)
+        default = app.bot_data.settings.default_language
+        await app.bot.set_my_commands(bot_commands(texts, default), scope=scope)
+    except TelegramError as error:
+        # The menu is a convenience; the bot works without it and tries again at the next start.
+        log.warning("could not publish the command menu: %s", type(error).__name__)

@@ -1,0 +1,120 @@
+"""The `jarchy` command: run, migrate, keygen, check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.logs import configure_logging
+from bot.security import KeyFileError, create_key_file
+from bot.security.keys import read_key_file
+from bot.settings import Settings, SettingsError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run one subcommand; return the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        if args.command == "keygen":
+            return _keygen(args)
+        settings = Settings.from_env(require_token=args.command in ("run", "check"))
+    except SettingsError as error:
+        print(f"jarchy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, [settings.bot_token.get_secret_value()])
+    try:
+        if args.command == "run":
+            return _run(settings)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        return asyncio.run(_check(settings))
+    except KeyFileError as error:
+        print(f"jarchy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jarchy", description="A Telegram bot for rapid alerts and advocacy.")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the bot with long polling (applies migrations first)")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    keygen = sub.add_parser("keygen", help="write a new data key file (owner-only permissions)")
+    keygen.add_argument("--out", type=Path, help="where to write it (default: JARCHY_KEY_FILE or data/jarchy.key)")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing key (its data becomes unreadable)")
+    sub.add_parser("check", help="validate settings, key and database; print what the bot would run with")
+    return parser
+
+
+def _run(settings: Settings) -> int:
+    from bot.runner import run_polling
+
+    asyncio.run(run_polling(settings))
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from storage import migrations
+    from storage.database import Database
+
+    db = Database.connect(settings.database_url)
+    try:
+        await migrations.upgrade(db)
+        print(f"database is at revision {await migrations.current_revision(db)}")
+    finally:
+        await db.close()
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    out: Path | None = args.out
+    if out is None:
+        settings = Settings.from_env(require_token=False)
+        out = settings.resolved_key_file
+    try:
+        create_key_file(out, overwrite=args.force)
+    except KeyFileError as error:
+        print(f"jarchy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"wrote a new data key to {out} (mode 600). Keep a copy somewhere safe and apart from the database.")
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    from storage import migrations
+    from storage.database import Database
+
+    for name, value in settings.describe():
+        print(f"{name}={value}")
+    problems: list[str] = []
+    key_path = settings.resolved_key_file
+    if key_path.exists():
+        try:
+            read_key_file(key_path)
+            print("key: ok")
+        except KeyFileError as error:
+            problems.append(f"key: {error}")
+    elif settings.key_file is not None:
+        problems.append(f"key: {key_path} does not exist (create it with `jarchy keygen`)")
+    else:
+        print(f"key: none yet; one will be created at {key_path} on first start")
+    db = Database.connect(settings.database_url)
+    try:
+        current, head = await migrations.current_revision(db), migrations.head_revision()
+        state = "up to date" if current == head else f"at {current or 'empty'}, will migrate to {head}"
+        print(f"database: reachable, {state}")
+    except Exception as error:
+        problems.append(f"database: {type(error).__name__}: {error}")
+    finally:
+        await db.close()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0

@@ -1,0 +1,77 @@
+"""Run the bot with long polling: the durable inbox in, the delivery worker out, until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from bot.app import JarchyApp, build_application, dispatch_update
+from bot.clock import Clock
+from bot.services.inbox import DurableInbox
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def run_polling(settings: Settings, *, clock: Clock | None = None, stop: asyncio.Event | None = None) -> None:
+    """Start everything, run until `stop` is set (or SIGINT/SIGTERM), then stop in reverse order."""
+    stop = stop or asyncio.Event()
+    app = build_application(settings, clock)
+    _install_signal_handlers(stop)
+    async with app:  # initialize … shutdown
+        if app.post_init is not None:
+            await app.post_init(app)
+        try:
+            await _serve(app, settings, stop)
+        finally:
+            if app.post_shutdown is not None:
+                await app.post_shutdown(app)
+
+
+async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> None:
+    services = app.bot_data.services
+    assert services is not None  # post_init has run
+    # A webhook left over from another deployment would make getUpdates fail with 409.
+    await services.api.call("deleteWebhook", {"drop_pending_updates": False})
+    inbox = DurableInbox(
+        db=services.db,
+        repo=services.inbox_repo,
+        api=services.api,
+        cipher=services.cipher,
+        clock=services.clock,
+        dispatch=lambda raw: dispatch_update(app, raw),
+        polling_timeout_s=settings.polling_timeout_s,
+        max_attempts=settings.inbox_max_attempts,
+    )
+    await app.start()
+    tasks = {
+        asyncio.create_task(inbox.run(), name="inbox"),
+        asyncio.create_task(services.delivery.run(), name="delivery"),
+    }
+    waiter = asyncio.create_task(stop.wait(), name="stop")
+    log.info("jarchy is running (long polling)")
+    try:
+        done, _ = await asyncio.wait({*tasks, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {waiter}:
+            if task.exception() is not None:
+                log.error("%s stopped", task.get_name(), exc_info=task.exception())
+    finally:
+        inbox.stop()
+        services.delivery.stop()
+        waiter.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await app.stop()
+        log.info("jarchy stopped")
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not available off the main thread (tests run the bot in a task of their own loop).
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)

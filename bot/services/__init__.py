@@ -1,0 +1,1 @@
+"""Domain services: plain async code over storage, no Telegram types."""

@@ -1,0 +1,309 @@
+"""The one delivery worker: claims due outbox rows with a lease, sends them under the limiter, records outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.clock import Clock
+from bot.security import Cipher, DecryptionError
+from bot.services.outbox import payload_binding
+from bot.services.ratelimit import SendLimiter
+from bot.telegram_api import ApiResult, NotSent, OutcomeUnknown, TelegramApi
+from storage.database import Database
+from storage.outbox import ClaimedRow, Outcome, OutboxRepository
+from storage.users import UserRepository
+
+log = logging.getLogger(__name__)
+
+# Answers to deletes and edits that mean "the goal is already reached".
+_ALREADY_DONE = ("message to delete not found", "message is not modified", "message can't be deleted")
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Tuning of the worker; defaults suit Telegram's free limits."""
+
+    concurrency: int = 4
+    lease_s: float = 60.0
+    max_attempts: int = 8
+    claim_limit: int = 100
+    # A row whose chat is not free for this long goes back to the queue instead of holding up others.
+    defer_after_s: float = 2.0
+    flush_interval_s: float = 0.05
+    idle_poll_s: float = 0.5
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 600.0
+    unknown_retry_s: float = 5.0
+    paid_broadcast: bool = False
+
+
+class DeliveryWorker:
+    """Sends outbox rows; a crash loses nothing and duplicates at most what was in flight."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: OutboxRepository,
+        users: UserRepository,
+        api: TelegramApi,
+        cipher: Cipher,
+        limiter: SendLimiter,
+        clock: Clock,
+        config: DeliveryConfig | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._users = users
+        self._api = api
+        self._cipher = cipher
+        self._limiter = limiter
+        self._clock = clock
+        self._config = config or DeliveryConfig()
+        self._sleep = sleep
+        self.owner = secrets.token_hex(8)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._config.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._outcomes: list[Outcome] = []
+        self._blocked: set[str] = set()
+        self._flush_lock = asyncio.Lock()
+        self._seq = 0
+        self.sent_count = 0
+
+    def wake(self) -> None:
+        """Look for due rows now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the worker to finish what is in flight and return."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send until stopped; on the way out, record outcomes and give back unsent claims."""
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            await self._reclaim_expired()
+            next_reclaim = self._clock.monotonic() + self._config.lease_s / 4
+            while not self._stopping.is_set():
+                if self._clock.monotonic() >= next_reclaim:
+                    await self._reclaim_expired()
+                    next_reclaim = self._clock.monotonic() + self._config.lease_s / 4
+                if not await self.run_once():
+                    await self._idle()
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self._finish()
+
+    async def run_once(self) -> bool:
+        """Claim one batch and send it; return False when nothing was due."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            rows = await self._outbox.claim(
+                conn, self.owner, now, now + timedelta(seconds=self._config.lease_s), self._claim_size()
+            )
+        if not rows:
+            return False
+        await self._pump(rows)
+        return True
+
+    async def drain(self) -> None:
+        """Send everything due now and wait for the outcomes to be written (for tests and the CLI)."""
+        while await self.run_once():
+            pass
+        await self._wait_in_flight()
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the outcomes gathered so far in one transaction."""
+        async with self._flush_lock:
+            if not self._outcomes and not self._blocked:
+                return
+            outcomes, self._outcomes = self._outcomes, []
+            blocked, self._blocked = self._blocked, set()
+            try:
+                async with self._db.write() as conn:
+                    await self._outbox.apply(conn, self.owner, outcomes)
+                    if blocked:
+                        await self._users.mark_inactive(conn, sorted(blocked), self._clock.now())
+                        await self._outbox.block_pending_for(conn, sorted(blocked))
+            except Exception:
+                # Keep them for the next flush; the rows stay leased to us meanwhile.
+                self._outcomes = outcomes + self._outcomes
+                self._blocked |= blocked
+                raise
+
+    def _claim_size(self) -> int:
+        # Claim about a second's worth: a smaller claim lets a fresh alert overtake a long broadcast, and
+        # a crash leaves fewer rows waiting for their lease to expire.
+        rate = self._limiter.global_rate
+        return self._config.claim_limit if rate <= 0 else max(1, min(self._config.claim_limit, int(rate)))
+
+    async def _pump(self, rows: list[ClaimedRow]) -> None:
+        queue: deque[ClaimedRow] = deque(rows)
+        waiting: list[tuple[float, int, ClaimedRow]] = []
+        while queue or waiting:
+            row = self._next_ready(queue, waiting)
+            if row is None:
+                await self._sleep(max(0.0, waiting[0][0] - self._clock.monotonic()))
+                continue
+            sent_at = await self._limiter.acquire_global()
+            # The chat may have been used meanwhile (a direct reply to the same person).
+            chat_ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, sent_at)
+            if chat_ready > sent_at:
+                self._push_waiting(waiting, chat_ready, row)
+                continue
+            self._limiter.record(row.chat_key, row.chat_kind, sent_at)
+            await self._slots.acquire()
+            task = asyncio.create_task(self._send(row))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    def _next_ready(self, queue: deque[ClaimedRow], waiting: list[tuple[float, int, ClaimedRow]]) -> ClaimedRow | None:
+        now = self._clock.monotonic()
+        if waiting and waiting[0][0] <= now:
+            return heapq.heappop(waiting)[2]
+        while queue:
+            row = queue.popleft()
+            ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, now)
+            if ready <= now:
+                return row
+            if ready - now > self._config.defer_after_s:
+                self._defer(row, ready - now)
+            else:
+                self._push_waiting(waiting, ready, row)
+        return None
+
+    def _push_waiting(self, waiting: list[tuple[float, int, ClaimedRow]], ready: float, row: ClaimedRow) -> None:
+        self._seq += 1
+        heapq.heappush(waiting, (ready, self._seq, row))
+
+    def _defer(self, row: ClaimedRow, seconds: float) -> None:
+        due = self._clock.now() + timedelta(seconds=seconds)
+        self._outcomes.append(Outcome(id=row.id, status="pending", due_at=due, attempts_delta=-1))
+
+    async def _send(self, row: ClaimedRow) -> None:
+        try:
+            outcome = await self._attempt(row)
+        except Exception as error:  # never let one row kill the worker
+            log.exception("outbox row %s failed unexpectedly", row.id)
+            outcome = self._retry_or_dead(row, f"internal error: {type(error).__name__}")
+        finally:
+            self._slots.release()
+        self._outcomes.append(outcome)
+
+    async def _attempt(self, row: ClaimedRow) -> Outcome:
+        try:
+            params = self._cipher.decrypt_json(row.payload, binding=payload_binding(row.uid))
+        except DecryptionError:
+            return Outcome(id=row.id, status="dead", error="payload does not decrypt under this key")
+        if self._config.paid_broadcast and row.method.startswith(("send", "copy")):
+            params["allow_paid_broadcast"] = True
+        try:
+            result = await self._api.call(row.method, params)
+        except OutcomeUnknown as error:
+            return self._unknown(row, str(error))
+        except NotSent as error:
+            return self._retry_or_dead(row, str(error))
+        return self._judge(row, result)
+
+    def _judge(self, row: ClaimedRow, result: ApiResult) -> Outcome:
+        if result.ok:
+            self.sent_count += 1
+            return Outcome(id=row.id, status="sent", message_id=result.message_id, sent_at=self._clock.now())
+        code, description = result.error_code, result.description
+        if code == 429:
+            wait = result.retry_after if result.retry_after is not None else 1.0
+            self._limiter.pause(wait)
+            log.warning("Telegram asked to pause sending for %.0f s (429)", wait)
+            return Outcome(
+                id=row.id,
+                status="pending",
+                due_at=self._clock.now() + timedelta(seconds=wait),
+                error=f"429: {description}",
+                attempts_delta=-1,
+            )
+        if code == 403:
+            if row.recipient is not None:
+                self._blocked.add(row.recipient)
+            return Outcome(id=row.id, status="blocked", error=f"403: {description}")
+        if code == 400 and any(phrase in description.lower() for phrase in _ALREADY_DONE):
+            return Outcome(id=row.id, status="sent", sent_at=self._clock.now(), error=f"400: {description}")
+        if code is not None and 400 <= code < 500:
+            # The request itself is wrong (bad chat, bad markup): retrying cannot help.
+            return Outcome(id=row.id, status="dead", error=f"{code}: {description}")
+        return self._retry_or_dead(row, f"{code}: {description}")
+
+    def _unknown(self, row: ClaimedRow, error: str) -> Outcome:
+        # A duplicate beats a miss (a hearing reminder), but one retry is enough: never loop forever.
+        if row.unknown_outcomes >= 1:
+            return Outcome(id=row.id, status="unknown", error=f"outcome unknown twice: {error}", unknown_delta=1)
+        due = self._clock.now() + timedelta(seconds=self._config.unknown_retry_s)
+        return Outcome(id=row.id, status="pending", due_at=due, error=f"outcome unknown: {error}", unknown_delta=1)
+
+    def _retry_or_dead(self, row: ClaimedRow, error: str) -> Outcome:
+        if row.attempts >= self._config.max_attempts:
+            return Outcome(id=row.id, status="dead", error=f"gave up after {row.attempts} attempts: {error}")
+        delay = min(self._config.backoff_max_s, self._config.backoff_base_s * 2 ** (row.attempts - 1))
+        return Outcome(
+            id=row.id, status="pending", due_at=self._clock.now() + timedelta(seconds=delay), error=error
+        )
+
+    async def _idle(self) -> None:
+        await self.flush_quietly()
+        async with self._db.read() as conn:
+            next_due = await self._outbox.next_due_at(conn)
+        wait = self._config.idle_poll_s
+        if next_due is not None:
+            wait = min(wait, max(0.0, (next_due - self._clock.now()).total_seconds()))
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
+        except TimeoutError:
+            pass
+
+    async def flush_quietly(self) -> None:
+        """Flush, logging instead of raising (the outcomes are kept for the next try)."""
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("could not record delivery outcomes; will retry")
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.flush_interval_s)
+            await self.flush_quietly()
+
+    async def _wait_in_flight(self) -> None:
+        if self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def _reclaim_expired(self) -> None:
+        try:
+            async with self._db.write() as conn:
+                count = await self._outbox.reclaim_expired(conn, self._clock.now())
+        except Exception:
+            log.exception("could not reclaim expired outbox leases")
+            return
+        if count:
+            log.warning("reclaimed %d outbox rows whose worker stopped mid-send", count)
+
+    async def _finish(self) -> None:
+        await self._wait_in_flight()
+        await self.flush_quietly()
+        try:
+            async with self._db.write() as conn:
+                await self._outbox.release_owned(conn, self.owner)
+        except Exception:
+            log.exception("could not release claimed outbox rows; their leases will expire")

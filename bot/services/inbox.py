@@ -1,0 +1,257 @@
+"""The durable inbox: store each update before acknowledging it to Telegram, then dispatch and mark done.
+
+python-telegram-bot's own Updater confirms a batch of updates to Telegram before its handlers have run, so
+a crash loses them. Here the offset only moves after the updates are committed to the `inbox` table, and a
+row is marked done only after its handler has returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bot.clock import Clock
+from bot.security import Cipher, DecryptionError
+from bot.telegram_api import NotSent, OutcomeUnknown, TelegramApi
+from storage.database import Database
+from storage.inbox import InboxRepository, InboxRow
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "channel_post", "my_chat_member", "chat_member")
+
+
+class Dispatch(enum.Enum):
+    """What became of one dispatched update."""
+
+    DONE = "done"
+    RETRY = "retry"  # a transient fault (database locked or full): keep it and try again
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """The outcome of dispatching one update, with the reason for a retry."""
+
+    outcome: Dispatch
+    error: str = ""
+
+
+Dispatcher = Callable[[dict[str, Any]], Awaitable[DispatchResult]]
+
+
+class FatalPollingError(Exception):
+    """Telegram refused the token or another instance owns the updates; polling cannot go on."""
+
+
+class DurableInbox:
+    """Fetches updates into the inbox and dispatches them from there."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        repo: InboxRepository,
+        api: TelegramApi,
+        cipher: Cipher,
+        clock: Clock,
+        dispatch: Dispatcher,
+        polling_timeout_s: int = 30,
+        max_attempts: int = 5,
+        concurrency: int = 8,
+    ) -> None:
+        self._db = db
+        self._repo = repo
+        self._api = api
+        self._cipher = cipher
+        self._clock = clock
+        self._dispatch = dispatch
+        self._polling_timeout_s = polling_timeout_s
+        self._max_attempts = max_attempts
+        self._concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask both loops to return after the current step."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch what was left from the last run, then fetch and dispatch until stopped."""
+        dispatcher = asyncio.create_task(self._dispatch_loop())
+        try:
+            await self._fetch_loop()
+        finally:
+            self.stop()
+            await dispatcher
+
+    async def fetch_once(self, timeout_s: int | None = None) -> int:
+        """Fetch one batch, store it, advance the offset; return how many updates came."""
+        async with self._db.read() as conn:
+            offset = await self._repo.offset(conn)
+        params: dict[str, Any] = {
+            "timeout": self._polling_timeout_s if timeout_s is None else timeout_s,
+            "allowed_updates": list(ALLOWED_UPDATES),
+        }
+        if offset is not None:
+            params["offset"] = offset
+        result = await self._api.call("getUpdates", params, timeout=params["timeout"] + 15)
+        if not result.ok:
+            if result.error_code in (401, 404):
+                raise FatalPollingError("Telegram rejected the bot token (401); check JARCHY_BOT_TOKEN")
+            if result.error_code == 409:
+                raise FatalPollingError(
+                    "another bot instance or a webhook is taking the updates (409); stop it or run `deleteWebhook`"
+                )
+            raise NotSent(f"getUpdates failed: {result.error_code} {result.description}")
+        updates = [u for u in result.result or [] if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
+        if not updates:
+            return 0
+        rows = [(u["update_id"], self._cipher.encrypt_json(u, binding=_binding(u["update_id"]))) for u in updates]
+        next_offset = max(u["update_id"] for u in updates) + 1
+        async with self._db.write() as conn:
+            await self._repo.store(conn, rows, next_offset, self._clock.now())
+        self._wake.set()
+        return len(updates)
+
+    async def dispatch_pending(self) -> int:
+        """Dispatch every stored update that is due, one chat at a time, chats in parallel."""
+        handled = 0
+        seen: set[int] = set()
+        while not self._stopping.is_set():
+            async with self._db.read() as conn:
+                rows = await self._repo.due(conn, self._clock.now(), limit=100)
+            # A row whose outcome could not be recorded stays due; leave it for the next pass.
+            rows = [row for row in rows if row.update_id not in seen]
+            if not rows:
+                break
+            seen.update(row.update_id for row in rows)
+            await self._dispatch_rows(rows)
+            handled += len(rows)
+        return handled
+
+    async def _dispatch_rows(self, rows: list[InboxRow]) -> None:
+        decoded: list[tuple[InboxRow, dict[str, Any] | None]] = []
+        for row in rows:
+            try:
+                decoded.append((row, self._cipher.decrypt_json(row.payload, binding=_binding(row.update_id))))
+            except DecryptionError:
+                decoded.append((row, None))
+        # Updates from one chat stay in order; different chats do not wait for each other.
+        chains: dict[object, list[tuple[InboxRow, dict[str, Any] | None]]] = {}
+        for row, update in decoded:
+            chains.setdefault(_conversation_key(update) if update else row.update_id, []).append((row, update))
+        limit = asyncio.Semaphore(self._concurrency)
+
+        async def run_chain(chain: list[tuple[InboxRow, dict[str, Any] | None]]) -> None:
+            async with limit:
+                for row, update in chain:
+                    await self._handle(row, update)
+
+        await asyncio.gather(*(run_chain(chain) for chain in chains.values()))
+
+    async def _handle(self, row: InboxRow, update: dict[str, Any] | None) -> None:
+        now = self._clock.now()
+        if update is None:
+            log.error("inbox update %s does not decrypt; dropping it", row.update_id)
+            await self._record(lambda conn: self._repo.mark_failed(conn, row.update_id, now, "does not decrypt"))
+            return
+        try:
+            result = await self._dispatch(update)
+        except Exception as error:
+            log.exception("dispatching update %s failed", row.update_id)
+            result = DispatchResult(Dispatch.RETRY, f"{type(error).__name__}")
+        if result.outcome is Dispatch.DONE:
+            await self._record(lambda conn: self._repo.mark_done(conn, [row.update_id], now))
+        elif row.attempts + 1 >= self._max_attempts:
+            log.error("giving up on update %s after %d attempts: %s", row.update_id, row.attempts + 1, result.error)
+            await self._record(lambda conn: self._repo.mark_failed(conn, row.update_id, now, result.error))
+        else:
+            delay = timedelta(seconds=min(60.0, 2.0 ** row.attempts))
+            log.warning("update %s will be retried: %s", row.update_id, result.error)
+            await self._record(lambda conn: self._repo.retry_later(conn, row.update_id, now + delay, result.error))
+
+    async def _record(self, write: Callable[[Any], Awaitable[None]]) -> None:
+        # Recording the outcome may itself hit a locked database: try a few times, then leave the row
+        # pending (it will be dispatched again, and handlers are idempotent).
+        for attempt in range(5):
+            try:
+                async with self._db.write() as conn:
+                    await write(conn)
+                return
+            except Exception:
+                if attempt == 4:
+                    log.exception("could not record an inbox outcome; the update stays pending")
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _fetch_loop(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            fetch = asyncio.create_task(self.fetch_once())
+            stopping = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if fetch not in done:
+                # Stopping mid-poll: what Telegram sends now is not acknowledged, so it comes again.
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+                return
+            stopping.cancel()
+            try:
+                fetch.result()
+                backoff = 1.0
+            except FatalPollingError:
+                raise
+            except (NotSent, OutcomeUnknown) as error:
+                log.warning("getUpdates failed (%s); retrying in %.0f s", error, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception:
+                log.exception("storing updates failed; retrying in %.0f s", backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                await self.dispatch_pending()
+            except Exception:
+                log.exception("inbox dispatch failed; retrying")
+            wait = 1.0
+            async with self._db.read() as conn:
+                next_due = await self._repo.next_due_at(conn)
+            if next_due is not None:
+                wait = min(wait, max(0.01, (next_due - self._clock.now()).total_seconds()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+
+def _binding(update_id: int) -> str:
+    return f"inbox.payload:{update_id}"
+
+
+def _conversation_key(update: dict[str, Any]) -> object:
+    for field in ("message", "edited_message", "channel_post", "callback_query", "my_chat_member", "chat_member"):
+        body = update.get(field)
+        if isinstance(body, dict):
+            chat = body.get("chat") or (body.get("message") or {}).get("chat")
+            if isinstance(chat, dict) and "id" in chat:
+                return ("chat", chat["id"])
+            sender = body.get("from")
+            if isinstance(sender, dict) and "id" in sender:
+                return ("user", sender["id"])
+    return ("update", update.get("update_id"))

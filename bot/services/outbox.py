@@ -1,0 +1,98 @@
+"""Queue messages that must survive a crash, in the same transaction as whatever caused them."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Cipher, Pseudonymizer
+from storage.outbox import NewOutboxRow, OutboxRepository
+
+PRIORITY_SOS = 100
+PRIORITY_ALERT = 80
+PRIORITY_PERSONAL = 50  # status updates and questions to one person
+PRIORITY_REMINDER = 30
+PRIORITY_BROADCAST = 0
+
+
+def payload_binding(uid: str) -> str:
+    """Return what an outbox payload's encryption is bound to."""
+    return f"outbox.payload:{uid}"
+
+
+def chat_kind_of(chat_id: int | str) -> str:
+    """Tell a private chat (positive id) from a group or channel (negative id or @username)."""
+    return "private" if isinstance(chat_id, int) and chat_id > 0 else "group"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One Bot API call to make later; `params` carries chat_id like the Bot API does."""
+
+    method: str
+    params: dict[str, Any]
+    kind: str
+    recipient_user_id: int | None = None  # set when the chat is a person, so a 403 marks them inactive
+    priority: int = PRIORITY_PERSONAL
+    due_at: datetime | None = None
+    dedupe_key: str | None = None
+    ref: str | None = None
+    uid: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
+class Outbox:
+    """Encrypts and pseudonymises outgoing messages into outbox rows."""
+
+    def __init__(
+        self,
+        repo: OutboxRepository,
+        cipher: Cipher,
+        pseudonyms: Pseudonymizer,
+        clock: Clock,
+        on_enqueued: Callable[[], None] | None = None,
+    ) -> None:
+        self._repo = repo
+        self._cipher = cipher
+        self._pseudonyms = pseudonyms
+        self._clock = clock
+        self._on_enqueued = on_enqueued
+
+    async def enqueue(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> int:
+        """Add messages in the caller's transaction; return how many were new (dedupe keys skip repeats)."""
+        now = self._clock.now()
+        rows = []
+        for message in messages:
+            chat_id = message.params.get("chat_id")
+            if chat_id is None:
+                raise ValueError("an outgoing message needs params['chat_id']")
+            rows.append(
+                NewOutboxRow(
+                    uid=message.uid,
+                    kind=message.kind,
+                    method=message.method,
+                    payload=self._cipher.encrypt_json(message.params, binding=payload_binding(message.uid)),
+                    chat_key=self._pseudonyms.of_chat(chat_id),
+                    chat_kind=chat_kind_of(chat_id),
+                    recipient=(
+                        self._pseudonyms.of_user(message.recipient_user_id)
+                        if message.recipient_user_id is not None
+                        else None
+                    ),
+                    priority=message.priority,
+                    due_at=message.due_at or now,
+                    dedupe_key=message.dedupe_key,
+                    ref=message.ref,
+                )
+            )
+        return await self._repo.insert(conn, rows, now)
+
+    def notify(self) -> None:
+        """Tell the delivery worker new rows are committed (call after the transaction)."""
+        if self._on_enqueued is not None:
+            self._on_enqueued()

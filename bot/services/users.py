@@ -1,0 +1,84 @@
+"""Who is talking to the bot: pseudonyms, languages and bootstrap admins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.clock import Clock
+from bot.security import Pseudonymizer
+from messages import LANGUAGES
+from storage.database import Database
+from storage.users import User, UserRepository
+
+
+class UnknownLanguage(ValueError):
+    """A language the bot has no catalog for."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What handlers need to know about the person on the other side."""
+
+    pseudonym: str
+    language: str
+    roles: frozenset[str]
+
+
+class UserService:
+    """Records users by pseudonym and resolves the language to speak with them."""
+
+    def __init__(
+        self, db: Database, repo: UserRepository, pseudonyms: Pseudonymizer, clock: Clock, default_language: str
+    ) -> None:
+        self._db = db
+        self._repo = repo
+        self._pseudonyms = pseudonyms
+        self._clock = clock
+        self._default_language = default_language
+
+    async def seen(self, telegram_id: int, telegram_language: str | None) -> Profile:
+        """Remember that this person wrote (creating them if new) and return their profile."""
+        pseudonym = self._pseudonyms.of_user(telegram_id)
+        code = _supported(telegram_language)
+        async with self._db.read() as conn:
+            user = await self._repo.get(conn, pseudonym)
+        # Write only when something changed: most updates come from people the bot already knows.
+        if user is None or not user.active or user.telegram_language != code:
+            async with self._db.write() as conn:
+                user = await self._repo.touch(conn, pseudonym, code, self._clock.now())
+        return self._profile(user)
+
+    async def choose_language(self, telegram_id: int, language: str) -> Profile:
+        """Store the language the person picked."""
+        if language not in LANGUAGES:
+            raise UnknownLanguage(language)
+        pseudonym = self._pseudonyms.of_user(telegram_id)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            if await self._repo.get(conn, pseudonym) is None:
+                await self._repo.touch(conn, pseudonym, None, now)
+            await self._repo.set_language(conn, pseudonym, language, now)
+            user = await self._repo.get(conn, pseudonym)
+        assert user is not None
+        return self._profile(user)
+
+    async def bootstrap_admins(self, telegram_ids: Iterable[int]) -> None:
+        """Grant the admin role to the ids from settings (idempotent, at every start)."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            for telegram_id in telegram_ids:
+                pseudonym = self._pseudonyms.of_user(telegram_id)
+                await self._repo.ensure_exists(conn, pseudonym, now)
+                await self._repo.grant(conn, pseudonym, "admin", now)
+
+    def _profile(self, user: User) -> Profile:
+        language = user.language or user.telegram_language or self._default_language
+        return Profile(pseudonym=user.pseudonym, language=language, roles=user.roles)
+
+
+def _supported(code: str | None) -> str | None:
+    if not code:
+        return None
+    base = code.replace("_", "-").split("-")[0].lower()
+    return base if base in LANGUAGES else None

@@ -1,0 +1,248 @@
+"""One frozen Settings object, read once from JARCHY_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+LANGUAGES: tuple[str, ...] = ("en", "ru", "ky", "uz")
+DEFAULT_API_URL = "https://api.telegram.org"
+_TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{10,100}$")
+_T = TypeVar("_T")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+    def __init__(self, variable: str, problem: str, fix: str) -> None:
+        super().__init__(f"{variable}: {problem}. {fix}")
+        self.variable = variable
+
+
+class SecretStr:
+    """A string that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """Return the secret itself; only for the code that must use it."""
+        return self._value
+
+    def masked(self) -> str:
+        """Return a hint that identifies the secret without revealing it."""
+        if not self._value:
+            return "(empty)"
+        return "*" * 8
+
+    def __repr__(self) -> str:
+        return "SecretStr('********')"
+
+    def __str__(self) -> str:
+        return "********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything jarchy runs with; build it with `Settings.from_env()` or directly in tests."""
+
+    bot_token: SecretStr
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    api_url: str = DEFAULT_API_URL
+    admin_ids: frozenset[int] = frozenset()
+    coordinator_chat_id: int | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Bishkek"))
+    default_language: str = "en"
+    key_file: Path | None = None
+    log_level: str = "INFO"
+    # Telegram's documented limits; the delivery worker never exceeds them in any window.
+    rate_global_per_s: float = 30.0
+    rate_private_per_s: float = 1.0
+    rate_group_per_min: float = 20.0
+    paid_broadcast: bool = False
+    outbox_concurrency: int = 4
+    outbox_lease_s: float = 60.0
+    outbox_max_attempts: int = 8
+    inbox_max_attempts: int = 5
+    polling_timeout_s: int = 30
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{self.data_dir / 'jarchy.db'}")
+
+    @property
+    def resolved_key_file(self) -> Path:
+        """Return where the data key lives: the configured file, else one in the data directory."""
+        return self.key_file if self.key_file is not None else self.data_dir / "jarchy.key"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, env_file: Path | None = None, require_token: bool = True
+    ) -> Settings:
+        """Read settings from the environment (which wins) and an optional .env file."""
+        env = dict(read_env_file(env_file or Path(".env")))
+        env.update(os.environ if environ is None else environ)
+        return cls._parse(env, require_token=require_token)
+
+    @classmethod
+    def _parse(cls, env: Mapping[str, str], *, require_token: bool) -> Settings:
+        token = env.get("JARCHY_BOT_TOKEN", "").strip()
+        if not token and require_token:
+            raise SettingsError(
+                "JARCHY_BOT_TOKEN",
+                "is not set",
+                "Create a bot with @BotFather in Telegram (/newbot) and set the token it gives you.",
+            )
+        if token and not _TOKEN_RE.match(token):
+            raise SettingsError(
+                "JARCHY_BOT_TOKEN",
+                "does not look like a bot token",
+                "It has the form 123456789:AA…; copy it again from @BotFather (/token).",
+            )
+        data_dir = Path(env.get("JARCHY_DATA_DIR", "data") or "data")
+        api_url = env.get("JARCHY_API_URL", DEFAULT_API_URL).strip().rstrip("/") or DEFAULT_API_URL
+        if not re.match(r"^https?://[^/\s]+", api_url):
+            raise SettingsError("JARCHY_API_URL", "is not an http(s) URL", f"Use the root, e.g. {DEFAULT_API_URL}.")
+        database_url = env.get("JARCHY_DATABASE_URL", "").strip()
+        if database_url and "://" not in database_url:
+            raise SettingsError(
+                "JARCHY_DATABASE_URL",
+                "is not a database URL",
+                "Use e.g. sqlite+aiosqlite:///data/jarchy.db, or leave it unset for the default.",
+            )
+        default_language = env.get("JARCHY_DEFAULT_LANGUAGE", "en").strip().lower() or "en"
+        if default_language not in LANGUAGES:
+            raise SettingsError(
+                "JARCHY_DEFAULT_LANGUAGE", f"'{default_language}' is not supported", f"Use one of {', '.join(LANGUAGES)}."
+            )
+        tz_name = env.get("JARCHY_TIMEZONE", "Asia/Bishkek").strip() or "Asia/Bishkek"
+        try:
+            timezone = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(
+                "JARCHY_TIMEZONE", f"'{tz_name}' is not a known time zone", "Use an IANA name such as Asia/Bishkek."
+            ) from None
+        key_file = env.get("JARCHY_KEY_FILE", "").strip()
+        log_level = env.get("JARCHY_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise SettingsError("JARCHY_LOG_LEVEL", f"'{log_level}' is not a level", "Use DEBUG, INFO, WARNING or ERROR.")
+        return cls(
+            bot_token=SecretStr(token),
+            data_dir=data_dir,
+            database_url=database_url,
+            api_url=api_url,
+            admin_ids=_ids(env, "JARCHY_ADMIN_IDS"),
+            coordinator_chat_id=_optional(env, "JARCHY_COORDINATOR_CHAT_ID", int, "a whole number such as -1001234567890"),
+            timezone=timezone,
+            default_language=default_language,
+            key_file=Path(key_file) if key_file else None,
+            log_level=log_level,
+            rate_global_per_s=_number(env, "JARCHY_RATE_GLOBAL_PER_S", 30.0, float, minimum=0),
+            rate_private_per_s=_number(env, "JARCHY_RATE_PRIVATE_PER_S", 1.0, float, minimum=0),
+            rate_group_per_min=_number(env, "JARCHY_RATE_GROUP_PER_MIN", 20.0, float, minimum=0),
+            paid_broadcast=_flag(env, "JARCHY_PAID_BROADCAST"),
+            outbox_concurrency=_number(env, "JARCHY_OUTBOX_CONCURRENCY", 4, int, minimum=1),
+            outbox_lease_s=_number(env, "JARCHY_OUTBOX_LEASE_S", 60.0, float, minimum=5),
+            outbox_max_attempts=_number(env, "JARCHY_OUTBOX_MAX_ATTEMPTS", 8, int, minimum=1),
+            polling_timeout_s=_number(env, "JARCHY_POLLING_TIMEOUT_S", 30, int, minimum=0),
+        )
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Return what the bot would run with, as (name, value) pairs with secrets masked."""
+        return [
+            ("JARCHY_BOT_TOKEN", self.bot_token.masked()),
+            ("JARCHY_API_URL", self.api_url),
+            ("JARCHY_DATA_DIR", str(self.data_dir)),
+            ("JARCHY_DATABASE_URL", _mask_url(self.database_url)),
+            ("JARCHY_KEY_FILE", str(self.resolved_key_file)),
+            ("JARCHY_ADMIN_IDS", f"{len(self.admin_ids)} configured"),
+            ("JARCHY_COORDINATOR_CHAT_ID", "set" if self.coordinator_chat_id is not None else "not set"),
+            ("JARCHY_TIMEZONE", str(self.timezone)),
+            ("JARCHY_DEFAULT_LANGUAGE", self.default_language),
+            ("JARCHY_RATE_GLOBAL_PER_S", f"{self.rate_global_per_s:g}"),
+            ("JARCHY_RATE_PRIVATE_PER_S", f"{self.rate_private_per_s:g}"),
+            ("JARCHY_RATE_GROUP_PER_MIN", f"{self.rate_group_per_min:g}"),
+            ("JARCHY_PAID_BROADCAST", str(self.paid_broadcast).lower()),
+            ("JARCHY_OUTBOX_CONCURRENCY", str(self.outbox_concurrency)),
+            ("JARCHY_LOG_LEVEL", self.log_level),
+        ]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=value lines of a .env file; a missing file is empty."""
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def _mask_url(url: str) -> str:
+    # A PostgreSQL URL may carry a password: user:password@host.
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:********@", url)
+
+
+def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return frozenset()
+    try:
+        return frozenset(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(
+            name, "must be Telegram user ids separated by commas", "For example 12345678,87654321 (ask @userinfobot)."
+        ) from None
+
+
+def _optional(env: Mapping[str, str], name: str, kind: Callable[[str], _T], example: str) -> _T | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(name, f"'{raw}' is malformed", f"Use {example}.") from None
+
+
+def _number(env: Mapping[str, str], name: str, default: _T, kind: Callable[[str], _T], *, minimum: float) -> _T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(name, f"'{raw}' is not a number", f"Use a number, default {default}.") from None
+    if float(value) < minimum:  # type: ignore[arg-type]
+        raise SettingsError(name, f"{raw} is too small", f"Use at least {minimum:g}.")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise SettingsError(name, f"'{raw}' is not true or false", "Use true or false.")

@@ -1,0 +1,109 @@
+"""Open every resource the bot needs, in order, and close them in reverse."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.clock import Clock
+from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
+from bot.services.delivery import DeliveryConfig, DeliveryWorker
+from bot.services.outbox import Outbox
+from bot.services.ratelimit import SendLimiter
+from bot.services.users import UserService
+from bot.settings import Settings
+from bot.telegram_api import TelegramApi
+from storage import migrations
+from storage.database import Database
+from storage.inbox import InboxRepository
+from storage.outbox import OutboxRepository
+from storage.users import UserRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The application's resources and domain services, built once per process."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    key: DataKey
+    cipher: Cipher
+    pseudonyms: Pseudonymizer
+    api: TelegramApi
+    limiter: SendLimiter
+    users: UserService
+    outbox: Outbox
+    outbox_repo: OutboxRepository
+    inbox_repo: InboxRepository
+    delivery: DeliveryWorker
+
+    async def close(self) -> None:
+        """Release the HTTP pool and the database."""
+        await self.api.close()
+        await self.db.close()
+
+
+def load_key(settings: Settings) -> DataKey:
+    """Load the data key, creating one on a first start when none is configured."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return load_or_create_key(settings.resolved_key_file, configured=settings.key_file is not None)
+
+
+async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) -> Services:
+    """Load the key, open and migrate the database, and build the services."""
+    key = load_key(settings)
+    db = Database.connect(settings.database_url)
+    try:
+        await migrations.upgrade(db)
+    except Exception:
+        await db.close()
+        raise
+    cipher, pseudonyms = Cipher(key), Pseudonymizer(key)
+    api = TelegramApi(settings.api_url, settings.bot_token, connections=settings.outbox_concurrency + 2)
+    outbox_repo, user_repo = OutboxRepository(), UserRepository()
+    delivery = DeliveryWorker(
+        db=db,
+        outbox=outbox_repo,
+        users=user_repo,
+        api=api,
+        cipher=cipher,
+        limiter=limiter,
+        clock=clock,
+        config=DeliveryConfig(
+            concurrency=settings.outbox_concurrency,
+            lease_s=settings.outbox_lease_s,
+            max_attempts=settings.outbox_max_attempts,
+            paid_broadcast=settings.paid_broadcast,
+        ),
+    )
+    services = Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        key=key,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        api=api,
+        limiter=limiter,
+        users=UserService(db, user_repo, pseudonyms, clock, settings.default_language),
+        outbox=Outbox(outbox_repo, cipher, pseudonyms, clock, on_enqueued=delivery.wake),
+        outbox_repo=outbox_repo,
+        inbox_repo=InboxRepository(),
+        delivery=delivery,
+    )
+    await services.users.bootstrap_admins(settings.admin_ids)
+    return services
+
+
+def build_limiter(settings: Settings, clock: Clock) -> SendLimiter:
+    """Build the one send limiter from the settings (paid broadcasts lift the overall cap to 1,000/s)."""
+    overall = max(settings.rate_global_per_s, 1000.0) if settings.paid_broadcast else settings.rate_global_per_s
+    return SendLimiter(
+        clock,
+        global_per_s=overall,
+        private_per_s=settings.rate_private_per_s,
+        group_per_min=settings.rate_group_per_min,
+    )

@@ -1,0 +1,39 @@
+"""The one error handler: log the traceback (never the message), tell the person something useful."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.ext import Application
+
+from bot.context import JarchyContext
+from storage.database import is_transient
+
+log = logging.getLogger(__name__)
+
+
+async def report_error(update: object, context: JarchyContext) -> None:
+    """Log, mark transient failures for another try, and answer the person."""
+    error = context.error
+    update_id = update.update_id if isinstance(update, Update) else None
+    transient = error is not None and is_transient(error)
+    if isinstance(update, Update) and transient:
+        context.bot_data.retry_marks[update.update_id] = type(error).__name__
+    # Only the update id and the traceback: exception texts from our code never carry user input.
+    log.error("handler failed for update %s (transient=%s)", update_id, transient, exc_info=error)
+    if not isinstance(update, Update) or update.effective_chat is None or update.effective_chat.type != "private":
+        return
+    key = "error.retrying" if transient else "error.generic"
+    try:
+        if update.callback_query is not None:
+            await update.callback_query.answer(context.text(key), show_alert=True)
+        elif update.effective_message is not None:
+            await update.effective_message.reply_text(context.text(key))
+    except Exception:
+        log.warning("could not tell the user about an error", exc_info=True)
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    """Install the error handler."""
+    app.add_error_handler(report_error)

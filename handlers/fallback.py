@@ -1,0 +1,35 @@
+"""Whatever no feature handled: a polite pointer to /help in private chats, silence elsewhere."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import Application, CallbackQueryHandler, MessageHandler, filters
+
+from bot.context import JarchyContext
+
+_PRIVATE_NEW = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
+
+
+async def answer_unknown_command(update: Update, context: JarchyContext) -> None:
+    """Say the command is unknown."""
+    if update.effective_message is not None:
+        await update.effective_message.reply_text(context.text("fallback.unknown_command"))
+
+
+async def answer_not_understood(update: Update, context: JarchyContext) -> None:
+    """Point free text, stickers and media to /help."""
+    if update.effective_message is not None:
+        await update.effective_message.reply_text(context.text("fallback.not_understood"))
+
+
+async def answer_stale_button(update: Update, context: JarchyContext) -> None:
+    """Tell the presser a button is not (or no longer) valid, so their app stops spinning."""
+    if update.callback_query is not None:
+        await update.callback_query.answer(context.text("callback.stale"), show_alert=False)
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    """Register last, so every feature handler gets its chance first."""
+    app.add_handler(MessageHandler(_PRIVATE_NEW & filters.COMMAND, answer_unknown_command))
+    app.add_handler(MessageHandler(_PRIVATE_NEW & ~filters.COMMAND, answer_not_understood))
+    app.add_handler(CallbackQueryHandler(answer_stale_button))

@@ -1,0 +1,34 @@
+"""/start and /help: what the bot is for, what it does about safety, and the commands."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CommandHandler, filters
+
+from bot.context import JarchyContext
+from messages.menus import command_list
+
+PRIVATE_MESSAGES = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
+
+
+async def show_welcome(update: Update, context: JarchyContext) -> None:
+    """Greet the person in their language."""
+    if update.effective_message is None:
+        return
+    commands = command_list(context.texts, context.language)
+    await update.effective_message.reply_text(context.text("start.welcome", commands=commands), parse_mode=ParseMode.HTML)
+
+
+async def show_help(update: Update, context: JarchyContext) -> None:
+    """List the commands."""
+    if update.effective_message is None:
+        return
+    commands = command_list(context.texts, context.language)
+    await update.effective_message.reply_text(context.text("help.text", commands=commands), parse_mode=ParseMode.HTML)
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    """Answer /start and /help in private chats."""
+    app.add_handler(CommandHandler("start", show_welcome, filters=PRIVATE_MESSAGES))
+    app.add_handler(CommandHandler("help", show_help, filters=PRIVATE_MESSAGES))

@@ -1,0 +1,36 @@
+"""Command menus and inline keyboards, built from the catalogs."""
+
+from __future__ import annotations
+
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
+
+from messages.catalog import LANGUAGES, Catalogs, Safe
+
+# Public commands, in the order the menu and /help list them; features append theirs here.
+PUBLIC_COMMANDS: tuple[str, ...] = ("start", "help", "language")
+
+# Each language is named in itself, so a person who cannot read the current one still finds theirs.
+LANGUAGE_NAMES: dict[str, str] = {"en": "English", "ru": "Русский", "ky": "Кыргызча", "uz": "Oʻzbekcha"}
+
+LANGUAGE_CALLBACK_PREFIX = "lang:"
+
+
+def command_list(texts: Catalogs, language: str) -> Safe:
+    """Return '/command — description' lines for /start and /help."""
+    return Safe("\n".join(f"/{name} — {texts.text(language, f'command.{name}')}" for name in PUBLIC_COMMANDS))
+
+
+def bot_commands(texts: Catalogs, language: str) -> list[BotCommand]:
+    """Return the menu for setMyCommands in one language."""
+    return [BotCommand(name, texts.text(language, f"command.{name}")) for name in PUBLIC_COMMANDS]
+
+
+def language_keyboard(current: str) -> InlineKeyboardMarkup:
+    """Return one button per language, the current one marked."""
+    buttons = [
+        InlineKeyboardButton(
+            ("✓ " if code == current else "") + LANGUAGE_NAMES[code], callback_data=f"{LANGUAGE_CALLBACK_PREFIX}{code}"
+        )
+        for code in LANGUAGES
+    ]
+    return InlineKeyboardMarkup([buttons[:2], buttons[2:]])

@@ -1,0 +1,87 @@
+"""The async engine: SQLite in WAL mode with foreign keys, a busy timeout and secure delete."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+_READ_ONLY = "jarchy_read_only"
+BUSY_TIMEOUT_MS = 5000
+
+
+class Database:
+    """One engine and the two kinds of transaction the repositories use."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def connect(cls, url: str, **engine_options: Any) -> Database:
+        """Create the engine for a URL, making the SQLite file's folder if needed."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **engine_options)
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+        return cls(engine)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """Open a write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """Open a read-only transaction that does not take SQLite's write lock."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(**{_READ_ONLY: True})
+            async with conn.begin():
+                yield conn
+
+    async def close(self) -> None:
+        """Dispose of every pooled connection."""
+        await self.engine.dispose()
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from the driver so writes can start with BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Deleted report text must not linger in free pages of a seized disk.
+        cursor.execute("PRAGMA secure_delete=ON")
+        # An accepted update or outbox row must survive power loss, not only a process crash.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that reads then writes can fail with SQLITE_BUSY at once, ignoring the
+        # busy timeout; taking the write lock up front makes writers queue instead.
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Tell whether a storage error may pass if retried (locked, busy, full, I/O)."""
+    if isinstance(error, OperationalError | DBAPIError):
+        text = str(error.orig if isinstance(error, DBAPIError) else error).lower()
+        return any(word in text for word in ("locked", "busy", "full", "disk i/o", "unable to open"))
+    return isinstance(error, asyncio.TimeoutError)

@@ -1,0 +1,260 @@
+"""The durable outbox: every message that must survive a crash is a row here until it is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, case, func, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_or
+from storage.schema import outbox
+from storage.types import UtcTimestamp
+
+# A row in one of these states will not be sent again.
+FINAL_STATUSES = ("sent", "unknown", "dead", "blocked", "cancelled")
+
+
+@dataclass(frozen=True)
+class NewOutboxRow:
+    """A row to insert; its payload is already encrypted by the caller."""
+
+    uid: str
+    kind: str
+    method: str
+    payload: bytes
+    chat_key: str
+    chat_kind: str
+    recipient: str | None
+    priority: int
+    due_at: datetime
+    dedupe_key: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """A row leased to one worker for sending."""
+
+    id: int
+    uid: str
+    kind: str
+    method: str
+    payload: bytes
+    chat_key: str
+    chat_kind: str
+    recipient: str | None
+    priority: int
+    attempts: int
+    unknown_outcomes: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed row, written back in a batch."""
+
+    id: int
+    status: str  # pending (retry), sent, unknown, dead, blocked
+    due_at: datetime | None = None
+    message_id: int | None = None
+    sent_at: datetime | None = None
+    error: str | None = None
+    # -1 gives back the attempt taken at claim time (a 429 or a deferral is not the row's fault).
+    attempts_delta: int = 0
+    unknown_delta: int = 0
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """One row's state, for tests, ledgers and coordinators."""
+
+    id: int
+    uid: str
+    kind: str
+    status: str
+    attempts: int
+    unknown_outcomes: int
+    message_id: int | None
+    last_error: str | None
+    recipient: str | None
+
+
+class OutboxRepository:
+    """SQL for the outbox; claiming uses SKIP LOCKED on PostgreSQL so instances never share a row."""
+
+    async def insert(self, conn: AsyncConnection, rows: Sequence[NewOutboxRow], now: datetime) -> int:
+        """Insert rows in the caller's transaction, skipping ones whose dedupe_key exists; return how many."""
+        if not rows:
+            return 0
+        stmt = insert_or(conn, outbox).on_conflict_do_nothing()
+        result = await conn.execute(
+            stmt,
+            [
+                {
+                    "uid": r.uid,
+                    "kind": r.kind,
+                    "method": r.method,
+                    "payload": r.payload,
+                    "chat_key": r.chat_key,
+                    "chat_kind": r.chat_kind,
+                    "recipient": r.recipient,
+                    "priority": r.priority,
+                    "status": "pending",
+                    "attempts": 0,
+                    "unknown_outcomes": 0,
+                    "due_at": r.due_at,
+                    "created_at": now,
+                    "dedupe_key": r.dedupe_key,
+                    "ref": r.ref,
+                }
+                for r in rows
+            ],
+        )
+        return max(result.rowcount or 0, 0)
+
+    async def claim(
+        self, conn: AsyncConnection, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[ClaimedRow]:
+        """Lease up to `limit` due rows, most urgent first, counting an attempt for each."""
+        due = (
+            select(outbox.c.id)
+            .where(outbox.c.status == "pending", outbox.c.due_at <= now)
+            .order_by(outbox.c.priority.desc(), outbox.c.due_at, outbox.c.id)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id.in_(due.scalar_subquery()))
+            .values(status="sending", lease_owner=owner, lease_until=lease_until, attempts=outbox.c.attempts + 1)
+            .returning(
+                outbox.c.id,
+                outbox.c.uid,
+                outbox.c.kind,
+                outbox.c.method,
+                outbox.c.payload,
+                outbox.c.chat_key,
+                outbox.c.chat_kind,
+                outbox.c.recipient,
+                outbox.c.priority,
+                outbox.c.attempts,
+                outbox.c.unknown_outcomes,
+            )
+        )
+        rows = [ClaimedRow(*r) for r in (await conn.execute(stmt)).all()]
+        # RETURNING gives no order guarantee; the worker wants the claim order.
+        rows.sort(key=lambda r: (-r.priority, r.id))
+        return rows
+
+    async def reclaim_expired(self, conn: AsyncConnection, now: datetime) -> int:
+        """Return rows whose worker died (lease expired) to pending; they may have been in flight."""
+        result = await conn.execute(
+            update(outbox)
+            .where(outbox.c.status == "sending", outbox.c.lease_until < now)
+            .values(status="pending", lease_owner=None, lease_until=None)
+        )
+        return result.rowcount or 0
+
+    async def release_owned(self, conn: AsyncConnection, owner: str) -> int:
+        """Give back rows this worker claimed but did not send (a clean shutdown)."""
+        result = await conn.execute(
+            update(outbox)
+            .where(outbox.c.status == "sending", outbox.c.lease_owner == owner)
+            .values(status="pending", lease_owner=None, lease_until=None, attempts=outbox.c.attempts - 1)
+        )
+        return result.rowcount or 0
+
+    async def apply(self, conn: AsyncConnection, owner: str, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of outcomes; rows whose lease passed to another worker are left alone."""
+        if not outcomes:
+            return
+        status = bindparam("b_status")
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"), outbox.c.lease_owner == literal(owner))
+            .values(
+                status=status,
+                due_at=func.coalesce(bindparam("b_due_at", type_=UtcTimestamp), outbox.c.due_at),
+                message_id=func.coalesce(bindparam("b_message_id"), outbox.c.message_id),
+                sent_at=func.coalesce(bindparam("b_sent_at", type_=UtcTimestamp), outbox.c.sent_at),
+                last_error=bindparam("b_error"),
+                attempts=outbox.c.attempts + bindparam("b_attempts_delta"),
+                unknown_outcomes=outbox.c.unknown_outcomes + bindparam("b_unknown_delta"),
+                lease_owner=None,
+                lease_until=None,
+                # A sent message's content is of no further use and must not sit on a seizable disk.
+                payload=case((status == "sent", None), else_=outbox.c.payload),
+            )
+        )
+        await conn.execute(
+            stmt,
+            [
+                {
+                    "b_id": o.id,
+                    "b_status": o.status,
+                    "b_due_at": o.due_at,
+                    "b_message_id": o.message_id,
+                    "b_sent_at": o.sent_at,
+                    "b_error": o.error,
+                    "b_attempts_delta": o.attempts_delta,
+                    "b_unknown_delta": o.unknown_delta,
+                }
+                for o in outcomes
+            ],
+        )
+
+    async def block_pending_for(self, conn: AsyncConnection, recipients: Sequence[str]) -> int:
+        """Stop queued rows to recipients who blocked the bot."""
+        if not recipients:
+            return 0
+        result = await conn.execute(
+            update(outbox)
+            .where(outbox.c.recipient.in_(recipients), outbox.c.status == "pending")
+            .values(status="blocked", last_error="recipient blocked the bot", payload=None)
+        )
+        return result.rowcount or 0
+
+    async def cancel_pending(
+        self, conn: AsyncConnection, *, recipient: str | None = None, ref: str | None = None
+    ) -> int:
+        """Cancel queued rows for a recipient and/or an aggregate (unsubscribe, cancelled broadcast)."""
+        if recipient is None and ref is None:
+            raise ValueError("name a recipient or a ref to cancel")
+        stmt = update(outbox).where(outbox.c.status == "pending")
+        if recipient is not None:
+            stmt = stmt.where(outbox.c.recipient == recipient)
+        if ref is not None:
+            stmt = stmt.where(outbox.c.ref == ref)
+        result = await conn.execute(stmt.values(status="cancelled", payload=None))
+        return result.rowcount or 0
+
+    async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
+        """Return when the earliest pending row is due."""
+        return (await conn.execute(select(func.min(outbox.c.due_at)).where(outbox.c.status == "pending"))).scalar()
+
+    async def counts(self, conn: AsyncConnection, ref: str | None = None) -> dict[str, int]:
+        """Return how many rows are in each status (optionally for one aggregate)."""
+        stmt = select(outbox.c.status, func.count()).group_by(outbox.c.status)
+        if ref is not None:
+            stmt = stmt.where(outbox.c.ref == ref)
+        return {status: count for status, count in (await conn.execute(stmt)).all()}
+
+    async def statuses(self, conn: AsyncConnection, ids: Sequence[int] | None = None) -> list[OutboxStatus]:
+        """Return rows' states, by id (all rows when None)."""
+        stmt = select(
+            outbox.c.id,
+            outbox.c.uid,
+            outbox.c.kind,
+            outbox.c.status,
+            outbox.c.attempts,
+            outbox.c.unknown_outcomes,
+            outbox.c.message_id,
+            outbox.c.last_error,
+            outbox.c.recipient,
+        ).order_by(outbox.c.id)
+        if ids is not None:
+            stmt = stmt.where(outbox.c.id.in_(ids))
+        return [OutboxStatus(*r) for r in (await conn.execute(stmt)).all()]

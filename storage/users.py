@@ -1,0 +1,94 @@
+"""Users and their roles, known only by pseudonym."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_or
+from storage.schema import user_roles, users
+
+ROLES = ("admin", "coordinator")
+
+
+@dataclass(frozen=True)
+class User:
+    """A person the bot has talked to."""
+
+    pseudonym: str
+    language: str | None
+    telegram_language: str | None
+    active: bool
+    roles: frozenset[str]
+
+
+class UserRepository:
+    """Reads and writes users and roles inside a caller's transaction."""
+
+    async def touch(self, conn: AsyncConnection, pseudonym: str, telegram_language: str | None, now: datetime) -> User:
+        """Create the user if new, remember Telegram's language, mark active again; return the user."""
+        values = {
+            "pseudonym": pseudonym,
+            "telegram_language": telegram_language,
+            "active": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+        stmt = insert_or(conn, users).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[users.c.pseudonym],
+            set_={"telegram_language": telegram_language, "active": True, "updated_at": now},
+        )
+        await conn.execute(stmt)
+        user = await self.get(conn, pseudonym)
+        assert user is not None  # just written in this transaction
+        return user
+
+    async def get(self, conn: AsyncConnection, pseudonym: str) -> User | None:
+        """Return the user, or None."""
+        row = (await conn.execute(select(users).where(users.c.pseudonym == pseudonym))).first()
+        if row is None:
+            return None
+        roles = (await conn.execute(select(user_roles.c.role).where(user_roles.c.pseudonym == pseudonym))).scalars()
+        return User(
+            pseudonym=row.pseudonym,
+            language=row.language,
+            telegram_language=row.telegram_language,
+            active=bool(row.active),
+            roles=frozenset(roles),
+        )
+
+    async def set_language(self, conn: AsyncConnection, pseudonym: str, language: str, now: datetime) -> None:
+        """Store the language the user chose."""
+        await conn.execute(
+            update(users).where(users.c.pseudonym == pseudonym).values(language=language, updated_at=now)
+        )
+
+    async def mark_inactive(self, conn: AsyncConnection, pseudonyms: list[str], now: datetime) -> None:
+        """Mark users who blocked the bot, so nothing more is queued for them."""
+        if pseudonyms:
+            await conn.execute(
+                update(users).where(users.c.pseudonym.in_(pseudonyms)).values(active=False, updated_at=now)
+            )
+
+    async def grant(
+        self, conn: AsyncConnection, pseudonym: str, role: str, now: datetime, granted_by: str | None = None
+    ) -> None:
+        """Give a role (idempotent); the user row must exist."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        stmt = insert_or(conn, user_roles).values(pseudonym=pseudonym, role=role, granted_at=now, granted_by=granted_by)
+        await conn.execute(stmt.on_conflict_do_nothing())
+
+    async def revoke(self, conn: AsyncConnection, pseudonym: str, role: str) -> None:
+        """Take a role away."""
+        await conn.execute(delete(user_roles).where(user_roles.c.pseudonym == pseudonym, user_roles.c.role == role))
+
+    async def ensure_exists(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> None:
+        """Create a bare user row if missing (for bootstrap admins who have not written yet)."""
+        stmt = insert_or(conn, users).values(pseudonym=pseudonym, active=True, created_at=now, updated_at=now)
+        await conn.execute(stmt.on_conflict_do_nothing())
+
