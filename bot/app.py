@@ -21,15 +21,23 @@ from messages.menus import bot_commands
 
 log = logging.getLogger(__name__)
 
-JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], BotData, Any]
+JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], Any, Any]
 
 
 def build_application(settings: Settings, clock: Clock | None = None) -> JarchyApp:
     """Build the Application; nothing is opened until post_init."""
     clock = clock or SystemClock()
     limiter = build_limiter(settings, clock)
-    bot_data = BotData(settings=settings, clock=clock, limiter=limiter)
-    context_types = ContextTypes(context=JarchyContext, bot_data=lambda: bot_data)
+    resolved_clock = clock
+
+    class AppBotData(BotData):
+        def __init__(self) -> None:
+            super().__init__(settings=settings, clock=resolved_clock, limiter=limiter)
+
+    def chat_key(chat_id: int | str) -> str | None:
+        services = app.bot_data.services
+        return services.pseudonyms.of_chat(chat_id) if services is not None else None
+
     app: JarchyApp = (
         ApplicationBuilder()
         .token(settings.bot_token.get_secret_value())
@@ -37,8 +45,8 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
         .base_file_url(f"{settings.api_url}/file/bot")
         # Updates come from the durable inbox, not from PTB's Updater, which acknowledges them too early.
         .updater(None)
-        .context_types(context_types)
-        .rate_limiter(SharedRateLimiter(limiter, bot_data))
+        .context_types(ContextTypes(context=JarchyContext, bot_data=AppBotData))
+        .rate_limiter(SharedRateLimiter(limiter, chat_key))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .build()

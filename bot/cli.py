@@ -43,13 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jarchy", description="A Telegram bot for rapid alerts and advocacy.")
+    parser = argparse.ArgumentParser(
+        prog="jarchy", description="A Telegram bot for rapid alerts and advocacy."
+    )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot with long polling (applies migrations first)")
     sub.add_parser("migrate", help="apply database migrations and exit")
     keygen = sub.add_parser("keygen", help="write a new data key file (owner-only permissions)")
-    keygen.add_argument("--out", type=Path, help="where to write it (default: JARCHY_KEY_FILE or data/jarchy.key)")
-    keygen.add_argument("--force", action="store_true", help="overwrite an existing key (its data becomes unreadable)")
+    keygen.add_argument(
+        "--out", type=Path, help="where to write it (default: JARCHY_KEY_FILE or data/jarchy.key)"
+    )
+    keygen.add_argument(
+        "--force", action="store_true", help="overwrite an existing key (its data becomes unreadable)"
+    )
     sub.add_parser("check", help="validate settings, key and database; print what the bot would run with")
     return parser
 
@@ -84,7 +90,9 @@ def _keygen(args: argparse.Namespace) -> int:
     except KeyFileError as error:
         print(f"jarchy: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"wrote a new data key to {out} (mode 600). Keep a copy somewhere safe and apart from the database.")
+    print(
+        f"wrote a new data key to {out} (mode 600). Keep a copy somewhere safe and apart from the database."
+    )
     return 0
 
 

@@ -15,7 +15,9 @@ from bot.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def run_polling(settings: Settings, *, clock: Clock | None = None, stop: asyncio.Event | None = None) -> None:
+async def run_polling(
+    settings: Settings, *, clock: Clock | None = None, stop: asyncio.Event | None = None
+) -> None:
     """Start everything, run until `stop` is set (or SIGINT/SIGTERM), then stop in reverse order."""
     stop = stop or asyncio.Event()
     app = build_application(settings, clock)
@@ -32,7 +34,8 @@ async def run_polling(settings: Settings, *, clock: Clock | None = None, stop: a
 
 async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> None:
     services = app.bot_data.services
-    assert services is not None  # post_init has run
+    if services is None:
+        raise RuntimeError("post_init did not open the services")
     # A webhook left over from another deployment would make getUpdates fail with 409.
     await services.api.call("deleteWebhook", {"drop_pending_updates": False})
     inbox = DurableInbox(

@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
 from bot.services.outbox import chat_kind_of
 from bot.services.ratelimit import SendLimiter
-
-if TYPE_CHECKING:
-    from bot.context import BotData
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +32,9 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
     answer a second, but their sends are recorded so the outbox paces around them.
     """
 
-    def __init__(self, limiter: SendLimiter, bot_data: BotData) -> None:
+    def __init__(self, limiter: SendLimiter, chat_key: Callable[[int | str], str | None]) -> None:
         self._limiter = limiter
-        self._bot_data = bot_data
+        self._chat_key = chat_key
 
     async def initialize(self) -> None:
         """Nothing to open."""
@@ -47,36 +44,32 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
 
     async def process_request(
         self,
-        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]] | None]],
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
         args: Any,
         kwargs: dict[str, Any],
         endpoint: str,
         data: dict[str, Any],
         rate_limit_args: dict[str, Any] | None,
-    ) -> bool | dict[str, Any] | list[dict[str, Any]] | None:
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
         """Wait for a slot, send, and on 429 pause everyone for as long as asked, then try once more."""
-        chat_id = data.get("chat_id")
-        counted = endpoint in _COUNTED and chat_id is not None
-        for attempt in range(2):
-            if counted:
-                await self._acquire(chat_id)
-            try:
-                return await callback(*args, **kwargs)
-            except RetryAfter as error:
-                seconds = error.retry_after.total_seconds() if hasattr(error.retry_after, "total_seconds") else float(
-                    error.retry_after  # type: ignore[arg-type]
-                )
-                self._limiter.pause(seconds)
-                log.warning("Telegram asked to pause sending for %.0f s (429)", seconds)
-                if attempt == 1:
-                    raise
-                await asyncio.sleep(seconds)
-        return None  # unreachable: the loop returns or raises
+        chat_id = data.get("chat_id") if endpoint in _COUNTED else None
+        if chat_id is not None:
+            await self._acquire(chat_id)
+        try:
+            return await callback(*args, **kwargs)
+        except RetryAfter as error:
+            retry_after = error.retry_after
+            seconds = retry_after.total_seconds() if not isinstance(retry_after, int) else float(retry_after)
+            self._limiter.pause(seconds)
+            log.warning("Telegram asked to pause sending for %.0f s (429)", seconds)
+        # One more try after the pause; a second 429 goes to the caller.
+        await asyncio.sleep(self._limiter.paused_until - self._limiter.now())
+        if chat_id is not None:
+            await self._acquire(chat_id)
+        return await callback(*args, **kwargs)
 
     async def _acquire(self, chat_id: int | str) -> None:
         if isinstance(chat_id, str) and chat_id.lstrip("-").isdigit():
             chat_id = int(chat_id)
         at = await self._limiter.acquire_global()
-        services = self._bot_data.services
-        chat_key = services.pseudonyms.of_chat(chat_id) if services is not None else None
-        self._limiter.record(chat_key, chat_kind_of(chat_id), at)
+        self._limiter.record(self._chat_key(chat_id), chat_kind_of(chat_id), at)

@@ -91,7 +91,11 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, env_file: Path | None = None, require_token: bool = True
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        env_file: Path | None = None,
+        require_token: bool = True,
     ) -> Settings:
         """Read settings from the environment (which wins) and an optional .env file."""
         env = dict(read_env_file(env_file or Path(".env")))
@@ -116,7 +120,9 @@ class Settings:
         data_dir = Path(env.get("JARCHY_DATA_DIR", "data") or "data")
         api_url = env.get("JARCHY_API_URL", DEFAULT_API_URL).strip().rstrip("/") or DEFAULT_API_URL
         if not re.match(r"^https?://[^/\s]+", api_url):
-            raise SettingsError("JARCHY_API_URL", "is not an http(s) URL", f"Use the root, e.g. {DEFAULT_API_URL}.")
+            raise SettingsError(
+                "JARCHY_API_URL", "is not an http(s) URL", f"Use the root, e.g. {DEFAULT_API_URL}."
+            )
         database_url = env.get("JARCHY_DATABASE_URL", "").strip()
         if database_url and "://" not in database_url:
             raise SettingsError(
@@ -127,26 +133,34 @@ class Settings:
         default_language = env.get("JARCHY_DEFAULT_LANGUAGE", "en").strip().lower() or "en"
         if default_language not in LANGUAGES:
             raise SettingsError(
-                "JARCHY_DEFAULT_LANGUAGE", f"'{default_language}' is not supported", f"Use one of {', '.join(LANGUAGES)}."
+                "JARCHY_DEFAULT_LANGUAGE",
+                f"'{default_language}' is not supported",
+                f"Use one of {', '.join(LANGUAGES)}.",
             )
         tz_name = env.get("JARCHY_TIMEZONE", "Asia/Bishkek").strip() or "Asia/Bishkek"
         try:
             timezone = ZoneInfo(tz_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError(
-                "JARCHY_TIMEZONE", f"'{tz_name}' is not a known time zone", "Use an IANA name such as Asia/Bishkek."
+                "JARCHY_TIMEZONE",
+                f"'{tz_name}' is not a known time zone",
+                "Use an IANA name such as Asia/Bishkek.",
             ) from None
         key_file = env.get("JARCHY_KEY_FILE", "").strip()
         log_level = env.get("JARCHY_LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise SettingsError("JARCHY_LOG_LEVEL", f"'{log_level}' is not a level", "Use DEBUG, INFO, WARNING or ERROR.")
+            raise SettingsError(
+                "JARCHY_LOG_LEVEL", f"'{log_level}' is not a level", "Use DEBUG, INFO, WARNING or ERROR."
+            )
         return cls(
             bot_token=SecretStr(token),
             data_dir=data_dir,
             database_url=database_url,
             api_url=api_url,
             admin_ids=_ids(env, "JARCHY_ADMIN_IDS"),
-            coordinator_chat_id=_optional(env, "JARCHY_COORDINATOR_CHAT_ID", int, "a whole number such as -1001234567890"),
+            coordinator_chat_id=_optional(
+                env, "JARCHY_COORDINATOR_CHAT_ID", int, "a whole number such as -1001234567890"
+            ),
             timezone=timezone,
             default_language=default_language,
             key_file=Path(key_file) if key_file else None,
@@ -212,7 +226,9 @@ def _ids(env: Mapping[str, str], name: str) -> frozenset[int]:
         return frozenset(int(part) for part in raw.split(",") if part.strip())
     except ValueError:
         raise SettingsError(
-            name, "must be Telegram user ids separated by commas", "For example 12345678,87654321 (ask @userinfobot)."
+            name,
+            "must be Telegram user ids separated by commas",
+            "For example 12345678,87654321 (ask @userinfobot).",
         ) from None
 
 
@@ -226,7 +242,9 @@ def _optional(env: Mapping[str, str], name: str, kind: Callable[[str], _T], exam
         raise SettingsError(name, f"'{raw}' is malformed", f"Use {example}.") from None
 
 
-def _number(env: Mapping[str, str], name: str, default: _T, kind: Callable[[str], _T], *, minimum: float) -> _T:
+def _number(
+    env: Mapping[str, str], name: str, default: _T, kind: Callable[[str], _T], *, minimum: float
+) -> _T:
     raw = env.get(name, "").strip()
     if not raw:
         return default

@@ -15,6 +15,8 @@ import httpx
 
 from bot.settings import SecretStr
 
+_JSON = {"content-type": "application/json"}
+
 
 class OutcomeUnknown(Exception):
     """The request left but no answer came: Telegram may or may not have acted on it."""
@@ -59,7 +61,6 @@ class TelegramApi:
             base_url=f"{api_url}/bot{token.get_secret_value()}/",
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            headers={"content-type": "application/json"},
         )
 
     async def call(
@@ -67,7 +68,7 @@ class TelegramApi:
         method: str,
         params: dict[str, Any],
         *,
-        timeout: float | None = None,
+        read_timeout: float | None = None,
         files: dict[str, tuple[str, bytes]] | None = None,
     ) -> ApiResult:
         """Call one method; raises OutcomeUnknown or NotSent, otherwise returns Telegram's answer."""
@@ -76,17 +77,27 @@ class TelegramApi:
                 # Multipart: parameters as form fields, nested values JSON-encoded as Telegram expects.
                 data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
                 response = await self._client.post(
-                    method, data=data, files=files, headers={"content-type": None},  # type: ignore[dict-item]
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    method,
+                    data=data,
+                    files=files,
+                    timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             else:
                 body = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode()
                 response = await self._client.post(
-                    method, content=body, timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT
+                    method,
+                    content=body,
+                    headers=_JSON,
+                    timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             raise NotSent(self._scrub(error)) from None
-        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
+        except (
+            httpx.TimeoutException,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            httpx.WriteError,
+        ) as error:
             raise OutcomeUnknown(self._scrub(error)) from None
         return _parse(response)
 

@@ -100,7 +100,9 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
 
 def build_limiter(settings: Settings, clock: Clock) -> SendLimiter:
     """Build the one send limiter from the settings (paid broadcasts lift the overall cap to 1,000/s)."""
-    overall = max(settings.rate_global_per_s, 1000.0) if settings.paid_broadcast else settings.rate_global_per_s
+    overall = (
+        max(settings.rate_global_per_s, 1000.0) if settings.paid_broadcast else settings.rate_global_per_s
+    )
     return SendLimiter(
         clock,
         global_per_s=overall,

@@ -22,7 +22,11 @@ async def report_error(update: object, context: JarchyContext) -> None:
         context.bot_data.retry_marks[update.update_id] = type(error).__name__
     # Only the update id and the traceback: exception texts from our code never carry user input.
     log.error("handler failed for update %s (transient=%s)", update_id, transient, exc_info=error)
-    if not isinstance(update, Update) or update.effective_chat is None or update.effective_chat.type != "private":
+    if (
+        not isinstance(update, Update)
+        or update.effective_chat is None
+        or update.effective_chat.type != "private"
+    ):
         return
     key = "error.retrying" if transient else "error.generic"
     try:
@@ -34,6 +38,6 @@ async def report_error(update: object, context: JarchyContext) -> None:
         log.warning("could not tell the user about an error", exc_info=True)
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
+def register(app: Application) -> None:
     """Install the error handler."""
     app.add_error_handler(report_error)

@@ -28,7 +28,7 @@ async def answer_stale_button(update: Update, context: JarchyContext) -> None:
         await update.callback_query.answer(context.text("callback.stale"), show_alert=False)
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
+def register(app: Application) -> None:
     """Register last, so every feature handler gets its chance first."""
     app.add_handler(MessageHandler(_PRIVATE_NEW & filters.COMMAND, answer_unknown_command))
     app.add_handler(MessageHandler(_PRIVATE_NEW & ~filters.COMMAND, answer_not_understood))

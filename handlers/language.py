@@ -36,7 +36,7 @@ async def choose_language(update: Update, context: JarchyContext) -> None:
         await query.edit_message_text(context.text("language.changed"))
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
+def register(app: Application) -> None:
     """Handle /language and its buttons."""
     app.add_handler(CommandHandler("language", ask_language, filters=PRIVATE_MESSAGES))
     app.add_handler(CallbackQueryHandler(choose_language, pattern=f"^{LANGUAGE_CALLBACK_PREFIX}"))

@@ -17,7 +17,9 @@ async def show_welcome(update: Update, context: JarchyContext) -> None:
     if update.effective_message is None:
         return
     commands = command_list(context.texts, context.language)
-    await update.effective_message.reply_text(context.text("start.welcome", commands=commands), parse_mode=ParseMode.HTML)
+    await update.effective_message.reply_text(
+        context.text("start.welcome", commands=commands), parse_mode=ParseMode.HTML
+    )
 
 
 async def show_help(update: Update, context: JarchyContext) -> None:
@@ -25,10 +27,12 @@ async def show_help(update: Update, context: JarchyContext) -> None:
     if update.effective_message is None:
         return
     commands = command_list(context.texts, context.language)
-    await update.effective_message.reply_text(context.text("help.text", commands=commands), parse_mode=ParseMode.HTML)
+    await update.effective_message.reply_text(
+        context.text("help.text", commands=commands), parse_mode=ParseMode.HTML
+    )
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
+def register(app: Application) -> None:
     """Answer /start and /help in private chats."""
     app.add_handler(CommandHandler("start", show_welcome, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("help", show_help, filters=PRIVATE_MESSAGES))

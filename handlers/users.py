@@ -18,6 +18,6 @@ async def recognise_user(update: Update, context: JarchyContext) -> None:
     context.profile = await context.services.users.seen(user.id, user.language_code)
 
 
-def register(app: Application) -> None:  # type: ignore[type-arg]
+def register(app: Application) -> None:
     """Run recognise_user first for every update."""
     app.add_handler(TypeHandler(Update, recognise_user), group=GROUP)

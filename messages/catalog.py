@@ -27,7 +27,9 @@ class MissingText(KeyError):
 class Catalogs:
     """Keyed texts in every language; English fills in nothing: a missing key is an error."""
 
-    def __init__(self, translations: dict[str, gettext.NullTranslations], default_language: str = "en") -> None:
+    def __init__(
+        self, translations: dict[str, gettext.NullTranslations], default_language: str = "en"
+    ) -> None:
         self._translations = translations
         self.default_language = default_language
 
@@ -50,7 +52,10 @@ class Catalogs:
         template = translation.gettext(key)
         if template == key:
             raise MissingText(f"{key!r} has no text in {language!r}")
-        escaped = {name: value if isinstance(value, Safe) else html.escape(str(value)) for name, value in params.items()}
+        escaped = {
+            name: value if isinstance(value, Safe) else html.escape(str(value))
+            for name, value in params.items()
+        }
         return template.format(**escaped)
 
     def keys(self, language: str) -> dict[str, str]:

@@ -29,7 +29,8 @@ def language_keyboard(current: str) -> InlineKeyboardMarkup:
     """Return one button per language, the current one marked."""
     buttons = [
         InlineKeyboardButton(
-            ("✓ " if code == current else "") + LANGUAGE_NAMES[code], callback_data=f"{LANGUAGE_CALLBACK_PREFIX}{code}"
+            ("✓ " if code == current else "") + LANGUAGE_NAMES[code],
+            callback_data=f"{LANGUAGE_CALLBACK_PREFIX}{code}",
         )
         for code in LANGUAGES
     ]

@@ -57,7 +57,9 @@ class InboxRepository:
                 ],
             )
         upsert = insert_or(conn, bot_state).values(key=OFFSET_KEY, value=str(offset))
-        await conn.execute(upsert.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": str(offset)}))
+        await conn.execute(
+            upsert.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": str(offset)})
+        )
 
     async def offset(self, conn: AsyncConnection) -> int | None:
         """Return the next getUpdates offset, or None before the first update."""
@@ -103,7 +105,9 @@ class InboxRepository:
         await conn.execute(
             update(inbox)
             .where(inbox.c.update_id == update_id)
-            .values(status="failed", payload=None, done_at=now, attempts=inbox.c.attempts + 1, last_error=error)
+            .values(
+                status="failed", payload=None, done_at=now, attempts=inbox.c.attempts + 1, last_error=error
+            )
         )
 
     async def purge_done(self, conn: AsyncConnection, before: datetime) -> int:
@@ -115,5 +119,6 @@ class InboxRepository:
 
     async def counts(self, conn: AsyncConnection) -> InboxCounts:
         """Return how many updates are pending, done and failed."""
-        rows = dict((await conn.execute(select(inbox.c.status, func.count()).group_by(inbox.c.status))).all())
+        result = await conn.execute(select(inbox.c.status, func.count()).group_by(inbox.c.status))
+        rows: dict[str, int] = {status: count for status, count in result.all()}
         return InboxCounts(rows.get("pending", 0), rows.get("done", 0), rows.get("failed", 0))

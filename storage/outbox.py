@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
 
 from storage.dialect import insert_or
 from storage.schema import outbox
@@ -129,7 +130,9 @@ class OutboxRepository:
         stmt = (
             update(outbox)
             .where(outbox.c.id.in_(due.scalar_subquery()))
-            .values(status="sending", lease_owner=owner, lease_until=lease_until, attempts=outbox.c.attempts + 1)
+            .values(
+                status="sending", lease_owner=owner, lease_until=lease_until, attempts=outbox.c.attempts + 1
+            )
             .returning(
                 outbox.c.id,
                 outbox.c.uid,
@@ -171,7 +174,7 @@ class OutboxRepository:
         """Write a batch of outcomes; rows whose lease passed to another worker are left alone."""
         if not outcomes:
             return
-        status = bindparam("b_status")
+        status: BindParameter[str] = bindparam("b_status")
         stmt = (
             update(outbox)
             .where(outbox.c.id == bindparam("b_id"), outbox.c.lease_owner == literal(owner))
@@ -233,7 +236,9 @@ class OutboxRepository:
 
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
         """Return when the earliest pending row is due."""
-        return (await conn.execute(select(func.min(outbox.c.due_at)).where(outbox.c.status == "pending"))).scalar()
+        return (
+            await conn.execute(select(func.min(outbox.c.due_at)).where(outbox.c.status == "pending"))
+        ).scalar()
 
     async def counts(self, conn: AsyncConnection, ref: str | None = None) -> dict[str, int]:
         """Return how many rows are in each status (optionally for one aggregate)."""

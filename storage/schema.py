@@ -101,7 +101,8 @@ outbox = Table(
     Column("dedupe_key", String(128), nullable=True, unique=True),
     Column("ref", String(64), nullable=True),  # the aggregate it belongs to, e.g. a campaign id
     CheckConstraint(
-        "status IN ('pending', 'sending', 'sent', 'unknown', 'dead', 'blocked', 'cancelled')", name="status_known"
+        "status IN ('pending', 'sending', 'sent', 'unknown', 'dead', 'blocked', 'cancelled')",
+        name="status_known",
     ),
     CheckConstraint("chat_kind IN ('private', 'group')", name="chat_kind_known"),
 )

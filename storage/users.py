@@ -28,7 +28,9 @@ class User:
 class UserRepository:
     """Reads and writes users and roles inside a caller's transaction."""
 
-    async def touch(self, conn: AsyncConnection, pseudonym: str, telegram_language: str | None, now: datetime) -> User:
+    async def touch(
+        self, conn: AsyncConnection, pseudonym: str, telegram_language: str | None, now: datetime
+    ) -> User:
         """Create the user if new, remember Telegram's language, mark active again; return the user."""
         values = {
             "pseudonym": pseudonym,
@@ -44,7 +46,8 @@ class UserRepository:
         )
         await conn.execute(stmt)
         user = await self.get(conn, pseudonym)
-        assert user is not None  # just written in this transaction
+        if user is None:
+            raise RuntimeError("the user row vanished inside its own transaction")
         return user
 
     async def get(self, conn: AsyncConnection, pseudonym: str) -> User | None:
@@ -52,7 +55,9 @@ class UserRepository:
         row = (await conn.execute(select(users).where(users.c.pseudonym == pseudonym))).first()
         if row is None:
             return None
-        roles = (await conn.execute(select(user_roles.c.role).where(user_roles.c.pseudonym == pseudonym))).scalars()
+        roles = (
+            await conn.execute(select(user_roles.c.role).where(user_roles.c.pseudonym == pseudonym))
+        ).scalars()
         return User(
             pseudonym=row.pseudonym,
             language=row.language,
@@ -80,15 +85,18 @@ class UserRepository:
         """Give a role (idempotent); the user row must exist."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        stmt = insert_or(conn, user_roles).values(pseudonym=pseudonym, role=role, granted_at=now, granted_by=granted_by)
+        stmt = insert_or(conn, user_roles).values(
+            pseudonym=pseudonym, role=role, granted_at=now, granted_by=granted_by
+        )
         await conn.execute(stmt.on_conflict_do_nothing())
 
     async def revoke(self, conn: AsyncConnection, pseudonym: str, role: str) -> None:
         """Take a role away."""
-        await conn.execute(delete(user_roles).where(user_roles.c.pseudonym == pseudonym, user_roles.c.role == role))
+        await conn.execute(
+            delete(user_roles).where(user_roles.c.pseudonym == pseudonym, user_roles.c.role == role)
+        )
 
     async def ensure_exists(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> None:
         """Create a bare user row if missing (for bootstrap admins who have not written yet)."""
         stmt = insert_or(conn, users).values(pseudonym=pseudonym, active=True, created_at=now, updated_at=now)
         await conn.execute(stmt.on_conflict_do_nothing())
-

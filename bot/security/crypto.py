@@ -60,7 +60,9 @@ class Cipher:
 
     def encrypt_json(self, value: Any, *, binding: str) -> bytes:
         """Encrypt a JSON-serialisable value."""
-        return self.encrypt(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), binding=binding)
+        return self.encrypt(
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), binding=binding
+        )
 
     def decrypt_json(self, ciphertext: bytes, *, binding: str) -> Any:
         """Decrypt a JSON value."""

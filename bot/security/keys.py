@@ -32,7 +32,9 @@ class DataKey:
     def derive(self, purpose: str) -> bytes:
         """Return a 32-byte subkey for one purpose (BLAKE2b keyed with the master key)."""
         person = purpose.encode()[:16].ljust(16, b"\0")
-        digest: bytes = nacl.hash.blake2b(b"", digest_size=32, key=self.master, person=person, encoder=RawEncoder)
+        digest: bytes = nacl.hash.blake2b(
+            b"", digest_size=32, key=self.master, person=person, encoder=RawEncoder
+        )
         return digest
 
     def __repr__(self) -> str:
@@ -43,7 +45,9 @@ def create_key_file(path: Path, *, overwrite: bool = False) -> DataKey:
     """Write a new random key to `path`, readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
-        raise KeyFileError(f"{path} already exists; refusing to overwrite a key (data encrypted under it would be lost)")
+        raise KeyFileError(
+            f"{path} already exists; refusing to overwrite a key (data encrypted under it would be lost)"
+        )
     master = nacl.utils.random(_KEY_BYTES)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     # Create with 0600 from the start so the key is never briefly world-readable.

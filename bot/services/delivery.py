@@ -1,8 +1,9 @@
-"""The one delivery worker: claims due outbox rows with a lease, sends them under the limiter, records outcomes."""
+"""The one delivery worker: claims due outbox rows with a lease, sends under the limiter, records outcomes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import secrets
@@ -17,7 +18,7 @@ from bot.services.outbox import payload_binding
 from bot.services.ratelimit import SendLimiter
 from bot.telegram_api import ApiResult, NotSent, OutcomeUnknown, TelegramApi
 from storage.database import Database
-from storage.outbox import ClaimedRow, Outcome, OutboxRepository
+from storage.outbox import ClaimedRow, OutboxRepository, Outcome
 from storage.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,9 @@ class DeliveryWorker:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    def _next_ready(self, queue: deque[ClaimedRow], waiting: list[tuple[float, int, ClaimedRow]]) -> ClaimedRow | None:
+    def _next_ready(
+        self, queue: deque[ClaimedRow], waiting: list[tuple[float, int, ClaimedRow]]
+    ) -> ClaimedRow | None:
         now = self._clock.monotonic()
         if waiting and waiting[0][0] <= now:
             return heapq.heappop(waiting)[2]
@@ -185,7 +188,9 @@ class DeliveryWorker:
                 self._push_waiting(waiting, ready, row)
         return None
 
-    def _push_waiting(self, waiting: list[tuple[float, int, ClaimedRow]], ready: float, row: ClaimedRow) -> None:
+    def _push_waiting(
+        self, waiting: list[tuple[float, int, ClaimedRow]], ready: float, row: ClaimedRow
+    ) -> None:
         self._seq += 1
         heapq.heappush(waiting, (ready, self._seq, row))
 
@@ -248,9 +253,13 @@ class DeliveryWorker:
     def _unknown(self, row: ClaimedRow, error: str) -> Outcome:
         # A duplicate beats a miss (a hearing reminder), but one retry is enough: never loop forever.
         if row.unknown_outcomes >= 1:
-            return Outcome(id=row.id, status="unknown", error=f"outcome unknown twice: {error}", unknown_delta=1)
+            return Outcome(
+                id=row.id, status="unknown", error=f"outcome unknown twice: {error}", unknown_delta=1
+            )
         due = self._clock.now() + timedelta(seconds=self._config.unknown_retry_s)
-        return Outcome(id=row.id, status="pending", due_at=due, error=f"outcome unknown: {error}", unknown_delta=1)
+        return Outcome(
+            id=row.id, status="pending", due_at=due, error=f"outcome unknown: {error}", unknown_delta=1
+        )
 
     def _retry_or_dead(self, row: ClaimedRow, error: str) -> Outcome:
         if row.attempts >= self._config.max_attempts:
@@ -268,10 +277,8 @@ class DeliveryWorker:
         if next_due is not None:
             wait = min(wait, max(0.0, (next_due - self._clock.now()).total_seconds()))
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
-        except TimeoutError:
-            pass
 
     async def flush_quietly(self) -> None:
         """Flush, logging instead of raising (the outcomes are kept for the next try)."""

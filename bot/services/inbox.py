@@ -8,6 +8,7 @@ row is marked done only after its handler has returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,14 @@ from storage.inbox import InboxRepository, InboxRow
 
 log = logging.getLogger(__name__)
 
-ALLOWED_UPDATES = ("message", "edited_message", "callback_query", "channel_post", "my_chat_member", "chat_member")
+ALLOWED_UPDATES = (
+    "message",
+    "edited_message",
+    "callback_query",
+    "channel_post",
+    "my_chat_member",
+    "chat_member",
+)
 
 
 class Dispatch(enum.Enum):
@@ -100,19 +108,23 @@ class DurableInbox:
         }
         if offset is not None:
             params["offset"] = offset
-        result = await self._api.call("getUpdates", params, timeout=params["timeout"] + 15)
+        result = await self._api.call("getUpdates", params, read_timeout=params["timeout"] + 15)
         if not result.ok:
             if result.error_code in (401, 404):
                 raise FatalPollingError("Telegram rejected the bot token (401); check JARCHY_BOT_TOKEN")
             if result.error_code == 409:
                 raise FatalPollingError(
-                    "another bot instance or a webhook is taking the updates (409); stop it or run `deleteWebhook`"
+                    "another bot instance or a webhook is taking the updates (409); stop the other one"
                 )
             raise NotSent(f"getUpdates failed: {result.error_code} {result.description}")
-        updates = [u for u in result.result or [] if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
+        updates = [
+            u for u in result.result or [] if isinstance(u, dict) and isinstance(u.get("update_id"), int)
+        ]
         if not updates:
             return 0
-        rows = [(u["update_id"], self._cipher.encrypt_json(u, binding=_binding(u["update_id"]))) for u in updates]
+        rows = [
+            (u["update_id"], self._cipher.encrypt_json(u, binding=_binding(u["update_id"]))) for u in updates
+        ]
         next_offset = max(u["update_id"] for u in updates) + 1
         async with self._db.write() as conn:
             await self._repo.store(conn, rows, next_offset, self._clock.now())
@@ -145,7 +157,9 @@ class DurableInbox:
         # Updates from one chat stay in order; different chats do not wait for each other.
         chains: dict[object, list[tuple[InboxRow, dict[str, Any] | None]]] = {}
         for row, update in decoded:
-            chains.setdefault(_conversation_key(update) if update else row.update_id, []).append((row, update))
+            chains.setdefault(_conversation_key(update) if update else row.update_id, []).append(
+                (row, update)
+            )
         limit = asyncio.Semaphore(self._concurrency)
 
         async def run_chain(chain: list[tuple[InboxRow, dict[str, Any] | None]]) -> None:
@@ -159,7 +173,9 @@ class DurableInbox:
         now = self._clock.now()
         if update is None:
             log.error("inbox update %s does not decrypt; dropping it", row.update_id)
-            await self._record(lambda conn: self._repo.mark_failed(conn, row.update_id, now, "does not decrypt"))
+            await self._record(
+                lambda conn: self._repo.mark_failed(conn, row.update_id, now, "does not decrypt")
+            )
             return
         try:
             result = await self._dispatch(update)
@@ -169,12 +185,16 @@ class DurableInbox:
         if result.outcome is Dispatch.DONE:
             await self._record(lambda conn: self._repo.mark_done(conn, [row.update_id], now))
         elif row.attempts + 1 >= self._max_attempts:
-            log.error("giving up on update %s after %d attempts: %s", row.update_id, row.attempts + 1, result.error)
+            log.error(
+                "giving up on update %s after %d attempts: %s", row.update_id, row.attempts + 1, result.error
+            )
             await self._record(lambda conn: self._repo.mark_failed(conn, row.update_id, now, result.error))
         else:
-            delay = timedelta(seconds=min(60.0, 2.0 ** row.attempts))
+            delay = timedelta(seconds=min(60.0, 2.0**row.attempts))
             log.warning("update %s will be retried: %s", row.update_id, result.error)
-            await self._record(lambda conn: self._repo.retry_later(conn, row.update_id, now + delay, result.error))
+            await self._record(
+                lambda conn: self._repo.retry_later(conn, row.update_id, now + delay, result.error)
+            )
 
     async def _record(self, write: Callable[[Any], Awaitable[None]]) -> None:
         # Recording the outcome may itself hit a locked database: try a few times, then leave the row
@@ -228,16 +248,12 @@ class DurableInbox:
                 next_due = await self._repo.next_due_at(conn)
             if next_due is not None:
                 wait = min(wait, max(0.01, (next_due - self._clock.now()).total_seconds()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except TimeoutError:
-                pass
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
 
 def _binding(update_id: int) -> str:
@@ -245,7 +261,14 @@ def _binding(update_id: int) -> str:
 
 
 def _conversation_key(update: dict[str, Any]) -> object:
-    for field in ("message", "edited_message", "channel_post", "callback_query", "my_chat_member", "chat_member"):
+    for field in (
+        "message",
+        "edited_message",
+        "channel_post",
+        "callback_query",
+        "my_chat_member",
+        "chat_member",
+    ):
         body = update.get(field)
         if isinstance(body, dict):
             chat = body.get("chat") or (body.get("message") or {}).get("chat")

@@ -65,7 +65,9 @@ class SendLimiter:
         self._sleep = sleep
         self._spacing = 1.0 / global_per_s if global_per_s > 0 else 0.0
         self._global = (
-            SlidingWindow(max(1, math.floor(global_per_s)), 1.0 + WINDOW_MARGIN_S) if global_per_s > 0 else None
+            SlidingWindow(max(1, math.floor(global_per_s)), 1.0 + WINDOW_MARGIN_S)
+            if global_per_s > 0
+            else None
         )
         self._next_global = 0.0
         self._paused_until = 0.0
@@ -83,6 +85,10 @@ class SendLimiter:
     def paused_until(self) -> float:
         """Return the monotonic time until which Telegram asked us to stop (429)."""
         return self._paused_until
+
+    def now(self) -> float:
+        """Return the limiter's clock (monotonic seconds)."""
+        return self._clock.monotonic()
 
     def pause(self, seconds: float) -> None:
         """Stop every send for as long as Telegram asked."""

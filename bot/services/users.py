@@ -29,7 +29,12 @@ class UserService:
     """Records users by pseudonym and resolves the language to speak with them."""
 
     def __init__(
-        self, db: Database, repo: UserRepository, pseudonyms: Pseudonymizer, clock: Clock, default_language: str
+        self,
+        db: Database,
+        repo: UserRepository,
+        pseudonyms: Pseudonymizer,
+        clock: Clock,
+        default_language: str,
     ) -> None:
         self._db = db
         self._repo = repo
@@ -60,7 +65,8 @@ class UserService:
                 await self._repo.touch(conn, pseudonym, None, now)
             await self._repo.set_language(conn, pseudonym, language, now)
             user = await self._repo.get(conn, pseudonym)
-        assert user is not None
+        if user is None:
+            raise RuntimeError("the user row vanished inside its own transaction")
         return self._profile(user)
 
     async def bootstrap_admins(self, telegram_ids: Iterable[int]) -> None:
