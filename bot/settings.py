@@ -61,7 +61,7 @@ class Settings:
 
     bot_token: SecretStr
     data_dir: Path = Path("data")
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)  # may carry a password
     api_url: str = DEFAULT_API_URL
     admin_ids: frozenset[int] = frozenset()
     coordinator_chat_id: int | None = None

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real migrated SQLite file per test, keys, settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.clock import FakeClock
+from bot.security import Cipher, DataKey, Pseudonymizer, create_key_file
+from bot.settings import SecretStr, Settings
+from storage import migrations
+from storage.database import Database
+
+TEST_TOKEN = "123456:TEST-TOKEN"
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Build settings for a test: a data dir in tmp, a fast polling timeout."""
+    values: dict[str, object] = {
+        "bot_token": SecretStr(TEST_TOKEN),
+        "data_dir": tmp_path / "data",
+        "polling_timeout_s": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when the test says."""
+    return FakeClock()
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> DataKey:
+    """A fresh data key in a file with owner-only permissions."""
+    return create_key_file(tmp_path / "test.key")
+
+
+@pytest.fixture
+def cipher(key: DataKey) -> Cipher:
+    """Field encryption under the test key."""
+    return Cipher(key)
+
+
+@pytest.fixture
+def pseudonyms(key: DataKey) -> Pseudonymizer:
+    """Pseudonyms under the test key."""
+    return Pseudonymizer(key)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A real SQLite file with every migration applied."""
+    database = Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+    await migrations.upgrade(database)
+    yield database
+    await database.close()

@@ -1,0 +1,75 @@
+"""Every key exists in every language with the same placeholders, and none is an English copy."""
+
+from __future__ import annotations
+
+import html.parser
+
+import pytest
+
+from messages import LANGUAGES, catalogs
+from messages.catalog import MissingText, placeholders
+
+ENGLISH = catalogs().keys("en")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_key_is_translated_with_the_same_placeholders(language: str) -> None:
+    texts = catalogs().keys(language)
+    assert set(texts) == set(ENGLISH), f"{language}: missing {set(ENGLISH) - set(texts)}, extra {set(texts) - set(ENGLISH)}"
+    for key, english in ENGLISH.items():
+        assert texts[key].strip(), f"{language}:{key} is empty"
+        assert placeholders(texts[key]) == placeholders(english), f"{language}:{key} placeholders differ"
+
+
+@pytest.mark.parametrize("language", [lang for lang in LANGUAGES if lang != "en"])
+def test_translations_are_not_english_copies(language: str) -> None:
+    texts = catalogs().keys(language)
+    copies = [key for key, english in ENGLISH.items() if texts[key] == english]
+    assert not copies, f"{language} copies English for {copies}"
+
+
+class _TagBalance(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_texts_are_well_formed_telegram_html(language: str) -> None:
+    for key, value in catalogs().keys(language).items():
+        parser = _TagBalance()
+        parser.feed(value)
+        assert not parser.stack, f"{language}:{key} leaves <{parser.stack}> open"
+        assert set(_tags(value)) <= {"b", "i", "u", "s", "code", "pre", "a", "blockquote"}, key
+
+
+def test_placeholders_are_escaped_unless_safe() -> None:
+    rendered = catalogs().text("en", "help.text", commands="<script>")
+    assert "&lt;script&gt;" in rendered and "<script>" not in rendered
+
+
+def test_unknown_key_is_an_error_not_a_silent_key() -> None:
+    with pytest.raises(MissingText):
+        catalogs().text("ru", "no.such.key")
+
+
+@pytest.mark.parametrize(("code", "expected"), [("ru-RU", "ru"), ("uz", "uz"), ("ky", "ky"), ("kk", "en"), (None, "en")])
+def test_telegram_language_codes_map_to_catalogs(code: str | None, expected: str) -> None:
+    assert catalogs().language(code) == expected
+
+
+def _tags(value: str) -> list[str]:
+    collected: list[str] = []
+
+    class Collector(html.parser.HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            collected.append(tag)
+
+    Collector().feed(value)
+    return collected

@@ -1,0 +1,549 @@
+"""Exercise the fake Bot API server over real HTTP, through python-telegram-bot and plain httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScopeAllPrivateChats,
+    ChatMemberAdministrator,
+    ChatMemberBanned,
+    ChatMemberMember,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MessageEntity,
+    Update,
+)
+from telegram.error import BadRequest, Conflict, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+from tests.fakebot import FakeBotApi, UploadedFile
+
+KEYBOARD = InlineKeyboardMarkup([[InlineKeyboardButton("Yes", callback_data="vote:yes")]])
+
+
+@pytest.fixture(autouse=True)
+def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opt into PTB's timedelta durations, whose int fallback warns and warnings are errors here."""
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotApi]:
+    """Run a fake Bot API server for one test."""
+    async with FakeBotApi() as server:
+        yield server
+
+
+@pytest.fixture
+async def bot(fake: FakeBotApi) -> AsyncIterator[Bot]:
+    """Return an initialised PTB Bot talking to the fake server."""
+    async with Bot(fake.token, base_url=f"{fake.url}/bot", base_file_url=f"{fake.url}/file/bot") as tg_bot:
+        yield tg_bot
+
+
+@pytest.fixture
+async def http(fake: FakeBotApi) -> AsyncIterator[httpx.AsyncClient]:
+    """Return a bare httpx client rooted at the bot's API path."""
+    async with httpx.AsyncClient(base_url=f"{fake.url}/bot{fake.token}/") as client:
+        yield client
+
+
+# ---------------------------------------------------------------------- basics
+
+
+async def test_get_me(fake: FakeBotApi, bot: Bot) -> None:
+    me = await bot.get_me()
+    assert me.id == fake.bot_id
+    assert me.username == "jarchy_test_bot"
+    assert me.is_bot
+    assert bot.username == "jarchy_test_bot"
+    assert [call.method for call in fake.sent()] == ["getMe", "getMe"]
+
+
+async def test_send_message_round_trip(fake: FakeBotApi, bot: Bot) -> None:
+    first = await bot.send_message(42, "hello")
+    second = await bot.send_message(42, "<b>again</b>", parse_mode="HTML")
+    other = await bot.send_message(43, "elsewhere")
+
+    assert (first.message_id, second.message_id, other.message_id) == (1, 2, 1)
+    assert first.chat.id == 42
+    assert first.from_user is not None
+    assert first.from_user.id == fake.bot_id
+    calls = fake.sent("sendMessage", chat_id=42)
+    assert [call.params["text"] for call in calls] == ["hello", "<b>again</b>"]
+    assert calls[1].params["parse_mode"] == "HTML"
+    assert calls[0].result["message_id"] == 1
+    assert [msg["text"] for msg in fake.chat_messages(42)] == ["hello", "<b>again</b>"]
+
+
+async def test_inline_keyboard_is_stored_as_dict(fake: FakeBotApi, bot: Bot) -> None:
+    message = await bot.send_message(7, "Vote?", reply_markup=KEYBOARD)
+
+    expected = {"inline_keyboard": [[{"text": "Yes", "callback_data": "vote:yes"}]]}
+    assert fake.sent("sendMessage")[0].params["reply_markup"] == expected
+    assert fake.chat_messages(7)[0]["reply_markup"] == expected
+    assert message.reply_markup == KEYBOARD
+
+
+async def test_text_validation(bot: Bot) -> None:
+    with pytest.raises(BadRequest, match="(?i)message is too long"):
+        await bot.send_message(1, "x" * 4097)
+    with pytest.raises(BadRequest, match="(?i)message text is empty"):
+        await bot.send_message(1, "   ")
+
+
+async def test_request_delay(fake: FakeBotApi, bot: Bot) -> None:
+    fake.request_delay = 0.2
+    started = time.monotonic()
+    await bot.send_chat_action(1, "typing")
+    assert time.monotonic() - started >= 0.2
+
+
+# ---------------------------------------------------------------------- updates
+
+
+async def test_get_updates_returns_messages_and_callbacks(fake: FakeBotApi, bot: Bot) -> None:
+    sent = await bot.send_message(5, "Vote?", reply_markup=KEYBOARD)
+    fake.add_message(user_id=5, text="/start campaign-42", username="alice")
+    fake.add_callback_query(user_id=5, data="vote:yes", message_id=sent.message_id)
+
+    updates = await bot.get_updates(timeout=0)
+
+    assert [update.update_id for update in updates] == [1, 2]
+    message = updates[0].message
+    assert message is not None
+    assert message.text == "/start campaign-42"
+    assert message.entities == (MessageEntity(MessageEntity.BOT_COMMAND, 0, 6),)
+    assert message.from_user is not None
+    assert message.from_user.username == "alice"
+    assert message.from_user.language_code == "en"
+    assert message.message_id == 2  # the bot's "Vote?" took id 1 in this chat
+    query = updates[1].callback_query
+    assert query is not None
+    assert query.data == "vote:yes"
+    assert query.message is not None
+    assert query.message.message_id == sent.message_id
+    assert [msg["message_id"] for msg in fake.chat_messages(5)] == [1, 2]
+    assert await query.answer("Thanks") is True
+    with pytest.raises(BadRequest, match="(?i)query id is invalid"):
+        await bot.answer_callback_query("no-such-query")
+
+
+async def test_injected_message_variants(fake: FakeBotApi, bot: Bot) -> None:
+    photo_id = fake.add_file(b"\x89PNG fake", file_name="pic.png")
+    fake.add_message(user_id=8, chat_id=-100777, chat_type="supergroup", text="/report@jarchy_test_bot now")
+    fake.add_message(user_id=8, photo_file_id=photo_id, caption="evidence")
+    fake.add_message(user_id=8, location=(52.52, 13.405), reply_to_message_id=1)
+    fake.add_edited_message(user_id=8, message_id=1, text="fixed", chat_id=-100777)
+
+    updates = await bot.get_updates()
+
+    group_msg = updates[0].message
+    assert group_msg is not None
+    assert group_msg.chat.type == "supergroup"
+    assert group_msg.entities[0].length == len("/report@jarchy_test_bot")
+    photo_msg = updates[1].message
+    assert photo_msg is not None
+    assert photo_msg.caption == "evidence"
+    assert photo_msg.photo[-1].file_id == photo_id
+    location_msg = updates[2].message
+    assert location_msg is not None
+    assert location_msg.location is not None
+    assert location_msg.location.latitude == pytest.approx(52.52)
+    assert location_msg.reply_to_message is not None
+    assert location_msg.reply_to_message.message_id == 1
+    edited = updates[3].edited_message
+    assert edited is not None
+    assert edited.text == "fixed"
+    assert fake.chat_messages(-100777)[0]["text"] == "fixed"
+
+
+async def test_long_poll_wakes_when_update_arrives(fake: FakeBotApi, bot: Bot) -> None:
+    poll = asyncio.create_task(bot.get_updates(timeout=5))
+    await asyncio.sleep(0.2)
+    added = time.monotonic()
+    fake.add_message(user_id=3, text="hi")
+
+    updates = await asyncio.wait_for(poll, 2)
+
+    assert time.monotonic() - added < 1.0
+    assert updates[0].message is not None
+    assert updates[0].message.text == "hi"
+
+
+async def test_long_poll_times_out_empty(bot: Bot) -> None:
+    started = time.monotonic()
+    assert await bot.get_updates(timeout=1) == ()
+    assert time.monotonic() - started >= 0.9
+
+
+async def test_offset_confirms_and_drops_updates(fake: FakeBotApi, bot: Bot) -> None:
+    for text in ("one", "two", "three"):
+        fake.add_message(user_id=4, text=text)
+
+    assert len(await bot.get_updates(timeout=0)) == 3
+    assert fake.acknowledged_offset == 0
+
+    rest = await bot.get_updates(offset=2, timeout=0)
+    assert [update.update_id for update in rest] == [2, 3]
+    assert [update["update_id"] for update in fake.pending_updates] == [2, 3]
+    assert fake.acknowledged_offset == 2
+
+    assert await bot.get_updates(offset=4, timeout=0) == ()
+    assert fake.pending_updates == []
+    assert fake.acknowledged_offset == 4
+
+
+async def test_allowed_updates_filter(fake: FakeBotApi, bot: Bot) -> None:
+    fake.add_message(user_id=4, text="skip me")
+    fake.add_callback_query(user_id=4, data="x", message_id=1)
+
+    updates = await bot.get_updates(timeout=0, allowed_updates=[Update.CALLBACK_QUERY])
+
+    assert [update.update_id for update in updates] == [2]
+
+
+async def test_second_poller_conflicts_first(fake: FakeBotApi, http: httpx.AsyncClient) -> None:
+    # PTB serialises its own getUpdates calls, so two pollers are simulated with raw requests.
+    first = asyncio.create_task(http.post("getUpdates", json={"timeout": 5}))
+    await asyncio.sleep(0.1)
+    second = asyncio.create_task(http.post("getUpdates", json={"timeout": 5}))
+    ended = await asyncio.wait_for(first, 2)
+    assert ended.status_code == 409
+    assert "terminated by other getUpdates" in ended.json()["description"]
+    fake.add_message(user_id=1, text="late")
+    assert len((await asyncio.wait_for(second, 2)).json()["result"]) == 1
+
+
+async def test_webhook_blocks_polling(fake: FakeBotApi, bot: Bot) -> None:
+    fake.add_message(user_id=1, text="queued")
+    assert await bot.set_webhook("https://example.invalid/hook")
+    info = await bot.get_webhook_info()
+    assert info.url == "https://example.invalid/hook"
+    assert info.pending_update_count == 1
+    with pytest.raises(Conflict, match="(?i)webhook is active"):
+        await bot.get_updates()
+    assert await bot.delete_webhook(drop_pending_updates=True)
+    assert fake.pending_updates == []
+    assert await bot.get_updates() == ()
+
+
+async def test_application_polling_end_to_end(fake: FakeBotApi) -> None:
+    async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_message is not None
+        await update.effective_message.reply_text("Welcome", reply_markup=KEYBOARD)
+
+    app = (
+        Application.builder()
+        .token(fake.token)
+        .base_url(f"{fake.url}/bot")
+        .base_file_url(f"{fake.url}/file/bot")
+        .build()
+    )
+    app.add_handler(CommandHandler("start", start))
+    async with app:
+        await app.start()
+        assert app.updater is not None
+        await app.updater.start_polling(timeout=1)
+        fake.add_message(user_id=11, text="/start")
+        replies = await fake.wait_for("sendMessage", chat_id=11)
+        await app.updater.stop()
+        await app.stop()
+
+    assert replies[0].params["text"] == "Welcome"
+    assert [msg["text"] for msg in fake.chat_messages(11)] == ["/start", "Welcome"]
+    assert fake.acknowledged_offset == 2
+    assert fake.pending_updates == []
+
+
+# ---------------------------------------------------------------------- observing
+
+
+async def test_wait_for_wakes_and_filters(fake: FakeBotApi, bot: Bot) -> None:
+    async def later() -> None:
+        await asyncio.sleep(0.1)
+        for n in range(3):
+            await bot.send_message(9, f"item {n}")
+
+    sender = asyncio.create_task(later())
+    calls = await fake.wait_for("sendmessage", chat_id=9, count=2, timeout=3)
+    assert len(calls) >= 2
+    last = await fake.wait_for("sendMessage", predicate=lambda call: call.params["text"] == "item 2")
+    assert last[0].params["text"] == "item 2"
+    await sender
+
+
+async def test_wait_for_timeout_explains(fake: FakeBotApi, bot: Bot) -> None:
+    await bot.send_message(1, "to the wrong chat")
+    with pytest.raises(TimeoutError) as info:
+        await fake.wait_for("sendMessage", chat_id=2, timeout=0.2)
+    text = str(info.value)
+    assert "sendMessage" in text
+    assert "chat 2" in text
+    assert "'to the wrong chat'" in text
+
+
+# ---------------------------------------------------------------------- faults
+
+
+async def test_forbidden_chat(fake: FakeBotApi, bot: Bot) -> None:
+    fake.forbidden_chats.add(99)
+    with pytest.raises(Forbidden, match="blocked by the user"):
+        await bot.send_message(99, "anyone there?")
+    assert fake.sent("sendMessage") == []
+    assert fake.calls[-1].status == 403
+    assert fake.chat_messages(99) == []
+
+
+async def test_rate_limit_answers_429(fake: FakeBotApi, bot: Bot) -> None:
+    fake.set_rate_limit(2)
+    await bot.send_message(1, "a")
+    await bot.edit_message_text("a2", chat_id=1, message_id=1)
+    with pytest.raises(RetryAfter) as info:
+        await bot.send_message(1, "b")
+    assert info.value.retry_after == dt.timedelta(seconds=1)
+    assert fake.received_429 == 1
+    await bot.send_chat_action(1, "typing")  # not a sending method, so never limited
+
+    await asyncio.sleep(1.05)
+    await bot.send_message(1, "c")
+    assert [call.status for call in fake.calls if call.method != "getMe"] == [200, 200, 429, 200, 200]
+
+
+async def test_rate_limit_sliding_window_with_retry_after(fake: FakeBotApi, http: httpx.AsyncClient) -> None:
+    fake.set_rate_limit(3, retry_after=7)
+    statuses = [(await http.post("sendMessage", json={"chat_id": 1, "text": "x"})).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    body = (await http.post("copyMessage", json={"chat_id": 2, "from_chat_id": 1, "message_id": 1})).json()
+    assert body == {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 7",
+        "parameters": {"retry_after": 7},
+    }
+    assert fake.received_429 == 3
+
+
+async def test_fail_next(fake: FakeBotApi, bot: Bot) -> None:
+    fake.fail_next("sendMessage")
+    fake.fail_next("sendMessage", status=400, description="chat not found")
+    fake.fail_next("sendMessage", status=502)
+
+    with pytest.raises(NetworkError, match="Internal Server Error") as info:
+        await bot.send_message(1, "a")
+    assert type(info.value) is NetworkError
+    with pytest.raises(BadRequest, match="Chat not found"):
+        await bot.send_message(1, "b")
+    with pytest.raises(NetworkError, match="Bad Gateway"):
+        await bot.send_message(1, "c")
+    await bot.send_message(1, "d")
+    assert [msg["text"] for msg in fake.chat_messages(1)] == ["d"]
+    assert [call.status for call in fake.calls if call.method == "sendMessage"] == [500, 400, 502, 200]
+
+
+async def test_timeout_next_delivers_but_never_answers(fake: FakeBotApi, bot: Bot) -> None:
+    fake.timeout_next("sendMessage", delay=10)
+    with pytest.raises(TimedOut):
+        await bot.send_message(3, "slow", read_timeout=0.3)
+    assert [call.params["text"] for call in fake.sent("sendMessage", chat_id=3)] == ["slow"]
+    assert [msg["text"] for msg in fake.chat_messages(3)] == ["slow"]
+
+    fake.timeout_next("sendMessage", delay=10, deliver=False)
+    with pytest.raises(TimedOut):
+        await bot.send_message(3, "lost", read_timeout=0.3)
+    assert len(fake.sent("sendMessage", chat_id=3)) == 1
+    assert fake.calls[-1].status == 504
+
+    await bot.send_message(3, "fast")
+    assert [msg["text"] for msg in fake.chat_messages(3)] == ["slow", "fast"]
+
+
+async def test_stop_does_not_wait_for_stalled_requests() -> None:
+    async with FakeBotApi() as server, httpx.AsyncClient() as client:
+        server.timeout_next("getMe", delay=30)
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(f"{server.url}/bot{server.token}/getMe", timeout=0.2)
+        started = time.monotonic()
+        await server.stop()
+        assert time.monotonic() - started < 1.5
+
+
+# ---------------------------------------------------------------------- files
+
+
+async def test_get_file_and_download(fake: FakeBotApi, bot: Bot) -> None:
+    content = bytes(range(256)) * 10
+    file_id = fake.add_file(content, file_name="leaflet.pdf")
+
+    tg_file = await bot.get_file(file_id)
+    buffer = io.BytesIO()
+    await tg_file.download_to_memory(buffer)
+
+    assert tg_file.file_size == len(content)
+    assert buffer.getvalue() == content
+    assert fake.sent("downloadFile")[0].params["file_path"].endswith(".pdf")
+    with pytest.raises(BadRequest, match="(?i)invalid file_id"):
+        await bot.get_file("nope")
+
+
+async def test_uploaded_document_can_be_downloaded_again(fake: FakeBotApi, bot: Bot) -> None:
+    content = b"%PDF-1.4 fake report\n" * 100
+    message = await bot.send_document(
+        5, document=content, filename="report.pdf", caption="Report", reply_markup=KEYBOARD
+    )
+
+    assert message.document is not None
+    assert message.document.file_name == "report.pdf"
+    assert message.caption == "Report"
+    upload = fake.sent("sendDocument")[0].params["document"]
+    assert isinstance(upload, UploadedFile)
+    assert upload.content == content
+    assert fake.sent("sendDocument", chat_id=5)[0].params["reply_markup"] == KEYBOARD.to_dict()
+    data = await (await bot.get_file(message.document.file_id)).download_as_bytearray()
+    assert bytes(data) == content
+
+
+async def test_send_photo_upload_and_reuse(fake: FakeBotApi, bot: Bot) -> None:
+    first = await bot.send_photo(6, photo=b"\x89PNG\r\n fake", caption="one")
+    file_id = first.photo[-1].file_id
+    second = await bot.send_photo(6, photo=file_id)
+    assert second.photo[-1].file_id == file_id
+    assert len(fake.files) == 1
+
+
+# ---------------------------------------------------------------------- editing, deleting, copying
+
+
+async def test_edit_and_delete_missing_messages(bot: Bot) -> None:
+    with pytest.raises(BadRequest, match="Message to edit not found"):
+        await bot.edit_message_text("new", chat_id=5, message_id=999)
+    with pytest.raises(BadRequest, match="Message to edit not found"):
+        await bot.edit_message_reply_markup(chat_id=5, message_id=999, reply_markup=KEYBOARD)
+    with pytest.raises(BadRequest, match="Message to delete not found"):
+        await bot.delete_message(5, 999)
+
+
+async def test_edit_and_delete_existing_messages(fake: FakeBotApi, bot: Bot) -> None:
+    sent = await bot.send_message(5, "draft", reply_markup=KEYBOARD)
+    fake.add_message(user_id=5, text="user text")
+
+    edited = await bot.edit_message_text("final", chat_id=5, message_id=sent.message_id)
+    assert isinstance(edited, type(sent))
+    stored = fake.chat_messages(5)[0]
+    assert stored["text"] == "final"
+    assert "reply_markup" not in stored  # Telegram drops the keyboard when an edit omits it
+    assert "edit_date" in stored
+    with pytest.raises(BadRequest, match="(?i)message is not modified"):
+        await bot.edit_message_text("final", chat_id=5, message_id=sent.message_id)
+    with pytest.raises(BadRequest, match="(?i)can't be edited"):
+        await bot.edit_message_text("hijack", chat_id=5, message_id=2)
+
+    assert await bot.delete_messages(5, [1, 999])
+    assert [msg["text"] for msg in fake.chat_messages(5)] == ["user text"]
+
+
+async def test_copy_and_forward(fake: FakeBotApi, bot: Bot) -> None:
+    fake.add_message(user_id=20, text="tip from the field")
+
+    copied = await bot.copy_message(chat_id=-100500, from_chat_id=20, message_id=1)
+    forwarded = await bot.forward_message(chat_id=-100500, from_chat_id=20, message_id=1)
+    many = await bot.copy_messages(chat_id=21, from_chat_id=20, message_ids=[1, 999])
+
+    assert copied.message_id == 1
+    assert forwarded.forward_origin is not None
+    assert [item.message_id for item in many] == [1]
+    assert [msg["text"] for msg in fake.chat_messages(-100500)] == ["tip from the field"] * 2
+    assert fake.chat_messages(21)[0]["from"]["id"] == fake.bot_id
+    with pytest.raises(BadRequest, match="Message to copy not found"):
+        await bot.copy_message(chat_id=21, from_chat_id=20, message_id=999)
+
+
+# ---------------------------------------------------------------------- commands and chats
+
+
+async def test_set_my_commands_per_language(fake: FakeBotApi, bot: Bot) -> None:
+    english = [BotCommand("start", "Start"), BotCommand("alert", "Send an alert")]
+    german = [BotCommand("start", "Starten")]
+    assert await bot.set_my_commands(english)
+    assert await bot.set_my_commands(german, language_code="de")
+    assert await bot.set_my_commands(german, scope=BotCommandScopeAllPrivateChats(), language_code="de")
+
+    assert fake.my_commands == {
+        None: [command.to_dict() for command in english],
+        "de": [command.to_dict() for command in german],
+    }
+    assert ("all_private_chats", "de") in fake.my_commands_by_scope
+    assert await bot.get_my_commands(language_code="de") == tuple(german)
+    assert await bot.get_my_commands(language_code="fr") == ()
+    assert await bot.delete_my_commands(language_code="de")
+    assert set(fake.my_commands) == {None}
+    with pytest.raises(BadRequest, match="(?i)bot_command_invalid"):
+        await bot.set_my_commands([BotCommand("Bad Command", "nope")])
+
+
+async def test_chat_and_member_lookups(fake: FakeBotApi, bot: Bot) -> None:
+    fake.add_message(user_id=30, chat_id=-100900, chat_type="supergroup", text="hi")
+    fake.chat_member_statuses[(-100900, 31)] = "kicked"
+
+    chat = await bot.get_chat(-100900)
+    assert chat.type == "supergroup"
+    assert isinstance(await bot.get_chat_member(-100900, fake.bot_id), ChatMemberAdministrator)
+    assert isinstance(await bot.get_chat_member(-100900, 30), ChatMemberMember)
+    assert isinstance(await bot.get_chat_member(-100900, 31), ChatMemberBanned)
+    assert await bot.leave_chat(-100900)
+    assert fake.left_chats == {-100900}
+
+
+# ---------------------------------------------------------------------- raw HTTP
+
+
+async def test_every_body_encoding_is_normalised(fake: FakeBotApi, http: httpx.AsyncClient) -> None:
+    markup = {"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]}
+    json_body = await http.post("sendMessage", json={"chat_id": "-1001234", "text": "[1]", "reply_markup": markup})
+    form_body = await http.post(
+        "sendMessage",
+        data={"chat_id": "-1001234", "text": "{}", "reply_markup": json.dumps(markup), "protect_content": "true"},
+    )
+    query = await http.get("sendMessage", params={"chat_id": "@campaign", "text": "query"})
+    multipart = await http.post(
+        "sendDocument",
+        data={"chat_id": "77", "caption": "[not json"},
+        files={"document": ("notes.txt", b"notes", "text/plain")},
+    )
+
+    assert [r.status_code for r in (json_body, form_body, query, multipart)] == [200] * 4
+    params = [call.params for call in fake.sent()]
+    assert params[0] == {"chat_id": -1001234, "text": "[1]", "reply_markup": markup}
+    assert params[1] == {"chat_id": -1001234, "text": "{}", "reply_markup": markup, "protect_content": True}
+    assert params[2] == {"chat_id": "@campaign", "text": "query"}
+    assert params[3]["chat_id"] == 77
+    assert params[3]["caption"] == "[not json"
+    assert params[3]["document"] == UploadedFile("notes.txt", "text/plain", b"notes")
+    channel = query.json()["result"]["chat"]
+    assert channel["type"] == "channel"
+    assert fake.chat_messages(channel["id"])[0]["text"] == "query"
+    assert len(fake.sent("sendMessage", chat_id="@campaign")) == 1
+
+
+async def test_wrong_token_and_unknown_method(fake: FakeBotApi, http: httpx.AsyncClient) -> None:
+    unknown = await http.post("sendTelepathy", json={"chat_id": 1})
+    assert unknown.status_code == 404
+    assert unknown.json() == {"ok": False, "error_code": 404, "description": "Not Found"}
+
+    async with httpx.AsyncClient() as client:
+        wrong = await client.post(f"{fake.url}/bot1:WRONG/getMe")
+        stray = await client.get(f"{fake.url}/favicon.ico")
+    assert wrong.status_code == 401
+    assert wrong.json() == {"ok": False, "error_code": 401, "description": "Unauthorized"}
+    assert stray.status_code == 404
+    assert [call.status for call in fake.calls] == [404, 401, 404]

@@ -1,0 +1,126 @@
+"""Settings: defaults, parsing, and a clear one-line error with exit code 2 for every bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.cli import main
+from bot.settings import Settings, SettingsError
+
+TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+def test_defaults_need_only_a_token(tmp_path: Path) -> None:
+    settings = Settings.from_env({"JARCHY_BOT_TOKEN": TOKEN}, env_file=tmp_path / "none")
+    assert settings.bot_token.get_secret_value() == TOKEN
+    assert settings.api_url == "https://api.telegram.org"
+    assert settings.database_url == "sqlite+aiosqlite:///data/jarchy.db"
+    assert settings.timezone == ZoneInfo("Asia/Bishkek")
+    assert settings.default_language == "en"
+    assert settings.rate_global_per_s == 30
+    assert settings.rate_private_per_s == 1
+    assert settings.rate_group_per_min == 20
+    assert settings.admin_ids == frozenset()
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    env = {
+        "JARCHY_BOT_TOKEN": TOKEN,
+        "JARCHY_DATA_DIR": str(tmp_path),
+        "JARCHY_API_URL": "http://127.0.0.1:9999/",
+        "JARCHY_ADMIN_IDS": "11, 22",
+        "JARCHY_COORDINATOR_CHAT_ID": "-100123",
+        "JARCHY_TIMEZONE": "Asia/Tashkent",
+        "JARCHY_DEFAULT_LANGUAGE": "ky",
+        "JARCHY_KEY_FILE": "/secrets/jarchy.key",
+        "JARCHY_RATE_GLOBAL_PER_S": "25",
+        "JARCHY_PAID_BROADCAST": "true",
+    }
+    settings = Settings.from_env(env, env_file=tmp_path / "none")
+    assert settings.api_url == "http://127.0.0.1:9999"
+    assert settings.admin_ids == frozenset({11, 22})
+    assert settings.coordinator_chat_id == -100123
+    assert settings.timezone == ZoneInfo("Asia/Tashkent")
+    assert settings.default_language == "ky"
+    assert settings.resolved_key_file == Path("/secrets/jarchy.key")
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'jarchy.db'}"
+    assert settings.rate_global_per_s == 25
+    assert settings.paid_broadcast is True
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f'# comment\nJARCHY_BOT_TOKEN="{TOKEN}"\nexport JARCHY_DEFAULT_LANGUAGE=ru\n')
+    settings = Settings.from_env({"JARCHY_DEFAULT_LANGUAGE": "uz"}, env_file=env_file)
+    assert settings.bot_token.get_secret_value() == TOKEN
+    assert settings.default_language == "uz"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "hint"),
+    [
+        ("JARCHY_BOT_TOKEN", "", "@BotFather"),
+        ("JARCHY_BOT_TOKEN", "not-a-token", "@BotFather"),
+        ("JARCHY_ADMIN_IDS", "12,abc", "ids"),
+        ("JARCHY_COORDINATOR_CHAT_ID", "group", "whole number"),
+        ("JARCHY_TIMEZONE", "Mars/Olympus", "IANA"),
+        ("JARCHY_DEFAULT_LANGUAGE", "fr", "en, ru, ky, uz"),
+        ("JARCHY_API_URL", "ftp://x", "http"),
+        ("JARCHY_DATABASE_URL", "jarchy.db", "sqlite+aiosqlite"),
+        ("JARCHY_RATE_GLOBAL_PER_S", "fast", "number"),
+        ("JARCHY_PAID_BROADCAST", "maybe", "true or false"),
+    ],
+)
+def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value: str, hint: str) -> None:
+    env = {"JARCHY_BOT_TOKEN": TOKEN, variable: value}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env, env_file=tmp_path / "none")
+    assert raised.value.variable == variable
+    assert variable in str(raised.value)
+    assert hint in str(raised.value)
+
+
+def test_token_never_shows_in_repr_or_description(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_DATABASE_URL": "postgresql+asyncpg://jarchy:hunter2@db/jarchy"},
+        env_file=tmp_path / "none",
+    )
+    shown = repr(settings) + str(settings.describe())
+    assert TOKEN not in shown
+    assert TOKEN.split(":")[1] not in shown
+    assert "hunter2" not in shown
+
+
+def test_missing_token_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JARCHY_BOT_TOKEN", raising=False)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "JARCHY_BOT_TOKEN" in err[0] and "@BotFather" in err[0]
+
+
+def test_check_prints_settings_masked_and_exits_0(tmp_path: Path) -> None:
+    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "check"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "JARCHY_BOT_TOKEN=********" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+    assert "database: reachable" in result.stdout
+
+
+def test_migrate_then_check_reports_up_to_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JARCHY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("JARCHY_BOT_TOKEN", raising=False)
+    assert main(["migrate"]) == 0
+    monkeypatch.setenv("JARCHY_BOT_TOKEN", TOKEN)
+    assert main(["check"]) == 0
+    assert "up to date" in capsys.readouterr().out

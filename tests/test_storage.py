@@ -1,0 +1,176 @@
+"""Storage on a real SQLite file: migrations, pragmas, inbox and outbox repositories."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+
+from bot.clock import FakeClock
+from storage import migrations
+from storage.database import Database
+from storage.inbox import InboxRepository
+from storage.outbox import NewOutboxRow, Outcome, OutboxRepository
+from storage.users import UserRepository
+
+
+async def test_migrations_from_empty_create_every_table(tmp_path: Path) -> None:
+    db = Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'sub' / 'new.db'}")
+    try:
+        assert await migrations.current_revision(db) is None
+        await migrations.upgrade(db)
+        await migrations.upgrade(db)  # a second run is a no-op
+        assert await migrations.current_revision(db) == migrations.head_revision()
+        async with db.read() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert {"users", "user_roles", "inbox", "outbox", "bot_state"} <= tables
+    finally:
+        await db.close()
+
+
+async def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
+    from alembic import command
+
+    db = Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        await migrations.upgrade(db)
+
+        def down(sync_conn: object) -> None:
+            config = migrations.alembic_config()
+            config.attributes["connection"] = sync_conn
+            command.downgrade(config, "base")
+
+        async with db.write() as conn:
+            await conn.run_sync(down)
+        assert await migrations.current_revision(db) is None
+        await migrations.upgrade(db)
+        assert await migrations.current_revision(db) == migrations.head_revision()
+    finally:
+        await db.close()
+
+
+async def test_sqlite_runs_in_wal_with_foreign_keys_and_busy_timeout(db: Database) -> None:
+    async with db.read() as conn:
+        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+        assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 5000
+        assert (await conn.execute(text("PRAGMA secure_delete"))).scalar() == 1
+
+
+async def test_a_failed_transaction_leaves_nothing_half_written(db: Database, clock: FakeClock) -> None:
+    users = UserRepository()
+    try:
+        async with db.write() as conn:
+            await users.touch(conn, "p1", "ru", clock.now())
+            await users.grant(conn, "p1", "superuser", clock.now())  # raises: unknown role
+    except ValueError:
+        pass
+    async with db.read() as conn:
+        assert await users.get(conn, "p1") is None
+
+
+async def test_roles_need_an_existing_user(db: Database, clock: FakeClock) -> None:
+    users = UserRepository()
+    async with db.write() as conn:
+        await users.ensure_exists(conn, "admin1", clock.now())
+        await users.grant(conn, "admin1", "admin", clock.now())
+        await users.grant(conn, "admin1", "admin", clock.now())
+    async with db.read() as conn:
+        user = await users.get(conn, "admin1")
+    assert user is not None and user.roles == frozenset({"admin"})
+
+
+async def test_inbox_deduplicates_by_update_id_and_keeps_the_offset(db: Database, clock: FakeClock) -> None:
+    inbox = InboxRepository()
+    async with db.write() as conn:
+        await inbox.store(conn, [(1, b"a"), (2, b"b")], 3, clock.now())
+    async with db.write() as conn:
+        await inbox.store(conn, [(2, b"again"), (3, b"c")], 4, clock.now())
+    async with db.read() as conn:
+        due = await inbox.due(conn, clock.now(), 10)
+        assert [(r.update_id, r.payload) for r in due] == [(1, b"a"), (2, b"b"), (3, b"c")]
+        assert await inbox.offset(conn) == 4
+    async with db.write() as conn:
+        await inbox.mark_done(conn, [1, 2], clock.now())
+    async with db.read() as conn:
+        assert [r.update_id for r in await inbox.due(conn, clock.now(), 10)] == [3]
+        payloads = (await conn.execute(text("SELECT payload FROM inbox WHERE update_id IN (1, 2)"))).scalars().all()
+        assert payloads == [None, None]
+
+
+def _row(uid: str, *, priority: int = 0, recipient: str | None = None, dedupe: str | None = None, clock: FakeClock) -> NewOutboxRow:
+    return NewOutboxRow(
+        uid=uid, kind="test", method="sendMessage", payload=b"p", chat_key=f"chat-{uid}", chat_kind="private",
+        recipient=recipient, priority=priority, due_at=clock.now(), dedupe_key=dedupe,
+    )  # fmt: skip
+
+
+async def test_outbox_claims_most_urgent_first_with_a_lease(db: Database, clock: FakeClock) -> None:
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        await repo.insert(conn, [_row("a", clock=clock), _row("b", priority=80, clock=clock), _row("c", clock=clock)], clock.now())
+    async with db.write() as conn:
+        claimed = await repo.claim(conn, "w1", clock.now(), clock.now() + timedelta(seconds=60), 2)
+    assert [r.uid for r in claimed] == ["b", "a"]
+    assert all(r.attempts == 1 for r in claimed)
+    async with db.write() as conn:
+        again = await repo.claim(conn, "w2", clock.now(), clock.now() + timedelta(seconds=60), 10)
+    assert [r.uid for r in again] == ["c"]
+
+
+async def test_expired_leases_come_back_and_live_ones_do_not(db: Database, clock: FakeClock) -> None:
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        await repo.insert(conn, [_row("a", clock=clock)], clock.now())
+        await repo.claim(conn, "dead-worker", clock.now(), clock.now() + timedelta(seconds=60), 10)
+    clock.advance(59)
+    async with db.write() as conn:
+        assert await repo.reclaim_expired(conn, clock.now()) == 0
+    clock.advance(2)
+    async with db.write() as conn:
+        assert await repo.reclaim_expired(conn, clock.now()) == 1
+        claimed = await repo.claim(conn, "w2", clock.now(), clock.now() + timedelta(seconds=60), 10)
+    assert [r.uid for r in claimed] == ["a"] and claimed[0].attempts == 2
+
+
+async def test_outcomes_of_a_lost_lease_are_ignored(db: Database, clock: FakeClock) -> None:
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        await repo.insert(conn, [_row("a", clock=clock)], clock.now())
+        (row,) = await repo.claim(conn, "w1", clock.now(), clock.now() + timedelta(seconds=5), 10)
+    clock.advance(10)
+    async with db.write() as conn:
+        await repo.reclaim_expired(conn, clock.now())
+        await repo.claim(conn, "w2", clock.now(), clock.now() + timedelta(seconds=5), 10)
+        await repo.apply(conn, "w1", [Outcome(id=row.id, status="sent", message_id=7, sent_at=clock.now())])
+        (status,) = await repo.statuses(conn, [row.id])
+    assert status.status == "sending" and status.message_id is None
+
+
+async def test_sent_rows_drop_their_payload_and_keep_the_message_id(db: Database, clock: FakeClock) -> None:
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        await repo.insert(conn, [_row("a", clock=clock)], clock.now())
+        (row,) = await repo.claim(conn, "w", clock.now(), clock.now() + timedelta(seconds=5), 10)
+        await repo.apply(conn, "w", [Outcome(id=row.id, status="sent", message_id=99, sent_at=clock.now())])
+        (status,) = await repo.statuses(conn)
+        payload = (await conn.execute(text("SELECT payload FROM outbox"))).scalar()
+    assert (status.status, status.message_id, payload) == ("sent", 99, None)
+
+
+async def test_dedupe_key_makes_enqueueing_idempotent(db: Database, clock: FakeClock) -> None:
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        assert await repo.insert(conn, [_row("a", dedupe="reminder:1:7d", clock=clock)], clock.now()) == 1
+        assert await repo.insert(conn, [_row("b", dedupe="reminder:1:7d", clock=clock)], clock.now()) == 0
+        assert await repo.counts(conn) == {"pending": 1}
+
+
+async def test_cancel_and_block_touch_only_pending_rows(db: Database, clock: FakeClock) -> None:
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        await repo.insert(conn, [_row(u, recipient="r1", clock=clock) for u in "abc"], clock.now())
+        await repo.claim(conn, "w", clock.now(), clock.now() + timedelta(seconds=5), 1)
+        assert await repo.cancel_pending(conn, recipient="r1") == 2
+        assert await repo.counts(conn) == {"sending": 1, "cancelled": 2}
