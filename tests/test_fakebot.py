@@ -96,9 +96,9 @@ async def test_inline_keyboard_is_stored_as_dict(fake: FakeBotApi, bot: Bot) -> 
 
 
 async def test_text_validation(bot: Bot) -> None:
-    with pytest.raises(BadRequest, match="(?i)message is too long"):
+    with pytest.raises(BadRequest, match=r"(?i)message is too long"):
         await bot.send_message(1, "x" * 4097)
-    with pytest.raises(BadRequest, match="(?i)message text is empty"):
+    with pytest.raises(BadRequest, match=r"(?i)message text is empty"):
         await bot.send_message(1, "   ")
 
 
@@ -135,7 +135,7 @@ async def test_get_updates_returns_messages_and_callbacks(fake: FakeBotApi, bot:
     assert query.message.message_id == sent.message_id
     assert [msg["message_id"] for msg in fake.chat_messages(5)] == [1, 2]
     assert await query.answer("Thanks") is True
-    with pytest.raises(BadRequest, match="(?i)query id is invalid"):
+    with pytest.raises(BadRequest, match=r"(?i)query id is invalid"):
         await bot.answer_callback_query("no-such-query")
 
 
@@ -231,7 +231,7 @@ async def test_webhook_blocks_polling(fake: FakeBotApi, bot: Bot) -> None:
     info = await bot.get_webhook_info()
     assert info.url == "https://example.invalid/hook"
     assert info.pending_update_count == 1
-    with pytest.raises(Conflict, match="(?i)webhook is active"):
+    with pytest.raises(Conflict, match=r"(?i)webhook is active"):
         await bot.get_updates()
     assert await bot.delete_webhook(drop_pending_updates=True)
     assert fake.pending_updates == []
@@ -322,7 +322,9 @@ async def test_rate_limit_answers_429(fake: FakeBotApi, bot: Bot) -> None:
 
 async def test_rate_limit_sliding_window_with_retry_after(fake: FakeBotApi, http: httpx.AsyncClient) -> None:
     fake.set_rate_limit(3, retry_after=7)
-    statuses = [(await http.post("sendMessage", json={"chat_id": 1, "text": "x"})).status_code for _ in range(5)]
+    statuses = [
+        (await http.post("sendMessage", json={"chat_id": 1, "text": "x"})).status_code for _ in range(5)
+    ]
     assert statuses == [200, 200, 200, 429, 429]
     body = (await http.post("copyMessage", json={"chat_id": 2, "from_chat_id": 1, "message_id": 1})).json()
     assert body == {
@@ -392,7 +394,7 @@ async def test_get_file_and_download(fake: FakeBotApi, bot: Bot) -> None:
     assert tg_file.file_size == len(content)
     assert buffer.getvalue() == content
     assert fake.sent("downloadFile")[0].params["file_path"].endswith(".pdf")
-    with pytest.raises(BadRequest, match="(?i)invalid file_id"):
+    with pytest.raises(BadRequest, match=r"(?i)invalid file_id"):
         await bot.get_file("nope")
 
 
@@ -443,9 +445,9 @@ async def test_edit_and_delete_existing_messages(fake: FakeBotApi, bot: Bot) -> 
     assert stored["text"] == "final"
     assert "reply_markup" not in stored  # Telegram drops the keyboard when an edit omits it
     assert "edit_date" in stored
-    with pytest.raises(BadRequest, match="(?i)message is not modified"):
+    with pytest.raises(BadRequest, match=r"(?i)message is not modified"):
         await bot.edit_message_text("final", chat_id=5, message_id=sent.message_id)
-    with pytest.raises(BadRequest, match="(?i)can't be edited"):
+    with pytest.raises(BadRequest, match=r"(?i)can't be edited"):
         await bot.edit_message_text("hijack", chat_id=5, message_id=2)
 
     assert await bot.delete_messages(5, [1, 999])
@@ -487,7 +489,7 @@ async def test_set_my_commands_per_language(fake: FakeBotApi, bot: Bot) -> None:
     assert await bot.get_my_commands(language_code="fr") == ()
     assert await bot.delete_my_commands(language_code="de")
     assert set(fake.my_commands) == {None}
-    with pytest.raises(BadRequest, match="(?i)bot_command_invalid"):
+    with pytest.raises(BadRequest, match=r"(?i)bot_command_invalid"):
         await bot.set_my_commands([BotCommand("Bad Command", "nope")])
 
 
@@ -509,10 +511,17 @@ async def test_chat_and_member_lookups(fake: FakeBotApi, bot: Bot) -> None:
 
 async def test_every_body_encoding_is_normalised(fake: FakeBotApi, http: httpx.AsyncClient) -> None:
     markup = {"inline_keyboard": [[{"text": "a", "callback_data": "b"}]]}
-    json_body = await http.post("sendMessage", json={"chat_id": "-1001234", "text": "[1]", "reply_markup": markup})
+    json_body = await http.post(
+        "sendMessage", json={"chat_id": "-1001234", "text": "[1]", "reply_markup": markup}
+    )
     form_body = await http.post(
         "sendMessage",
-        data={"chat_id": "-1001234", "text": "{}", "reply_markup": json.dumps(markup), "protect_content": "true"},
+        data={
+            "chat_id": "-1001234",
+            "text": "{}",
+            "reply_markup": json.dumps(markup),
+            "protect_content": "true",
+        },
     )
     query = await http.get("sendMessage", params={"chat_id": "@campaign", "text": "query"})
     multipart = await http.post(

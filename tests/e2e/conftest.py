@@ -1,0 +1,76 @@
+"""End-to-end fixtures: the real bot (real HTTP, real SQLite file) against the local fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.runner import run_polling
+from bot.settings import Settings
+from tests.conftest import TEST_TOKEN, make_settings
+from tests.fakebot import FakeBotApi
+
+
+class RunningBot:
+    """The whole bot in a task of the test's loop, started and stopped like a process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start polling and delivering."""
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(run_polling(self.settings, stop=self._stop))
+        await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        """Stop gracefully and surface any error the bot died of."""
+        if self._task is None:
+            return
+        self._stop.set()
+        task, self._task = self._task, None
+        await asyncio.wait_for(task, timeout=20)
+
+    async def restart(self) -> None:
+        """Stop and start again on the same data."""
+        await self.stop()
+        await self.start()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotApi]:
+    """A fake Telegram on 127.0.0.1."""
+    async with FakeBotApi(TEST_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def bot_settings(tmp_path: Path, fake: FakeBotApi) -> Settings:
+    """Settings pointing the bot at the fake server, with a data dir of its own."""
+    return make_settings(tmp_path, api_url=fake.url)
+
+
+@pytest.fixture
+async def bot(bot_settings: Settings) -> AsyncIterator[RunningBot]:
+    """The running bot."""
+    running = RunningBot(bot_settings)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def reply_texts(fake: FakeBotApi, chat_id: int) -> list[str]:
+    """Return the texts the bot sent to a chat, in order."""
+    return [str(call.params.get("text", "")) for call in fake.sent("sendMessage", chat_id=chat_id)]
+
+
+async def next_reply(fake: FakeBotApi, chat_id: int, count: int = 1, timeout: float = 10.0) -> dict[str, Any]:
+    """Wait until the bot has sent `count` messages to the chat; return the last one's parameters."""
+    calls = await fake.wait_for("sendMessage", chat_id=chat_id, count=count, timeout=timeout)
+    return calls[-1].params

@@ -1,0 +1,87 @@
+"""/start, /help and /language end to end in all four languages, and polite answers to everything else."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from messages import LANGUAGES, catalogs
+from messages.menus import command_list
+from tests.e2e.conftest import RunningBot, next_reply, reply_texts
+from tests.fakebot import FakeBotApi
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_start_and_help_answer_in_the_users_language(fake: FakeBotApi, bot: RunningBot, language: str) -> None:
+    texts = catalogs()
+    user = 1000 + LANGUAGES.index(language)
+    fake.add_message(user_id=user, text="/start", language_code=language)
+    welcome = await next_reply(fake, user)
+    assert welcome["text"] == texts.text(language, "start.welcome", commands=command_list(texts, language))
+    assert welcome["parse_mode"] == "HTML"
+    fake.add_message(user_id=user, text="/help", language_code=language)
+    help_ = await next_reply(fake, user, count=2)
+    assert help_["text"] == texts.text(language, "help.text", commands=command_list(texts, language))
+
+
+async def test_an_unsupported_telegram_language_falls_back_to_the_default(fake: FakeBotApi, bot: RunningBot) -> None:
+    fake.add_message(user_id=77, text="/help", language_code="de")
+    reply = await next_reply(fake, 77)
+    assert reply["text"].startswith(catalogs().text("en", "help.text", commands=command_list(catalogs(), "en"))[:20])
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_language_choice_is_stored_and_wins_over_telegrams(
+    fake: FakeBotApi, bot: RunningBot, language: str
+) -> None:
+    texts = catalogs()
+    user = 2000 + LANGUAGES.index(language)
+    fake.add_message(user_id=user, text="/language", language_code="en")
+    prompt = await next_reply(fake, user)
+    assert prompt["text"] == texts.text("en", "language.prompt")
+    buttons = [b["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"] for b in row]
+    assert buttons == [f"lang:{code}" for code in LANGUAGES]
+    message_id = fake.sent("sendMessage", chat_id=user)[-1].result["message_id"]
+    fake.add_callback_query(user_id=user, data=f"lang:{language}", message_id=message_id, language_code="en")
+    (edit,) = await fake.wait_for("editMessageText", chat_id=user)
+    assert edit.params["text"] == texts.text(language, "language.changed")
+    # Telegram still says "en", but the stored choice wins, also after a restart.
+    await bot.restart()
+    fake.add_message(user_id=user, text="/help", language_code="en")
+    reply = await next_reply(fake, user, count=2)
+    assert reply["text"] == texts.text(language, "help.text", commands=command_list(texts, language))
+
+
+async def test_command_menus_are_published_per_language(fake: FakeBotApi, bot: RunningBot) -> None:
+    await fake.wait_for("setMyCommands", count=len(LANGUAGES) + 1)
+    for language in LANGUAGES:
+        commands = fake.my_commands_by_scope[("all_private_chats", language)]
+        assert [c["command"] for c in commands] == ["start", "help", "language"]
+        assert commands[0]["description"] == catalogs().text(language, "command.start")
+    assert ("all_private_chats", None) in fake.my_commands_by_scope
+
+
+async def test_unknown_command_and_free_text_get_a_pointer_to_help(fake: FakeBotApi, bot: RunningBot) -> None:
+    fake.add_message(user_id=5, text="/nonsense", language_code="ru")
+    assert (await next_reply(fake, 5))["text"] == catalogs().text("ru", "fallback.unknown_command")
+    fake.add_message(user_id=5, sticker=True, language_code="ru")
+    assert (await next_reply(fake, 5, count=2))["text"] == catalogs().text("ru", "fallback.not_understood")
+    fake.add_message(user_id=5, text="x" * 4096 + "\u202e\u0000 odd", language_code="ru")
+    assert (await next_reply(fake, 5, count=3))["text"] == catalogs().text("ru", "fallback.not_understood")
+
+
+async def test_groups_edits_and_foreign_buttons_get_silence_or_a_polite_answer(fake: FakeBotApi, bot: RunningBot) -> None:
+    fake.add_message(user_id=6, chat_id=-100500, chat_type="supergroup", text="hello bot")
+    fake.add_message(user_id=6, chat_id=-100500, chat_type="supergroup", text="/start")
+    sent = fake.add_message(user_id=6, text="/help")
+    await next_reply(fake, 6)
+    fake.add_edited_message(user_id=6, message_id=sent["message"]["message_id"], text="/start")
+    fake.add_callback_query(user_id=6, data="forged:delete-everything", message_id=999)
+    (answer,) = await fake.wait_for("answerCallbackQuery")
+    assert answer.params["text"] == catalogs().text("en", "callback.stale")
+    fake.add_message(user_id=6, text="/help")
+    await next_reply(fake, 6, count=2)
+    await asyncio.sleep(0.2)
+    assert fake.sent("sendMessage", chat_id=-100500) == []
+    assert len(reply_texts(fake, 6)) == 2  # nothing for the edit
