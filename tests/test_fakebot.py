@@ -20,6 +20,7 @@ from telegram import (
     ChatMemberMember,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaPhoto,
     MessageEntity,
     Update,
 )
@@ -42,6 +43,7 @@ async def fake() -> AsyncIterator[FakeBotApi]:
     """Run a fake Bot API server for one test."""
     async with FakeBotApi() as server:
         yield server
+    assert server.server_errors == []
 
 
 @pytest.fixture
@@ -421,6 +423,17 @@ async def test_send_photo_upload_and_reuse(fake: FakeBotApi, bot: Bot) -> None:
     second = await bot.send_photo(6, photo=file_id)
     assert second.photo[-1].file_id == file_id
     assert len(fake.files) == 1
+
+
+async def test_media_group_resolves_attached_uploads(fake: FakeBotApi, bot: Bot) -> None:
+    album = await bot.send_media_group(
+        6, [InputMediaPhoto(b"first", caption="Banner"), InputMediaPhoto(b"second")]
+    )
+    assert [msg.message_id for msg in album] == [1, 2]
+    assert album[0].media_group_id == album[1].media_group_id
+    assert album[0].caption == "Banner"
+    data = await (await bot.get_file(album[1].photo[-1].file_id)).download_as_bytearray()
+    assert bytes(data) == b"second"
 
 
 # ---------------------------------------------------------------------- editing, deleting, copying

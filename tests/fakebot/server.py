@@ -31,6 +31,7 @@ RATE_LIMITED_METHODS: Final = frozenset(
         "sendVoice",
         "sendAudio",
         "sendLocation",
+        "sendMediaGroup",
         "copyMessage",
         "copyMessages",
         "forwardMessage",
@@ -293,18 +294,24 @@ class _Signal:
 
 @dataclass(slots=True)
 class _Fault:
+    """One queued fail_next answer."""
+
     status: int
     description: str
 
 
 @dataclass(slots=True)
 class _Stall:
+    """One queued timeout_next stall."""
+
     delay: float
     deliver: bool
 
 
 @dataclass(frozen=True, slots=True)
 class _Method:
+    """A supported Bot API method."""
+
     name: str
     handler: Handler
     rate_limited: bool
@@ -312,6 +319,9 @@ class _Method:
 
 class FakeBotApi:
     """Local aiohttp server that answers Bot API calls like Telegram and records them."""
+
+    # State is plain attributes mutated without locks, so add_* and the fault setters must run on the
+    # event loop thread that serves requests (the test's own loop); that keeps the hot path cheap.
 
     def __init__(
         self,
@@ -352,6 +362,8 @@ class FakeBotApi:
         # "member" unless overridden here.
         self.chat_member_statuses: dict[tuple[int, int], str] = {}
         self.files: dict[str, StoredFile] = {}
+        # Exceptions raised inside method handlers, i.e. bugs in the fake; tests may assert it stays empty.
+        self.server_errors: list[Exception] = []
 
         self._files_by_path: dict[str, StoredFile] = {}
         self._file_counter = itertools.count(1)
@@ -360,6 +372,7 @@ class FakeBotApi:
         self._poll_generation = 0
         self._callback_ids: set[str] = set()
         self._callback_counter = itertools.count(1)
+        self._media_group_counter = itertools.count(1)
         self._chats: dict[int, JSONDict] = {}
         self._channel_ids: dict[str, int] = {}
         self._users: dict[int, JSONDict] = {}
@@ -597,7 +610,7 @@ class FakeBotApi:
                 # Someone cleared `calls`; rescanning from scratch is the only consistent view.
                 matches, scanned = [], 0
             # Only calls that arrived since the last wake-up are examined, so long waits stay linear.
-            for call in itertools.islice(calls, scanned, None):
+            for call in calls[scanned:]:
                 if (
                     call.status == 200
                     and call.method == name
@@ -657,6 +670,9 @@ class FakeBotApi:
             return self._answer(
                 method, {}, time.monotonic(), exc.status, _error_payload(exc.status, exc.description)
             )
+        except ValueError as exc:
+            # aiohttp rejects malformed multipart bodies with ValueError; Telegram answers those with 400.
+            return self._answer(method, {}, time.monotonic(), 400, _error_payload(400, f"Bad Request: {exc}"))
         if self.request_delay > 0:
             await self._sleep(self.request_delay)
         at = time.monotonic()
@@ -680,13 +696,12 @@ class FakeBotApi:
             )
 
         stalls = self._stalls.get(key)
-        stall = stalls[0] if stalls else None
-        if stalls and stall is not None and not stall.deliver:
-            stalls.popleft()
+        if stalls and not stalls[0].deliver:
+            lost = stalls.popleft()
             # The request is "lost on the way": Telegram never sees it, the client just hears nothing.
             payload = _error_payload(504, "Gateway Timeout")
             self._record(method, params, at, 504, payload)
-            await self._sleep(stall.delay)
+            await self._sleep(lost.delay)
             return self._render(504, payload)
 
         if spec.rate_limited and not self._admit(at):
@@ -694,8 +709,7 @@ class FakeBotApi:
             retry = self.rate_limit_retry_after
             payload = _error_payload(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
             return self._answer(method, params, at, 429, payload)
-        if stalls and stall is not None:
-            stalls.popleft()
+        stall = stalls.popleft() if stalls else None
 
         try:
             payload = {"ok": True, "result": await spec.handler(params)}
@@ -703,6 +717,11 @@ class FakeBotApi:
         except _ApiError as exc:
             status = exc.status
             payload = _error_payload(status, exc.description, exc.parameters)
+        except Exception as exc:
+            # A crash in the fake must surface in the test, not as a bare aiohttp 500 page.
+            self.server_errors.append(exc)
+            status = 500
+            payload = _error_payload(500, f"Internal Server Error: FakeBotApi crashed: {exc!r}")
         if stall is None:
             return self._answer(method, params, at, status, payload)
         self._record(method, params, at, status, payload)
@@ -967,7 +986,7 @@ class FakeBotApi:
     def _inline_markup(p: JSONDict) -> JSONDict | None:
         """Return the inline keyboard to attach; other keyboards never show up on the Message."""
         markup = p.get("reply_markup")
-        if markup is None:
+        if markup is None or markup == "":
             return None
         if not isinstance(markup, dict):
             raise _bad("can't parse reply keyboard markup JSON object")
@@ -1115,6 +1134,7 @@ class FakeBotApi:
             "sendVoice": self._send_voice,
             "sendAudio": self._send_audio,
             "sendLocation": self._send_location,
+            "sendMediaGroup": self._send_media_group,
             "sendChatAction": self._send_chat_action,
             "copyMessage": self._copy_message,
             "copyMessages": self._copy_messages,
@@ -1349,6 +1369,43 @@ class FakeBotApi:
     async def _send_audio(self, p: JSONDict) -> JSONDict:
         """Send an audio file."""
         return await self._send_media(p, "audio")
+
+    async def _send_media_group(self, p: JSONDict) -> list[JSONDict]:
+        """Store and return an album, one message per item sharing a media_group_id."""
+        chat_id = self._write_chat(p)
+        media = p.get("media")
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            raise _bad("media group must contain 2-10 items")
+        items: list[tuple[str, Any, JSONDict]] = []
+        # Everything is validated before the first message is stored, so a bad album leaves no trace.
+        for item in media:
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind not in ("photo", "video", "document", "audio") or not isinstance(item, dict):
+                raise _bad("unsupported media type in the group")
+            ref = item.get("media")
+            if isinstance(ref, str) and ref.startswith("attach://"):
+                ref = p.get(ref.removeprefix("attach://"))
+            if not isinstance(ref, UploadedFile) and not (isinstance(ref, str) and ref):
+                raise _bad(f"there is no {kind} in the request")
+            self._caption(item)
+            items.append((kind, ref, item))
+        reply = self._reply_target(chat_id, p)
+        chat = self._chat(chat_id)
+        group_id = str(10_000_000_000_000_000 + next(self._media_group_counter))
+        album: list[JSONDict] = []
+        for kind, ref, item in items:
+            stored = self._file_param(ref, kind)
+            msg = self._new_message(chat, self.bot_user)
+            if reply is not None:
+                msg["reply_to_message"] = reply
+            msg["media_group_id"] = group_id
+            msg[kind] = self._media_object(kind, stored, item)
+            if item.get("caption"):
+                msg["caption"] = str(item["caption"])
+                if item.get("caption_entities"):
+                    msg["caption_entities"] = item["caption_entities"]
+            album.append(dict(msg))
+        return album
 
     async def _send_location(self, p: JSONDict) -> JSONDict:
         """Store and return a location message."""

@@ -1,0 +1,253 @@
+"""The durable outbox and its one delivery worker against the fake Bot API over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.clock import SystemClock
+from bot.services.delivery import DeliveryConfig, DeliveryWorker
+from bot.services.outbox import OutgoingMessage
+from bot.settings import Settings
+from bot.telegram_api import TelegramApi
+from bot.wiring import Services, build_limiter, open_services
+from storage.users import UserRepository
+from tests.conftest import make_settings
+from tests.fakebot import FakeBotApi
+
+FAST = DeliveryConfig(backoff_base_s=0.05, unknown_retry_s=0.05, idle_poll_s=0.05, flush_interval_s=0.02)
+
+
+_APIS: list[TelegramApi] = []
+
+
+@pytest.fixture
+async def services(tmp_path: Path, fake: FakeBotApi) -> AsyncIterator[Services]:
+    """Open the real services (key, migrated database, HTTP client) against the fake server."""
+    settings = make_settings(tmp_path, api_url=fake.url, rate_global_per_s=0.0)
+    opened = await open_services(settings, SystemClock(), build_limiter(settings, SystemClock()))
+    yield opened
+    while _APIS:
+        await _APIS.pop().close()
+    await opened.close()
+
+
+def worker(
+    services: Services,
+    *,
+    overall: float = 0.0,
+    private: float = 1.0,
+    config: DeliveryConfig = FAST,
+    read_timeout: float = 10.0,
+) -> DeliveryWorker:
+    """Build a delivery worker over the services with its own limits and tuning."""
+    settings: Settings = replace(services.settings, rate_global_per_s=overall, rate_private_per_s=private)
+    api = TelegramApi(settings.api_url, settings.bot_token, timeout=read_timeout)
+    _APIS.append(api)
+    return DeliveryWorker(
+        db=services.db,
+        outbox=services.outbox_repo,
+        users=UserRepository(),
+        api=api,
+        cipher=services.cipher,
+        limiter=build_limiter(settings, services.clock),
+        clock=services.clock,
+        config=config,
+    )
+
+
+async def enqueue(services: Services, messages: list[OutgoingMessage]) -> None:
+    """Queue messages in one transaction, as a feature would."""
+    async with services.db.write() as conn:
+        await services.outbox.enqueue(conn, messages)
+
+
+def text_to(chat_id: int, text: str = "hello", **kwargs: object) -> OutgoingMessage:
+    """A sendMessage to a person."""
+    return OutgoingMessage(
+        "sendMessage", {"chat_id": chat_id, "text": text}, kind="test", recipient_user_id=chat_id, **kwargs  # type: ignore[arg-type]
+    )
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Poll a condition (a database read) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def counts(services: Services) -> dict[str, int]:
+    """Outbox rows per status."""
+    async with services.db.read() as conn:
+        return await services.outbox_repo.counts(conn)
+
+
+async def run_until_settled(services: Services, delivery: DeliveryWorker, total: int, timeout: float = 20.0) -> None:
+    """Run the worker until every row reached a final status, then stop it."""
+    task = asyncio.create_task(delivery.run())
+    try:
+        finals = ("sent", "unknown", "dead", "blocked", "cancelled")
+        await until(lambda: _settled(services, total, finals), timeout)
+    finally:
+        delivery.stop()
+        await task
+
+
+async def _settled(services: Services, total: int, finals: tuple[str, ...]) -> bool:
+    current = await counts(services)
+    return sum(current.get(s, 0) for s in finals) >= total
+
+
+def delivered(fake: FakeBotApi) -> Counter[int]:
+    """How many messages each chat received."""
+    return Counter(int(call.params["chat_id"]) for call in fake.sent("sendMessage"))
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most events in any window of the given length."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while times[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_overall_cap_is_respected_with_no_429(services: Services, fake: FakeBotApi) -> None:
+    fake.set_rate_limit(20)
+    await enqueue(services, [text_to(10_000 + i) for i in range(70)])
+    await run_until_settled(services, worker(services, overall=20), 70)
+    assert fake.received_429 == 0
+    assert delivered(fake) == Counter({10_000 + i: 1 for i in range(70)})
+    arrivals = [c.at for c in fake.sent("sendMessage")]
+    assert max_in_window(arrivals) <= 20
+    assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) >= 0.9 * 20
+
+
+async def test_one_private_chat_is_paced(services: Services, fake: FakeBotApi) -> None:
+    await enqueue(services, [text_to(42, f"m{i}") for i in range(4)] + [text_to(43)])
+    await run_until_settled(services, worker(services, private=5.0), 5)
+    arrivals = [c.at for c in fake.sent("sendMessage", chat_id=42)]
+    assert len(arrivals) == 4
+    assert min(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) >= 0.2 - 0.01
+    # The other chat did not wait behind the paced one.
+    assert fake.sent("sendMessage", chat_id=43)[0].at < arrivals[1]
+
+
+async def test_429_pauses_all_sending_exactly_as_long_as_asked(services: Services, fake: FakeBotApi) -> None:
+    fake.set_rate_limit(10, retry_after=1)
+    await enqueue(services, [text_to(20_000 + i) for i in range(25)])
+    await run_until_settled(services, worker(services, overall=50), 25)
+    assert fake.received_429 >= 1
+    assert delivered(fake) == Counter({20_000 + i: 1 for i in range(25)})
+    calls = fake.calls
+    for index, call in enumerate(calls):
+        if call.status == 429:
+            later = [c.at for c in calls[index + 1 :] if c.method == "sendMessage" and c.at > call.at + 0.05]
+            assert later and min(later) >= call.at + 1.0 - 0.01
+
+
+async def test_403_marks_the_recipient_inactive_and_stops_their_queue(services: Services, fake: FakeBotApi) -> None:
+    fake.forbidden_chats.add(31)
+    await services.users.seen(31, "ky")
+    await enqueue(services, [text_to(31, "a"), text_to(32), text_to(31, "b", due_at=services.clock.now() + timedelta(seconds=0.5))])
+    await run_until_settled(services, worker(services), 3)
+    assert await counts(services) == {"blocked": 2, "sent": 1}
+    async with services.db.read() as conn:
+        user = await UserRepository().get(conn, services.pseudonyms.of_user(31))
+    assert user is not None and not user.active
+    assert len([c for c in fake.calls if c.method == "sendMessage" and c.params.get("chat_id") == 31]) == 1
+
+
+async def test_a_restart_resumes_pending_rows_without_duplicates(services: Services, fake: FakeBotApi) -> None:
+    await enqueue(services, [text_to(30_000 + i) for i in range(40)])
+    first = worker(services, overall=20)
+    task = asyncio.create_task(first.run())
+    await fake.wait_for("sendMessage", count=10)
+    first.stop()
+    await task
+    assert 10 <= sum(delivered(fake).values()) < 40
+    await run_until_settled(services, worker(services, overall=50), 40)
+    assert delivered(fake) == Counter({30_000 + i: 1 for i in range(40)})
+
+
+async def test_a_dead_workers_lease_expires_and_another_sends(services: Services, fake: FakeBotApi) -> None:
+    await enqueue(services, [text_to(51), text_to(52)])
+    now = services.clock.now()
+    async with services.db.write() as conn:
+        claimed = await services.outbox_repo.claim(conn, "crashed", now, now + timedelta(seconds=1), 10)
+    assert len(claimed) == 2
+    claimed_at = time.monotonic()
+    await run_until_settled(services, worker(services, config=replace(FAST, lease_s=2.0)), 2)
+    arrivals = [c.at for c in fake.sent("sendMessage")]
+    assert len(arrivals) == 2 and min(arrivals) >= claimed_at + 0.9
+
+
+async def test_an_unknown_outcome_is_retried_once_then_kept_unknown(services: Services, fake: FakeBotApi) -> None:
+    fake.timeout_next("sendMessage", 2, delay=2.0, deliver=True)
+    await enqueue(services, [text_to(61)])
+    await run_until_settled(services, worker(services, read_timeout=0.3), 1)
+    async with services.db.read() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+    assert (row.status, row.unknown_outcomes) == ("unknown", 2)
+    # Telegram did get both: a duplicate beats a miss, but there is no third try.
+    assert len([c for c in fake.calls if c.method == "sendMessage"]) == 2
+
+
+async def test_one_unknown_outcome_then_success_is_sent(services: Services, fake: FakeBotApi) -> None:
+    fake.timeout_next("sendMessage", 1, delay=2.0, deliver=True)
+    await enqueue(services, [text_to(62)])
+    await run_until_settled(services, worker(services, read_timeout=0.3), 1)
+    async with services.db.read() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+    assert (row.status, row.unknown_outcomes) == ("sent", 1)
+    assert row.message_id is not None
+
+
+async def test_transient_errors_retry_with_backoff_then_succeed(services: Services, fake: FakeBotApi) -> None:
+    fake.fail_next("sendMessage", 2, status=500)
+    await enqueue(services, [text_to(71)])
+    # Backoff config: 0.05 s, then 0.1 s; the per-chat pace is lifted so it does not mask the backoff.
+    await run_until_settled(services, worker(services, private=0, config=replace(FAST, backoff_base_s=0.2)), 1)
+    async with services.db.read() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+    assert (row.status, row.attempts) == ("sent", 3)
+    attempts = [c.at for c in fake.calls if c.method == "sendMessage"]
+    assert attempts[2] - attempts[1] > attempts[1] - attempts[0]  # the wait grows
+
+
+async def test_a_row_that_keeps_failing_ends_dead_with_its_reason(services: Services, fake: FakeBotApi) -> None:
+    fake.fail_next("sendMessage", 10, status=502)
+    await enqueue(services, [text_to(81)])
+    await run_until_settled(services, worker(services, config=replace(FAST, max_attempts=3)), 1)
+    async with services.db.read() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+    assert row.status == "dead" and row.attempts == 3
+    assert row.last_error is not None and "502" in row.last_error
+
+
+async def test_a_bad_request_is_dead_at_once(services: Services, fake: FakeBotApi) -> None:
+    await enqueue(services, [OutgoingMessage("sendMessage", {"chat_id": 91, "text": ""}, kind="test")])
+    await run_until_settled(services, worker(services), 1)
+    async with services.db.read() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+    assert row.status == "dead" and row.attempts == 1 and "400" in (row.last_error or "")
+
+
+async def test_sent_rows_store_telegrams_message_id(services: Services, fake: FakeBotApi) -> None:
+    await enqueue(services, [text_to(101)])
+    await run_until_settled(services, worker(services), 1)
+    async with services.db.read() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+    (call,) = fake.sent("sendMessage", chat_id=101)
+    assert row.message_id == call.result["message_id"]
