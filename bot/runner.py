@@ -16,11 +16,15 @@ log = logging.getLogger(__name__)
 
 
 async def run_polling(
-    settings: Settings, *, clock: Clock | None = None, stop: asyncio.Event | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+    app: JarchyApp | None = None,
 ) -> None:
     """Start everything, run until `stop` is set (or SIGINT/SIGTERM), then stop in reverse order."""
     stop = stop or asyncio.Event()
-    app = build_application(settings, clock)
+    app = app or build_application(settings, clock)
     _install_signal_handlers(stop)
     async with app:  # initialize … shutdown
         if app.post_init is not None:

@@ -79,6 +79,7 @@ class Settings:
     outbox_max_attempts: int = 8
     inbox_max_attempts: int = 5
     polling_timeout_s: int = 30
+    db_busy_timeout_ms: int = 5000
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -173,6 +174,7 @@ class Settings:
             outbox_lease_s=_number(env, "JARCHY_OUTBOX_LEASE_S", 60.0, float, minimum=5),
             outbox_max_attempts=_number(env, "JARCHY_OUTBOX_MAX_ATTEMPTS", 8, int, minimum=1),
             polling_timeout_s=_number(env, "JARCHY_POLLING_TIMEOUT_S", 30, int, minimum=0),
+            db_busy_timeout_ms=_number(env, "JARCHY_DB_BUSY_TIMEOUT_MS", 5000, int, minimum=0),
         )
 
     def describe(self) -> list[tuple[str, str]]:

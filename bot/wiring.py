@@ -55,7 +55,7 @@ def load_key(settings: Settings) -> DataKey:
 async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) -> Services:
     """Load the key, open and migrate the database, and build the services."""
     key = load_key(settings)
-    db = Database.connect(settings.database_url)
+    db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
     try:
         await migrations.upgrade(db)
     except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from telegram import Update
-from telegram.ext import Application
+from telegram.ext import Application, ApplicationHandlerStop
 
 from bot.context import JarchyContext
 from storage.database import is_transient
@@ -22,13 +22,13 @@ async def report_error(update: object, context: JarchyContext) -> None:
         context.bot_data.retry_marks[update.update_id] = type(error).__name__
     # Only the update id and the traceback: exception texts from our code never carry user input.
     log.error("handler failed for update %s (transient=%s)", update_id, transient, exc_info=error)
-    if (
-        not isinstance(update, Update)
-        or update.effective_chat is None
-        or update.effective_chat.type != "private"
-    ):
-        return
-    key = "error.retrying" if transient else "error.generic"
+    if isinstance(update, Update) and update.effective_chat is not None and update.effective_chat.type == "private":
+        await _tell_user(update, context, "error.retrying" if transient else "error.generic")
+    # Later handler groups would act on a half-handled update (a transient fault retries it whole).
+    raise ApplicationHandlerStop
+
+
+async def _tell_user(update: Update, context: JarchyContext, key: str) -> None:
     try:
         if update.callback_query is not None:
             await update.callback_query.answer(context.text(key), show_alert=True)

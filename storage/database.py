@@ -25,14 +25,16 @@ class Database:
         self.is_sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
-    def connect(cls, url: str, **engine_options: Any) -> Database:
+    def connect(cls, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **engine_options: Any) -> Database:
         """Create the engine for a URL, making the SQLite file's folder if needed."""
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Parameters may hold personal data; they must not appear in exception texts that reach logs.
+        engine_options.setdefault("hide_parameters", True)
         engine = create_async_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
-            _configure_sqlite(engine)
+            _configure_sqlite(engine, busy_timeout_ms)
         return cls(engine)
 
     @asynccontextmanager
@@ -54,7 +56,7 @@ class Database:
         await self.engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so writes can start with BEGIN IMMEDIATE.
@@ -62,7 +64,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         # Deleted report text must not linger in free pages of a seized disk.
         cursor.execute("PRAGMA secure_delete=ON")
         # An accepted update or outbox row must survive power loss, not only a process crash.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from storage import migrations
 from storage.database import Database
 
 TEST_TOKEN = "123456:TEST-TOKEN"
+
+# python-telegram-bot warns when RetryAfter.retry_after is read as an int; the bot opts into timedelta.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

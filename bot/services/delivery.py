@@ -96,11 +96,21 @@ class DeliveryWorker:
         try:
             await self._reclaim_expired()
             next_reclaim = self._clock.monotonic() + self._config.lease_s / 4
+            failures = 0
             while not self._stopping.is_set():
                 if self._clock.monotonic() >= next_reclaim:
                     await self._reclaim_expired()
                     next_reclaim = self._clock.monotonic() + self._config.lease_s / 4
-                if not await self.run_once():
+                try:
+                    busy = await self.run_once()
+                    failures = 0
+                except Exception:
+                    # A locked or full database must not end delivery: wait and claim again.
+                    failures += 1
+                    log.exception("claiming outbox rows failed; retrying")
+                    await self._pause(min(30.0, 0.5 * 2**failures))
+                    continue
+                if not busy:
                     await self._idle()
         finally:
             flusher.cancel()
@@ -271,14 +281,22 @@ class DeliveryWorker:
 
     async def _idle(self) -> None:
         await self.flush_quietly()
-        async with self._db.read() as conn:
-            next_due = await self._outbox.next_due_at(conn)
+        try:
+            async with self._db.read() as conn:
+                next_due = await self._outbox.next_due_at(conn)
+        except Exception:
+            log.exception("reading the outbox failed; retrying")
+            next_due = None
         wait = self._config.idle_poll_s
         if next_due is not None:
             wait = min(wait, max(0.0, (next_due - self._clock.now()).total_seconds()))
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def flush_quietly(self) -> None:
         """Flush, logging instead of raising (the outcomes are kept for the next try)."""

@@ -244,8 +244,12 @@ class DurableInbox:
             except Exception:
                 log.exception("inbox dispatch failed; retrying")
             wait = 1.0
-            async with self._db.read() as conn:
-                next_due = await self._repo.next_due_at(conn)
+            try:
+                async with self._db.read() as conn:
+                    next_due = await self._repo.next_due_at(conn)
+            except Exception:
+                log.exception("reading the inbox failed; retrying")
+                next_due = None
             if next_due is not None:
                 wait = min(wait, max(0.01, (next_due - self._clock.now()).total_seconds()))
             with contextlib.suppress(TimeoutError):
