@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 
 from telegram import Update
 from telegram.ext import Application, ApplicationHandlerStop
@@ -20,8 +21,12 @@ async def report_error(update: object, context: JarchyContext) -> None:
     transient = error is not None and is_transient(error)
     if isinstance(update, Update) and transient:
         context.bot_data.retry_marks[update.update_id] = type(error).__name__
-    # Only the update id and the traceback: exception texts from our code never carry user input.
-    log.error("handler failed for update %s (transient=%s)", update_id, transient, exc_info=error)
+    # The exception's text is left out: Telegram's error descriptions can quote what the user wrote
+    # ("can't parse entities: … at byte offset …"), and database errors can quote values.
+    frames = "".join(traceback.format_tb(error.__traceback__)) if error is not None else ""
+    log.error(
+        "handler failed for update %s (%s, transient=%s)\n%s", update_id, type(error).__name__, transient, frames
+    )
     if isinstance(update, Update) and update.effective_chat is not None and update.effective_chat.type == "private":
         await _tell_user(update, context, "error.retrying" if transient else "error.generic")
     # Later handler groups would act on a half-handled update (a transient fault retries it whole).
