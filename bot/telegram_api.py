@@ -1,8 +1,10 @@
-"""A lean Bot API client for the delivery worker and the poller: one httpx session, JSON in, JSON out.
+"""A lean Bot API client for the delivery worker and the poller: one aiohttp session, JSON in, JSON out.
 
 python-telegram-bot's Bot builds full objects for every answer; the outbox needs only `ok`, the message id
-and the error fields, at up to a thousand sends a second (shared/PERF-NOTES.md), and the poller needs the
-raw update JSON to store it. Handlers keep using python-telegram-bot for replies.
+and the error fields, at up to a thousand sends a second, and the poller needs the raw update JSON to store
+it. Measured with bench/outbox_throughput.py on a 2-core machine, httpx (which PTB uses) peaked near 1,000
+msg/s with 2 connections and fell as connections were added (its pool scans every connection per request,
+shared/PERF-NOTES.md); aiohttp's pool does not. Handlers keep using python-telegram-bot for their replies.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bot.settings import SecretStr
 
@@ -23,7 +25,7 @@ class OutcomeUnknown(Exception):
 
 
 class NotSent(Exception):
-    """The request never reached Telegram (connection refused, DNS, pool exhausted)."""
+    """The request never reached Telegram (connection refused, DNS, no free connection)."""
 
 
 @dataclass(frozen=True)
@@ -46,22 +48,14 @@ class ApiResult:
 
 
 class TelegramApi:
-    """Posts Bot API methods as JSON; never logs the token-bearing URL."""
+    """Posts Bot API methods as JSON; never logs or raises the token-bearing URL."""
 
-    def __init__(
-        self,
-        api_url: str,
-        token: SecretStr,
-        *,
-        connections: int = 8,
-        timeout: float = 20.0,
-    ) -> None:
+    def __init__(self, api_url: str, token: SecretStr, *, connections: int = 8, timeout: float = 20.0) -> None:
         self._token = token
-        self._client = httpx.AsyncClient(
-            base_url=f"{api_url}/bot{token.get_secret_value()}/",
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        )
+        self._base = f"{api_url}/bot{token.get_secret_value()}/"
+        self._connections = connections
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
 
     async def call(
         self,
@@ -72,58 +66,66 @@ class TelegramApi:
         files: dict[str, tuple[str, bytes]] | None = None,
     ) -> ApiResult:
         """Call one method; raises OutcomeUnknown or NotSent, otherwise returns Telegram's answer."""
+        session = self._open()
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=10.0, sock_read=read_timeout if read_timeout is not None else self._timeout
+        )
+        body: aiohttp.FormData | bytes
+        if files:
+            # Multipart: parameters as form fields, nested values JSON-encoded as Telegram expects.
+            form = aiohttp.FormData()
+            for key, value in params.items():
+                form.add_field(key, value if isinstance(value, str) else json.dumps(value))
+            for key, (name, content) in files.items():
+                form.add_field(key, content, filename=name)
+            body, headers = form, None
+        else:
+            body, headers = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode(), _JSON
         try:
-            if files:
-                # Multipart: parameters as form fields, nested values JSON-encoded as Telegram expects.
-                data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in params.items()}
-                response = await self._client.post(
-                    method,
-                    data=data,
-                    files=files,
-                    timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-            else:
-                body = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode()
-                response = await self._client.post(
-                    method,
-                    content=body,
-                    headers=_JSON,
-                    timeout=read_timeout if read_timeout is not None else httpx.USE_CLIENT_DEFAULT,
-                )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            async with session.post(self._base + method, data=body, headers=headers, timeout=timeout) as response:
+                raw = await response.read()
+                return _parse(response.status, raw)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
             raise NotSent(self._scrub(error)) from None
-        except (
-            httpx.TimeoutException,
-            httpx.RemoteProtocolError,
-            httpx.ReadError,
-            httpx.WriteError,
-        ) as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
+            # Sent (or partly sent) with no complete answer: Telegram may have acted on it.
             raise OutcomeUnknown(self._scrub(error)) from None
-        return _parse(response)
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    def _scrub(self, error: Exception) -> str:
+    def _open(self) -> aiohttp.ClientSession:
+        # Created lazily so it binds to the running loop, not the one (if any) at construction.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        return self._session
+
+    def _scrub(self, error: BaseException) -> str:
         text = f"{type(error).__name__}: {error}"
         return text.replace(self._token.get_secret_value(), "<token>")
 
 
-def _parse(response: httpx.Response) -> ApiResult:
+def _parse(status: int, raw: bytes) -> ApiResult:
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError:
-        return ApiResult(ok=False, error_code=response.status_code, description=response.text[:200])
+        return ApiResult(ok=False, error_code=status, description=raw[:200].decode(errors="replace"))
     if not isinstance(body, dict):
-        return ApiResult(ok=False, error_code=response.status_code, description="malformed answer")
+        return ApiResult(ok=False, error_code=status, description="malformed answer")
     if body.get("ok"):
         return ApiResult(ok=True, result=body.get("result"))
     parameters = body.get("parameters") or {}
     retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
     return ApiResult(
         ok=False,
-        error_code=int(body.get("error_code") or response.status_code),
+        error_code=int(body.get("error_code") or status),
         description=str(body.get("description", ""))[:300],
         retry_after=float(retry_after) if retry_after is not None else None,
     )
+
+
+
