@@ -19,7 +19,10 @@ def parser(description: str, *, default_n: int, default_cap: float) -> argparse.
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-n", type=int, default=default_n, help=f"amount of work (default {default_n})")
     parser.add_argument(
-        "--cap", type=float, default=default_cap, help=f"overall rate limit in msg/s, 0 = none (default {default_cap:g})"
+        "--cap",
+        type=float,
+        default=default_cap,
+        help=f"overall rate limit in msg/s, 0 = none (default {default_cap:g})",
     )
     parser.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
     return parser

@@ -111,7 +111,13 @@ async def one_run(n: int, cap: float, concurrency: int) -> dict[str, float]:
 def main() -> None:
     """Run the benchmark and print one line per figure."""
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        api_url, data_dir, n, cap, concurrency = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+        api_url, data_dir, n, cap, concurrency = (
+            sys.argv[2],
+            sys.argv[3],
+            int(sys.argv[4]),
+            float(sys.argv[5]),
+            int(sys.argv[6]),
+        )
         print(json.dumps(asyncio.run(bot_side(api_url, data_dir, n, cap, concurrency))))
         return
     cli = parser(__doc__.splitlines()[0], default_n=5000, default_cap=30)

@@ -50,7 +50,9 @@ class ApiResult:
 class TelegramApi:
     """Posts Bot API methods as JSON; never logs or raises the token-bearing URL."""
 
-    def __init__(self, api_url: str, token: SecretStr, *, connections: int = 8, timeout: float = 20.0) -> None:
+    def __init__(
+        self, api_url: str, token: SecretStr, *, connections: int = 8, timeout: float = 20.0
+    ) -> None:
         self._token = token
         self._base = f"{api_url}/bot{token.get_secret_value()}/"
         self._connections = connections
@@ -82,7 +84,9 @@ class TelegramApi:
         else:
             body, headers = json.dumps(params, separators=(",", ":"), ensure_ascii=False).encode(), _JSON
         try:
-            async with session.post(self._base + method, data=body, headers=headers, timeout=timeout) as response:
+            async with session.post(
+                self._base + method, data=body, headers=headers, timeout=timeout
+            ) as response:
                 raw = await response.read()
                 return _parse(response.status, raw)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
@@ -126,6 +130,3 @@ def _parse(status: int, raw: bytes) -> ApiResult:
         description=str(body.get("description", ""))[:300],
         retry_after=float(retry_after) if retry_after is not None else None,
     )
-
-
-

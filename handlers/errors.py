@@ -25,9 +25,17 @@ async def report_error(update: object, context: JarchyContext) -> None:
     # ("can't parse entities: … at byte offset …"), and database errors can quote values.
     frames = "".join(traceback.format_tb(error.__traceback__)) if error is not None else ""
     log.error(
-        "handler failed for update %s (%s, transient=%s)\n%s", update_id, type(error).__name__, transient, frames
+        "handler failed for update %s (%s, transient=%s)\n%s",
+        update_id,
+        type(error).__name__,
+        transient,
+        frames,
     )
-    if isinstance(update, Update) and update.effective_chat is not None and update.effective_chat.type == "private":
+    if (
+        isinstance(update, Update)
+        and update.effective_chat is not None
+        and update.effective_chat.type == "private"
+    ):
         await _tell_user(update, context, "error.retrying" if transient else "error.generic")
     # Later handler groups would act on a half-handled update (a transient fault retries it whole).
     raise ApplicationHandlerStop

@@ -15,7 +15,9 @@ ENGLISH = catalogs().keys("en")
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_key_is_translated_with_the_same_placeholders(language: str) -> None:
     texts = catalogs().keys(language)
-    assert set(texts) == set(ENGLISH), f"{language}: missing {set(ENGLISH) - set(texts)}, extra {set(texts) - set(ENGLISH)}"
+    assert set(texts) == set(ENGLISH), (
+        f"{language}: missing {set(ENGLISH) - set(texts)}, extra {set(texts) - set(ENGLISH)}"
+    )
     for key, english in ENGLISH.items():
         assert texts[key].strip(), f"{language}:{key} is empty"
         assert placeholders(texts[key]) == placeholders(english), f"{language}:{key} placeholders differ"
@@ -59,7 +61,9 @@ def test_unknown_key_is_an_error_not_a_silent_key() -> None:
         catalogs().text("ru", "no.such.key")
 
 
-@pytest.mark.parametrize(("code", "expected"), [("ru-RU", "ru"), ("uz", "uz"), ("ky", "ky"), ("kk", "en"), (None, "en")])
+@pytest.mark.parametrize(
+    ("code", "expected"), [("ru-RU", "ru"), ("uz", "uz"), ("ky", "ky"), ("kk", "en"), (None, "en")]
+)
 def test_telegram_language_codes_map_to_catalogs(code: str | None, expected: str) -> None:
     assert catalogs().language(code) == expected
 

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
-from bot.security import Cipher, DataKey, DecryptionError, KeyFileError, Pseudonymizer, create_key_file, load_or_create_key
+from bot.security import (
+    Cipher,
+    DataKey,
+    DecryptionError,
+    KeyFileError,
+    Pseudonymizer,
+    create_key_file,
+    load_or_create_key,
+)
 from bot.security.keys import read_key_file
 
 

@@ -96,7 +96,9 @@ def test_token_never_shows_in_repr_or_description(tmp_path: Path) -> None:
     assert "hunter2" not in shown
 
 
-def test_missing_token_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_token_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("JARCHY_BOT_TOKEN", raising=False)
     assert main(["run"]) == 2
@@ -108,7 +110,12 @@ def test_missing_token_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
 def test_check_prints_settings_masked_and_exits_0(tmp_path: Path) -> None:
     env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "check"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bot", "check"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "JARCHY_BOT_TOKEN=********" in result.stdout
@@ -116,7 +123,9 @@ def test_check_prints_settings_masked_and_exits_0(tmp_path: Path) -> None:
     assert "database: reachable" in result.stdout
 
 
-def test_migrate_then_check_reports_up_to_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_then_check_reports_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JARCHY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("JARCHY_BOT_TOKEN", raising=False)

@@ -11,7 +11,7 @@ from bot.clock import FakeClock
 from storage import migrations
 from storage.database import Database
 from storage.inbox import InboxRepository
-from storage.outbox import NewOutboxRow, Outcome, OutboxRepository
+from storage.outbox import NewOutboxRow, OutboxRepository, Outcome
 from storage.users import UserRepository
 
 
@@ -95,11 +95,15 @@ async def test_inbox_deduplicates_by_update_id_and_keeps_the_offset(db: Database
         await inbox.mark_done(conn, [1, 2], clock.now())
     async with db.read() as conn:
         assert [r.update_id for r in await inbox.due(conn, clock.now(), 10)] == [3]
-        payloads = (await conn.execute(text("SELECT payload FROM inbox WHERE update_id IN (1, 2)"))).scalars().all()
+        payloads = (
+            (await conn.execute(text("SELECT payload FROM inbox WHERE update_id IN (1, 2)"))).scalars().all()
+        )
         assert payloads == [None, None]
 
 
-def _row(uid: str, *, priority: int = 0, recipient: str | None = None, dedupe: str | None = None, clock: FakeClock) -> NewOutboxRow:
+def _row(
+    uid: str, *, priority: int = 0, recipient: str | None = None, dedupe: str | None = None, clock: FakeClock
+) -> NewOutboxRow:
     return NewOutboxRow(
         uid=uid, kind="test", method="sendMessage", payload=b"p", chat_key=f"chat-{uid}", chat_kind="private",
         recipient=recipient, priority=priority, due_at=clock.now(), dedupe_key=dedupe,
@@ -109,7 +113,11 @@ def _row(uid: str, *, priority: int = 0, recipient: str | None = None, dedupe: s
 async def test_outbox_claims_most_urgent_first_with_a_lease(db: Database, clock: FakeClock) -> None:
     repo = OutboxRepository()
     async with db.write() as conn:
-        await repo.insert(conn, [_row("a", clock=clock), _row("b", priority=80, clock=clock), _row("c", clock=clock)], clock.now())
+        await repo.insert(
+            conn,
+            [_row("a", clock=clock), _row("b", priority=80, clock=clock), _row("c", clock=clock)],
+            clock.now(),
+        )
     async with db.write() as conn:
         claimed = await repo.claim(conn, "w1", clock.now(), clock.now() + timedelta(seconds=60), 2)
     assert [r.uid for r in claimed] == ["b", "a"]

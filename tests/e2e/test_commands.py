@@ -13,7 +13,9 @@ from tests.fakebot import FakeBotApi
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-async def test_start_and_help_answer_in_the_users_language(fake: FakeBotApi, bot: RunningBot, language: str) -> None:
+async def test_start_and_help_answer_in_the_users_language(
+    fake: FakeBotApi, bot: RunningBot, language: str
+) -> None:
     texts = catalogs()
     user = 1000 + LANGUAGES.index(language)
     fake.add_message(user_id=user, text="/start", language_code=language)
@@ -25,10 +27,14 @@ async def test_start_and_help_answer_in_the_users_language(fake: FakeBotApi, bot
     assert help_["text"] == texts.text(language, "help.text", commands=command_list(texts, language))
 
 
-async def test_an_unsupported_telegram_language_falls_back_to_the_default(fake: FakeBotApi, bot: RunningBot) -> None:
+async def test_an_unsupported_telegram_language_falls_back_to_the_default(
+    fake: FakeBotApi, bot: RunningBot
+) -> None:
     fake.add_message(user_id=77, text="/help", language_code="de")
     reply = await next_reply(fake, 77)
-    assert reply["text"].startswith(catalogs().text("en", "help.text", commands=command_list(catalogs(), "en"))[:20])
+    assert reply["text"].startswith(
+        catalogs().text("en", "help.text", commands=command_list(catalogs(), "en"))[:20]
+    )
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -71,7 +77,9 @@ async def test_unknown_command_and_free_text_get_a_pointer_to_help(fake: FakeBot
     assert (await next_reply(fake, 5, count=3))["text"] == catalogs().text("ru", "fallback.not_understood")
 
 
-async def test_groups_edits_and_foreign_buttons_get_silence_or_a_polite_answer(fake: FakeBotApi, bot: RunningBot) -> None:
+async def test_groups_edits_and_foreign_buttons_get_silence_or_a_polite_answer(
+    fake: FakeBotApi, bot: RunningBot
+) -> None:
     fake.add_message(user_id=6, chat_id=-100500, chat_type="supergroup", text="hello bot")
     fake.add_message(user_id=6, chat_id=-100500, chat_type="supergroup", text="/start")
     sent = fake.add_message(user_id=6, text="/help")

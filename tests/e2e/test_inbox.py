@@ -42,9 +42,13 @@ async def test_an_update_stored_but_not_dispatched_is_handled_once_after_a_crash
 
     services = await open_services(bot_settings, SystemClock(), build_limiter(bot_settings, SystemClock()))
     inbox = DurableInbox(
-        db=services.db, repo=services.inbox_repo, api=services.api, cipher=services.cipher, clock=services.clock,
+        db=services.db,
+        repo=services.inbox_repo,
+        api=services.api,
+        cipher=services.cipher,
+        clock=services.clock,
         dispatch=never,
-    )  # fmt: skip
+    )
     fake.add_message(user_id=300, text="/help")
     assert await inbox.fetch_once(timeout_s=0) == 1
     assert await inbox.fetch_once(timeout_s=0) == 0  # this poll acknowledges the update to Telegram
@@ -73,7 +77,9 @@ async def test_a_restart_does_not_handle_an_update_twice(fake: FakeBotApi, bot: 
     assert len(reply_texts(fake, 301)) == 2
 
 
-async def test_an_inbox_payload_is_encrypted_and_dropped_once_handled(fake: FakeBotApi, bot: RunningBot) -> None:
+async def test_an_inbox_payload_is_encrypted_and_dropped_once_handled(
+    fake: FakeBotApi, bot: RunningBot
+) -> None:
     fake.add_message(user_id=302, text="/help canary-4F7Q")
     await next_reply(fake, 302)
     await asyncio.sleep(0.3)
@@ -83,7 +89,9 @@ async def test_an_inbox_payload_is_encrypted_and_dropped_once_handled(fake: Fake
     assert b"canary-4F7Q" not in raw
 
 
-async def test_a_transient_fault_keeps_the_update_for_another_try(fake: FakeBotApi, bot_settings: Settings) -> None:
+async def test_a_transient_fault_keeps_the_update_for_another_try(
+    fake: FakeBotApi, bot_settings: Settings
+) -> None:
     calls = Counter[str]()
 
     async def flaky(update: Update, context: JarchyContext) -> None:
@@ -126,7 +134,11 @@ async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_
         locker.close()
         await next_reply(fake, 305, timeout=20)
         await asyncio.sleep(0.5)
-        helps = [t for t in reply_texts(fake, 305) if t.startswith(catalogs().text("ru", "help.text", commands="")[:10])]
+        helps = [
+            t
+            for t in reply_texts(fake, 305)
+            if t.startswith(catalogs().text("ru", "help.text", commands="")[:10])
+        ]
         assert len(helps) == 1
     finally:
         await running.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,7 +73,11 @@ async def enqueue(services: Services, messages: list[OutgoingMessage]) -> None:
 def text_to(chat_id: int, text: str = "hello", **kwargs: object) -> OutgoingMessage:
     """A sendMessage to a person."""
     return OutgoingMessage(
-        "sendMessage", {"chat_id": chat_id, "text": text}, kind="test", recipient_user_id=chat_id, **kwargs  # type: ignore[arg-type]
+        "sendMessage",
+        {"chat_id": chat_id, "text": text},
+        kind="test",
+        recipient_user_id=chat_id,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -91,7 +96,9 @@ async def counts(services: Services) -> dict[str, int]:
         return await services.outbox_repo.counts(conn)
 
 
-async def run_until_settled(services: Services, delivery: DeliveryWorker, total: int, timeout: float = 20.0) -> None:
+async def run_until_settled(
+    services: Services, delivery: DeliveryWorker, total: int, timeout: float = 20.0
+) -> None:
     """Run the worker until every row reached a final status, then stop it."""
     task = asyncio.create_task(delivery.run())
     try:
@@ -139,7 +146,7 @@ async def test_one_private_chat_is_paced(services: Services, fake: FakeBotApi) -
     await run_until_settled(services, worker(services, private=5.0), 5)
     arrivals = [c.at for c in fake.sent("sendMessage", chat_id=42)]
     assert len(arrivals) == 4
-    assert min(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) >= 0.2 - 0.01
+    assert min(b - a for a, b in itertools.pairwise(arrivals)) >= 0.2 - 0.01
     # The other chat did not wait behind the paced one.
     assert fake.sent("sendMessage", chat_id=43)[0].at < arrivals[1]
 
@@ -157,10 +164,19 @@ async def test_429_pauses_all_sending_exactly_as_long_as_asked(services: Service
             assert later and min(later) >= call.at + 1.0 - 0.01
 
 
-async def test_403_marks_the_recipient_inactive_and_stops_their_queue(services: Services, fake: FakeBotApi) -> None:
+async def test_403_marks_the_recipient_inactive_and_stops_their_queue(
+    services: Services, fake: FakeBotApi
+) -> None:
     fake.forbidden_chats.add(31)
     await services.users.seen(31, "ky")
-    await enqueue(services, [text_to(31, "a"), text_to(32), text_to(31, "b", due_at=services.clock.now() + timedelta(seconds=0.5))])
+    await enqueue(
+        services,
+        [
+            text_to(31, "a"),
+            text_to(32),
+            text_to(31, "b", due_at=services.clock.now() + timedelta(seconds=0.5)),
+        ],
+    )
     await run_until_settled(services, worker(services), 3)
     assert await counts(services) == {"blocked": 2, "sent": 1}
     async with services.db.read() as conn:
@@ -169,7 +185,9 @@ async def test_403_marks_the_recipient_inactive_and_stops_their_queue(services: 
     assert len([c for c in fake.calls if c.method == "sendMessage" and c.params.get("chat_id") == 31]) == 1
 
 
-async def test_a_restart_resumes_pending_rows_without_duplicates(services: Services, fake: FakeBotApi) -> None:
+async def test_a_restart_resumes_pending_rows_without_duplicates(
+    services: Services, fake: FakeBotApi
+) -> None:
     await enqueue(services, [text_to(30_000 + i) for i in range(40)])
     first = worker(services, overall=20)
     task = asyncio.create_task(first.run())
@@ -193,7 +211,9 @@ async def test_a_dead_workers_lease_expires_and_another_sends(services: Services
     assert len(arrivals) == 2 and min(arrivals) >= claimed_at + 0.9
 
 
-async def test_an_unknown_outcome_is_retried_once_then_kept_unknown(services: Services, fake: FakeBotApi) -> None:
+async def test_an_unknown_outcome_is_retried_once_then_kept_unknown(
+    services: Services, fake: FakeBotApi
+) -> None:
     fake.timeout_next("sendMessage", 2, delay=2.0, deliver=True)
     await enqueue(services, [text_to(61)])
     await run_until_settled(services, worker(services, read_timeout=0.3), 1)
@@ -218,7 +238,9 @@ async def test_transient_errors_retry_with_backoff_then_succeed(services: Servic
     fake.fail_next("sendMessage", 2, status=500)
     await enqueue(services, [text_to(71)])
     # Backoff config: 0.05 s, then 0.1 s; the per-chat pace is lifted so it does not mask the backoff.
-    await run_until_settled(services, worker(services, private=0, config=replace(FAST, backoff_base_s=0.2)), 1)
+    await run_until_settled(
+        services, worker(services, private=0, config=replace(FAST, backoff_base_s=0.2)), 1
+    )
     async with services.db.read() as conn:
         (row,) = await services.outbox_repo.statuses(conn)
     assert (row.status, row.attempts) == ("sent", 3)
@@ -226,7 +248,9 @@ async def test_transient_errors_retry_with_backoff_then_succeed(services: Servic
     assert attempts[2] - attempts[1] > attempts[1] - attempts[0]  # the wait grows
 
 
-async def test_a_row_that_keeps_failing_ends_dead_with_its_reason(services: Services, fake: FakeBotApi) -> None:
+async def test_a_row_that_keeps_failing_ends_dead_with_its_reason(
+    services: Services, fake: FakeBotApi
+) -> None:
     fake.fail_next("sendMessage", 10, status=502)
     await enqueue(services, [text_to(81)])
     await run_until_settled(services, worker(services, config=replace(FAST, max_attempts=3)), 1)

@@ -595,7 +595,7 @@ class FakeBotApi:
         *,
         chat_id: int | str | None = None,
         count: int = 1,
-        timeout: float = 5.0,  # noqa: ASYNC109 - part of the fixture's documented API
+        timeout: float = 5.0,
         predicate: Callable[[ApiCall], bool] | None = None,
     ) -> list[ApiCall]:
         """Wait until at least `count` matching successful calls exist and return all of them."""
