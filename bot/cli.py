@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keygen":
             return _keygen(args)
         settings = Settings.from_env(require_token=args.command in ("run", "check"))
+        if args.command == "health":
+            return _health(settings)
     except SettingsError as error:
         print(f"jarchy: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -60,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="overwrite an existing key (its data becomes unreadable)"
     )
     sub.add_parser("check", help="validate settings, key and database; print what the bot would run with")
+    sub.add_parser("health", help="exit 0 if a running bot has signalled it is alive within the last 2 minutes")
     return parser
 
 
@@ -67,6 +70,23 @@ def _run(settings: Settings) -> int:
     from bot.runner import run_polling
 
     asyncio.run(run_polling(settings))
+    return 0
+
+
+def _health(settings: Settings) -> int:
+    import time
+
+    from bot.runner import HEARTBEAT_INTERVAL_S, heartbeat_path
+
+    try:
+        age = time.time() - heartbeat_path(settings).stat().st_mtime
+    except FileNotFoundError:
+        print("unhealthy: no heartbeat yet", file=sys.stderr)
+        return 1
+    if age > 4 * HEARTBEAT_INTERVAL_S:
+        print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
+        return 1
+    print(f"healthy: last heartbeat {age:.0f} s ago")
     return 0
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from bot.app import JarchyApp, build_application, dispatch_update
 from bot.clock import Clock
@@ -56,6 +57,7 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
     tasks = {
         asyncio.create_task(inbox.run(), name="inbox"),
         asyncio.create_task(services.delivery.run(), name="delivery"),
+        asyncio.create_task(_beat(heartbeat_path(settings)), name="heartbeat"),
     }
     waiter = asyncio.create_task(stop.wait(), name="stop")
     log.info("jarchy is running (long polling)")
@@ -74,6 +76,21 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
+
+
+HEARTBEAT_INTERVAL_S = 30.0
+
+
+def heartbeat_path(settings: Settings) -> Path:
+    """Return the file whose age tells a container healthcheck the bot is alive."""
+    return settings.data_dir / "heartbeat"
+
+
+async def _beat(path: Path) -> None:
+    # The file's modification time is the signal; `jarchy health` reads it.
+    while True:
+        path.touch()
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

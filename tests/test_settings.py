@@ -133,3 +133,18 @@ def test_migrate_then_check_reports_up_to_date(
     monkeypatch.setenv("JARCHY_BOT_TOKEN", TOKEN)
     assert main(["check"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_health_reflects_the_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os as _os
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JARCHY_DATA_DIR", str(tmp_path))
+    assert main(["health"]) == 1
+    beat = tmp_path / "heartbeat"
+    beat.touch()
+    assert main(["health"]) == 0
+    old = time.time() - 600
+    _os.utime(beat, (old, old))
+    assert main(["health"]) == 1

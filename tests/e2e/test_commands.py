@@ -66,6 +66,7 @@ async def test_command_menus_are_published_per_language(fake: FakeBotApi, bot: R
         assert [c["command"] for c in commands] == ["start", "help", "language"]
         assert commands[0]["description"] == catalogs().text(language, "command.start")
     assert ("all_private_chats", None) in fake.my_commands_by_scope
+    assert (bot.settings.data_dir / "heartbeat").exists()  # what the container healthcheck reads
 
 
 async def test_unknown_command_and_free_text_get_a_pointer_to_help(fake: FakeBotApi, bot: RunningBot) -> None:
