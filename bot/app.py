@@ -21,6 +21,8 @@ from messages.menus import bot_commands
 
 log = logging.getLogger(__name__)
 
+PURGE_INTERVAL_S = 3600
+
 JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], Any, Any]
 
 
@@ -73,6 +75,12 @@ async def _post_init(app: JarchyApp) -> None:
     data = app.bot_data
     data.services = await open_services(data.settings, data.clock, data.limiter)
     await _publish_commands(app)
+    if app.job_queue is not None:
+        app.job_queue.run_repeating(_purge, interval=PURGE_INTERVAL_S, first=60, name="purge")
+
+
+async def _purge(context: JarchyContext) -> None:
+    await context.services.retention.purge()
 
 
 async def _post_shutdown(app: JarchyApp) -> None:

@@ -57,8 +57,8 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
     tasks = {
         asyncio.create_task(inbox.run(), name="inbox"),
         asyncio.create_task(services.delivery.run(), name="delivery"),
-        asyncio.create_task(_beat(heartbeat_path(settings)), name="heartbeat"),
     }
+    heartbeat = asyncio.create_task(_beat(heartbeat_path(settings)), name="heartbeat")
     waiter = asyncio.create_task(stop.wait(), name="stop")
     log.info("jarchy is running (long polling)")
     try:
@@ -70,6 +70,7 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
         inbox.stop()
         services.delivery.stop()
         waiter.cancel()
+        heartbeat.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         await app.stop()
         log.info("jarchy stopped")

@@ -10,6 +10,7 @@ from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
 from bot.services.outbox import Outbox
 from bot.services.ratelimit import SendLimiter
+from bot.services.retention import Retention
 from bot.services.users import UserService
 from bot.settings import Settings
 from bot.telegram_api import TelegramApi
@@ -39,6 +40,7 @@ class Services:
     outbox_repo: OutboxRepository
     inbox_repo: InboxRepository
     delivery: DeliveryWorker
+    retention: Retention
 
     async def close(self) -> None:
         """Release the HTTP pool and the database."""
@@ -63,7 +65,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         raise
     cipher, pseudonyms = Cipher(key), Pseudonymizer(key)
     api = TelegramApi(settings.api_url, settings.bot_token, connections=settings.outbox_concurrency + 2)
-    outbox_repo, user_repo = OutboxRepository(), UserRepository()
+    outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
     delivery = DeliveryWorker(
         db=db,
         outbox=outbox_repo,
@@ -91,8 +93,9 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         users=UserService(db, user_repo, pseudonyms, clock, settings.default_language),
         outbox=Outbox(outbox_repo, cipher, pseudonyms, clock, on_enqueued=delivery.wake),
         outbox_repo=outbox_repo,
-        inbox_repo=InboxRepository(),
+        inbox_repo=inbox_repo,
         delivery=delivery,
+        retention=Retention(db, inbox_repo, clock),
     )
     await services.users.bootstrap_admins(settings.admin_ids)
     return services

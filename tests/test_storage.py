@@ -182,3 +182,20 @@ async def test_cancel_and_block_touch_only_pending_rows(db: Database, clock: Fak
         await repo.claim(conn, "w", clock.now(), clock.now() + timedelta(seconds=5), 1)
         assert await repo.cancel_pending(conn, recipient="r1") == 2
         assert await repo.counts(conn) == {"sending": 1, "cancelled": 2}
+
+
+async def test_retention_purges_only_old_handled_inbox_rows(db: Database, clock: FakeClock) -> None:
+    from bot.services.retention import Retention
+
+    inbox = InboxRepository()
+    async with db.write() as conn:
+        await inbox.store(conn, [(1, b"a"), (2, b"b"), (3, b"c")], 4, clock.now())
+        await inbox.mark_done(conn, [1, 2], clock.now())
+    retention = Retention(db, inbox, clock)
+    clock.advance(3600)
+    assert await retention.purge() == 0
+    clock.advance(86_400)
+    assert await retention.purge() == 2
+    async with db.read() as conn:
+        assert await inbox.counts(conn) == (await inbox.counts(conn)).__class__(pending=1, done=0, failed=0)
+        assert await inbox.offset(conn) == 4

@@ -66,6 +66,8 @@ async def test_command_menus_are_published_per_language(fake: FakeBotApi, bot: R
         assert [c["command"] for c in commands] == ["start", "help", "language"]
         assert commands[0]["description"] == catalogs().text(language, "command.start")
     assert ("all_private_chats", None) in fake.my_commands_by_scope
+    fake.add_message(user_id=9, text="/help")
+    await next_reply(fake, 9)
     assert (bot.settings.data_dir / "heartbeat").exists()  # what the container healthcheck reads
 
 

@@ -1,0 +1,32 @@
+"""Delete what is no longer needed, so a seized server holds as little as possible."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from bot.clock import Clock
+from storage.database import Database
+from storage.inbox import InboxRepository
+
+log = logging.getLogger(__name__)
+
+# Handled inbox rows keep only their update_id (for deduplication); a day covers any redelivery.
+INBOX_KEEP = timedelta(days=1)
+
+
+class Retention:
+    """The periodic purge driven by the scheduler."""
+
+    def __init__(self, db: Database, inbox: InboxRepository, clock: Clock) -> None:
+        self._db = db
+        self._inbox = inbox
+        self._clock = clock
+
+    async def purge(self) -> int:
+        """Delete handled inbox rows older than INBOX_KEEP; return how many."""
+        async with self._db.write() as conn:
+            purged = await self._inbox.purge_done(conn, self._clock.now() - INBOX_KEEP)
+        if purged:
+            log.info("purged %d handled inbox rows", purged)
+        return purged
