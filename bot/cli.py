@@ -62,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="overwrite an existing key (its data becomes unreadable)"
     )
     sub.add_parser("check", help="validate settings, key and database; print what the bot would run with")
-    sub.add_parser("health", help="exit 0 if a running bot has signalled it is alive within the last 2 minutes")
+    sub.add_parser(
+        "health", help="exit 0 if a running bot has signalled it is alive within the last 2 minutes"
+    )
     return parser
 
 

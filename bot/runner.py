@@ -90,7 +90,7 @@ def heartbeat_path(settings: Settings) -> Path:
 async def _beat(path: Path) -> None:
     # The file's modification time is the signal; `jarchy health` reads it.
     while True:
-        path.touch()
+        await asyncio.to_thread(path.touch)
         await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
