@@ -96,3 +96,18 @@ async def test_groups_edits_and_foreign_buttons_get_silence_or_a_polite_answer(
     await asyncio.sleep(0.2)
     assert fake.sent("sendMessage", chat_id=-100500) == []
     assert len(reply_texts(fake, 6)) == 2  # nothing for the edit
+
+
+async def test_direct_replies_honour_429_and_still_arrive(fake: FakeBotApi, bot: RunningBot) -> None:
+    await fake.wait_for("setMyCommands", count=len(LANGUAGES) + 1)
+    fake.set_rate_limit(1, retry_after=1)
+    for user in (11, 12, 13):
+        fake.add_message(user_id=user, text="/help")
+    for user in (11, 12, 13):
+        await next_reply(fake, user, timeout=15)
+    assert fake.received_429 >= 1
+    rejected = [c.at for c in fake.calls if c.status == 429]
+    accepted = [c.at for c in fake.sent("sendMessage")]
+    # After a 429 nothing is sent until the second it asked for has passed.
+    for at in rejected:
+        assert all(a <= at or a >= at + 1.0 - 0.01 for a in accepted)
