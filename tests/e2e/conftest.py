@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -74,3 +78,47 @@ async def next_reply(fake: FakeBotApi, chat_id: int, count: int = 1, timeout: fl
     """Wait until the bot has sent `count` messages to the chat; return the last one's parameters."""
     calls = await fake.wait_for("sendMessage", chat_id=chat_id, count=count, timeout=timeout)
     return calls[-1].params
+
+
+class BotProcess:
+    """`python -m bot run` as a real child process, for kill -9 and log-capture tests."""
+
+    def __init__(
+        self, fake: FakeBotApi, data_dir: Path, *, output: Path | None = None, **settings: str
+    ) -> None:
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PTB_TIMEDELTA": "true",
+            "JARCHY_BOT_TOKEN": TEST_TOKEN,
+            "JARCHY_API_URL": fake.url,
+            "JARCHY_DATA_DIR": str(data_dir),
+            "JARCHY_POLLING_TIMEOUT_S": "1",
+            "JARCHY_LOG_LEVEL": "WARNING",
+            **{f"JARCHY_{name.upper()}": value for name, value in settings.items()},
+        }
+        self.cwd = data_dir.parent
+        self.output = output
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start the bot."""
+        sink = self.output.open("ab") if self.output is not None else subprocess.DEVNULL
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "run", env=self.env, cwd=self.cwd, stdout=sink, stderr=sink
+            )
+        finally:
+            if not isinstance(sink, int):
+                sink.close()
+
+    async def kill(self) -> None:
+        """Kill it with SIGKILL: no cleanup of any kind runs."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def stop(self) -> None:
+        """Stop it with SIGTERM, as a service manager would."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 30)

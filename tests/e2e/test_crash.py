@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
 from bot.clock import SystemClock
 from bot.services.outbox import PRIORITY_BROADCAST, OutgoingMessage
 from bot.wiring import build_limiter, open_services
-from tests.conftest import TEST_TOKEN, make_settings
+from tests.conftest import make_settings
+from tests.e2e.conftest import BotProcess
 from tests.fakebot import FakeBotApi
 
 RECIPIENTS = range(700_000, 700_300)
@@ -38,39 +36,24 @@ async def test_kill_9_mid_delivery_loses_no_outbox_row(fake: FakeBotApi, tmp_pat
         )
     await services.close()
 
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "JARCHY_BOT_TOKEN": TEST_TOKEN,
-        "JARCHY_API_URL": fake.url,
-        "JARCHY_DATA_DIR": str(settings.data_dir),
-        "JARCHY_POLLING_TIMEOUT_S": "1",
-        "JARCHY_RATE_GLOBAL_PER_S": "100",
-        "JARCHY_OUTBOX_CONCURRENCY": str(CONCURRENCY),
-        "JARCHY_OUTBOX_LEASE_S": "5",
-        "JARCHY_LOG_LEVEL": "WARNING",
-    }
-
-    async def start() -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-
+    bot = BotProcess(
+        fake,
+        settings.data_dir,
+        rate_global_per_s="100",
+        outbox_concurrency=str(CONCURRENCY),
+        outbox_lease_s="5",
+    )
     fake.set_rate_limit(100)
-    process = await start()
+    await bot.start()
     try:
         await fake.wait_for("sendMessage", count=100, timeout=60)
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-        before = len(fake.sent("sendMessage"))
-        assert before < len(RECIPIENTS)
-        process = await start()
+        await bot.kill()
+        assert len(fake.sent("sendMessage")) < len(RECIPIENTS)
+        await bot.start()
         await fake.wait_for("sendMessage", timeout=60, predicate=lambda call: True, count=len(RECIPIENTS))
         await asyncio.sleep(1.0)
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 30)
+        await bot.stop()
     received = Counter(int(call.params["chat_id"]) for call in fake.sent("sendMessage"))
     assert set(received) == set(RECIPIENTS)
     duplicates = sum(count - 1 for count in received.values())

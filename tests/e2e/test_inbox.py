@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,8 +21,7 @@ from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
 from messages import catalogs
 from messages.menus import command_list
-from tests.conftest import TEST_TOKEN
-from tests.e2e.conftest import RunningBot, next_reply, reply_texts
+from tests.e2e.conftest import BotProcess, RunningBot, next_reply, reply_texts
 from tests.fakebot import FakeBotApi
 
 HELP_EN = catalogs().text("en", "help.text", commands=command_list(catalogs(), "en"))
@@ -145,22 +141,8 @@ async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_
 
 
 async def test_kill_9_loses_no_acknowledged_update(fake: FakeBotApi, tmp_path: Path) -> None:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "JARCHY_BOT_TOKEN": TEST_TOKEN,
-        "JARCHY_API_URL": fake.url,
-        "JARCHY_DATA_DIR": str(tmp_path / "data"),
-        "JARCHY_POLLING_TIMEOUT_S": "1",
-        "JARCHY_LOG_LEVEL": "WARNING",
-    }
-
-    async def start() -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-
-    process = await start()
+    bot = BotProcess(fake, tmp_path / "data")
+    await bot.start()
     users = list(range(400, 460))
     try:
         await fake.wait_for("getUpdates", timeout=30)
@@ -171,19 +153,16 @@ async def test_kill_9_loses_no_acknowledged_update(fake: FakeBotApi, tmp_path: P
         # (direct replies share the 30 msg/s cap, so 60 of them take about two seconds).
         await fake.wait_for("sendMessage", count=1, timeout=30)
         await fake.wait_for("getUpdates", predicate=lambda c: int(c.params.get("offset", 0)) > last_update_id)
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
+        await bot.kill()
         answered_before = {int(c.params["chat_id"]) for c in fake.sent("sendMessage")}
         assert fake.acknowledged_offset > last_update_id
         assert 0 < len(answered_before) < len(users)
 
-        process = await start()
+        await bot.start()
         for user in users:
             await fake.wait_for("sendMessage", chat_id=user, timeout=30)
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 30)
+        await bot.stop()
     replies = Counter(int(c.params["chat_id"]) for c in fake.sent("sendMessage"))
     assert set(replies) == set(users)
     # Only updates in flight at the kill may be answered twice: at most the dispatcher's concurrency.

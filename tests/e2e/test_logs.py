@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 from pathlib import Path
 
 from tests.conftest import TEST_TOKEN
+from tests.e2e.conftest import BotProcess
 from tests.fakebot import FakeBotApi
 
 CANARY = "CANARY-zq81-detained-at-checkpoint"
@@ -17,33 +14,22 @@ USERNAME = "activist_canary_user"
 
 
 async def test_a_scenario_leaves_no_canary_in_the_logs(fake: FakeBotApi, tmp_path: Path) -> None:
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "JARCHY_BOT_TOKEN": TEST_TOKEN,
-        "JARCHY_API_URL": fake.url,
-        "JARCHY_DATA_DIR": str(tmp_path / "data"),
-        "JARCHY_POLLING_TIMEOUT_S": "1",
-        "JARCHY_LOG_LEVEL": "DEBUG",
-    }
     log_file = tmp_path / "bot.log"
-    with log_file.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", env=env, cwd=tmp_path, stdout=sink, stderr=sink
-        )
-        try:
-            await fake.wait_for("getUpdates", timeout=30)
-            fake.add_message(user_id=USER_ID, username=USERNAME, text="/start", language_code="ru")
-            fake.add_message(user_id=USER_ID, username=USERNAME, text=CANARY)
-            fake.add_message(user_id=USER_ID, username=USERNAME, text=f"/{CANARY}")
-            fake.add_callback_query(user_id=USER_ID, data=CANARY, message_id=1)
-            # A failing send: the error path logs too.
-            fake.fail_next("sendMessage", 1, status=400, description=f"Bad Request: {CANARY}")
-            fake.add_message(user_id=USER_ID, username=USERNAME, text="/help")
-            await fake.wait_for("sendMessage", chat_id=USER_ID, count=3, timeout=30)
-            await fake.wait_for("answerCallbackQuery", timeout=30)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 30)
+    bot = BotProcess(fake, tmp_path / "data", output=log_file, log_level="DEBUG")
+    await bot.start()
+    try:
+        await fake.wait_for("getUpdates", timeout=30)
+        fake.add_message(user_id=USER_ID, username=USERNAME, text="/start", language_code="ru")
+        fake.add_message(user_id=USER_ID, username=USERNAME, text=CANARY)
+        fake.add_message(user_id=USER_ID, username=USERNAME, text=f"/{CANARY}")
+        fake.add_callback_query(user_id=USER_ID, data=CANARY, message_id=1)
+        # A failing send: the error path logs too.
+        fake.fail_next("sendMessage", 1, status=400, description=f"Bad Request: {CANARY}")
+        fake.add_message(user_id=USER_ID, username=USERNAME, text="/help")
+        await fake.wait_for("sendMessage", chat_id=USER_ID, count=3, timeout=30)
+        await fake.wait_for("answerCallbackQuery", timeout=30)
+    finally:
+        await bot.stop()
     logs = log_file.read_text(errors="replace").lower()
     assert "jarchy is running" in logs  # the capture works
     assert "badrequest" in logs  # the failing send was logged, without its description
