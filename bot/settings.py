@@ -80,6 +80,9 @@ class Settings:
     inbox_max_attempts: int = 5
     polling_timeout_s: int = 30
     db_busy_timeout_ms: int = 5000
+    draft_ttl_h: float = 24.0
+    reports_per_hour: int = 5
+    sos_per_minute: int = 1
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -175,6 +178,9 @@ class Settings:
             outbox_max_attempts=_number(env, "JARCHY_OUTBOX_MAX_ATTEMPTS", 8, int, minimum=1),
             polling_timeout_s=_number(env, "JARCHY_POLLING_TIMEOUT_S", 30, int, minimum=0),
             db_busy_timeout_ms=_number(env, "JARCHY_DB_BUSY_TIMEOUT_MS", 5000, int, minimum=0),
+            draft_ttl_h=_number(env, "JARCHY_DRAFT_TTL_H", 24.0, float, minimum=0.1),
+            reports_per_hour=_number(env, "JARCHY_REPORTS_PER_HOUR", 5, int, minimum=1),
+            sos_per_minute=_number(env, "JARCHY_SOS_PER_MINUTE", 1, int, minimum=1),
         )
 
     def describe(self) -> list[tuple[str, str]]:
@@ -194,6 +200,9 @@ class Settings:
             ("JARCHY_RATE_GROUP_PER_MIN", f"{self.rate_group_per_min:g}"),
             ("JARCHY_PAID_BROADCAST", str(self.paid_broadcast).lower()),
             ("JARCHY_OUTBOX_CONCURRENCY", str(self.outbox_concurrency)),
+            ("JARCHY_DRAFT_TTL_H", f"{self.draft_ttl_h:g}"),
+            ("JARCHY_REPORTS_PER_HOUR", str(self.reports_per_hour)),
+            ("JARCHY_SOS_PER_MINUTE", str(self.sos_per_minute)),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 

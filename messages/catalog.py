@@ -58,6 +58,14 @@ class Catalogs:
         }
         return template.format(**escaped)
 
+    def plain(self, language: str, key: str, /, **params: object) -> str:
+        """Render a text for a message sent without parse_mode: nothing is escaped."""
+        translation = self._translations.get(language) or self._translations[self.default_language]
+        template = translation.gettext(key)
+        if template == key:
+            raise MissingText(f"{key!r} has no text in {language!r}")
+        return template.format(**{name: str(value) for name, value in params.items()})
+
     def keys(self, language: str) -> dict[str, str]:
         """Return every key and its text in one language (for completeness checks)."""
         translation = self._translations[language]

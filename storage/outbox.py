@@ -33,6 +33,16 @@ class NewOutboxRow:
     due_at: datetime
     dedupe_key: str | None = None
     ref: str | None = None
+    status: str = "pending"  # "held": waits for a destination (no coordinators' chat yet)
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """A row waiting for its destination."""
+
+    id: int
+    uid: str
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class OutboxRepository:
                     "chat_kind": r.chat_kind,
                     "recipient": r.recipient,
                     "priority": r.priority,
-                    "status": "pending",
+                    "status": r.status,
                     "attempts": 0,
                     "unknown_outcomes": 0,
                     "due_at": r.due_at,
@@ -233,6 +243,25 @@ class OutboxRepository:
             stmt = stmt.where(outbox.c.ref == ref)
         result = await conn.execute(stmt.values(status="cancelled", payload=None))
         return result.rowcount or 0
+
+    async def held(self, conn: AsyncConnection, kinds: Sequence[str]) -> list[HeldRow]:
+        """Return rows waiting for a destination, oldest first."""
+        rows = await conn.execute(
+            select(outbox.c.id, outbox.c.uid, outbox.c.payload)
+            .where(outbox.c.status == "held", outbox.c.kind.in_(kinds))
+            .order_by(outbox.c.id)
+        )
+        return [HeldRow(r.id, r.uid, r.payload) for r in rows]
+
+    async def release(
+        self, conn: AsyncConnection, row_id: int, payload: bytes, chat_key: str, chat_kind: str, now: datetime
+    ) -> None:
+        """Give a held row its destination and make it due now."""
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.id == row_id, outbox.c.status == "held")
+            .values(status="pending", payload=payload, chat_key=chat_key, chat_kind=chat_kind, due_at=now)
+        )
 
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
         """Return when the earliest pending row is due."""

@@ -23,7 +23,6 @@ metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
         "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     }
@@ -48,7 +47,7 @@ user_roles = Table(
     Column("role", String(16), primary_key=True),
     Column("granted_at", UtcTimestamp, nullable=False),
     Column("granted_by", String(64), nullable=True),
-    CheckConstraint("role IN ('admin', 'coordinator')", name="role_known"),
+    CheckConstraint("role IN ('admin', 'coordinator')", name="ck_user_roles_role_known"),
 )
 
 inbox = Table(
@@ -63,7 +62,7 @@ inbox = Table(
     Column("next_attempt_at", UtcTimestamp, nullable=False),
     Column("done_at", UtcTimestamp, nullable=True),
     Column("last_error", Text, nullable=True),
-    CheckConstraint("status IN ('pending', 'done', 'failed')", name="status_known"),
+    CheckConstraint("status IN ('pending', 'done', 'failed')", name="ck_inbox_status_known"),
 )
 Index("ix_inbox_pending", inbox.c.status, inbox.c.next_attempt_at, inbox.c.update_id)
 
@@ -101,12 +100,89 @@ outbox = Table(
     Column("dedupe_key", String(128), nullable=True, unique=True),
     Column("ref", String(64), nullable=True),  # the aggregate it belongs to, e.g. a campaign id
     CheckConstraint(
-        "status IN ('pending', 'sending', 'sent', 'unknown', 'dead', 'blocked', 'cancelled')",
-        name="status_known",
+        "status IN ('pending', 'sending', 'sent', 'unknown', 'dead', 'blocked', 'cancelled', 'held')",
+        name="ck_outbox_status_known",
     ),
-    CheckConstraint("chat_kind IN ('private', 'group')", name="chat_kind_known"),
+    CheckConstraint("chat_kind IN ('private', 'group')", name="ck_outbox_chat_kind_known"),
 )
 Index("ix_outbox_due", outbox.c.status, outbox.c.priority.desc(), outbox.c.due_at, outbox.c.id)
 Index("ix_outbox_lease", outbox.c.status, outbox.c.lease_until)
 Index("ix_outbox_recipient", outbox.c.recipient, outbox.c.status)
 Index("ix_outbox_ref", outbox.c.ref, outbox.c.status)
+
+drafts = Table(
+    "drafts",
+    metadata,
+    # One unfinished report and one SOS follow-up per person; the state is one encrypted JSON.
+    Column("pseudonym", String(64), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("nonce", String(16), nullable=False),  # changes with every new draft; buttons carry it
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    Column("expires_at", UtcTimestamp, nullable=False),
+)
+Index("ix_drafts_expires_at", drafts.c.expires_at)
+
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code", String(16), nullable=False, unique=True),
+    Column("kind", String(8), nullable=False),
+    # Category, time and region stay clear for triage filters; they do not identify the reporter.
+    Column("category", String(32), nullable=False),
+    Column("occurred_at", UtcTimestamp, nullable=True),
+    Column("occurred_precision", String(8), nullable=True),
+    Column("region", String(32), nullable=True),
+    Column("body", LargeBinary, nullable=False),  # encrypted: text, place, location, people affected
+    Column("contactable", Boolean, nullable=False),
+    # Only for contactable reports: anonymous ones are unlinkable to their author by design.
+    Column("reporter", String(64), nullable=True),
+    Column("contact_chat", LargeBinary, nullable=True),  # encrypted chat id
+    Column("status", String(16), nullable=False, server_default="new"),
+    Column("submit_key", String(32), nullable=False, unique=True),  # the draft's nonce: submit once
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    CheckConstraint("kind IN ('report', 'sos')", name="ck_reports_kind_known"),
+)
+Index("ix_reports_reporter", reports.c.reporter)
+Index("ix_reports_status", reports.c.status, reports.c.created_at)
+
+evidence = Table(
+    "evidence",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uid", String(32), nullable=False, unique=True),  # the encrypted file's name and binding
+    Column("report_id", Integer, ForeignKey("reports.id", ondelete="CASCADE"), nullable=True),
+    Column("owner", String(64), nullable=True),  # the draft owner while staged; NULL once submitted
+    Column("kind", String(16), nullable=False),  # photo, video, voice, audio, document
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("received_at", UtcTimestamp, nullable=False),
+    Column("file_ref", LargeBinary, nullable=False),  # encrypted Telegram file_id, to re-send without upload
+)
+Index("ix_evidence_report_id", evidence.c.report_id)
+Index("ix_evidence_owner", evidence.c.owner)
+
+report_events = Table(
+    "report_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("report_id", Integer, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("at", UtcTimestamp, nullable=False),
+)
+Index("ix_report_events_report_id", report_events.c.report_id)
+
+user_actions = Table(
+    "user_actions",
+    metadata,
+    # Short-lived: counts reports and SOS per person for abuse limits; purged after a day.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pseudonym", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("at", UtcTimestamp, nullable=False),
+)
+Index("ix_user_actions_lookup", user_actions.c.pseudonym, user_actions.c.action, user_actions.c.at)

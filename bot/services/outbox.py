@@ -43,6 +43,7 @@ class OutgoingMessage:
     due_at: datetime | None = None
     dedupe_key: str | None = None
     ref: str | None = None
+    held: bool = False  # waits (status "held") until release_held gives it a chat
     uid: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
@@ -88,9 +89,24 @@ class Outbox:
                     due_at=message.due_at or now,
                     dedupe_key=message.dedupe_key,
                     ref=message.ref,
+                    status="held" if message.held else "pending",
                 )
             )
         return await self._repo.insert(conn, rows, now)
+
+    async def release_held(self, conn: AsyncConnection, kinds: Sequence[str], chat_id: int) -> int:
+        """Send held rows of these kinds to `chat_id` now; return how many."""
+        rows = await self._repo.held(conn, kinds)
+        now = self._clock.now()
+        for row in rows:
+            binding = payload_binding(row.uid)
+            params = self._cipher.decrypt_json(row.payload, binding=binding)
+            params["chat_id"] = chat_id
+            payload = self._cipher.encrypt_json(params, binding=binding)
+            await self._repo.release(
+                conn, row.id, payload, self._pseudonyms.of_chat(chat_id), chat_kind_of(chat_id), now
+            )
+        return len(rows)
 
     def notify(self) -> None:
         """Tell the delivery worker new rows are committed (call after the transaction)."""

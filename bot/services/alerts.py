@@ -1,0 +1,254 @@
+"""Alerts to the coordinators' chat: composed from a report, queued in the same transaction, held until
+there is a chat to send them to. Coordinators see what happened, never who reported it."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Pseudonymizer
+from bot.services.outbox import PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
+from messages import Catalogs, Safe
+from storage.database import Database
+from storage.reports import Evidence, ReportNotFound, ReportRepository
+from storage.state import COORDINATOR_CHAT, StateRepository
+from storage.users import UserRepository
+
+ALERT_KINDS = ("alert",)
+TRIAGE_ACTIONS = ("ack", "take", "close")
+TELEGRAM_TEXT_LIMIT = 4096
+_EVIDENCE_METHODS = {
+    "photo": ("sendPhoto", "photo"),
+    "video": ("sendVideo", "video"),
+    "voice": ("sendVoice", "voice"),
+    "audio": ("sendAudio", "audio"),
+    "document": ("sendDocument", "document"),
+}
+
+
+class NotAllowed(PermissionError):
+    """The person lacks the role the action needs (checked in the database at the moment of use)."""
+
+
+@dataclass(frozen=True)
+class AlertInput:
+    """What an alert shows: the report's fields, decrypted in memory only."""
+
+    code: str
+    kind: str
+    category: str
+    occurred_at: datetime | None
+    precision: str | None
+    region: str | None
+    place: str | None
+    location: list[float] | None
+    text: str | None
+    people: str | None
+    contactable: bool
+    evidence: Sequence[Evidence]
+    evidence_file_ids: Sequence[str]
+
+
+@dataclass(frozen=True)
+class TriageResult:
+    """A recorded triage press."""
+
+    code: str
+    action: str
+
+
+class AlertService:
+    """Composes alerts, resolves the coordinators' chat, binds it, and records triage presses."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        outbox: Outbox,
+        state: StateRepository,
+        reports: ReportRepository,
+        users: UserRepository,
+        pseudonyms: Pseudonymizer,
+        texts: Catalogs,
+        clock: Clock,
+        language: str,
+        zone: ZoneInfo,
+        configured_chat: int | None,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._state = state
+        self._reports = reports
+        self._users = users
+        self._pseudonyms = pseudonyms
+        self._texts = texts
+        self._clock = clock
+        self._language = language
+        self._zone = zone
+        self._configured_chat = configured_chat
+
+    async def coordinator_chat(self, conn: AsyncConnection) -> int | None:
+        """Return the chat alerts go to: the one bound with /bind, else the configured one."""
+        bound = await self._state.get(conn, COORDINATOR_CHAT)
+        return int(bound) if bound is not None else self._configured_chat
+
+    async def has_destination(self) -> bool:
+        """Tell whether alerts have somewhere to go."""
+        async with self._db.read() as conn:
+            return await self.coordinator_chat(conn) is not None
+
+    async def queue(self, conn: AsyncConnection, alert: AlertInput) -> None:
+        """Queue a report's alert (and its evidence) in the caller's transaction."""
+        chat = await self.coordinator_chat(conn)
+        await self._outbox.enqueue(conn, self.compose(alert, chat))
+
+    async def queue_followup(
+        self,
+        conn: AsyncConnection,
+        code: str,
+        *,
+        text: str | None = None,
+        location: list[float] | None = None,
+    ) -> None:
+        """Queue an SOS follow-up (one line or a location) to the coordinators."""
+        chat = await self.coordinator_chat(conn)
+        messages: list[OutgoingMessage] = []
+        if text is not None:
+            body = self._texts.text(self._language, "alert.sos_update", code=code, text=text)
+            messages.append(
+                self._message("sendMessage", {"text": body, "parse_mode": "HTML"}, chat, PRIORITY_SOS, code)
+            )
+        if location is not None:
+            params = {"latitude": location[0], "longitude": location[1]}
+            messages.append(self._message("sendLocation", params, chat, PRIORITY_SOS, code))
+        await self._outbox.enqueue(conn, messages)
+
+    def compose(self, alert: AlertInput, chat: int | None) -> list[OutgoingMessage]:
+        """Return the alert's messages: the summary with triage buttons, long text, location, evidence."""
+        priority = PRIORITY_SOS if alert.kind == "sos" else PRIORITY_ALERT
+        lang = self._language
+        summary = self._summary(alert)
+        buttons = {
+            "inline_keyboard": [
+                [
+                    {
+                        "text": self._texts.text(lang, f"triage.{action}"),
+                        "callback_data": f"t:{alert.code}:{action}",
+                    }
+                    for action in TRIAGE_ACTIONS
+                ]
+            ]
+        }
+        fields = [(key, value) for key, value in (("text", alert.text), ("people", alert.people)) if value]
+        body = "\n\n".join(self._texts.text(lang, f"alert.{key}", value=value) for key, value in fields)
+        separate = len(summary) + 2 + len(body) > TELEGRAM_TEXT_LIMIT
+        if body and not separate:
+            summary = f"{summary}\n\n{body}"
+        messages = [
+            self._message(
+                "sendMessage",
+                {"text": summary, "parse_mode": "HTML", "reply_markup": buttons},
+                chat,
+                priority,
+                alert.code,
+            )
+        ]
+        if separate:
+            # Long texts go as plain text of their own: escaping could push them past Telegram's limit.
+            for key, value in fields:
+                heading = self._texts.plain(lang, f"alert.{key}_heading", code=alert.code)
+                messages.append(
+                    self._message("sendMessage", {"text": f"{heading}\n{value}"}, chat, priority, alert.code)
+                )
+        if alert.location is not None:
+            where: dict[str, Any] = {"latitude": alert.location[0], "longitude": alert.location[1]}
+            messages.append(self._message("sendLocation", where, chat, priority, alert.code))
+        total = len(alert.evidence)
+        for index, (item, file_id) in enumerate(zip(alert.evidence, alert.evidence_file_ids, strict=True), 1):
+            method, field = _EVIDENCE_METHODS.get(item.kind, _EVIDENCE_METHODS["document"])
+            caption = self._texts.text(
+                lang, "alert.evidence_caption", code=alert.code, index=index, total=total, sha256=item.sha256
+            )
+            # Re-sent by file id: never forwarded, which would show the author.
+            media: dict[str, Any] = {field: file_id, "caption": caption, "parse_mode": "HTML"}
+            messages.append(self._message(method, media, chat, priority, alert.code))
+        return messages
+
+    async def bind(self, user_id: int, chat_id: int) -> int:
+        """Make `chat_id` the coordinators' chat (admins only); release held alerts; return how many."""
+        async with self._db.write() as conn:
+            await self._require(conn, user_id, ("admin",))
+            await self._state.put(conn, COORDINATOR_CHAT, str(chat_id))
+            released = await self._outbox.release_held(conn, ALERT_KINDS, chat_id)
+        self._outbox.notify()
+        return released
+
+    async def triage(self, user_id: int, code: str, action: str) -> TriageResult:
+        """Record who pressed a triage button; only coordinators and admins may."""
+        if action not in TRIAGE_ACTIONS:
+            raise ReportNotFound(code)
+        async with self._db.write() as conn:
+            actor = await self._require(conn, user_id, ("admin", "coordinator"))
+            report = await self._reports.by_code(conn, code)
+            await self._reports.add_event(conn, report.id, actor, action, self._clock.now())
+        return TriageResult(code=code, action=action)
+
+    async def _require(self, conn: AsyncConnection, user_id: int, roles: Sequence[str]) -> str:
+        pseudonym = self._pseudonyms.of_user(user_id)
+        user = await self._users.get(conn, pseudonym)
+        if user is None or not user.roles.intersection(roles):
+            raise NotAllowed(pseudonym)
+        return pseudonym
+
+    def _summary(self, alert: AlertInput) -> str:
+        lang = self._language
+        if alert.kind == "sos":
+            return self._texts.text(lang, "alert.sos", code=alert.code, when=self._when(alert))
+        where = self._texts.text(lang, f"region.{alert.region}") if alert.region else "—"
+        if alert.place:
+            where = Safe(f"{_escape(where)} — {_escape(alert.place)}")
+        location = (
+            self._texts.text(lang, "alert.location", latitude=alert.location[0], longitude=alert.location[1])
+            if alert.location
+            else ""
+        )
+        return self._texts.text(
+            lang,
+            "alert.report",
+            code=alert.code,
+            category=self._texts.text(lang, f"category.{alert.category}"),
+            when=self._when(alert),
+            where=where,
+            location=Safe(location),
+            contact=self._texts.text(lang, "alert.contactable" if alert.contactable else "alert.anonymous"),
+            evidence=len(alert.evidence),
+        )
+
+    def _when(self, alert: AlertInput) -> str:
+        if alert.occurred_at is None:
+            return "—"
+        local = alert.occurred_at.astimezone(self._zone)
+        return local.strftime("%d.%m.%Y") if alert.precision == "date" else local.strftime("%d.%m.%Y %H:%M")
+
+    def _message(
+        self, method: str, params: dict[str, Any], chat: int | None, priority: int, code: str
+    ) -> OutgoingMessage:
+        return OutgoingMessage(
+            method,
+            {"chat_id": chat if chat is not None else 0, **params},
+            kind="alert",
+            priority=priority,
+            held=chat is None,
+            ref=code,
+        )
+
+
+def _escape(value: str) -> str:
+    return html.escape(value)

@@ -1,0 +1,83 @@
+"""Drafts: one encrypted, expiring work-in-progress per person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_or
+from storage.schema import drafts
+
+
+@dataclass(frozen=True)
+class StoredDraft:
+    """A draft row; `payload` is encrypted by the service."""
+
+    pseudonym: str
+    nonce: str
+    kind: str
+    payload: bytes
+    expires_at: datetime
+
+
+class DraftRepository:
+    """SQL for drafts."""
+
+    async def get(self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime) -> StoredDraft | None:
+        """Return the person's unexpired draft of one kind."""
+        row = (
+            await conn.execute(
+                select(drafts).where(
+                    drafts.c.pseudonym == pseudonym, drafts.c.kind == kind, drafts.c.expires_at > now
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredDraft(row.pseudonym, row.nonce, row.kind, row.payload, row.expires_at)
+
+    async def put(self, conn: AsyncConnection, draft: StoredDraft, now: datetime) -> None:
+        """Create or replace the person's draft."""
+        values = {
+            "pseudonym": draft.pseudonym,
+            "nonce": draft.nonce,
+            "kind": draft.kind,
+            "payload": draft.payload,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": draft.expires_at,
+        }
+        stmt = insert_or(conn, drafts).values(**values)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[drafts.c.pseudonym, drafts.c.kind],
+                set_={k: v for k, v in values.items() if k not in ("pseudonym", "kind", "created_at")},
+            )
+        )
+
+    async def save(
+        self, conn: AsyncConnection, pseudonym: str, nonce: str, payload: bytes, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Update the payload of the draft with this nonce; False if it is gone or replaced."""
+        result = await conn.execute(
+            update(drafts)
+            .where(drafts.c.pseudonym == pseudonym, drafts.c.nonce == nonce, drafts.c.expires_at > now)
+            .values(expires_at=expires_at)
+            .values(payload=payload, updated_at=now)
+        )
+        return (result.rowcount or 0) == 1
+
+    async def delete(self, conn: AsyncConnection, pseudonym: str, nonce: str | None = None) -> bool:
+        """Delete the person's drafts (only the one with this nonce, if given)."""
+        stmt = delete(drafts).where(drafts.c.pseudonym == pseudonym)
+        if nonce is not None:
+            stmt = stmt.where(drafts.c.nonce == nonce)
+        return ((await conn.execute(stmt)).rowcount or 0) > 0
+
+    async def expired(self, conn: AsyncConnection, now: datetime, limit: int = 100) -> list[StoredDraft]:
+        """Return drafts past their expiry."""
+        rows = await conn.execute(select(drafts).where(drafts.c.expires_at <= now).limit(limit))
+        return [StoredDraft(r.pseudonym, r.nonce, r.kind, r.payload, r.expires_at) for r in rows]

@@ -1,0 +1,222 @@
+"""Reports, their evidence and what coordinators did with them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.schema import evidence, report_events, reports, user_actions
+
+
+class ReportNotFound(LookupError):
+    """No report has that code."""
+
+
+@dataclass(frozen=True)
+class NewReport:
+    """A report to insert; `body` and `contact_chat` are already encrypted."""
+
+    code: str
+    kind: str
+    category: str
+    occurred_at: datetime | None
+    occurred_precision: str | None
+    region: str | None
+    body: bytes
+    contactable: bool
+    reporter: str | None
+    contact_chat: bytes | None
+    submit_key: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """A stored report."""
+
+    id: int
+    code: str
+    kind: str
+    category: str
+    occurred_at: datetime | None
+    occurred_precision: str | None
+    region: str | None
+    body: bytes
+    contactable: bool
+    reporter: str | None
+    contact_chat: bytes | None
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One evidence file's record; the file itself lives encrypted in the data directory."""
+
+    uid: str
+    kind: str
+    sha256: str
+    size: int
+    received_at: datetime
+    file_ref: bytes
+
+
+class ReportRepository:
+    """SQL for reports, evidence and report events."""
+
+    async def create(self, conn: AsyncConnection, report: NewReport, now: datetime) -> int:
+        """Insert a report; return its id."""
+        result = await conn.execute(
+            insert(reports).values(
+                code=report.code,
+                kind=report.kind,
+                category=report.category,
+                occurred_at=report.occurred_at,
+                occurred_precision=report.occurred_precision,
+                region=report.region,
+                body=report.body,
+                contactable=report.contactable,
+                reporter=report.reporter,
+                contact_chat=report.contact_chat,
+                status="new",
+                submit_key=report.submit_key,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        key = result.inserted_primary_key
+        if key is None:
+            raise RuntimeError("the database returned no id for a new report")
+        return int(key[0])
+
+    async def by_code(self, conn: AsyncConnection, code: str) -> Report:
+        """Return the report with this code, or raise ReportNotFound."""
+        row = (await conn.execute(select(reports).where(reports.c.code == code))).first()
+        if row is None:
+            raise ReportNotFound(code)
+        return _report(row)
+
+    async def by_submit_key(self, conn: AsyncConnection, submit_key: str) -> Report | None:
+        """Return the report a draft already became, if any."""
+        row = (await conn.execute(select(reports).where(reports.c.submit_key == submit_key))).first()
+        return _report(row) if row is not None else None
+
+    async def code_exists(self, conn: AsyncConnection, code: str) -> bool:
+        """Tell whether a reference code is taken."""
+        return (await conn.execute(select(reports.c.id).where(reports.c.code == code))).first() is not None
+
+    async def for_reporter(self, conn: AsyncConnection, pseudonym: str, limit: int = 20) -> list[Report]:
+        """Return a contactable reporter's reports, newest first."""
+        rows = await conn.execute(
+            select(reports).where(reports.c.reporter == pseudonym).order_by(reports.c.id.desc()).limit(limit)
+        )
+        return [_report(r) for r in rows]
+
+    async def set_status(self, conn: AsyncConnection, report_id: int, status: str, now: datetime) -> None:
+        """Change a report's status."""
+        await conn.execute(update(reports).where(reports.c.id == report_id).values(status=status, updated_at=now))
+
+    async def forget_reporter(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> int:
+        """Cut every link from reports to this person: they become anonymous."""
+        result = await conn.execute(
+            update(reports)
+            .where(reports.c.reporter == pseudonym)
+            .values(reporter=None, contact_chat=None, contactable=False, updated_at=now)
+        )
+        return result.rowcount or 0
+
+    async def add_event(self, conn: AsyncConnection, report_id: int, actor: str, action: str, now: datetime) -> None:
+        """Record who did what to a report."""
+        await conn.execute(insert(report_events).values(report_id=report_id, actor=actor, action=action, at=now))
+
+    async def events(self, conn: AsyncConnection, report_id: int) -> list[tuple[str, str, datetime]]:
+        """Return (actor, action, at) for a report, oldest first."""
+        rows = await conn.execute(
+            select(report_events.c.actor, report_events.c.action, report_events.c.at)
+            .where(report_events.c.report_id == report_id)
+            .order_by(report_events.c.id)
+        )
+        return [(r.actor, r.action, r.at) for r in rows]
+
+    async def stage_evidence(self, conn: AsyncConnection, owner: str, item: Evidence) -> None:
+        """Record an evidence file received for a draft."""
+        await conn.execute(
+            insert(evidence).values(
+                uid=item.uid,
+                owner=owner,
+                kind=item.kind,
+                sha256=item.sha256,
+                size=item.size,
+                received_at=item.received_at,
+                file_ref=item.file_ref,
+            )
+        )
+
+    async def attach_evidence(self, conn: AsyncConnection, owner: str, uids: Sequence[str], report_id: int) -> None:
+        """Move a draft's staged evidence to its report."""
+        if uids:
+            await conn.execute(
+                update(evidence)
+                .where(evidence.c.owner == owner, evidence.c.uid.in_(uids))
+                .values(report_id=report_id, owner=None)
+            )
+
+    async def evidence_for(self, conn: AsyncConnection, report_id: int) -> list[Evidence]:
+        """Return a report's evidence, in the order received."""
+        rows = await conn.execute(select(evidence).where(evidence.c.report_id == report_id).order_by(evidence.c.id))
+        return [Evidence(r.uid, r.kind, r.sha256, r.size, r.received_at, r.file_ref) for r in rows]
+
+    async def drop_staged(self, conn: AsyncConnection, owner: str, keep: Sequence[str] = ()) -> list[str]:
+        """Delete a person's staged evidence (except `keep`); return the uids whose files must go."""
+        stmt = select(evidence.c.uid).where(evidence.c.owner == owner, evidence.c.report_id.is_(None))
+        if keep:
+            stmt = stmt.where(evidence.c.uid.not_in(keep))
+        uids = list((await conn.execute(stmt)).scalars())
+        if uids:
+            await conn.execute(delete(evidence).where(evidence.c.uid.in_(uids)))
+        return uids
+
+
+class ActionRepository:
+    """A short log of what each person did, for abuse limits."""
+
+    async def record(self, conn: AsyncConnection, pseudonym: str, action: str, now: datetime) -> None:
+        """Log one action."""
+        await conn.execute(insert(user_actions).values(pseudonym=pseudonym, action=action, at=now))
+
+    async def count_since(self, conn: AsyncConnection, pseudonym: str, action: str, since: datetime) -> int:
+        """Count a person's actions of one kind since a time."""
+        stmt = select(func.count()).where(
+            user_actions.c.pseudonym == pseudonym, user_actions.c.action == action, user_actions.c.at > since
+        )
+        return int((await conn.execute(stmt)).scalar() or 0)
+
+    async def purge_before(self, conn: AsyncConnection, before: datetime) -> int:
+        """Delete old entries."""
+        return (await conn.execute(delete(user_actions).where(user_actions.c.at < before))).rowcount or 0
+
+    async def forget(self, conn: AsyncConnection, pseudonym: str) -> None:
+        """Delete a person's entries."""
+        await conn.execute(delete(user_actions).where(user_actions.c.pseudonym == pseudonym))
+
+
+def _report(row: Row[Any]) -> Report:
+    return Report(
+        id=row.id,
+        code=row.code,
+        kind=row.kind,
+        category=row.category,
+        occurred_at=row.occurred_at,
+        occurred_precision=row.occurred_precision,
+        region=row.region,
+        body=row.body,
+        contactable=bool(row.contactable),
+        reporter=row.reporter,
+        contact_chat=row.contact_chat,
+        status=row.status,
+        created_at=row.created_at,
+    )
