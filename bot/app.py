@@ -15,13 +15,14 @@ from bot.send_limits import SharedRateLimiter
 from bot.services.inbox import Dispatch, DispatchResult
 from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
-from handlers import errors, fallback, language, start, users
+from handlers import account, coordination, errors, fallback, language, reports, sos, start, users
 from messages import LANGUAGES, catalogs
 from messages.menus import bot_commands
 
 log = logging.getLogger(__name__)
 
-PURGE_INTERVAL_S = 3600
+# Drafts expire within a day and SOS follow-ups within half an hour: purge often enough for both.
+PURGE_INTERVAL_S = 300
 
 JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], Any, Any]
 
@@ -58,6 +59,10 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     users.register(app)
     start.register(app)
     language.register(app)
+    reports.register(app)  # also the input router in group -1, ahead of the fallbacks
+    sos.register(app)
+    account.register(app)
+    coordination.register(app)
     fallback.register(app)
     errors.register(app)
     return app

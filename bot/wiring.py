@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from bot.clock import Clock
 from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
+from bot.services.alerts import AlertService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
+from bot.services.evidence import EvidenceStore
 from bot.services.outbox import Outbox
 from bot.services.ratelimit import SendLimiter
+from bot.services.reports import Limits, ReportService
 from bot.services.retention import Retention
 from bot.services.users import UserService
 from bot.settings import Settings
 from bot.telegram_api import TelegramApi
+from messages import catalogs
 from storage import migrations
 from storage.database import Database
+from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
 from storage.outbox import OutboxRepository
+from storage.reports import ActionRepository, ReportRepository
+from storage.state import StateRepository
 from storage.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,8 @@ class Services:
     inbox_repo: InboxRepository
     delivery: DeliveryWorker
     retention: Retention
+    alerts: AlertService
+    reports: ReportService
 
     async def close(self) -> None:
         """Release the HTTP pool and the database."""
@@ -81,6 +91,40 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
             paid_broadcast=settings.paid_broadcast,
         ),
     )
+    outbox = Outbox(outbox_repo, cipher, pseudonyms, clock, on_enqueued=delivery.wake)
+    report_repo = ReportRepository()
+    alerts = AlertService(
+        db=db,
+        outbox=outbox,
+        state=StateRepository(),
+        reports=report_repo,
+        users=user_repo,
+        pseudonyms=pseudonyms,
+        texts=catalogs(),
+        clock=clock,
+        language=settings.default_language,
+        zone=settings.timezone,
+        configured_chat=settings.coordinator_chat_id,
+    )
+    reports = ReportService(
+        db=db,
+        drafts=DraftRepository(),
+        reports=report_repo,
+        actions=ActionRepository(),
+        users=user_repo,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        clock=clock,
+        outbox=outbox,
+        alerts=alerts,
+        evidence=EvidenceStore(settings.data_dir / "evidence", cipher),
+        zone=settings.timezone,
+        limits=Limits(
+            draft_ttl=timedelta(hours=settings.draft_ttl_h),
+            reports_per_hour=settings.reports_per_hour,
+            sos_per_minute=settings.sos_per_minute,
+        ),
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -91,11 +135,13 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         api=api,
         limiter=limiter,
         users=UserService(db, user_repo, pseudonyms, clock, settings.default_language),
-        outbox=Outbox(outbox_repo, cipher, pseudonyms, clock, on_enqueued=delivery.wake),
+        outbox=outbox,
         outbox_repo=outbox_repo,
         inbox_repo=inbox_repo,
         delivery=delivery,
-        retention=Retention(db, inbox_repo, clock),
+        retention=Retention(db, inbox_repo, clock, reports),
+        alerts=alerts,
+        reports=reports,
     )
     await services.users.bootstrap_admins(settings.admin_ids)
     return services

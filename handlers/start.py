@@ -7,18 +7,26 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CommandHandler, filters
 
 from bot.context import JarchyContext
-from messages.menus import command_list
+from messages.menus import command_list, start_menu
 
 PRIVATE_MESSAGES = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
 
 
 async def show_welcome(update: Update, context: JarchyContext) -> None:
-    """Greet the person in their language."""
+    """Greet the person in their language, with one-tap Report and SOS buttons."""
     if update.effective_message is None:
         return
     commands = command_list(context.texts, context.language)
+    text = context.text("start.welcome", commands=commands)
+    profile = context.profile
+    if (
+        profile is not None
+        and "admin" in profile.roles
+        and not await context.services.alerts.has_destination()
+    ):
+        text += "\n\n" + context.text("start.no_alert_chat")
     await update.effective_message.reply_text(
-        context.text("start.welcome", commands=commands), parse_mode=ParseMode.HTML
+        text, parse_mode=ParseMode.HTML, reply_markup=start_menu(context.texts, context.language)
     )
 
 

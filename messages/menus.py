@@ -7,7 +7,7 @@ from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 from messages.catalog import LANGUAGES, Catalogs, Safe
 
 # Public commands, in the order the menu and /help list them; features append theirs here.
-PUBLIC_COMMANDS: tuple[str, ...] = ("start", "help", "language")
+PUBLIC_COMMANDS: tuple[str, ...] = ("start", "report", "sos", "myreports", "forget", "language", "help")
 
 # Each language is named in itself, so a person who cannot read the current one still finds theirs.
 LANGUAGE_NAMES: dict[str, str] = {"en": "English", "ru": "Русский", "ky": "Кыргызча", "uz": "Oʻzbekcha"}
@@ -23,6 +23,18 @@ def command_list(texts: Catalogs, language: str) -> Safe:
 def bot_commands(texts: Catalogs, language: str) -> list[BotCommand]:
     """Return the menu for setMyCommands in one language."""
     return [BotCommand(name, texts.text(language, f"command.{name}")) for name in PUBLIC_COMMANDS]
+
+
+def start_menu(texts: Catalogs, language: str) -> InlineKeyboardMarkup:
+    """Return the one-tap Report and SOS buttons under the welcome."""
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(texts.plain(language, "menu.report"), callback_data="menu:report"),
+                InlineKeyboardButton(texts.plain(language, "menu.sos"), callback_data="menu:sos"),
+            ]
+        ]
+    )
 
 
 def language_keyboard(current: str) -> InlineKeyboardMarkup:

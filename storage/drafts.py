@@ -26,7 +26,9 @@ class StoredDraft:
 class DraftRepository:
     """SQL for drafts."""
 
-    async def get(self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime) -> StoredDraft | None:
+    async def get(
+        self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime
+    ) -> StoredDraft | None:
         """Return the person's unexpired draft of one kind."""
         row = (
             await conn.execute(
@@ -59,7 +61,13 @@ class DraftRepository:
         )
 
     async def save(
-        self, conn: AsyncConnection, pseudonym: str, nonce: str, payload: bytes, now: datetime, expires_at: datetime
+        self,
+        conn: AsyncConnection,
+        pseudonym: str,
+        nonce: str,
+        payload: bytes,
+        now: datetime,
+        expires_at: datetime,
     ) -> bool:
         """Update the payload of the draft with this nonce; False if it is gone or replaced."""
         result = await conn.execute(

@@ -118,7 +118,9 @@ class ReportRepository:
 
     async def set_status(self, conn: AsyncConnection, report_id: int, status: str, now: datetime) -> None:
         """Change a report's status."""
-        await conn.execute(update(reports).where(reports.c.id == report_id).values(status=status, updated_at=now))
+        await conn.execute(
+            update(reports).where(reports.c.id == report_id).values(status=status, updated_at=now)
+        )
 
     async def forget_reporter(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> int:
         """Cut every link from reports to this person: they become anonymous."""
@@ -129,9 +131,13 @@ class ReportRepository:
         )
         return result.rowcount or 0
 
-    async def add_event(self, conn: AsyncConnection, report_id: int, actor: str, action: str, now: datetime) -> None:
+    async def add_event(
+        self, conn: AsyncConnection, report_id: int, actor: str, action: str, now: datetime
+    ) -> None:
         """Record who did what to a report."""
-        await conn.execute(insert(report_events).values(report_id=report_id, actor=actor, action=action, at=now))
+        await conn.execute(
+            insert(report_events).values(report_id=report_id, actor=actor, action=action, at=now)
+        )
 
     async def events(self, conn: AsyncConnection, report_id: int) -> list[tuple[str, str, datetime]]:
         """Return (actor, action, at) for a report, oldest first."""
@@ -156,7 +162,9 @@ class ReportRepository:
             )
         )
 
-    async def attach_evidence(self, conn: AsyncConnection, owner: str, uids: Sequence[str], report_id: int) -> None:
+    async def attach_evidence(
+        self, conn: AsyncConnection, owner: str, uids: Sequence[str], report_id: int
+    ) -> None:
         """Move a draft's staged evidence to its report."""
         if uids:
             await conn.execute(
@@ -167,7 +175,9 @@ class ReportRepository:
 
     async def evidence_for(self, conn: AsyncConnection, report_id: int) -> list[Evidence]:
         """Return a report's evidence, in the order received."""
-        rows = await conn.execute(select(evidence).where(evidence.c.report_id == report_id).order_by(evidence.c.id))
+        rows = await conn.execute(
+            select(evidence).where(evidence.c.report_id == report_id).order_by(evidence.c.id)
+        )
         return [Evidence(r.uid, r.kind, r.sha256, r.size, r.received_at, r.file_ref) for r in rows]
 
     async def drop_staged(self, conn: AsyncConnection, owner: str, keep: Sequence[str] = ()) -> list[str]:

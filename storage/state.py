@@ -21,4 +21,6 @@ class StateRepository:
     async def put(self, conn: AsyncConnection, key: str, value: str) -> None:
         """Set a value."""
         stmt = insert_or(conn, bot_state).values(key=key, value=value)
-        await conn.execute(stmt.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": value}))
+        await conn.execute(
+            stmt.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": value})
+        )

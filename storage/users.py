@@ -96,6 +96,10 @@ class UserRepository:
             delete(user_roles).where(user_roles.c.pseudonym == pseudonym, user_roles.c.role == role)
         )
 
+    async def delete(self, conn: AsyncConnection, pseudonym: str) -> None:
+        """Delete the user and (by cascade) their roles: /forget."""
+        await conn.execute(delete(users).where(users.c.pseudonym == pseudonym))
+
     async def ensure_exists(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> None:
         """Create a bare user row if missing (for bootstrap admins who have not written yet)."""
         stmt = insert_or(conn, users).values(pseudonym=pseudonym, active=True, created_at=now, updated_at=now)

@@ -108,6 +108,10 @@ class Outbox:
             )
         return len(rows)
 
+    async def cancel_for(self, conn: AsyncConnection, pseudonym: str) -> int:
+        """Cancel everything still queued for a person (unsubscribe, /forget)."""
+        return await self._repo.cancel_pending(conn, recipient=pseudonym)
+
     def notify(self) -> None:
         """Tell the delivery worker new rows are committed (call after the transaction)."""
         if self._on_enqueued is not None:

@@ -14,7 +14,8 @@ CATEGORIES: tuple[str, ...] = (
 )  # fmt: skip
 # Kyrgyzstan's cities of republican significance and its regions, then everywhere else.
 REGIONS: tuple[str, ...] = (
-    "bishkek", "osh_city", "batken", "chui", "issyk_kul", "jalal_abad", "naryn", "osh_region", "talas", "elsewhere",
+    "bishkek", "osh_city", "batken", "chui", "issyk_kul",
+    "jalal_abad", "naryn", "osh_region", "talas", "elsewhere",
 )  # fmt: skip
 WHEN_CHOICES: tuple[str, ...] = ("now", "today", "yesterday", "type")
 
@@ -27,7 +28,17 @@ MAX_EVIDENCE = 10
 LOCATION_DECIMALS = 2
 
 # Main order of the guided report; sub-steps (typed date, free-text place) hang off their parents.
-ORDER: tuple[str, ...] = ("category", "when", "where", "location", "text", "people", "evidence", "contact", "review")
+ORDER: tuple[str, ...] = (
+    "category",
+    "when",
+    "where",
+    "location",
+    "text",
+    "people",
+    "evidence",
+    "contact",
+    "review",
+)
 _BACK: dict[str, str] = {
     "when": "category",
     "when_typed": "when",
@@ -91,6 +102,7 @@ class Draft:
     # Ids of this conversation's messages in the private chat, deleted after submit.
     messages: list[int] = field(default_factory=list)
     report_code: str | None = None  # an SOS draft's report, for follow-ups
+    chat_id: int | None = None  # the private chat, to delete the conversation if the draft expires
 
     def to_json(self) -> dict[str, Any]:
         """Return the draft as JSON-ready data."""

@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from bot.clock import Clock
+from bot.services.reports import ReportService
 from storage.database import Database
 from storage.inbox import InboxRepository
 
@@ -18,15 +19,20 @@ INBOX_KEEP = timedelta(days=1)
 class Retention:
     """The periodic purge driven by the scheduler."""
 
-    def __init__(self, db: Database, inbox: InboxRepository, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, inbox: InboxRepository, clock: Clock, reports: ReportService | None = None
+    ) -> None:
         self._db = db
         self._inbox = inbox
         self._clock = clock
+        self._reports = reports
 
     async def purge(self) -> int:
-        """Delete handled inbox rows older than INBOX_KEEP; return how many."""
+        """Delete handled inbox rows older than INBOX_KEEP and expired drafts; return how many rows."""
         async with self._db.write() as conn:
             purged = await self._inbox.purge_done(conn, self._clock.now() - INBOX_KEEP)
+        if self._reports is not None:
+            purged += await self._reports.purge_expired()
         if purged:
-            log.info("purged %d handled inbox rows", purged)
+            log.info("purged %d expired rows", purged)
         return purged

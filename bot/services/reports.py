@@ -1,0 +1,605 @@
+"""Incident reports: the guided draft, the SOS, submitting exactly once, and the reporter's side after."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Cipher, Pseudonymizer
+from bot.services import report_form as form
+from bot.services.alerts import AlertInput, AlertService
+from bot.services.evidence import MAX_FILE_BYTES, EvidenceStore
+from bot.services.outbox import Outbox, OutgoingMessage
+from bot.services.report_form import Draft, FormError
+from storage.database import Database
+from storage.drafts import DraftRepository, StoredDraft
+from storage.reports import ActionRepository, Evidence, NewReport, Report, ReportRepository
+from storage.users import UserRepository
+
+# Unambiguous letters and digits (no 0/O, 1/I/L): a code read aloud over a bad line still works.
+_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+SOS_FOLLOWUP = timedelta(minutes=30)
+_CLEANUP_PRIORITY = 40
+_DELETE_BATCH = 100
+
+
+class Stale(Exception):
+    """A button of an old or expired draft: nothing changes."""
+
+
+class LimitReached(Exception):
+    """Too many reports or SOS in the window; `key` explains it to the person."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What to show next: the draft's current step, with an error from the last input if any."""
+
+    draft: Draft
+    error: FormError | None = None
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A report that exists now (or already existed for this draft)."""
+
+    code: str
+    contactable: bool
+    already: bool = False
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """A file the person sent at the evidence step."""
+
+    kind: str
+    unique_id: str
+    file_id: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-person limits and lifetimes."""
+
+    draft_ttl: timedelta = timedelta(hours=24)
+    reports_per_hour: int = 5
+    sos_per_minute: int = 1
+
+
+class ReportService:
+    """Drafts in, reports and alerts out; every step is one transaction on an encrypted draft."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        drafts: DraftRepository,
+        reports: ReportRepository,
+        actions: ActionRepository,
+        users: UserRepository,
+        cipher: Cipher,
+        pseudonyms: Pseudonymizer,
+        clock: Clock,
+        outbox: Outbox,
+        alerts: AlertService,
+        evidence: EvidenceStore,
+        zone: ZoneInfo,
+        limits: Limits,
+    ) -> None:
+        self._db = db
+        self._drafts = drafts
+        self._reports = reports
+        self._actions = actions
+        self._users = users
+        self._cipher = cipher
+        self._pseudonyms = pseudonyms
+        self._clock = clock
+        self._outbox = outbox
+        self._alerts = alerts
+        self._evidence = evidence
+        self._zone = zone
+        self._limits = limits
+
+    # ------------------------------------------------------------------ the guided report
+
+    async def begin(self, user_id: int) -> Screen:
+        """Resume the person's unfinished report, or start a new one."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            existing = await self._load(conn, pseudonym, "report")
+            if existing is not None:
+                return Screen(existing, resumed=True)
+            return Screen(await self._create(conn, pseudonym, "report", user_id))
+
+    async def restart(self, user_id: int, nonce: str) -> Screen:
+        """Throw the old draft away (with its staged evidence) and start a new one."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            old = await self._load(conn, pseudonym, "report")
+            if old is None or old.nonce != nonce:
+                raise Stale
+            dropped = await self._reports.drop_staged(conn, pseudonym)
+            draft = await self._create(conn, pseudonym, "report", user_id)
+            draft.track(*old.messages)
+            await self._store(conn, pseudonym, draft)
+        await self._evidence.delete(dropped)
+        return Screen(draft)
+
+    async def press(
+        self, user_id: int, nonce: str, step: str, action: str, arg: str, message_id: int | None
+    ) -> Screen:
+        """Apply a button of the current step; an old button raises Stale and changes nothing."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "report")
+            if draft is None or draft.nonce != nonce or (draft.step != step and action != "resume"):
+                raise Stale
+            draft.track(message_id)
+            error: FormError | None = None
+            try:
+                self._apply(draft, action, arg)
+            except FormError as refused:
+                error = refused
+            await self._store(conn, pseudonym, draft)
+        return Screen(draft, error)
+
+    async def input_text(self, user_id: int, text: str, message_id: int) -> Screen | None:
+        """Take typed text for the step that waits for it; None when no draft is waiting."""
+        return await self._input(user_id, message_id, lambda draft: self._type(draft, text))
+
+    async def input_location(
+        self, user_id: int, latitude: float, longitude: float, message_id: int
+    ) -> Screen | None:
+        """Take a shared location."""
+
+        def apply(draft: Draft) -> None:
+            if draft.step != "location":
+                raise FormError(_expects(draft.step))
+            form.set_location(draft, latitude, longitude)
+
+        return await self._input(user_id, message_id, apply)
+
+    async def input_other(self, user_id: int, message_id: int) -> Screen | None:
+        """A sticker, contact, poll or other thing no step accepts: say what the step wants."""
+
+        def refuse(draft: Draft) -> None:
+            raise FormError(_expects(draft.step))
+
+        return await self._input(user_id, message_id, refuse)
+
+    async def input_file(
+        self, user_id: int, item: FileInput, message_id: int, download: Callable[[], Awaitable[bytes]]
+    ) -> Screen | None:
+        """Download, hash and store a file sent at the evidence step (each file once)."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.read() as conn:
+            draft = await self._load(conn, pseudonym, "report")
+        if draft is None:
+            return None
+        if draft.step != "evidence":
+            return await self._input(user_id, message_id, lambda d: _raise(FormError(_expects(d.step))))
+        if any(e["unique"] == item.unique_id for e in draft.evidence):
+            return await self._input(user_id, message_id, lambda d: None)
+        if len(draft.evidence) >= form.MAX_EVIDENCE:
+            return await self._input(
+                user_id,
+                message_id,
+                lambda d: _raise(FormError("report.evidence_full", limit=form.MAX_EVIDENCE)),
+            )
+        if item.size is not None and item.size > MAX_FILE_BYTES:
+            return await self._input(
+                user_id, message_id, lambda d: _raise(FormError("report.file_too_big", limit=20))
+            )
+        content = await download()
+        if len(content) > MAX_FILE_BYTES:
+            return await self._input(
+                user_id, message_id, lambda d: _raise(FormError("report.file_too_big", limit=20))
+            )
+        saved = await self._evidence.save(content)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "report")
+            if draft is None or draft.step != "evidence":
+                await self._evidence.delete([saved.uid])
+                return None if draft is None else Screen(draft)
+            ref = self._cipher.encrypt_text(item.file_id, binding=f"evidence.file_ref:{saved.uid}")
+            record = Evidence(saved.uid, item.kind, saved.sha256, saved.size, now, ref)
+            await self._reports.stage_evidence(conn, pseudonym, record)
+            draft.evidence.append(
+                {
+                    "uid": saved.uid,
+                    "kind": item.kind,
+                    "sha256": saved.sha256,
+                    "size": saved.size,
+                    "unique": item.unique_id,
+                }
+            )
+            draft.track(message_id)
+            await self._store(conn, pseudonym, draft)
+        return Screen(draft)
+
+    async def track(self, user_id: int, kind: str, nonce: str, message_ids: Sequence[int]) -> None:
+        """Remember the bot's own prompts, so they are deleted with the conversation."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, kind)
+            if draft is not None and draft.nonce == nonce:
+                draft.track(*message_ids)
+                await self._store(conn, pseudonym, draft)
+
+    async def cancel(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
+        """Drop the draft, its staged evidence and the conversation on the phone."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "report")
+            if draft is None or draft.nonce != nonce:
+                raise Stale
+            draft.track(message_id)
+            dropped = await self._reports.drop_staged(conn, pseudonym)
+            await self._drafts.delete(conn, pseudonym, nonce)
+            await self._outbox.enqueue(conn, _deletions(chat_id, user_id, draft.messages, f"cancel:{nonce}"))
+        await self._evidence.delete(dropped)
+        self._outbox.notify()
+
+    async def submit(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> Submitted:
+        """Turn the draft into a report and its alert in one transaction, exactly once."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "report")
+            if draft is None or draft.nonce != nonce:
+                # A double tap or a retried update: the first one already made the report.
+                done = await self._reports.by_submit_key(conn, nonce)
+                if done is None:
+                    raise Stale
+                return Submitted(done.code, done.contactable, already=True)
+            if draft.step != "review" or form.missing(draft):
+                raise Stale
+            recent = await self._actions.count_since(conn, pseudonym, "report", now - timedelta(hours=1))
+            if recent >= self._limits.reports_per_hour:
+                raise LimitReached("report.limit", limit=self._limits.reports_per_hour)
+            draft.track(message_id)
+            code = await self._new_code(conn)
+            contactable = bool(draft.contactable)
+            report_id = await self._reports.create(
+                conn, self._new_report(draft, code, pseudonym, chat_id), now
+            )
+            await self._reports.attach_evidence(
+                conn, pseudonym, [e["uid"] for e in draft.evidence], report_id
+            )
+            await self._actions.record(conn, pseudonym, "report", now)
+            await self._alerts.queue(conn, await self._alert_input(conn, draft, code, contactable, report_id))
+            await self._outbox.enqueue(conn, _deletions(chat_id, user_id, draft.messages, f"submit:{nonce}"))
+            await self._drafts.delete(conn, pseudonym, nonce)
+        self._outbox.notify()
+        return Submitted(code, contactable)
+
+    # ------------------------------------------------------------------ SOS
+
+    async def sos_begin(self, user_id: int) -> Draft:
+        """Open the SOS confirmation (the second tap sends it)."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            existing = await self._load(conn, pseudonym, "sos")
+            if existing is not None and existing.step == "followup":
+                return existing
+            draft = Draft(
+                nonce=secrets.token_hex(4), kind="sos", step="confirm", category="sos", chat_id=user_id
+            )
+            await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP, create=True)
+            return draft
+
+    async def sos_send(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> Submitted:
+        """Send the SOS alert at once, exactly once, with the highest priority."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            done = await self._reports.by_submit_key(conn, nonce)
+            if done is not None:
+                return Submitted(done.code, done.contactable, already=True)
+            draft = await self._load(conn, pseudonym, "sos")
+            if draft is None or draft.nonce != nonce or draft.step != "confirm":
+                raise Stale
+            recent = await self._actions.count_since(conn, pseudonym, "sos", now - timedelta(minutes=1))
+            if recent >= self._limits.sos_per_minute:
+                raise LimitReached("sos.limit")
+            draft.track(message_id)
+            code = await self._new_code(conn)
+            draft.occurred_at, draft.precision = now.isoformat(), "exact"
+            # An SOS is only useful if coordinators can answer: it is contactable through the bot.
+            draft.contactable = True
+            report_id = await self._reports.create(
+                conn, self._new_report(draft, code, pseudonym, chat_id), now
+            )
+            await self._actions.record(conn, pseudonym, "sos", now)
+            await self._alerts.queue(conn, await self._alert_input(conn, draft, code, True, report_id))
+            draft.step, draft.report_code = "followup", code
+            await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP)
+        self._outbox.notify()
+        return Submitted(code, True)
+
+    async def sos_followup(
+        self,
+        user_id: int,
+        message_id: int,
+        *,
+        text: str | None = None,
+        location: tuple[float, float] | None = None,
+    ) -> Screen | None:
+        """Pass one line or a location on to the coordinators as an update of the SOS."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "sos")
+            if draft is None or draft.step != "followup" or draft.report_code is None:
+                return None
+            draft.track(message_id)
+            error: FormError | None = None
+            try:
+                line = form.clean_text(text or "")
+                if text is not None and not line:
+                    raise FormError("report.expects_text")
+                if len(line) > form.MAX_SOS_LINE:
+                    raise FormError("report.too_long", limit=form.MAX_SOS_LINE, length=len(line))
+                rounded = (
+                    [round(location[0], form.LOCATION_DECIMALS), round(location[1], form.LOCATION_DECIMALS)]
+                    if location is not None
+                    else None
+                )
+                if text is None and rounded is None:
+                    raise FormError("sos.expects_line")
+                await self._alerts.queue_followup(
+                    conn, draft.report_code, text=line or None, location=rounded
+                )
+            except FormError as refused:
+                error = refused
+            await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP)
+        self._outbox.notify()
+        return Screen(draft, error)
+
+    async def sos_finish(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
+        """Close the SOS conversation and delete it from the phone."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "sos")
+            if draft is None or draft.nonce != nonce:
+                raise Stale
+            draft.track(message_id)
+            await self._drafts.delete(conn, pseudonym, nonce)
+            await self._outbox.enqueue(conn, _deletions(chat_id, user_id, draft.messages, f"sos:{nonce}"))
+        self._outbox.notify()
+
+    async def sos_cancel(self, user_id: int, nonce: str) -> None:
+        """Drop an SOS that was not sent."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "sos")
+            if draft is None or draft.nonce != nonce or draft.step != "confirm":
+                raise Stale
+            await self._drafts.delete(conn, pseudonym, nonce)
+
+    # ------------------------------------------------------------------ afterwards
+
+    async def my_reports(self, user_id: int) -> list[Report]:
+        """Return the person's contactable reports (anonymous ones are not linked to anyone)."""
+        async with self._db.read() as conn:
+            return await self._reports.for_reporter(conn, self._pseudonyms.of_user(user_id))
+
+    async def forget(self, user_id: int) -> None:
+        """Delete everything that links to the person; their reports stay, fully anonymous."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            dropped = await self._reports.drop_staged(conn, pseudonym)
+            await self._drafts.delete(conn, pseudonym)
+            await self._reports.forget_reporter(conn, pseudonym, now)
+            await self._actions.forget(conn, pseudonym)
+            await self._outbox.cancel_for(conn, pseudonym)
+            await self._users.delete(conn, pseudonym)
+        await self._evidence.delete(dropped)
+
+    async def purge_expired(self) -> int:
+        """Delete expired drafts and their staged evidence; delete their conversations from the phones."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            expired = await self._drafts.expired(conn, now)
+            dropped: list[str] = []
+            for stored in expired:
+                dropped += await self._reports.drop_staged(conn, stored.pseudonym)
+                await self._drafts.delete(conn, stored.pseudonym, stored.nonce)
+                binding = _binding(stored.pseudonym, stored.kind, stored.nonce)
+                draft = Draft.from_json(self._cipher.decrypt_json(stored.payload, binding=binding))
+                if draft.chat_id is not None:
+                    key = f"expired:{stored.nonce}"
+                    await self._outbox.enqueue(
+                        conn, _deletions(draft.chat_id, draft.chat_id, draft.messages, key)
+                    )
+            await self._actions.purge_before(conn, now - timedelta(days=1))
+        await self._evidence.delete(dropped)
+        return len(expired)
+
+    # ------------------------------------------------------------------ internals
+
+    def _apply(self, draft: Draft, action: str, arg: str) -> None:
+        now = self._clock.now()
+        if action == "resume":
+            return
+        if action == "back":
+            draft.back()
+        elif action == "cat":
+            form.choose_category(draft, arg)
+        elif action == "when":
+            form.choose_when(draft, arg, now, self._zone)
+        elif action == "region":
+            form.choose_region(draft, arg)
+        elif action == "skip":
+            form.skip(draft)
+        elif action == "done" and draft.step == "evidence":
+            draft.advance()
+        elif action == "contact" and arg in ("yes", "no"):
+            form.choose_contact(draft, arg == "yes")
+        elif action == "edit" and draft.step == "review":
+            draft.edit(arg)
+        else:
+            raise Stale
+
+    def _type(self, draft: Draft, text: str) -> None:
+        now = self._clock.now()
+        if draft.step == "when_typed":
+            form.type_when(draft, text, now, self._zone)
+        elif draft.step == "place":
+            form.type_place(draft, text)
+        elif draft.step == "text":
+            form.type_text(draft, text)
+        elif draft.step == "people":
+            form.type_people(draft, text)
+        else:
+            raise FormError(_expects(draft.step))
+
+    async def _input(self, user_id: int, message_id: int, apply: Callable[[Draft], None]) -> Screen | None:
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            draft = await self._load(conn, pseudonym, "report")
+            if draft is None:
+                return None
+            draft.track(message_id)
+            error: FormError | None = None
+            try:
+                apply(draft)
+            except FormError as refused:
+                error = refused
+            await self._store(conn, pseudonym, draft)
+        return Screen(draft, error)
+
+    async def _create(self, conn: AsyncConnection, pseudonym: str, kind: str, chat_id: int) -> Draft:
+        draft = Draft(nonce=secrets.token_hex(4), kind=kind, chat_id=chat_id)
+        await self._store(conn, pseudonym, draft, create=True)
+        return draft
+
+    async def _load(self, conn: AsyncConnection, pseudonym: str, kind: str) -> Draft | None:
+        stored = await self._drafts.get(conn, pseudonym, kind, self._clock.now())
+        if stored is None:
+            return None
+        data = self._cipher.decrypt_json(stored.payload, binding=_binding(pseudonym, kind, stored.nonce))
+        return Draft.from_json(data)
+
+    async def _store(
+        self,
+        conn: AsyncConnection,
+        pseudonym: str,
+        draft: Draft,
+        *,
+        ttl: timedelta | None = None,
+        create: bool = False,
+    ) -> None:
+        now = self._clock.now()
+        expires = now + (ttl or self._limits.draft_ttl)
+        payload = self._cipher.encrypt_json(
+            draft.to_json(), binding=_binding(pseudonym, draft.kind, draft.nonce)
+        )
+        if create:
+            await self._drafts.put(
+                conn, StoredDraft(pseudonym, draft.nonce, draft.kind, payload, expires), now
+            )
+        elif not await self._drafts.save(conn, pseudonym, draft.nonce, payload, now, expires):
+            raise Stale
+
+    async def _new_code(self, conn: AsyncConnection) -> str:
+        while True:
+            code = "R-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(5))
+            if not await self._reports.code_exists(conn, code):
+                return code
+
+    def _new_report(self, draft: Draft, code: str, pseudonym: str, chat_id: int) -> NewReport:
+        body = {"text": draft.text, "place": draft.place, "location": draft.location, "people": draft.people}
+        contactable = bool(draft.contactable)
+        return NewReport(
+            code=code,
+            kind=draft.kind,
+            category=draft.category or "other",
+            occurred_at=datetime.fromisoformat(draft.occurred_at) if draft.occurred_at else None,
+            occurred_precision=draft.precision,
+            region=draft.region,
+            body=self._cipher.encrypt_json(body, binding=report_body_binding(code)),
+            contactable=contactable,
+            reporter=pseudonym if contactable else None,
+            contact_chat=(
+                self._cipher.encrypt_text(str(chat_id), binding=f"reports.contact_chat:{code}")
+                if contactable
+                else None
+            ),
+            submit_key=draft.nonce,
+        )
+
+    async def _alert_input(
+        self, conn: AsyncConnection, draft: Draft, code: str, contactable: bool, report_id: int
+    ) -> AlertInput:
+        items = await self._reports.evidence_for(conn, report_id)
+        file_ids = [
+            self._cipher.decrypt_text(e.file_ref, binding=f"evidence.file_ref:{e.uid}") for e in items
+        ]
+        return AlertInput(
+            code=code,
+            kind=draft.kind,
+            category=draft.category or "other",
+            occurred_at=datetime.fromisoformat(draft.occurred_at) if draft.occurred_at else None,
+            precision=draft.precision,
+            region=draft.region,
+            place=draft.place,
+            location=draft.location,
+            text=draft.text,
+            people=draft.people,
+            contactable=contactable,
+            evidence=items,
+            evidence_file_ids=file_ids,
+        )
+
+
+def report_body_binding(code: str) -> str:
+    """Return what a report body's encryption is bound to."""
+    return f"reports.body:{code}"
+
+
+def _binding(pseudonym: str, kind: str, nonce: str) -> str:
+    return f"drafts.payload:{pseudonym}:{kind}:{nonce}"
+
+
+def _expects(step: str) -> str:
+    if step == "location":
+        return "report.expects_location"
+    if step == "evidence":
+        return "report.expects_file"
+    if step in form.INPUT_STEPS:
+        return "report.expects_text"
+    return "report.use_buttons"
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def _deletions(chat_id: int, user_id: int, message_ids: Sequence[int], key: str) -> list[OutgoingMessage]:
+    ids = sorted(set(message_ids))
+    return [
+        OutgoingMessage(
+            "deleteMessages",
+            {"chat_id": chat_id, "message_ids": ids[i : i + _DELETE_BATCH]},
+            kind="cleanup",
+            recipient_user_id=user_id,
+            priority=_CLEANUP_PRIORITY,
+            dedupe_key=f"{key}:{i}",
+        )
+        for i in range(0, len(ids), _DELETE_BATCH)
+    ]

@@ -1,0 +1,82 @@
+"""The reporter's side afterwards: /myreports and /forget."""
+
+from __future__ import annotations
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+
+from bot.context import JarchyContext
+from handlers.start import PRIVATE_MESSAGES
+
+FORGET_YES, FORGET_NO = "forget:yes", "forget:no"
+
+
+async def list_my_reports(update: Update, context: JarchyContext) -> None:
+    """List the person's contactable reports with their status."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    reports = await context.services.reports.my_reports(user.id)
+    if not reports:
+        await message.reply_text(context.text("myreports.empty"), parse_mode=ParseMode.HTML)
+        return
+    zone = context.bot_data.settings.timezone
+    lines = [
+        context.text(
+            "myreports.line",
+            code=r.code,
+            category=context.text(f"category.{r.category}"),
+            status=context.text(f"status.{r.status}"),
+            date=r.created_at.astimezone(zone).strftime("%d.%m.%Y"),
+        )
+        for r in reports
+    ]
+    await message.reply_text(
+        context.text("myreports.header") + "\n" + "\n".join(lines), parse_mode=ParseMode.HTML
+    )
+
+
+async def ask_to_forget(update: Update, context: JarchyContext) -> None:
+    """Explain what /forget erases and ask to confirm."""
+    message = update.effective_message
+    if message is None:
+        return
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    context.texts.plain(context.language, "forget.confirm"), callback_data=FORGET_YES
+                )
+            ],
+            [
+                InlineKeyboardButton(
+                    context.texts.plain(context.language, "button.cancel"), callback_data=FORGET_NO
+                )
+            ],
+        ]
+    )
+    await message.reply_text(context.text("forget.ask"), reply_markup=keyboard, parse_mode=ParseMode.HTML)
+
+
+async def confirm_forget(update: Update, context: JarchyContext) -> None:
+    """Erase, or leave everything as it was."""
+    query, user = update.callback_query, update.effective_user
+    if query is None or user is None:
+        return
+    await query.answer()
+    if query.data == FORGET_YES:
+        await context.services.reports.forget(user.id)
+        # The profile is gone; answer in the language the person was using a moment ago.
+        key = "forget.done"
+    else:
+        key = "forget.kept"
+    if isinstance(query.message, Message):
+        await query.message.edit_text(context.text(key))
+
+
+def register(app: Application) -> None:
+    """Handle /myreports and /forget."""
+    app.add_handler(CommandHandler("myreports", list_my_reports, filters=PRIVATE_MESSAGES))
+    app.add_handler(CommandHandler("forget", ask_to_forget, filters=PRIVATE_MESSAGES))
+    app.add_handler(CallbackQueryHandler(confirm_forget, pattern=f"^({FORGET_YES}|{FORGET_NO})$"))

@@ -1,0 +1,155 @@
+"""The guided report: /report, its buttons, and what the person types or sends at each step."""
+
+from __future__ import annotations
+
+from telegram import InlineKeyboardMarkup, Message, Update
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.context import JarchyContext
+from bot.services.reports import FileInput, LimitReached, Screen, Stale
+from handlers.sos import route_sos_input
+from handlers.start import PRIVATE_MESSAGES
+from messages.report_screens import REPORT_PREFIX, parse_report_data, render_resume, render_step
+
+INPUT_GROUP = -1
+_PRIVATE_INPUT = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND
+
+
+async def start_report(update: Update, context: JarchyContext) -> None:
+    """Start a report, or offer to continue the unfinished one."""
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None:
+        return
+    if update.callback_query is not None:
+        await update.callback_query.answer()
+    screen = await context.services.reports.begin(user.id)
+    texts, lang = context.texts, context.language
+    if screen.resumed:
+        text, keyboard = render_resume(texts, lang, screen.draft)
+    else:
+        text, keyboard = render_step(texts, lang, screen.draft, context.bot_data.settings.timezone)
+    sent = await chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await context.services.reports.track(user.id, "report", screen.draft.nonce, [sent.message_id])
+
+
+async def press_report_button(update: Update, context: JarchyContext) -> None:
+    """Apply a button of the current step; old buttons change nothing."""
+    query, user, chat = update.callback_query, update.effective_user, update.effective_chat
+    if query is None or query.data is None or user is None or chat is None:
+        return
+    parsed = parse_report_data(query.data)
+    if parsed is None:
+        await query.answer(context.text("callback.stale"))
+        return
+    nonce, step, action, arg = parsed
+    reports = context.services.reports
+    message_id = query.message.message_id if query.message is not None else None
+    try:
+        if action == "submit":
+            submitted = await reports.submit(user.id, chat.id, nonce, message_id)
+            key = "report.receipt_contactable" if submitted.contactable else "report.receipt"
+            await chat.send_message(context.text(key, code=submitted.code), parse_mode=ParseMode.HTML)
+            await query.answer()
+            return
+        if action == "cancel":
+            await reports.cancel(user.id, chat.id, nonce, message_id)
+            await chat.send_message(context.text("report.cancelled"))
+            await query.answer()
+            return
+        if action == "restart":
+            screen = await reports.restart(user.id, nonce)
+        else:
+            screen = await reports.press(user.id, nonce, step, action, arg, message_id)
+    except Stale:
+        await query.answer(context.text("report.expired"), show_alert=True)
+        return
+    except LimitReached as limit:
+        await query.answer(context.text(limit.key, **limit.params), show_alert=True)
+        return
+    text, keyboard = render_step(
+        context.texts, context.language, screen.draft, context.bot_data.settings.timezone, screen.error
+    )
+    if isinstance(query.message, Message):
+        await _edit_or_send(context, query.message, text, keyboard, user.id, screen)
+    # Answered last: the answer tells the person (and the tests) that the step is done.
+    await query.answer()
+
+
+async def route_input(update: Update, context: JarchyContext) -> None:
+    """Give what the person typed or sent to the SOS follow-up or the report that waits for it."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    if await route_sos_input(update, context):
+        raise ApplicationHandlerStop
+    reports = context.services.reports
+    screen: Screen | None
+    if message.text is not None:
+        screen = await reports.input_text(user.id, message.text, message.message_id)
+    elif message.location is not None:
+        screen = await reports.input_location(
+            user.id, message.location.latitude, message.location.longitude, message.message_id
+        )
+    elif (item := _file_of(message)) is not None:
+        bot = context.bot
+
+        async def download() -> bytes:
+            file = await bot.get_file(item.file_id)
+            return bytes(await file.download_as_bytearray())
+
+        screen = await reports.input_file(user.id, item, message.message_id, download)
+    else:
+        screen = await reports.input_other(user.id, message.message_id)
+    if screen is None:
+        return  # no draft waits for input: the fallback answers
+    text, keyboard = render_step(
+        context.texts, context.language, screen.draft, context.bot_data.settings.timezone, screen.error
+    )
+    sent = await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await reports.track(user.id, "report", screen.draft.nonce, [sent.message_id])
+    raise ApplicationHandlerStop
+
+
+async def _edit_or_send(
+    context: JarchyContext,
+    message: Message,
+    text: str,
+    keyboard: InlineKeyboardMarkup,
+    user_id: int,
+    screen: Screen,
+) -> None:
+    try:
+        await message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    except BadRequest:
+        # Too old to edit, or unchanged: a fresh prompt does the same job.
+        sent = await message.chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+        await context.services.reports.track(user_id, "report", screen.draft.nonce, [sent.message_id])
+
+
+def _file_of(message: Message) -> FileInput | None:
+    if message.photo:
+        largest = message.photo[-1]
+        return FileInput("photo", largest.file_unique_id, largest.file_id, largest.file_size)
+    for kind in ("video", "voice", "audio", "document", "video_note"):
+        attachment = getattr(message, kind)
+        if attachment is not None:
+            stored_kind = "video" if kind == "video_note" else kind
+            return FileInput(stored_kind, attachment.file_unique_id, attachment.file_id, attachment.file_size)
+    return None
+
+
+def register(app: Application) -> None:
+    """Handle /report, its buttons, and input while a draft waits."""
+    app.add_handler(CommandHandler("report", start_report, filters=PRIVATE_MESSAGES))
+    app.add_handler(CallbackQueryHandler(start_report, pattern="^menu:report$"))
+    app.add_handler(CallbackQueryHandler(press_report_button, pattern=f"^{REPORT_PREFIX}:"))
+    app.add_handler(MessageHandler(_PRIVATE_INPUT, route_input), group=INPUT_GROUP)

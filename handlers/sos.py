@@ -1,0 +1,94 @@
+"""SOS: two taps to an urgent alert, then optional location and one line, then Done clears the chat."""
+
+from __future__ import annotations
+
+from telegram import Message, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+
+from bot.context import JarchyContext
+from bot.services.reports import LimitReached, Stale
+from handlers.start import PRIVATE_MESSAGES
+from messages.report_screens import SOS_PREFIX, render_sos_confirm, render_sos_followup
+
+
+async def start_sos(update: Update, context: JarchyContext) -> None:
+    """First tap: ask to confirm."""
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None:
+        return
+    if update.callback_query is not None:
+        await update.callback_query.answer()
+    draft = await context.services.reports.sos_begin(user.id)
+    if draft.step == "followup":
+        text, keyboard = render_sos_followup(
+            context.texts, context.language, draft, "sos.sent", code=draft.report_code
+        )
+    else:
+        text, keyboard = render_sos_confirm(context.texts, context.language, draft)
+    sent = await chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await context.services.reports.track(user.id, "sos", draft.nonce, [sent.message_id])
+
+
+async def press_sos_button(update: Update, context: JarchyContext) -> None:
+    """Second tap sends; Cancel and Done close the SOS."""
+    query, user, chat = update.callback_query, update.effective_user, update.effective_chat
+    if query is None or query.data is None or user is None or chat is None:
+        return
+    parts = query.data.split(":")
+    if len(parts) != 3:
+        await query.answer(context.text("callback.stale"))
+        return
+    _, nonce, action = parts
+    reports = context.services.reports
+    message_id = query.message.message_id if query.message is not None else None
+    try:
+        if action == "go":
+            submitted = await reports.sos_send(user.id, chat.id, nonce, message_id)
+            draft = await reports.sos_begin(user.id)
+            text, keyboard = render_sos_followup(
+                context.texts, context.language, draft, "sos.sent", code=submitted.code
+            )
+            if isinstance(query.message, Message):
+                await query.message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+            await query.answer()
+        elif action == "cancel":
+            await reports.sos_cancel(user.id, nonce)
+            if isinstance(query.message, Message):
+                await query.message.edit_text(context.text("sos.cancelled"))
+            await query.answer()
+        elif action == "done":
+            await reports.sos_finish(user.id, chat.id, nonce, message_id)
+            await query.answer(context.text("sos.closed"))
+        else:
+            await query.answer(context.text("callback.stale"))
+    except Stale:
+        await query.answer(context.text("report.expired"), show_alert=True)
+    except LimitReached as limit:
+        await query.answer(context.text(limit.key, **limit.params), show_alert=True)
+
+
+async def route_sos_input(update: Update, context: JarchyContext) -> bool:
+    """Pass a line or a location to the coordinators if an SOS is waiting for one; True if it was."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or (message.text is None and message.location is None):
+        return False
+    location = (message.location.latitude, message.location.longitude) if message.location else None
+    screen = await context.services.reports.sos_followup(
+        user.id, message.message_id, text=message.text if location is None else None, location=location
+    )
+    if screen is None:
+        return False
+    text, keyboard = render_sos_followup(
+        context.texts, context.language, screen.draft, "sos.followup_sent", screen.error
+    )
+    sent = await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await context.services.reports.track(user.id, "sos", screen.draft.nonce, [sent.message_id])
+    return True
+
+
+def register(app: Application) -> None:
+    """Handle /sos and its buttons."""
+    app.add_handler(CommandHandler("sos", start_sos, filters=PRIVATE_MESSAGES))
+    app.add_handler(CallbackQueryHandler(start_sos, pattern="^menu:sos$"))
+    app.add_handler(CallbackQueryHandler(press_sos_button, pattern=f"^{SOS_PREFIX}:"))

@@ -1,0 +1,170 @@
+"""Screens of the guided report and the SOS: text and inline keyboard for each step."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.services.report_form import CATEGORIES, EDITABLE, REGIONS, WHEN_CHOICES, Draft, FormError
+from messages.catalog import Catalogs, Safe
+
+REPORT_PREFIX = "r"
+SOS_PREFIX = "s"
+TELEGRAM_TEXT_LIMIT = 4096
+_REVIEW_TEXT_PREVIEW = 2500
+
+
+def report_data(draft: Draft, action: str, arg: str = "") -> str:
+    """Return callback data for a button of the draft's current step (64 bytes at most)."""
+    return f"{REPORT_PREFIX}:{draft.nonce}:{draft.step}:{action}:{arg}"
+
+
+def parse_report_data(data: str) -> tuple[str, str, str, str] | None:
+    """Split report callback data into nonce, step, action, arg; None if it is not ours."""
+    parts = data.split(":")
+    if len(parts) != 5 or parts[0] != REPORT_PREFIX:
+        return None
+    return parts[1], parts[2], parts[3], parts[4]
+
+
+def sos_data(draft: Draft, action: str) -> str:
+    """Return callback data for an SOS button."""
+    return f"{SOS_PREFIX}:{draft.nonce}:{action}"
+
+
+def render_step(
+    texts: Catalogs, lang: str, draft: Draft, zone: ZoneInfo, error: FormError | None = None
+) -> tuple[str, InlineKeyboardMarkup]:
+    """Return the prompt of the draft's step, with the last input's problem above it."""
+    if draft.step == "review":
+        text, keyboard = _review(texts, lang, draft, zone)
+    else:
+        text = texts.text(lang, f"report.step.{draft.step}", count=len(draft.evidence))
+        keyboard = _step_keyboard(texts, lang, draft)
+    if error is not None:
+        text = texts.text(lang, error.key, **error.params) + "\n\n" + text
+    return text, keyboard
+
+
+def render_resume(texts: Catalogs, lang: str, draft: Draft) -> tuple[str, InlineKeyboardMarkup]:
+    """Offer to continue an unfinished report or start over."""
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                _button(texts, lang, "button.continue", report_data(draft, "resume")),
+                _button(texts, lang, "button.restart", report_data(draft, "restart")),
+            ]
+        ]
+    )
+    return texts.text(lang, "report.resume"), keyboard
+
+
+def render_sos_confirm(texts: Catalogs, lang: str, draft: Draft) -> tuple[str, InlineKeyboardMarkup]:
+    """The second tap of the SOS."""
+    keyboard = InlineKeyboardMarkup(
+        [
+            [_button(texts, lang, "sos.send", sos_data(draft, "go"))],
+            [_button(texts, lang, "button.cancel", sos_data(draft, "cancel"))],
+        ]
+    )
+    return texts.text(lang, "sos.confirm"), keyboard
+
+
+def render_sos_followup(
+    texts: Catalogs, lang: str, draft: Draft, key: str, error: FormError | None = None, **params: object
+) -> tuple[str, InlineKeyboardMarkup]:
+    """After the SOS: what to send next, and a Done button that clears the conversation."""
+    keyboard = InlineKeyboardMarkup([[_button(texts, lang, "button.done", sos_data(draft, "done"))]])
+    text = texts.text(lang, key, **params)
+    if error is not None:
+        text = texts.text(lang, error.key, **error.params) + "\n\n" + text
+    return text, keyboard
+
+
+def _step_keyboard(texts: Catalogs, lang: str, draft: Draft) -> InlineKeyboardMarkup:
+    rows: list[list[InlineKeyboardButton]] = []
+    step = draft.step
+    if step == "category":
+        rows += _pairs(
+            [_button(texts, lang, f"category.{c}", report_data(draft, "cat", c)) for c in CATEGORIES]
+        )
+    elif step == "when":
+        rows += _pairs(
+            [_button(texts, lang, f"when.{w}", report_data(draft, "when", w)) for w in WHEN_CHOICES]
+        )
+    elif step == "where":
+        rows += _pairs(
+            [_button(texts, lang, f"region.{r}", report_data(draft, "region", r)) for r in REGIONS]
+        )
+    elif step in ("location", "people"):
+        rows.append([_button(texts, lang, "button.skip", report_data(draft, "skip"))])
+    elif step == "evidence":
+        rows.append([_button(texts, lang, "button.done", report_data(draft, "done"))])
+    elif step == "contact":
+        rows.append([_button(texts, lang, "contact.no", report_data(draft, "contact", "no"))])
+        rows.append([_button(texts, lang, "contact.yes", report_data(draft, "contact", "yes"))])
+    navigation = [_button(texts, lang, "button.cancel", report_data(draft, "cancel"))]
+    if step != "category":
+        navigation.insert(0, _button(texts, lang, "button.back", report_data(draft, "back")))
+    rows.append(navigation)
+    return InlineKeyboardMarkup(rows)
+
+
+def _review(texts: Catalogs, lang: str, draft: Draft, zone: ZoneInfo) -> tuple[str, InlineKeyboardMarkup]:
+    none = texts.text(lang, "report.none")
+    where = texts.text(lang, f"region.{draft.region}") if draft.region else none
+    if draft.place:
+        where = Safe(f"{_escape(where)} — {_escape(draft.place)}")
+    location = (
+        texts.text(lang, "report.location_value", latitude=draft.location[0], longitude=draft.location[1])
+        if draft.location
+        else none
+    )
+    text = draft.text or none
+    if len(text) > _REVIEW_TEXT_PREVIEW:
+        text = texts.text(
+            lang, "report.text_preview", text=text[:_REVIEW_TEXT_PREVIEW], length=len(draft.text or "")
+        )
+        text = Safe(text)
+    body = texts.text(
+        lang,
+        "report.review",
+        category=texts.text(lang, f"category.{draft.category}") if draft.category else none,
+        when=_when(draft, zone) or none,
+        where=where,
+        location=Safe(location),
+        text=text,
+        people=draft.people or none,
+        evidence=len(draft.evidence),
+        contact=texts.text(lang, "contact.yes" if draft.contactable else "contact.no")
+        if draft.contactable is not None
+        else none,
+    )
+    edits = [_button(texts, lang, f"edit.{field}", report_data(draft, "edit", field)) for field in EDITABLE]
+    rows = [edits[i : i + 3] for i in range(0, len(edits), 3)]
+    rows.append([_button(texts, lang, "button.submit", report_data(draft, "submit"))])
+    rows.append([_button(texts, lang, "button.cancel", report_data(draft, "cancel"))])
+    return body, InlineKeyboardMarkup(rows)
+
+
+def _when(draft: Draft, zone: ZoneInfo) -> str | None:
+    if draft.occurred_at is None:
+        return None
+    local = datetime.fromisoformat(draft.occurred_at).astimezone(zone)
+    return local.strftime("%d.%m.%Y") if draft.precision == "date" else local.strftime("%d.%m.%Y %H:%M")
+
+
+def _button(texts: Catalogs, lang: str, key: str, data: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(texts.plain(lang, key), callback_data=data)
+
+
+def _pairs(buttons: list[InlineKeyboardButton]) -> list[list[InlineKeyboardButton]]:
+    return [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+
+
+def _escape(value: str) -> str:
+    import html
+
+    return html.escape(value)
