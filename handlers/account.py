@@ -64,7 +64,6 @@ async def confirm_forget(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or user is None:
         return
-    await query.answer()
     if query.data == FORGET_YES:
         await context.services.reports.forget(user.id)
         # The profile is gone; answer in the language the person was using a moment ago.
@@ -73,6 +72,7 @@ async def confirm_forget(update: Update, context: JarchyContext) -> None:
         key = "forget.kept"
     if isinstance(query.message, Message):
         await query.message.edit_text(context.text(key))
+    await query.answer()
 
 
 def register(app: Application) -> None:

@@ -38,7 +38,10 @@ async def start_report(update: Update, context: JarchyContext) -> None:
     else:
         text, keyboard = render_step(texts, lang, screen.draft, context.bot_data.settings.timezone)
     sent = await chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
-    await context.services.reports.track(user.id, "report", screen.draft.nonce, [sent.message_id])
+    # The /report command itself goes with the conversation too.
+    command = update.message.message_id if update.message is not None else None
+    tracked = [m for m in (command, sent.message_id) if m is not None]
+    await context.services.reports.track(user.id, "report", screen.draft.nonce, tracked)
 
 
 async def press_report_button(update: Update, context: JarchyContext) -> None:

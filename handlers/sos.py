@@ -27,7 +27,9 @@ async def start_sos(update: Update, context: JarchyContext) -> None:
     else:
         text, keyboard = render_sos_confirm(context.texts, context.language, draft)
     sent = await chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
-    await context.services.reports.track(user.id, "sos", draft.nonce, [sent.message_id])
+    command = update.message.message_id if update.message is not None else None
+    tracked = [m for m in (command, sent.message_id) if m is not None]
+    await context.services.reports.track(user.id, "sos", draft.nonce, tracked)
 
 
 async def press_sos_button(update: Update, context: JarchyContext) -> None:

@@ -48,10 +48,7 @@ class Catalogs:
 
     def text(self, language: str, key: str, /, **params: object) -> str:
         """Render a text; every placeholder value is HTML-escaped unless it is Safe."""
-        translation = self._translations.get(language) or self._translations[self.default_language]
-        template = translation.gettext(key)
-        if template == key:
-            raise MissingText(f"{key!r} has no text in {language!r}")
+        template = self._template(language, key)
         escaped = {
             name: value if isinstance(value, Safe) else html.escape(str(value))
             for name, value in params.items()
@@ -60,11 +57,19 @@ class Catalogs:
 
     def plain(self, language: str, key: str, /, **params: object) -> str:
         """Render a text for a message sent without parse_mode: nothing is escaped."""
-        translation = self._translations.get(language) or self._translations[self.default_language]
-        template = translation.gettext(key)
-        if template == key:
-            raise MissingText(f"{key!r} has no text in {language!r}")
+        template = self._template(language, key)
         return template.format(**{name: str(value) for name, value in params.items()})
+
+    def _template(self, language: str, key: str) -> str:
+        # A text missing in one language (a bug the catalog tests catch) falls back to English rather
+        # than leaving a person without an answer; a key missing everywhere is an error.
+        for candidate in (language, "en"):
+            translation = self._translations.get(candidate)
+            if translation is not None:
+                template = translation.gettext(key)
+                if template != key:
+                    return template
+        raise MissingText(f"{key!r} has no text in {language!r} or English")
 
     def keys(self, language: str) -> dict[str, str]:
         """Return every key and its text in one language (for completeness checks)."""

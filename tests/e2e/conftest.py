@@ -88,6 +88,8 @@ class BotProcess:
     ) -> None:
         self.env = {
             "PATH": os.environ.get("PATH", ""),
+            # Run the code of this checkout, whatever is installed.
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
             "PTB_TIMEDELTA": "true",
             "JARCHY_BOT_TOKEN": TEST_TOKEN,
             "JARCHY_API_URL": fake.url,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from messages import LANGUAGES, catalogs
-from messages.menus import command_list
+from messages.menus import PUBLIC_COMMANDS, command_list
 from tests.e2e.conftest import RunningBot, next_reply, reply_texts
 from tests.fakebot import FakeBotApi
 
@@ -63,7 +63,7 @@ async def test_command_menus_are_published_per_language(fake: FakeBotApi, bot: R
     await fake.wait_for("setMyCommands", count=len(LANGUAGES) + 1)
     for language in LANGUAGES:
         commands = fake.my_commands_by_scope[("all_private_chats", language)]
-        assert [c["command"] for c in commands] == ["start", "help", "language"]
+        assert [c["command"] for c in commands] == list(PUBLIC_COMMANDS)
         assert commands[0]["description"] == catalogs().text(language, "command.start")
     assert ("all_private_chats", None) in fake.my_commands_by_scope
     fake.add_message(user_id=9, text="/help")

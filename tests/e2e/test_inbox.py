@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, MessageHandler, filters
@@ -21,6 +22,7 @@ from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
 from messages import catalogs
 from messages.menus import command_list
+from storage.database import Database
 from tests.e2e.conftest import BotProcess, RunningBot, next_reply, reply_texts
 from tests.fakebot import FakeBotApi
 
@@ -83,6 +85,15 @@ async def test_an_inbox_payload_is_encrypted_and_dropped_once_handled(
     wal = bot.settings.data_dir / "jarchy.db-wal"
     raw += wal.read_bytes() if wal.exists() else b""
     assert b"canary-4F7Q" not in raw
+    db = Database.connect(bot.settings.database_url)
+    try:
+        async with db.read() as conn:
+            payloads = (
+                (await conn.execute(text("SELECT payload FROM inbox WHERE status = 'done'"))).scalars().all()
+            )
+        assert payloads and all(p is None for p in payloads)
+    finally:
+        await db.close()
 
 
 async def test_a_transient_fault_keeps_the_update_for_another_try(
@@ -99,7 +110,7 @@ async def test_a_transient_fault_keeps_the_update_for_another_try(
         raise ApplicationHandlerStop
 
     app = build_application(bot_settings)
-    app.add_handler(MessageHandler(filters.Regex("^flaky$"), flaky), group=-1)
+    app.add_handler(MessageHandler(filters.Regex("^flaky$"), flaky), group=-5)
     stop = asyncio.Event()
     task = asyncio.create_task(run_polling(bot_settings, stop=stop, app=app))
     try:
