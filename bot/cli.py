@@ -21,6 +21,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run one subcommand; return the exit code."""
     # python-telegram-bot 22 reports retry_after as a timedelta only when asked; the int form is deprecated.
     os.environ.setdefault("PTB_TIMEDELTA", "true")
+    # Everything the bot writes (database, evidence, key, heartbeat) is for its own user only.
+    os.umask(0o077)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

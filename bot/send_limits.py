@@ -58,18 +58,26 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
         try:
             return await callback(*args, **kwargs)
         except RetryAfter as error:
-            retry_after = error.retry_after
-            seconds = retry_after.total_seconds() if not isinstance(retry_after, int) else float(retry_after)
+            seconds = _seconds(error)
             self._limiter.pause(seconds)
             log.warning("Telegram asked to pause sending for %.0f s (429)", seconds)
-        # One more try after the pause; a second 429 goes to the caller.
-        await asyncio.sleep(self._limiter.paused_until - self._limiter.now())
+        # One more try after the pause; a second 429 pauses everyone again and goes to the caller.
+        await asyncio.sleep(max(0.0, self._limiter.paused_until - self._limiter.now()))
         if chat_id is not None:
             await self._acquire(chat_id)
-        return await callback(*args, **kwargs)
+        try:
+            return await callback(*args, **kwargs)
+        except RetryAfter as error:
+            self._limiter.pause(_seconds(error))
+            raise
 
     async def _acquire(self, chat_id: int | str) -> None:
         if isinstance(chat_id, str) and chat_id.lstrip("-").isdigit():
             chat_id = int(chat_id)
         at = await self._limiter.acquire_global()
         self._limiter.record(self._chat_key(chat_id), chat_kind_of(chat_id), at)
+
+
+def _seconds(error: RetryAfter) -> float:
+    retry_after = error.retry_after
+    return float(retry_after) if isinstance(retry_after, int) else retry_after.total_seconds()

@@ -76,7 +76,7 @@ class Settings:
     paid_broadcast: bool = False
     outbox_concurrency: int = 4
     outbox_lease_s: float = 60.0
-    outbox_max_attempts: int = 8
+    outbox_max_attempts: int = 20
     inbox_max_attempts: int = 5
     polling_timeout_s: int = 30
     db_busy_timeout_ms: int = 5000
@@ -175,7 +175,7 @@ class Settings:
             paid_broadcast=_flag(env, "JARCHY_PAID_BROADCAST"),
             outbox_concurrency=_number(env, "JARCHY_OUTBOX_CONCURRENCY", 4, int, minimum=1),
             outbox_lease_s=_number(env, "JARCHY_OUTBOX_LEASE_S", 60.0, float, minimum=5),
-            outbox_max_attempts=_number(env, "JARCHY_OUTBOX_MAX_ATTEMPTS", 8, int, minimum=1),
+            outbox_max_attempts=_number(env, "JARCHY_OUTBOX_MAX_ATTEMPTS", 20, int, minimum=1),
             polling_timeout_s=_number(env, "JARCHY_POLLING_TIMEOUT_S", 30, int, minimum=0),
             db_busy_timeout_ms=_number(env, "JARCHY_DB_BUSY_TIMEOUT_MS", 5000, int, minimum=0),
             draft_ttl_h=_number(env, "JARCHY_DRAFT_TTL_H", 24.0, float, minimum=0.1),

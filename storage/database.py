@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -25,7 +25,14 @@ class Database:
         self.is_sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
-    def connect(cls, url: str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, **engine_options: Any) -> Database:
+    def connect(
+        cls,
+        url: str | URL,
+        *,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        foreign_keys: bool = True,
+        **engine_options: Any,
+    ) -> Database:
         """Create the engine for a URL, making the SQLite file's folder if needed."""
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
@@ -34,7 +41,7 @@ class Database:
         engine_options.setdefault("hide_parameters", True)
         engine = create_async_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
-            _configure_sqlite(engine, busy_timeout_ms)
+            _configure_sqlite(engine, busy_timeout_ms, foreign_keys)
         return cls(engine)
 
     @asynccontextmanager
@@ -56,14 +63,14 @@ class Database:
         await self.engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, foreign_keys: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so writes can start with BEGIN IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         # Deleted report text must not linger in free pages of a seized disk.
         cursor.execute("PRAGMA secure_delete=ON")

@@ -92,12 +92,14 @@ class InboxRepository:
                 [{"uid": u} for u in update_ids],
             )
 
-    async def retry_later(self, conn: AsyncConnection, update_id: int, at: datetime, error: str) -> None:
-        """Keep an update pending for another try."""
+    async def retry_later(
+        self, conn: AsyncConnection, update_id: int, at: datetime, error: str, *, count: bool = True
+    ) -> None:
+        """Keep an update pending for another try (counting it as a failed attempt unless told not to)."""
         await conn.execute(
             update(inbox)
             .where(inbox.c.update_id == update_id)
-            .values(attempts=inbox.c.attempts + 1, next_attempt_at=at, last_error=error)
+            .values(attempts=inbox.c.attempts + (1 if count else 0), next_attempt_at=at, last_error=error)
         )
 
     async def mark_failed(self, conn: AsyncConnection, update_id: int, now: datetime, error: str) -> None:

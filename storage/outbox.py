@@ -162,13 +162,15 @@ class OutboxRepository:
         rows.sort(key=lambda r: (-r.priority, r.id))
         return rows
 
-    async def reclaim_expired(self, conn: AsyncConnection, now: datetime) -> int:
+    async def reclaim_expired(
+        self, conn: AsyncConnection, now: datetime, exclude_owner: str | None = None
+    ) -> int:
         """Return rows whose worker died (lease expired) to pending; they may have been in flight."""
-        result = await conn.execute(
-            update(outbox)
-            .where(outbox.c.status == "sending", outbox.c.lease_until < now)
-            .values(status="pending", lease_owner=None, lease_until=None)
-        )
+        stmt = update(outbox).where(outbox.c.status == "sending", outbox.c.lease_until < now)
+        if exclude_owner is not None:
+            # A live worker never takes back its own rows: it may be about to record them as sent.
+            stmt = stmt.where(outbox.c.lease_owner != exclude_owner)
+        result = await conn.execute(stmt.values(status="pending", lease_owner=None, lease_until=None))
         return result.rowcount or 0
 
     async def release_owned(self, conn: AsyncConnection, owner: str) -> int:

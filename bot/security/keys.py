@@ -31,9 +31,8 @@ class DataKey:
 
     def derive(self, purpose: str) -> bytes:
         """Return a 32-byte subkey for one purpose (BLAKE2b keyed with the master key)."""
-        person = purpose.encode()[:16].ljust(16, b"\0")
         digest: bytes = nacl.hash.blake2b(
-            b"", digest_size=32, key=self.master, person=person, encoder=RawEncoder
+            purpose.encode(), digest_size=32, key=self.master, person=b"jarchy-subkey-v1", encoder=RawEncoder
         )
         return digest
 
@@ -43,15 +42,19 @@ class DataKey:
 
 def create_key_file(path: Path, *, overwrite: bool = False) -> DataKey:
     """Write a new random key to `path`, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if path.exists() and not overwrite:
         raise KeyFileError(
             f"{path} already exists; refusing to overwrite a key (data encrypted under it would be lost)"
         )
     master = nacl.utils.random(_KEY_BYTES)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    # O_EXCL: two first starts at once must not both write a key (one would lose its data).
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL) | getattr(os, "O_NOFOLLOW", 0)
     # Create with 0600 from the start so the key is never briefly world-readable.
-    fd = os.open(path, flags, 0o600)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists; refusing to overwrite a key") from None
     try:
         os.write(fd, (_PREFIX + base64.b64encode(master).decode() + "\n").encode())
         os.fsync(fd)

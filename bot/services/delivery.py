@@ -8,7 +8,6 @@ import heapq
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,7 +32,9 @@ class DeliveryConfig:
 
     concurrency: int = 4
     lease_s: float = 60.0
-    max_attempts: int = 8
+    # With backoff capped at backoff_max_s, 20 attempts keep retrying a transient fault for about two
+    # hours: long enough to outlast an outage, short enough that a broken row ends visibly dead.
+    max_attempts: int = 20
     claim_limit: int = 100
     # A row whose chat is not free for this long goes back to the queue instead of holding up others.
     defer_after_s: float = 2.0
@@ -59,7 +60,6 @@ class DeliveryWorker:
         limiter: SendLimiter,
         clock: Clock,
         config: DeliveryConfig | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._db = db
         self._outbox = outbox
@@ -69,7 +69,6 @@ class DeliveryWorker:
         self._limiter = limiter
         self._clock = clock
         self._config = config or DeliveryConfig()
-        self._sleep = sleep
         self.owner = secrets.token_hex(8)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -149,8 +148,9 @@ class DeliveryWorker:
                     if blocked:
                         await self._users.mark_inactive(conn, sorted(blocked), self._clock.now())
                         await self._outbox.block_pending_for(conn, sorted(blocked))
-            except Exception:
-                # Keep them for the next flush; the rows stay leased to us meanwhile.
+            except BaseException:
+                # Keep them for the next flush (also when cancelled mid-write at shutdown); the rows
+                # stay leased to us meanwhile.
                 self._outcomes = outcomes + self._outcomes
                 self._blocked |= blocked
                 raise
@@ -165,21 +165,45 @@ class DeliveryWorker:
         queue: deque[ClaimedRow] = deque(rows)
         waiting: list[tuple[float, int, ClaimedRow]] = []
         while queue or waiting:
+            if self._stopping.is_set():
+                self._give_back(queue, waiting)
+                return
             row = self._next_ready(queue, waiting)
             if row is None:
-                await self._sleep(max(0.0, waiting[0][0] - self._clock.monotonic()))
+                await self._pause(max(0.0, waiting[0][0] - self._clock.monotonic()))
                 continue
-            sent_at = await self._limiter.acquire_global()
-            # The chat may have been used meanwhile (a direct reply to the same person).
-            chat_ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, sent_at)
-            if chat_ready > sent_at:
+            # A free slot first, then the limiter: a send approved by the limiter leaves at once, so a
+            # 429 pause or a chat's pace cannot be overtaken while it waits for a slot.
+            await self._slots.acquire()
+            now = self._clock.monotonic()
+            ready = self._limiter.global_ready_at(now)
+            if ready > now:
+                self._slots.release()
+                queue.appendleft(row)
+                if ready - now > self._config.lease_s / 2:
+                    # A long 429 pause: give the rows back rather than let their leases run out.
+                    self._give_back(queue, waiting, until=ready - now)
+                    return
+                await self._pause(ready - now)
+                continue
+            chat_ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, now)
+            if chat_ready > now:
+                # The chat was used meanwhile (a direct reply to the same person).
+                self._slots.release()
                 self._push_waiting(waiting, chat_ready, row)
                 continue
-            self._limiter.record(row.chat_key, row.chat_kind, sent_at)
-            await self._slots.acquire()
+            self._limiter.record(row.chat_key, row.chat_kind, now)
             task = asyncio.create_task(self._send(row))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+
+    def _give_back(
+        self, queue: deque[ClaimedRow], waiting: list[tuple[float, int, ClaimedRow]], until: float = 0.0
+    ) -> None:
+        for row in [*queue, *(entry[2] for entry in waiting)]:
+            self._defer(row, until)
+        queue.clear()
+        waiting.clear()
 
     def _next_ready(
         self, queue: deque[ClaimedRow], waiting: list[tuple[float, int, ClaimedRow]]
@@ -249,6 +273,17 @@ class DeliveryWorker:
                 error=f"429: {description}",
                 attempts_delta=-1,
             )
+        if code in (401, 404):
+            # The token was revoked or the API address is wrong: not this row's fault, and no row should
+            # die of it. Keep it and try again in a minute; the poller stops the bot on a 401.
+            log.error("Telegram rejected the bot token or address (%s); outbox rows wait", code)
+            return Outcome(
+                id=row.id,
+                status="pending",
+                due_at=self._clock.now() + timedelta(seconds=60),
+                error=f"{code}: {description}",
+                attempts_delta=-1,
+            )
         if code == 403:
             if row.recipient is not None:
                 self._blocked.add(row.recipient)
@@ -280,6 +315,8 @@ class DeliveryWorker:
         )
 
     async def _idle(self) -> None:
+        # Cleared before looking, so a wake that arrives while we look is not lost.
+        self._wake.clear()
         await self.flush_quietly()
         try:
             async with self._db.read() as conn:
@@ -290,7 +327,6 @@ class DeliveryWorker:
         wait = self._config.idle_poll_s
         if next_due is not None:
             wait = min(wait, max(0.0, (next_due - self._clock.now()).total_seconds()))
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(wait, 0.01))
 
@@ -317,7 +353,7 @@ class DeliveryWorker:
     async def _reclaim_expired(self) -> None:
         try:
             async with self._db.write() as conn:
-                count = await self._outbox.reclaim_expired(conn, self._clock.now())
+                count = await self._outbox.reclaim_expired(conn, self._clock.now(), exclude_owner=self.owner)
         except Exception:
             log.exception("could not reclaim expired outbox leases")
             return

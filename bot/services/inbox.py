@@ -177,13 +177,25 @@ class DurableInbox:
                 lambda conn: self._repo.mark_failed(conn, row.update_id, now, "does not decrypt")
             )
             return
+        counted = False
         try:
             result = await self._dispatch(update)
         except Exception as error:
             log.exception("dispatching update %s failed", row.update_id)
             result = DispatchResult(Dispatch.RETRY, f"{type(error).__name__}")
+            counted = True
         if result.outcome is Dispatch.DONE:
             await self._record(lambda conn: self._repo.mark_done(conn, [row.update_id], now))
+        elif not counted:
+            # A transient fault (database locked or full) is retried for as long as it lasts: giving up
+            # would lose an update Telegram was already told had arrived.
+            delay = timedelta(seconds=min(60.0, 2.0 ** min(row.attempts, 6)))
+            log.warning("update %s will be retried: %s", row.update_id, result.error)
+            await self._record(
+                lambda conn: self._repo.retry_later(
+                    conn, row.update_id, now + delay, result.error, count=False
+                )
+            )
         elif row.attempts + 1 >= self._max_attempts:
             log.error(
                 "giving up on update %s after %d attempts: %s", row.update_id, row.attempts + 1, result.error

@@ -144,8 +144,10 @@ class SendLimiter:
 
     def _new_chat_window(self, chat_kind: str) -> SlidingWindow | None:
         if chat_kind == "private":
-            return SlidingWindow(1, self._private_window) if self._private_window > 0 else None
-        return SlidingWindow(self._group_limit, 60.0) if self._group_limit > 0 else None
+            return (
+                SlidingWindow(1, self._private_window + WINDOW_MARGIN_S) if self._private_window > 0 else None
+            )
+        return SlidingWindow(self._group_limit, 60.0 + WINDOW_MARGIN_S) if self._group_limit > 0 else None
 
     def _sweep(self, now: float) -> None:
         # Forget chats that have been quiet for a whole window so a broadcast to 100,000 people does not

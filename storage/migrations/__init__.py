@@ -23,15 +23,26 @@ def alembic_config() -> Config:
 
 
 async def upgrade(database: Database, revision: str = "head") -> None:
-    """Apply migrations up to `revision`."""
+    """Apply migrations up to `revision`, then check that every foreign key still holds."""
 
     def _run(sync_conn: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = sync_conn
         command.upgrade(config, revision)
+        if sync_conn.dialect.name == "sqlite":
+            broken = sync_conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left {len(broken)} rows with broken foreign keys; rolled back")
 
-    async with database.write() as conn:
-        await conn.run_sync(_run)
+    # On SQLite, batch migrations drop and recreate tables; with foreign keys on, dropping a parent
+    # table would cascade into its children (PRAGMA foreign_keys cannot change inside a transaction).
+    migrator = Database.connect(database.engine.url, foreign_keys=False) if database.is_sqlite else database
+    try:
+        async with migrator.write() as conn:
+            await conn.run_sync(_run)
+    finally:
+        if migrator is not database:
+            await migrator.close()
 
 
 async def current_revision(database: Database) -> str | None:

@@ -178,3 +178,30 @@ async def test_kill_9_loses_no_acknowledged_update(fake: FakeBotApi, tmp_path: P
     assert set(replies) == set(users)
     # Only updates in flight at the kill may be answered twice: at most the dispatcher's concurrency.
     assert sum(count - 1 for count in replies.values()) <= 8
+
+
+async def test_a_long_transient_fault_never_exhausts_an_update(
+    fake: FakeBotApi, bot_settings: Settings
+) -> None:
+    failures = Counter[str]()
+
+    async def locked_for_a_while(update: Update, context: JarchyContext) -> None:
+        failures["n"] += 1
+        if failures["n"] <= bot_settings.inbox_max_attempts + 1:
+            raise OperationalError("UPDATE …", {}, sqlite3.OperationalError("database is locked"))
+        if update.effective_message is not None:
+            await update.effective_message.reply_text("finally")
+        raise ApplicationHandlerStop
+
+    app = build_application(bot_settings)
+    app.add_handler(MessageHandler(filters.Regex("^locked$"), locked_for_a_while), group=-5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_polling(bot_settings, stop=stop, app=app))
+    try:
+        fake.add_message(user_id=306, text="locked")
+        await fake.wait_for(
+            "sendMessage", chat_id=306, timeout=30, predicate=lambda c: c.params.get("text") == "finally"
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

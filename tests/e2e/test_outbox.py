@@ -275,3 +275,40 @@ async def test_sent_rows_store_telegrams_message_id(services: Services, fake: Fa
         (row,) = await services.outbox_repo.statuses(conn)
     (call,) = fake.sent("sendMessage", chat_id=101)
     assert row.message_id == call.result["message_id"]
+
+
+async def test_a_pause_longer_than_the_lease_gives_rows_back_instead_of_sending_twice(
+    services: Services, fake: FakeBotApi
+) -> None:
+    fake.set_rate_limit(2, retry_after=3)
+    await enqueue(services, [text_to(40_000 + i) for i in range(8)])
+    config = replace(FAST, lease_s=2.0)
+    await run_until_settled(services, worker(services, overall=10, private=0, config=config), 8, timeout=40)
+    assert fake.received_429 >= 1
+    assert delivered(fake) == Counter({40_000 + i: 1 for i in range(8)})
+
+
+async def test_a_rejected_token_keeps_rows_waiting_instead_of_killing_them(
+    services: Services, fake: FakeBotApi
+) -> None:
+    fake.fail_next("sendMessage", 1, status=401, description="Unauthorized")
+    await enqueue(services, [text_to(111)])
+    delivery = worker(services)
+    task = asyncio.create_task(delivery.run())
+    try:
+        await until(lambda: _status_is(services, "pending", attempts=0), timeout=10)
+    finally:
+        delivery.stop()
+        await task
+    assert not fake.sent("sendMessage")
+
+
+async def _status_is(services: Services, status: str, *, attempts: int) -> bool:
+    async with services.db.read() as conn:
+        rows = await services.outbox_repo.statuses(conn)
+    return (
+        len(rows) == 1
+        and rows[0].status == status
+        and rows[0].attempts == attempts
+        and rows[0].last_error is not None
+    )
