@@ -11,6 +11,7 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
 from bot.clock import Clock, SystemClock
 from bot.context import BotData, JarchyContext
+from bot.ptb_request import AiohttpRequest
 from bot.send_limits import SharedRateLimiter
 from bot.services.inbox import Dispatch, DispatchResult
 from bot.settings import Settings
@@ -48,6 +49,8 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
         .base_file_url(f"{settings.api_url}/file/bot")
         # Updates come from the durable inbox, not from PTB's Updater, which acknowledges them too early.
         .updater(None)
+        .request(AiohttpRequest(settings.bot_token))
+        .get_updates_request(AiohttpRequest(settings.bot_token, connections=1))
         .context_types(ContextTypes(context=JarchyContext, bot_data=AppBotData))
         .rate_limiter(SharedRateLimiter(limiter, chat_key))
         .post_init(_post_init)

@@ -51,19 +51,23 @@ class UserRepository:
         return user
 
     async def get(self, conn: AsyncConnection, pseudonym: str) -> User | None:
-        """Return the user, or None."""
-        row = (await conn.execute(select(users).where(users.c.pseudonym == pseudonym))).first()
-        if row is None:
+        """Return the user with their roles (one query: this runs for every update), or None."""
+        rows = (
+            await conn.execute(
+                select(users, user_roles.c.role)
+                .outerjoin(user_roles, user_roles.c.pseudonym == users.c.pseudonym)
+                .where(users.c.pseudonym == pseudonym)
+            )
+        ).all()
+        if not rows:
             return None
-        roles = (
-            await conn.execute(select(user_roles.c.role).where(user_roles.c.pseudonym == pseudonym))
-        ).scalars()
+        first = rows[0]
         return User(
-            pseudonym=row.pseudonym,
-            language=row.language,
-            telegram_language=row.telegram_language,
-            active=bool(row.active),
-            roles=frozenset(roles),
+            pseudonym=first.pseudonym,
+            language=first.language,
+            telegram_language=first.telegram_language,
+            active=bool(first.active),
+            roles=frozenset(r.role for r in rows if r.role is not None),
         )
 
     async def set_language(self, conn: AsyncConnection, pseudonym: str, language: str, now: datetime) -> None:

@@ -33,6 +33,9 @@ _EVIDENCE_METHODS = {
 }
 
 
+_UNREAD = object()
+
+
 class NotAllowed(PermissionError):
     """The person lacks the role the action needs (checked in the database at the moment of use)."""
 
@@ -93,21 +96,27 @@ class AlertService:
         self._language = language
         self._zone = zone
         self._configured_chat = configured_chat
+        self._bound: int | object | None = _UNREAD
 
     async def coordinator_chat(self, conn: AsyncConnection) -> int | None:
         """Return the chat alerts go to: the one bound with /bind, else the configured one."""
-        bound = await self._state.get(conn, COORDINATOR_CHAT)
-        return int(bound) if bound is not None else self._configured_chat
+        # Read once per process, then kept: only bind() (in this process) changes it.
+        if self._bound is _UNREAD:
+            value = await self._state.get(conn, COORDINATOR_CHAT)
+            self._bound = int(value) if value is not None else None
+        return self._bound if isinstance(self._bound, int) else self._configured_chat
 
     async def has_destination(self) -> bool:
         """Tell whether alerts have somewhere to go."""
         async with self._db.read() as conn:
             return await self.coordinator_chat(conn) is not None
 
-    async def queue(self, conn: AsyncConnection, alert: AlertInput) -> None:
-        """Queue a report's alert (and its evidence) in the caller's transaction."""
+    async def queue(
+        self, conn: AsyncConnection, alert: AlertInput, also: Sequence[OutgoingMessage] = ()
+    ) -> None:
+        """Queue a report's alert (and its evidence, and `also`) in the caller's transaction."""
         chat = await self.coordinator_chat(conn)
-        await self._outbox.enqueue(conn, self.compose(alert, chat))
+        await self._outbox.enqueue(conn, [*self.compose(alert, chat), *also])
 
     async def queue_followup(
         self,
@@ -187,6 +196,7 @@ class AlertService:
             await self._require(conn, user_id, ("admin",))
             await self._state.put(conn, COORDINATOR_CHAT, str(chat_id))
             released = await self._outbox.release_held(conn, ALERT_KINDS, chat_id)
+        self._bound = chat_id
         self._outbox.notify()
         return released
 

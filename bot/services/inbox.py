@@ -70,7 +70,7 @@ class DurableInbox:
         dispatch: Dispatcher,
         polling_timeout_s: int = 30,
         max_attempts: int = 5,
-        concurrency: int = 8,
+        concurrency: int = 16,
     ) -> None:
         self._db = db
         self._repo = repo
@@ -83,6 +83,8 @@ class DurableInbox:
         self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._done: list[int] = []
+        self._done_turn = asyncio.Lock()
 
     def stop(self) -> None:
         """Ask both loops to return after the current step."""
@@ -185,7 +187,7 @@ class DurableInbox:
             result = DispatchResult(Dispatch.RETRY, f"{type(error).__name__}")
             counted = True
         if result.outcome is Dispatch.DONE:
-            await self._record(lambda conn: self._repo.mark_done(conn, [row.update_id], now))
+            await self._mark_done(row.update_id)
         elif not counted:
             # A transient fault (database locked or full) is retried for as long as it lasts: giving up
             # would lose an update Telegram was already told had arrived.
@@ -207,6 +209,17 @@ class DurableInbox:
             await self._record(
                 lambda conn: self._repo.retry_later(conn, row.update_id, now + delay, result.error)
             )
+
+    async def _mark_done(self, update_id: int) -> None:
+        # Updates finishing while a mark is being written are marked together in the next transaction:
+        # under load one write serves many updates, and each caller still waits until its own is durable.
+        self._done.append(update_id)
+        async with self._done_turn:
+            if not self._done:
+                return
+            ids, self._done = self._done, []
+            now = self._clock.now()
+            await self._record(lambda conn: self._repo.mark_done(conn, ids, now))
 
     async def _record(self, write: Callable[[Any], Awaitable[None]]) -> None:
         # Recording the outcome may itself hit a locked database: try a few times, then leave the row

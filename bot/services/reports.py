@@ -281,8 +281,9 @@ class ReportService:
                 conn, pseudonym, [e["uid"] for e in draft.evidence], report_id
             )
             await self._actions.record(conn, pseudonym, "report", now)
-            await self._alerts.queue(conn, await self._alert_input(conn, draft, code, contactable, report_id))
-            await self._outbox.enqueue(conn, _deletions(chat_id, user_id, draft.messages, f"submit:{nonce}"))
+            alert = await self._alert_input(conn, draft, code, contactable, report_id)
+            cleanup = _deletions(chat_id, user_id, draft.messages, f"submit:{nonce}")
+            await self._alerts.queue(conn, alert, also=cleanup)
             await self._drafts.delete(conn, pseudonym, nonce)
         self._outbox.notify()
         return Submitted(code, contactable)
@@ -546,7 +547,7 @@ class ReportService:
     async def _alert_input(
         self, conn: AsyncConnection, draft: Draft, code: str, contactable: bool, report_id: int
     ) -> AlertInput:
-        items = await self._reports.evidence_for(conn, report_id)
+        items = await self._reports.evidence_for(conn, report_id) if draft.evidence else []
         file_ids = [
             self._cipher.decrypt_text(e.file_ref, binding=f"evidence.file_ref:{e.uid}") for e in items
         ]
