@@ -6,6 +6,7 @@ import logging
 import traceback
 
 from telegram import Update
+from telegram.error import NetworkError, TimedOut
 from telegram.ext import Application, ApplicationHandlerStop
 
 from bot.context import JarchyContext
@@ -18,7 +19,7 @@ async def report_error(update: object, context: JarchyContext) -> None:
     """Log, mark transient failures for another try, and answer the person."""
     error = context.error
     update_id = update.update_id if isinstance(update, Update) else None
-    transient = error is not None and is_transient(error)
+    transient = error is not None and (is_transient(error) or _telegram_unreachable(error))
     if isinstance(update, Update) and transient:
         context.bot_data.retry_marks[update.update_id] = type(error).__name__
     # The exception's text is left out: Telegram's error descriptions can quote what the user wrote
@@ -39,6 +40,12 @@ async def report_error(update: object, context: JarchyContext) -> None:
         await _tell_user(update, context, "error.retrying" if transient else "error.generic")
     # Later handler groups would act on a half-handled update (a transient fault retries it whole).
     raise ApplicationHandlerStop
+
+
+def _telegram_unreachable(error: BaseException) -> bool:
+    # TimedOut and plain NetworkError mean Telegram did not answer; BadRequest and Forbidden (subclasses
+    # of NetworkError) are answers, and retrying them would not help.
+    return isinstance(error, TimedOut) or type(error) is NetworkError
 
 
 async def _tell_user(update: Update, context: JarchyContext, key: str) -> None:

@@ -145,8 +145,12 @@ class ReportService:
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.write() as conn:
             draft = await self._load(conn, pseudonym, "report")
-            if draft is None or draft.nonce != nonce or (draft.step != step and action != "resume"):
+            if draft is None or draft.nonce != nonce:
                 raise Stale
+            if draft.step != step and action != "resume":
+                # A button of an earlier step of this draft (a double tap, or a retried update whose
+                # answer was lost): change nothing and show where the person is now.
+                return Screen(draft)
             draft.track(message_id)
             error: FormError | None = None
             try:

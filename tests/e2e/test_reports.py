@@ -185,3 +185,34 @@ class _OpenDb:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._db.close()
+
+
+async def test_telegram_failing_mid_flow_loses_no_step_and_makes_one_report(
+    fake: FakeBotApi, reporting_bot: RunningBot
+) -> None:
+    person = Person(fake, 650)
+    fake.add_message(user_id=650, text="/report")
+    await fake.wait_for("sendMessage", chat_id=650)
+    fake.fail_next("editMessageText", 1, status=502)
+    await person.tap("cat", "court")
+    # The step was saved; the failed edit is retried with the update, and the screen catches up.
+    await fake.wait_for("editMessageText", chat_id=650, timeout=15)
+    assert person.last_text() == catalogs().text("en", "report.step.when", count=0)
+    await person.tap("when", "now")
+    await person.tap("region", "batken")
+    await person.tap("skip")
+    await person.say("Summoned without a written order.")
+    await person.tap("skip")
+    await person.tap("done")
+    await person.tap("contact", "no")
+    fake.fail_next("sendMessage", 1, status=500)
+    message = person.keyboard_message()
+    submit = next(d for d in person.buttons() if d.split(":")[3] == "submit")
+    fake.add_callback_query(user_id=650, data=submit, message_id=message["message_id"])
+    receipts = await fake.wait_for(
+        "sendMessage", chat_id=650, timeout=20, predicate=lambda c: "R-" in str(c.params.get("text"))
+    )
+    assert len(receipts) == 1
+    await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
+    async with _db(reporting_bot) as db, db.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM reports"))).scalar() == 1
