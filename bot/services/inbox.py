@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -85,6 +86,11 @@ class DurableInbox:
         self._stopping = asyncio.Event()
         self._done: list[int] = []
         self._done_turn = asyncio.Lock()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[int] = set()
+        self._finished: set[int] = set()
+        self._chains: dict[object, asyncio.Task[None]] = {}
+        self._queues: dict[object, deque[tuple[InboxRow, dict[str, Any] | None]]] = {}
 
     def stop(self) -> None:
         """Ask both loops to return after the current step."""
@@ -134,42 +140,58 @@ class DurableInbox:
         return len(updates)
 
     async def dispatch_pending(self) -> int:
-        """Dispatch every stored update that is due, one chat at a time, chats in parallel."""
-        handled = 0
-        seen: set[int] = set()
-        while not self._stopping.is_set():
-            async with self._db.read() as conn:
-                rows = await self._repo.due(conn, self._clock.now(), limit=100)
-            # A row whose outcome could not be recorded stays due; leave it for the next pass.
-            rows = [row for row in rows if row.update_id not in seen]
-            if not rows:
-                break
-            seen.update(row.update_id for row in rows)
-            await self._dispatch_rows(rows)
-            handled += len(rows)
-        return handled
+        """Dispatch every update that is due now and wait until all are handled (start-up, tests)."""
+        scheduled = await self._schedule_due()
+        await self._drain_chains()
+        return scheduled
 
-    async def _dispatch_rows(self, rows: list[InboxRow]) -> None:
-        decoded: list[tuple[InboxRow, dict[str, Any] | None]] = []
+    async def _schedule_due(self) -> int:
+        """Hand due updates to their chat's chain; a slow handler delays only its own chat."""
+        # An update finished before this read is seen by it as done; one finishing during the read may
+        # still look pending to it, so it stays marked in flight until the next pass.
+        settled = set(self._finished)
+        async with self._db.read() as conn:
+            rows = await self._repo.due(conn, self._clock.now(), limit=200)
+        self._in_flight -= settled
+        self._finished -= settled
+        scheduled = 0
         for row in rows:
+            if row.update_id in self._in_flight:
+                continue
             try:
-                decoded.append((row, self._cipher.decrypt_json(row.payload, binding=_binding(row.update_id))))
+                update: dict[str, Any] | None = self._cipher.decrypt_json(
+                    row.payload, binding=_binding(row.update_id)
+                )
             except DecryptionError:
-                decoded.append((row, None))
-        # Updates from one chat stay in order; different chats do not wait for each other.
-        chains: dict[object, list[tuple[InboxRow, dict[str, Any] | None]]] = {}
-        for row, update in decoded:
-            chains.setdefault(_conversation_key(update) if update else row.update_id, []).append(
-                (row, update)
-            )
-        limit = asyncio.Semaphore(self._concurrency)
+                update = None
+            key = _conversation_key(update) if update else ("update", row.update_id)
+            self._in_flight.add(row.update_id)
+            self._queues.setdefault(key, deque()).append((row, update))
+            if key not in self._chains:
+                task = asyncio.create_task(self._run_chain(key))
+                self._chains[key] = task
+            scheduled += 1
+        return scheduled
 
-        async def run_chain(chain: list[tuple[InboxRow, dict[str, Any] | None]]) -> None:
-            async with limit:
-                for row, update in chain:
-                    await self._handle(row, update)
+    async def _run_chain(self, key: object) -> None:
+        # Updates from one chat stay in order; different chats never wait for each other.
+        queue = self._queues[key]
+        try:
+            while queue:
+                row, update = queue.popleft()
+                try:
+                    async with self._slots:
+                        await self._handle(row, update)
+                finally:
+                    self._finished.add(row.update_id)
+        finally:
+            del self._chains[key]
+            del self._queues[key]
+            self._wake.set()
 
-        await asyncio.gather(*(run_chain(chain) for chain in chains.values()))
+    async def _drain_chains(self) -> None:
+        while self._chains:
+            await asyncio.gather(*list(self._chains.values()), return_exceptions=True)
 
     async def _handle(self, row: InboxRow, update: dict[str, Any] | None) -> None:
         now = self._clock.now()
@@ -262,23 +284,35 @@ class DurableInbox:
                 backoff = min(backoff * 2, 30.0)
 
     async def _dispatch_loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                await self.dispatch_pending()
-            except Exception:
-                log.exception("inbox dispatch failed; retrying")
-            wait = 1.0
-            try:
-                async with self._db.read() as conn:
-                    next_due = await self._repo.next_due_at(conn)
-            except Exception:
-                log.exception("reading the inbox failed; retrying")
-                next_due = None
-            if next_due is not None:
-                wait = min(wait, max(0.01, (next_due - self._clock.now()).total_seconds()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await self._schedule_due()
+                except Exception:
+                    log.exception("inbox dispatch failed; retrying")
+                await self._wait_for_work()
+        finally:
+            # Let handlers that already started finish; what is not started stays pending for next time.
+            for queue in self._queues.values():
+                queue.clear()
+            await self._drain_chains()
+
+    async def _wait_for_work(self) -> None:
+        wait = 1.0
+        try:
+            async with self._db.read() as conn:
+                next_due = await self._repo.next_due_at(conn)
+        except Exception:
+            log.exception("reading the inbox failed; retrying")
+            next_due = None
+        if next_due is not None:
+            until_due = (next_due - self._clock.now()).total_seconds()
+            # Rows being handled right now are still pending and "due": a finishing chain wakes us.
+            if until_due > 0 or not self._in_flight:
+                wait = min(wait, max(0.01, until_due))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -205,3 +205,28 @@ async def test_a_long_transient_fault_never_exhausts_an_update(
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+async def test_a_slow_handler_delays_only_its_own_chat(fake: FakeBotApi, bot_settings: Settings) -> None:
+    async def slow(update: Update, context: JarchyContext) -> None:
+        await asyncio.sleep(3)
+        if update.effective_message is not None:
+            await update.effective_message.reply_text("slow done")
+        raise ApplicationHandlerStop
+
+    app = build_application(bot_settings)
+    app.add_handler(MessageHandler(filters.Regex("^slow$"), slow), group=-5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_polling(bot_settings, stop=stop, app=app))
+    try:
+        await fake.wait_for("getUpdates", timeout=15)
+        fake.add_message(user_id=307, text="slow")
+        await asyncio.sleep(0.3)
+        started = asyncio.get_running_loop().time()
+        fake.add_message(user_id=308, text="/help")
+        await next_reply(fake, 308, timeout=15)
+        assert asyncio.get_running_loop().time() - started < 2.0
+        await fake.wait_for("sendMessage", chat_id=307, timeout=15)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

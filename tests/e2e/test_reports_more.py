@@ -60,6 +60,8 @@ async def test_sos_limit_is_said_plainly(fake: FakeBotApi, reporting_bot: Runnin
     await person.say("/sos")
     await person.tap("go", prefix="s")
     assert person.answers()[-1] == catalogs().text("en", "sos.limit")
+    await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
+    await settle(0.5)
     assert len([c for c in fake.sent("sendMessage", chat_id=COORDINATORS) if "reply_markup" in c.params]) == 1
 
 
