@@ -139,7 +139,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         outbox_repo=outbox_repo,
         inbox_repo=inbox_repo,
         delivery=delivery,
-        retention=Retention(db, inbox_repo, clock, reports),
+        retention=Retention(db, inbox_repo, clock, reports, outbox_repo),
         alerts=alerts,
         reports=reports,
     )

@@ -41,6 +41,26 @@ class DraftRepository:
             return None
         return StoredDraft(row.pseudonym, row.nonce, row.kind, row.payload, row.expires_at)
 
+    async def get_expired(
+        self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime
+    ) -> StoredDraft | None:
+        """Return the person's draft of one kind if it has expired (not yet purged)."""
+        row = (
+            await conn.execute(
+                select(drafts).where(
+                    drafts.c.pseudonym == pseudonym, drafts.c.kind == kind, drafts.c.expires_at <= now
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredDraft(row.pseudonym, row.nonce, row.kind, row.payload, row.expires_at)
+
+    async def all_for(self, conn: AsyncConnection, pseudonym: str) -> list[StoredDraft]:
+        """Return every draft of a person, expired or not."""
+        rows = await conn.execute(select(drafts).where(drafts.c.pseudonym == pseudonym))
+        return [StoredDraft(r.pseudonym, r.nonce, r.kind, r.payload, r.expires_at) for r in rows]
+
     async def put(self, conn: AsyncConnection, draft: StoredDraft, now: datetime) -> None:
         """Create or replace the person's draft."""
         values = {

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, func, literal, select, update
+from sqlalchemy import bindparam, case, delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
@@ -233,7 +233,12 @@ class OutboxRepository:
         return result.rowcount or 0
 
     async def cancel_pending(
-        self, conn: AsyncConnection, *, recipient: str | None = None, ref: str | None = None
+        self,
+        conn: AsyncConnection,
+        *,
+        recipient: str | None = None,
+        ref: str | None = None,
+        keep_kinds: Sequence[str] = (),
     ) -> int:
         """Cancel queued rows for a recipient and/or an aggregate (unsubscribe, cancelled broadcast)."""
         if recipient is None and ref is None:
@@ -243,6 +248,8 @@ class OutboxRepository:
             stmt = stmt.where(outbox.c.recipient == recipient)
         if ref is not None:
             stmt = stmt.where(outbox.c.ref == ref)
+        if keep_kinds:
+            stmt = stmt.where(outbox.c.kind.not_in(keep_kinds))
         result = await conn.execute(stmt.values(status="cancelled", payload=None))
         return result.rowcount or 0
 
@@ -264,6 +271,15 @@ class OutboxRepository:
             .where(outbox.c.id == row_id, outbox.c.status == "held")
             .values(status="pending", payload=payload, chat_key=chat_key, chat_kind=chat_kind, due_at=now)
         )
+
+    async def purge_finished(self, conn: AsyncConnection, statuses: Sequence[str], before: datetime) -> int:
+        """Delete rows in these final states created before `before`: they are traces, not data."""
+        if not set(statuses) <= set(FINAL_STATUSES):
+            raise ValueError("only rows in a final state may be purged")
+        result = await conn.execute(
+            delete(outbox).where(outbox.c.status.in_(statuses), outbox.c.created_at < before)
+        )
+        return result.rowcount or 0
 
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
         """Return when the earliest pending row is due."""

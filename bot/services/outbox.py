@@ -109,8 +109,8 @@ class Outbox:
         return len(rows)
 
     async def cancel_for(self, conn: AsyncConnection, pseudonym: str) -> int:
-        """Cancel everything still queued for a person (unsubscribe, /forget)."""
-        return await self._repo.cancel_pending(conn, recipient=pseudonym)
+        """Cancel what is still queued for a person (unsubscribe, /forget); deletions still go out."""
+        return await self._repo.cancel_pending(conn, recipient=pseudonym, keep_kinds=("cleanup",))
 
     def notify(self) -> None:
         """Tell the delivery worker new rows are committed (call after the transaction)."""

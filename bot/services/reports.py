@@ -122,7 +122,15 @@ class ReportService:
             existing = await self._load(conn, pseudonym, "report")
             if existing is not None:
                 return Screen(existing, resumed=True)
-            return Screen(await self._create(conn, pseudonym, "report", user_id))
+            dropped = await self._clear_expired(conn, pseudonym, "report")
+            # An SOS still open for follow-ups would otherwise take the report's typed text.
+            sos = await self._load(conn, pseudonym, "sos")
+            if sos is not None and sos.step == "followup" and sos.chat_id is not None:
+                await self._drafts.delete(conn, pseudonym, sos.nonce)
+                await self._outbox.enqueue(conn, _deletions(sos.chat_id, sos.messages))
+            screen = Screen(await self._create(conn, pseudonym, "report", user_id))
+        await self._evidence.delete(dropped)
+        return screen
 
     async def restart(self, user_id: int, nonce: str) -> Screen:
         """Throw the old draft away (with its staged evidence) and start a new one."""
@@ -254,7 +262,7 @@ class ReportService:
             draft.track(message_id)
             dropped = await self._reports.drop_staged(conn, pseudonym)
             await self._drafts.delete(conn, pseudonym, nonce)
-            await self._outbox.enqueue(conn, _deletions(chat_id, user_id, draft.messages, f"cancel:{nonce}"))
+            await self._outbox.enqueue(conn, _deletions(chat_id, draft.messages))
         await self._evidence.delete(dropped)
         self._outbox.notify()
 
@@ -286,7 +294,7 @@ class ReportService:
             )
             await self._actions.record(conn, pseudonym, "report", now)
             alert = await self._alert_input(conn, draft, code, contactable, report_id)
-            cleanup = _deletions(chat_id, user_id, draft.messages, f"submit:{nonce}")
+            cleanup = _deletions(chat_id, draft.messages)
             await self._alerts.queue(conn, alert, also=cleanup)
             await self._drafts.delete(conn, pseudonym, nonce)
         self._outbox.notify()
@@ -299,10 +307,11 @@ class ReportService:
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.write() as conn:
             existing = await self._load(conn, pseudonym, "sos")
-            if existing is not None and existing.step == "followup":
-                return existing
+            if existing is not None:
+                return existing  # a second /sos shows the same confirmation, or the open follow-up
+            await self._clear_expired(conn, pseudonym, "sos")
             draft = Draft(
-                nonce=secrets.token_hex(4), kind="sos", step="confirm", category="sos", chat_id=user_id
+                nonce=secrets.token_hex(8), kind="sos", step="confirm", category="sos", chat_id=user_id
             )
             await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP, create=True)
             return draft
@@ -350,6 +359,8 @@ class ReportService:
             draft = await self._load(conn, pseudonym, "sos")
             if draft is None or draft.step != "followup" or draft.report_code is None:
                 return None
+            if message_id in draft.messages:
+                return Screen(draft)  # already passed on; its update was retried
             draft.track(message_id)
             error: FormError | None = None
             try:
@@ -383,7 +394,7 @@ class ReportService:
                 raise Stale
             draft.track(message_id)
             await self._drafts.delete(conn, pseudonym, nonce)
-            await self._outbox.enqueue(conn, _deletions(chat_id, user_id, draft.messages, f"sos:{nonce}"))
+            await self._outbox.enqueue(conn, _deletions(chat_id, draft.messages))
         self._outbox.notify()
 
     async def sos_cancel(self, user_id: int, nonce: str) -> None:
@@ -408,6 +419,11 @@ class ReportService:
         now = self._clock.now()
         async with self._db.write() as conn:
             dropped = await self._reports.drop_staged(conn, pseudonym)
+            for stored in await self._drafts.all_for(conn, pseudonym):
+                # What the person was in the middle of still leaves the phone.
+                draft = self._decode(pseudonym, stored)
+                if draft.chat_id is not None:
+                    await self._outbox.enqueue(conn, _deletions(draft.chat_id, draft.messages))
             await self._drafts.delete(conn, pseudonym)
             await self._reports.forget_reporter(conn, pseudonym, now)
             await self._actions.forget(conn, pseudonym)
@@ -427,11 +443,9 @@ class ReportService:
                 binding = _binding(stored.pseudonym, stored.kind, stored.nonce)
                 draft = Draft.from_json(self._cipher.decrypt_json(stored.payload, binding=binding))
                 if draft.chat_id is not None:
-                    key = f"expired:{stored.nonce}"
-                    await self._outbox.enqueue(
-                        conn, _deletions(draft.chat_id, draft.chat_id, draft.messages, key)
-                    )
-            await self._actions.purge_before(conn, now - timedelta(days=1))
+                    await self._outbox.enqueue(conn, _deletions(draft.chat_id, draft.messages))
+            # Counters only matter within their window (an hour at most); older ones are traces.
+            await self._actions.purge_before(conn, now - timedelta(hours=1))
         await self._evidence.delete(dropped)
         return len(expired)
 
@@ -479,6 +493,9 @@ class ReportService:
             draft = await self._load(conn, pseudonym, "report")
             if draft is None:
                 return None
+            if message_id in draft.messages:
+                # The same message again (its update was retried after the reply failed): already taken.
+                return Screen(draft)
             draft.track(message_id)
             error: FormError | None = None
             try:
@@ -489,16 +506,30 @@ class ReportService:
         return Screen(draft, error)
 
     async def _create(self, conn: AsyncConnection, pseudonym: str, kind: str, chat_id: int) -> Draft:
-        draft = Draft(nonce=secrets.token_hex(4), kind=kind, chat_id=chat_id)
+        draft = Draft(nonce=secrets.token_hex(8), kind=kind, chat_id=chat_id)
         await self._store(conn, pseudonym, draft, create=True)
         return draft
 
     async def _load(self, conn: AsyncConnection, pseudonym: str, kind: str) -> Draft | None:
         stored = await self._drafts.get(conn, pseudonym, kind, self._clock.now())
-        if stored is None:
-            return None
-        data = self._cipher.decrypt_json(stored.payload, binding=_binding(pseudonym, kind, stored.nonce))
+        return self._decode(pseudonym, stored) if stored is not None else None
+
+    def _decode(self, pseudonym: str, stored: StoredDraft) -> Draft:
+        data = self._cipher.decrypt_json(
+            stored.payload, binding=_binding(pseudonym, stored.kind, stored.nonce)
+        )
         return Draft.from_json(data)
+
+    async def _clear_expired(self, conn: AsyncConnection, pseudonym: str, kind: str) -> list[str]:
+        """Clean up the person's expired draft before the purge job does: it would be overwritten."""
+        stored = await self._drafts.get_expired(conn, pseudonym, kind, self._clock.now())
+        if stored is None:
+            return []
+        draft = self._decode(pseudonym, stored)
+        await self._drafts.delete(conn, pseudonym, stored.nonce)
+        if draft.chat_id is not None:
+            await self._outbox.enqueue(conn, _deletions(draft.chat_id, draft.messages))
+        return await self._reports.drop_staged(conn, pseudonym) if kind == "report" else []
 
     async def _store(
         self,
@@ -595,16 +626,16 @@ def _raise(error: Exception) -> None:
     raise error
 
 
-def _deletions(chat_id: int, user_id: int, message_ids: Sequence[int], key: str) -> list[OutgoingMessage]:
+def _deletions(chat_id: int, message_ids: Sequence[int]) -> list[OutgoingMessage]:
+    # No recipient and no dedupe key: either would let a seized database join this row to the report it
+    # cleans up after (the row is created in the same transaction, so it is exactly-once anyway).
     ids = sorted(set(message_ids))
     return [
         OutgoingMessage(
             "deleteMessages",
             {"chat_id": chat_id, "message_ids": ids[i : i + _DELETE_BATCH]},
             kind="cleanup",
-            recipient_user_id=user_id,
             priority=_CLEANUP_PRIORITY,
-            dedupe_key=f"{key}:{i}",
         )
         for i in range(0, len(ids), _DELETE_BATCH)
     ]

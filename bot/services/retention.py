@@ -9,21 +9,31 @@ from bot.clock import Clock
 from bot.services.reports import ReportService
 from storage.database import Database
 from storage.inbox import InboxRepository
+from storage.outbox import OutboxRepository
 
 log = logging.getLogger(__name__)
 
 # Handled inbox rows keep only their update_id (for deduplication); a day covers any redelivery.
 INBOX_KEEP = timedelta(days=1)
+# Sent, dead and cancelled outbox rows say who got what when; an hour is enough to look into a failure.
+OUTBOX_KEEP = timedelta(hours=1)
+FAILED_KEEP = timedelta(days=7)
 
 
 class Retention:
     """The periodic purge driven by the scheduler."""
 
     def __init__(
-        self, db: Database, inbox: InboxRepository, clock: Clock, reports: ReportService | None = None
+        self,
+        db: Database,
+        inbox: InboxRepository,
+        clock: Clock,
+        reports: ReportService | None = None,
+        outbox: OutboxRepository | None = None,
     ) -> None:
         self._db = db
         self._inbox = inbox
+        self._outbox = outbox or OutboxRepository()
         self._clock = clock
         self._reports = reports
 
@@ -31,6 +41,12 @@ class Retention:
         """Delete handled inbox rows older than INBOX_KEEP and expired drafts; return how many rows."""
         async with self._db.write() as conn:
             purged = await self._inbox.purge_done(conn, self._clock.now() - INBOX_KEEP)
+            now = self._clock.now()
+            purged += await self._outbox.purge_finished(
+                conn, ("sent", "cancelled", "blocked"), now - OUTBOX_KEEP
+            )
+            # Failures stay longer: coordinators look into them.
+            purged += await self._outbox.purge_finished(conn, ("dead", "unknown"), now - FAILED_KEEP)
         if self._reports is not None:
             purged += await self._reports.purge_expired()
         if purged:
