@@ -144,6 +144,8 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         reports=reports,
     )
     await services.users.bootstrap_admins(settings.admin_ids)
+    # Alerts held while no coordinators' chat was known go out once one is configured.
+    await services.alerts.release_held()
     return services
 
 

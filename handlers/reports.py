@@ -145,8 +145,7 @@ def _file_of(message: Message) -> FileInput | None:
     for kind in ("video", "voice", "audio", "document", "video_note"):
         attachment = getattr(message, kind)
         if attachment is not None:
-            stored_kind = "video" if kind == "video_note" else kind
-            return FileInput(stored_kind, attachment.file_unique_id, attachment.file_id, attachment.file_size)
+            return FileInput(kind, attachment.file_unique_id, attachment.file_id, attachment.file_size)
     return None
 
 

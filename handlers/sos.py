@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from telegram import Message, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
@@ -52,7 +55,9 @@ async def press_sos_button(update: Update, context: JarchyContext) -> None:
                 context.texts, context.language, draft, "sos.sent", code=submitted.code
             )
             if isinstance(query.message, Message):
-                await query.message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+                # A double tap finds the message already showing this: "not modified" is fine.
+                with contextlib.suppress(BadRequest):
+                    await query.message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
             await query.answer()
         elif action == "cancel":
             await reports.sos_cancel(user.id, nonce)

@@ -7,13 +7,22 @@ from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.services.report_form import CATEGORIES, EDITABLE, REGIONS, WHEN_CHOICES, Draft, FormError
+from bot.services.report_form import (
+    CATEGORIES,
+    EDITABLE,
+    REGIONS,
+    WHEN_CHOICES,
+    Draft,
+    FormError,
+    telegram_length,
+)
 from messages.catalog import Catalogs, Safe
 
 REPORT_PREFIX = "r"
 SOS_PREFIX = "s"
 TELEGRAM_TEXT_LIMIT = 4096
-_REVIEW_TEXT_PREVIEW = 2500
+_REVIEW_PREVIEWS = (2500, 1800, 1200, 600, 200)
+_REVIEW_LIMIT = TELEGRAM_TEXT_LIMIT - 96  # room for Telegram's own counting of entities
 
 
 def report_data(draft: Draft, action: str, arg: str = "") -> str:
@@ -38,14 +47,18 @@ def render_step(
     texts: Catalogs, lang: str, draft: Draft, zone: ZoneInfo, error: FormError | None = None
 ) -> tuple[str, InlineKeyboardMarkup]:
     """Return the prompt of the draft's step, with the last input's problem above it."""
+    prefix = texts.text(lang, error.key, **error.params) + "\n\n" if error is not None else ""
     if draft.step == "review":
-        text, keyboard = _review(texts, lang, draft, zone)
-    else:
-        text = texts.text(lang, f"report.step.{draft.step}", count=len(draft.evidence))
-        keyboard = _step_keyboard(texts, lang, draft)
-    if error is not None:
-        text = texts.text(lang, error.key, **error.params) + "\n\n" + text
-    return text, keyboard
+        # The whole review must fit in one message: shorten the preview of the text until it does.
+        for preview in _REVIEW_PREVIEWS:
+            text, keyboard = _review(texts, lang, draft, zone, preview)
+            if telegram_length(prefix + text) <= _REVIEW_LIMIT:
+                break
+        return prefix + text, keyboard
+    text = texts.text(lang, f"report.step.{draft.step}", count=len(draft.evidence))
+    if draft.step == "when_typed":
+        text += "\n" + texts.text(lang, "report.timezone_note", zone=str(zone))
+    return prefix + text, _step_keyboard(texts, lang, draft)
 
 
 def render_resume(texts: Catalogs, lang: str, draft: Draft) -> tuple[str, InlineKeyboardMarkup]:
@@ -98,9 +111,11 @@ def _step_keyboard(texts: Catalogs, lang: str, draft: Draft) -> InlineKeyboardMa
         rows += _pairs(
             [_button(texts, lang, f"region.{r}", report_data(draft, "region", r)) for r in REGIONS]
         )
-    elif step in ("location", "people"):
+    if _has_value(draft):
+        rows.append([_button(texts, lang, "button.keep", report_data(draft, "keep"))])
+    if step in ("location", "people"):
         rows.append([_button(texts, lang, "button.skip", report_data(draft, "skip"))])
-    elif step == "evidence":
+    if step == "evidence":
         rows.append([_button(texts, lang, "button.done", report_data(draft, "done"))])
     elif step == "contact":
         rows.append([_button(texts, lang, "contact.no", report_data(draft, "contact", "no"))])
@@ -112,7 +127,20 @@ def _step_keyboard(texts: Catalogs, lang: str, draft: Draft) -> InlineKeyboardMa
     return InlineKeyboardMarkup(rows)
 
 
-def _review(texts: Catalogs, lang: str, draft: Draft, zone: ZoneInfo) -> tuple[str, InlineKeyboardMarkup]:
+def _has_value(draft: Draft) -> bool:
+    values = {
+        "when_typed": draft.occurred_at,
+        "place": draft.place,
+        "text": draft.text,
+        "people": draft.people,
+        "location": draft.location,
+    }
+    return values.get(draft.step) is not None
+
+
+def _review(
+    texts: Catalogs, lang: str, draft: Draft, zone: ZoneInfo, preview: int
+) -> tuple[str, InlineKeyboardMarkup]:
     none = texts.text(lang, "report.none")
     where = texts.text(lang, f"region.{draft.region}") if draft.region else none
     if draft.place:
@@ -123,11 +151,10 @@ def _review(texts: Catalogs, lang: str, draft: Draft, zone: ZoneInfo) -> tuple[s
         else none
     )
     text = draft.text or none
-    if len(text) > _REVIEW_TEXT_PREVIEW:
-        text = texts.text(
-            lang, "report.text_preview", text=text[:_REVIEW_TEXT_PREVIEW], length=len(draft.text or "")
+    if len(text) > preview:
+        text = Safe(
+            texts.text(lang, "report.text_preview", text=text[:preview], length=len(draft.text or ""))
         )
-        text = Safe(text)
     body = texts.text(
         lang,
         "report.review",

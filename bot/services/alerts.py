@@ -30,10 +30,14 @@ _EVIDENCE_METHODS = {
     "voice": ("sendVoice", "voice"),
     "audio": ("sendAudio", "audio"),
     "document": ("sendDocument", "document"),
+    "video_note": ("sendVideoNote", "video_note"),
 }
+# Round video notes take no caption: theirs goes in a message of its own.
+_NO_CAPTION = frozenset({"video_note"})
 
 
 _UNREAD = object()
+_BOUND_TTL_S = 10.0
 
 
 class NotAllowed(PermissionError):
@@ -97,14 +101,25 @@ class AlertService:
         self._zone = zone
         self._configured_chat = configured_chat
         self._bound: int | object | None = _UNREAD
+        self._bound_read_at = 0.0
 
     async def coordinator_chat(self, conn: AsyncConnection) -> int | None:
         """Return the chat alerts go to: the one bound with /bind, else the configured one."""
-        # Read once per process, then kept: only bind() (in this process) changes it.
-        if self._bound is _UNREAD:
+        # Re-read every few seconds: another instance may have bound a chat meanwhile.
+        if self._bound is _UNREAD or self._clock.monotonic() - self._bound_read_at > _BOUND_TTL_S:
             value = await self._state.get(conn, COORDINATOR_CHAT)
             self._bound = int(value) if value is not None else None
+            self._bound_read_at = self._clock.monotonic()
         return self._bound if isinstance(self._bound, int) else self._configured_chat
+
+    async def release_held(self) -> int:
+        """Send alerts that waited for a destination, if there is one now (at every start)."""
+        async with self._db.write() as conn:
+            chat = await self.coordinator_chat(conn)
+            released = 0 if chat is None else await self._outbox.release_held(conn, ALERT_KINDS, chat)
+        if released:
+            self._outbox.notify()
+        return released
 
     async def has_destination(self) -> bool:
         """Tell whether alerts have somewhere to go."""
@@ -186,6 +201,11 @@ class AlertService:
                 lang, "alert.evidence_caption", code=alert.code, index=index, total=total, sha256=item.sha256
             )
             # Re-sent by file id: never forwarded, which would show the author.
+            if item.kind in _NO_CAPTION:
+                messages.append(self._message(method, {field: file_id}, chat, priority, alert.code))
+                note = {"text": caption, "parse_mode": "HTML"}
+                messages.append(self._message("sendMessage", note, chat, priority, alert.code))
+                continue
             media: dict[str, Any] = {field: file_id, "caption": caption, "parse_mode": "HTML"}
             messages.append(self._message(method, media, chat, priority, alert.code))
         return messages

@@ -24,6 +24,7 @@ MAX_PEOPLE = 1000
 MAX_PLACE = 200
 MAX_SOS_LINE = 500
 MAX_EVIDENCE = 10
+EARLIEST_YEAR = 1991  # the year of Kyrgyzstan's independence; earlier dates are typing mistakes
 # About a kilometre: enough for coordinators to know the district, not the doorway.
 LOCATION_DECIMALS = 2
 
@@ -56,6 +57,7 @@ EDITABLE: dict[str, str] = {
     "category": "category",
     "when": "when",
     "where": "where",
+    "location": "location",
     "text": "text",
     "people": "people",
     "evidence": "evidence",
@@ -175,6 +177,8 @@ def type_when(draft: Draft, typed: str, now: datetime, zone: ZoneInfo) -> None:
             parsed = datetime.strptime(text, fmt)  # noqa: DTZ007 - the zone is attached just below
         except ValueError:
             continue
+        if parsed.year < EARLIEST_YEAR:
+            raise FormError("report.when_invalid")
         if has_time:
             moment = parsed.replace(tzinfo=zone)
             if moment > now + timedelta(minutes=5):
@@ -212,6 +216,20 @@ def set_location(draft: Draft, latitude: float, longitude: float) -> None:
     if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
         raise FormError("report.expects_location")
     draft.location = [round(latitude, LOCATION_DECIMALS), round(longitude, LOCATION_DECIMALS)]
+    draft.advance()
+
+
+def keep(draft: Draft) -> None:
+    """Go on with the value already given (after Back, or when editing)."""
+    present = {
+        "when_typed": draft.occurred_at,
+        "place": draft.place,
+        "text": draft.text,
+        "people": draft.people,
+        "location": draft.location,
+    }
+    if present.get(draft.step) is None:
+        raise FormError("report.stale")
     draft.advance()
 
 
@@ -261,12 +279,18 @@ def clean_text(text: str) -> str:
     return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable() or ch == "\u200d").strip()
 
 
+def telegram_length(text: str) -> int:
+    """Return the length as Telegram counts it (UTF-16 code units: an emoji counts twice)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _bounded(text: str, limit: int) -> str:
     cleaned = clean_text(text)
     if not cleaned:
         raise FormError("report.expects_text")
-    if len(cleaned) > limit:
-        raise FormError("report.too_long", limit=limit, length=len(cleaned))
+    length = telegram_length(cleaned)
+    if length > limit:
+        raise FormError("report.too_long", limit=limit, length=length)
     return cleaned
 
 

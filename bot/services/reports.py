@@ -465,6 +465,8 @@ class ReportService:
             form.choose_region(draft, arg)
         elif action == "skip":
             form.skip(draft)
+        elif action == "keep":
+            form.keep(draft)
         elif action == "done" and draft.step == "evidence":
             draft.advance()
         elif action == "contact" and arg in ("yes", "no"):
