@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from bot.app import JarchyApp, build_application
 from bot.runner import run_polling
 from bot.settings import Settings
+from bot.wiring import Services
 from tests.conftest import TEST_TOKEN, make_settings
 from tests.fakebot import FakeBotApi
 
@@ -26,11 +28,13 @@ class RunningBot:
         self.settings = settings
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.app: JarchyApp | None = None
 
     async def start(self) -> None:
         """Start polling and delivering."""
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(run_polling(self.settings, stop=self._stop))
+        self.app = build_application(self.settings)
+        self._task = asyncio.create_task(run_polling(self.settings, stop=self._stop, app=self.app))
         await asyncio.sleep(0)
 
     async def stop(self) -> None:
@@ -40,6 +44,13 @@ class RunningBot:
         self._stop.set()
         task, self._task = self._task, None
         await asyncio.wait_for(task, timeout=20)
+
+    def app_services(self) -> Services:
+        """Return the running bot's services (for tests that drive a periodic job by hand)."""
+        services = self.app.bot_data.services if self.app is not None else None
+        if services is None:
+            raise RuntimeError("the bot has not started yet")
+        return services
 
     async def restart(self) -> None:
         """Stop and start again on the same data."""

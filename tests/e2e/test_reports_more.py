@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from pathlib import Path
 
 from sqlalchemy import text
@@ -173,19 +175,78 @@ async def test_nothing_readable_on_disk(fake: FakeBotApi, report_settings: Setti
         await fake.wait_for("sendDocument", chat_id=COORDINATORS, timeout=15)
         await fake.wait_for("deleteMessages", chat_id=person.user_id, timeout=15)
         await settle(0.5)
+        # Scanned while the bot runs (the WAL still holds recent pages) and again after it stopped.
+        _assert_no_canaries(report_settings.data_dir, person.user_id)
     finally:
         await bot.stop()
+    _assert_no_canaries(report_settings.data_dir, person.user_id)
+
+
+def _assert_no_canaries(data_dir: Path, user_id: int) -> None:
+    # The id as text and as SQLite would store an integer (big-endian), and the float coordinates.
     canaries = [
         CANARY_TEXT.encode(),
         CANARY_PEOPLE.encode(),
         CANARY_FILE,
         b"42.5123",
         b"72.2420",
-        b"987654321",
+        str(user_id).encode(),
+        user_id.to_bytes(4, "big"),
+        struct.pack(">d", 42.51234567),
     ]
-    files = [p for p in report_settings.data_dir.rglob("*") if p.is_file()]
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert any(p.parent.name == "evidence" for p in files)
     for path in files:
         content = path.read_bytes()
         for canary in canaries:
             assert canary not in content, f"{canary!r} readable in {path.name}"
+
+
+async def test_an_anonymous_report_keeps_no_link_to_its_author(
+    fake: FakeBotApi, reporting_bot: RunningBot
+) -> None:
+    person = Person(fake, 740)
+    fake.add_message(user_id=740, text="/report")
+    await fake.wait_for("sendMessage", chat_id=740)
+    for action, arg in (("cat", "threats"), ("when", "now"), ("region", "chui"), ("skip", "")):
+        await person.tap(action, arg)
+    await person.say("They phoned my mother.")
+    await person.tap("skip")
+    await person.tap("done")
+    await person.tap("contact", "no")
+    await person.tap("submit")
+    assert (await person.say("/myreports"))["text"] == catalogs().text("en", "myreports.empty")
+    await fake.wait_for("deleteMessages", chat_id=740, timeout=15)
+    db = Database.connect(reporting_bot.settings.database_url)
+    try:
+        async with db.read() as conn:
+            row = (await conn.execute(text("SELECT reporter, contact_chat, contactable FROM reports"))).one()
+            assert tuple(row) == (None, None, 0)
+            recipients = (await conn.execute(text("SELECT recipient, dedupe_key FROM outbox"))).all()
+            assert all(r == (None, None) for r in recipients)
+    finally:
+        await db.close()
+
+
+async def test_an_expired_draft_is_purged_with_its_evidence_and_conversation(
+    fake: FakeBotApi, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path, api_url=fake.url, coordinator_chat_id=COORDINATORS, draft_ttl_h=1 / 3600
+    )
+    bot = RunningBot(settings)
+    await bot.start()
+    try:
+        person = Person(fake, 750)
+        fake.add_message(user_id=750, text="/report")
+        await fake.wait_for("sendMessage", chat_id=750)
+        old = person.keyboard_message()
+        await asyncio.sleep(1.5)
+        await person.press(next(d for d in person.buttons() if ":cat:" in d), old["message_id"])
+        assert person.answers()[-1] == catalogs().text("en", "report.expired")
+        services = bot.app_services()
+        assert await services.reports.purge_expired() == 1
+        services.delivery.wake()
+        await fake.wait_for("deleteMessages", chat_id=750, timeout=15)
+    finally:
+        await bot.stop()
