@@ -216,3 +216,25 @@ async def test_telegram_failing_mid_flow_loses_no_step_and_makes_one_report(
     await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
     async with _db(reporting_bot) as db, db.read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM reports"))).scalar() == 1
+
+
+async def test_a_retried_message_is_not_taken_twice(fake: FakeBotApi, reporting_bot: RunningBot) -> None:
+    person = Person(fake, 660)
+    fake.add_message(user_id=660, text="/report")
+    await fake.wait_for("sendMessage", chat_id=660)
+    for action, arg in (("cat", "other"), ("when", "now"), ("region", "osh_city"), ("skip", "")):
+        await person.tap(action, arg)
+    fake.fail_next("sendMessage", 1, status=502)
+    fake.add_message(user_id=660, text="The story, once.")
+    await fake.wait_for(
+        "sendMessage",
+        chat_id=660,
+        timeout=20,
+        predicate=lambda c: str(c.params.get("text")) == catalogs().text("en", "report.step.people", count=0),
+    )
+    await person.tap("skip")
+    await person.tap("done")
+    await person.tap("contact", "no")
+    review = person.last_text()
+    assert review.count("The story, once.") == 1
+    assert "<b>People affected:</b> —" in review
