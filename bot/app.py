@@ -85,10 +85,16 @@ async def _post_init(app: JarchyApp) -> None:
     await _publish_commands(app)
     if app.job_queue is not None:
         app.job_queue.run_repeating(_purge, interval=PURGE_INTERVAL_S, first=60, name="purge")
+        interval = data.settings.reminder_interval_s
+        app.job_queue.run_repeating(_materialise_reminders, interval=interval, first=1, name="reminders")
 
 
 async def _purge(context: JarchyContext) -> None:
     await context.services.retention.purge()
+
+
+async def _materialise_reminders(context: JarchyContext) -> None:
+    await context.services.hearings.materialise()
 
 
 async def _post_shutdown(app: JarchyApp) -> None:

@@ -83,6 +83,7 @@ class Settings:
     draft_ttl_h: float = 24.0
     reports_per_hour: int = 5
     sos_per_minute: int = 1
+    reminder_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -181,6 +182,7 @@ class Settings:
             draft_ttl_h=_number(env, "JARCHY_DRAFT_TTL_H", 24.0, float, minimum=0.1),
             reports_per_hour=_number(env, "JARCHY_REPORTS_PER_HOUR", 5, int, minimum=1),
             sos_per_minute=_number(env, "JARCHY_SOS_PER_MINUTE", 1, int, minimum=1),
+            reminder_interval_s=_number(env, "JARCHY_REMINDER_INTERVAL_S", 30.0, float, minimum=0.5),
         )
 
     def describe(self) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
 from bot.services.alerts import AlertService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
 from bot.services.evidence import EvidenceStore
+from bot.services.hearings import HearingService
 from bot.services.outbox import Outbox
 from bot.services.ratelimit import SendLimiter
 from bot.services.reports import Limits, ReportService
@@ -20,6 +21,7 @@ from bot.settings import Settings
 from bot.telegram_api import TelegramApi
 from messages import catalogs
 from storage import migrations
+from storage.cases import CaseRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
@@ -51,6 +53,7 @@ class Services:
     retention: Retention
     alerts: AlertService
     reports: ReportService
+    hearings: HearingService
 
     async def close(self) -> None:
         """Release the HTTP pool and the database."""
@@ -142,6 +145,20 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         retention=Retention(db, inbox_repo, clock, reports, outbox_repo),
         alerts=alerts,
         reports=reports,
+        hearings=HearingService(
+            db=db,
+            cases=CaseRepository(),
+            state=StateRepository(),
+            users=user_repo,
+            cipher=cipher,
+            pseudonyms=pseudonyms,
+            outbox=outbox,
+            texts=catalogs(),
+            clock=clock,
+            zone=settings.timezone,
+            language=settings.default_language,
+            interval=timedelta(seconds=settings.reminder_interval_s),
+        ),
     )
     await services.users.bootstrap_admins(settings.admin_ids)
     # Alerts held while no coordinators' chat was known go out once one is configured.

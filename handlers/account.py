@@ -66,6 +66,7 @@ async def confirm_forget(update: Update, context: JarchyContext) -> None:
         return
     if query.data == FORGET_YES:
         await context.services.reports.forget(user.id)
+        await context.services.hearings.forget(user.id)
         # The profile is gone; answer in the language the person was using a moment ago.
         key = "forget.done"
     else:

@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import JarchyContext
-from bot.services.alerts import NotAllowed
+from bot.services.roles import NotAllowed
 from storage.reports import ReportNotFound
 
 _GROUPS = filters.ChatType.GROUPS & filters.UpdateType.MESSAGE

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -186,3 +187,64 @@ user_actions = Table(
     Column("at", UtcTimestamp, nullable=False),
 )
 Index("ix_user_actions_lookup", user_actions.c.pseudonym, user_actions.c.action, user_actions.c.at)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # Published information (defendants as they may be named, charges): not personal data to hide.
+    Column("title", String(300), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("charges", Text, nullable=False),
+    Column("public", Boolean, nullable=False),
+    Column("status", String(8), nullable=False, server_default="open"),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    CheckConstraint("status IN ('open', 'closed')", name="ck_cases_status_known"),
+)
+
+hearings = Table(
+    "hearings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_id", Integer, ForeignKey("cases.id", ondelete="CASCADE"), nullable=False),
+    Column("starts_at", UtcTimestamp, nullable=False),
+    Column("court", String(200), nullable=False),
+    Column("address", String(300), nullable=False),
+    Column("details", String(300), nullable=True),  # room, judge
+    Column("note", Text, nullable=True),
+    Column("status", String(12), nullable=False, server_default="scheduled"),
+    # Raised by every change of time or place: calendar SEQUENCE, and reminders of older versions die.
+    Column("sequence", Integer, nullable=False, server_default=text("0")),
+    Column("outcome", Text, nullable=True),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    UniqueConstraint("case_id", "starts_at", name="uq_hearings_case_id"),
+    CheckConstraint("status IN ('scheduled', 'cancelled', 'held')", name="ck_hearings_status_known"),
+)
+Index("ix_hearings_upcoming", hearings.c.status, hearings.c.starts_at)
+
+follows = Table(
+    "follows",
+    metadata,
+    Column("case_id", Integer, ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True),
+    Column("follower", String(64), primary_key=True),
+    Column("chat", LargeBinary, nullable=False),  # encrypted chat id, to send reminders
+    Column("created_at", UtcTimestamp, nullable=False),
+)
+Index("ix_follows_follower", follows.c.follower)
+
+attendance = Table(
+    "attendance",
+    metadata,
+    Column("hearing_id", Integer, ForeignKey("hearings.id", ondelete="CASCADE"), primary_key=True),
+    Column("attendee", String(64), primary_key=True),
+    Column("at", UtcTimestamp, nullable=False),
+)
+
+reminder_prefs = Table(
+    "reminder_prefs",
+    metadata,
+    Column("pseudonym", String(64), primary_key=True),
+    Column("offsets", String(64), nullable=False),  # minutes before a hearing, comma-separated
+)

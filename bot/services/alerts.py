@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.clock import Clock
 from bot.security import Pseudonymizer
 from bot.services.outbox import PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
+from bot.services.roles import require_role
 from messages import Catalogs, Safe
 from storage.database import Database
 from storage.reports import Evidence, ReportNotFound, ReportRepository
@@ -38,10 +39,6 @@ _NO_CAPTION = frozenset({"video_note"})
 
 _UNREAD = object()
 _BOUND_TTL_S = 10.0
-
-
-class NotAllowed(PermissionError):
-    """The person lacks the role the action needs (checked in the database at the moment of use)."""
 
 
 @dataclass(frozen=True)
@@ -231,11 +228,7 @@ class AlertService:
         return TriageResult(code=code, action=action)
 
     async def _require(self, conn: AsyncConnection, user_id: int, roles: Sequence[str]) -> str:
-        pseudonym = self._pseudonyms.of_user(user_id)
-        user = await self._users.get(conn, pseudonym)
-        if user is None or not user.roles.intersection(roles):
-            raise NotAllowed(pseudonym)
-        return pseudonym
+        return await require_role(conn, self._users, self._pseudonyms.of_user(user_id), roles)
 
     def _summary(self, alert: AlertInput) -> str:
         lang = self._language

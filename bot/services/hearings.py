@@ -1,0 +1,479 @@
+"""Court cases and hearings: coordinators keep them, followers are reminded before every hearing and told
+at once when one moves. Reminders are data: each pass derives what falls due from the database."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from icalendar import Calendar, Event
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Cipher, Pseudonymizer
+from bot.services.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
+from bot.services.report_form import clean_text, telegram_length
+from bot.services.roles import COORDINATING, require_role
+from messages import LANGUAGES, Catalogs
+from storage.cases import Case, CaseRepository, Follower, Hearing, HearingExists
+from storage.database import Database
+from storage.state import StateRepository
+from storage.users import UserRepository
+
+# Minutes before a hearing: 7 days, 3 days, 1 day, 2 hours, 30 minutes.
+OFFSET_CHOICES: tuple[int, ...] = (10080, 4320, 1440, 120, 30)
+DEFAULT_OFFSETS: tuple[int, ...] = (10080, 1440, 120)
+PRIORITY_NOTICE = 60  # a moved hearing must reach everyone before the old time empties the courtroom
+LATE_AFTER = timedelta(minutes=1)
+HEARING_LENGTH = timedelta(hours=2)
+STATE_KEY = "reminders_until"
+_FORMATS = ("%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
+_MAX_FIELD = 300
+
+
+class HearingInputError(ValueError):
+    """Input a coordinator must correct; `key` names the text that says how."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one reminder pass did."""
+
+    queued: int
+    late: int
+
+
+class HearingService:
+    """Cases, hearings, following, attendance, reminders and calendar files."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        cases: CaseRepository,
+        state: StateRepository,
+        users: UserRepository,
+        cipher: Cipher,
+        pseudonyms: Pseudonymizer,
+        outbox: Outbox,
+        texts: Catalogs,
+        clock: Clock,
+        zone: ZoneInfo,
+        language: str,
+        interval: timedelta,
+    ) -> None:
+        self._db = db
+        self._cases = cases
+        self._state = state
+        self._users = users
+        self._cipher = cipher
+        self._pseudonyms = pseudonyms
+        self._outbox = outbox
+        self._texts = texts
+        self._clock = clock
+        self._zone = zone
+        self._language = language
+        self.interval = interval
+
+    # ------------------------------------------------------------------ coordinators
+
+    async def create_case(
+        self, user_id: int, title: str, description: str, charges: str, public: bool
+    ) -> int:
+        """Open a case (coordinators)."""
+        usage = "cases.usage_new"
+        title, description, charges = _field(title, usage), _field(description, usage), _field(charges, usage)
+        async with self._db.write() as conn:
+            await self._require(conn, user_id)
+            return await self._cases.create_case(conn, title, description, charges, public, self._clock.now())
+
+    async def close_case(self, user_id: int, case_id: int) -> None:
+        """Close a case (coordinators); it leaves /cases."""
+        async with self._db.write() as conn:
+            await self._require(conn, user_id)
+            await self._cases.set_case_status(conn, case_id, "closed", self._clock.now())
+
+    async def add_hearing(
+        self,
+        user_id: int,
+        case_id: int,
+        when: str,
+        court: str,
+        address: str,
+        details: str | None,
+        note: str | None,
+    ) -> Hearing:
+        """Schedule a hearing and tell the case's followers."""
+        starts_at = self.parse_time(when)
+        async with self._db.write() as conn:
+            await self._require(conn, user_id)
+            await self._cases.case(conn, case_id)
+            hearing_id = await self._add(
+                conn,
+                case_id,
+                starts_at,
+                _field(court, "hearings.usage_add"),
+                _field(address, "hearings.usage_add"),
+                _optional(details),
+                _optional(note),
+                self._clock.now(),
+            )
+            hearing = await self._cases.hearing(conn, hearing_id)
+            await self._notify(conn, hearing, "notice.new")
+        self._outbox.notify()
+        return hearing
+
+    async def postpone(self, user_id: int, hearing_id: int, when: str) -> Hearing:
+        """Move a hearing to a new time; reminders for the old time die, followers are told now."""
+        starts_at = self.parse_time(when)
+        return await self._change(user_id, hearing_id, "notice.postponed", starts_at=starts_at)
+
+    async def move(self, user_id: int, hearing_id: int, court: str, address: str) -> Hearing:
+        """Move a hearing to a new place."""
+        return await self._change(
+            user_id,
+            hearing_id,
+            "notice.moved",
+            court=_field(court, "hearings.usage_move"),
+            address=_field(address, "hearings.usage_move"),
+        )
+
+    async def cancel(self, user_id: int, hearing_id: int) -> Hearing:
+        """Cancel a hearing."""
+        return await self._change(user_id, hearing_id, "notice.cancelled", status="cancelled")
+
+    async def record_outcome(self, user_id: int, hearing_id: int, outcome: str) -> Hearing:
+        """Record what happened (adjourned, verdict, detention extended, released) and tell followers."""
+        text = clean_text(outcome)
+        if not text or telegram_length(text) > 1000:
+            raise HearingInputError("hearings.usage_outcome")
+        return await self._change(user_id, hearing_id, "notice.outcome", status="held", outcome=text)
+
+    async def coordinator_view(self, user_id: int, case_id: int) -> tuple[Case, list[tuple[Hearing, int]]]:
+        """Return a case with every hearing and how many said they will attend (coordinators)."""
+        async with self._db.read() as conn:
+            await self._require(conn, user_id)
+            case = await self._cases.case(conn, case_id)
+            rows = [
+                (h, await self._cases.attendance_count(conn, h.id))
+                for h in await self._cases.hearings_of(conn, case_id)
+            ]
+        return case, rows
+
+    # ------------------------------------------------------------------ everyone
+
+    async def public_cases(self) -> list[Case]:
+        """Return the open public cases."""
+        async with self._db.read() as conn:
+            return await self._cases.public_cases(conn)
+
+    async def case_view(self, case_id: int) -> tuple[Case, list[Hearing]]:
+        """Return a public case and its upcoming hearings."""
+        async with self._db.read() as conn:
+            case = await self._cases.case(conn, case_id)
+            if not case.public:
+                raise LookupError(case_id)
+            return case, await self._cases.upcoming_for(conn, [case_id], self._clock.now())
+
+    async def follow(self, user_id: int, chat_id: int, case_id: int) -> bool:
+        """Follow a public, open case; return False if already following."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            case = await self._cases.case(conn, case_id)
+            if not case.public or case.status != "open":
+                raise LookupError(case_id)
+            chat = self._cipher.encrypt_text(str(chat_id), binding=_chat_binding(pseudonym, case_id))
+            return await self._cases.follow(conn, case_id, pseudonym, chat, self._clock.now())
+
+    async def unfollow(self, user_id: int, case_id: int) -> bool:
+        """Stop following; nothing more about the case is queued for the person."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            return await self._cases.unfollow(conn, case_id, pseudonym)
+
+    async def following(self, user_id: int) -> list[tuple[Case, list[Hearing]]]:
+        """Return the cases a person follows, each with its upcoming hearings."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.read() as conn:
+            followed = await self._cases.followed(conn, pseudonym)
+            now = self._clock.now()
+            return [(case, await self._cases.upcoming_for(conn, [case.id], now)) for case in followed]
+
+    async def attend(self, user_id: int, hearing_id: int, sequence: int) -> Hearing:
+        """Record "I will attend" for the hearing as it is now; a button of an older version is refused."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            hearing = await self._cases.hearing(conn, hearing_id)
+            if hearing.sequence != sequence or hearing.status != "scheduled":
+                raise HearingInputError("attend.stale")
+            await self._cases.attend(conn, hearing_id, pseudonym, self._clock.now())
+        return hearing
+
+    async def offsets(self, user_id: int) -> tuple[int, ...]:
+        """Return the person's reminder offsets (minutes before)."""
+        async with self._db.read() as conn:
+            return _offsets(await self._cases.offsets(conn, self._pseudonyms.of_user(user_id)))
+
+    async def toggle_offset(self, user_id: int, minutes: int) -> tuple[int, ...]:
+        """Turn one reminder offset on or off; at least one stays on."""
+        if minutes not in OFFSET_CHOICES:
+            raise HearingInputError("settings.stale")
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            current = set(_offsets(await self._cases.offsets(conn, pseudonym)))
+            current ^= {minutes}
+            if not current:
+                raise HearingInputError("settings.one_needed")
+            chosen = tuple(m for m in OFFSET_CHOICES if m in current)
+            await self._cases.set_offsets(conn, pseudonym, ",".join(map(str, chosen)))
+        return chosen
+
+    async def calendar(self, user_id: int, hearing_id: int | None) -> bytes:
+        """Return an .ics file: one hearing, or every upcoming hearing of the followed cases."""
+        async with self._db.read() as conn:
+            if hearing_id is not None:
+                items = [await self._cases.hearing(conn, hearing_id)]
+            else:
+                followed = await self._cases.followed(conn, self._pseudonyms.of_user(user_id))
+                items = await self._cases.upcoming_for(conn, [c.id for c in followed], self._clock.now())
+        return self.ics(items)
+
+    def ics(self, items: Sequence[Hearing]) -> bytes:
+        """Render hearings as RFC 5545; a changed hearing keeps its UID and raises SEQUENCE."""
+        calendar = Calendar()
+        calendar.add("prodid", "-//jarchy//court hearings//EN")
+        calendar.add("version", "2.0")
+        calendar.add("calscale", "GREGORIAN")
+        for hearing in items:
+            event = Event()
+            event.add("uid", f"hearing-{hearing.id}@jarchy")
+            event.add("sequence", hearing.sequence)
+            event.add("dtstamp", self._clock.now().astimezone(UTC))
+            start = hearing.starts_at.astimezone(self._zone)
+            event.add("dtstart", start)
+            event.add("dtend", start + HEARING_LENGTH)
+            event.add("summary", self._texts.plain(self._language, "ics.summary", case=hearing.case_title))
+            event.add("location", f"{hearing.court}, {hearing.address}")
+            description = "\n".join(part for part in (hearing.details, hearing.note) if part)
+            if description:
+                event.add("description", description)
+            event.add("status", "CANCELLED" if hearing.status == "cancelled" else "CONFIRMED")
+            calendar.add_component(event)
+        calendar.add_missing_timezones()
+        result: bytes = calendar.to_ical()
+        return result
+
+    async def forget(self, user_id: int) -> None:
+        """Delete the person's follows, attendance and reminder preferences (/forget)."""
+        async with self._db.write() as conn:
+            await self._cases.forget_follower(conn, self._pseudonyms.of_user(user_id))
+
+    # ------------------------------------------------------------------ the reminder pass
+
+    async def materialise(self) -> PassResult:
+        """Queue every reminder falling due before the next pass; each at most once, ever."""
+        now = self._clock.now()
+        window_end = now + self.interval
+        queued = late = 0
+        async with self._db.write() as conn:
+            stored = await self._state.get(conn, STATE_KEY)
+            since = datetime.fromisoformat(stored) if stored else now
+            if since >= window_end:
+                return PassResult(0, 0)
+            # A hearing can have a reminder in (since, window_end] only if it starts in one of these.
+            windows = [
+                (since + timedelta(minutes=m), window_end + timedelta(minutes=m)) for m in OFFSET_CHOICES
+            ]
+            messages: list[OutgoingMessage] = []
+            for candidate in await self._cases.due_candidates(conn, windows, now):
+                hearing, follower = candidate.hearing, candidate.follower
+                times = [
+                    (hearing.starts_at - timedelta(minutes=m), m)
+                    for m in _offsets(follower.offsets)
+                    if since < hearing.starts_at - timedelta(minutes=m) <= window_end
+                ]
+                if not times:
+                    continue
+                # After downtime several may have passed: only the one nearest the hearing is sent.
+                due, minutes = max(times)
+                is_late = due < now - LATE_AFTER
+                late += is_late
+                messages.append(self._reminder(hearing, follower, minutes, max(due, now), is_late))
+            queued = await self._outbox.enqueue(conn, messages)
+            await self._state.put(conn, STATE_KEY, window_end.isoformat())
+        if queued:
+            self._outbox.notify()
+        return PassResult(queued, late)
+
+    def parse_time(self, text: str) -> datetime:
+        """Parse a hearing time in the organisation's zone; refuse the past and impossible dates."""
+        typed = re.sub(r"\s+", " ", text.strip())
+        for fmt in _FORMATS:
+            try:
+                parsed = datetime.strptime(typed, fmt)  # noqa: DTZ007 - the zone is attached just below
+            except ValueError:
+                continue
+            moment = parsed.replace(tzinfo=self._zone)
+            if moment <= self._clock.now():
+                raise HearingInputError("hearings.past")
+            return moment.astimezone(UTC)
+        raise HearingInputError("hearings.bad_time")
+
+    # ------------------------------------------------------------------ internals
+
+    async def _add(self, conn: AsyncConnection, *args: Any) -> int:
+        try:
+            return int(await self._cases.add_hearing(conn, *args))
+        except HearingExists:
+            raise HearingInputError("hearings.exists") from None
+
+    async def _change(self, user_id: int, hearing_id: int, notice: str, **values: Any) -> Hearing:
+        async with self._db.write() as conn:
+            await self._require(conn, user_id)
+            before = await self._cases.hearing(conn, hearing_id)
+            if before.status != "scheduled":
+                raise HearingInputError("hearings.not_scheduled")
+            try:
+                hearing = await self._cases.change_hearing(conn, hearing_id, self._clock.now(), **values)
+            except HearingExists:
+                raise HearingInputError("hearings.exists") from None
+            # Reminders and notices queued for the old version must not go out.
+            await self._outbox.cancel_ref(conn, _ref(hearing_id))
+            await self._notify(conn, hearing, notice)
+        self._outbox.notify()
+        return hearing
+
+    async def _notify(self, conn: AsyncConnection, hearing: Hearing, key: str) -> None:
+        followers = await self._cases.followers(conn, hearing.case_id)
+        messages = [
+            self._message(
+                hearing,
+                follower,
+                self._texts.text(self._lang(follower), key, **self._fields(hearing, self._lang(follower))),
+                priority=PRIORITY_NOTICE,
+                dedupe=f"notice:{hearing.id}:{hearing.sequence}:{hearing.status}:{follower.pseudonym}",
+                due=self._clock.now(),
+                buttons=hearing.status == "scheduled",
+            )
+            for follower in followers
+        ]
+        await self._outbox.enqueue(conn, messages)
+
+    def _reminder(
+        self, hearing: Hearing, follower: Follower, minutes: int, due: datetime, late: bool
+    ) -> OutgoingMessage:
+        lang = self._lang(follower)
+        text = self._texts.text(
+            lang,
+            "reminder.text",
+            offset=self._texts.plain(lang, f"offset.{minutes}"),
+            **self._fields(hearing, lang),
+        )
+        if late:
+            text += "\n" + self._texts.text(lang, "reminder.late")
+        return self._message(
+            hearing,
+            follower,
+            text,
+            priority=PRIORITY_REMINDER,
+            dedupe=f"reminder:{hearing.id}:{hearing.sequence}:{minutes}:{follower.pseudonym}",
+            due=due,
+            buttons=True,
+        )
+
+    def _message(
+        self,
+        hearing: Hearing,
+        follower: Follower,
+        text: str,
+        *,
+        priority: int,
+        dedupe: str,
+        due: datetime,
+        buttons: bool,
+    ) -> OutgoingMessage:
+        chat_id = int(
+            self._cipher.decrypt_text(
+                follower.chat, binding=_chat_binding(follower.pseudonym, hearing.case_id)
+            )
+        )
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML"}
+        if buttons:
+            lang = self._lang(follower)
+            params["reply_markup"] = {
+                "inline_keyboard": [
+                    [
+                        {
+                            "text": self._texts.plain(lang, "button.attend"),
+                            "callback_data": f"att:{hearing.id}:{hearing.sequence}",
+                        },
+                        {
+                            "text": self._texts.plain(lang, "button.calendar"),
+                            "callback_data": f"ics:{hearing.id}",
+                        },
+                    ]
+                ]
+            }
+        return OutgoingMessage(
+            "sendMessage",
+            params,
+            kind="reminder",
+            recipient_user_id=chat_id,
+            priority=priority,
+            due_at=due,
+            dedupe_key=dedupe,
+            ref=_ref(hearing.id),
+        )
+
+    def _fields(self, hearing: Hearing, lang: str) -> dict[str, object]:
+        local = hearing.starts_at.astimezone(self._zone)
+        details = f", {hearing.details}" if hearing.details else ""
+        return {
+            "case": hearing.case_title,
+            "date": f"{local:%d.%m.%Y %H:%M} ({self._zone})",
+            "court": hearing.court,
+            "address": hearing.address + details,
+            "outcome": hearing.outcome or "",
+        }
+
+    def _lang(self, follower: Follower) -> str:
+        return follower.language if follower.language in LANGUAGES else self._language
+
+    async def _require(self, conn: AsyncConnection, user_id: int) -> None:
+        await require_role(conn, self._users, self._pseudonyms.of_user(user_id), COORDINATING)
+
+
+def _offsets(stored: str | None) -> tuple[int, ...]:
+    if not stored:
+        return DEFAULT_OFFSETS
+    chosen = {int(part) for part in stored.split(",") if part.strip().isdigit()}
+    return tuple(m for m in OFFSET_CHOICES if m in chosen) or DEFAULT_OFFSETS
+
+
+def _chat_binding(pseudonym: str, case_id: int) -> str:
+    return f"follows.chat:{case_id}:{pseudonym}"
+
+
+def _ref(hearing_id: int) -> str:
+    return f"hearing:{hearing_id}"
+
+
+def _field(value: str, usage: str) -> str:
+    cleaned = clean_text(value)
+    if not cleaned or telegram_length(cleaned) > _MAX_FIELD * 3:
+        raise HearingInputError(usage)
+    return cleaned
+
+
+def _optional(value: str | None) -> str | None:
+    cleaned = clean_text(value or "")
+    return cleaned[:_MAX_FIELD] or None

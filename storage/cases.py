@@ -1,0 +1,316 @@
+"""Court cases, their hearings, who follows them and who will attend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_or
+from storage.schema import attendance, cases, follows, hearings, reminder_prefs, users
+
+
+class CaseNotFound(LookupError):
+    """No case (or no hearing) with that number."""
+
+
+class HearingExists(ValueError):
+    """That case already has a hearing at that time."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """A case as it may be published."""
+
+    id: int
+    title: str
+    description: str
+    charges: str
+    public: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class Hearing:
+    """One hearing of a case."""
+
+    id: int
+    case_id: int
+    case_title: str
+    starts_at: datetime
+    court: str
+    address: str
+    details: str | None
+    note: str | None
+    status: str
+    sequence: int
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class Follower:
+    """Someone to tell about a case: pseudonym, encrypted chat, language, reminder offsets."""
+
+    pseudonym: str
+    chat: bytes
+    language: str | None
+    offsets: str | None
+
+
+@dataclass(frozen=True)
+class DueCandidate:
+    """A follower of an upcoming hearing, for the reminder pass."""
+
+    hearing: Hearing
+    follower: Follower
+
+
+class CaseRepository:
+    """SQL for cases, hearings, follows, attendance and reminder preferences."""
+
+    async def create_case(
+        self, conn: AsyncConnection, title: str, description: str, charges: str, public: bool, now: datetime
+    ) -> int:
+        """Insert a case; return its number."""
+        result = await conn.execute(
+            insert(cases).values(
+                title=title,
+                description=description,
+                charges=charges,
+                public=public,
+                status="open",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        key = result.inserted_primary_key
+        if key is None:
+            raise RuntimeError("the database returned no id for a new case")
+        return int(key[0])
+
+    async def case(self, conn: AsyncConnection, case_id: int) -> Case:
+        """Return a case, or raise CaseNotFound."""
+        row = (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
+        if row is None:
+            raise CaseNotFound(case_id)
+        return Case(row.id, row.title, row.description, row.charges, bool(row.public), row.status)
+
+    async def public_cases(self, conn: AsyncConnection) -> list[Case]:
+        """Return open public cases, newest first."""
+        rows = await conn.execute(
+            select(cases)
+            .where(cases.c.public.is_(True), cases.c.status == "open")
+            .order_by(cases.c.id.desc())
+        )
+        return [Case(r.id, r.title, r.description, r.charges, True, r.status) for r in rows]
+
+    async def set_case_status(self, conn: AsyncConnection, case_id: int, status: str, now: datetime) -> None:
+        """Open or close a case."""
+        result = await conn.execute(
+            update(cases).where(cases.c.id == case_id).values(status=status, updated_at=now)
+        )
+        if not result.rowcount:
+            raise CaseNotFound(case_id)
+
+    async def add_hearing(
+        self,
+        conn: AsyncConnection,
+        case_id: int,
+        starts_at: datetime,
+        court: str,
+        address: str,
+        details: str | None,
+        note: str | None,
+        now: datetime,
+    ) -> int:
+        """Insert a hearing; raise HearingExists if the case has one at that time."""
+        try:
+            async with conn.begin_nested():
+                result = await conn.execute(
+                    insert(hearings).values(
+                        case_id=case_id,
+                        starts_at=starts_at,
+                        court=court,
+                        address=address,
+                        details=details,
+                        note=note,
+                        status="scheduled",
+                        sequence=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise HearingExists(case_id) from None
+        key = result.inserted_primary_key
+        if key is None:
+            raise RuntimeError("the database returned no id for a new hearing")
+        return int(key[0])
+
+    async def hearing(self, conn: AsyncConnection, hearing_id: int) -> Hearing:
+        """Return a hearing, or raise CaseNotFound."""
+        row = (await conn.execute(_hearing_select().where(hearings.c.id == hearing_id))).first()
+        if row is None:
+            raise CaseNotFound(hearing_id)
+        return _hearing(row)
+
+    async def hearings_of(self, conn: AsyncConnection, case_id: int) -> list[Hearing]:
+        """Return a case's hearings in time order."""
+        rows = await conn.execute(
+            _hearing_select().where(hearings.c.case_id == case_id).order_by(hearings.c.starts_at)
+        )
+        return [_hearing(r) for r in rows]
+
+    async def change_hearing(
+        self, conn: AsyncConnection, hearing_id: int, now: datetime, **values: Any
+    ) -> Hearing:
+        """Change a hearing and raise its sequence; return it as it is now."""
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    update(hearings)
+                    .where(hearings.c.id == hearing_id)
+                    .values(sequence=hearings.c.sequence + 1, updated_at=now, **values)
+                )
+        except IntegrityError:
+            raise HearingExists(hearing_id) from None
+        return await self.hearing(conn, hearing_id)
+
+    async def upcoming_for(
+        self, conn: AsyncConnection, case_ids: Sequence[int], now: datetime
+    ) -> list[Hearing]:
+        """Return scheduled hearings of these cases that have not started."""
+        if not case_ids:
+            return []
+        rows = await conn.execute(
+            _hearing_select()
+            .where(
+                hearings.c.case_id.in_(case_ids), hearings.c.status == "scheduled", hearings.c.starts_at > now
+            )
+            .order_by(hearings.c.starts_at)
+        )
+        return [_hearing(r) for r in rows]
+
+    async def follow(
+        self, conn: AsyncConnection, case_id: int, follower: str, chat: bytes, now: datetime
+    ) -> bool:
+        """Follow a case (idempotent); return False if already following."""
+        stmt = insert_or(conn, follows).values(case_id=case_id, follower=follower, chat=chat, created_at=now)
+        result = await conn.execute(stmt.on_conflict_do_nothing())
+        return bool(result.rowcount)
+
+    async def unfollow(self, conn: AsyncConnection, case_id: int, follower: str) -> bool:
+        """Stop following; return False if not following."""
+        result = await conn.execute(
+            delete(follows).where(follows.c.case_id == case_id, follows.c.follower == follower)
+        )
+        return bool(result.rowcount)
+
+    async def followed(self, conn: AsyncConnection, follower: str) -> list[Case]:
+        """Return the cases a person follows."""
+        rows = await conn.execute(
+            select(cases).join(follows, follows.c.case_id == cases.c.id).where(follows.c.follower == follower)
+        )
+        return [Case(r.id, r.title, r.description, r.charges, bool(r.public), r.status) for r in rows]
+
+    async def followers(self, conn: AsyncConnection, case_id: int) -> list[Follower]:
+        """Return everyone following a case, with what is needed to write to them."""
+        rows = await conn.execute(_follower_select().where(follows.c.case_id == case_id))
+        return [Follower(r.follower, r.chat, r.language, r.offsets) for r in rows]
+
+    async def forget_follower(self, conn: AsyncConnection, follower: str) -> None:
+        """Delete a person's follows, attendance and preferences (/forget)."""
+        await conn.execute(delete(follows).where(follows.c.follower == follower))
+        await conn.execute(delete(attendance).where(attendance.c.attendee == follower))
+        await conn.execute(delete(reminder_prefs).where(reminder_prefs.c.pseudonym == follower))
+
+    async def attend(self, conn: AsyncConnection, hearing_id: int, attendee: str, now: datetime) -> None:
+        """Record that someone will attend (once)."""
+        stmt = insert_or(conn, attendance).values(hearing_id=hearing_id, attendee=attendee, at=now)
+        await conn.execute(stmt.on_conflict_do_nothing())
+
+    async def attendance_count(self, conn: AsyncConnection, hearing_id: int) -> int:
+        """Count who said they will attend."""
+        stmt = select(func.count()).where(attendance.c.hearing_id == hearing_id)
+        return int((await conn.execute(stmt)).scalar() or 0)
+
+    async def offsets(self, conn: AsyncConnection, pseudonym: str) -> str | None:
+        """Return a person's reminder offsets, or None for the organisation's default."""
+        stmt = select(reminder_prefs.c.offsets).where(reminder_prefs.c.pseudonym == pseudonym)
+        return (await conn.execute(stmt)).scalar()
+
+    async def set_offsets(self, conn: AsyncConnection, pseudonym: str, offsets: str) -> None:
+        """Store a person's reminder offsets."""
+        stmt = insert_or(conn, reminder_prefs).values(pseudonym=pseudonym, offsets=offsets)
+        await conn.execute(
+            stmt.on_conflict_do_update(index_elements=[reminder_prefs.c.pseudonym], set_={"offsets": offsets})
+        )
+
+    async def due_candidates(
+        self, conn: AsyncConnection, windows: Sequence[tuple[datetime, datetime]], now: datetime
+    ) -> list[DueCandidate]:
+        """Return followers of scheduled hearings that start in any of these windows and not yet."""
+        if not windows:
+            return []
+        in_window = or_(
+            *(and_(hearings.c.starts_at > low, hearings.c.starts_at <= high) for low, high in windows)
+        )
+        stmt = (
+            _hearing_select()
+            .add_columns(follows.c.follower, follows.c.chat, reminder_prefs.c.offsets, _language())
+            .join(follows, follows.c.case_id == hearings.c.case_id)
+            .outerjoin(reminder_prefs, reminder_prefs.c.pseudonym == follows.c.follower)
+            .outerjoin(users, users.c.pseudonym == follows.c.follower)
+            .where(hearings.c.status == "scheduled", hearings.c.starts_at > now, in_window)
+        )
+        rows = await conn.execute(stmt)
+        return [DueCandidate(_hearing(r), Follower(r.follower, r.chat, r.language, r.offsets)) for r in rows]
+
+
+def _language() -> Any:
+    return func.coalesce(users.c.language, users.c.telegram_language).label("language")
+
+
+def _follower_select() -> Any:
+    return (
+        select(follows.c.follower, follows.c.chat, reminder_prefs.c.offsets, _language())
+        .outerjoin(reminder_prefs, reminder_prefs.c.pseudonym == follows.c.follower)
+        .outerjoin(users, users.c.pseudonym == follows.c.follower)
+    )
+
+
+def _hearing_select() -> Any:
+    return select(
+        hearings.c.id,
+        hearings.c.case_id,
+        cases.c.title.label("case_title"),
+        hearings.c.starts_at,
+        hearings.c.court,
+        hearings.c.address,
+        hearings.c.details,
+        hearings.c.note,
+        hearings.c.status,
+        hearings.c.sequence,
+        hearings.c.outcome,
+    ).join(cases, cases.c.id == hearings.c.case_id)
+
+
+def _hearing(row: Row[Any]) -> Hearing:
+    return Hearing(
+        id=row.id,
+        case_id=row.case_id,
+        case_title=row.case_title,
+        starts_at=row.starts_at,
+        court=row.court,
+        address=row.address,
+        details=row.details,
+        note=row.note,
+        status=row.status,
+        sequence=row.sequence,
+        outcome=row.outcome,
+    )
