@@ -16,7 +16,7 @@ from bot.send_limits import SharedRateLimiter
 from bot.services.inbox import Dispatch, DispatchResult
 from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
-from handlers import account, coordination, errors, fallback, language, reports, sos, start, users
+from handlers import account, cases, coordination, errors, fallback, language, reports, sos, start, users
 from messages import LANGUAGES, catalogs
 from messages.menus import bot_commands
 
@@ -66,6 +66,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     sos.register(app)
     account.register(app)
     coordination.register(app)
+    cases.register(app)
     fallback.register(app)
     errors.register(app)
     return app

@@ -7,7 +7,10 @@ from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 from messages.catalog import LANGUAGES, Catalogs, Safe
 
 # Public commands, in the order the menu and /help list them; features append theirs here.
-PUBLIC_COMMANDS: tuple[str, ...] = ("start", "report", "sos", "myreports", "forget", "language", "help")
+PUBLIC_COMMANDS: tuple[str, ...] = (
+    "start", "report", "sos", "cases", "following", "calendar",
+    "settings", "myreports", "forget", "language", "help",
+)  # fmt: skip
 
 # Each language is named in itself, so a person who cannot read the current one still finds theirs.
 LANGUAGE_NAMES: dict[str, str] = {"en": "English", "ru": "Русский", "ky": "Кыргызча", "uz": "Oʻzbekcha"}

@@ -1,0 +1,376 @@
+"""Court cases: /cases, /follow, /unfollow, /following, /settings, /calendar, "I will attend", and the
+coordinators' /case_new, /case_close, /hearing_add, /hearing_postpone, /hearing_move, /hearing_cancel,
+/hearing_outcome, /hearings."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+
+from bot.context import JarchyContext
+from bot.services.hearings import OFFSET_CHOICES, HearingInputError
+from bot.services.roles import NotAllowed
+from handlers.start import PRIVATE_MESSAGES
+from storage.cases import CaseNotFound, Hearing
+
+Action = Callable[[list[str]], Awaitable[str]]
+
+
+async def list_cases(update: Update, context: JarchyContext) -> None:
+    """List public cases with a Follow button each."""
+    message = update.effective_message
+    if message is None:
+        return
+    cases = await context.services.hearings.public_cases()
+    if not cases:
+        await message.reply_text(context.text("cases.list_empty"))
+        return
+    lines = [context.text("cases.list_header")]
+    buttons = []
+    for case in cases[:30]:
+        lines.append(
+            context.text(
+                "cases.line", id=case.id, title=case.title, description=case.description, charges=case.charges
+            )
+        )
+        label = context.texts.plain(context.language, "button.follow", id=case.id)
+        buttons.append([InlineKeyboardButton(label, callback_data=f"cf:{case.id}")])
+    await message.reply_text(
+        "\n\n".join(lines), parse_mode=ParseMode.HTML, reply_markup=InlineKeyboardMarkup(buttons)
+    )
+
+
+async def follow_case(update: Update, context: JarchyContext) -> None:
+    """Follow a case by number or by its button."""
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None:
+        return
+    case_id = _number(context.args) if update.callback_query is None else _number([_data(update)[1]])
+    if case_id is None:
+        await _answer(update, context, context.text("cases.usage_id"))
+        return
+    try:
+        added = await context.services.hearings.follow(user.id, chat.id, case_id)
+    except LookupError:
+        await _answer(update, context, context.text("cases.not_found"))
+        return
+    if not added:
+        await _answer(update, context, context.text("follow.already"))
+        return
+    case, _ = await context.services.hearings.case_view(case_id)
+    await _answer(update, context, context.text("follow.done", title=case.title))
+
+
+async def unfollow_case(update: Update, context: JarchyContext) -> None:
+    """Stop following a case."""
+    user = update.effective_user
+    if user is None:
+        return
+    case_id = _number(context.args)
+    if case_id is None:
+        await _answer(update, context, context.text("cases.usage_id"))
+        return
+    removed = await context.services.hearings.unfollow(user.id, case_id)
+    await _answer(update, context, context.text("unfollow.done" if removed else "unfollow.not_following"))
+
+
+async def list_following(update: Update, context: JarchyContext) -> None:
+    """List followed cases with their next hearing."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    followed = await context.services.hearings.following(user.id)
+    if not followed:
+        await message.reply_text(context.text("following.empty"))
+        return
+    lines = [context.text("following.header")]
+    for case, upcoming in followed:
+        lines.append(
+            context.text(
+                "cases.line", id=case.id, title=case.title, description=case.description, charges=case.charges
+            )
+        )
+        if upcoming:
+            lines.append(context.text("cases.next_hearing", **_when_where(context, upcoming[0])))
+    await message.reply_text("\n\n".join(lines), parse_mode=ParseMode.HTML)
+
+
+async def show_settings(update: Update, context: JarchyContext) -> None:
+    """Show the reminder offsets as toggles."""
+    user = update.effective_user
+    if user is None:
+        return
+    chosen = await context.services.hearings.offsets(user.id)
+    await _answer(update, context, context.text("settings.header"), _offset_keyboard(context, chosen))
+
+
+async def toggle_setting(update: Update, context: JarchyContext) -> None:
+    """Turn one reminder offset on or off."""
+    query, user = update.callback_query, update.effective_user
+    if query is None or user is None:
+        return
+    minutes = _number([_data(update)[1]])
+    try:
+        chosen = await context.services.hearings.toggle_offset(user.id, minutes or -1)
+    except HearingInputError as refused:
+        await query.answer(context.text(refused.key), show_alert=True)
+        return
+    if isinstance(query.message, Message):
+        await query.message.edit_reply_markup(reply_markup=_offset_keyboard(context, chosen))
+    await query.answer()
+
+
+async def press_attend(update: Update, context: JarchyContext) -> None:
+    """Record "I will attend"."""
+    query, user = update.callback_query, update.effective_user
+    if query is None or user is None:
+        return
+    _, hearing_id, sequence = [*_data(update), "", ""][:3]
+    try:
+        await context.services.hearings.attend(user.id, int(hearing_id), int(sequence))
+    except (HearingInputError, CaseNotFound, ValueError):
+        await query.answer(context.text("attend.stale"), show_alert=True)
+        return
+    await query.answer(context.text("attend.done"), show_alert=True)
+
+
+async def send_calendar(update: Update, context: JarchyContext) -> None:
+    """Send an .ics file: one hearing (button or /calendar N) or all followed upcoming hearings."""
+    user, chat = update.effective_user, update.effective_chat
+    if user is None or chat is None:
+        return
+    raw = [_data(update)[1]] if update.callback_query is not None else context.args
+    hearing_id = _number(raw) if raw else None
+    try:
+        content = await context.services.hearings.calendar(user.id, hearing_id)
+    except CaseNotFound:
+        await _answer(update, context, context.text("hearings.not_found"))
+        return
+    if b"BEGIN:VEVENT" not in content:
+        await _answer(update, context, context.text("calendar.empty"))
+        return
+    name = f"hearing-{hearing_id}.ics" if hearing_id else "hearings.ics"
+    await chat.send_document(InputFile(content, filename=name), caption=context.text("calendar.caption"))
+    if update.callback_query is not None:
+        await update.callback_query.answer()
+
+
+# ---------------------------------------------------------------------- coordinators
+
+
+async def new_case(update: Update, context: JarchyContext) -> None:
+    """/case_new names | description | charges | public|private"""
+
+    async def act(parts: list[str]) -> str:
+        if len(parts) != 4 or parts[3].lower() not in ("public", "private"):
+            raise HearingInputError("cases.usage_new")
+        case_id = await context.services.hearings.create_case(
+            _user_id(update), parts[0], parts[1], parts[2], parts[3].lower() == "public"
+        )
+        return context.text("cases.created", id=case_id)
+
+    await _coordinate(update, context, act)
+
+
+async def close_case(update: Update, context: JarchyContext) -> None:
+    """/case_close N"""
+
+    async def act(parts: list[str]) -> str:
+        case_id = _number(parts[:1])
+        if case_id is None:
+            raise HearingInputError("cases.usage_id")
+        await context.services.hearings.close_case(_user_id(update), case_id)
+        return context.text("cases.closed", id=case_id)
+
+    await _coordinate(update, context, act)
+
+
+async def add_hearing(update: Update, context: JarchyContext) -> None:
+    """/hearing_add case | time | court | address [| room or judge [| note]]"""
+
+    async def act(parts: list[str]) -> str:
+        case_id = _number(parts[:1])
+        if case_id is None or not 4 <= len(parts) <= 6:
+            raise HearingInputError("hearings.usage_add")
+        extra = [*parts[4:], None, None]
+        hearing = await context.services.hearings.add_hearing(
+            _user_id(update), case_id, parts[1], parts[2], parts[3], extra[0], extra[1]
+        )
+        return context.text("hearings.added", id=hearing.id, date=_when_where(context, hearing)["date"])
+
+    await _coordinate(update, context, act)
+
+
+async def postpone_hearing(update: Update, context: JarchyContext) -> None:
+    """/hearing_postpone N | new time"""
+
+    async def act(parts: list[str]) -> str:
+        hearing_id = _number(parts[:1])
+        if hearing_id is None or len(parts) != 2:
+            raise HearingInputError("hearings.usage_postpone")
+        hearing = await context.services.hearings.postpone(_user_id(update), hearing_id, parts[1])
+        return context.text("hearings.changed", id=hearing.id)
+
+    await _coordinate(update, context, act)
+
+
+async def move_hearing(update: Update, context: JarchyContext) -> None:
+    """/hearing_move N | court | address"""
+
+    async def act(parts: list[str]) -> str:
+        hearing_id = _number(parts[:1])
+        if hearing_id is None or len(parts) != 3:
+            raise HearingInputError("hearings.usage_move")
+        hearing = await context.services.hearings.move(_user_id(update), hearing_id, parts[1], parts[2])
+        return context.text("hearings.changed", id=hearing.id)
+
+    await _coordinate(update, context, act)
+
+
+async def cancel_hearing(update: Update, context: JarchyContext) -> None:
+    """/hearing_cancel N"""
+
+    async def act(parts: list[str]) -> str:
+        hearing_id = _number(parts[:1])
+        if hearing_id is None:
+            raise HearingInputError("hearings.usage_id")
+        hearing = await context.services.hearings.cancel(_user_id(update), hearing_id)
+        return context.text("hearings.changed", id=hearing.id)
+
+    await _coordinate(update, context, act)
+
+
+async def record_outcome(update: Update, context: JarchyContext) -> None:
+    """/hearing_outcome N | what was decided"""
+
+    async def act(parts: list[str]) -> str:
+        hearing_id = _number(parts[:1])
+        if hearing_id is None or len(parts) < 2:
+            raise HearingInputError("hearings.usage_outcome")
+        outcome = " | ".join(parts[1:])
+        hearing = await context.services.hearings.record_outcome(_user_id(update), hearing_id, outcome)
+        return context.text("hearings.changed", id=hearing.id)
+
+    await _coordinate(update, context, act)
+
+
+async def list_hearings(update: Update, context: JarchyContext) -> None:
+    """/hearings N: every hearing of a case with how many will attend (coordinators)."""
+
+    async def act(parts: list[str]) -> str:
+        case_id = _number(parts[:1])
+        if case_id is None:
+            raise HearingInputError("cases.usage_id")
+        case, rows = await context.services.hearings.coordinator_view(_user_id(update), case_id)
+        lines = [context.text("hearings.case_header", id=case.id, title=case.title)]
+        for hearing, count in rows:
+            place = _when_where(context, hearing)
+            status = context.text(f"hearing_status.{hearing.status}")
+            lines.append(
+                context.text(
+                    "hearings.coordinator_line",
+                    id=hearing.id,
+                    date=place["date"],
+                    court=hearing.court,
+                    status=status,
+                    count=count,
+                )
+            )
+        if not rows:
+            lines.append(context.text("hearings.none"))
+        return "\n".join(lines)
+
+    await _coordinate(update, context, act)
+
+
+# ---------------------------------------------------------------------- glue
+
+
+async def _coordinate(update: Update, context: JarchyContext, act: Action) -> None:
+    message = update.effective_message
+    if message is None or update.effective_user is None:
+        return
+    parts = [part.strip() for part in " ".join(context.args or []).split("|")] if context.args else []
+    try:
+        reply = await act(parts)
+    except NotAllowed:
+        reply = context.text("cases.refused")
+    except CaseNotFound:
+        reply = context.text("cases.not_found")
+    except HearingInputError as refused:
+        reply = context.text(refused.key, **refused.params)
+    await message.reply_text(reply, parse_mode=ParseMode.HTML)
+
+
+async def _answer(
+    update: Update, context: JarchyContext, text: str, keyboard: InlineKeyboardMarkup | None = None
+) -> None:
+    if update.callback_query is not None:
+        await update.callback_query.answer(text, show_alert=True)
+    elif update.effective_message is not None:
+        await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+
+
+def _offset_keyboard(context: JarchyContext, chosen: tuple[int, ...]) -> InlineKeyboardMarkup:
+    rows = []
+    for minutes in OFFSET_CHOICES:
+        mark = "✅ " if minutes in chosen else "▫️ "
+        label = mark + context.texts.plain(context.language, f"settings.option.{minutes}")
+        rows.append([InlineKeyboardButton(label, callback_data=f"ro:{minutes}")])
+    return InlineKeyboardMarkup(rows)
+
+
+def _when_where(context: JarchyContext, hearing: Hearing) -> dict[str, object]:
+    zone = context.bot_data.settings.timezone
+    local = hearing.starts_at.astimezone(zone)
+    return {"date": f"{local:%d.%m.%Y %H:%M} ({zone})", "court": hearing.court}
+
+
+def _data(update: Update) -> list[str]:
+    query = update.callback_query
+    return (query.data or "").split(":") if query is not None else []
+
+
+def _number(parts: list[str] | None) -> int | None:
+    if not parts:
+        return None
+    value = parts[0].strip().lstrip("#")
+    return int(value) if value.isdigit() and len(value) < 10 else None
+
+
+def _user_id(update: Update) -> int:
+    user = update.effective_user
+    if user is None:
+        raise NotAllowed("no user")
+    return user.id
+
+
+def register(app: Application) -> None:
+    """Handle case commands and buttons."""
+    for name, callback in (
+        ("cases", list_cases),
+        ("follow", follow_case),
+        ("unfollow", unfollow_case),
+        ("following", list_following),
+        ("settings", show_settings),
+        ("calendar", send_calendar),
+    ):
+        app.add_handler(CommandHandler(name, callback, filters=PRIVATE_MESSAGES))
+    for name, callback in (
+        ("case_new", new_case),
+        ("case_close", close_case),
+        ("hearing_add", add_hearing),
+        ("hearing_postpone", postpone_hearing),
+        ("hearing_move", move_hearing),
+        ("hearing_cancel", cancel_hearing),
+        ("hearing_outcome", record_outcome),
+        ("hearings", list_hearings),
+    ):
+        app.add_handler(CommandHandler(name, callback))
+    app.add_handler(CallbackQueryHandler(follow_case, pattern=r"^cf:\d+$"))
+    app.add_handler(CallbackQueryHandler(toggle_setting, pattern=r"^ro:\d+$"))
+    app.add_handler(CallbackQueryHandler(press_attend, pattern=r"^att:"))
+    app.add_handler(CallbackQueryHandler(send_calendar, pattern=r"^ics:\d+$"))
