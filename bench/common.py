@@ -35,3 +35,21 @@ def figure(name: str, values: Sequence[float], digits: int = 2) -> str:
     if len(values) == 1:
         return f"{name}: {median}"
     return f"{name}: {median} (min {fmt.format(min(values))}, max {fmt.format(max(values))})"
+
+
+def peak_rss_mb() -> float:
+    """Return this process's peak resident memory in MB.
+
+    /proc's VmHWM belongs to the process image, so a child started by a big parent reports its own peak;
+    getrusage's ru_maxrss survives exec on Linux and would report the parent's.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, figure, parser  # type: ignore[import-not-found]
+from common import ROOT, figure, parser, peak_rss_mb  # type: ignore[import-not-found]
 
 FIRST_CHAT = 1_000_000
 
@@ -73,7 +72,7 @@ async def bot_side(api_url: str, data_dir: str, n: int, cap: float, concurrency:
             "enqueue_s": enqueue_s,
             "drain_s": drain_s,
             "sent_rows": counts.get("sent", 0),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
         }
     finally:
         await services.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -252,11 +252,18 @@ class CaseRepository:
         )
 
     async def due_candidates(
-        self, conn: AsyncConnection, windows: Sequence[tuple[datetime, datetime]], now: datetime
-    ) -> list[DueCandidate]:
-        """Return followers of scheduled hearings that start in any of these windows and not yet."""
+        self,
+        conn: AsyncConnection,
+        windows: Sequence[tuple[datetime, datetime]],
+        now: datetime,
+        chunk: int = 1000,
+    ) -> AsyncIterator[list[DueCandidate]]:
+        """Yield, in chunks, followers of scheduled hearings that start in any of these windows and not yet.
+
+        Streamed: ten thousand reminders due at once never sit in memory together.
+        """
         if not windows:
-            return []
+            return
         in_window = or_(
             *(and_(hearings.c.starts_at > low, hearings.c.starts_at <= high) for low, high in windows)
         )
@@ -268,8 +275,11 @@ class CaseRepository:
             .outerjoin(users, users.c.pseudonym == follows.c.follower)
             .where(hearings.c.status == "scheduled", hearings.c.starts_at > now, in_window)
         )
-        rows = await conn.execute(stmt)
-        return [DueCandidate(_hearing(r), Follower(r.follower, r.chat, r.language, r.offsets)) for r in rows]
+        result = await conn.stream(stmt)
+        async for rows in result.partitions(chunk):
+            yield [
+                DueCandidate(_hearing(r), Follower(r.follower, r.chat, r.language, r.offsets)) for r in rows
+            ]
 
 
 def _language() -> Any:

@@ -293,22 +293,23 @@ class HearingService:
             windows = [
                 (since + timedelta(minutes=m), window_end + timedelta(minutes=m)) for m in OFFSET_CHOICES
             ]
-            messages: list[OutgoingMessage] = []
-            for candidate in await self._cases.due_candidates(conn, windows, now):
-                hearing, follower = candidate.hearing, candidate.follower
-                times = [
-                    (hearing.starts_at - timedelta(minutes=m), m)
-                    for m in _offsets(follower.offsets)
-                    if since < hearing.starts_at - timedelta(minutes=m) <= window_end
-                ]
-                if not times:
-                    continue
-                # After downtime several may have passed: only the one nearest the hearing is sent.
-                due, minutes = max(times)
-                is_late = due < now - LATE_AFTER
-                late += is_late
-                messages.append(self._reminder(hearing, follower, minutes, max(due, now), is_late))
-            queued = await self._outbox.enqueue(conn, messages)
+            async for chunk in self._cases.due_candidates(conn, windows, now):
+                messages: list[OutgoingMessage] = []
+                for candidate in chunk:
+                    hearing, follower = candidate.hearing, candidate.follower
+                    times = [
+                        (hearing.starts_at - timedelta(minutes=m), m)
+                        for m in _offsets(follower.offsets)
+                        if since < hearing.starts_at - timedelta(minutes=m) <= window_end
+                    ]
+                    if not times:
+                        continue
+                    # After downtime several may have passed: only the one nearest the hearing is sent.
+                    due, minutes = max(times)
+                    is_late = due < now - LATE_AFTER
+                    late += is_late
+                    messages.append(self._reminder(hearing, follower, minutes, max(due, now), is_late))
+                queued += await self._outbox.enqueue(conn, messages)
             await self._state.put(conn, STATE_KEY, window_end.isoformat())
         if queued:
             self._outbox.notify()
