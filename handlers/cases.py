@@ -8,7 +8,14 @@ from collections.abc import Awaitable, Callable
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
 from telegram.constants import ParseMode
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
 
 from bot.context import JarchyContext
 from bot.services.hearings import OFFSET_CHOICES, HearingInputError
@@ -17,6 +24,7 @@ from handlers.start import PRIVATE_MESSAGES
 from storage.cases import CaseNotFound, Hearing
 
 Action = Callable[[list[str]], Awaitable[str]]
+FORWARD_GROUP = -2
 
 
 async def list_cases(update: Update, context: JarchyContext) -> None:
@@ -173,6 +181,47 @@ async def new_case(update: Update, context: JarchyContext) -> None:
         return context.text("cases.created", id=case_id)
 
     await _coordinate(update, context, act)
+
+
+async def edit_case(update: Update, context: JarchyContext) -> None:
+    """/case_edit N | names | description | charges | public|private"""
+
+    async def act(parts: list[str]) -> str:
+        case_id = _number(parts[:1])
+        if case_id is None or len(parts) != 5 or parts[4].lower() not in ("public", "private"):
+            raise HearingInputError("cases.usage_edit")
+        await context.services.hearings.edit_case(
+            _user_id(update), case_id, parts[1], parts[2], parts[3], parts[4].lower() == "public"
+        )
+        return context.text("cases.edited", id=case_id)
+
+    await _coordinate(update, context, act)
+
+
+async def bind_channel(update: Update, context: JarchyContext) -> None:
+    """/bind_channel in a group, or a channel post forwarded by an admin: announcements go there."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    origin = message.forward_origin
+    if origin is not None:
+        chat = getattr(origin, "chat", None)
+        if chat is None:
+            return  # not a post from a channel: let other handlers answer
+        chat_id = chat.id
+    elif update.effective_chat is not None:
+        chat_id = update.effective_chat.id
+    else:
+        return
+    try:
+        added = await context.services.hearings.register_channel(user.id, chat_id)
+    except NotAllowed:
+        if origin is not None:
+            return  # an ordinary person forwarding something: not ours to answer here
+        await message.reply_text(context.text("channel.refused"))
+        return
+    await message.reply_text(context.text("channel.done" if added else "channel.already"))
+    raise ApplicationHandlerStop
 
 
 async def close_case(update: Update, context: JarchyContext) -> None:
@@ -361,6 +410,7 @@ def register(app: Application) -> None:
         app.add_handler(CommandHandler(name, callback, filters=PRIVATE_MESSAGES))
     for name, callback in (
         ("case_new", new_case),
+        ("case_edit", edit_case),
         ("case_close", close_case),
         ("hearing_add", add_hearing),
         ("hearing_postpone", postpone_hearing),
@@ -370,6 +420,10 @@ def register(app: Application) -> None:
         ("hearings", list_hearings),
     ):
         app.add_handler(CommandHandler(name, callback))
+    app.add_handler(CommandHandler("bind_channel", bind_channel, filters=filters.ChatType.GROUPS))
+    # A channel post forwarded to the bot by an admin registers that channel; checked before report input.
+    forwarded = filters.ChatType.PRIVATE & filters.FORWARDED & filters.UpdateType.MESSAGE
+    app.add_handler(MessageHandler(forwarded, bind_channel), group=FORWARD_GROUP)
     app.add_handler(CallbackQueryHandler(follow_case, pattern=r"^cf:\d+$"))
     app.add_handler(CallbackQueryHandler(toggle_setting, pattern=r"^ro:\d+$"))
     app.add_handler(CallbackQueryHandler(press_attend, pattern=r"^att:"))

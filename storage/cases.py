@@ -100,6 +100,40 @@ class CaseRepository:
             raise CaseNotFound(case_id)
         return Case(row.id, row.title, row.description, row.charges, bool(row.public), row.status)
 
+    async def update_case(
+        self,
+        conn: AsyncConnection,
+        case_id: int,
+        title: str,
+        description: str,
+        charges: str,
+        public: bool,
+        now: datetime,
+    ) -> None:
+        """Replace a case's published fields."""
+        result = await conn.execute(
+            update(cases)
+            .where(cases.c.id == case_id)
+            .values(title=title, description=description, charges=charges, public=public, updated_at=now)
+        )
+        if not result.rowcount:
+            raise CaseNotFound(case_id)
+
+    async def public_hearings_between(
+        self, conn: AsyncConnection, low: datetime, high: datetime, now: datetime
+    ) -> list[Hearing]:
+        """Return scheduled hearings of public cases starting in (low, high] and not yet."""
+        rows = await conn.execute(
+            _hearing_select().where(
+                cases.c.public.is_(True),
+                hearings.c.status == "scheduled",
+                hearings.c.starts_at > low,
+                hearings.c.starts_at <= high,
+                hearings.c.starts_at > now,
+            )
+        )
+        return [_hearing(r) for r in rows]
+
     async def public_cases(self, conn: AsyncConnection) -> list[Case]:
         """Return open public cases, newest first."""
         rows = await conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -247,4 +248,12 @@ reminder_prefs = Table(
     metadata,
     Column("pseudonym", String(64), primary_key=True),
     Column("offsets", String(64), nullable=False),  # minutes before a hearing, comma-separated
+)
+
+channels = Table(
+    "channels",
+    metadata,
+    # The organisation's own public channels and groups: their ids are not personal data.
+    Column("chat_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("added_at", UtcTimestamp, nullable=False),
 )

@@ -20,6 +20,7 @@ from bot.services.report_form import clean_text, telegram_length
 from bot.services.roles import COORDINATING, require_role
 from messages import LANGUAGES, Catalogs
 from storage.cases import Case, CaseRepository, Follower, Hearing, HearingExists
+from storage.channels import ChannelRepository
 from storage.database import Database
 from storage.state import StateRepository
 from storage.users import UserRepository
@@ -27,6 +28,7 @@ from storage.users import UserRepository
 # Minutes before a hearing: 7 days, 3 days, 1 day, 2 hours, 30 minutes.
 OFFSET_CHOICES: tuple[int, ...] = (10080, 4320, 1440, 120, 30)
 DEFAULT_OFFSETS: tuple[int, ...] = (10080, 1440, 120)
+CHANNEL_OFFSET = 1440  # channels get the day-before reminder
 PRIORITY_NOTICE = 60  # a moved hearing must reach everyone before the old time empties the courtroom
 LATE_AFTER = timedelta(minutes=1)
 HEARING_LENGTH = timedelta(hours=2)
@@ -83,6 +85,7 @@ class HearingService:
         self._zone = zone
         self._language = language
         self.interval = interval
+        self._channels = ChannelRepository()
 
     # ------------------------------------------------------------------ coordinators
 
@@ -95,6 +98,24 @@ class HearingService:
         async with self._db.write() as conn:
             await self._require(conn, user_id)
             return await self._cases.create_case(conn, title, description, charges, public, self._clock.now())
+
+    async def edit_case(
+        self, user_id: int, case_id: int, title: str, description: str, charges: str, public: bool
+    ) -> None:
+        """Replace a case's published fields (coordinators)."""
+        usage = "cases.usage_edit"
+        title, description, charges = _field(title, usage), _field(description, usage), _field(charges, usage)
+        async with self._db.write() as conn:
+            await self._require(conn, user_id)
+            await self._cases.update_case(
+                conn, case_id, title, description, charges, public, self._clock.now()
+            )
+
+    async def register_channel(self, user_id: int, chat_id: int) -> bool:
+        """Post public case announcements and day-before reminders in this channel or group (admins)."""
+        async with self._db.write() as conn:
+            await require_role(conn, self._users, self._pseudonyms.of_user(user_id), ("admin",))
+            return await self._channels.add(conn, chat_id, self._clock.now())
 
     async def close_case(self, user_id: int, case_id: int) -> None:
         """Close a case (coordinators); it leaves /cases."""
@@ -310,6 +331,9 @@ class HearingService:
                     late += is_late
                     messages.append(self._reminder(hearing, follower, minutes, max(due, now), is_late))
                 queued += await self._outbox.enqueue(conn, messages)
+            queued += await self._outbox.enqueue(
+                conn, await self._channel_reminders(conn, since, window_end, now)
+            )
             await self._state.put(conn, STATE_KEY, window_end.isoformat())
         if queued:
             self._outbox.notify()
@@ -353,7 +377,53 @@ class HearingService:
         self._outbox.notify()
         return hearing
 
+    async def _channel_reminders(
+        self, conn: AsyncConnection, since: datetime, window_end: datetime, now: datetime
+    ) -> list[OutgoingMessage]:
+        channels = await self._channels.all(conn)
+        if not channels:
+            return []
+        offset = timedelta(minutes=CHANNEL_OFFSET)
+        upcoming = await self._cases.public_hearings_between(conn, since + offset, window_end + offset, now)
+        lang = self._language
+        return [
+            self._channel_message(
+                hearing,
+                chat,
+                self._texts.text(
+                    lang, "reminder.text", offset=self._texts.plain(lang, f"offset.{CHANNEL_OFFSET}"),
+                    **self._fields(hearing, lang),
+                ),
+                f"channel-reminder:{hearing.id}:{hearing.sequence}:{chat}",
+                due=max(hearing.starts_at - offset, now),
+            )
+            for hearing in upcoming
+            for chat in channels
+        ]  # fmt: skip
+
+    def _channel_message(
+        self, hearing: Hearing, chat: int, text: str, dedupe: str, due: datetime
+    ) -> OutgoingMessage:
+        return OutgoingMessage(
+            "sendMessage",
+            {"chat_id": chat, "text": text, "parse_mode": "HTML"},
+            kind="announcement",
+            priority=PRIORITY_REMINDER,
+            due_at=due,
+            dedupe_key=dedupe,
+            ref=_ref(hearing.id),
+        )
+
     async def _notify(self, conn: AsyncConnection, hearing: Hearing, key: str) -> None:
+        if (await self._cases.case(conn, hearing.case_id)).public:
+            # Public cases are announced in the organisation's channels too, without personal buttons.
+            text = self._texts.text(self._language, key, **self._fields(hearing, self._language))
+            version = f"{hearing.id}:{hearing.sequence}:{hearing.status}"
+            posts = [
+                self._channel_message(hearing, chat, text, f"channel:{version}:{chat}", due=self._clock.now())
+                for chat in await self._channels.all(conn)
+            ]
+            await self._outbox.enqueue(conn, posts)
         followers = await self._cases.followers(conn, hearing.case_id)
         messages = [
             self._message(

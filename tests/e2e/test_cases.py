@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -87,5 +88,32 @@ async def test_follow_remind_attend_postpone(fake: FakeBotApi, tmp_path: Path) -
         (event,) = Calendar.from_ical(content).walk("VEVENT")
         assert event.decoded("dtstart").strftime("%d.%m.%Y %H:%M") == new_time
         assert event.decoded("sequence") == 1
+    finally:
+        await bot.stop()
+
+
+async def test_registered_channels_get_public_announcements(fake: FakeBotApi, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, api_url=fake.url, admin_ids=frozenset({COORDINATOR}))
+    bot = RunningBot(settings)
+    await bot.start()
+    channel = -100888
+    try:
+        coordinator = Person(fake, COORDINATOR)
+        fake.add_message(user_id=FOLLOWER, chat_id=channel, chat_type="supergroup", text="/bind_channel")
+        (refusal,) = await fake.wait_for("sendMessage", chat_id=channel, timeout=15)
+        assert refusal.params["text"] == catalogs().text("en", "channel.refused")
+        fake.add_message(user_id=COORDINATOR, chat_id=channel, chat_type="supergroup", text="/bind_channel")
+        await fake.wait_for("sendMessage", chat_id=channel, count=2, timeout=15)
+        await coordinator.say("/case_new Kanyshay M. | Activist detained after a rally | Art. 264 | public")
+        await coordinator.say("/case_new Private matter | Not to be announced | n/a | private")
+        await coordinator.say("/case_edit 2 | Private matter | Still not announced | n/a | private")
+        later = (datetime.now(ZoneInfo("Asia/Bishkek")) + timedelta(days=9)).strftime("%d.%m.%Y %H:%M")
+        await coordinator.say(f"/hearing_add 1 | {later} | Leninsky court | Bishkek, Chui 32")
+        await coordinator.say(f"/hearing_add 2 | {later} | Leninsky court | Bishkek, Chui 32")
+        posts = await fake.wait_for("sendMessage", chat_id=channel, count=3, timeout=15)
+        await asyncio.sleep(0.5)
+        announced = [c.params["text"] for c in fake.sent("sendMessage", chat_id=channel)][2:]
+        assert len(announced) == 1 and "Kanyshay" in announced[0]
+        assert "reply_markup" not in posts[-1].params
     finally:
         await bot.stop()
