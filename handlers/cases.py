@@ -8,14 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
 from telegram.constants import ParseMode
-from telegram.ext import (
-    Application,
-    ApplicationHandlerStop,
-    CallbackQueryHandler,
-    CommandHandler,
-    MessageHandler,
-    filters,
-)
+from telegram.error import TelegramError
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
 from bot.services.hearings import OFFSET_CHOICES, HearingInputError
@@ -24,7 +18,7 @@ from handlers.start import PRIVATE_MESSAGES
 from storage.cases import CaseNotFound, Hearing
 
 Action = Callable[[list[str]], Awaitable[str]]
-FORWARD_GROUP = -2
+_PAGE_LIMIT = 3500  # characters per message, below Telegram's 4,096 with room for escaping
 
 
 async def list_cases(update: Update, context: JarchyContext) -> None:
@@ -36,19 +30,22 @@ async def list_cases(update: Update, context: JarchyContext) -> None:
     if not cases:
         await message.reply_text(context.text("cases.list_empty"))
         return
-    lines = [context.text("cases.list_header")]
-    buttons = []
-    for case in cases[:30]:
-        lines.append(
-            context.text(
-                "cases.line", id=case.id, title=case.title, description=case.description, charges=case.charges
-            )
+    # One message per page that fits Telegram's limit, each with the Follow buttons of its own cases.
+    page = [context.text("cases.list_header")]
+    buttons: list[list[InlineKeyboardButton]] = []
+    for case in cases:
+        line = context.text(
+            "cases.line", id=case.id, title=case.title, description=case.description, charges=case.charges
         )
+        if len("\n\n".join([*page, line])) > _PAGE_LIMIT:
+            await message.reply_text(
+                "\n\n".join(page), parse_mode=ParseMode.HTML, reply_markup=_markup(buttons)
+            )
+            page, buttons = [], []
+        page.append(line)
         label = context.texts.plain(context.language, "button.follow", id=case.id)
         buttons.append([InlineKeyboardButton(label, callback_data=f"cf:{case.id}")])
-    await message.reply_text(
-        "\n\n".join(lines), parse_mode=ParseMode.HTML, reply_markup=InlineKeyboardMarkup(buttons)
-    )
+    await message.reply_text("\n\n".join(page), parse_mode=ParseMode.HTML, reply_markup=_markup(buttons))
 
 
 async def follow_case(update: Update, context: JarchyContext) -> None:
@@ -94,16 +91,18 @@ async def list_following(update: Update, context: JarchyContext) -> None:
     if not followed:
         await message.reply_text(context.text("following.empty"))
         return
-    lines = [context.text("following.header")]
+    page = [context.text("following.header")]
     for case, upcoming in followed:
-        lines.append(
-            context.text(
-                "cases.line", id=case.id, title=case.title, description=case.description, charges=case.charges
-            )
+        entry = context.text(
+            "cases.line", id=case.id, title=case.title, description=case.description, charges=case.charges
         )
         if upcoming:
-            lines.append(context.text("cases.next_hearing", **_when_where(context, upcoming[0])))
-    await message.reply_text("\n\n".join(lines), parse_mode=ParseMode.HTML)
+            entry += "\n" + context.text("cases.next_hearing", **_when_where(context, upcoming[0]))
+        if len("\n\n".join([*page, entry])) > _PAGE_LIMIT:
+            await message.reply_text("\n\n".join(page), parse_mode=ParseMode.HTML)
+            page = []
+        page.append(entry)
+    await message.reply_text("\n\n".join(page), parse_mode=ParseMode.HTML)
 
 
 async def show_settings(update: Update, context: JarchyContext) -> None:
@@ -199,29 +198,33 @@ async def edit_case(update: Update, context: JarchyContext) -> None:
 
 
 async def bind_channel(update: Update, context: JarchyContext) -> None:
-    """/bind_channel in a group, or a channel post forwarded by an admin: announcements go there."""
-    message, user = update.effective_message, update.effective_user
-    if message is None or user is None:
+    """/bind_channel in a group, or /bind_channel @channel (or its id) in private: announcements go there."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
         return
-    origin = message.forward_origin
-    if origin is not None:
-        chat = getattr(origin, "chat", None)
-        if chat is None:
-            return  # not a post from a channel: let other handlers answer
-        chat_id = chat.id
-    elif update.effective_chat is not None:
-        chat_id = update.effective_chat.id
-    else:
+    target: int | str = chat.id
+    if chat.type == "private":
+        if not context.args:
+            await message.reply_text(context.text("channel.usage"), parse_mode=ParseMode.HTML)
+            return
+        name = context.args[0]
+        target = int(name) if name.lstrip("-").isdigit() else name
+    try:
+        # The bot must be able to post there: ask Telegram, which also turns @name into the id.
+        member = await context.bot.get_chat_member(target, context.bot.id)
+        target_chat = await context.bot.get_chat(target)
+    except TelegramError:
+        await message.reply_text(context.text("channel.unreachable"))
+        return
+    if member.status not in ("administrator", "creator", "member"):
+        await message.reply_text(context.text("channel.unreachable"))
         return
     try:
-        added = await context.services.hearings.register_channel(user.id, chat_id)
+        added = await context.services.hearings.register_channel(user.id, target_chat.id)
     except NotAllowed:
-        if origin is not None:
-            return  # an ordinary person forwarding something: not ours to answer here
         await message.reply_text(context.text("channel.refused"))
         return
     await message.reply_text(context.text("channel.done" if added else "channel.already"))
-    raise ApplicationHandlerStop
 
 
 async def close_case(update: Update, context: JarchyContext) -> None:
@@ -263,7 +266,7 @@ async def postpone_hearing(update: Update, context: JarchyContext) -> None:
         hearing = await context.services.hearings.postpone(_user_id(update), hearing_id, parts[1])
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, act, "hearings.not_found")
 
 
 async def move_hearing(update: Update, context: JarchyContext) -> None:
@@ -276,7 +279,7 @@ async def move_hearing(update: Update, context: JarchyContext) -> None:
         hearing = await context.services.hearings.move(_user_id(update), hearing_id, parts[1], parts[2])
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, act, "hearings.not_found")
 
 
 async def cancel_hearing(update: Update, context: JarchyContext) -> None:
@@ -289,7 +292,7 @@ async def cancel_hearing(update: Update, context: JarchyContext) -> None:
         hearing = await context.services.hearings.cancel(_user_id(update), hearing_id)
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, act, "hearings.not_found")
 
 
 async def record_outcome(update: Update, context: JarchyContext) -> None:
@@ -303,7 +306,7 @@ async def record_outcome(update: Update, context: JarchyContext) -> None:
         hearing = await context.services.hearings.record_outcome(_user_id(update), hearing_id, outcome)
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, act, "hearings.not_found")
 
 
 async def list_hearings(update: Update, context: JarchyContext) -> None:
@@ -338,7 +341,9 @@ async def list_hearings(update: Update, context: JarchyContext) -> None:
 # ---------------------------------------------------------------------- glue
 
 
-async def _coordinate(update: Update, context: JarchyContext, act: Action) -> None:
+async def _coordinate(
+    update: Update, context: JarchyContext, act: Action, not_found: str = "cases.not_found"
+) -> None:
     message = update.effective_message
     if message is None or update.effective_user is None:
         return
@@ -348,7 +353,7 @@ async def _coordinate(update: Update, context: JarchyContext, act: Action) -> No
     except NotAllowed:
         reply = context.text("cases.refused")
     except CaseNotFound:
-        reply = context.text("cases.not_found")
+        reply = context.text(not_found)
     except HearingInputError as refused:
         reply = context.text(refused.key, **refused.params)
     await message.reply_text(reply, parse_mode=ParseMode.HTML)
@@ -357,10 +362,16 @@ async def _coordinate(update: Update, context: JarchyContext, act: Action) -> No
 async def _answer(
     update: Update, context: JarchyContext, text: str, keyboard: InlineKeyboardMarkup | None = None
 ) -> None:
+    # Callback alerts hold 200 characters of plain text: the answer goes in a message of its own.
+    chat = update.effective_chat
+    if chat is not None:
+        await chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
     if update.callback_query is not None:
-        await update.callback_query.answer(text, show_alert=True)
-    elif update.effective_message is not None:
-        await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+        await update.callback_query.answer()
+
+
+def _markup(buttons: list[list[InlineKeyboardButton]]) -> InlineKeyboardMarkup | None:
+    return InlineKeyboardMarkup(buttons) if buttons else None
 
 
 def _offset_keyboard(context: JarchyContext, chosen: tuple[int, ...]) -> InlineKeyboardMarkup:
@@ -420,10 +431,7 @@ def register(app: Application) -> None:
         ("hearings", list_hearings),
     ):
         app.add_handler(CommandHandler(name, callback))
-    app.add_handler(CommandHandler("bind_channel", bind_channel, filters=filters.ChatType.GROUPS))
-    # A channel post forwarded to the bot by an admin registers that channel; checked before report input.
-    forwarded = filters.ChatType.PRIVATE & filters.FORWARDED & filters.UpdateType.MESSAGE
-    app.add_handler(MessageHandler(forwarded, bind_channel), group=FORWARD_GROUP)
+    app.add_handler(CommandHandler("bind_channel", bind_channel))
     app.add_handler(CallbackQueryHandler(follow_case, pattern=r"^cf:\d+$"))
     app.add_handler(CallbackQueryHandler(toggle_setting, pattern=r"^ro:\d+$"))
     app.add_handler(CallbackQueryHandler(press_attend, pattern=r"^att:"))

@@ -254,7 +254,11 @@ class CaseRepository:
 
     async def followers(self, conn: AsyncConnection, case_id: int) -> list[Follower]:
         """Return everyone following a case, with what is needed to write to them."""
-        rows = await conn.execute(_follower_select().where(follows.c.case_id == case_id))
+        rows = await conn.execute(
+            _follower_select().where(
+                follows.c.case_id == case_id, or_(users.c.active.is_(None), users.c.active.is_(True))
+            )
+        )
         return [Follower(r.follower, r.chat, r.language, r.offsets) for r in rows]
 
     async def forget_follower(self, conn: AsyncConnection, follower: str) -> None:
@@ -267,6 +271,10 @@ class CaseRepository:
         """Record that someone will attend (once)."""
         stmt = insert_or(conn, attendance).values(hearing_id=hearing_id, attendee=attendee, at=now)
         await conn.execute(stmt.on_conflict_do_nothing())
+
+    async def clear_attendance(self, conn: AsyncConnection, hearing_id: int) -> None:
+        """Forget pledges to attend (the hearing moved to another time)."""
+        await conn.execute(delete(attendance).where(attendance.c.hearing_id == hearing_id))
 
     async def attendance_count(self, conn: AsyncConnection, hearing_id: int) -> int:
         """Count who said they will attend."""
@@ -307,7 +315,13 @@ class CaseRepository:
             .join(follows, follows.c.case_id == hearings.c.case_id)
             .outerjoin(reminder_prefs, reminder_prefs.c.pseudonym == follows.c.follower)
             .outerjoin(users, users.c.pseudonym == follows.c.follower)
-            .where(hearings.c.status == "scheduled", hearings.c.starts_at > now, in_window)
+            .where(
+                hearings.c.status == "scheduled",
+                hearings.c.starts_at > now,
+                in_window,
+                cases.c.status == "open",
+                or_(users.c.active.is_(None), users.c.active.is_(True)),
+            )
         )
         result = await conn.stream(stmt)
         async for rows in result.partitions(chunk):

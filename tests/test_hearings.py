@@ -265,3 +265,56 @@ async def test_the_calendar_file_round_trips_time_zone_and_updates_in_place(
     assert str(updated["uid"]) == str(event["uid"])
     assert updated.decoded("sequence") == event.decoded("sequence") + 1
     assert updated.decoded("dtstart").isoformat() == "2026-03-12T15:30:00+06:00"
+
+
+async def test_a_move_re_queues_the_reminder_the_last_pass_had_queued(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, _clock = world
+    services.hearings.interval = timedelta(days=2)
+    case_id, hearing_id = await case_with_hearing(services.hearings, "03.03.2026 12:00")
+    await services.hearings.follow(1101, 1101, case_id)
+    await services.hearings.materialise()  # queues the 1-day reminder (2 March, 06:00 UTC) ahead
+    await services.hearings.move(COORDINATOR, hearing_id, "Sverdlovsky court", "Bishkek, Isanova 3")
+    rows = [r for r in await reminders(services) if r["key"].startswith("reminder:")]
+    assert [r["status"] for r in rows] == ["cancelled", "pending"]
+    assert "Sverdlovsky" in rows[1]["text"]
+    # The same command again (a retried update) changes and tells nothing more.
+    await services.hearings.move(COORDINATOR, hearing_id, "Sverdlovsky court", "Bishkek, Isanova 3")
+    notices = [r for r in await reminders(services) if r["key"].startswith("notice:")]
+    assert len([n for n in notices if "new place" in n["text"]]) == 1
+
+
+async def test_unfollowing_withdraws_what_is_queued(world: tuple[Services, FakeClock]) -> None:
+    services, _clock = world
+    services.hearings.interval = timedelta(days=2)
+    case_id, _ = await case_with_hearing(services.hearings, "03.03.2026 12:00")
+    await services.hearings.follow(1102, 1102, case_id)
+    await services.hearings.materialise()
+    await services.hearings.unfollow(1102, case_id)
+    assert {r["status"] for r in await reminders(services)} == {"cancelled"}
+
+
+async def test_a_private_case_calendar_is_only_for_followers_and_coordinators(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, _ = world
+    case_id = await services.hearings.create_case(COORDINATOR, "Closed trial", "Not public", "n/a", False)
+    hearing = await services.hearings.add_hearing(
+        COORDINATOR, case_id, "10.03.2026 12:00", "Court", "Address", None, None
+    )
+    with pytest.raises(CaseNotFound):
+        await services.hearings.calendar(4343, hearing.id)
+    assert b"BEGIN:VEVENT" in await services.hearings.calendar(COORDINATOR, hearing.id)
+
+
+async def test_a_clock_that_ran_ahead_does_not_silence_reminders(world: tuple[Services, FakeClock]) -> None:
+    services, clock = world
+    case_id, _ = await case_with_hearing(services.hearings, "10.03.2026 12:00")
+    await services.hearings.follow(1103, 1103, case_id)
+    clock.advance(3 * 86400)
+    await services.hearings.materialise()  # the watermark now sits three days ahead
+    clock._now -= timedelta(days=3)
+    await run_passes(services, clock, datetime.fromisoformat("2026-03-10T07:00:00+00:00"))
+    keys = [r["key"] for r in await reminders(services) if r["key"].startswith("reminder:")]
+    assert any(":120:" in key for key in keys) and any(":1440:" in key for key in keys)

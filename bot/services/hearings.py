@@ -3,6 +3,7 @@ at once when one moves. Reminders are data: each pass derives what falls due fro
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,13 +18,15 @@ from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
 from bot.services.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
 from bot.services.report_form import clean_text, telegram_length
-from bot.services.roles import COORDINATING, require_role
+from bot.services.roles import COORDINATING, NotAllowed, require_role
 from messages import LANGUAGES, Catalogs
-from storage.cases import Case, CaseRepository, Follower, Hearing, HearingExists
+from storage.cases import Case, CaseNotFound, CaseRepository, Follower, Hearing, HearingExists
 from storage.channels import ChannelRepository
 from storage.database import Database
 from storage.state import StateRepository
 from storage.users import UserRepository
+
+log = logging.getLogger(__name__)
 
 # Minutes before a hearing: 7 days, 3 days, 1 day, 2 hours, 30 minutes.
 OFFSET_CHOICES: tuple[int, ...] = (10080, 4320, 1440, 120, 30)
@@ -94,7 +97,8 @@ class HearingService:
     ) -> int:
         """Open a case (coordinators)."""
         usage = "cases.usage_new"
-        title, description, charges = _field(title, usage), _field(description, usage), _field(charges, usage)
+        title, description = _field(title, usage, 300), _field(description, usage, 1000)
+        charges = _field(charges, usage, 500)
         async with self._db.write() as conn:
             await self._require(conn, user_id)
             return await self._cases.create_case(conn, title, description, charges, public, self._clock.now())
@@ -104,7 +108,8 @@ class HearingService:
     ) -> None:
         """Replace a case's published fields (coordinators)."""
         usage = "cases.usage_edit"
-        title, description, charges = _field(title, usage), _field(description, usage), _field(charges, usage)
+        title, description = _field(title, usage, 300), _field(description, usage, 1000)
+        charges = _field(charges, usage, 500)
         async with self._db.write() as conn:
             await self._require(conn, user_id)
             await self._cases.update_case(
@@ -137,19 +142,21 @@ class HearingService:
         starts_at = self.parse_time(when)
         async with self._db.write() as conn:
             await self._require(conn, user_id)
-            await self._cases.case(conn, case_id)
+            if (await self._cases.case(conn, case_id)).status != "open":
+                raise CaseNotFound(case_id)
             hearing_id = await self._add(
                 conn,
                 case_id,
                 starts_at,
-                _field(court, "hearings.usage_add"),
-                _field(address, "hearings.usage_add"),
+                _field(court, "hearings.usage_add", 200),
+                _field(address, "hearings.usage_add", 300),
                 _optional(details),
                 _optional(note),
                 self._clock.now(),
             )
             hearing = await self._cases.hearing(conn, hearing_id)
             await self._notify(conn, hearing, "notice.new")
+            await self._catch_up(conn, [hearing])
         self._outbox.notify()
         return hearing
 
@@ -164,8 +171,8 @@ class HearingService:
             user_id,
             hearing_id,
             "notice.moved",
-            court=_field(court, "hearings.usage_move"),
-            address=_field(address, "hearings.usage_move"),
+            court=_field(court, "hearings.usage_move", 200),
+            address=_field(address, "hearings.usage_move", 300),
         )
 
     async def cancel(self, user_id: int, hearing_id: int) -> Hearing:
@@ -213,13 +220,22 @@ class HearingService:
             if not case.public or case.status != "open":
                 raise LookupError(case_id)
             chat = self._cipher.encrypt_text(str(chat_id), binding=_chat_binding(pseudonym, case_id))
-            return await self._cases.follow(conn, case_id, pseudonym, chat, self._clock.now())
+            added = await self._cases.follow(conn, case_id, pseudonym, chat, self._clock.now())
+            if added:
+                upcoming = await self._cases.upcoming_for(conn, [case_id], self._clock.now())
+                await self._catch_up(conn, upcoming, follower=pseudonym)
+        self._outbox.notify()
+        return added
 
     async def unfollow(self, user_id: int, case_id: int) -> bool:
         """Stop following; nothing more about the case is queued for the person."""
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.write() as conn:
-            return await self._cases.unfollow(conn, case_id, pseudonym)
+            removed = await self._cases.unfollow(conn, case_id, pseudonym)
+            # Nothing more about the case: not even what is already queued.
+            for hearing in await self._cases.hearings_of(conn, case_id):
+                await self._outbox.cancel_for_ref(conn, pseudonym, _ref(hearing.id))
+            return removed
 
     async def following(self, user_id: int) -> list[tuple[Case, list[Hearing]]]:
         """Return the cases a person follows, each with its upcoming hearings."""
@@ -260,11 +276,22 @@ class HearingService:
 
     async def calendar(self, user_id: int, hearing_id: int | None) -> bytes:
         """Return an .ics file: one hearing, or every upcoming hearing of the followed cases."""
+        pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.read() as conn:
+            followed = await self._cases.followed(conn, pseudonym)
             if hearing_id is not None:
-                items = [await self._cases.hearing(conn, hearing_id)]
+                hearing = await self._cases.hearing(conn, hearing_id)
+                # A private case's hearings are for its followers and the coordinators only.
+                allowed = (await self._cases.case(conn, hearing.case_id)).public or hearing.case_id in {
+                    c.id for c in followed
+                }
+                if not allowed:
+                    try:
+                        await self._require(conn, user_id)
+                    except NotAllowed:
+                        raise CaseNotFound(hearing_id) from None
+                items = [hearing]
             else:
-                followed = await self._cases.followed(conn, self._pseudonyms.of_user(user_id))
                 items = await self._cases.upcoming_for(conn, [c.id for c in followed], self._clock.now())
         return self.ics(items)
 
@@ -308,6 +335,10 @@ class HearingService:
         async with self._db.write() as conn:
             stored = await self._state.get(conn, STATE_KEY)
             since = datetime.fromisoformat(stored) if stored else now
+            if since > window_end + self.interval:
+                # The clock went back (it had run ahead): start again from now rather than wait it out.
+                log.warning("reminder watermark is ahead of the clock; restarting from now")
+                since = now
             if since >= window_end:
                 return PassResult(0, 0)
             # A hearing can have a reminder in (since, window_end] only if it starts in one of these.
@@ -367,15 +398,47 @@ class HearingService:
             before = await self._cases.hearing(conn, hearing_id)
             if before.status != "scheduled":
                 raise HearingInputError("hearings.not_scheduled")
+            if all(getattr(before, name) == value for name, value in values.items()):
+                return before  # the same change again (a retried or repeated command): nothing to tell
             try:
                 hearing = await self._cases.change_hearing(conn, hearing_id, self._clock.now(), **values)
             except HearingExists:
                 raise HearingInputError("hearings.exists") from None
-            # Reminders and notices queued for the old version must not go out.
+            if "starts_at" in values or values.get("status") == "cancelled":
+                await self._cases.clear_attendance(conn, hearing_id)  # pledges were for the old time
+            # Reminders and notices queued for the old version must not go out...
             await self._outbox.cancel_ref(conn, _ref(hearing_id))
             await self._notify(conn, hearing, notice)
+            # ...and those the last pass had already queued ahead are queued again for the new version.
+            await self._catch_up(conn, [hearing])
         self._outbox.notify()
         return hearing
+
+    async def _catch_up(
+        self, conn: AsyncConnection, hearings: Sequence[Hearing], follower: str | None = None
+    ) -> None:
+        """Queue reminders due between now and the last pass's horizon, which that pass could not know of."""
+        stored = await self._state.get(conn, STATE_KEY)
+        now = self._clock.now()
+        if stored is None or datetime.fromisoformat(stored) <= now:
+            return
+        until = datetime.fromisoformat(stored)
+        messages = []
+        for hearing in hearings:
+            if hearing.status != "scheduled" or hearing.starts_at <= now:
+                continue
+            for person in await self._cases.followers(conn, hearing.case_id):
+                if follower is not None and person.pseudonym != follower:
+                    continue
+                times = [
+                    (hearing.starts_at - timedelta(minutes=m), m)
+                    for m in _offsets(person.offsets)
+                    if now < hearing.starts_at - timedelta(minutes=m) <= until
+                ]
+                if times:
+                    due, minutes = max(times)
+                    messages.append(self._reminder(hearing, person, minutes, due, late=False))
+        await self._outbox.enqueue(conn, messages)
 
     async def _channel_reminders(
         self, conn: AsyncConnection, since: datetime, window_end: datetime, now: datetime
@@ -443,14 +506,13 @@ class HearingService:
         self, hearing: Hearing, follower: Follower, minutes: int, due: datetime, late: bool
     ) -> OutgoingMessage:
         lang = self._lang(follower)
-        text = self._texts.text(
-            lang,
-            "reminder.text",
-            offset=self._texts.plain(lang, f"offset.{minutes}"),
-            **self._fields(hearing, lang),
-        )
         if late:
+            # After downtime the offset no longer says when it is: give the time and say it is late.
+            text = self._texts.text(lang, "reminder.text_late", **self._fields(hearing, lang))
             text += "\n" + self._texts.text(lang, "reminder.late")
+        else:
+            offset = self._texts.plain(lang, f"offset.{minutes}")
+            text = self._texts.text(lang, "reminder.text", offset=offset, **self._fields(hearing, lang))
         return self._message(
             hearing,
             follower,
@@ -538,9 +600,9 @@ def _ref(hearing_id: int) -> str:
     return f"hearing:{hearing_id}"
 
 
-def _field(value: str, usage: str) -> str:
+def _field(value: str, usage: str, limit: int) -> str:
     cleaned = clean_text(value)
-    if not cleaned or telegram_length(cleaned) > _MAX_FIELD * 3:
+    if not cleaned or len(cleaned) > limit:
         raise HearingInputError(usage)
     return cleaned
 

@@ -112,6 +112,10 @@ class Outbox:
         """Cancel what is still queued for a person (unsubscribe, /forget); deletions still go out."""
         return await self._repo.cancel_pending(conn, recipient=pseudonym, keep_kinds=("cleanup",))
 
+    async def cancel_for_ref(self, conn: AsyncConnection, pseudonym: str, ref: str) -> int:
+        """Cancel what is still queued for one person about one thing (unfollowing a case)."""
+        return await self._repo.cancel_pending(conn, recipient=pseudonym, ref=ref)
+
     async def cancel_ref(self, conn: AsyncConnection, ref: str) -> int:
         """Cancel what is still queued about one thing (a hearing that moved, a cancelled broadcast)."""
         return await self._repo.cancel_pending(conn, ref=ref)

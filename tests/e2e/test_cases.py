@@ -48,7 +48,7 @@ async def test_follow_remind_attend_postpone(fake: FakeBotApi, tmp_path: Path) -
         listing = await follower.say("/cases")
         assert "Makhabat" in listing["text"]
         await follower.press("cf:1", fake.sent("sendMessage", chat_id=FOLLOWER)[-1].result["message_id"])
-        assert catalogs().text("ru", "follow.done", title="Makhabat T.") in follower.answers()
+        assert follower.last_text() == catalogs().text("ru", "follow.done", title="Makhabat T.")
 
         # Bring the hearing to 2 hours and 3 seconds from now, so the 2-hour reminder falls due at once.
         db = Database.connect(settings.database_url)
