@@ -34,6 +34,7 @@ class NewOutboxRow:
     dedupe_key: str | None = None
     ref: str | None = None
     status: str = "pending"  # "held": waits for a destination (no coordinators' chat yet)
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class OutboxRepository:
                     "created_at": now,
                     "dedupe_key": r.dedupe_key,
                     "ref": r.ref,
+                    "expires_at": r.expires_at,
                 }
                 for r in rows
             ],
@@ -129,6 +131,12 @@ class OutboxRepository:
         self, conn: AsyncConnection, owner: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[ClaimedRow]:
         """Lease up to `limit` due rows, most urgent first, counting an attempt for each."""
+        # Rows past their moment (a reminder for a hearing that has begun) end here, unsent.
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.status == "pending", outbox.c.expires_at.is_not(None), outbox.c.expires_at <= now)
+            .values(status="cancelled", payload=None, last_error="expired before it could be sent")
+        )
         due = (
             select(outbox.c.id)
             .where(outbox.c.status == "pending", outbox.c.due_at <= now)

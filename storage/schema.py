@@ -101,6 +101,9 @@ outbox = Table(
     # Makes enqueueing idempotent: a re-run of whatever caused the row creates it once.
     Column("dedupe_key", String(128), nullable=True, unique=True),
     Column("ref", String(64), nullable=True),  # the aggregate it belongs to, e.g. a campaign id
+    Column(
+        "expires_at", UtcTimestamp, nullable=True
+    ),  # not sent after this (a reminder once the hearing began)
     CheckConstraint(
         "status IN ('pending', 'sending', 'sent', 'unknown', 'dead', 'blocked', 'cancelled', 'held')",
         name="ck_outbox_status_known",

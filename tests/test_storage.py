@@ -199,3 +199,18 @@ async def test_retention_purges_only_old_handled_inbox_rows(db: Database, clock:
     async with db.read() as conn:
         assert await inbox.counts(conn) == (await inbox.counts(conn)).__class__(pending=1, done=0, failed=0)
         assert await inbox.offset(conn) == 4
+
+
+async def test_expired_rows_are_never_claimed(db: Database, clock: FakeClock) -> None:
+    from dataclasses import replace
+
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        row = replace(_row("late", clock=clock), expires_at=clock.now() + timedelta(seconds=30))
+        await repo.insert(conn, [row, _row("fine", clock=clock)], clock.now())
+    clock.advance(60)
+    async with db.write() as conn:
+        claimed = await repo.claim(conn, "w", clock.now(), clock.now() + timedelta(seconds=60), 10)
+        counts = await repo.counts(conn)
+    assert [r.uid for r in claimed] == ["fine"]
+    assert counts == {"sending": 1, "cancelled": 1}

@@ -565,6 +565,8 @@ class HearingService:
             due_at=due,
             dedupe_key=dedupe,
             ref=_ref(hearing.id),
+            # A reminder or notice is useless, even harmful, once the hearing has begun.
+            expires_at=hearing.starts_at if hearing.status == "scheduled" else None,
         )
 
     def _fields(self, hearing: Hearing, lang: str) -> dict[str, object]:

@@ -44,6 +44,7 @@ class OutgoingMessage:
     dedupe_key: str | None = None
     ref: str | None = None
     held: bool = False  # waits (status "held") until release_held gives it a chat
+    expires_at: datetime | None = None  # never sent after this
     uid: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
@@ -90,6 +91,7 @@ class Outbox:
                     dedupe_key=message.dedupe_key,
                     ref=message.ref,
                     status="held" if message.held else "pending",
+                    expires_at=message.expires_at,
                 )
             )
         return await self._repo.insert(conn, rows, now)
