@@ -14,6 +14,7 @@ from bot.services.report_form import (
     WHEN_CHOICES,
     Draft,
     FormError,
+    has_value,
     telegram_length,
 )
 from messages.catalog import Catalogs, Safe
@@ -111,7 +112,7 @@ def _step_keyboard(texts: Catalogs, lang: str, draft: Draft) -> InlineKeyboardMa
         rows += _pairs(
             [_button(texts, lang, f"region.{r}", report_data(draft, "region", r)) for r in REGIONS]
         )
-    if _has_value(draft):
+    if has_value(draft):
         rows.append([_button(texts, lang, "button.keep", report_data(draft, "keep"))])
     if step in ("location", "people"):
         rows.append([_button(texts, lang, "button.skip", report_data(draft, "skip"))])
@@ -125,17 +126,6 @@ def _step_keyboard(texts: Catalogs, lang: str, draft: Draft) -> InlineKeyboardMa
         navigation.insert(0, _button(texts, lang, "button.back", report_data(draft, "back")))
     rows.append(navigation)
     return InlineKeyboardMarkup(rows)
-
-
-def _has_value(draft: Draft) -> bool:
-    values = {
-        "when_typed": draft.occurred_at,
-        "place": draft.place,
-        "text": draft.text,
-        "people": draft.people,
-        "location": draft.location,
-    }
-    return values.get(draft.step) is not None
 
 
 def _review(

@@ -219,8 +219,8 @@ def set_location(draft: Draft, latitude: float, longitude: float) -> None:
     draft.advance()
 
 
-def keep(draft: Draft) -> None:
-    """Go on with the value already given (after Back, or when editing)."""
+def has_value(draft: Draft) -> bool:
+    """Tell whether the current step already holds an answer (so Keep can go on with it)."""
     present = {
         "when_typed": draft.occurred_at,
         "place": draft.place,
@@ -228,7 +228,12 @@ def keep(draft: Draft) -> None:
         "people": draft.people,
         "location": draft.location,
     }
-    if present.get(draft.step) is None:
+    return present.get(draft.step) is not None
+
+
+def keep(draft: Draft) -> None:
+    """Go on with the value already given (after Back, or when editing)."""
+    if not has_value(draft):
         raise FormError("report.stale")
     draft.advance()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,23 @@ from messages.menus import command_list
 from storage.database import Database
 from tests.e2e.conftest import BotProcess, RunningBot, next_reply, reply_texts
 from tests.fakebot import FakeBotApi
+
+
+@asynccontextmanager
+async def bot_with_handler(
+    settings: Settings, text: str, callback: Callable[[Update, JarchyContext], Coroutine[Any, Any, None]]
+) -> AsyncIterator[None]:
+    """Run the real bot with one extra handler (ahead of the features) for messages equal to `text`."""
+    app = build_application(settings)
+    app.add_handler(MessageHandler(filters.Regex(f"^{text}$"), callback), group=-5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_polling(settings, stop=stop, app=app))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
 
 HELP_EN = catalogs().text("en", "help.text", commands=command_list(catalogs(), "en"))
 
@@ -109,19 +128,12 @@ async def test_a_transient_fault_keeps_the_update_for_another_try(
             await update.effective_message.reply_text("handled")
         raise ApplicationHandlerStop
 
-    app = build_application(bot_settings)
-    app.add_handler(MessageHandler(filters.Regex("^flaky$"), flaky), group=-5)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_polling(bot_settings, stop=stop, app=app))
-    try:
+    async with bot_with_handler(bot_settings, "flaky", flaky):
         fake.add_message(user_id=303, text="flaky")
         await fake.wait_for("sendMessage", chat_id=303, count=2, timeout=15)
         texts = reply_texts(fake, 303)
         assert texts[0] == catalogs().text("en", "error.retrying")
         assert texts[1] == "handled" and calls["flaky"] == 2
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_path: Path) -> None:
@@ -193,18 +205,11 @@ async def test_a_long_transient_fault_never_exhausts_an_update(
             await update.effective_message.reply_text("finally")
         raise ApplicationHandlerStop
 
-    app = build_application(bot_settings)
-    app.add_handler(MessageHandler(filters.Regex("^locked$"), locked_for_a_while), group=-5)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_polling(bot_settings, stop=stop, app=app))
-    try:
+    async with bot_with_handler(bot_settings, "locked", locked_for_a_while):
         fake.add_message(user_id=306, text="locked")
         await fake.wait_for(
             "sendMessage", chat_id=306, timeout=30, predicate=lambda c: c.params.get("text") == "finally"
         )
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def test_a_slow_handler_delays_only_its_own_chat(fake: FakeBotApi, bot_settings: Settings) -> None:
@@ -214,11 +219,7 @@ async def test_a_slow_handler_delays_only_its_own_chat(fake: FakeBotApi, bot_set
             await update.effective_message.reply_text("slow done")
         raise ApplicationHandlerStop
 
-    app = build_application(bot_settings)
-    app.add_handler(MessageHandler(filters.Regex("^slow$"), slow), group=-5)
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_polling(bot_settings, stop=stop, app=app))
-    try:
+    async with bot_with_handler(bot_settings, "slow", slow):
         await fake.wait_for("getUpdates", timeout=15)
         fake.add_message(user_id=307, text="slow")
         await asyncio.sleep(0.3)
@@ -227,6 +228,3 @@ async def test_a_slow_handler_delays_only_its_own_chat(fake: FakeBotApi, bot_set
         # The other chat's answer came while the slow handler was still running.
         assert fake.sent("sendMessage", chat_id=307) == []
         await fake.wait_for("sendMessage", chat_id=307, timeout=15)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
