@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from telegram import Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
-from bot.services.users import UnknownLanguage
+from bot.services.users import TIMEZONES, UnknownLanguage
 from handlers.start import PRIVATE_MESSAGES
 from messages.menus import LANGUAGE_CALLBACK_PREFIX, language_keyboard
 
@@ -36,7 +36,35 @@ async def choose_language(update: Update, context: JarchyContext) -> None:
         await query.edit_message_text(context.text("language.changed"))
 
 
+async def ask_timezone(update: Update, context: JarchyContext) -> None:
+    """Offer the region's time zones for showing hearing times."""
+    if update.effective_message is None:
+        return
+    keyboard = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(zone, callback_data=f"tz:{index}")] for index, zone in enumerate(TIMEZONES)]
+    )
+    await update.effective_message.reply_text(context.text("timezone.prompt"), reply_markup=keyboard)
+
+
+async def choose_timezone(update: Update, context: JarchyContext) -> None:
+    """Store the chosen time zone."""
+    query = update.callback_query
+    if query is None or query.data is None:
+        return
+    index = query.data.removeprefix("tz:")
+    if not index.isdigit() or int(index) >= len(TIMEZONES):
+        await query.answer(context.text("callback.stale"), show_alert=True)
+        return
+    zone = TIMEZONES[int(index)]
+    await context.services.users.choose_timezone(query.from_user.id, zone)
+    if query.message is not None:
+        await query.edit_message_text(context.text("timezone.changed", zone=zone))
+    await query.answer()
+
+
 def register(app: Application) -> None:
-    """Handle /language and its buttons."""
+    """Handle /language, /timezone and their buttons."""
     app.add_handler(CommandHandler("language", ask_language, filters=PRIVATE_MESSAGES))
     app.add_handler(CallbackQueryHandler(choose_language, pattern=f"^{LANGUAGE_CALLBACK_PREFIX}"))
+    app.add_handler(CommandHandler("timezone", ask_timezone, filters=PRIVATE_MESSAGES))
+    app.add_handler(CallbackQueryHandler(choose_timezone, pattern=r"^tz:\d+$"))

@@ -60,6 +60,7 @@ class Follower:
     chat: bytes
     language: str | None
     offsets: str | None
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ class CaseRepository:
                 follows.c.case_id == case_id, or_(users.c.active.is_(None), users.c.active.is_(True))
             )
         )
-        return [Follower(r.follower, r.chat, r.language, r.offsets) for r in rows]
+        return [Follower(r.follower, r.chat, r.language, r.offsets, r.timezone) for r in rows]
 
     async def forget_follower(self, conn: AsyncConnection, follower: str) -> None:
         """Delete a person's follows, attendance and preferences (/forget)."""
@@ -311,7 +312,9 @@ class CaseRepository:
         )
         stmt = (
             _hearing_select()
-            .add_columns(follows.c.follower, follows.c.chat, reminder_prefs.c.offsets, _language())
+            .add_columns(
+                follows.c.follower, follows.c.chat, reminder_prefs.c.offsets, _language(), users.c.timezone
+            )
             .join(follows, follows.c.case_id == hearings.c.case_id)
             .outerjoin(reminder_prefs, reminder_prefs.c.pseudonym == follows.c.follower)
             .outerjoin(users, users.c.pseudonym == follows.c.follower)
@@ -326,7 +329,8 @@ class CaseRepository:
         result = await conn.stream(stmt)
         async for rows in result.partitions(chunk):
             yield [
-                DueCandidate(_hearing(r), Follower(r.follower, r.chat, r.language, r.offsets)) for r in rows
+                DueCandidate(_hearing(r), Follower(r.follower, r.chat, r.language, r.offsets, r.timezone))
+                for r in rows
             ]
 
 
@@ -336,7 +340,7 @@ def _language() -> Any:
 
 def _follower_select() -> Any:
     return (
-        select(follows.c.follower, follows.c.chat, reminder_prefs.c.offsets, _language())
+        select(follows.c.follower, follows.c.chat, reminder_prefs.c.offsets, _language(), users.c.timezone)
         .outerjoin(reminder_prefs, reminder_prefs.c.pseudonym == follows.c.follower)
         .outerjoin(users, users.c.pseudonym == follows.c.follower)
     )

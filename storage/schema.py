@@ -37,6 +37,7 @@ users = Table(
     Column("pseudonym", String(64), primary_key=True),
     Column("language", String(8), nullable=True),  # chosen with /language; wins over Telegram's
     Column("telegram_language", String(8), nullable=True),
+    Column("timezone", String(40), nullable=True),  # chosen with /timezone; else the organisation's
     Column("active", Boolean, nullable=False, server_default=text("1")),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp, nullable=False),

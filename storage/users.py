@@ -23,6 +23,7 @@ class User:
     telegram_language: str | None
     active: bool
     roles: frozenset[str]
+    timezone: str | None = None
 
 
 class UserRepository:
@@ -68,12 +69,19 @@ class UserRepository:
             telegram_language=first.telegram_language,
             active=bool(first.active),
             roles=frozenset(r.role for r in rows if r.role is not None),
+            timezone=first.timezone,
         )
 
     async def set_language(self, conn: AsyncConnection, pseudonym: str, language: str, now: datetime) -> None:
         """Store the language the user chose."""
         await conn.execute(
             update(users).where(users.c.pseudonym == pseudonym).values(language=language, updated_at=now)
+        )
+
+    async def set_timezone(self, conn: AsyncConnection, pseudonym: str, zone: str, now: datetime) -> None:
+        """Store the time zone the user chose."""
+        await conn.execute(
+            update(users).where(users.c.pseudonym == pseudonym).values(timezone=zone, updated_at=now)
         )
 
     async def mark_inactive(self, conn: AsyncConnection, pseudonyms: list[str], now: datetime) -> None:

@@ -318,3 +318,15 @@ async def test_a_clock_that_ran_ahead_does_not_silence_reminders(world: tuple[Se
     await run_passes(services, clock, datetime.fromisoformat("2026-03-10T07:00:00+00:00"))
     keys = [r["key"] for r in await reminders(services) if r["key"].startswith("reminder:")]
     assert any(":120:" in key for key in keys) and any(":1440:" in key for key in keys)
+
+
+async def test_hearing_times_are_shown_in_the_followers_own_zone(world: tuple[Services, FakeClock]) -> None:
+    services, _clock = world
+    case_id, hearing_id = await case_with_hearing(services.hearings, "10.03.2026 12:00")
+    await services.hearings.follow(1201, 1201, case_id)
+    await services.hearings.follow(1202, 1202, case_id)
+    await services.users.choose_timezone(1202, "Asia/Tashkent")
+    await services.hearings.postpone(COORDINATOR, hearing_id, "11.03.2026 12:00")
+    texts = {r["chat"]: r["text"] for r in await reminders(services) if "new time" in r["text"]}
+    assert "11.03.2026 12:00 (Asia/Bishkek)" in texts[1201]
+    assert "11.03.2026 11:00 (Asia/Tashkent)" in texts[1202]

@@ -492,7 +492,11 @@ class HearingService:
             self._message(
                 hearing,
                 follower,
-                self._texts.text(self._lang(follower), key, **self._fields(hearing, self._lang(follower))),
+                self._texts.text(
+                    self._lang(follower),
+                    key,
+                    **self._fields(hearing, self._lang(follower), follower.timezone),
+                ),
                 priority=PRIORITY_NOTICE,
                 dedupe=f"notice:{hearing.id}:{hearing.sequence}:{hearing.status}:{follower.pseudonym}",
                 due=self._clock.now(),
@@ -508,11 +512,15 @@ class HearingService:
         lang = self._lang(follower)
         if late:
             # After downtime the offset no longer says when it is: give the time and say it is late.
-            text = self._texts.text(lang, "reminder.text_late", **self._fields(hearing, lang))
+            text = self._texts.text(
+                lang, "reminder.text_late", **self._fields(hearing, lang, follower.timezone)
+            )
             text += "\n" + self._texts.text(lang, "reminder.late")
         else:
             offset = self._texts.plain(lang, f"offset.{minutes}")
-            text = self._texts.text(lang, "reminder.text", offset=offset, **self._fields(hearing, lang))
+            text = self._texts.text(
+                lang, "reminder.text", offset=offset, **self._fields(hearing, lang, follower.timezone)
+            )
         return self._message(
             hearing,
             follower,
@@ -569,12 +577,14 @@ class HearingService:
             expires_at=hearing.starts_at if hearing.status == "scheduled" else None,
         )
 
-    def _fields(self, hearing: Hearing, lang: str) -> dict[str, object]:
-        local = hearing.starts_at.astimezone(self._zone)
+    def _fields(self, hearing: Hearing, lang: str, zone_name: str | None = None) -> dict[str, object]:
+        # Shown in the person's own zone if they chose one, else the organisation's.
+        zone = ZoneInfo(zone_name) if zone_name else self._zone
+        local = hearing.starts_at.astimezone(zone)
         details = f", {hearing.details}" if hearing.details else ""
         return {
             "case": hearing.case_title,
-            "date": f"{local:%d.%m.%Y %H:%M} ({self._zone})",
+            "date": f"{local:%d.%m.%Y %H:%M} ({zone})",
             "court": hearing.court,
             "address": hearing.address + details,
             "outcome": hearing.outcome or "",

@@ -11,6 +11,11 @@ from messages import LANGUAGES
 from storage.database import Database
 from storage.users import User, UserRepository
 
+# Time zones of the region the bot serves, offered by /timezone (the organisation's zone stays the default).
+TIMEZONES: tuple[str, ...] = (
+    "Asia/Bishkek", "Asia/Tashkent", "Asia/Almaty", "Asia/Dushanbe", "Asia/Ashgabat", "Europe/Moscow", "UTC",
+)  # fmt: skip
+
 
 class UnknownLanguage(ValueError):
     """A language the bot has no catalog for."""
@@ -68,6 +73,17 @@ class UserService:
         if user is None:
             raise RuntimeError("the user row vanished inside its own transaction")
         return self._profile(user)
+
+    async def choose_timezone(self, telegram_id: int, zone: str) -> None:
+        """Store the time zone the person picked (one of TIMEZONES)."""
+        if zone not in TIMEZONES:
+            raise UnknownLanguage(zone)
+        pseudonym = self._pseudonyms.of_user(telegram_id)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            if await self._repo.get(conn, pseudonym) is None:
+                await self._repo.touch(conn, pseudonym, None, now)
+            await self._repo.set_timezone(conn, pseudonym, zone, now)
 
     async def bootstrap_admins(self, telegram_ids: Iterable[int]) -> None:
         """Grant the admin role to the ids from settings (idempotent, at every start)."""

@@ -111,3 +111,16 @@ async def test_direct_replies_honour_429_and_still_arrive(fake: FakeBotApi, bot:
     # After a 429 nothing is sent until the second it asked for has passed.
     for at in rejected:
         assert all(a <= at or a >= at + 1.0 - 0.01 for a in accepted)
+
+
+async def test_timezone_choice_is_stored(fake: FakeBotApi, bot: RunningBot) -> None:
+    fake.add_message(user_id=21, text="/timezone", language_code="uz")
+    prompt = await next_reply(fake, 21)
+    assert prompt["text"] == catalogs().text("uz", "timezone.prompt")
+    message_id = fake.sent("sendMessage", chat_id=21)[-1].result["message_id"]
+    fake.add_callback_query(user_id=21, data="tz:1", message_id=message_id, language_code="uz")
+    (edit,) = await fake.wait_for("editMessageText", chat_id=21)
+    assert edit.params["text"] == catalogs().text("uz", "timezone.changed", zone="Asia/Tashkent")
+    fake.add_callback_query(user_id=21, data="tz:99", message_id=message_id, language_code="uz")
+    await fake.wait_for("answerCallbackQuery", count=2)
+    assert fake.sent("answerCallbackQuery")[-1].params["text"] == catalogs().text("uz", "callback.stale")
