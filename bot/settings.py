@@ -84,6 +84,7 @@ class Settings:
     reports_per_hour: int = 5
     sos_per_minute: int = 1
     reminder_interval_s: float = 30.0
+    flood_per_minute: int = 40
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -183,6 +184,7 @@ class Settings:
             reports_per_hour=_number(env, "JARCHY_REPORTS_PER_HOUR", 5, int, minimum=1),
             sos_per_minute=_number(env, "JARCHY_SOS_PER_MINUTE", 1, int, minimum=1),
             reminder_interval_s=_number(env, "JARCHY_REMINDER_INTERVAL_S", 30.0, float, minimum=0.5),
+            flood_per_minute=_number(env, "JARCHY_FLOOD_PER_MINUTE", 40, int, minimum=5),
         )
 
     def describe(self) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
 from bot.services.alerts import AlertService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
 from bot.services.evidence import EvidenceStore
+from bot.services.flood import FloodGuard
 from bot.services.hearings import HearingService
 from bot.services.outbox import Outbox
 from bot.services.ratelimit import SendLimiter
@@ -54,6 +55,7 @@ class Services:
     alerts: AlertService
     reports: ReportService
     hearings: HearingService
+    flood: FloodGuard
 
     async def close(self) -> None:
         """Release the HTTP pool and the database."""
@@ -145,6 +147,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         retention=Retention(db, inbox_repo, clock, reports, outbox_repo),
         alerts=alerts,
         reports=reports,
+        flood=FloodGuard(clock, settings.flood_per_minute),
         hearings=HearingService(
             db=db,
             cases=CaseRepository(),

@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import Application, TypeHandler
+from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from bot.context import JarchyContext
+from bot.services.flood import Verdict
 
 GROUP = -10
 
 
 async def recognise_user(update: Update, context: JarchyContext) -> None:
-    """Record the sender by pseudonym and put their profile on the context."""
+    """Hold back floods, then record the sender by pseudonym and put their profile on the context."""
     user = update.effective_user
     if user is None or user.is_bot:
         return
+    if not _urgent(update):
+        verdict = context.services.flood.check(context.services.pseudonyms.of_user(user.id))
+        if verdict is not Verdict.ALLOW:
+            if (
+                verdict is Verdict.WARN
+                and update.effective_chat is not None
+                and update.effective_chat.type == "private"
+            ):
+                language = context.texts.language(user.language_code)
+                await update.effective_chat.send_message(context.texts.text(language, "flood.warning"))
+            raise ApplicationHandlerStop
     context.profile = await context.services.users.seen(user.id, user.language_code)
+
+
+def _urgent(update: Update) -> bool:
+    # An SOS always gets through, whatever came before it.
+    message, query = update.effective_message, update.callback_query
+    if query is not None:
+        return (query.data or "").startswith(("s:", "menu:sos"))
+    return message is not None and (message.text or "").split("@")[0].strip() == "/sos"
 
 
 def register(app: Application) -> None:

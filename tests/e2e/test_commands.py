@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
+from bot.settings import Settings
 from messages import LANGUAGES, catalogs
 from messages.menus import PUBLIC_COMMANDS, command_list
 from tests.e2e.conftest import RunningBot, next_reply, reply_texts
@@ -124,3 +126,26 @@ async def test_timezone_choice_is_stored(fake: FakeBotApi, bot: RunningBot) -> N
     fake.add_callback_query(user_id=21, data="tz:99", message_id=message_id, language_code="uz")
     await fake.wait_for("answerCallbackQuery", count=2)
     assert fake.sent("answerCallbackQuery")[-1].params["text"] == catalogs().text("uz", "callback.stale")
+
+
+async def test_a_flood_from_one_person_is_held_back_but_sos_gets_through(
+    fake: FakeBotApi, bot_settings: Settings
+) -> None:
+    settings = replace(bot_settings, flood_per_minute=5)
+    running = RunningBot(settings)
+    await running.start()
+    try:
+        for _ in range(12):
+            fake.add_message(user_id=31, text="spam")
+        await fake.wait_for("sendMessage", chat_id=31, count=6, timeout=15)
+        fake.add_message(user_id=32, text="/help")
+        await next_reply(fake, 32)
+        fake.add_message(user_id=31, text="/sos")
+        await fake.wait_for("sendMessage", chat_id=31, count=7, timeout=15)
+        await asyncio.sleep(0.3)
+        texts = reply_texts(fake, 31)
+        assert texts.count(catalogs().text("en", "flood.warning")) == 1
+        assert len(texts) == 7  # five answers, one warning, then the SOS prompt
+        assert texts[-1] == catalogs().text("en", "sos.confirm")
+    finally:
+        await running.stop()

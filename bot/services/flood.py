@@ -1,0 +1,52 @@
+"""A per-person flood guard: one person sending hundreds of updates must not slow the bot for everyone."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from bot.clock import Clock
+
+WINDOW_S = 60.0
+
+
+class Verdict(enum.Enum):
+    """What to do with one update."""
+
+    ALLOW = "allow"
+    WARN = "warn"  # the first update over the limit: say so once
+    DROP = "drop"  # the rest, until the window has room again: silence
+
+
+class FloodGuard:
+    """At most `per_minute` updates per person in any 60 seconds; kept in memory, keyed by pseudonym."""
+
+    def __init__(self, clock: Clock, per_minute: int) -> None:
+        self._clock = clock
+        self._limit = per_minute
+        self._seen: dict[str, deque[float]] = {}
+        self._warned: set[str] = set()
+        self._sweep_at = 0.0
+
+    def check(self, key: str) -> Verdict:
+        """Count an update from `key` and say whether to handle it."""
+        now = self._clock.monotonic()
+        if now >= self._sweep_at:
+            self._sweep(now)
+        times = self._seen.setdefault(key, deque())
+        while times and times[0] <= now - WINDOW_S:
+            times.popleft()
+        if len(times) < self._limit:
+            times.append(now)
+            self._warned.discard(key)
+            return Verdict.ALLOW
+        if key in self._warned:
+            return Verdict.DROP
+        self._warned.add(key)
+        return Verdict.WARN
+
+    def _sweep(self, now: float) -> None:
+        # Forget people who have been quiet for a whole window, so memory follows current activity.
+        self._seen = {k: v for k, v in self._seen.items() if v and v[-1] > now - WINDOW_S}
+        self._warned &= set(self._seen)
+        self._sweep_at = now + WINDOW_S

@@ -1,0 +1,27 @@
+"""The flood guard: a limit per person per minute, one warning, then silence until there is room."""
+
+from __future__ import annotations
+
+from bot.clock import FakeClock
+from bot.services.flood import FloodGuard, Verdict
+
+
+def test_a_person_over_the_limit_is_warned_once_then_dropped() -> None:
+    clock = FakeClock()
+    guard = FloodGuard(clock, per_minute=5)
+    assert [guard.check("a") for _ in range(5)] == [Verdict.ALLOW] * 5
+    assert guard.check("a") is Verdict.WARN
+    assert guard.check("a") is Verdict.DROP
+    assert guard.check("b") is Verdict.ALLOW  # someone else is not affected
+    clock.advance(61)
+    assert guard.check("a") is Verdict.ALLOW
+
+
+def test_quiet_people_are_forgotten() -> None:
+    clock = FakeClock()
+    guard = FloodGuard(clock, per_minute=5)
+    for person in range(1000):
+        guard.check(str(person))
+    clock.advance(120)
+    guard.check("new")
+    assert len(guard._seen) == 1
