@@ -92,6 +92,7 @@ async def _post_init(app: JarchyApp) -> None:
 
 async def _purge(context: JarchyContext) -> None:
     await context.services.retention.purge()
+    await context.services.hearings.purge()
 
 
 async def _materialise_reminders(context: JarchyContext) -> None:

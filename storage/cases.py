@@ -217,19 +217,26 @@ class CaseRepository:
         return await self.hearing(conn, hearing_id)
 
     async def upcoming_for(
-        self, conn: AsyncConnection, case_ids: Sequence[int], now: datetime
+        self, conn: AsyncConnection, case_ids: Sequence[int], now: datetime, *, with_cancelled: bool = False
     ) -> list[Hearing]:
-        """Return scheduled hearings of these cases that have not started."""
+        """Return scheduled (and, if asked, cancelled) hearings of these cases that have not started."""
         if not case_ids:
             return []
+        statuses = ("scheduled", "cancelled") if with_cancelled else ("scheduled",)
         rows = await conn.execute(
             _hearing_select()
             .where(
-                hearings.c.case_id.in_(case_ids), hearings.c.status == "scheduled", hearings.c.starts_at > now
+                hearings.c.case_id.in_(case_ids), hearings.c.status.in_(statuses), hearings.c.starts_at > now
             )
             .order_by(hearings.c.starts_at)
         )
         return [_hearing(r) for r in rows]
+
+    async def purge_attendance(self, conn: AsyncConnection, before: datetime) -> int:
+        """Delete pledges to attend hearings that started before `before`: they link people to cases."""
+        past = select(hearings.c.id).where(hearings.c.starts_at < before).scalar_subquery()
+        result = await conn.execute(delete(attendance).where(attendance.c.hearing_id.in_(past)))
+        return result.rowcount or 0
 
     async def follow(
         self, conn: AsyncConnection, case_id: int, follower: str, chat: bytes, now: datetime

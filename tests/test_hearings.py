@@ -330,3 +330,31 @@ async def test_hearing_times_are_shown_in_the_followers_own_zone(world: tuple[Se
     texts = {r["chat"]: r["text"] for r in await reminders(services) if "new time" in r["text"]}
     assert "11.03.2026 12:00 (Asia/Bishkek)" in texts[1201]
     assert "11.03.2026 11:00 (Asia/Tashkent)" in texts[1202]
+
+
+async def test_outcomes_wait_for_the_hearing_and_pledges_are_purged_after(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, clock = world
+    case_id, hearing_id = await case_with_hearing(services.hearings, "02.03.2026 12:00")
+    await services.hearings.follow(1301, 1301, case_id)
+    await services.hearings.attend(1301, hearing_id, 0)
+    with pytest.raises(HearingInputError) as raised:
+        await services.hearings.record_outcome(COORDINATOR, hearing_id, "Adjourned to 20 March")
+    assert raised.value.key == "hearings.not_yet"
+    clock.advance(2 * 86400)
+    await services.hearings.record_outcome(COORDINATOR, hearing_id, "Adjourned to 20 March")
+    assert await services.hearings.purge() == 0  # kept for a day after the hearing
+    clock.advance(86400)
+    assert await services.hearings.purge() == 1
+
+
+async def test_the_followed_calendar_keeps_cancelled_hearings_as_cancelled(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, _ = world
+    case_id, hearing_id = await case_with_hearing(services.hearings, "10.03.2026 12:00")
+    await services.hearings.follow(1302, 1302, case_id)
+    await services.hearings.cancel(COORDINATOR, hearing_id)
+    (event,) = Calendar.from_ical(await services.hearings.calendar(1302, None)).walk("VEVENT")
+    assert str(event["status"]) == "CANCELLED"

@@ -184,6 +184,9 @@ class HearingService:
         text = clean_text(outcome)
         if not text or telegram_length(text) > 1000:
             raise HearingInputError("hearings.usage_outcome")
+        async with self._db.read() as conn:
+            if (await self._cases.hearing(conn, hearing_id)).starts_at > self._clock.now():
+                raise HearingInputError("hearings.not_yet")
         return await self._change(user_id, hearing_id, "notice.outcome", status="held", outcome=text)
 
     async def coordinator_view(self, user_id: int, case_id: int) -> tuple[Case, list[tuple[Hearing, int]]]:
@@ -292,7 +295,10 @@ class HearingService:
                         raise CaseNotFound(hearing_id) from None
                 items = [hearing]
             else:
-                items = await self._cases.upcoming_for(conn, [c.id for c in followed], self._clock.now())
+                # Cancelled ones stay in (STATUS:CANCELLED), so a re-import removes them from calendars.
+                items = await self._cases.upcoming_for(
+                    conn, [c.id for c in followed], self._clock.now(), with_cancelled=True
+                )
         return self.ics(items)
 
     def ics(self, items: Sequence[Hearing]) -> bytes:
@@ -319,6 +325,11 @@ class HearingService:
         calendar.add_missing_timezones()
         result: bytes = calendar.to_ical()
         return result
+
+    async def purge(self) -> int:
+        """Delete attendance pledges of hearings that are over (a day after they began)."""
+        async with self._db.write() as conn:
+            return await self._cases.purge_attendance(conn, self._clock.now() - timedelta(days=1))
 
     async def forget(self, user_id: int) -> None:
         """Delete the person's follows, attendance and reminder preferences (/forget)."""
