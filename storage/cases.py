@@ -11,7 +11,7 @@ from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.dialect import insert_or
+from storage.dialect import insert_or, new_id
 from storage.schema import attendance, cases, follows, hearings, reminder_prefs, users
 
 
@@ -89,10 +89,7 @@ class CaseRepository:
                 updated_at=now,
             )
         )
-        key = result.inserted_primary_key
-        if key is None:
-            raise RuntimeError("the database returned no id for a new case")
-        return int(key[0])
+        return new_id(result)
 
     async def case(self, conn: AsyncConnection, case_id: int) -> Case:
         """Return a case, or raise CaseNotFound."""
@@ -182,10 +179,7 @@ class CaseRepository:
                 )
         except IntegrityError:
             raise HearingExists(case_id) from None
-        key = result.inserted_primary_key
-        if key is None:
-            raise RuntimeError("the database returned no id for a new hearing")
-        return int(key[0])
+        return new_id(result)
 
     async def hearing(self, conn: AsyncConnection, hearing_id: int) -> Hearing:
         """Return a hearing, or raise CaseNotFound."""

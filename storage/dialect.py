@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import CursorResult, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,3 +15,11 @@ def insert_or(conn: AsyncConnection, table: Table) -> Any:
     if conn.dialect.name == "postgresql":
         return pg_insert(table)
     return sqlite_insert(table)
+
+
+def new_id(result: CursorResult[Any]) -> int:
+    """Return the primary key of the row an INSERT just made."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the database returned no id for a new row")
+    return int(key[0])

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.dialect import new_id
 from storage.schema import evidence, report_events, reports, user_actions
 
 
@@ -88,10 +89,7 @@ class ReportRepository:
                 updated_at=now,
             )
         )
-        key = result.inserted_primary_key
-        if key is None:
-            raise RuntimeError("the database returned no id for a new report")
-        return int(key[0])
+        return new_id(result)
 
     async def by_code(self, conn: AsyncConnection, code: str) -> Report:
         """Return the report with this code, or raise ReportNotFound."""
