@@ -125,9 +125,8 @@ class ReportService:
             dropped = await self._clear_expired(conn, pseudonym, "report")
             # An SOS still open for follow-ups would otherwise take the report's typed text.
             sos = await self._load(conn, pseudonym, "sos")
-            if sos is not None and sos.step == "followup" and sos.chat_id is not None:
-                await self._drafts.delete(conn, pseudonym, sos.nonce)
-                await self._outbox.enqueue(conn, _deletions(sos.chat_id, sos.messages))
+            if sos is not None and sos.step == "followup":
+                await self._discard(conn, pseudonym, sos)
             screen = Screen(await self._create(conn, pseudonym, "report", user_id))
         await self._evidence.delete(dropped)
         return screen
@@ -261,8 +260,7 @@ class ReportService:
                 raise Stale
             draft.track(message_id)
             dropped = await self._reports.drop_staged(conn, pseudonym)
-            await self._drafts.delete(conn, pseudonym, nonce)
-            await self._outbox.enqueue(conn, _deletions(chat_id, draft.messages))
+            await self._discard(conn, pseudonym, draft, chat_id)
         await self._evidence.delete(dropped)
         self._outbox.notify()
 
@@ -393,8 +391,7 @@ class ReportService:
             if draft is None or draft.nonce != nonce:
                 raise Stale
             draft.track(message_id)
-            await self._drafts.delete(conn, pseudonym, nonce)
-            await self._outbox.enqueue(conn, _deletions(chat_id, draft.messages))
+            await self._discard(conn, pseudonym, draft, chat_id)
         self._outbox.notify()
 
     async def sos_cancel(self, user_id: int, nonce: str) -> None:
@@ -421,10 +418,7 @@ class ReportService:
             dropped = await self._reports.drop_staged(conn, pseudonym)
             for stored in await self._drafts.all_for(conn, pseudonym):
                 # What the person was in the middle of still leaves the phone.
-                draft = self._decode(pseudonym, stored)
-                if draft.chat_id is not None:
-                    await self._outbox.enqueue(conn, _deletions(draft.chat_id, draft.messages))
-            await self._drafts.delete(conn, pseudonym)
+                await self._discard(conn, pseudonym, self._decode(pseudonym, stored))
             await self._reports.forget_reporter(conn, pseudonym, now)
             await self._actions.forget(conn, pseudonym)
             await self._outbox.cancel_for(conn, pseudonym)
@@ -439,11 +433,7 @@ class ReportService:
             dropped: list[str] = []
             for stored in expired:
                 dropped += await self._reports.drop_staged(conn, stored.pseudonym)
-                await self._drafts.delete(conn, stored.pseudonym, stored.nonce)
-                binding = _binding(stored.pseudonym, stored.kind, stored.nonce)
-                draft = Draft.from_json(self._cipher.decrypt_json(stored.payload, binding=binding))
-                if draft.chat_id is not None:
-                    await self._outbox.enqueue(conn, _deletions(draft.chat_id, draft.messages))
+                await self._discard(conn, stored.pseudonym, self._decode(stored.pseudonym, stored))
             # Counters only matter within their window (an hour at most); older ones are traces.
             await self._actions.purge_before(conn, now - timedelta(hours=1))
         await self._evidence.delete(dropped)
@@ -527,11 +517,17 @@ class ReportService:
         stored = await self._drafts.get_expired(conn, pseudonym, kind, self._clock.now())
         if stored is None:
             return []
-        draft = self._decode(pseudonym, stored)
-        await self._drafts.delete(conn, pseudonym, stored.nonce)
-        if draft.chat_id is not None:
-            await self._outbox.enqueue(conn, _deletions(draft.chat_id, draft.messages))
+        await self._discard(conn, pseudonym, self._decode(pseudonym, stored))
         return await self._reports.drop_staged(conn, pseudonym) if kind == "report" else []
+
+    async def _discard(
+        self, conn: AsyncConnection, pseudonym: str, draft: Draft, chat_id: int | None = None
+    ) -> None:
+        """Delete a draft and queue the deletion of its conversation from the phone."""
+        await self._drafts.delete(conn, pseudonym, draft.nonce)
+        chat = chat_id if chat_id is not None else draft.chat_id
+        if chat is not None:
+            await self._outbox.enqueue(conn, _deletions(chat, draft.messages))
 
     async def _store(
         self,
