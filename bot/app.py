@@ -16,7 +16,21 @@ from bot.send_limits import SharedRateLimiter
 from bot.services.inbox import Dispatch, DispatchResult
 from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
-from handlers import account, cases, coordination, errors, fallback, language, reports, sos, start, users
+from handlers import (
+    account,
+    cases,
+    contact,
+    coordination,
+    desk,
+    errors,
+    fallback,
+    language,
+    reports,
+    sos,
+    start,
+    team,
+    users,
+)
 from messages import LANGUAGES, catalogs
 from messages.menus import bot_commands
 
@@ -60,12 +74,15 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     # Order matters: recognising the user comes first (an earlier group); feature handlers next; the
     # fallbacks last within group 0, so they only answer what no feature took; errors are separate.
     users.register(app)
+    team.register(app)  # its invite-link /start goes ahead of the plain /start
     start.register(app)
     language.register(app)
     reports.register(app)  # also the input router in group -1, ahead of the fallbacks
     sos.register(app)
     account.register(app)
     coordination.register(app)
+    desk.register(app)
+    contact.register(app)
     cases.register(app)
     fallback.register(app)
     errors.register(app)
@@ -93,6 +110,7 @@ async def _post_init(app: JarchyApp) -> None:
 async def _purge(context: JarchyContext) -> None:
     await context.services.retention.purge()
     await context.services.hearings.purge()
+    await context.services.team.purge_invites()
 
 
 async def _materialise_reminders(context: JarchyContext) -> None:

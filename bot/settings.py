@@ -14,6 +14,8 @@ LANGUAGES: tuple[str, ...] = ("en", "ru", "ky", "uz")
 DEFAULT_API_URL = "https://api.telegram.org"
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{10,100}$")
 _T = TypeVar("_T")
+# Triage changes a reporter may be told about: when their report is taken up, and when it is closed.
+REPORTER_UPDATES = ("taken", "closed")
 
 
 class SettingsError(Exception):
@@ -85,6 +87,9 @@ class Settings:
     sos_per_minute: int = 1
     reminder_interval_s: float = 30.0
     flood_per_minute: int = 40
+    invite_ttl_h: float = 24.0
+    # Which triage changes a contactable reporter hears about (neutral texts in messages/).
+    reporter_updates: frozenset[str] = frozenset(REPORTER_UPDATES)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -185,6 +190,8 @@ class Settings:
             sos_per_minute=_number(env, "JARCHY_SOS_PER_MINUTE", 1, int, minimum=1),
             reminder_interval_s=_number(env, "JARCHY_REMINDER_INTERVAL_S", 30.0, float, minimum=0.5),
             flood_per_minute=_number(env, "JARCHY_FLOOD_PER_MINUTE", 40, int, minimum=5),
+            invite_ttl_h=_number(env, "JARCHY_INVITE_TTL_H", 24.0, float, minimum=0.1),
+            reporter_updates=_choices(env, "JARCHY_REPORTER_UPDATES", REPORTER_UPDATES),
         )
 
     def describe(self) -> list[tuple[str, str]]:
@@ -207,6 +214,8 @@ class Settings:
             ("JARCHY_DRAFT_TTL_H", f"{self.draft_ttl_h:g}"),
             ("JARCHY_REPORTS_PER_HOUR", str(self.reports_per_hour)),
             ("JARCHY_SOS_PER_MINUTE", str(self.sos_per_minute)),
+            ("JARCHY_INVITE_TTL_H", f"{self.invite_ttl_h:g}"),
+            ("JARCHY_REPORTER_UPDATES", ",".join(sorted(self.reporter_updates)) or "none"),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 
@@ -270,6 +279,22 @@ def _number(
     if float(value) < minimum:  # type: ignore[arg-type]
         raise SettingsError(name, f"{raw} is too small", f"Use at least {minimum:g}.")
     return value
+
+
+def _choices(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> frozenset[str]:
+    raw = env.get(name)
+    if raw is None:
+        return frozenset(allowed)
+    chosen = {part.strip().lower() for part in raw.split(",") if part.strip()}
+    chosen.discard("none")
+    unknown = chosen - set(allowed)
+    if unknown:
+        raise SettingsError(
+            name,
+            f"has unknown values {', '.join(sorted(unknown))}",
+            f"Use some of {', '.join(allowed)}, or none.",
+        )
+    return frozenset(chosen)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -8,27 +8,38 @@ from datetime import timedelta
 
 from bot.clock import Clock
 from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
-from bot.services.alerts import AlertService
+from bot.services.alerts import CARD_KIND, AlertService
+from bot.services.audit import AuditLog
+from bot.services.contact import ContactService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
+from bot.services.desk import DeskService
 from bot.services.evidence import EvidenceStore
+from bot.services.export import ExportService
 from bot.services.flood import FloodGuard
 from bot.services.hearings import HearingService
 from bot.services.outbox import Outbox
 from bot.services.ratelimit import SendLimiter
 from bot.services.reports import Limits, ReportService
 from bot.services.retention import Retention
+from bot.services.roles import Gate
+from bot.services.stats import StatsService
+from bot.services.team import TeamService
+from bot.services.triage import TriageService
 from bot.services.users import UserService
 from bot.settings import Settings
 from bot.telegram_api import TelegramApi
 from messages import catalogs
 from storage import migrations
+from storage.audit import AuditRepository
 from storage.cases import CaseRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
 from storage.outbox import OutboxRepository
+from storage.report_queries import ReportQueries
 from storage.reports import ActionRepository, ReportRepository
 from storage.state import StateRepository
+from storage.team import TeamRepository
 from storage.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -56,6 +67,14 @@ class Services:
     reports: ReportService
     hearings: HearingService
     flood: FloodGuard
+    audit: AuditLog
+    gate: Gate
+    team: TeamService
+    contact: ContactService
+    triage: TriageService
+    desk: DeskService
+    exports: ExportService
+    stats: StatsService
 
     async def close(self) -> None:
         """Release the HTTP pool and the database."""
@@ -130,6 +149,73 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
             sos_per_minute=settings.sos_per_minute,
         ),
     )
+    state = StateRepository()
+    audit_repo = AuditRepository()
+    audit = AuditLog(db, audit_repo, state, key, clock)
+    gate = Gate(db, user_repo, pseudonyms, audit)
+    team_repo = TeamRepository()
+    team = TeamService(
+        db=db,
+        repo=team_repo,
+        users=user_repo,
+        gate=gate,
+        audit=audit,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        clock=clock,
+        audit_repo=audit_repo,
+        invite_ttl=timedelta(hours=settings.invite_ttl_h),
+        settings_admins=settings.admin_ids,
+    )
+    contact = ContactService(
+        db=db,
+        gate=gate,
+        audit=audit,
+        reports=report_repo,
+        users=user_repo,
+        alerts=alerts,
+        outbox=outbox,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        texts=catalogs(),
+        clock=clock,
+        default_language=settings.default_language,
+    )
+    triage = TriageService(
+        db=db,
+        gate=gate,
+        audit=audit,
+        reports=report_repo,
+        users=user_repo,
+        team=team,
+        alerts=alerts,
+        contact=contact,
+        outbox=outbox,
+        cipher=cipher,
+        clock=clock,
+        reporter_updates=settings.reporter_updates,
+    )
+    delivery.on_sent(CARD_KIND, triage.card_sent)
+    queries = ReportQueries()
+    desk = DeskService(
+        db=db,
+        gate=gate,
+        audit=audit,
+        reports=report_repo,
+        queries=queries,
+        team=team,
+        team_repo=team_repo,
+        evidence=EvidenceStore(settings.data_dir / "evidence", cipher),
+        cipher=cipher,
+        clock=clock,
+        zone=settings.timezone,
+    )
+    exports = ExportService(
+        db=db, gate=gate, audit=audit, queries=queries, team=team, cipher=cipher, zone=settings.timezone
+    )
+    stats = StatsService(
+        gate=gate, audit=audit, queries=queries, texts=catalogs(), clock=clock, zone=settings.timezone
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -148,6 +234,14 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         alerts=alerts,
         reports=reports,
         flood=FloodGuard(clock, settings.flood_per_minute),
+        audit=audit,
+        gate=gate,
+        team=team,
+        contact=contact,
+        triage=triage,
+        desk=desk,
+        exports=exports,
+        stats=stats,
         hearings=HearingService(
             db=db,
             cases=CaseRepository(),

@@ -1,4 +1,4 @@
-"""Coordinators' side of reports: /bind the alerts chat, and the triage buttons on each alert."""
+"""Coordinators' side of alerts: /bind the alerts chat, the triage buttons on each card, /duplicate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 
 from bot.context import JarchyContext
 from bot.services.roles import NotAllowed
-from storage.reports import ReportNotFound
+from handlers.workspace import WorkspaceError, in_workspace, refusal
 
 _GROUPS = filters.ChatType.GROUPS & filters.UpdateType.MESSAGE
 
@@ -20,13 +20,14 @@ async def bind_alert_chat(update: Update, context: JarchyContext) -> None:
     try:
         released = await context.services.alerts.bind(user.id, chat.id)
     except NotAllowed:
+        await context.services.gate.refuse(user.id, "alerts.bind", detail="role")
         await message.reply_text(context.text("bind.refused"))
         return
     await message.reply_text(context.text("bind.done", released=released))
 
 
 async def press_triage_button(update: Update, context: JarchyContext) -> None:
-    """Record who pressed Acknowledge, Take or Close; refuse anyone without the role."""
+    """Apply Acknowledge, Take, Verify, Close, Spam or Reopen; the card is edited to match."""
     query, user = update.callback_query, update.effective_user
     if query is None or query.data is None or user is None:
         return
@@ -36,17 +37,32 @@ async def press_triage_button(update: Update, context: JarchyContext) -> None:
         return
     _, code, action = parts
     try:
-        result = await context.services.alerts.triage(user.id, code, action)
-    except NotAllowed:
-        await query.answer(context.text("triage.refused"), show_alert=True)
+        answer = await context.services.triage.press(user.id, code, action)
+    except WorkspaceError as error:
+        await query.answer(refusal(context, error), show_alert=True)
         return
-    except ReportNotFound:
-        await query.answer(context.text("callback.stale"), show_alert=True)
+    await query.answer(context.text(answer.key, **answer.params), show_alert=not answer.changed)
+
+
+async def mark_duplicate(update: Update, context: JarchyContext) -> None:
+    """/duplicate R-AAAAA R-BBBBB: reject the first report as a duplicate of the second."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "triage.duplicate"):
         return
-    await query.answer(context.text(f"triage.recorded_{result.action}", code=result.code))
+    args = context.args or []
+    if len(args) != 2:
+        await message.reply_text(context.text("triage.duplicate_usage"))
+        return
+    try:
+        answer = await context.services.triage.mark_duplicate(user.id, args[0], args[1])
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    await message.reply_text(context.text(answer.key, **answer.params))
 
 
 def register(app: Application) -> None:
-    """Handle /bind in groups and the triage buttons."""
+    """Handle /bind in groups, /duplicate and the triage buttons."""
     app.add_handler(CommandHandler("bind", bind_alert_chat, filters=_GROUPS))
+    app.add_handler(CommandHandler("duplicate", mark_duplicate))
     app.add_handler(CallbackQueryHandler(press_triage_button, pattern=r"^t:"))

@@ -35,9 +35,14 @@ async def show_help(update: Update, context: JarchyContext) -> None:
     if update.effective_message is None:
         return
     commands = command_list(context.texts, context.language)
-    await update.effective_message.reply_text(
-        context.text("help.text", commands=commands), parse_mode=ParseMode.HTML
-    )
+    text = context.text("help.text", commands=commands)
+    roles = context.profile.roles if context.profile is not None else frozenset()
+    # The role only shapes the help text; every coordinator command checks it again in the database.
+    if roles:
+        text += "\n\n" + context.text("help.coordinators")
+    if "admin" in roles:
+        text += "\n\n" + context.text("help.admins")
+    await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML)
 
 
 def register(app: Application) -> None:

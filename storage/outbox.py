@@ -61,6 +61,7 @@ class ClaimedRow:
     priority: int
     attempts: int
     unknown_outcomes: int
+    ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class OutboxRepository:
                 outbox.c.priority,
                 outbox.c.attempts,
                 outbox.c.unknown_outcomes,
+                outbox.c.ref,
             )
         )
         rows = [ClaimedRow(*r) for r in (await conn.execute(stmt)).all()]
@@ -247,6 +249,7 @@ class OutboxRepository:
         recipient: str | None = None,
         ref: str | None = None,
         keep_kinds: Sequence[str] = (),
+        only_kinds: Sequence[str] = (),
     ) -> int:
         """Cancel queued rows for a recipient and/or an aggregate (unsubscribe, cancelled broadcast)."""
         if recipient is None and ref is None:
@@ -258,6 +261,8 @@ class OutboxRepository:
             stmt = stmt.where(outbox.c.ref == ref)
         if keep_kinds:
             stmt = stmt.where(outbox.c.kind.not_in(keep_kinds))
+        if only_kinds:
+            stmt = stmt.where(outbox.c.kind.in_(only_kinds))
         result = await conn.execute(stmt.values(status="cancelled", payload=None))
         return result.rowcount or 0
 

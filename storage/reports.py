@@ -11,7 +11,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import new_id
-from storage.schema import evidence, report_events, reports, user_actions
+from storage.schema import evidence, report_events, report_notes, reports, user_actions
 
 
 class ReportNotFound(LookupError):
@@ -52,6 +52,26 @@ class Report:
     contact_chat: bytes | None
     status: str
     created_at: datetime
+    assignee: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    reason: str | None = None
+    duplicate_of: str | None = None
+    closed_at: datetime | None = None
+    revision: int = 0
+    alert_chat: int | None = None
+    alert_message_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Note:
+    """An internal note, a question to the reporter, or their answer; `body` is encrypted."""
+
+    id: int
+    kind: str
+    author: str | None
+    body: bytes
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,12 @@ class ReportRepository:
             raise ReportNotFound(code)
         return _report(row)
 
+    async def by_ids(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Report]:
+        """Return the reports with these ids (any order)."""
+        if not ids:
+            return []
+        return [_report(r) for r in await conn.execute(select(reports).where(reports.c.id.in_(ids)))]
+
     async def by_submit_key(self, conn: AsyncConnection, submit_key: str) -> Report | None:
         """Return the report a draft already became, if any."""
         row = (await conn.execute(select(reports).where(reports.c.submit_key == submit_key))).first()
@@ -119,6 +145,43 @@ class ReportRepository:
         await conn.execute(
             update(reports).where(reports.c.id == report_id).values(status=status, updated_at=now)
         )
+
+    async def change(
+        self, conn: AsyncConnection, report_id: int, revision: int, now: datetime, **values: Any
+    ) -> bool:
+        """Apply a triage change if the report is still at `revision`; False if someone changed it first."""
+        result = await conn.execute(
+            update(reports)
+            .where(reports.c.id == report_id, reports.c.revision == revision)
+            .values(**values, revision=reports.c.revision + 1, updated_at=now)
+        )
+        return bool(result.rowcount)
+
+    async def record_alert_card(
+        self, conn: AsyncConnection, code: str, chat_id: int, message_id: int
+    ) -> None:
+        """Remember where a report's alert card was sent, so changes can edit it."""
+        await conn.execute(
+            update(reports)
+            .where(reports.c.code == code)
+            .values(alert_chat=chat_id, alert_message_id=message_id)
+        )
+
+    async def add_note(
+        self, conn: AsyncConnection, report_id: int, kind: str, author: str | None, body: bytes, now: datetime
+    ) -> int:
+        """Append a note, question or answer (body already encrypted); return its id."""
+        result = await conn.execute(
+            insert(report_notes).values(report_id=report_id, kind=kind, author=author, body=body, at=now)
+        )
+        return new_id(result)
+
+    async def notes(self, conn: AsyncConnection, report_id: int) -> list[Note]:
+        """Return a report's notes and conversation, oldest first."""
+        rows = await conn.execute(
+            select(report_notes).where(report_notes.c.report_id == report_id).order_by(report_notes.c.id)
+        )
+        return [Note(r.id, r.kind, r.author, r.body, r.at) for r in rows]
 
     async def forget_reporter(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> int:
         """Cut every link from reports to this person: they become anonymous."""
@@ -227,4 +290,13 @@ def _report(row: Row[Any]) -> Report:
         contact_chat=row.contact_chat,
         status=row.status,
         created_at=row.created_at,
+        assignee=row.assignee,
+        acknowledged_by=row.acknowledged_by,
+        acknowledged_at=row.acknowledged_at,
+        reason=row.reason,
+        duplicate_of=row.duplicate_of,
+        closed_at=row.closed_at,
+        revision=row.revision,
+        alert_chat=row.alert_chat,
+        alert_message_id=row.alert_message_id,
     )

@@ -150,10 +150,29 @@ reports = Table(
     Column("submit_key", String(32), nullable=False, unique=True),  # the draft's nonce: submit once
     Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp, nullable=False),
+    # Triage: who has it, who saw it first, and why it was rejected (spam, duplicate).
+    Column("assignee", String(64), nullable=True),
+    Column("acknowledged_by", String(64), nullable=True),
+    Column("acknowledged_at", UtcTimestamp, nullable=True),
+    Column("reason", String(16), nullable=True),
+    Column("duplicate_of", String(16), nullable=True),
+    Column("closed_at", UtcTimestamp, nullable=True),
+    # Raised by every triage change: a change applies only to the revision its presser saw.
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+    # Where the alert card went, so every change can edit it in place.
+    Column("alert_chat", BigInteger, nullable=True),
+    Column("alert_message_id", Integer, nullable=True),
     CheckConstraint("kind IN ('report', 'sos')", name="ck_reports_kind_known"),
+    CheckConstraint(
+        "status IN ('new', 'in_progress', 'verified', 'closed', 'rejected')", name="ck_reports_status_known"
+    ),
 )
 Index("ix_reports_reporter", reports.c.reporter)
 Index("ix_reports_status", reports.c.status, reports.c.created_at)
+Index("ix_reports_category", reports.c.category, reports.c.id)
+Index("ix_reports_region", reports.c.region, reports.c.id)
+Index("ix_reports_assignee", reports.c.assignee, reports.c.id)
+Index("ix_reports_created_at", reports.c.created_at)
 
 evidence = Table(
     "evidence",
@@ -260,4 +279,56 @@ channels = Table(
     # The organisation's own public channels and groups: their ids are not personal data.
     Column("chat_id", BigInteger, primary_key=True, autoincrement=False),
     Column("added_at", UtcTimestamp, nullable=False),
+)
+
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # SHA-256 of the token: a copy of the database cannot be turned into working invite links.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("expires_at", UtcTimestamp, nullable=False),
+    Column("used_by", String(64), nullable=True),
+    Column("used_at", UtcTimestamp, nullable=True),
+    Column("withdrawn_at", UtcTimestamp, nullable=True),
+)
+
+team = Table(
+    "team",
+    metadata,
+    Column("pseudonym", String(64), ForeignKey("users.pseudonym", ondelete="CASCADE"), primary_key=True),
+    Column("display_name", LargeBinary, nullable=True),  # encrypted; the name colleagues see
+    Column("joined_at", UtcTimestamp, nullable=False),
+)
+
+report_notes = Table(
+    "report_notes",
+    metadata,
+    # Internal notes, and the questions to and answers from a reporter; bodies encrypted.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("report_id", Integer, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    Column("author", String(64), nullable=True),  # a coordinator; NULL for the reporter's answers
+    Column("kind", String(12), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("at", UtcTimestamp, nullable=False),
+    CheckConstraint("kind IN ('note', 'question', 'answer')", name="ck_report_notes_kind_known"),
+)
+Index("ix_report_notes_report_id", report_notes.c.report_id)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Append-only; each row's hash covers the previous row's, keyed, so edits and deletions show.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcTimestamp, nullable=False),
+    Column("actor", String(64), nullable=False),  # a pseudonym, or "cli"
+    Column("action", String(32), nullable=False),
+    Column("target", String(64), nullable=True),  # a report code, a pseudonym, an invite id
+    Column("outcome", String(8), nullable=False),
+    Column("detail", Text, nullable=True),  # never user-written text: filters, a new status, a reason
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    CheckConstraint("outcome IN ('ok', 'refused')", name="ck_audit_log_outcome_known"),
 )

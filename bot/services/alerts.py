@@ -18,13 +18,18 @@ from bot.services.outbox import PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMe
 from bot.services.roles import require_role
 from messages import Catalogs, Safe
 from storage.database import Database
-from storage.reports import Evidence, ReportNotFound, ReportRepository
+from storage.reports import Evidence, ReportRepository
 from storage.state import COORDINATOR_CHAT, StateRepository
 from storage.users import UserRepository
 
-ALERT_KINDS = ("alert",)
-TRIAGE_ACTIONS = ("ack", "take", "close")
+# The card (summary with the triage buttons) is a kind of its own: delivery reports its message id.
+CARD_KIND = "alert_card"
+ALERT_KINDS = ("alert", CARD_KIND)
+TRIAGE_ACTIONS = ("ack", "take", "verify", "close", "spam", "reopen")
+FINAL_STATUSES = ("closed", "rejected")
 TELEGRAM_TEXT_LIMIT = 4096
+# Room kept on the card for its status lines, so later edits never outgrow the first version.
+_STATUS_RESERVE = 400
 _EVIDENCE_METHODS = {
     "photo": ("sendPhoto", "photo"),
     "video": ("sendVideo", "video"),
@@ -61,11 +66,15 @@ class AlertInput:
 
 
 @dataclass(frozen=True)
-class TriageResult:
-    """A recorded triage press."""
+class CardState:
+    """Where a report stands, as its alert card shows it; names are display labels."""
 
-    code: str
-    action: str
+    status: str = "new"
+    assignee: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    reason: str | None = None
+    duplicate_of: str | None = None
 
 
 class AlertService:
@@ -118,6 +127,11 @@ class AlertService:
             self._outbox.notify()
         return released
 
+    async def is_coordinator_chat(self, chat_id: int) -> bool:
+        """Tell whether a chat is where alerts go."""
+        async with self._db.read() as conn:
+            return await self.coordinator_chat(conn) == chat_id
+
     async def has_destination(self) -> bool:
         """Tell whether alerts have somewhere to go."""
         async with self._db.read() as conn:
@@ -152,33 +166,19 @@ class AlertService:
         await self._outbox.enqueue(conn, messages)
 
     def compose(self, alert: AlertInput, chat: int | None) -> list[OutgoingMessage]:
-        """Return the alert's messages: the summary with triage buttons, long text, location, evidence."""
+        """Return the alert's messages: the card with triage buttons, long text, location, evidence."""
         priority = PRIORITY_SOS if alert.kind == "sos" else PRIORITY_ALERT
         lang = self._language
-        summary = self._summary(alert)
-        buttons = {
-            "inline_keyboard": [
-                [
-                    {
-                        "text": self._texts.text(lang, f"triage.{action}"),
-                        "callback_data": f"t:{alert.code}:{action}",
-                    }
-                    for action in TRIAGE_ACTIONS
-                ]
-            ]
-        }
+        card, markup, separate = self._card(alert, CardState())
         fields = [(key, value) for key, value in (("text", alert.text), ("people", alert.people)) if value]
-        body = "\n\n".join(self._texts.text(lang, f"alert.{key}", value=value) for key, value in fields)
-        separate = len(summary) + 2 + len(body) > TELEGRAM_TEXT_LIMIT
-        if body and not separate:
-            summary = f"{summary}\n\n{body}"
         messages = [
             self._message(
                 "sendMessage",
-                {"text": summary, "parse_mode": "HTML", "reply_markup": buttons},
+                {"text": card, "parse_mode": "HTML", "reply_markup": markup},
                 chat,
                 priority,
                 alert.code,
+                kind=CARD_KIND,
             )
         ]
         if separate:
@@ -207,6 +207,66 @@ class AlertService:
             messages.append(self._message(method, media, chat, priority, alert.code))
         return messages
 
+    def card_edit(
+        self, alert: AlertInput, state: CardState, chat_id: int, message_id: int
+    ) -> OutgoingMessage:
+        """Return the edit that makes a sent card show `state`."""
+        card, markup, _ = self._card(alert, state)
+        params = {"message_id": message_id, "text": card, "parse_mode": "HTML", "reply_markup": markup}
+        return self._message(
+            "editMessageText", params, chat_id, PRIORITY_ALERT, alert.code, kind="alert_edit"
+        )
+
+    def _card(self, alert: AlertInput, state: CardState) -> tuple[str, dict[str, Any], bool]:
+        """Return the card's text, its keyboard, and whether the long fields go in messages of their own."""
+        lang = self._language
+        summary = self._summary(alert)
+        fields = [(key, value) for key, value in (("text", alert.text), ("people", alert.people)) if value]
+        body = "\n\n".join(self._texts.text(lang, f"alert.{key}", value=value) for key, value in fields)
+        separate = len(summary) + 2 + len(body) + _STATUS_RESERVE > TELEGRAM_TEXT_LIMIT
+        if body and not separate:
+            summary = f"{summary}\n\n{body}"
+        return f"{summary}\n\n{self._status(state)}", self._keyboard(alert.code, state), separate
+
+    def _status(self, state: CardState) -> str:
+        lang = self._language
+        if state.status == "rejected":
+            if state.reason == "duplicate":
+                line = self._texts.text(lang, "triage.state_duplicate", original=state.duplicate_of or "—")
+            else:
+                line = self._texts.text(lang, "triage.state_spam")
+        else:
+            line = self._texts.text(lang, f"triage.state_{state.status}", who=state.assignee or "—")
+        if state.acknowledged_by is not None and state.acknowledged_at is not None:
+            when = state.acknowledged_at.astimezone(self._zone).strftime("%d.%m %H:%M")
+            seen = self._texts.text(lang, "triage.acknowledged", who=state.acknowledged_by, when=when)
+            line = f"{line}\n{seen}"
+        return line
+
+    def _keyboard(self, code: str, state: CardState) -> dict[str, Any]:
+        if state.status in FINAL_STATUSES:
+            rows = [["reopen"]]
+        elif state.status == "verified":
+            rows = [["close"]]
+        elif state.status == "in_progress":
+            rows = [["verify", "close"], ["spam"]]
+        else:
+            first = ["take", "close"] if state.acknowledged_by else ["ack", "take", "close"]
+            rows = [first, ["spam"]]
+        lang = self._language
+        return {
+            "inline_keyboard": [
+                [
+                    {
+                        "text": self._texts.plain(lang, f"triage.{action}"),
+                        "callback_data": f"t:{code}:{action}",
+                    }
+                    for action in row
+                ]
+                for row in rows
+            ]
+        }
+
     async def bind(self, user_id: int, chat_id: int) -> int:
         """Make `chat_id` the coordinators' chat (admins only); release held alerts; return how many."""
         async with self._db.write() as conn:
@@ -216,16 +276,6 @@ class AlertService:
         self._bound = chat_id
         self._outbox.notify()
         return released
-
-    async def triage(self, user_id: int, code: str, action: str) -> TriageResult:
-        """Record who pressed a triage button; only coordinators and admins may."""
-        if action not in TRIAGE_ACTIONS:
-            raise ReportNotFound(code)
-        async with self._db.write() as conn:
-            actor = await self._require(conn, user_id, ("admin", "coordinator"))
-            report = await self._reports.by_code(conn, code)
-            await self._reports.add_event(conn, report.id, actor, action, self._clock.now())
-        return TriageResult(code=code, action=action)
 
     async def _require(self, conn: AsyncConnection, user_id: int, roles: Sequence[str]) -> str:
         return await require_role(conn, self._users, self._pseudonyms.of_user(user_id), roles)
@@ -261,12 +311,18 @@ class AlertService:
         return local.strftime("%d.%m.%Y") if alert.precision == "date" else local.strftime("%d.%m.%Y %H:%M")
 
     def _message(
-        self, method: str, params: dict[str, Any], chat: int | None, priority: int, code: str
+        self,
+        method: str,
+        params: dict[str, Any],
+        chat: int | None,
+        priority: int,
+        code: str,
+        kind: str = "alert",
     ) -> OutgoingMessage:
         return OutgoingMessage(
             method,
             {"chat_id": chat if chat is not None else 0, **params},
-            kind="alert",
+            kind=kind,
             priority=priority,
             held=chat is None,
             ref=code,

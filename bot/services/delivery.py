@@ -8,8 +8,11 @@ import heapq
 import logging
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Cipher, DecryptionError
@@ -46,6 +49,19 @@ class DeliveryConfig:
     paid_broadcast: bool = False
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """A sent row of a kind someone asked to hear about: where it went and its message id."""
+
+    kind: str
+    ref: str | None
+    chat_id: int
+    message_id: int
+
+
+ReceiptHandler = Callable[[AsyncConnection, Sequence[Receipt]], Awaitable[None]]
+
+
 class DeliveryWorker:
     """Sends outbox rows; a crash loses nothing and duplicates at most what was in flight."""
 
@@ -76,9 +92,15 @@ class DeliveryWorker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []
         self._blocked: set[str] = set()
+        self._receipt_handlers: dict[str, ReceiptHandler] = {}
+        self._receipts: list[Receipt] = []
         self._flush_lock = asyncio.Lock()
         self._seq = 0
         self.sent_count = 0
+
+    def on_sent(self, kind: str, handler: ReceiptHandler) -> None:
+        """Call `handler` with the message ids of sent rows of `kind`, in the transaction recording them."""
+        self._receipt_handlers[kind] = handler
 
     def wake(self) -> None:
         """Look for due rows now rather than at the next poll."""
@@ -142,17 +164,23 @@ class DeliveryWorker:
                 return
             outcomes, self._outcomes = self._outcomes, []
             blocked, self._blocked = self._blocked, set()
+            receipts, self._receipts = self._receipts, []
             try:
                 async with self._db.write() as conn:
                     await self._outbox.apply(conn, self.owner, outcomes)
                     if blocked:
                         await self._users.mark_inactive(conn, sorted(blocked), self._clock.now())
                         await self._outbox.block_pending_for(conn, sorted(blocked))
+                    for kind, handler in self._receipt_handlers.items():
+                        mine = [r for r in receipts if r.kind == kind]
+                        if mine:
+                            await handler(conn, mine)
             except BaseException:
                 # Keep them for the next flush (also when cancelled mid-write at shutdown); the rows
                 # stay leased to us meanwhile.
                 self._outcomes = outcomes + self._outcomes
                 self._blocked |= blocked
+                self._receipts = receipts + self._receipts
                 raise
 
     def _claim_size(self) -> int:
@@ -255,6 +283,10 @@ class DeliveryWorker:
             return self._unknown(row, str(error))
         except NotSent as error:
             return self._retry_or_dead(row, str(error))
+        chat = params.get("chat_id")
+        wanted = row.kind in self._receipt_handlers
+        if wanted and result.ok and result.message_id is not None and isinstance(chat, int):
+            self._receipts.append(Receipt(row.kind, row.ref, chat, result.message_id))
         return self._judge(row, result)
 
     def _judge(self, row: ClaimedRow, result: ApiResult) -> Outcome:

@@ -118,9 +118,10 @@ class Outbox:
         """Cancel what is still queued for one person about one thing (unfollowing a case)."""
         return await self._repo.cancel_pending(conn, recipient=pseudonym, ref=ref)
 
-    async def cancel_ref(self, conn: AsyncConnection, ref: str) -> int:
-        """Cancel what is still queued about one thing (a hearing that moved, a cancelled broadcast)."""
-        return await self._repo.cancel_pending(conn, ref=ref)
+    async def cancel_ref(self, conn: AsyncConnection, ref: str, kinds: Sequence[str] = ()) -> int:
+        """Cancel what is still queued about one thing (a hearing that moved, a cancelled broadcast),
+        or only its rows of these kinds (an alert card's older edits)."""
+        return await self._repo.cancel_pending(conn, ref=ref, only_kinds=kinds)
 
     def notify(self) -> None:
         """Tell the delivery worker new rows are committed (call after the transaction)."""

@@ -16,14 +16,13 @@ from bot.services import report_form as form
 from bot.services.alerts import AlertInput, AlertService
 from bot.services.evidence import MAX_FILE_BYTES, EvidenceStore
 from bot.services.outbox import Outbox, OutgoingMessage
+from bot.services.report_body import CODE_ALPHABET, contact_chat_binding, report_body_binding
 from bot.services.report_form import Draft, FormError
 from storage.database import Database
 from storage.drafts import DraftRepository, StoredDraft
 from storage.reports import ActionRepository, Evidence, NewReport, Report, ReportRepository
 from storage.users import UserRepository
 
-# Unambiguous letters and digits (no 0/O, 1/I/L): a code read aloud over a bad line still works.
-_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 SOS_FOLLOWUP = timedelta(minutes=30)
 _CLEANUP_PRIORITY = 40
 _DELETE_BATCH = 100
@@ -552,7 +551,7 @@ class ReportService:
 
     async def _new_code(self, conn: AsyncConnection) -> str:
         while True:
-            code = "R-" + "".join(secrets.choice(_CODE_ALPHABET) for _ in range(5))
+            code = "R-" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(5))
             if not await self._reports.code_exists(conn, code):
                 return code
 
@@ -570,7 +569,7 @@ class ReportService:
             contactable=contactable,
             reporter=pseudonym if contactable else None,
             contact_chat=(
-                self._cipher.encrypt_text(str(chat_id), binding=f"reports.contact_chat:{code}")
+                self._cipher.encrypt_text(str(chat_id), binding=contact_chat_binding(code))
                 if contactable
                 else None
             ),
@@ -599,11 +598,6 @@ class ReportService:
             evidence=items,
             evidence_file_ids=file_ids,
         )
-
-
-def report_body_binding(code: str) -> str:
-    """Return what a report body's encryption is bound to."""
-    return f"reports.body:{code}"
 
 
 def _binding(pseudonym: str, kind: str, nonce: str) -> str:

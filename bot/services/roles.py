@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.security import Pseudonymizer
+from bot.services.audit import AuditLog
+from storage.database import Database
+from storage.reports import ReportNotFound
 from storage.users import UserRepository
 
 COORDINATING = ("admin", "coordinator")
@@ -14,6 +20,24 @@ COORDINATING = ("admin", "coordinator")
 class NotAllowed(PermissionError):
     """The person lacks the role the action needs."""
 
+    def __init__(self, pseudonym: str, roles: Sequence[str] = COORDINATING) -> None:
+        super().__init__(pseudonym)
+        self.roles = tuple(roles)
+
+    @property
+    def admins_only(self) -> bool:
+        """Tell whether only admins may take the action."""
+        return "coordinator" not in self.roles
+
+
+class Refused(Exception):
+    """A request turned down with an explanation (bad input, a missing report); `key` names the text."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
 
 async def require_role(
     conn: AsyncConnection, users: UserRepository, pseudonym: str, roles: Sequence[str]
@@ -21,5 +45,60 @@ async def require_role(
     """Return the pseudonym if the person holds one of `roles`, else raise NotAllowed."""
     user = await users.get(conn, pseudonym)
     if user is None or not user.roles.intersection(roles):
-        raise NotAllowed(pseudonym)
+        raise NotAllowed(pseudonym, roles)
     return pseudonym
+
+
+@dataclass(frozen=True)
+class Acting:
+    """An allowed action in progress: its write transaction and the actor's pseudonym."""
+
+    conn: AsyncConnection
+    actor: str
+
+
+class Gate:
+    """Opens a write transaction for an action only after the database says the person may take it.
+
+    A refusal rolls back whatever the action began, then is written to the audit log on its own.
+    """
+
+    def __init__(
+        self, db: Database, users: UserRepository, pseudonyms: Pseudonymizer, audit: AuditLog
+    ) -> None:
+        self._db = db
+        self._users = users
+        self._pseudonyms = pseudonyms
+        self._audit = audit
+
+    @asynccontextmanager
+    async def acting(
+        self, user_id: int, action: str, target: str | None = None, roles: Sequence[str] = COORDINATING
+    ) -> AsyncIterator[Acting]:
+        """Yield the transaction if the person holds one of `roles` now; else audit and raise NotAllowed."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        try:
+            async with self._db.write() as conn:
+                await require_role(conn, self._users, pseudonym, roles)
+                yield Acting(conn, pseudonym)
+        except NotAllowed:
+            await self._audit.refused(pseudonym, action, target, detail="role")
+            raise
+        except Refused as refusal:
+            await self._audit.refused(pseudonym, action, target, detail=refusal.key)
+            raise
+        except ReportNotFound:
+            await self._audit.refused(pseudonym, action, target, detail="report.not_found")
+            raise
+
+    async def refuse(
+        self, user_id: int, action: str, target: str | None = None, detail: str | None = None
+    ) -> None:
+        """Audit an attempt refused before it reached the database (a coordinator command in a wrong chat)."""
+        await self._audit.refused(self._pseudonyms.of_user(user_id), action, target, detail=detail)
+
+    async def holds(self, user_id: int, roles: Sequence[str] = COORDINATING) -> bool:
+        """Tell whether the person holds a role now (to shape menus; never to allow an action)."""
+        async with self._db.read() as conn:
+            user = await self._users.get(conn, self._pseudonyms.of_user(user_id))
+        return user is not None and bool(user.roles.intersection(roles))

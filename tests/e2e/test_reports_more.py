@@ -136,7 +136,7 @@ async def test_triage_buttons_record_coordinators_and_refuse_strangers(
         chat_type="supergroup",
     )
     await fake.wait_for("answerCallbackQuery", count=before + 1)
-    assert stranger.answers()[-1] == catalogs().text("en", "triage.refused")
+    assert stranger.answers()[-1] == catalogs().text("en", "coord.refused")
     fake.add_callback_query(
         user_id=ADMIN,
         data=f"t:{code}:take",
@@ -145,7 +145,7 @@ async def test_triage_buttons_record_coordinators_and_refuse_strangers(
         chat_type="supergroup",
     )
     await fake.wait_for("answerCallbackQuery", count=before + 2)
-    assert stranger.answers()[-1] == catalogs().text("en", "triage.recorded_take", code=code)
+    assert stranger.answers()[-1] == catalogs().text("en", "triage.done_take", code=code)
     db = Database.connect(reporting_bot.settings.database_url)
     try:
         async with db.read() as conn:

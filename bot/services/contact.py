@@ -1,0 +1,174 @@
+"""The anonymous channel between coordinators and a contactable reporter.
+
+A coordinator's question reaches the reporter from the bot, never from the person who asked; the answer
+returns to the coordinators' chat threaded to the report's alert. Neither side learns who the other is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Cipher, Pseudonymizer
+from bot.services.alerts import AlertService
+from bot.services.audit import AuditLog
+from bot.services.outbox import PRIORITY_ALERT, PRIORITY_PERSONAL, Outbox, OutgoingMessage
+from bot.services.report_body import contact_chat, find_code, parse_code
+from bot.services.report_form import clean_text, telegram_length
+from bot.services.roles import Gate, Refused
+from messages import Catalogs
+from storage.database import Database
+from storage.reports import Report, ReportRepository
+from storage.users import UserRepository
+
+# Room for the framing text and HTML escaping within Telegram's 4,096.
+MESSAGE_LIMIT = 3000
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A reporter's answer passed on to the coordinators."""
+
+    code: str
+
+
+class ContactService:
+    """Questions to reporters, their answers, and the short status updates they get."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        gate: Gate,
+        audit: AuditLog,
+        reports: ReportRepository,
+        users: UserRepository,
+        alerts: AlertService,
+        outbox: Outbox,
+        cipher: Cipher,
+        pseudonyms: Pseudonymizer,
+        texts: Catalogs,
+        clock: Clock,
+        default_language: str,
+    ) -> None:
+        self._db = db
+        self._gate = gate
+        self._audit = audit
+        self._reports = reports
+        self._users = users
+        self._alerts = alerts
+        self._outbox = outbox
+        self._cipher = cipher
+        self._pseudonyms = pseudonyms
+        self._texts = texts
+        self._clock = clock
+        self._default_language = default_language
+
+    async def ask(self, user_id: int, raw_code: str, raw_question: str) -> str:
+        """Send a coordinator's question to a report's author; return the report code."""
+        async with self._gate.acting(user_id, "contact.ask", raw_code[:16]) as act:
+            code = parse_code(raw_code)
+            question = _bounded(raw_question, "contact.ask_usage")
+            report = await self._reports.by_code(act.conn, code)
+            chat = contact_chat(self._cipher, report)
+            if chat is None:
+                raise Refused("contact.unreachable", code=code)
+            now = self._clock.now()
+            sealed = self._cipher.encrypt_text(question, binding=note_binding(code, "question"))
+            await self._reports.add_note(act.conn, report.id, "question", act.actor, sealed, now)
+            language = await self._language_of(act.conn, report)
+            text = self._texts.text(language, "contact.question", code=code, question=question)
+            placeholder = self._texts.plain(language, "contact.answer_placeholder")
+            params = {
+                "text": text,
+                "parse_mode": "HTML",
+                "reply_markup": {"force_reply": True, "input_field_placeholder": placeholder},
+            }
+            await self._outbox.enqueue(act.conn, [self._to_reporter(chat, params, code)])
+            await self._audit.record(act.conn, act.actor, "contact.ask", code)
+        self._outbox.notify()
+        return code
+
+    async def answer(self, user_id: int, replied_text: str | None, raw_answer: str) -> Answered | None:
+        """Pass a reporter's reply to a question on to the coordinators.
+
+        Return None when the reply is not to one of this person's own reports' questions (another handler
+        may want the message); raise Refused for an empty or overlong answer.
+        """
+        code = find_code(replied_text)
+        if code is None:
+            return None
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            try:
+                report = await self._reports.by_code(conn, code)
+            except LookupError:
+                return None
+            if report.reporter != pseudonym:
+                return None
+            answer = _bounded(raw_answer, "contact.answer_empty")
+            now = self._clock.now()
+            sealed = self._cipher.encrypt_text(answer, binding=note_binding(code, "answer"))
+            await self._reports.add_note(conn, report.id, "answer", None, sealed, now)
+            await self._to_coordinators(conn, report, "contact.answer", text=answer)
+        self._outbox.notify()
+        return Answered(code)
+
+    async def queue_update(self, conn: AsyncConnection, report: Report, event: str) -> None:
+        """Queue a short, neutral status update for a contactable report's author (in the caller's txn)."""
+        chat = contact_chat(self._cipher, report)
+        if chat is None:
+            return
+        language = await self._language_of(conn, report)
+        text = self._texts.text(language, f"contact.update_{event}", code=report.code)
+        message = self._to_reporter(chat, {"text": text, "parse_mode": "HTML"}, report.code)
+        await self._outbox.enqueue(conn, [message])
+
+    async def _to_coordinators(
+        self, conn: AsyncConnection, report: Report, key: str, **params: object
+    ) -> None:
+        chat = await self._alerts.coordinator_chat(conn)
+        text = self._texts.text(self._default_language, key, code=report.code, **params)
+        payload: dict[str, object] = {"chat_id": chat or 0, "text": text, "parse_mode": "HTML"}
+        if report.alert_message_id is not None and report.alert_chat == chat:
+            payload["reply_parameters"] = {
+                "message_id": report.alert_message_id,
+                "allow_sending_without_reply": True,
+            }
+        message = OutgoingMessage(
+            "sendMessage", payload, kind="alert", priority=PRIORITY_ALERT, ref=report.code, held=chat is None
+        )
+        await self._outbox.enqueue(conn, [message])
+
+    def _to_reporter(self, chat: int, params: Mapping[str, object], code: str) -> OutgoingMessage:
+        return OutgoingMessage(
+            "sendMessage",
+            {"chat_id": chat, **params},
+            kind="contact",
+            recipient_user_id=chat,
+            priority=PRIORITY_PERSONAL,
+            ref=code,
+        )
+
+    async def _language_of(self, conn: AsyncConnection, report: Report) -> str:
+        user = await self._users.get(conn, report.reporter) if report.reporter else None
+        if user is None:
+            return self._default_language
+        return user.language or user.telegram_language or self._default_language
+
+
+def note_binding(code: str, kind: str) -> str:
+    """Return what a note's encryption is bound to."""
+    return f"report_notes.body:{code}:{kind}"
+
+
+def _bounded(raw: str, empty_key: str) -> str:
+    text = clean_text(raw)
+    if not text:
+        raise Refused(empty_key)
+    if telegram_length(text) > MESSAGE_LIMIT:
+        raise Refused("contact.too_long", limit=MESSAGE_LIMIT)
+    return text

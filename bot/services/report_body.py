@@ -1,0 +1,98 @@
+"""Opening a stored report: its encrypted body and contact, and its reference code's shape."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.security import Cipher
+from bot.services.alerts import AlertInput
+from bot.services.roles import Refused
+from storage.reports import Evidence, Report
+
+# Unambiguous letters and digits (no 0/O, 1/I/L): a code read aloud over a bad line still works.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_PATTERN = re.compile(rf"\bR-[{CODE_ALPHABET}]{{5}}\b")
+_LOOSE_CODE = re.compile(rf"^R-?([{CODE_ALPHABET}]{{5}})$")
+
+
+class MalformedCode(Refused):
+    """Text that cannot be a report's reference code."""
+
+    def __init__(self) -> None:
+        super().__init__("desk.code_malformed")
+
+
+@dataclass(frozen=True)
+class ReportBody:
+    """The decrypted fields of a report, held in memory only."""
+
+    text: str | None
+    place: str | None
+    location: list[float] | None
+    people: str | None
+
+
+def parse_code(raw: str) -> str:
+    """Return the canonical code for 'R-7K3QX', 'r-7k3qx' or 'R7K3QX'; raise MalformedCode otherwise."""
+    match = _LOOSE_CODE.match(raw.strip().upper())
+    if match is None:
+        raise MalformedCode
+    return f"R-{match.group(1)}"
+
+
+def find_code(text: str | None) -> str | None:
+    """Return the first report code in a message (an alert card, a forwarded answer), if any."""
+    if not text:
+        return None
+    match = CODE_PATTERN.search(text)
+    return match.group(0) if match else None
+
+
+def report_body_binding(code: str) -> str:
+    """Return what a report body's encryption is bound to."""
+    return f"reports.body:{code}"
+
+
+def contact_chat_binding(code: str) -> str:
+    """Return what a report's contact chat encryption is bound to."""
+    return f"reports.contact_chat:{code}"
+
+
+def open_body(cipher: Cipher, report: Report) -> ReportBody:
+    """Decrypt a report's body."""
+    body = cipher.decrypt_json(report.body, binding=report_body_binding(report.code))
+    return ReportBody(
+        text=body.get("text"),
+        place=body.get("place"),
+        location=body.get("location"),
+        people=body.get("people"),
+    )
+
+
+def contact_chat(cipher: Cipher, report: Report) -> int | None:
+    """Return the chat a contactable report's author can be reached in, or None."""
+    if report.contact_chat is None or report.reporter is None:
+        return None
+    return int(cipher.decrypt_text(report.contact_chat, binding=contact_chat_binding(report.code)))
+
+
+def alert_input(cipher: Cipher, report: Report, evidence: Sequence[Evidence]) -> AlertInput:
+    """Rebuild what the alert card shows from a stored report (file ids are not needed for a card)."""
+    body = open_body(cipher, report)
+    return AlertInput(
+        code=report.code,
+        kind=report.kind,
+        category=report.category,
+        occurred_at=report.occurred_at,
+        precision=report.occurred_precision,
+        region=report.region,
+        place=body.place,
+        location=body.location,
+        text=body.text,
+        people=body.people,
+        contactable=report.contactable,
+        evidence=evidence,
+        evidence_file_ids=[],
+    )

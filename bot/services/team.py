@@ -1,0 +1,246 @@
+"""The team: invites that make coordinators, the names colleagues see, and revoking a role."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Cipher, Pseudonymizer
+from bot.services.audit import AuditLog
+from bot.services.roles import Gate, Refused
+from storage.audit import AuditEntry, AuditRepository
+from storage.database import Database
+from storage.team import TeamRepository
+from storage.users import UserRepository
+
+INVITE_PREFIX = "inv_"
+NAME_MAX = 32
+MEMBER_REF_LENGTH = 10  # of a pseudonym: enough to tell members apart, too short to be one
+
+
+class TeamError(Refused):
+    """An invite, name or revocation the bot refuses; `key` names the text that explains it."""
+
+
+@dataclass(frozen=True)
+class NewInvite:
+    """A fresh invite: the token goes into the link once and is never stored."""
+
+    id: int
+    token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """A team member as /team shows them."""
+
+    ref: str
+    name: str | None
+    roles: frozenset[str]
+    since: datetime
+
+
+class TeamService:
+    """Invites, display names, the team list and revocation; every change is audited."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        repo: TeamRepository,
+        users: UserRepository,
+        gate: Gate,
+        audit: AuditLog,
+        cipher: Cipher,
+        pseudonyms: Pseudonymizer,
+        clock: Clock,
+        audit_repo: AuditRepository,
+        invite_ttl: timedelta,
+        settings_admins: frozenset[int],
+    ) -> None:
+        self._db = db
+        self._repo = repo
+        self._users = users
+        self._gate = gate
+        self._audit = audit
+        self._cipher = cipher
+        self._pseudonyms = pseudonyms
+        self._clock = clock
+        self._audit_repo = audit_repo
+        self._invite_ttl = invite_ttl
+        self._settings_admins = frozenset(pseudonyms.of_user(i) for i in settings_admins)
+
+    async def invite(self, user_id: int) -> NewInvite:
+        """Create a single-use invite that makes its user a coordinator (admins only)."""
+        token = secrets.token_urlsafe(24)
+        now = self._clock.now()
+        expires = now + self._invite_ttl
+        async with self._gate.acting(user_id, "team.invite", roles=("admin",)) as act:
+            invite_id = await self._repo.create_invite(act.conn, _hash(token), act.actor, now, expires)
+            await self._audit.record(act.conn, act.actor, "team.invite", f"invite:{invite_id}")
+        return NewInvite(invite_id, token, expires)
+
+    async def withdraw(self, user_id: int, invite_id: int) -> bool:
+        """Withdraw an unused invite (admins only); False if it was used or withdrawn already."""
+        target = f"invite:{invite_id}"
+        async with self._gate.acting(user_id, "team.withdraw", target, roles=("admin",)) as act:
+            done = await self._repo.withdraw_invite(act.conn, invite_id, self._clock.now())
+            if done:
+                await self._audit.record(act.conn, act.actor, "team.withdraw", target)
+        return done
+
+    async def join(self, user_id: int, token: str) -> None:
+        """Use an invite: grant the coordinator role once, or raise TeamError saying why not."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            invite = await self._repo.invite_by_hash(conn, _hash(token)) if _plausible(token) else None
+            refusal = None
+            if invite is None:
+                refusal = "team.invite_unknown"
+            elif invite.used_by is not None or invite.withdrawn_at is not None:
+                refusal = "team.invite_used"
+            elif invite.expires_at <= now:
+                refusal = "team.invite_expired"
+            else:
+                user = await self._users.get(conn, pseudonym)
+                if user is not None and user.roles:
+                    refusal = "team.already_member"
+            target = f"invite:{invite.id}" if invite is not None else None
+            if refusal is not None or invite is None:
+                await self._audit.record(
+                    conn, pseudonym, "team.join", target, outcome="refused", detail=refusal
+                )
+            elif await self._repo.use_invite(conn, invite.id, pseudonym, now):
+                await self._users.ensure_exists(conn, pseudonym, now)
+                await self._users.grant(conn, pseudonym, "coordinator", now, granted_by=invite.created_by)
+                await self._repo.join(conn, pseudonym, now)
+                await self._audit.record(conn, pseudonym, "team.join", target, detail="coordinator")
+            else:
+                refusal = "team.invite_used"
+        if refusal is not None:
+            raise TeamError(refusal)
+
+    async def set_name(self, user_id: int, raw: str) -> str:
+        """Set the name colleagues see (coordinators and admins); return it as stored."""
+        name = clean_name(raw)
+        async with self._gate.acting(user_id, "team.name") as act:
+            sealed = self._cipher.encrypt_text(name, binding=_name_binding(act.actor))
+            await self._repo.set_name(act.conn, act.actor, sealed, self._clock.now())
+            await self._audit.record(act.conn, act.actor, "team.name", act.actor)
+        return name
+
+    async def members(self, user_id: int) -> list[MemberView]:
+        """List everyone with a role (coordinators and admins may look)."""
+        async with self._gate.acting(user_id, "team.list") as act:
+            members = await self._repo.members(act.conn)
+        return [
+            MemberView(
+                ref=m.pseudonym[:MEMBER_REF_LENGTH],
+                name=self._open_name(m.pseudonym, m.display_name),
+                roles=m.roles,
+                since=m.since,
+            )
+            for m in members
+        ]
+
+    async def revoke(self, user_id: int, who: str) -> str | None:
+        """Take the coordinator role from a member named by ref or display name (admins only).
+
+        Return the revoked member's name (None if they never chose one); raise TeamError if `who` matches
+        nobody, several people, or an admin (admins come from settings).
+        """
+        async with self._gate.acting(user_id, "team.revoke", who[:64], roles=("admin",)) as act:
+            members = await self._repo.members(act.conn)
+            wanted = _fold(who)
+            matches = [
+                m
+                for m in members
+                if m.pseudonym[:MEMBER_REF_LENGTH] == who.strip()
+                or (
+                    m.display_name is not None
+                    and _fold(self._open_name(m.pseudonym, m.display_name) or "") == wanted
+                )
+            ]
+            if not matches:
+                raise TeamError("team.revoke_unknown")
+            if len(matches) > 1:
+                raise TeamError("team.revoke_ambiguous")
+            member = matches[0]
+            if "admin" in member.roles:
+                raise TeamError("team.revoke_admin")
+            await self._users.revoke(act.conn, member.pseudonym, "coordinator")
+            await self._audit.record(act.conn, act.actor, "team.revoke", member.pseudonym)
+        return self._open_name(member.pseudonym, member.display_name)
+
+    async def names(self, conn: AsyncConnection, pseudonyms: Sequence[str | None]) -> dict[str, str]:
+        """Return the display names of these people, for those who chose one."""
+        wanted = sorted({p for p in pseudonyms if p})
+        sealed = await self._repo.names(conn, wanted)
+        found: dict[str, str] = {}
+        for pseudonym, value in sealed.items():
+            name = self._open_name(pseudonym, value)
+            if name is not None:
+                found[pseudonym] = name
+        return found
+
+    async def recent_audit(self, user_id: int, limit: int = 30) -> tuple[list[AuditEntry], dict[str, str]]:
+        """Return the newest audit entries and their actors' display names (admins only; audited)."""
+        async with self._gate.acting(user_id, "audit.view", roles=("admin",)) as act:
+            await self._audit.record(act.conn, act.actor, "audit.view")
+            entries = await self._audit_repo.latest(act.conn, limit)
+            names = await self.names(act.conn, [e.actor for e in entries])
+        return entries, names
+
+    async def purge_invites(self) -> int:
+        """Delete invites expired a day ago or more: they grant nothing, and their trail is in the audit."""
+        async with self._db.write() as conn:
+            return await self._repo.purge_invites(conn, self._clock.now() - timedelta(days=1))
+
+    def _open_name(self, pseudonym: str, sealed: bytes | None) -> str | None:
+        if sealed is None:
+            return None
+        return self._cipher.decrypt_text(sealed, binding=_name_binding(pseudonym))
+
+
+def clean_name(raw: str) -> str:
+    """Normalise a display name, or raise TeamError: printable, one line, 1–32 characters."""
+    name = " ".join(unicodedata.normalize("NFC", raw).split())
+    if not name:
+        raise TeamError("team.name_usage")
+    if len(name) > NAME_MAX:
+        raise TeamError("team.name_too_long", limit=NAME_MAX)
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Cn") for ch in name):
+        raise TeamError("team.name_invalid")
+    return name
+
+
+def member_label(name: str | None, pseudonym: str | None) -> str:
+    """Return how to show a member: their chosen name, else a short neutral reference."""
+    if name:
+        return name
+    return f"#{pseudonym[:4]}" if pseudonym else "—"
+
+
+def _fold(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).split()).casefold()
+
+
+def _plausible(token: str) -> bool:
+    return 16 <= len(token) <= 64 and all(ch.isalnum() or ch in "-_" for ch in token)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _name_binding(pseudonym: str) -> str:
+    return f"team.display_name:{pseudonym}"

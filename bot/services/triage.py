@@ -1,0 +1,215 @@
+"""Triage on the alert card: acknowledge, take, verify, close, reject as spam or duplicate, reopen.
+
+Every press is decided inside one write transaction against the report's current state, and applied only
+to the revision it read: two coordinators pressing at once get one winner and one explanation, never a
+forked state. Each change is audited, re-renders the card in place, and may tell the reporter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Cipher
+from bot.services.alerts import CARD_KIND, FINAL_STATUSES, TRIAGE_ACTIONS, AlertService, CardState
+from bot.services.audit import AuditLog
+from bot.services.contact import ContactService
+from bot.services.delivery import Receipt
+from bot.services.outbox import Outbox
+from bot.services.report_body import alert_input, parse_code
+from bot.services.roles import COORDINATING, Gate, Refused
+from bot.services.team import TeamService, member_label
+from storage.database import Database
+from storage.reports import Report, ReportRepository
+from storage.users import UserRepository
+
+EDIT_KIND = "alert_edit"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to tell the presser: a text key and its parameters; `changed` if the state moved."""
+
+    key: str
+    params: dict[str, object]
+    changed: bool
+
+
+class TriageService:
+    """Applies triage actions to reports and keeps their alert cards current."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        gate: Gate,
+        audit: AuditLog,
+        reports: ReportRepository,
+        users: UserRepository,
+        team: TeamService,
+        alerts: AlertService,
+        contact: ContactService,
+        outbox: Outbox,
+        cipher: Cipher,
+        clock: Clock,
+        reporter_updates: frozenset[str],
+    ) -> None:
+        self._db = db
+        self._gate = gate
+        self._audit = audit
+        self._reports = reports
+        self._users = users
+        self._team = team
+        self._alerts = alerts
+        self._contact = contact
+        self._outbox = outbox
+        self._cipher = cipher
+        self._clock = clock
+        self._reporter_updates = reporter_updates
+
+    async def press(self, user_id: int, raw_code: str, action: str) -> Answer:
+        """Apply one triage button press (coordinators and admins only)."""
+        async with self._gate.acting(user_id, f"triage.{action}", raw_code[:16]) as act:
+            code = parse_code(raw_code)
+            if action not in TRIAGE_ACTIONS:
+                raise Refused("callback.stale")
+            report = await self._reports.by_code(act.conn, code)
+            answer = await self._decide(act.conn, report, act.actor, action)
+        if answer.changed:
+            self._outbox.notify()
+        return answer
+
+    async def mark_duplicate(self, user_id: int, raw_code: str, raw_original: str) -> Answer:
+        """Reject a report as a duplicate of another (coordinators and admins only)."""
+        async with self._gate.acting(user_id, "triage.duplicate", raw_code[:16]) as act:
+            code, original = parse_code(raw_code), parse_code(raw_original)
+            if code == original:
+                raise Refused("triage.duplicate_self")
+            report = await self._reports.by_code(act.conn, code)
+            await self._reports.by_code(act.conn, original)
+            if report.status in FINAL_STATUSES:
+                return Answer("triage.already_final", {"code": code}, changed=False)
+            values = {
+                "status": "rejected",
+                "reason": "duplicate",
+                "duplicate_of": original,
+                "closed_at": self._clock.now(),
+            }
+            answer = await self._apply(act.conn, report, act.actor, "duplicate", values, "closed")
+        self._outbox.notify()
+        return answer
+
+    async def card_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
+        """Remember where each card went; bring a card up to date if triage began before it was sent."""
+        for receipt in receipts:
+            if receipt.ref is None:
+                continue
+            await self._reports.record_alert_card(conn, receipt.ref, receipt.chat_id, receipt.message_id)
+            report = await self._reports.by_code(conn, receipt.ref)
+            if report.revision > 0:
+                await self._queue_edit(conn, report)
+
+    async def _decide(self, conn: AsyncConnection, report: Report, actor: str, action: str) -> Answer:
+        code, status = report.code, report.status
+        final = status in FINAL_STATUSES
+        if action == "reopen":
+            if not final:
+                return Answer("triage.not_final", {"code": code}, changed=False)
+            reopening = {"status": "in_progress", "assignee": actor, "reason": None, "duplicate_of": None}
+            return await self._apply(conn, report, actor, action, {**reopening, "closed_at": None}, None)
+        if final:
+            return Answer("triage.already_final", {"code": code}, changed=False)
+        if action == "ack":
+            if report.acknowledged_by is not None:
+                who = await self._label(conn, report.acknowledged_by)
+                return Answer("triage.already_acknowledged", {"code": code, "who": who}, changed=False)
+            seen = {"acknowledged_by": actor, "acknowledged_at": self._clock.now()}
+            return await self._apply(conn, report, actor, action, seen, None)
+        if action == "take":
+            if report.assignee == actor:
+                return Answer("triage.already_yours", {"code": code}, changed=False)
+            if report.assignee is not None and await self._still_on_team(conn, report.assignee):
+                who = await self._label(conn, report.assignee)
+                return Answer("triage.taken_by", {"code": code, "who": who}, changed=False)
+            taking: dict[str, object] = {"assignee": actor}
+            if status == "new":
+                taking["status"] = "in_progress"
+            if report.acknowledged_by is None:
+                taking |= {"acknowledged_by": actor, "acknowledged_at": self._clock.now()}
+            update = "taken" if status == "new" else None
+            return await self._apply(conn, report, actor, action, taking, update)
+        if action == "verify":
+            if status == "new":
+                return Answer("triage.take_first", {"code": code}, changed=False)
+            if status == "verified":
+                return Answer("triage.already_verified", {"code": code}, changed=False)
+            return await self._apply(conn, report, actor, action, {"status": "verified"}, None)
+        if action == "close":
+            closing = {"status": "closed", "closed_at": self._clock.now()}
+            return await self._apply(conn, report, actor, action, closing, "closed")
+        # spam
+        spam = {"status": "rejected", "reason": "spam", "closed_at": self._clock.now()}
+        return await self._apply(conn, report, actor, action, spam, None)
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        report: Report,
+        actor: str,
+        action: str,
+        values: Mapping[str, object],
+        reporter_update: str | None,
+    ) -> Answer:
+        now = self._clock.now()
+        if not await self._reports.change(conn, report.id, report.revision, now, **values):
+            # Another instance changed it between our read and write (PostgreSQL): say so, apply nothing.
+            return Answer("triage.changed_meanwhile", {"code": report.code}, changed=False)
+        await self._reports.add_event(conn, report.id, actor, action, now)
+        changed = await self._reports.by_code(conn, report.code)
+        await self._audit.record(conn, actor, f"triage.{action}", report.code, detail=changed.status)
+        await self._queue_edit(conn, changed)
+        if reporter_update is not None and reporter_update in self._reporter_updates:
+            await self._contact.queue_update(conn, changed, reporter_update)
+        return Answer(f"triage.done_{action}", {"code": report.code}, changed=True)
+
+    async def _queue_edit(self, conn: AsyncConnection, report: Report) -> None:
+        """Queue the card's new look, dropping older edits not yet sent (they would only flicker)."""
+        if report.alert_chat is None or report.alert_message_id is None:
+            return  # not sent yet: card_sent brings it up to date when it is
+        await self._outbox.cancel_ref(conn, report.code, kinds=(EDIT_KIND,))
+        evidence = await self._reports.evidence_for(conn, report.id)
+        state = await self.card_state(conn, report)
+        edit = self._alerts.card_edit(
+            alert_input(self._cipher, report, evidence), state, report.alert_chat, report.alert_message_id
+        )
+        await self._outbox.enqueue(conn, [edit])
+
+    async def card_state(self, conn: AsyncConnection, report: Report) -> CardState:
+        """Return what the card shows for a report, with members' display names."""
+        names = await self._team.names(conn, [report.assignee, report.acknowledged_by])
+        return CardState(
+            status=report.status,
+            assignee=member_label(names.get(report.assignee or ""), report.assignee),
+            acknowledged_by=(
+                member_label(names.get(report.acknowledged_by), report.acknowledged_by)
+                if report.acknowledged_by
+                else None
+            ),
+            acknowledged_at=report.acknowledged_at,
+            reason=report.reason,
+            duplicate_of=report.duplicate_of,
+        )
+
+    async def _label(self, conn: AsyncConnection, pseudonym: str) -> str:
+        names = await self._team.names(conn, [pseudonym])
+        return member_label(names.get(pseudonym), pseudonym)
+
+    async def _still_on_team(self, conn: AsyncConnection, pseudonym: str) -> bool:
+        user = await self._users.get(conn, pseudonym)
+        return user is not None and bool(user.roles.intersection(COORDINATING))
+
+
+__all__ = ["CARD_KIND", "EDIT_KIND", "Answer", "TriageService"]

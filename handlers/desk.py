@@ -1,0 +1,204 @@
+"""The coordinators' desk: /reports, /r, /note, /find, /stats, and the admins' /audit and /export."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from telegram import InputFile, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+
+from bot.context import JarchyContext
+from bot.services.desk import decode_query
+from bot.services.export import FORMATS
+from handlers.start import PRIVATE_MESSAGES
+from handlers.workspace import WorkspaceError, in_workspace, refusal
+from messages.workspace_screens import audit_list, found_list, report_page, report_view, stats_caption
+
+# Telegram bots may upload documents up to 50 MB.
+UPLOAD_LIMIT = 50 * 1024 * 1024
+_EXTENSIONS = {"photo": "jpg", "video": "mp4", "video_note": "mp4", "voice": "ogg", "audio": "mp3"}
+
+
+async def list_reports(update: Update, context: JarchyContext) -> None:
+    """/reports [status=… category=… region=… assignee=me|none|NAME since=7d|YYYY-MM-DD]."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "desk.list"):
+        return
+    desk = context.services.desk
+    try:
+        query = await desk.parse_query(user.id, context.args or [])
+        page = await desk.page(user.id, query)
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    text, keyboard = report_page(context.texts, context.language, page, context.bot_data.settings.timezone, 1)
+    await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+
+
+async def next_page(update: Update, context: JarchyContext) -> None:
+    """The Next button under a list: rl:PAGE:BEFORE_ID:FILTERS."""
+    query, user = update.callback_query, update.effective_user
+    if query is None or user is None or query.data is None:
+        return
+    _, number, before, token = query.data.split(":", 3)
+    try:
+        page = await context.services.desk.page(user.id, decode_query(token), int(before))
+    except WorkspaceError as error:
+        await query.answer(refusal(context, error), show_alert=True)
+        return
+    await query.answer()
+    text, keyboard = report_page(
+        context.texts, context.language, page, context.bot_data.settings.timezone, int(number)
+    )
+    if update.effective_chat is not None:
+        await update.effective_chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+
+
+async def show_report(update: Update, context: JarchyContext) -> None:
+    """/r R-7K3QX: the whole report, its notes and history, and its evidence from the encrypted store."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "desk.view"):
+        return
+    if not context.args:
+        await message.reply_text(context.text("desk.view_usage"))
+        return
+    desk = context.services.desk
+    try:
+        view = await desk.view(user.id, context.args[0])
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    for text in report_view(context.texts, context.language, view, context.bot_data.settings.timezone):
+        await message.reply_text(text, parse_mode=ParseMode.HTML)
+    code, total = view.report.code, len(view.evidence)
+    for index, item in enumerate(view.evidence, 1):
+        content = await desk.open_evidence(item)
+        name = f"{code}-{index}.{_EXTENSIONS.get(item.kind, 'bin')}"
+        caption = context.text(
+            "alert.evidence_caption", code=code, index=index, total=total, sha256=item.sha256
+        )
+        await message.reply_document(
+            InputFile(content, filename=name), caption=caption, parse_mode=ParseMode.HTML
+        )
+
+
+async def add_note(update: Update, context: JarchyContext) -> None:
+    """/note R-7K3QX text: an internal note only coordinators see."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "desk.note"):
+        return
+    # The note keeps its line breaks: take it from the text, not from the space-split arguments.
+    parts = (message.text or "").split(maxsplit=2)
+    if len(parts) < 3:
+        await message.reply_text(context.text("desk.note_usage"))
+        return
+    try:
+        code = await context.services.desk.note(user.id, parts[1], parts[2])
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    await message.reply_text(context.text("desk.note_added", code=code))
+
+
+async def find_reports(update: Update, context: JarchyContext) -> None:
+    """/find word…: reports whose text, place or people contain every word."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "desk.find"):
+        return
+    try:
+        hits, scanned = await context.services.desk.find(user.id, " ".join(context.args or []))
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    text = found_list(context.texts, context.language, hits, scanned, context.bot_data.settings.timezone)
+    await message.reply_text(text, parse_mode=ParseMode.HTML)
+
+
+async def show_audit(update: Update, context: JarchyContext) -> None:
+    """/audit (admins, in private): the latest audit entries."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    services = context.services
+    try:
+        entries, names = await services.team.recent_audit(user.id)
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    await message.reply_text(
+        audit_list(context.texts, context.language, entries, names), parse_mode=ParseMode.HTML
+    )
+
+
+async def export_reports(update: Update, context: JarchyContext) -> None:
+    """/export [filters as /reports] (admins, in private): a CSV and a JSON document."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    services = context.services
+    try:
+        query = await services.desk.parse_query(user.id, context.args or [])
+        await services.exports.allow(user.id, query, FORMATS)
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    await message.reply_text(context.text("export.started"))
+    directory = context.bot_data.settings.data_dir / "exports"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = {
+        fmt: Path(tempfile.mkstemp(prefix="export-", suffix=f".{fmt}", dir=directory)[1]) for fmt in FORMATS
+    }
+    try:
+        handles = {fmt: path.open("w", encoding="utf-8", newline="") for fmt, path in paths.items()}
+        try:
+            summary = await services.exports.write(query, handles)
+        finally:
+            for handle in handles.values():
+                handle.close()
+        if any(path.stat().st_size > UPLOAD_LIMIT for path in paths.values()):
+            await message.reply_text(context.text("export.too_large"))
+            return
+        stamp = services.clock.now().strftime("%Y%m%d-%H%M")
+        for fmt, path in paths.items():
+            content = await asyncio.to_thread(path.read_bytes)
+            await message.reply_document(
+                InputFile(content, filename=f"jarchy-reports-{stamp}.{fmt}"),
+                caption=context.text("export.done", rows=summary.rows, format=fmt.upper()),
+            )
+    finally:
+        for path in paths.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+async def send_stats(update: Update, context: JarchyContext) -> None:
+    """/stats: a chart of the last 12 weeks, with the counts in the caption."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "stats"):
+        return
+    try:
+        picture = await context.services.stats.picture(user.id, context.language)
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    await message.reply_photo(
+        InputFile(picture.png, filename="jarchy-weeks.png"),
+        caption=stats_caption(context.texts, context.language, picture.counts),
+    )
+
+
+def register(app: Application) -> None:
+    """Handle the desk commands; /audit and /export only in private chats."""
+    app.add_handler(CommandHandler("reports", list_reports))
+    app.add_handler(CommandHandler("r", show_report))
+    app.add_handler(CommandHandler("note", add_note))
+    app.add_handler(CommandHandler("find", find_reports))
+    app.add_handler(CommandHandler("stats", send_stats))
+    app.add_handler(CommandHandler("audit", show_audit, filters=PRIVATE_MESSAGES))
+    app.add_handler(CommandHandler("export", export_reports, filters=PRIVATE_MESSAGES))
+    app.add_handler(CallbackQueryHandler(next_page, pattern=r"^rl:\d+:\d+:[0-9a-f.\-]*$"))
