@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(settings)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command == "audit":
+            return asyncio.run(_audit_verify(settings))
+        if args.command == "export":
+            return asyncio.run(_export(settings, args))
         return asyncio.run(_check(settings))
     except KeyFileError as error:
         print(f"jarchy: {error}", file=sys.stderr)
@@ -67,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "health", help="exit 0 if a running bot has signalled it is alive within the last 2 minutes"
     )
+    audit = sub.add_parser("audit", help="check the audit log")
+    audit.add_argument("action", choices=["verify"], help="verify: recompute the hash chain, report breaks")
+    export = sub.add_parser("export", help="write reports as CSV or JSON (decrypted: keep the file safe)")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--out", type=Path, required=True, help="file to write (created with mode 600)")
+    export.add_argument(
+        "--since", help="only reports received since this date (YYYY-MM-DD) or for N days (7d)"
+    )
+    for name in ("status", "category", "region"):
+        export.add_argument(f"--{name}", help=f"only reports with this {name} (as in /reports)")
     return parser
 
 
@@ -153,3 +167,58 @@ async def _check(settings: Settings) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
+
+
+async def _audit_verify(settings: Settings) -> int:
+    from bot.clock import SystemClock
+    from bot.services.audit import AuditLog
+    from bot.wiring import load_key
+    from storage.audit import AuditRepository
+    from storage.database import Database
+    from storage.state import StateRepository
+
+    db = Database.connect(settings.database_url)
+    try:
+        verdict = await AuditLog(
+            db, AuditRepository(), StateRepository(), load_key(settings), SystemClock()
+        ).verify()
+    finally:
+        await db.close()
+    for problem in verdict.problems:
+        print(f"audit: {problem}", file=sys.stderr)
+    if not verdict.intact:
+        print(
+            f"audit: BROKEN — {len(verdict.problems)} problem(s) in {verdict.entries} entries",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"audit: intact, {verdict.entries} entries, head {verdict.head}")
+    return 0
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.clock import SystemClock
+    from bot.services.roles import Refused
+    from bot.wiring import build_limiter, open_services
+
+    clock = SystemClock()
+    services = await open_services(settings, clock, build_limiter(settings, clock))
+    try:
+        filters = [
+            f"{name}={value}"
+            for name in ("status", "category", "region", "since")
+            if (value := getattr(args, name))
+        ]
+        try:
+            query = services.desk.parse_filters(filters)
+        except Refused as refusal:
+            print(f"jarchy: bad filter {refusal.params.get('part', '')!r}", file=sys.stderr)
+            return EXIT_CONFIG
+        await services.exports.audit_cli(query, [args.format])
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            summary = await services.exports.write(query, {args.format: out})
+    finally:
+        await services.close()
+    print(f"wrote {summary.rows} report(s) to {args.out}")
+    return 0

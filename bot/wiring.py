@@ -255,6 +255,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
             zone=settings.timezone,
             language=settings.default_language,
             interval=timedelta(seconds=settings.reminder_interval_s),
+            audit=audit,
         ),
     )
     await services.users.bootstrap_admins(settings.admin_ids)

@@ -222,6 +222,7 @@ async def bind_channel(update: Update, context: JarchyContext) -> None:
     try:
         added = await context.services.hearings.register_channel(user.id, target_chat.id)
     except NotAllowed:
+        await context.services.gate.refuse(user.id, "channel.bind", str(target_chat.id), detail="role")
         await message.reply_text(context.text("channel.refused"))
         return
     await message.reply_text(context.text("channel.done" if added else "channel.already"))
@@ -351,6 +352,8 @@ async def _coordinate(
     try:
         reply = await act(parts)
     except NotAllowed:
+        # The service rolled its transaction back; the refusal is recorded on its own.
+        await context.services.gate.refuse(_user_id(update), f"cases.{_command(message)}", detail="role")
         reply = context.text("cases.refused")
     except CaseNotFound:
         reply = context.text(not_found)
@@ -399,6 +402,11 @@ def _number(parts: list[str] | None) -> int | None:
         return None
     value = parts[0].strip().lstrip("#")
     return int(value) if value.isdigit() and len(value) < 10 else None
+
+
+def _command(message: Message) -> str:
+    word = (message.text or "").split(maxsplit=1)[0] if message.text else ""
+    return word.lstrip("/").split("@")[0][:24]
 
 
 def _user_id(update: Update) -> int:

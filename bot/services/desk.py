@@ -118,6 +118,10 @@ class DeskService:
             names = {m.pseudonym: known.get(m.pseudonym) for m in members}
             return self._parse(args, act.actor, names)
 
+    def parse_filters(self, args: Sequence[str]) -> ReportQuery:
+        """Read filters without a person behind them (the command line): no "me", no names."""
+        return self._parse(args, "", {})
+
     async def page(self, user_id: int, query: ReportQuery, before: int | None = None) -> Page:
         """Return one page of reports matching `query`, newest first."""
         async with self._gate.acting(user_id, "desk.list") as act:

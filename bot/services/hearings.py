@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
+from bot.services.audit import AuditLog
 from bot.services.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
 from bot.services.report_form import clean_text, telegram_length
 from bot.services.roles import COORDINATING, NotAllowed, require_role
@@ -75,8 +76,10 @@ class HearingService:
         zone: ZoneInfo,
         language: str,
         interval: timedelta,
+        audit: AuditLog | None = None,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._cases = cases
         self._state = state
         self._users = users
@@ -100,7 +103,7 @@ class HearingService:
         title, description = _field(title, usage, 300), _field(description, usage, 1000)
         charges = _field(charges, usage, 500)
         async with self._db.write() as conn:
-            await self._require(conn, user_id)
+            await self._require(conn, user_id, "case.new", None)
             return await self._cases.create_case(conn, title, description, charges, public, self._clock.now())
 
     async def edit_case(
@@ -111,7 +114,7 @@ class HearingService:
         title, description = _field(title, usage, 300), _field(description, usage, 1000)
         charges = _field(charges, usage, 500)
         async with self._db.write() as conn:
-            await self._require(conn, user_id)
+            await self._require(conn, user_id, "case.edit", f"#{case_id}")
             await self._cases.update_case(
                 conn, case_id, title, description, charges, public, self._clock.now()
             )
@@ -119,13 +122,13 @@ class HearingService:
     async def register_channel(self, user_id: int, chat_id: int) -> bool:
         """Post public case announcements and day-before reminders in this channel or group (admins)."""
         async with self._db.write() as conn:
-            await require_role(conn, self._users, self._pseudonyms.of_user(user_id), ("admin",))
+            await self._require(conn, user_id, "channel.bind", str(chat_id), roles=("admin",))
             return await self._channels.add(conn, chat_id, self._clock.now())
 
     async def close_case(self, user_id: int, case_id: int) -> None:
         """Close a case (coordinators); it leaves /cases."""
         async with self._db.write() as conn:
-            await self._require(conn, user_id)
+            await self._require(conn, user_id, "case.close", f"#{case_id}")
             await self._cases.set_case_status(conn, case_id, "closed", self._clock.now())
 
     async def add_hearing(
@@ -141,7 +144,7 @@ class HearingService:
         """Schedule a hearing and tell the case's followers."""
         starts_at = self.parse_time(when)
         async with self._db.write() as conn:
-            await self._require(conn, user_id)
+            await self._require(conn, user_id, "hearing.add", f"#{case_id}")
             if (await self._cases.case(conn, case_id)).status != "open":
                 raise CaseNotFound(case_id)
             hearing_id = await self._add(
@@ -192,7 +195,7 @@ class HearingService:
     async def coordinator_view(self, user_id: int, case_id: int) -> tuple[Case, list[tuple[Hearing, int]]]:
         """Return a case with every hearing and how many said they will attend (coordinators)."""
         async with self._db.read() as conn:
-            await self._require(conn, user_id)
+            await self._require(conn, user_id, "hearing.list", f"#{case_id}")
             case = await self._cases.case(conn, case_id)
             rows = [
                 (h, await self._cases.attendance_count(conn, h.id))
@@ -290,7 +293,7 @@ class HearingService:
                 }
                 if not allowed:
                     try:
-                        await self._require(conn, user_id)
+                        await self._require(conn, user_id, "case.calendar", f"#{hearing_id}")
                     except NotAllowed:
                         raise CaseNotFound(hearing_id) from None
                 items = [hearing]
@@ -405,7 +408,7 @@ class HearingService:
 
     async def _change(self, user_id: int, hearing_id: int, notice: str, **values: Any) -> Hearing:
         async with self._db.write() as conn:
-            await self._require(conn, user_id)
+            await self._require(conn, user_id, "hearing.change", f"#{hearing_id}")
             before = await self._cases.hearing(conn, hearing_id)
             if before.status != "scheduled":
                 raise HearingInputError("hearings.not_scheduled")
@@ -604,8 +607,18 @@ class HearingService:
     def _lang(self, follower: Follower) -> str:
         return follower.language if follower.language in LANGUAGES else self._language
 
-    async def _require(self, conn: AsyncConnection, user_id: int) -> None:
-        await require_role(conn, self._users, self._pseudonyms.of_user(user_id), COORDINATING)
+    async def _require(
+        self,
+        conn: AsyncConnection,
+        user_id: int,
+        action: str,
+        target: str | None,
+        roles: Sequence[str] = COORDINATING,
+    ) -> None:
+        """Check the role now; record the action in the audit log, to commit with it or not at all."""
+        actor = await require_role(conn, self._users, self._pseudonyms.of_user(user_id), roles)
+        if self._audit is not None:
+            await self._audit.record(conn, actor, action, target)
 
 
 def _offsets(stored: str | None) -> tuple[int, ...]:
