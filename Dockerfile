@@ -20,7 +20,8 @@ FROM python:3.11-slim
 ENV PATH=/opt/jarchy/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    JARCHY_DATA_DIR=/data
+    JARCHY_DATA_DIR=/data \
+    MPLCONFIGDIR=/tmp/matplotlib
 RUN groupadd --system jarchy && useradd --system --gid jarchy --home-dir /data --shell /usr/sbin/nologin jarchy \
  && mkdir -p /data && chown jarchy:jarchy /data && chmod 700 /data
 COPY --from=build /opt/jarchy /opt/jarchy
