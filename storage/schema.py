@@ -332,3 +332,80 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
     CheckConstraint("outcome IN ('ok', 'refused')", name="ck_audit_log_outcome_known"),
 )
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("pseudonym", String(64), ForeignKey("users.pseudonym", ondelete="CASCADE"), primary_key=True),
+    Column("chat", LargeBinary, nullable=False),  # encrypted chat id
+    Column("topics", String(64), nullable=False),  # comma-separated: campaigns, hearings, urgent
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    # Public calls to action: their texts are meant to be read by many, so they are not encrypted.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("title", String(200), nullable=False),
+    Column("body", Text, nullable=True),  # Telegram HTML, validated when saved
+    Column("image_file_id", String(256), nullable=True),
+    Column("link", String(512), nullable=True),
+    Column("deadline", UtcTimestamp, nullable=True),
+    Column("audience", String(16), nullable=False, server_default="all"),  # all, language, topic, case
+    Column("audience_value", String(32), nullable=True),
+    Column("include_channels", Boolean, nullable=False, server_default=text("0")),
+    Column("status", String(20), nullable=False, server_default="draft"),
+    Column("created_by", String(64), nullable=False),
+    Column("creator_chat", LargeBinary, nullable=False),  # encrypted: where progress goes
+    Column("approved_by", String(64), nullable=True),
+    Column("send_at", UtcTimestamp, nullable=True),
+    # Where enqueueing got to (the last recipient's pseudonym): batches resume after a restart.
+    Column("cursor", String(64), nullable=True),
+    Column("channels_done", Boolean, nullable=False, server_default=text("0")),
+    Column("enqueued", Integer, nullable=False, server_default=text("0")),
+    Column("progress_message_id", Integer, nullable=True),
+    Column("progress_text", Text, nullable=True),  # what the progress message shows now
+    Column("reminders_done", Boolean, nullable=False, server_default=text("0")),
+    Column("created_at", UtcTimestamp, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    Column("finished_at", UtcTimestamp, nullable=True),
+    CheckConstraint(
+        "status IN ('draft', 'awaiting_approval', 'scheduled', 'sending', 'sent', 'done', 'cancelled')",
+        name="ck_campaigns_status_known",
+    ),
+)
+Index("ix_campaigns_status", campaigns.c.status, campaigns.c.send_at)
+
+campaign_templates = Table(
+    "campaign_templates",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("language", String(8), primary_key=True),
+    Column("body", Text, nullable=False),
+)
+
+campaign_actions = Table(
+    "campaign_actions",
+    metadata,
+    # Once per person and kind: "acted" counts, "template" was sent, "remind" asks for the deadline reminder.
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("pseudonym", String(64), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("chat", LargeBinary, nullable=True),  # encrypted, for "remind" only
+    Column("at", UtcTimestamp, nullable=False),
+    Column("done_at", UtcTimestamp, nullable=True),  # when the reminder was queued
+    CheckConstraint("kind IN ('acted', 'template', 'remind')", name="ck_campaign_actions_kind_known"),
+)
+
+campaign_inputs = Table(
+    "campaign_inputs",
+    metadata,
+    # Which field of which draft a coordinator's next message fills in.
+    Column("pseudonym", String(64), primary_key=True),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("field", String(16), nullable=False),
+    Column("language", String(8), nullable=True),
+    Column("expires_at", UtcTimestamp, nullable=False),
+)

@@ -1,0 +1,455 @@
+"""Campaigns: subscribing, composing a call to action, the four-eyes rule, and the actions people take.
+
+Sending is the broadcaster's job (bot/services/broadcast.py); this module decides what may be sent, to whom,
+and records what people do with it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.clock import Clock
+from bot.security import Cipher, Pseudonymizer
+from bot.services.audit import AuditLog
+from bot.services.hearings import HearingInputError, HearingService
+from bot.services.outbox import Outbox
+from bot.services.report_form import clean_text, telegram_length
+from bot.services.roles import Gate, Refused
+from bot.services.telegram_html import CAPTION_LIMIT, TEXT_LIMIT, HtmlProblem, check_html
+from messages import LANGUAGES
+from storage.campaigns import Campaign, CampaignNotFound, CampaignRepository, PendingInput
+from storage.database import Database
+from storage.outbox import OutboxRepository
+from storage.users import UserRepository
+
+TOPICS = ("campaigns", "hearings", "urgent")
+AUDIENCES = ("all", "language", "topic", "case")
+FIELDS = ("text", "image", "template", "link", "deadline", "case", "schedule")
+EDITABLE = ("draft",)
+CANCELLABLE = ("draft", "awaiting_approval", "scheduled", "sending", "sent")
+INPUT_TTL = timedelta(minutes=30)
+TITLE_LIMIT = 200
+TEMPLATE_LIMIT = 4000
+_URL = re.compile(r"^https?://[^\s<>\"']{3,500}$")
+
+
+@dataclass(frozen=True)
+class Input:
+    """A coordinator's message answering a pending field: text, or a photo, or something else."""
+
+    text: str | None = None
+    html: str | None = None  # the text with Telegram's formatting as HTML, when it had any
+    photo_file_id: str | None = None
+    other: bool = False  # a document, sticker, voice…
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What /campaign shows: the campaign, its delivery counts and the actions taken."""
+
+    campaign: Campaign
+    deliveries: dict[str, int]
+    actions: dict[str, int]
+    templates: list[str]
+
+
+class CampaignService:
+    """Subscriptions, drafts, approval, cancellation and recipients' buttons."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        repo: CampaignRepository,
+        users: UserRepository,
+        gate: Gate,
+        audit: AuditLog,
+        outbox: Outbox,
+        outbox_repo: OutboxRepository,
+        hearings: HearingService,
+        cipher: Cipher,
+        pseudonyms: Pseudonymizer,
+        clock: Clock,
+        four_eyes: str,
+    ) -> None:
+        self._db = db
+        self._repo = repo
+        self._users = users
+        self._gate = gate
+        self._audit = audit
+        self._outbox = outbox
+        self._outbox_repo = outbox_repo
+        self._hearings = hearings
+        self._cipher = cipher
+        self._pseudonyms = pseudonyms
+        self._clock = clock
+        self._four_eyes = four_eyes
+
+    # ------------------------------------------------------------------ subscribers
+
+    async def subscribe(self, user_id: int, chat_id: int) -> frozenset[str]:
+        """Subscribe (to every topic the first time); return the topics."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            current = await self._repo.subscription(conn, pseudonym)
+            topics = current if current else ",".join(TOPICS)
+            await self._repo.subscribe(
+                conn, pseudonym, self._seal_chat(pseudonym, chat_id), topics, self._clock.now()
+            )
+        return frozenset(topics.split(","))
+
+    async def topics(self, user_id: int) -> frozenset[str] | None:
+        """Return the person's topics, or None if not subscribed."""
+        async with self._db.read() as conn:
+            current = await self._repo.subscription(conn, self._pseudonyms.of_user(user_id))
+        return frozenset(current.split(",")) if current is not None else None
+
+    async def toggle_topic(self, user_id: int, chat_id: int, topic: str) -> frozenset[str]:
+        """Turn a topic on or off (subscribing first if needed); return the topics."""
+        if topic not in TOPICS:
+            raise Refused("callback.stale")
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            current = await self._repo.subscription(conn, pseudonym)
+            chosen = set(current.split(",")) if current else set()
+            chosen ^= {topic}
+            ordered = ",".join(t for t in TOPICS if t in chosen)
+            if ordered:
+                sealed = self._seal_chat(pseudonym, chat_id)
+                await self._repo.subscribe(conn, pseudonym, sealed, ordered, self._clock.now())
+            else:
+                await self._repo.unsubscribe(conn, pseudonym)
+        return frozenset(chosen)
+
+    async def unsubscribe(self, user_id: int) -> int:
+        """Stop everything at once: the subscription, followed cases, and every message still queued for
+        the person (deletions of their own report conversation still go). Return how many were withdrawn."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            await self._repo.forget(conn, pseudonym)
+            withdrawn = await self._outbox.cancel_for(conn, pseudonym)
+        await self._hearings.forget(user_id)
+        return withdrawn
+
+    # --------------------------------------------------------------------- composing
+
+    async def create(self, user_id: int, chat_id: int, raw_title: str) -> Campaign:
+        """Start a draft (coordinators and admins)."""
+        title = clean_text(raw_title)
+        if not title:
+            raise Refused("campaign.usage_new")
+        if telegram_length(title) > TITLE_LIMIT:
+            raise Refused("campaign.too_long", limit=TITLE_LIMIT)
+        async with self._gate.acting(user_id, "campaign.new") as act:
+            now = self._clock.now()
+            placeholder = self._cipher.encrypt_text(str(chat_id), binding="campaigns.creator_chat:new")
+            campaign_id = await self._repo.create(act.conn, title, act.actor, placeholder, now)
+            # The chat's encryption is bound to the campaign, known only once the row exists.
+            sealed = self._cipher.encrypt_text(str(chat_id), binding=_creator_binding(campaign_id))
+            await self._repo.set(act.conn, campaign_id, now, creator_chat=sealed)
+            await self._audit.record(act.conn, act.actor, "campaign.new", f"C-{campaign_id}")
+            return await self._repo.get(act.conn, campaign_id)
+
+    async def view(self, user_id: int, campaign_id: int) -> Summary:
+        """Return a campaign with its counts (coordinators and admins)."""
+        async with self._gate.acting(user_id, "campaign.view", f"C-{campaign_id}") as act:
+            campaign = await self._get(act.conn, campaign_id)
+            deliveries = await self._outbox_counts(act.conn, campaign)
+            actions = await self._repo.action_counts(act.conn, campaign_id)
+            templates = sorted(await self._repo.templates(act.conn, campaign_id))
+        return Summary(campaign, deliveries, actions, templates)
+
+    async def recent(self, user_id: int) -> list[Campaign]:
+        """Return the newest campaigns (coordinators and admins)."""
+        async with self._gate.acting(user_id, "campaign.list") as act:
+            return await self._repo.recent(act.conn)
+
+    async def expect(
+        self, user_id: int, campaign_id: int, field: str, language: str | None = None
+    ) -> Campaign:
+        """Make the person's next message fill a field of a draft."""
+        if field not in FIELDS or (field == "template" and language not in LANGUAGES):
+            raise Refused("callback.stale")
+        async with self._gate.acting(user_id, "campaign.edit", f"C-{campaign_id}") as act:
+            campaign = await self._draft(act.conn, campaign_id)
+            expires = self._clock.now() + INPUT_TTL
+            await self._repo.expect_input(act.conn, act.actor, campaign_id, field, language, expires)
+            return campaign
+
+    async def pending(self, user_id: int) -> PendingInput | None:
+        """Return the field the person's next message fills, if any (and still fresh)."""
+        async with self._db.read() as conn:
+            pending = await self._repo.pending_input(conn, self._pseudonyms.of_user(user_id))
+        if pending is None or pending.expires_at <= self._clock.now():
+            return None
+        return pending
+
+    async def fill(self, user_id: int, value: Input) -> Campaign:
+        """Apply the person's message to the pending field; raise Refused (field kept pending) if bad."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._gate.acting(user_id, "campaign.edit") as act:
+            pending = await self._repo.pending_input(act.conn, pseudonym)
+            if pending is None or pending.expires_at <= self._clock.now():
+                raise Refused("campaign.nothing_pending")
+            campaign = await self._draft(act.conn, pending.campaign_id)
+            values = self._value(campaign, pending, value)
+            now = self._clock.now()
+            if pending.field == "template":
+                await self._repo.set_template(
+                    act.conn, campaign.id, pending.language or "en", str(values["template"])
+                )
+                await self._repo.set(act.conn, campaign.id, now)
+            else:
+                await self._repo.set(act.conn, campaign.id, now, **values)
+            await self._repo.clear_input(act.conn, pseudonym)
+            await self._audit.record(act.conn, act.actor, "campaign.edit", campaign.ref, detail=pending.field)
+            return await self._repo.get(act.conn, campaign.id)
+
+    async def set_audience(
+        self, user_id: int, campaign_id: int, audience: str, value: str | None
+    ) -> Campaign:
+        """Choose who receives the campaign: everyone, one language, one topic (a case's followers are
+        chosen by typing its number)."""
+        valid = (
+            (audience == "all" and value is None)
+            or (audience == "language" and value in LANGUAGES)
+            or (audience == "topic" and value in TOPICS)
+        )
+        if not valid:
+            raise Refused("callback.stale")
+        async with self._gate.acting(user_id, "campaign.edit", f"C-{campaign_id}") as act:
+            await self._draft(act.conn, campaign_id)
+            await self._repo.set(
+                act.conn, campaign_id, self._clock.now(), audience=audience, audience_value=value
+            )
+            await self._audit.record(
+                act.conn, act.actor, "campaign.edit", f"C-{campaign_id}", detail="audience"
+            )
+            return await self._repo.get(act.conn, campaign_id)
+
+    async def toggle_channels(self, user_id: int, campaign_id: int) -> Campaign:
+        """Include or leave out the organisation's registered channels and groups."""
+        async with self._gate.acting(user_id, "campaign.edit", f"C-{campaign_id}") as act:
+            campaign = await self._draft(act.conn, campaign_id)
+            include = not campaign.include_channels
+            await self._repo.set(act.conn, campaign_id, self._clock.now(), include_channels=include)
+            await self._audit.record(act.conn, act.actor, "campaign.edit", campaign.ref, detail="channels")
+            return await self._repo.get(act.conn, campaign_id)
+
+    async def for_preview(self, user_id: int, campaign_id: int) -> tuple[Campaign, dict[str, str]]:
+        """Return a draft and its templates to show its author as recipients will see it."""
+        async with self._gate.acting(user_id, "campaign.preview", f"C-{campaign_id}") as act:
+            campaign = await self._get(act.conn, campaign_id)
+            if campaign.body is None:
+                raise Refused("campaign.no_text")
+            return campaign, await self._repo.templates(act.conn, campaign_id)
+
+    async def send(self, user_id: int, campaign_id: int, when: datetime | None = None) -> Campaign:
+        """Send now or at `when`; with the four-eyes rule, a broadcast to everyone waits for approval."""
+        async with self._gate.acting(user_id, "campaign.send", f"C-{campaign_id}") as act:
+            campaign = await self._draft(act.conn, campaign_id)
+            now = self._clock.now()
+            self._ready(campaign, when, now)
+            status = "awaiting_approval" if await self._needs_approval(act.conn, campaign) else "scheduled"
+            moved = await self._repo.move(
+                act.conn, campaign_id, EDITABLE, now, status=status, send_at=when or now
+            )
+            if not moved:
+                raise Refused("campaign.not_draft", code=campaign.ref)
+            await self._audit.record(act.conn, act.actor, "campaign.send", campaign.ref, detail=status)
+            return await self._repo.get(act.conn, campaign_id)
+
+    async def approve(self, user_id: int, campaign_id: int) -> Campaign:
+        """Approve a broadcast to everyone: by an admin or coordinator other than its author."""
+        async with self._gate.acting(user_id, "campaign.approve", f"C-{campaign_id}") as act:
+            campaign = await self._get(act.conn, campaign_id)
+            if campaign.status != "awaiting_approval":
+                raise Refused("campaign.not_awaiting", code=campaign.ref)
+            if campaign.created_by == act.actor:
+                raise Refused("campaign.self_approval")
+            now = self._clock.now()
+            send_at = max(campaign.send_at or now, now)
+            if not await self._repo.move(
+                act.conn,
+                campaign_id,
+                ("awaiting_approval",),
+                now,
+                status="scheduled",
+                approved_by=act.actor,
+                send_at=send_at,
+            ):
+                raise Refused("campaign.not_awaiting", code=campaign.ref)
+            await self._audit.record(act.conn, act.actor, "campaign.approve", campaign.ref)
+            return await self._repo.get(act.conn, campaign_id)
+
+    async def cancel(self, user_id: int, campaign_id: int) -> tuple[Campaign, int]:
+        """Cancel a draft, a scheduled or a running broadcast; return it and how many queued messages
+        were withdrawn."""
+        async with self._gate.acting(user_id, "campaign.cancel", f"C-{campaign_id}") as act:
+            campaign = await self._get(act.conn, campaign_id)
+            now = self._clock.now()
+            if not await self._repo.move(
+                act.conn, campaign_id, CANCELLABLE, now, status="cancelled", finished_at=now
+            ):
+                raise Refused("campaign.already_over", code=campaign.ref)
+            withdrawn = await self._outbox.cancel_ref(act.conn, campaign.ref)
+            await self._outbox.cancel_ref(act.conn, reminder_ref(campaign))
+            await self._audit.record(
+                act.conn, act.actor, "campaign.cancel", campaign.ref, detail=str(withdrawn)
+            )
+            return await self._repo.get(act.conn, campaign_id), withdrawn
+
+    async def set_progress_message(self, campaign_id: int, message_id: int) -> None:
+        """Remember the author's status message, which the broadcaster keeps up to date."""
+        async with self._db.write() as conn:
+            await self._repo.set(conn, campaign_id, self._clock.now(), progress_message_id=message_id)
+
+    async def creator_chat(self, campaign: Campaign) -> int:
+        """Return the chat the campaign's author composed it in."""
+        return int(self._cipher.decrypt_text(campaign.creator_chat, binding=_creator_binding(campaign.id)))
+
+    # ------------------------------------------------------------ recipients' buttons
+
+    async def act(
+        self, user_id: int, chat_id: int, campaign_id: int, action: str
+    ) -> tuple[str, Campaign, str | None]:
+        """Record a recipient's press: "acted", "template", "remind" or "stop".
+
+        Return the answer's text key, the campaign, and for "template" the template in the person's
+        language (else English, else any).
+        """
+        pseudonym = self._pseudonyms.of_user(user_id)
+        async with self._db.write() as conn:
+            campaign = await self._get(conn, campaign_id)
+            if campaign.status == "cancelled":
+                return "campaign.was_cancelled", campaign, None
+            now = self._clock.now()
+            if action == "acted":
+                fresh = await self._repo.record_action(conn, campaign_id, pseudonym, "acted", now)
+                return ("campaign.acted" if fresh else "campaign.acted_before"), campaign, None
+            if action == "template":
+                templates = await self._repo.templates(conn, campaign_id)
+                user = await self._users.get(conn, pseudonym)
+                spoken = (user.language or user.telegram_language) if user is not None else None
+                chosen = (
+                    templates.get(spoken or "") or templates.get("en") or next(iter(templates.values()), None)
+                )
+                if chosen is None:
+                    return "campaign.no_template", campaign, None
+                await self._repo.record_action(conn, campaign_id, pseudonym, "template", now)
+                return "campaign.template_sent", campaign, chosen
+            if action == "remind":
+                if campaign.deadline is None or campaign.deadline <= now:
+                    return "campaign.no_deadline", campaign, None
+                sealed = self._seal_chat(pseudonym, chat_id)
+                fresh = await self._repo.record_action(
+                    conn, campaign_id, pseudonym, "remind", now, chat=sealed
+                )
+                return ("campaign.remind_set" if fresh else "campaign.remind_before"), campaign, None
+            if action == "stop":
+                topics = await self._repo.subscription(conn, pseudonym)
+                await self._repo.forget(conn, pseudonym)
+                await self._outbox.cancel_for(conn, pseudonym)
+                return ("campaign.stopped" if topics else "campaign.stopped_already"), campaign, None
+        raise Refused("callback.stale")
+
+    # ---------------------------------------------------------------------- internals
+
+    def _value(self, campaign: Campaign, pending: PendingInput, value: Input) -> dict[str, object]:
+        field = pending.field
+        if field == "image":
+            if value.photo_file_id is None:
+                raise Refused("campaign.not_an_image")
+            if campaign.body is not None:
+                self._check(campaign.body, CAPTION_LIMIT)
+            return {"image_file_id": value.photo_file_id}
+        if value.text is None:
+            raise Refused("campaign.expects_text")
+        typed = value.text.strip()
+        if field == "text":
+            body = (value.html or value.text).strip()
+            self._check(body, CAPTION_LIMIT if campaign.image_file_id else TEXT_LIMIT)
+            return {"body": body}
+        if field == "template":
+            template = clean_text(value.text)
+            if not template:
+                raise Refused("campaign.expects_text")
+            if telegram_length(template) > TEMPLATE_LIMIT:
+                raise Refused("campaign.too_long", limit=TEMPLATE_LIMIT)
+            return {"template": template}
+        if field == "link":
+            if not _URL.match(typed):
+                raise Refused("campaign.link_invalid")
+            return {"link": typed}
+        if field == "deadline":
+            return {"deadline": self._future(typed)}
+        if field == "case":
+            if not typed.lstrip("#").isdigit() or len(typed) > 9:
+                raise Refused("campaign.case_invalid")
+            return {"audience": "case", "audience_value": typed.lstrip("#")}
+        # schedule: validated now, applied by send()
+        return {"send_at": self._future(typed)}
+
+    def _check(self, body: str, limit: int) -> None:
+        try:
+            check_html(body, limit=limit)
+        except HtmlProblem as problem:
+            if problem.key == "html.too_long":
+                raise Refused("campaign.too_long", limit=limit) from None
+            raise Refused(problem.key, detail=problem.detail) from None
+
+    def _future(self, typed: str) -> datetime:
+        try:
+            return self._hearings.parse_time(typed)
+        except HearingInputError as error:
+            raise Refused("campaign.past" if error.key == "hearings.past" else "campaign.bad_time") from None
+
+    def _ready(self, campaign: Campaign, when: datetime | None, now: datetime) -> None:
+        if campaign.body is None:
+            raise Refused("campaign.no_text")
+        self._check(campaign.body, CAPTION_LIMIT if campaign.image_file_id else TEXT_LIMIT)
+        if when is not None and when <= now:
+            raise Refused("campaign.past")
+        if campaign.deadline is not None and campaign.deadline <= (when or now):
+            raise Refused("campaign.deadline_passed")
+
+    async def _needs_approval(self, conn: AsyncConnection, campaign: Campaign) -> bool:
+        if campaign.audience != "all" or self._four_eyes == "off":
+            return False
+        return self._four_eyes == "on" or await self._repo.count_role(conn, "admin") >= 2
+
+    async def _outbox_counts(self, conn: AsyncConnection, campaign: Campaign) -> dict[str, int]:
+        return await self._outbox_repo.counts(conn, campaign.ref)
+
+    async def _draft(self, conn: AsyncConnection, campaign_id: int) -> Campaign:
+        campaign = await self._get(conn, campaign_id)
+        if campaign.status not in EDITABLE:
+            raise Refused("campaign.not_draft", code=campaign.ref)
+        return campaign
+
+    async def _get(self, conn: AsyncConnection, campaign_id: int) -> Campaign:
+        try:
+            return await self._repo.get(conn, campaign_id)
+        except CampaignNotFound:
+            raise Refused("campaign.not_found", code=f"C-{campaign_id}") from None
+
+    def _seal_chat(self, pseudonym: str, chat_id: int) -> bytes:
+        return self._cipher.encrypt_text(str(chat_id), binding=subscriber_chat_binding(pseudonym))
+
+
+def reminder_ref(campaign: Campaign) -> str:
+    """Return the outbox ref of a campaign's deadline reminders (kept apart from its delivery counts)."""
+    return f"{campaign.ref}:r"
+
+
+def subscriber_chat_binding(pseudonym: str) -> str:
+    """Return what a subscriber's (or reminder-seeker's) encrypted chat is bound to."""
+    return f"subscriptions.chat:{pseudonym}"
+
+
+def _creator_binding(campaign_id: int) -> str:
+    return f"campaigns.creator_chat:{campaign_id}"

@@ -1,0 +1,414 @@
+"""Subscriptions, campaigns, their templates and the actions people take on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_or, new_id
+from storage.schema import (
+    campaign_actions,
+    campaign_inputs,
+    campaign_templates,
+    campaigns,
+    follows,
+    subscriptions,
+    user_roles,
+    users,
+)
+
+
+class CampaignNotFound(LookupError):
+    """No campaign has that number."""
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A stored campaign."""
+
+    id: int
+    title: str
+    body: str | None
+    image_file_id: str | None
+    link: str | None
+    deadline: datetime | None
+    audience: str
+    audience_value: str | None
+    include_channels: bool
+    status: str
+    created_by: str
+    creator_chat: bytes
+    approved_by: str | None
+    send_at: datetime | None
+    cursor: str | None
+    channels_done: bool
+    enqueued: int
+    progress_message_id: int | None
+    progress_text: str | None
+    reminders_done: bool
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def ref(self) -> str:
+        """Return the outbox ref its messages carry (and the code people see)."""
+        return f"C-{self.id}"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Someone a broadcast goes to: pseudonym, encrypted chat, language."""
+
+    pseudonym: str
+    chat: bytes
+    language: str | None
+
+
+@dataclass(frozen=True)
+class PendingInput:
+    """The draft field a coordinator's next message fills in."""
+
+    campaign_id: int
+    field: str
+    language: str | None
+    expires_at: datetime
+
+
+class CampaignRepository:
+    """SQL for subscriptions and campaigns."""
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def subscription(self, conn: AsyncConnection, pseudonym: str) -> str | None:
+        """Return a subscriber's topics (comma-separated), or None if not subscribed."""
+        return (
+            await conn.execute(select(subscriptions.c.topics).where(subscriptions.c.pseudonym == pseudonym))
+        ).scalar()
+
+    async def subscribe(
+        self, conn: AsyncConnection, pseudonym: str, chat: bytes, topics: str, now: datetime
+    ) -> None:
+        """Create or update a subscription."""
+        stmt = insert_or(conn, subscriptions).values(
+            pseudonym=pseudonym, chat=chat, topics=topics, created_at=now, updated_at=now
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[subscriptions.c.pseudonym],
+                set_={"chat": chat, "topics": topics, "updated_at": now},
+            )
+        )
+
+    async def unsubscribe(self, conn: AsyncConnection, pseudonym: str) -> bool:
+        """Delete a subscription; False if there was none."""
+        result = await conn.execute(delete(subscriptions).where(subscriptions.c.pseudonym == pseudonym))
+        return bool(result.rowcount)
+
+    async def subscribers(
+        self,
+        conn: AsyncConnection,
+        *,
+        after: str | None,
+        limit: int,
+        topic: str | None = None,
+        language: str | None = None,
+    ) -> list[Recipient]:
+        """Return active subscribers after a pseudonym, in pseudonym order (keyset batches)."""
+        spoken = func.coalesce(users.c.language, users.c.telegram_language)
+        stmt = (
+            select(subscriptions.c.pseudonym, subscriptions.c.chat, spoken.label("language"))
+            .join(users, users.c.pseudonym == subscriptions.c.pseudonym)
+            .where(users.c.active.is_(True))
+            .order_by(subscriptions.c.pseudonym)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(subscriptions.c.pseudonym > after)
+        if topic is not None:
+            # Topics are stored comma-separated with commas around, so a LIKE finds whole words.
+            stmt = stmt.where(("," + subscriptions.c.topics + ",").like(f"%,{topic},%"))
+        if language is not None:
+            stmt = stmt.where(spoken == language)
+        return [Recipient(r.pseudonym, r.chat, r.language) for r in await conn.execute(stmt)]
+
+    async def case_followers(
+        self, conn: AsyncConnection, case_id: int, *, after: str | None, limit: int
+    ) -> list[Recipient]:
+        """Return active followers of a case after a pseudonym (keyset batches)."""
+        spoken = func.coalesce(users.c.language, users.c.telegram_language)
+        stmt = (
+            select(follows.c.follower, follows.c.chat, spoken.label("language"))
+            .outerjoin(users, users.c.pseudonym == follows.c.follower)
+            .where(follows.c.case_id == case_id, or_(users.c.active.is_(None), users.c.active.is_(True)))
+            .order_by(follows.c.follower)
+            .limit(limit)
+        )
+        if after is not None:
+            stmt = stmt.where(follows.c.follower > after)
+        return [Recipient(r.follower, r.chat, r.language) for r in await conn.execute(stmt)]
+
+    # ---------------------------------------------------------------------- campaigns
+
+    async def create(
+        self, conn: AsyncConnection, title: str, created_by: str, creator_chat: bytes, now: datetime
+    ) -> int:
+        """Create a draft; return its id."""
+        result = await conn.execute(
+            campaigns.insert().values(
+                title=title, created_by=created_by, creator_chat=creator_chat, created_at=now, updated_at=now
+            )
+        )
+        return new_id(result)
+
+    async def get(self, conn: AsyncConnection, campaign_id: int) -> Campaign:
+        """Return a campaign, or raise CampaignNotFound."""
+        row = (await conn.execute(select(campaigns).where(campaigns.c.id == campaign_id))).first()
+        if row is None:
+            raise CampaignNotFound(campaign_id)
+        return _campaign(row)
+
+    async def recent(self, conn: AsyncConnection, limit: int = 10) -> list[Campaign]:
+        """Return the newest campaigns."""
+        rows = await conn.execute(select(campaigns).order_by(campaigns.c.id.desc()).limit(limit))
+        return [_campaign(r) for r in rows]
+
+    async def set(self, conn: AsyncConnection, campaign_id: int, now: datetime, **values: Any) -> None:
+        """Change a campaign's fields."""
+        await conn.execute(
+            update(campaigns).where(campaigns.c.id == campaign_id).values(**values, updated_at=now)
+        )
+
+    async def move(
+        self,
+        conn: AsyncConnection,
+        campaign_id: int,
+        from_statuses: tuple[str, ...],
+        now: datetime,
+        **values: Any,
+    ) -> bool:
+        """Change a campaign only if it is in one of `from_statuses`; False if it moved on meanwhile."""
+        result = await conn.execute(
+            update(campaigns)
+            .where(campaigns.c.id == campaign_id, campaigns.c.status.in_(from_statuses))
+            .values(**values, updated_at=now)
+        )
+        return bool(result.rowcount)
+
+    async def due(self, conn: AsyncConnection, now: datetime) -> list[Campaign]:
+        """Return campaigns whose sending should start or go on."""
+        rows = await conn.execute(
+            select(campaigns).where(
+                or_(
+                    and_(campaigns.c.status == "scheduled", campaigns.c.send_at <= now),
+                    campaigns.c.status == "sending",
+                )
+            )
+        )
+        return [_campaign(r) for r in rows]
+
+    async def in_delivery(self, conn: AsyncConnection) -> list[Campaign]:
+        """Return campaigns still being enqueued or delivered (for progress)."""
+        rows = await conn.execute(select(campaigns).where(campaigns.c.status.in_(("sending", "sent"))))
+        return [_campaign(r) for r in rows]
+
+    async def with_deadline_between(
+        self, conn: AsyncConnection, start: datetime, end: datetime
+    ) -> list[Campaign]:
+        """Return sent campaigns whose deadline falls in [start, end) and whose reminders are not done."""
+        rows = await conn.execute(
+            select(campaigns).where(
+                campaigns.c.status.in_(("sending", "sent", "done")),
+                campaigns.c.reminders_done.is_(False),
+                campaigns.c.deadline >= start,
+                campaigns.c.deadline < end,
+            )
+        )
+        return [_campaign(r) for r in rows]
+
+    async def count_role(self, conn: AsyncConnection, role: str) -> int:
+        """Return how many people hold a role (the four-eyes rule starts at two admins)."""
+        stmt = select(func.count()).select_from(user_roles).where(user_roles.c.role == role)
+        return int((await conn.execute(stmt)).scalar() or 0)
+
+    async def audience_size(self, conn: AsyncConnection, audience: str, value: str | None) -> int:
+        """Return how many people a campaign would reach now (channels not counted)."""
+        if audience == "case":
+            stmt = select(func.count()).select_from(follows).where(follows.c.case_id == int(value or 0))
+            return int((await conn.execute(stmt)).scalar() or 0)
+        spoken = func.coalesce(users.c.language, users.c.telegram_language)
+        count = (
+            select(func.count())
+            .select_from(subscriptions.join(users, users.c.pseudonym == subscriptions.c.pseudonym))
+            .where(users.c.active.is_(True))
+        )
+        if audience == "topic":
+            count = count.where(("," + subscriptions.c.topics + ",").like(f"%,{value},%"))
+        if audience == "language":
+            count = count.where(spoken == value)
+        return int((await conn.execute(count)).scalar() or 0)
+
+    # ---------------------------------------------------------------------- templates
+
+    async def set_template(self, conn: AsyncConnection, campaign_id: int, language: str, body: str) -> None:
+        """Store the letter or petition template in one language."""
+        stmt = insert_or(conn, campaign_templates).values(
+            campaign_id=campaign_id, language=language, body=body
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[campaign_templates.c.campaign_id, campaign_templates.c.language],
+                set_={"body": body},
+            )
+        )
+
+    async def templates(self, conn: AsyncConnection, campaign_id: int) -> dict[str, str]:
+        """Return the templates by language."""
+        rows = await conn.execute(
+            select(campaign_templates.c.language, campaign_templates.c.body).where(
+                campaign_templates.c.campaign_id == campaign_id
+            )
+        )
+        return {r.language: r.body for r in rows}
+
+    # ------------------------------------------------------------------------ actions
+
+    async def record_action(
+        self,
+        conn: AsyncConnection,
+        campaign_id: int,
+        pseudonym: str,
+        kind: str,
+        now: datetime,
+        chat: bytes | None = None,
+    ) -> bool:
+        """Record an action once per person and kind; False if it was recorded before."""
+        stmt = insert_or(conn, campaign_actions).values(
+            campaign_id=campaign_id, pseudonym=pseudonym, kind=kind, chat=chat, at=now
+        )
+        return bool((await conn.execute(stmt.on_conflict_do_nothing())).rowcount)
+
+    async def action_counts(self, conn: AsyncConnection, campaign_id: int) -> dict[str, int]:
+        """Return how many people took each kind of action."""
+        rows = await conn.execute(
+            select(campaign_actions.c.kind, func.count())
+            .where(campaign_actions.c.campaign_id == campaign_id)
+            .group_by(campaign_actions.c.kind)
+        )
+        return {kind: int(count) for kind, count in rows}
+
+    async def reminders_to_send(
+        self, conn: AsyncConnection, campaign_id: int, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """Return (pseudonym, chat) of people who asked for a reminder, have not acted, not been reminded."""
+        acted = select(campaign_actions.c.pseudonym).where(
+            campaign_actions.c.campaign_id == campaign_id, campaign_actions.c.kind == "acted"
+        )
+        rows = await conn.execute(
+            select(campaign_actions.c.pseudonym, campaign_actions.c.chat)
+            .where(
+                campaign_actions.c.campaign_id == campaign_id,
+                campaign_actions.c.kind == "remind",
+                campaign_actions.c.done_at.is_(None),
+                campaign_actions.c.pseudonym.not_in(acted),
+            )
+            .limit(limit)
+        )
+        return [(r.pseudonym, r.chat) for r in rows if r.chat is not None]
+
+    async def mark_reminded(
+        self, conn: AsyncConnection, campaign_id: int, pseudonyms: list[str], now: datetime
+    ) -> None:
+        """Record that these people's reminders are queued."""
+        if pseudonyms:
+            await conn.execute(
+                update(campaign_actions)
+                .where(
+                    campaign_actions.c.campaign_id == campaign_id,
+                    campaign_actions.c.kind == "remind",
+                    campaign_actions.c.pseudonym.in_(pseudonyms),
+                )
+                .values(done_at=now)
+            )
+
+    async def forget(self, conn: AsyncConnection, pseudonym: str) -> None:
+        """Delete a person's subscription, pending input and reminder requests (/unsubscribe, /forget)."""
+        await conn.execute(delete(subscriptions).where(subscriptions.c.pseudonym == pseudonym))
+        await conn.execute(delete(campaign_inputs).where(campaign_inputs.c.pseudonym == pseudonym))
+        await conn.execute(
+            delete(campaign_actions).where(
+                campaign_actions.c.pseudonym == pseudonym, campaign_actions.c.kind == "remind"
+            )
+        )
+
+    # ------------------------------------------------------------------ pending input
+
+    async def expect_input(
+        self,
+        conn: AsyncConnection,
+        pseudonym: str,
+        campaign_id: int,
+        field: str,
+        language: str | None,
+        expires_at: datetime,
+    ) -> None:
+        """Remember that this person's next message fills a draft's field."""
+        stmt = insert_or(conn, campaign_inputs).values(
+            pseudonym=pseudonym,
+            campaign_id=campaign_id,
+            field=field,
+            language=language,
+            expires_at=expires_at,
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[campaign_inputs.c.pseudonym],
+                set_={
+                    "campaign_id": campaign_id,
+                    "field": field,
+                    "language": language,
+                    "expires_at": expires_at,
+                },
+            )
+        )
+
+    async def pending_input(self, conn: AsyncConnection, pseudonym: str) -> PendingInput | None:
+        """Return what this person's next message fills in, if anything."""
+        row = (
+            await conn.execute(select(campaign_inputs).where(campaign_inputs.c.pseudonym == pseudonym))
+        ).first()
+        return PendingInput(row.campaign_id, row.field, row.language, row.expires_at) if row else None
+
+    async def clear_input(self, conn: AsyncConnection, pseudonym: str) -> None:
+        """Forget the pending input."""
+        await conn.execute(delete(campaign_inputs).where(campaign_inputs.c.pseudonym == pseudonym))
+
+
+def _campaign(row: Row[Any]) -> Campaign:
+    return Campaign(
+        id=row.id,
+        title=row.title,
+        body=row.body,
+        image_file_id=row.image_file_id,
+        link=row.link,
+        deadline=row.deadline,
+        audience=row.audience,
+        audience_value=row.audience_value,
+        include_channels=bool(row.include_channels),
+        status=row.status,
+        created_by=row.created_by,
+        creator_chat=row.creator_chat,
+        approved_by=row.approved_by,
+        send_at=row.send_at,
+        cursor=row.cursor,
+        channels_done=bool(row.channels_done),
+        enqueued=row.enqueued,
+        progress_message_id=row.progress_message_id,
+        progress_text=row.progress_text,
+        reminders_done=bool(row.reminders_done),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
