@@ -105,6 +105,8 @@ async def _post_init(app: JarchyApp) -> None:
         app.job_queue.run_repeating(_purge, interval=PURGE_INTERVAL_S, first=60, name="purge")
         interval = data.settings.reminder_interval_s
         app.job_queue.run_repeating(_materialise_reminders, interval=interval, first=1, name="reminders")
+        every = data.settings.broadcast_interval_s
+        app.job_queue.run_repeating(_broadcast, interval=every, first=1, name="broadcast")
 
 
 async def _purge(context: JarchyContext) -> None:
@@ -115,6 +117,13 @@ async def _purge(context: JarchyContext) -> None:
 
 async def _materialise_reminders(context: JarchyContext) -> None:
     await context.services.hearings.materialise()
+
+
+async def _broadcast(context: JarchyContext) -> None:
+    services = context.services
+    if services.broadcaster.bot_username is None:
+        services.broadcaster.bot_username = context.bot.username
+    await services.broadcaster.run_pass()
 
 
 async def _post_shutdown(app: JarchyApp) -> None:

@@ -90,6 +90,9 @@ class Settings:
     invite_ttl_h: float = 24.0
     # Which triage changes a contactable reporter hears about (neutral texts in messages/).
     reporter_updates: frozenset[str] = frozenset(REPORTER_UPDATES)
+    # "auto": a broadcast to all subscribers needs a second person's approval once there are two admins.
+    four_eyes: str = "auto"
+    broadcast_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -192,6 +195,8 @@ class Settings:
             flood_per_minute=_number(env, "JARCHY_FLOOD_PER_MINUTE", 40, int, minimum=5),
             invite_ttl_h=_number(env, "JARCHY_INVITE_TTL_H", 24.0, float, minimum=0.1),
             reporter_updates=_choices(env, "JARCHY_REPORTER_UPDATES", REPORTER_UPDATES),
+            four_eyes=_one_of(env, "JARCHY_FOUR_EYES", ("auto", "on", "off"), "auto"),
+            broadcast_interval_s=_number(env, "JARCHY_BROADCAST_INTERVAL_S", 2.0, float, minimum=0.2),
         )
 
     def describe(self) -> list[tuple[str, str]]:
@@ -216,6 +221,8 @@ class Settings:
             ("JARCHY_SOS_PER_MINUTE", str(self.sos_per_minute)),
             ("JARCHY_INVITE_TTL_H", f"{self.invite_ttl_h:g}"),
             ("JARCHY_REPORTER_UPDATES", ",".join(sorted(self.reporter_updates)) or "none"),
+            ("JARCHY_FOUR_EYES", self.four_eyes),
+            ("JARCHY_BROADCAST_INTERVAL_S", f"{self.broadcast_interval_s:g}"),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 
@@ -278,6 +285,13 @@ def _number(
         raise SettingsError(name, f"'{raw}' is not a number", f"Use a number, default {default}.") from None
     if float(value) < minimum:  # type: ignore[arg-type]
         raise SettingsError(name, f"{raw} is too small", f"Use at least {minimum:g}.")
+    return value
+
+
+def _one_of(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name, default).strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(name, f"is {value!r}", f"Use one of {', '.join(allowed)}.")
     return value
 
 

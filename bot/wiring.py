@@ -10,6 +10,8 @@ from bot.clock import Clock
 from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
 from bot.services.alerts import CARD_KIND, AlertService
 from bot.services.audit import AuditLog
+from bot.services.broadcast import Broadcaster
+from bot.services.campaigns import CampaignService
 from bot.services.contact import ContactService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
 from bot.services.desk import DeskService
@@ -31,6 +33,7 @@ from bot.telegram_api import TelegramApi
 from messages import catalogs
 from storage import migrations
 from storage.audit import AuditRepository
+from storage.campaigns import CampaignRepository
 from storage.cases import CaseRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
@@ -75,6 +78,8 @@ class Services:
     desk: DeskService
     exports: ExportService
     stats: StatsService
+    campaigns: CampaignService
+    broadcaster: Broadcaster
 
     async def close(self) -> None:
         """Release the HTTP pool and the database."""
@@ -216,6 +221,47 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
     stats = StatsService(
         gate=gate, audit=audit, queries=queries, texts=catalogs(), clock=clock, zone=settings.timezone
     )
+    hearings = HearingService(
+        db=db,
+        cases=CaseRepository(),
+        state=StateRepository(),
+        users=user_repo,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        outbox=outbox,
+        texts=catalogs(),
+        clock=clock,
+        zone=settings.timezone,
+        language=settings.default_language,
+        interval=timedelta(seconds=settings.reminder_interval_s),
+        audit=audit,
+    )
+    campaign_repo = CampaignRepository()
+    campaigns = CampaignService(
+        db=db,
+        repo=campaign_repo,
+        users=user_repo,
+        gate=gate,
+        audit=audit,
+        outbox=outbox,
+        outbox_repo=outbox_repo,
+        hearings=hearings,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        clock=clock,
+        four_eyes=settings.four_eyes,
+    )
+    broadcaster = Broadcaster(
+        db=db,
+        repo=campaign_repo,
+        outbox=outbox,
+        outbox_repo=outbox_repo,
+        cipher=cipher,
+        texts=catalogs(),
+        clock=clock,
+        zone=settings.timezone,
+        language=settings.default_language,
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -242,21 +288,9 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         desk=desk,
         exports=exports,
         stats=stats,
-        hearings=HearingService(
-            db=db,
-            cases=CaseRepository(),
-            state=StateRepository(),
-            users=user_repo,
-            cipher=cipher,
-            pseudonyms=pseudonyms,
-            outbox=outbox,
-            texts=catalogs(),
-            clock=clock,
-            zone=settings.timezone,
-            language=settings.default_language,
-            interval=timedelta(seconds=settings.reminder_interval_s),
-            audit=audit,
-        ),
+        hearings=hearings,
+        campaigns=campaigns,
+        broadcaster=broadcaster,
     )
     await services.users.bootstrap_admins(settings.admin_ids)
     # Alerts held while no coordinators' chat was known go out once one is configured.

@@ -65,6 +65,7 @@ async def confirm_forget(update: Update, context: JarchyContext) -> None:
     if query is None or user is None:
         return
     if query.data == FORGET_YES:
+        await context.services.campaigns.unsubscribe(user.id, forget=True)
         await context.services.reports.forget(user.id)
         await context.services.hearings.forget(user.id)
         # The profile is gone; answer in the language the person was using a moment ago.

@@ -334,15 +334,15 @@ class CampaignRepository:
                 .values(done_at=now)
             )
 
-    async def forget(self, conn: AsyncConnection, pseudonym: str) -> None:
-        """Delete a person's subscription, pending input and reminder requests (/unsubscribe, /forget)."""
+    async def forget(self, conn: AsyncConnection, pseudonym: str, *, actions: bool = False) -> None:
+        """Delete a person's subscription, pending input and reminder requests (/unsubscribe); with
+        `actions`, also what they did (/forget)."""
         await conn.execute(delete(subscriptions).where(subscriptions.c.pseudonym == pseudonym))
         await conn.execute(delete(campaign_inputs).where(campaign_inputs.c.pseudonym == pseudonym))
-        await conn.execute(
-            delete(campaign_actions).where(
-                campaign_actions.c.pseudonym == pseudonym, campaign_actions.c.kind == "remind"
-            )
-        )
+        stmt = delete(campaign_actions).where(campaign_actions.c.pseudonym == pseudonym)
+        if not actions:
+            stmt = stmt.where(campaign_actions.c.kind == "remind")
+        await conn.execute(stmt)
 
     # ------------------------------------------------------------------ pending input
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,6 +92,20 @@ class OutboxStatus:
     message_id: int | None
     last_error: str | None
     recipient: str | None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One delivery of a broadcast, pseudonymous."""
+
+    recipient: str | None
+    chat_key: str
+    chat_kind: str
+    status: str
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    last_error: str | None
 
 
 class OutboxRepository:
@@ -285,13 +299,24 @@ class OutboxRepository:
             .values(status="pending", payload=payload, chat_key=chat_key, chat_kind=chat_kind, due_at=now)
         )
 
-    async def purge_finished(self, conn: AsyncConnection, statuses: Sequence[str], before: datetime) -> int:
+    async def purge_finished(
+        self,
+        conn: AsyncConnection,
+        statuses: Sequence[str],
+        before: datetime,
+        *,
+        keep_kinds: Sequence[str] = (),
+        only_kinds: Sequence[str] = (),
+    ) -> int:
         """Delete rows in these final states created before `before`: they are traces, not data."""
         if not set(statuses) <= set(FINAL_STATUSES):
             raise ValueError("only rows in a final state may be purged")
-        result = await conn.execute(
-            delete(outbox).where(outbox.c.status.in_(statuses), outbox.c.created_at < before)
-        )
+        stmt = delete(outbox).where(outbox.c.status.in_(statuses), outbox.c.created_at < before)
+        if keep_kinds:
+            stmt = stmt.where(outbox.c.kind.not_in(keep_kinds))
+        if only_kinds:
+            stmt = stmt.where(outbox.c.kind.in_(only_kinds))
+        result = await conn.execute(stmt)
         return result.rowcount or 0
 
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
@@ -306,6 +331,35 @@ class OutboxRepository:
         if ref is not None:
             stmt = stmt.where(outbox.c.ref == ref)
         return {status: count for status, count in (await conn.execute(stmt)).all()}
+
+    async def ledger(
+        self, conn: AsyncConnection, ref: str, batch: int = 1000
+    ) -> AsyncIterator[list[LedgerEntry]]:
+        """Yield an aggregate's rows in order, a batch at a time: who got what, when, and why not."""
+        after = 0
+        while True:
+            rows = (
+                await conn.execute(
+                    select(
+                        outbox.c.id,
+                        outbox.c.recipient,
+                        outbox.c.chat_key,
+                        outbox.c.chat_kind,
+                        outbox.c.status,
+                        outbox.c.attempts,
+                        outbox.c.created_at,
+                        outbox.c.sent_at,
+                        outbox.c.last_error,
+                    )
+                    .where(outbox.c.ref == ref, outbox.c.id > after)
+                    .order_by(outbox.c.id)
+                    .limit(batch)
+                )
+            ).all()
+            if not rows:
+                return
+            yield [LedgerEntry(*r[1:]) for r in rows]
+            after = rows[-1].id
 
     async def statuses(self, conn: AsyncConnection, ids: Sequence[int] | None = None) -> list[OutboxStatus]:
         """Return rows' states, by id (all rows when None)."""

@@ -6,9 +6,11 @@ and records what people do with it.
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TextIO
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +29,7 @@ from storage.outbox import OutboxRepository
 from storage.users import UserRepository
 
 TOPICS = ("campaigns", "hearings", "urgent")
+LEDGER_COLUMNS = ("recipient", "chat_kind", "status", "attempts", "queued_at_utc", "sent_at_utc", "error")
 AUDIENCES = ("all", "language", "topic", "case")
 FIELDS = ("text", "image", "template", "link", "deadline", "case", "schedule")
 EDITABLE = ("draft",)
@@ -125,12 +128,13 @@ class CampaignService:
                 await self._repo.unsubscribe(conn, pseudonym)
         return frozenset(chosen)
 
-    async def unsubscribe(self, user_id: int) -> int:
+    async def unsubscribe(self, user_id: int, *, forget: bool = False) -> int:
         """Stop everything at once: the subscription, followed cases, and every message still queued for
-        the person (deletions of their own report conversation still go). Return how many were withdrawn."""
+        the person (deletions of their own report conversation still go). Return how many were withdrawn.
+        With `forget` (/forget), their campaign actions go too."""
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.write() as conn:
-            await self._repo.forget(conn, pseudonym)
+            await self._repo.forget(conn, pseudonym, actions=forget)
             withdrawn = await self._outbox.cancel_for(conn, pseudonym)
         await self._hearings.forget(user_id)
         return withdrawn
@@ -302,6 +306,33 @@ class CampaignService:
                 act.conn, act.actor, "campaign.cancel", campaign.ref, detail=str(withdrawn)
             )
             return await self._repo.get(act.conn, campaign_id), withdrawn
+
+    async def ledger(self, user_id: int, campaign_id: int, out: TextIO) -> int:
+        """Write the delivery ledger as CSV: one line per recipient (pseudonymous), audited."""
+        async with self._gate.acting(user_id, "campaign.ledger", f"C-{campaign_id}") as act:
+            campaign = await self._get(act.conn, campaign_id)
+            await self._audit.record(act.conn, act.actor, "campaign.ledger", campaign.ref)
+        writer = csv.writer(out)
+        writer.writerow(LEDGER_COLUMNS)
+        rows = 0
+        async with self._db.read() as conn:
+            async for batch in self._outbox_repo.ledger(conn, campaign.ref):
+                writer.writerows(
+                    [
+                        (
+                            e.recipient or f"chat:{e.chat_key[:16]}",
+                            e.chat_kind,
+                            e.status,
+                            e.attempts,
+                            e.created_at.isoformat(timespec="seconds"),
+                            e.sent_at.isoformat(timespec="seconds") if e.sent_at else "",
+                            e.last_error or "",
+                        )
+                        for e in batch
+                    ]
+                )
+                rows += len(batch)
+        return rows
 
     async def set_progress_message(self, campaign_id: int, message_id: int) -> None:
         """Remember the author's status message, which the broadcaster keeps up to date."""

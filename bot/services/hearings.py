@@ -225,7 +225,7 @@ class HearingService:
             case = await self._cases.case(conn, case_id)
             if not case.public or case.status != "open":
                 raise LookupError(case_id)
-            chat = self._cipher.encrypt_text(str(chat_id), binding=_chat_binding(pseudonym, case_id))
+            chat = self._cipher.encrypt_text(str(chat_id), binding=follow_chat_binding(pseudonym, case_id))
             added = await self._cases.follow(conn, case_id, pseudonym, chat, self._clock.now())
             if added:
                 upcoming = await self._cases.upcoming_for(conn, [case_id], self._clock.now())
@@ -558,7 +558,7 @@ class HearingService:
     ) -> OutgoingMessage:
         chat_id = int(
             self._cipher.decrypt_text(
-                follower.chat, binding=_chat_binding(follower.pseudonym, hearing.case_id)
+                follower.chat, binding=follow_chat_binding(follower.pseudonym, hearing.case_id)
             )
         )
         params: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML"}
@@ -628,7 +628,8 @@ def _offsets(stored: str | None) -> tuple[int, ...]:
     return tuple(m for m in OFFSET_CHOICES if m in chosen) or DEFAULT_OFFSETS
 
 
-def _chat_binding(pseudonym: str, case_id: int) -> str:
+def follow_chat_binding(pseudonym: str, case_id: int) -> str:
+    """Return what a follower's encrypted chat is bound to."""
     return f"follows.chat:{case_id}:{pseudonym}"
 
 

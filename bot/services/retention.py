@@ -9,7 +9,7 @@ from bot.clock import Clock
 from bot.services.reports import ReportService
 from storage.database import Database
 from storage.inbox import InboxRepository
-from storage.outbox import OutboxRepository
+from storage.outbox import FINAL_STATUSES, OutboxRepository
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +18,9 @@ INBOX_KEEP = timedelta(days=1)
 # Sent, dead and cancelled outbox rows say who got what when; an hour is enough to look into a failure.
 OUTBOX_KEEP = timedelta(hours=1)
 FAILED_KEEP = timedelta(days=7)
+# A campaign's rows are its delivery ledger (who got it, when, why not): kept for coordinators to look into.
+LEDGER_KEEP = timedelta(days=90)
+LEDGER_KINDS = ("campaign",)
 
 
 class Retention:
@@ -43,10 +46,15 @@ class Retention:
             purged = await self._inbox.purge_done(conn, self._clock.now() - INBOX_KEEP)
             now = self._clock.now()
             purged += await self._outbox.purge_finished(
-                conn, ("sent", "cancelled", "blocked"), now - OUTBOX_KEEP
+                conn, ("sent", "cancelled", "blocked"), now - OUTBOX_KEEP, keep_kinds=LEDGER_KINDS
             )
             # Failures stay longer: coordinators look into them.
-            purged += await self._outbox.purge_finished(conn, ("dead", "unknown"), now - FAILED_KEEP)
+            purged += await self._outbox.purge_finished(
+                conn, ("dead", "unknown"), now - FAILED_KEEP, keep_kinds=LEDGER_KINDS
+            )
+            purged += await self._outbox.purge_finished(
+                conn, FINAL_STATUSES, now - LEDGER_KEEP, only_kinds=LEDGER_KINDS
+            )
         if self._reports is not None:
             purged += await self._reports.purge_expired()
         if purged:
