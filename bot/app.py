@@ -18,6 +18,7 @@ from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
 from handlers import (
     account,
+    campaigns,
     cases,
     contact,
     coordination,
@@ -28,6 +29,7 @@ from handlers import (
     reports,
     sos,
     start,
+    subscriptions,
     team,
     users,
 )
@@ -75,6 +77,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     # fallbacks last within group 0, so they only answer what no feature took; errors are separate.
     users.register(app)
     team.register(app)  # its invite-link /start goes ahead of the plain /start
+    campaigns.register(app)  # so does the template link's /start
     start.register(app)
     language.register(app)
     reports.register(app)  # also the input router in group -1, ahead of the fallbacks
@@ -83,6 +86,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     coordination.register(app)
     desk.register(app)
     contact.register(app)
+    subscriptions.register(app)
     cases.register(app)
     fallback.register(app)
     errors.register(app)

@@ -423,7 +423,6 @@ def register(app: Application) -> None:
         ("follow", follow_case),
         ("unfollow", unfollow_case),
         ("following", list_following),
-        ("settings", show_settings),
         ("calendar", send_calendar),
     ):
         app.add_handler(CommandHandler(name, callback, filters=PRIVATE_MESSAGES))

@@ -58,6 +58,7 @@ class Summary:
     deliveries: dict[str, int]
     actions: dict[str, int]
     templates: list[str]
+    audience_size: int
 
 
 class CampaignService:
@@ -165,7 +166,8 @@ class CampaignService:
             deliveries = await self._outbox_counts(act.conn, campaign)
             actions = await self._repo.action_counts(act.conn, campaign_id)
             templates = sorted(await self._repo.templates(act.conn, campaign_id))
-        return Summary(campaign, deliveries, actions, templates)
+            size = await self._repo.audience_size(act.conn, campaign.audience, campaign.audience_value)
+        return Summary(campaign, deliveries, actions, templates, size)
 
     async def recent(self, user_id: int) -> list[Campaign]:
         """Return the newest campaigns (coordinators and admins)."""

@@ -1,0 +1,483 @@
+"""Campaigns: composing (/campaign_new and the draft card), approval, cancelling, progress and the
+ledger for coordinators; the one-tap actions for everyone who receives one."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from telegram import (
+    InlineKeyboardMarkup,
+    InputFile,
+    LinkPreviewOptions,
+    Message,
+    MessageOriginChannel,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.context import JarchyContext
+from bot.services.campaigns import Input
+from bot.services.roles import NotAllowed
+from handlers.start import PRIVATE_MESSAGES
+from handlers.workspace import WorkspaceError, in_workspace, refusal
+from messages.campaign_screens import (
+    APPROVE_PREFIX,
+    CAMPAIGN_PREFIX,
+    COMPOSE_PREFIX,
+    audience_keyboard,
+    campaign_message,
+    draft_card,
+    progress_text,
+    template_languages,
+)
+
+# Ahead of the reporter's answers (-2) and the report form (-1): a coordinator filling in a draft.
+INPUT_GROUP = -3
+_TEMPLATE_LINK = PRIVATE_MESSAGES & filters.Regex(r"^/start(@\w+)? tpl_\d{1,9}$")
+_PROMPTS = {
+    "text": "campaign.ask_text",
+    "image": "campaign.ask_image",
+    "link": "campaign.ask_link",
+    "deadline": "campaign.ask_deadline",
+    "schedule": "campaign.ask_schedule",
+    "case": "campaign.ask_case",
+}
+
+
+async def new_campaign(update: Update, context: JarchyContext) -> None:
+    """/campaign_new Title: start a draft and show its card."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if (
+        message is None
+        or user is None
+        or chat is None
+        or not await in_workspace(update, context, "campaign.new")
+    ):
+        return
+    title = (message.text or "").partition(" ")[2]
+    try:
+        campaign = await context.services.campaigns.create(user.id, chat.id, title)
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        return
+    await _show_card(context, chat.id, user.id, campaign.id)
+
+
+async def list_campaigns(update: Update, context: JarchyContext) -> None:
+    """/campaigns: the newest campaigns and their states."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "campaign.list"):
+        return
+    try:
+        recent = await context.services.campaigns.recent(user.id)
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error))
+        return
+    if not recent:
+        await message.reply_text(context.text("campaign.none"))
+        return
+    lines = [
+        context.text(
+            "campaign.line",
+            code=c.ref,
+            title=c.title,
+            status=context.texts.plain(context.language, f"campaign.status_{c.status}"),
+        )
+        for c in recent
+    ]
+    await message.reply_text("\n".join(lines), parse_mode=ParseMode.HTML)
+
+
+async def show_campaign(update: Update, context: JarchyContext) -> None:
+    """/campaign N: the card of a draft, or the summary of a sent campaign."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if (
+        message is None
+        or user is None
+        or chat is None
+        or not await in_workspace(update, context, "campaign.view")
+    ):
+        return
+    campaign_id = _campaign_id(context.args)
+    if campaign_id is None:
+        await message.reply_text(context.text("campaign.usage_id"))
+        return
+    await _show_card(context, chat.id, user.id, campaign_id)
+
+
+async def cancel_campaign(update: Update, context: JarchyContext) -> None:
+    """/campaign_cancel N: cancel a draft, a scheduled or a running broadcast."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not await in_workspace(update, context, "campaign.cancel"):
+        return
+    campaign_id = _campaign_id(context.args)
+    if campaign_id is None:
+        await message.reply_text(context.text("campaign.usage_id"))
+        return
+    await message.reply_text(await _cancel(context, user.id, campaign_id))
+
+
+async def approve_campaign(update: Update, context: JarchyContext) -> None:
+    """/campaign_approve N, or the Approve button: the second pair of eyes."""
+    message, user, query = update.effective_message, update.effective_user, update.callback_query
+    if message is None or user is None:
+        return
+    if query is None and not await in_workspace(update, context, "campaign.approve"):
+        return
+    campaign_id = _campaign_id([(query.data or "").split(":")[1]] if query is not None else context.args)
+    if campaign_id is None:
+        await message.reply_text(context.text("campaign.usage_id"))
+        return
+    try:
+        campaign = await context.services.campaigns.approve(user.id, campaign_id)
+        text = context.text("campaign.approved", code=campaign.ref)
+    except WorkspaceError as error:
+        text = refusal(context, error)
+    if query is not None:
+        await query.answer(text, show_alert=True)
+    else:
+        await message.reply_text(text)
+
+
+async def press_compose(update: Update, context: JarchyContext) -> None:
+    """A button on a draft card: cc:ID:FIELD, cc:ID:tpl:LANG, cc:ID:aud:KIND[:VALUE], preview, send…"""
+    query, user, chat = update.callback_query, update.effective_user, update.effective_chat
+    if query is None or user is None or chat is None or query.data is None:
+        return
+    parts = query.data.split(":")
+    campaign_id, action = int(parts[1]), parts[2]
+    campaigns = context.services.campaigns
+    try:
+        if action in _PROMPTS:
+            await campaigns.expect(user.id, campaign_id, action)
+            await query.answer()
+            await chat.send_message(context.text(_PROMPTS[action]), parse_mode=ParseMode.HTML)
+        elif action == "template":
+            campaign = (await campaigns.view(user.id, campaign_id)).campaign
+            await query.answer()
+            markup = template_languages(context.texts, context.language, campaign)
+            await chat.send_message(
+                context.text("campaign.ask_template_language"),
+                reply_markup=InlineKeyboardMarkup.de_json(markup, context.bot),
+            )
+        elif action == "tpl":
+            await campaigns.expect(user.id, campaign_id, "template", parts[3])
+            await query.answer()
+            await chat.send_message(context.text("campaign.ask_template", language=parts[3].upper()))
+        elif action == "audience":
+            campaign = (await campaigns.view(user.id, campaign_id)).campaign
+            await query.answer()
+            markup = audience_keyboard(context.texts, context.language, campaign)
+            await chat.send_message(
+                context.text("campaign.ask_audience"),
+                reply_markup=InlineKeyboardMarkup.de_json(markup, context.bot),
+            )
+        elif action == "aud":
+            await campaigns.set_audience(user.id, campaign_id, parts[3], parts[4] if len(parts) > 4 else None)
+            await query.answer(context.text("campaign.saved"))
+            await _show_card(context, chat.id, user.id, campaign_id)
+        elif action == "channels":
+            await campaigns.toggle_channels(user.id, campaign_id)
+            await query.answer(context.text("campaign.saved"))
+            await _show_card(context, chat.id, user.id, campaign_id)
+        elif action == "preview":
+            campaign, templates = await campaigns.for_preview(user.id, campaign_id)
+            await query.answer()
+            method, params = campaign_message(
+                context.texts,
+                context.language,
+                campaign,
+                context.bot_data.settings.timezone,
+                has_template=bool(templates),
+                for_channel=False,
+                bot_username=context.bot.username,
+                preview=True,
+            )
+            await _send_raw(context, chat.id, method, params)
+        elif action == "send":
+            await query.answer()
+            await _send(context, chat.id, user.id, campaign_id)
+        elif action == "cancel":
+            await query.answer()
+            await chat.send_message(await _cancel(context, user.id, campaign_id))
+        elif action == "ledger":
+            await query.answer()
+            buffer = io.StringIO()
+            rows = await campaigns.ledger(user.id, campaign_id, buffer)
+            await chat.send_document(
+                InputFile(buffer.getvalue().encode(), filename=f"C-{campaign_id}-ledger.csv"),
+                caption=context.text("campaign.ledger_caption", code=f"C-{campaign_id}", rows=rows),
+            )
+        else:
+            await query.answer(context.text("callback.stale"))
+    except WorkspaceError as error:
+        await query.answer(refusal(context, error), show_alert=True)
+
+
+async def fill_pending(update: Update, context: JarchyContext) -> None:
+    """A coordinator's message that answers a draft's pending field."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
+    # Only people holding a role can have a pending field; everyone else goes straight on.
+    if context.profile is None or not context.profile.roles:
+        return
+    campaigns = context.services.campaigns
+    pending = await campaigns.pending(user.id)
+    if pending is None:
+        return
+    value = Input(
+        text=message.text,
+        html=message.text_html if message.text and message.entities else None,
+        photo_file_id=message.photo[-1].file_id if message.photo else None,
+        other=not message.text and not message.photo,
+    )
+    try:
+        campaign = await campaigns.fill(user.id, value)
+    except WorkspaceError as error:
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        raise ApplicationHandlerStop from None
+    if pending.field == "schedule" and campaign.send_at is not None:
+        await _send(context, chat.id, user.id, campaign.id, campaign.send_at)
+    else:
+        await _show_card(context, chat.id, user.id, campaign.id)
+    raise ApplicationHandlerStop
+
+
+async def press_action(update: Update, context: JarchyContext) -> None:
+    """A recipient's button: I took action, the letter template, remind me, stop these messages."""
+    query, user = update.callback_query, update.effective_user
+    if query is None or user is None or query.data is None:
+        return
+    prefix, raw_id, action = query.data.split(":")
+    if prefix == "pv":
+        await query.answer(context.text("campaign.preview_button"), show_alert=True)
+        return
+    await _act(update, context, user.id, int(raw_id), action)
+
+
+async def template_by_link(update: Update, context: JarchyContext) -> None:
+    """/start tpl_N, from the "Get the letter" link on a channel post."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or message.text is None:
+        return
+    await _act(update, context, user.id, int(message.text.rsplit("_", 1)[1]), "template")
+
+
+async def register_forwarded_channel(update: Update, context: JarchyContext) -> None:
+    """An admin forwards a post from a channel: campaigns and announcements will be posted there."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None or not isinstance(message.forward_origin, MessageOriginChannel):
+        return
+    if context.profile is None or "admin" not in context.profile.roles:
+        # A forwarded post from anyone else is just a message (this handler took it, so answer here).
+        await message.reply_text(context.text("fallback.not_understood"))
+        return
+    channel = message.forward_origin.chat
+    try:
+        member = await context.bot.get_chat_member(channel.id, context.bot.id)
+    except TelegramError:
+        member = None
+    if member is None or member.status not in ("administrator", "creator"):
+        await message.reply_text(context.text("channel.unreachable"))
+        raise ApplicationHandlerStop
+    try:
+        added = await context.services.hearings.register_channel(user.id, channel.id)
+    except NotAllowed:
+        await context.services.gate.refuse(user.id, "channel.bind", str(channel.id), detail="role")
+        await message.reply_text(context.text("channel.refused"))
+        raise ApplicationHandlerStop from None
+    await message.reply_text(context.text("channel.done" if added else "channel.already"))
+    raise ApplicationHandlerStop
+
+
+# ------------------------------------------------------------------------------------- glue
+
+
+async def _act(update: Update, context: JarchyContext, user_id: int, campaign_id: int, action: str) -> None:
+    query, chat = update.callback_query, update.effective_chat
+    # From a channel post the person's private chat is their user id (if they ever started the bot).
+    private_chat = chat.id if chat is not None and chat.type == "private" else user_id
+    try:
+        key, campaign, template = await context.services.campaigns.act(
+            user_id, private_chat, campaign_id, action
+        )
+    except WorkspaceError as error:
+        text = refusal(context, error)
+        key, template = "", None
+    else:
+        text = context.text(key, title=campaign.title, code=campaign.ref)
+    if query is not None:
+        await query.answer(text, show_alert=action != "acted" or key != "campaign.acted")
+    elif update.effective_message is not None:
+        await update.effective_message.reply_text(text)
+    if template is not None:
+        try:
+            await context.bot.send_message(private_chat, template)
+        except TelegramError:
+            if query is not None and context.bot.username:
+                await query.answer(url=f"https://t.me/{context.bot.username}?start=tpl_{campaign_id}")
+
+
+async def _send(
+    context: JarchyContext, chat_id: int, user_id: int, campaign_id: int, when: Any = None
+) -> None:
+    campaigns = context.services.campaigns
+    try:
+        campaign = await campaigns.send(user_id, campaign_id, when)
+    except WorkspaceError as error:
+        await context.bot.send_message(chat_id, refusal(context, error), parse_mode=ParseMode.HTML)
+        return
+    zone = context.bot_data.settings.timezone
+    if campaign.status == "awaiting_approval":
+        text = context.text("campaign.awaiting_approval", code=campaign.ref)
+    elif when is not None and campaign.send_at is not None:
+        text = context.text(
+            "campaign.scheduled",
+            code=campaign.ref,
+            when=campaign.send_at.astimezone(zone).strftime("%d.%m.%Y %H:%M"),
+        )
+    else:
+        text = progress_text(context.texts, context.language, campaign, {}, {})
+    sent = await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+    await campaigns.set_progress_message(campaign.id, sent.message_id)
+    if campaign.status == "awaiting_approval":
+        await _ask_for_approval(context, user_id, campaign.id)
+
+
+async def _ask_for_approval(context: JarchyContext, user_id: int, campaign_id: int) -> None:
+    services = context.services
+    async with services.db.read() as conn:
+        target = await services.alerts.coordinator_chat(conn)
+    if target is None:
+        return  # the author was told to ask a colleague for /campaign_approve
+    summary = await services.campaigns.view(user_id, campaign_id)
+    text, _ = draft_card(
+        context.texts,
+        context.language,
+        summary.campaign,
+        summary.templates,
+        summary.audience_size,
+        context.bot_data.settings.timezone,
+    )
+    button = {
+        "text": context.texts.plain(context.language, "campaign.approve_button"),
+        "callback_data": f"{APPROVE_PREFIX}:{campaign_id}:approve",
+    }
+    await context.bot.send_message(
+        target,
+        context.text("campaign.approval_request") + "\n\n" + text,
+        parse_mode=ParseMode.HTML,
+        reply_markup=InlineKeyboardMarkup.de_json({"inline_keyboard": [[button]]}, context.bot),
+    )
+
+
+async def _cancel(context: JarchyContext, user_id: int, campaign_id: int) -> str:
+    try:
+        campaign, withdrawn = await context.services.campaigns.cancel(user_id, campaign_id)
+    except WorkspaceError as error:
+        return refusal(context, error)
+    async with context.services.db.write() as conn:
+        await context.services.broadcaster.queue_progress(conn, campaign)
+    context.services.outbox.notify()
+    return context.text("campaign.cancelled", code=campaign.ref, withdrawn=withdrawn)
+
+
+async def _show_card(context: JarchyContext, chat_id: int, user_id: int, campaign_id: int) -> None:
+    try:
+        summary = await context.services.campaigns.view(user_id, campaign_id)
+    except WorkspaceError as error:
+        await context.bot.send_message(chat_id, refusal(context, error))
+        return
+    zone = context.bot_data.settings.timezone
+    text, markup = draft_card(
+        context.texts, context.language, summary.campaign, summary.templates, summary.audience_size, zone
+    )
+    if summary.campaign.status != "draft":
+        text += "\n\n" + progress_text(
+            context.texts, context.language, summary.campaign, summary.deliveries, summary.actions
+        )
+        rows = [
+            [
+                {
+                    "text": context.texts.plain(context.language, "campaign.ledger"),
+                    "callback_data": f"{COMPOSE_PREFIX}:{campaign_id}:ledger",
+                }
+            ]
+        ]
+        if summary.campaign.status in ("awaiting_approval", "scheduled", "sending", "sent"):
+            rows.append(
+                [
+                    {
+                        "text": context.texts.plain(context.language, "campaign.cancel_button"),
+                        "callback_data": f"{COMPOSE_PREFIX}:{campaign_id}:cancel",
+                    }
+                ]
+            )
+        markup = {"inline_keyboard": rows}
+    await context.bot.send_message(
+        chat_id,
+        text,
+        parse_mode=ParseMode.HTML,
+        reply_markup=InlineKeyboardMarkup.de_json(markup, context.bot),
+    )
+
+
+async def _send_raw(context: JarchyContext, chat_id: int, method: str, params: dict[str, Any]) -> Message:
+    markup = InlineKeyboardMarkup.de_json(params["reply_markup"], context.bot)
+    if method == "sendPhoto":
+        return await context.bot.send_photo(
+            chat_id,
+            params["photo"],
+            caption=params["caption"],
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+        )
+    return await context.bot.send_message(
+        chat_id,
+        params["text"],
+        parse_mode=ParseMode.HTML,
+        reply_markup=markup,
+        link_preview_options=LinkPreviewOptions(is_disabled=True),
+    )
+
+
+def _campaign_id(args: list[str] | None) -> int | None:
+    if not args:
+        return None
+    raw = args[0].strip().upper().removeprefix("C-").removeprefix("C").lstrip("#")
+    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+
+
+def register(app: Application) -> None:
+    """Handle the campaign commands, buttons, pending input and forwarded channel posts."""
+    app.add_handler(CommandHandler("start", template_by_link, filters=_TEMPLATE_LINK))
+    app.add_handler(CommandHandler("campaign_new", new_campaign))
+    app.add_handler(CommandHandler("campaigns", list_campaigns))
+    app.add_handler(CommandHandler("campaign", show_campaign))
+    app.add_handler(CommandHandler("campaign_cancel", cancel_campaign))
+    app.add_handler(CommandHandler("campaign_approve", approve_campaign))
+    app.add_handler(CallbackQueryHandler(press_compose, pattern=rf"^{COMPOSE_PREFIX}:\d+:"))
+    app.add_handler(CallbackQueryHandler(approve_campaign, pattern=rf"^{APPROVE_PREFIX}:\d+:approve$"))
+    app.add_handler(
+        CallbackQueryHandler(
+            press_action, pattern=rf"^({CAMPAIGN_PREFIX}|pv):\d+:(acted|template|remind|stop)$"
+        )
+    )
+    app.add_handler(
+        MessageHandler(
+            filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND, fill_pending
+        ),
+        group=INPUT_GROUP,
+    )
+    app.add_handler(MessageHandler(PRIVATE_MESSAGES & filters.FORWARDED, register_forwarded_channel))

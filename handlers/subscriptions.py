@@ -1,0 +1,100 @@
+"""Subscribers: /subscribe, /unsubscribe, and /settings (topics, language, hearing reminders)."""
+
+from __future__ import annotations
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+
+from bot.context import JarchyContext
+from bot.services.campaigns import TOPICS
+from handlers.cases import show_settings as show_reminder_settings
+from handlers.start import PRIVATE_MESSAGES
+from handlers.workspace import WorkspaceError, refusal
+from messages.menus import language_keyboard
+
+
+async def subscribe(update: Update, context: JarchyContext) -> None:
+    """Subscribe to campaigns, hearing news and urgent alerts; show the topic toggles."""
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None:
+        return
+    topics = await context.services.campaigns.subscribe(user.id, chat.id)
+    await message.reply_text(
+        context.text("subscribe.done"),
+        parse_mode=ParseMode.HTML,
+        reply_markup=_topics_keyboard(context, topics),
+    )
+
+
+async def unsubscribe(update: Update, context: JarchyContext) -> None:
+    """Stop everything at once, including messages already queued."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    withdrawn = await context.services.campaigns.unsubscribe(user.id)
+    await message.reply_text(context.text("subscribe.stopped", withdrawn=withdrawn))
+
+
+async def show_settings(update: Update, context: JarchyContext) -> None:
+    """Topics and language first, then the hearing reminders."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    topics = await context.services.campaigns.topics(user.id) or frozenset()
+    await message.reply_text(
+        context.text("subscribe.settings"),
+        parse_mode=ParseMode.HTML,
+        reply_markup=_topics_keyboard(context, topics),
+    )
+    await show_reminder_settings(update, context)
+
+
+async def toggle_topic(update: Update, context: JarchyContext) -> None:
+    """Turn one topic on or off."""
+    query, user, chat = update.callback_query, update.effective_user, update.effective_chat
+    if query is None or user is None or chat is None or query.data is None:
+        return
+    if query.data == "sub:lang":
+        await query.answer()
+        await chat.send_message(
+            context.text("language.prompt"), reply_markup=language_keyboard(context.language)
+        )
+        return
+    try:
+        topics = await context.services.campaigns.toggle_topic(user.id, chat.id, query.data.split(":")[-1])
+    except WorkspaceError as error:
+        await query.answer(refusal(context, error), show_alert=True)
+        return
+    if isinstance(query.message, Message):
+        await query.message.edit_reply_markup(reply_markup=_topics_keyboard(context, topics))
+    await query.answer(context.text("subscribe.saved"))
+
+
+def _topics_keyboard(context: JarchyContext, topics: frozenset[str]) -> InlineKeyboardMarkup:
+    rows = [
+        [
+            InlineKeyboardButton(
+                ("✅ " if topic in topics else "▫️ ")
+                + context.texts.plain(context.language, f"subscribe.topic_{topic}"),
+                callback_data=f"sub:{topic}",
+            )
+        ]
+        for topic in TOPICS
+    ]
+    rows.append(
+        [
+            InlineKeyboardButton(
+                context.texts.plain(context.language, "subscribe.language"), callback_data="sub:lang"
+            )
+        ]
+    )
+    return InlineKeyboardMarkup(rows)
+
+
+def register(app: Application) -> None:
+    """Handle the subscriber commands (private chats) and the topic buttons."""
+    app.add_handler(CommandHandler("subscribe", subscribe, filters=PRIVATE_MESSAGES))
+    app.add_handler(CommandHandler("unsubscribe", unsubscribe, filters=PRIVATE_MESSAGES))
+    app.add_handler(CommandHandler("settings", show_settings, filters=PRIVATE_MESSAGES))
+    app.add_handler(CallbackQueryHandler(toggle_topic, pattern=r"^sub:(campaigns|hearings|urgent|lang)$"))
