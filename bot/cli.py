@@ -215,7 +215,8 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
             print(f"jarchy: bad filter {refusal.params.get('part', '')!r}", file=sys.stderr)
             return EXIT_CONFIG
         await services.exports.audit_cli(query, [args.format])
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             summary = await services.exports.write(query, {args.format: out})
     finally:

@@ -60,5 +60,9 @@ class JarchyContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any]
         return catalogs()
 
     def text(self, key: str, /, **params: object) -> str:
-        """Render a text in the caller's language."""
+        """Render a text in the caller's language, as HTML (parameters escaped)."""
         return catalogs().text(self.language, key, **params)
+
+    def plain(self, key: str, /, **params: object) -> str:
+        """Render a text in the caller's language for places that show text as it is (button answers)."""
+        return catalogs().plain(self.language, key, **params)

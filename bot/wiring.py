@@ -12,11 +12,12 @@ from bot.services.alerts import CARD_KIND, AlertService
 from bot.services.audit import AuditLog
 from bot.services.broadcast import Broadcaster
 from bot.services.campaigns import CampaignService
-from bot.services.contact import ContactService
+from bot.services.contact import QUESTION_KIND, ContactService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
 from bot.services.desk import DeskService
 from bot.services.evidence import EvidenceStore
 from bot.services.export import ExportService
+from bot.services.export import sweep as sweep_exports
 from bot.services.flood import FloodGuard
 from bot.services.hearings import HearingService
 from bot.services.outbox import Outbox
@@ -158,6 +159,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
     audit_repo = AuditRepository()
     audit = AuditLog(db, audit_repo, state, key, clock)
     gate = Gate(db, user_repo, pseudonyms, audit)
+    alerts.audit = audit
     team_repo = TeamRepository()
     team = TeamService(
         db=db,
@@ -169,6 +171,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         pseudonyms=pseudonyms,
         clock=clock,
         audit_repo=audit_repo,
+        reports=report_repo,
         invite_ttl=timedelta(hours=settings.invite_ttl_h),
         settings_admins=settings.admin_ids,
     )
@@ -177,6 +180,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         gate=gate,
         audit=audit,
         reports=report_repo,
+        actions=ActionRepository(),
         users=user_repo,
         alerts=alerts,
         outbox=outbox,
@@ -201,6 +205,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         reporter_updates=settings.reporter_updates,
     )
     delivery.on_sent(CARD_KIND, triage.card_sent)
+    delivery.on_sent(QUESTION_KIND, contact.question_sent)
     queries = ReportQueries()
     desk = DeskService(
         db=db,
@@ -292,7 +297,17 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         campaigns=campaigns,
         broadcaster=broadcaster,
     )
-    await services.users.bootstrap_admins(settings.admin_ids)
+    # Export files a crash left behind hold decrypted reports.
+    sweep_exports(settings.data_dir / "exports")
+    removed = await services.users.bootstrap_admins(settings.admin_ids)
+    async with db.write() as conn:
+        if await audit_repo.last(conn) is None:
+            # The chain's first entry: a wiped log then shows as empty, which a started bot never is.
+            await audit.record(conn, "system", "audit.start")
+        for pseudonym in removed:
+            await audit.record(
+                conn, "system", "team.admin_removed", pseudonym, detail="not in JARCHY_ADMIN_IDS"
+            )
     # Alerts held while no coordinators' chat was known go out once one is configured.
     await services.alerts.release_held()
     return services

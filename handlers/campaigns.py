@@ -81,10 +81,10 @@ async def list_campaigns(update: Update, context: JarchyContext) -> None:
     try:
         recent = await context.services.campaigns.recent(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     if not recent:
-        await message.reply_text(context.text("campaign.none"))
+        await message.reply_text(context.text("campaign.none"), parse_mode=ParseMode.HTML)
         return
     lines = [
         context.text(
@@ -110,7 +110,7 @@ async def show_campaign(update: Update, context: JarchyContext) -> None:
         return
     campaign_id = _campaign_id(context.args)
     if campaign_id is None:
-        await message.reply_text(context.text("campaign.usage_id"))
+        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
         return
     await _show_card(context, chat.id, user.id, campaign_id)
 
@@ -122,7 +122,7 @@ async def cancel_campaign(update: Update, context: JarchyContext) -> None:
         return
     campaign_id = _campaign_id(context.args)
     if campaign_id is None:
-        await message.reply_text(context.text("campaign.usage_id"))
+        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
         return
     await message.reply_text(await _cancel(context, user.id, campaign_id))
 
@@ -136,13 +136,13 @@ async def approve_campaign(update: Update, context: JarchyContext) -> None:
         return
     campaign_id = _campaign_id([(query.data or "").split(":")[1]] if query is not None else context.args)
     if campaign_id is None:
-        await message.reply_text(context.text("campaign.usage_id"))
+        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
         return
     try:
         campaign = await context.services.campaigns.approve(user.id, campaign_id)
-        text = context.text("campaign.approved", code=campaign.ref)
+        text = context.texts.plain(context.language, "campaign.approved", code=campaign.ref)
     except WorkspaceError as error:
-        text = refusal(context, error)
+        text = refusal(context, error, plain=True)
     if query is not None:
         await query.answer(text, show_alert=True)
     else:
@@ -173,7 +173,9 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
         elif action == "tpl":
             await campaigns.expect(user.id, campaign_id, "template", parts[3])
             await query.answer()
-            await chat.send_message(context.text("campaign.ask_template", language=parts[3].upper()))
+            await chat.send_message(
+                context.text("campaign.ask_template", language=parts[3].upper()), parse_mode=ParseMode.HTML
+            )
         elif action == "audience":
             campaign = (await campaigns.view(user.id, campaign_id)).campaign
             await query.answer()
@@ -184,11 +186,11 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
             )
         elif action == "aud":
             await campaigns.set_audience(user.id, campaign_id, parts[3], parts[4] if len(parts) > 4 else None)
-            await query.answer(context.text("campaign.saved"))
+            await query.answer(context.plain("campaign.saved"))
             await _show_card(context, chat.id, user.id, campaign_id)
         elif action == "channels":
             await campaigns.toggle_channels(user.id, campaign_id)
-            await query.answer(context.text("campaign.saved"))
+            await query.answer(context.plain("campaign.saved"))
             await _show_card(context, chat.id, user.id, campaign_id)
         elif action == "preview":
             campaign, templates = await campaigns.for_preview(user.id, campaign_id)
@@ -219,9 +221,9 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
                 caption=context.text("campaign.ledger_caption", code=f"C-{campaign_id}", rows=rows),
             )
         else:
-            await query.answer(context.text("callback.stale"))
+            await query.answer(context.plain("callback.stale"))
     except WorkspaceError as error:
-        await query.answer(refusal(context, error), show_alert=True)
+        await query.answer(refusal(context, error, plain=True), show_alert=True)
 
 
 async def fill_pending(update: Update, context: JarchyContext) -> None:
@@ -261,7 +263,7 @@ async def press_action(update: Update, context: JarchyContext) -> None:
         return
     prefix, raw_id, action = query.data.split(":")
     if prefix == "pv":
-        await query.answer(context.text("campaign.preview_button"), show_alert=True)
+        await query.answer(context.plain("campaign.preview_button"), show_alert=True)
         return
     await _act(update, context, user.id, int(raw_id), action)
 
@@ -281,7 +283,7 @@ async def register_forwarded_channel(update: Update, context: JarchyContext) -> 
         return
     if context.profile is None or "admin" not in context.profile.roles:
         # A forwarded post from anyone else is just a message (this handler took it, so answer here).
-        await message.reply_text(context.text("fallback.not_understood"))
+        await message.reply_text(context.text("fallback.not_understood"), parse_mode=ParseMode.HTML)
         return
     channel = message.forward_origin.chat
     try:
@@ -289,15 +291,17 @@ async def register_forwarded_channel(update: Update, context: JarchyContext) -> 
     except TelegramError:
         member = None
     if member is None or member.status not in ("administrator", "creator"):
-        await message.reply_text(context.text("channel.unreachable"))
+        await message.reply_text(context.text("channel.unreachable"), parse_mode=ParseMode.HTML)
         raise ApplicationHandlerStop
     try:
         added = await context.services.hearings.register_channel(user.id, channel.id)
     except NotAllowed:
         await context.services.gate.refuse(user.id, "channel.bind", str(channel.id), detail="role")
-        await message.reply_text(context.text("channel.refused"))
+        await message.reply_text(context.text("channel.refused"), parse_mode=ParseMode.HTML)
         raise ApplicationHandlerStop from None
-    await message.reply_text(context.text("channel.done" if added else "channel.already"))
+    await message.reply_text(
+        context.text("channel.done" if added else "channel.already"), parse_mode=ParseMode.HTML
+    )
     raise ApplicationHandlerStop
 
 
@@ -313,10 +317,10 @@ async def _act(update: Update, context: JarchyContext, user_id: int, campaign_id
             user_id, private_chat, campaign_id, action
         )
     except WorkspaceError as error:
-        text = refusal(context, error)
+        text = refusal(context, error, plain=True)
         key, template = "", None
     else:
-        text = context.text(key, title=campaign.title, code=campaign.ref)
+        text = context.texts.plain(context.language, key, title=campaign.title, code=campaign.ref)
     if query is not None:
         await query.answer(text, show_alert=action != "acted" or key != "campaign.acted")
     elif update.effective_message is not None:
@@ -386,18 +390,18 @@ async def _cancel(context: JarchyContext, user_id: int, campaign_id: int) -> str
     try:
         campaign, withdrawn = await context.services.campaigns.cancel(user_id, campaign_id)
     except WorkspaceError as error:
-        return refusal(context, error)
+        return refusal(context, error, plain=True)
     async with context.services.db.write() as conn:
         await context.services.broadcaster.queue_progress(conn, campaign)
     context.services.outbox.notify()
-    return context.text("campaign.cancelled", code=campaign.ref, withdrawn=withdrawn)
+    return context.texts.plain(context.language, "campaign.cancelled", code=campaign.ref, withdrawn=withdrawn)
 
 
 async def _show_card(context: JarchyContext, chat_id: int, user_id: int, campaign_id: int) -> None:
     try:
         summary = await context.services.campaigns.view(user_id, campaign_id)
     except WorkspaceError as error:
-        await context.bot.send_message(chat_id, refusal(context, error))
+        await context.bot.send_message(chat_id, refusal(context, error), parse_mode=ParseMode.HTML)
         return
     zone = context.bot_data.settings.timezone
     text, markup = draft_card(

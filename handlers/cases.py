@@ -15,6 +15,7 @@ from bot.context import JarchyContext
 from bot.services.hearings import OFFSET_CHOICES, HearingInputError
 from bot.services.roles import NotAllowed
 from handlers.start import PRIVATE_MESSAGES
+from handlers.workspace import in_workspace
 from storage.cases import CaseNotFound, Hearing
 
 Action = Callable[[list[str]], Awaitable[str]]
@@ -347,6 +348,8 @@ async def _coordinate(
 ) -> None:
     message = update.effective_message
     if message is None or update.effective_user is None:
+        return
+    if not await in_workspace(update, context, f"cases.{_command(message)}"):
         return
     parts = [part.strip() for part in " ".join(context.args or []).split("|")] if context.args else []
     try:

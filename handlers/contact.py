@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telegram import Message, Update
+from telegram.constants import ParseMode
 from telegram.ext import Application, ApplicationHandlerStop, CommandHandler, MessageHandler, filters
 
 from bot.context import JarchyContext
@@ -23,38 +24,50 @@ async def ask_reporter(update: Update, context: JarchyContext) -> None:
     rest = parts[1] if len(parts) > 1 else ""
     code, question = _code_and_text(rest, _bot_message_text(message, context))
     if code is None or not question.strip():
-        await message.reply_text(context.text("contact.ask_usage"))
+        await message.reply_text(context.text("contact.ask_usage"), parse_mode=ParseMode.HTML)
         return
     await _ask(message, context, user.id, code, question)
 
 
 async def reply_to_card(update: Update, context: JarchyContext) -> None:
-    """In the coordinators' chat, a plain reply to an alert card (or a relayed answer) is a question."""
+    """In the coordinators' chat, a reply to a report's alert card itself is a question to its reporter.
+
+    Replies to anything else the bot posted (evidence, lists, relayed answers) stay among colleagues:
+    a remark meant for the team must never reach the reporter by accident.
+    """
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     if message is None or user is None or chat is None or message.text is None:
         return
+    replied = message.reply_to_message
     code = find_code(_bot_message_text(message, context))
-    if code is None or not await context.services.alerts.is_coordinator_chat(chat.id):
-        return  # colleagues talking among themselves: not for the bot
+    if replied is None or code is None or not await context.services.alerts.is_coordinator_chat(chat.id):
+        return
+    if not await context.services.triage.is_card(code, chat.id, replied.message_id):
+        return
     await _ask(message, context, user.id, code, message.text)
 
 
 async def answer_question(update: Update, context: JarchyContext) -> None:
     """A reporter's reply to the bot's question goes back to the coordinators, without their name."""
-    message, user = update.effective_message, update.effective_user
-    if message is None or user is None or message.text is None:
+    message, user, chat = update.effective_message, update.effective_user, update.effective_chat
+    if message is None or user is None or chat is None or message.text is None:
         return
-    replied = _bot_message_text(message, context)
-    if replied is None:
+    replied = message.reply_to_message
+    text = _bot_message_text(message, context)
+    if replied is None or text is None:
         return
     try:
-        answered = await context.services.contact.answer(user.id, replied, message.text)
+        answered = await context.services.contact.answer(
+            user.id, chat.id, replied.message_id, text, message.message_id, message.text
+        )
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         raise ApplicationHandlerStop from None
     if answered is None:
         return  # not an answer to one of their questions: other handlers decide
-    await message.reply_text(context.text("contact.answer_passed", code=answered.code))
+    await message.reply_text(
+        context.text("contact.answer_passed", code=answered.code), parse_mode=ParseMode.HTML
+    )
     raise ApplicationHandlerStop
 
 
@@ -62,9 +75,9 @@ async def _ask(message: Message, context: JarchyContext, user_id: int, code: str
     try:
         sent = await context.services.contact.ask(user_id, code, question)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
-    await message.reply_text(context.text("contact.asked", code=sent))
+    await message.reply_text(context.text("contact.asked", code=sent), parse_mode=ParseMode.HTML)
 
 
 def _code_and_text(rest: str, replied: str | None) -> tuple[str | None, str]:

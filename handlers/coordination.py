@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telegram import Update
+from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import JarchyContext
@@ -21,9 +22,9 @@ async def bind_alert_chat(update: Update, context: JarchyContext) -> None:
         released = await context.services.alerts.bind(user.id, chat.id)
     except NotAllowed:
         await context.services.gate.refuse(user.id, "alerts.bind", detail="role")
-        await message.reply_text(context.text("bind.refused"))
+        await message.reply_text(context.text("bind.refused"), parse_mode=ParseMode.HTML)
         return
-    await message.reply_text(context.text("bind.done", released=released))
+    await message.reply_text(context.text("bind.done", released=released), parse_mode=ParseMode.HTML)
 
 
 async def press_triage_button(update: Update, context: JarchyContext) -> None:
@@ -33,15 +34,15 @@ async def press_triage_button(update: Update, context: JarchyContext) -> None:
         return
     parts = query.data.split(":")
     if len(parts) != 3:
-        await query.answer(context.text("callback.stale"))
+        await query.answer(context.plain("callback.stale"))
         return
     _, code, action = parts
     try:
         answer = await context.services.triage.press(user.id, code, action)
     except WorkspaceError as error:
-        await query.answer(refusal(context, error), show_alert=True)
+        await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
-    await query.answer(context.text(answer.key, **answer.params), show_alert=not answer.changed)
+    await query.answer(context.plain(answer.key, **answer.params), show_alert=not answer.changed)
 
 
 async def mark_duplicate(update: Update, context: JarchyContext) -> None:
@@ -51,14 +52,14 @@ async def mark_duplicate(update: Update, context: JarchyContext) -> None:
         return
     args = context.args or []
     if len(args) != 2:
-        await message.reply_text(context.text("triage.duplicate_usage"))
+        await message.reply_text(context.text("triage.duplicate_usage"), parse_mode=ParseMode.HTML)
         return
     try:
         answer = await context.services.triage.mark_duplicate(user.id, args[0], args[1])
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
-    await message.reply_text(context.text(answer.key, **answer.params))
+    await message.reply_text(context.text(answer.key, **answer.params), parse_mode=ParseMode.HTML)
 
 
 def register(app: Application) -> None:

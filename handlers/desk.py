@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tempfile
-from pathlib import Path
 
 from telegram import InputFile, Update
 from telegram.constants import ParseMode
@@ -34,7 +30,7 @@ async def list_reports(update: Update, context: JarchyContext) -> None:
         query = await desk.parse_query(user.id, context.args or [])
         page = await desk.page(user.id, query)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     text, keyboard = report_page(context.texts, context.language, page, context.bot_data.settings.timezone, 1)
     await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
@@ -49,7 +45,7 @@ async def next_page(update: Update, context: JarchyContext) -> None:
     try:
         page = await context.services.desk.page(user.id, decode_query(token), int(before))
     except WorkspaceError as error:
-        await query.answer(refusal(context, error), show_alert=True)
+        await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
     await query.answer()
     text, keyboard = report_page(
@@ -65,13 +61,13 @@ async def show_report(update: Update, context: JarchyContext) -> None:
     if message is None or user is None or not await in_workspace(update, context, "desk.view"):
         return
     if not context.args:
-        await message.reply_text(context.text("desk.view_usage"))
+        await message.reply_text(context.text("desk.view_usage"), parse_mode=ParseMode.HTML)
         return
     desk = context.services.desk
     try:
         view = await desk.view(user.id, context.args[0])
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     for text in report_view(context.texts, context.language, view, context.bot_data.settings.timezone):
         await message.reply_text(text, parse_mode=ParseMode.HTML)
@@ -95,14 +91,14 @@ async def add_note(update: Update, context: JarchyContext) -> None:
     # The note keeps its line breaks: take it from the text, not from the space-split arguments.
     parts = (message.text or "").split(maxsplit=2)
     if len(parts) < 3:
-        await message.reply_text(context.text("desk.note_usage"))
+        await message.reply_text(context.text("desk.note_usage"), parse_mode=ParseMode.HTML)
         return
     try:
         code = await context.services.desk.note(user.id, parts[1], parts[2])
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
-    await message.reply_text(context.text("desk.note_added", code=code))
+    await message.reply_text(context.text("desk.note_added", code=code), parse_mode=ParseMode.HTML)
 
 
 async def find_reports(update: Update, context: JarchyContext) -> None:
@@ -113,10 +109,12 @@ async def find_reports(update: Update, context: JarchyContext) -> None:
     try:
         hits, scanned = await context.services.desk.find(user.id, " ".join(context.args or []))
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
-    text = found_list(context.texts, context.language, hits, scanned, context.bot_data.settings.timezone)
-    await message.reply_text(text, parse_mode=ParseMode.HTML)
+    for text in found_list(
+        context.texts, context.language, hits, scanned, context.bot_data.settings.timezone
+    ):
+        await message.reply_text(text, parse_mode=ParseMode.HTML)
 
 
 async def show_audit(update: Update, context: JarchyContext) -> None:
@@ -128,7 +126,7 @@ async def show_audit(update: Update, context: JarchyContext) -> None:
     try:
         entries, names = await services.team.recent_audit(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     await message.reply_text(
         audit_list(context.texts, context.language, entries, names), parse_mode=ParseMode.HTML
@@ -145,35 +143,23 @@ async def export_reports(update: Update, context: JarchyContext) -> None:
         query = await services.desk.parse_query(user.id, context.args or [])
         await services.exports.allow(user.id, query, FORMATS)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
-    await message.reply_text(context.text("export.started"))
-    directory = context.bot_data.settings.data_dir / "exports"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths = {
-        fmt: Path(tempfile.mkstemp(prefix="export-", suffix=f".{fmt}", dir=directory)[1]) for fmt in FORMATS
-    }
-    try:
-        handles = {fmt: path.open("w", encoding="utf-8", newline="") for fmt, path in paths.items()}
-        try:
-            summary = await services.exports.write(query, handles)
-        finally:
-            for handle in handles.values():
-                handle.close()
-        if any(path.stat().st_size > UPLOAD_LIMIT for path in paths.values()):
-            await message.reply_text(context.text("export.too_large"))
+    await message.reply_text(context.text("export.started"), parse_mode=ParseMode.HTML)
+    stamp = services.clock.now().strftime("%Y%m%d-%H%M")
+    async with services.exports.files(context.bot_data.settings.data_dir / "exports", FORMATS) as files:
+        summary = await services.exports.write(query, files.handles)
+        ready = await asyncio.to_thread(files.fit, UPLOAD_LIMIT)
+        if ready is None:
+            await message.reply_text(context.text("export.too_large"), parse_mode=ParseMode.HTML)
             return
-        stamp = services.clock.now().strftime("%Y%m%d-%H%M")
-        for fmt, path in paths.items():
+        for fmt, (path, suffix) in ready.items():
+            # Telegram's upload takes the bytes in memory: at most UPLOAD_LIMIT, checked just above.
             content = await asyncio.to_thread(path.read_bytes)
             await message.reply_document(
-                InputFile(content, filename=f"jarchy-reports-{stamp}.{fmt}"),
-                caption=context.text("export.done", rows=summary.rows, format=fmt.upper()),
+                InputFile(content, filename=f"jarchy-reports-{stamp}.{fmt}{suffix}"),
+                caption=context.plain("export.done", rows=summary.rows, format=fmt.upper()),
             )
-    finally:
-        for path in paths.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
 
 
 async def send_stats(update: Update, context: JarchyContext) -> None:
@@ -184,7 +170,7 @@ async def send_stats(update: Update, context: JarchyContext) -> None:
     try:
         picture = await context.services.stats.picture(user.id, context.language)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     await message.reply_photo(
         InputFile(picture.png, filename="jarchy-weeks.png"),

@@ -33,7 +33,9 @@ async def unsubscribe(update: Update, context: JarchyContext) -> None:
     if message is None or user is None:
         return
     withdrawn = await context.services.campaigns.unsubscribe(user.id)
-    await message.reply_text(context.text("subscribe.stopped", withdrawn=withdrawn))
+    await message.reply_text(
+        context.text("subscribe.stopped", withdrawn=withdrawn), parse_mode=ParseMode.HTML
+    )
 
 
 async def show_settings(update: Update, context: JarchyContext) -> None:
@@ -64,11 +66,11 @@ async def toggle_topic(update: Update, context: JarchyContext) -> None:
     try:
         topics = await context.services.campaigns.toggle_topic(user.id, chat.id, query.data.split(":")[-1])
     except WorkspaceError as error:
-        await query.answer(refusal(context, error), show_alert=True)
+        await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
     if isinstance(query.message, Message):
         await query.message.edit_reply_markup(reply_markup=_topics_keyboard(context, topics))
-    await query.answer(context.text("subscribe.saved"))
+    await query.answer(context.plain("subscribe.saved"))
 
 
 def _topics_keyboard(context: JarchyContext, topics: frozenset[str]) -> InlineKeyboardMarkup:

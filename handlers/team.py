@@ -23,7 +23,7 @@ async def create_invite(update: Update, context: JarchyContext) -> None:
     try:
         invite = await context.services.team.invite(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     link = f"https://t.me/{context.bot.username}?start={INVITE_PREFIX}{invite.token}"
     expires = invite.expires_at.astimezone(context.bot_data.settings.timezone).strftime("%d.%m.%Y %H:%M")
@@ -45,14 +45,14 @@ async def withdraw_invite(update: Update, context: JarchyContext) -> None:
         return
     invite_id = query.data.rsplit(":", 1)[-1]
     if not invite_id.isdigit():
-        await query.answer(context.text("callback.stale"))
+        await query.answer(context.plain("callback.stale"))
         return
     try:
         done = await context.services.team.withdraw(user.id, int(invite_id))
     except WorkspaceError as error:
-        await query.answer(refusal(context, error), show_alert=True)
+        await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
-    await query.answer(context.text("team.withdrawn" if done else "team.invite_used"), show_alert=True)
+    await query.answer(context.plain("team.withdrawn" if done else "team.invite_used"), show_alert=True)
     if done and query.message is not None:
         await query.edit_message_reply_markup(reply_markup=None)
 
@@ -66,7 +66,7 @@ async def join_team(update: Update, context: JarchyContext) -> None:
     try:
         await context.services.team.join(user.id, token)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     await message.reply_text(context.text("team.joined"), parse_mode=ParseMode.HTML)
 
@@ -79,9 +79,9 @@ async def set_name(update: Update, context: JarchyContext) -> None:
     try:
         name = await context.services.team.set_name(user.id, " ".join(context.args or []))
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
-    await message.reply_text(context.text("team.name_set", name=name))
+    await message.reply_text(context.text("team.name_set", name=name), parse_mode=ParseMode.HTML)
 
 
 async def show_team(update: Update, context: JarchyContext) -> None:
@@ -92,7 +92,7 @@ async def show_team(update: Update, context: JarchyContext) -> None:
     try:
         members = await context.services.team.members(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error))
+        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     is_admin = context.profile is not None and "admin" in context.profile.roles
     text, keyboard = team_list(
@@ -103,10 +103,14 @@ async def show_team(update: Update, context: JarchyContext) -> None:
 
 async def confirm_revoke(update: Update, context: JarchyContext) -> None:
     """Ask before revoking from a /team button: a mis-tap must not remove a colleague."""
-    query = update.callback_query
-    if query is None or query.data is None:
+    query, user = update.callback_query, update.effective_user
+    if query is None or query.data is None or user is None:
         return
     ref = query.data.rsplit(":", 1)[-1]
+    if not await context.services.gate.holds(user.id, ("admin",)):
+        await context.services.gate.refuse(user.id, "team.revoke", detail="role")
+        await query.answer(context.plain("coord.admin_only"), show_alert=True)
+        return
     button = InlineKeyboardButton(
         context.texts.plain(context.language, "team.revoke_confirm_button"), callback_data=f"tm:rvy:{ref}"
     )
@@ -129,18 +133,18 @@ async def revoke(update: Update, context: JarchyContext) -> None:
             return
         who = " ".join(context.args or [])
         if not who.strip():
-            await message.reply_text(context.text("team.revoke_usage"))
+            await message.reply_text(context.text("team.revoke_usage"), parse_mode=ParseMode.HTML)
             return
     try:
-        name = await context.services.team.revoke(user.id, who)
+        name, freed = await context.services.team.revoke(user.id, who)
     except WorkspaceError as error:
-        text = refusal(context, error)
+        text = refusal(context, error, plain=query is not None)
         if query is not None:
             await query.answer(text, show_alert=True)
         else:
             await message.reply_text(text)
         return
-    done = context.text("team.revoked", name=name or who)
+    done = context.texts.plain(context.language, "team.revoked", name=name or who, freed=freed)
     if query is not None:
         await query.answer(done, show_alert=True)
     else:

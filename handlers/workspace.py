@@ -29,12 +29,14 @@ async def in_workspace(update: Update, context: JarchyContext, action: str) -> b
     return False
 
 
-def refusal(context: JarchyContext, error: Exception) -> str:
-    """Return the text explaining why an action was refused."""
+def refusal(context: JarchyContext, error: Exception, *, plain: bool = False) -> str:
+    """Return the text explaining why an action was refused: HTML for messages sent with
+    ParseMode.HTML, `plain` for callback answers (which show text as it is)."""
+    render = (lambda key, **p: context.texts.plain(context.language, key, **p)) if plain else context.text
     if isinstance(error, NotAllowed):
-        return context.text("coord.admin_only" if error.admins_only else "coord.refused")
+        return render("coord.admin_only" if error.admins_only else "coord.refused")
     if isinstance(error, Refused):
-        return context.text(error.key, **error.params)
+        return render(error.key, **error.params)
     if isinstance(error, ReportNotFound):
-        return context.text("desk.not_found", code=str(error))
+        return render("desk.not_found", code=str(error))
     raise error

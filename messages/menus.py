@@ -8,8 +8,8 @@ from messages.catalog import LANGUAGES, Catalogs, Safe
 
 # Public commands, in the order the menu and /help list them; features append theirs here.
 PUBLIC_COMMANDS: tuple[str, ...] = (
-    "start", "report", "sos", "cases", "following", "calendar",
-    "settings", "timezone", "myreports", "forget", "language", "help",
+    "start", "report", "sos", "cases", "following", "calendar", "subscribe",
+    "settings", "timezone", "myreports", "unsubscribe", "forget", "language", "help",
 )  # fmt: skip
 
 # Each language is named in itself, so a person who cannot read the current one still finds theirs.

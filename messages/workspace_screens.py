@@ -73,15 +73,17 @@ def report_line(texts: Catalogs, language: str, line: ListLine, zone: ZoneInfo) 
     )
 
 
-def found_list(texts: Catalogs, language: str, hits: Sequence[Found], scanned: int, zone: ZoneInfo) -> str:
-    """Return /find's answer: matching reports with an excerpt each."""
+def found_list(
+    texts: Catalogs, language: str, hits: Sequence[Found], scanned: int, zone: ZoneInfo
+) -> list[str]:
+    """Return /find's answer as messages: matching reports with an excerpt each."""
     if not hits:
-        return texts.text(language, "desk.find_none", scanned=scanned)
-    lines = [texts.text(language, "desk.find_header", count=len(hits), scanned=scanned)]
+        return [texts.text(language, "desk.find_none", scanned=scanned)]
+    parts = [texts.text(language, "desk.find_header", count=len(hits), scanned=scanned)]
     for hit in hits:
-        lines.append(report_line(texts, language, ListLine(hit.report, None), zone))
-        lines.append(texts.text(language, "desk.find_excerpt", excerpt=hit.excerpt))
-    return "\n".join(lines)
+        line = report_line(texts, language, ListLine(hit.report, None), zone)
+        parts.append(line + "\n" + texts.text(language, "desk.find_excerpt", excerpt=hit.excerpt))
+    return pages(parts)
 
 
 def report_view(texts: Catalogs, language: str, view: ReportView, zone: ZoneInfo) -> list[str]:
@@ -179,27 +181,47 @@ def stats_caption(texts: Catalogs, language: str, counts: WeekCounts) -> str:
     return "\n".join(parts)[:1024]
 
 
-def pages(parts: Sequence[str], limit: int = PAGE_LIMIT) -> list[str]:
-    """Join parts into as few messages as fit `limit` (a part longer than that is cut at a line)."""
+def pages(parts: Sequence[str], limit: int = PAGE_LIMIT, separator: str = "\n\n") -> list[str]:
+    """Join parts into as few messages as fit `limit` UTF-16 units; a longer part is cut at a line break,
+    or else before an HTML entity or tag, never inside one."""
     result: list[str] = []
     current = ""
     for part in parts:
-        while len(part) > limit:
-            cut = part.rfind("\n", 0, limit)
-            cut = cut if cut > 0 else limit
+        while _units(part) > limit:
+            cut = _cut(part, limit)
             if current:
                 result.append(current)
                 current = ""
             result.append(part[:cut])
             part = part[cut:].lstrip("\n")
-        joined = f"{current}\n\n{part}" if current else part
-        if len(joined) > limit:
+        joined = f"{current}{separator}{part}" if current else part
+        if current and _units(joined) > limit:
             result.append(current)
             joined = part
         current = joined
     if current:
         result.append(current)
     return result
+
+
+def _cut(text: str, limit: int) -> int:
+    """Return where to cut `text` so the head fits `limit` units."""
+    end = limit
+    while end > 0 and _units(text[:end]) > limit:
+        end -= max(1, (_units(text[:end]) - limit) // 2)
+    line = text.rfind("\n", 0, end)
+    if line > end // 2:
+        return line
+    # Back off to before an entity ("&amp;") or a tag that would be split.
+    for opener, closer in (("&", ";"), ("<", ">")):
+        start = text.rfind(opener, max(0, end - 12 if opener == "&" else end - 200), end)
+        if start != -1 and text.find(closer, start, end) == -1:
+            end = start
+    return max(end, 1)
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _moment(value: datetime, zone: ZoneInfo) -> str:

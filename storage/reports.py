@@ -157,6 +157,15 @@ class ReportRepository:
         )
         return bool(result.rowcount)
 
+    async def unassign(self, conn: AsyncConnection, assignee: str, now: datetime) -> int:
+        """Free the open reports someone had taken (their role was revoked); return how many."""
+        result = await conn.execute(
+            update(reports)
+            .where(reports.c.assignee == assignee, reports.c.status.in_(("in_progress", "verified")))
+            .values(assignee=None, revision=reports.c.revision + 1, updated_at=now)
+        )
+        return result.rowcount or 0
+
     async def record_alert_card(
         self, conn: AsyncConnection, code: str, chat_id: int, message_id: int
     ) -> None:
@@ -175,6 +184,21 @@ class ReportRepository:
             insert(report_notes).values(report_id=report_id, kind=kind, author=author, body=body, at=now)
         )
         return new_id(result)
+
+    async def record_question_message(self, conn: AsyncConnection, note_id: int, message_id: int) -> None:
+        """Remember which message in the reporter's chat carries a question (only replies to it count)."""
+        await conn.execute(
+            update(report_notes).where(report_notes.c.id == note_id).values(message_id=message_id)
+        )
+
+    async def question_by_message(self, conn: AsyncConnection, report_id: int, message_id: int) -> bool:
+        """Tell whether this message in the reporter's chat is one of the report's questions."""
+        stmt = select(report_notes.c.id).where(
+            report_notes.c.report_id == report_id,
+            report_notes.c.kind == "question",
+            report_notes.c.message_id == message_id,
+        )
+        return (await conn.execute(stmt)).first() is not None
 
     async def notes(self, conn: AsyncConnection, report_id: int) -> list[Note]:
         """Return a report's notes and conversation, oldest first."""

@@ -173,6 +173,7 @@ Index("ix_reports_category", reports.c.category, reports.c.id)
 Index("ix_reports_region", reports.c.region, reports.c.id)
 Index("ix_reports_assignee", reports.c.assignee, reports.c.id)
 Index("ix_reports_created_at", reports.c.created_at)
+Index("ix_reports_status_id", reports.c.status, reports.c.id)
 
 evidence = Table(
     "evidence",
@@ -313,6 +314,7 @@ report_notes = Table(
     Column("kind", String(12), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("at", UtcTimestamp, nullable=False),
+    Column("message_id", Integer, nullable=True),  # a question's message in the reporter's chat
     CheckConstraint("kind IN ('note', 'question', 'answer')", name="ck_report_notes_kind_known"),
 )
 Index("ix_report_notes_report_id", report_notes.c.report_id)

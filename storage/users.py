@@ -108,6 +108,13 @@ class UserRepository:
             delete(user_roles).where(user_roles.c.pseudonym == pseudonym, user_roles.c.role == role)
         )
 
+    async def holders(self, conn: AsyncConnection, role: str) -> list[str]:
+        """Return everyone holding a role."""
+        stmt = (
+            select(user_roles.c.pseudonym).where(user_roles.c.role == role).order_by(user_roles.c.pseudonym)
+        )
+        return list((await conn.execute(stmt)).scalars())
+
     async def delete(self, conn: AsyncConnection, pseudonym: str) -> None:
         """Delete the user and (by cascade) their roles: /forget."""
         await conn.execute(delete(users).where(users.c.pseudonym == pseudonym))

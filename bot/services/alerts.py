@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Pseudonymizer
+from bot.services.audit import AuditLog
 from bot.services.outbox import PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
 from bot.services.roles import require_role
 from messages import Catalogs, Safe
@@ -106,6 +107,7 @@ class AlertService:
         self._language = language
         self._zone = zone
         self._configured_chat = configured_chat
+        self.audit: AuditLog | None = None  # set once the audit log exists (it is built after alerts)
         self._bound: int | object | None = _UNREAD
         self._bound_read_at = 0.0
 
@@ -223,7 +225,8 @@ class AlertService:
         summary = self._summary(alert)
         fields = [(key, value) for key, value in (("text", alert.text), ("people", alert.people)) if value]
         body = "\n\n".join(self._texts.text(lang, f"alert.{key}", value=value) for key, value in fields)
-        separate = len(summary) + 2 + len(body) + _STATUS_RESERVE > TELEGRAM_TEXT_LIMIT
+        # Telegram counts UTF-16 units (an emoji is two); counting tags too errs on the safe side.
+        separate = _units(summary) + 2 + _units(body) + _STATUS_RESERVE > TELEGRAM_TEXT_LIMIT
         if body and not separate:
             summary = f"{summary}\n\n{body}"
         return f"{summary}\n\n{self._status(state)}", self._keyboard(alert.code, state), separate
@@ -270,8 +273,10 @@ class AlertService:
     async def bind(self, user_id: int, chat_id: int) -> int:
         """Make `chat_id` the coordinators' chat (admins only); release held alerts; return how many."""
         async with self._db.write() as conn:
-            await self._require(conn, user_id, ("admin",))
+            actor = await self._require(conn, user_id, ("admin",))
             await self._state.put(conn, COORDINATOR_CHAT, str(chat_id))
+            if self.audit is not None:
+                await self.audit.record(conn, actor, "alerts.bind", str(chat_id))
             released = await self._outbox.release_held(conn, ALERT_KINDS, chat_id)
         self._bound = chat_id
         self._outbox.notify()
@@ -327,6 +332,10 @@ class AlertService:
             held=chat is None,
             ref=code,
         )
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _escape(value: str) -> str:

@@ -145,7 +145,10 @@ class AuditLog:
             sealed = self._open_seal(await self._state.get(conn, _HEAD))
         last_id = expected_id - 1
         if count == 0 and sealed is None:
-            return Verdict(0, GENESIS, ())
+            # A bot writes its first entry when it starts: an empty log means it never ran, or was wiped.
+            return Verdict(
+                0, GENESIS, ("the log is empty (no bot has started on this database, or it was wiped)",)
+            )
         if sealed is None or sealed != (last_id, prev):
             problems.append(f"the log does not end where it was sealed (last entry {last_id}): rows were cut")
         return Verdict(count, prev, tuple(problems))

@@ -6,8 +6,9 @@ returns to the coordinators' chat threaded to the report's alert. Neither side l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,17 +16,20 @@ from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
 from bot.services.alerts import AlertService
 from bot.services.audit import AuditLog
+from bot.services.delivery import Receipt
 from bot.services.outbox import PRIORITY_ALERT, PRIORITY_PERSONAL, Outbox, OutgoingMessage
-from bot.services.report_body import contact_chat, find_code, parse_code
+from bot.services.report_body import contact_chat, find_code, parse_code, safe_code
 from bot.services.report_form import clean_text, telegram_length
 from bot.services.roles import Gate, Refused
 from messages import Catalogs
 from storage.database import Database
-from storage.reports import Report, ReportRepository
+from storage.reports import ActionRepository, Report, ReportRepository
 from storage.users import UserRepository
 
 # Room for the framing text and HTML escaping within Telegram's 4,096.
 MESSAGE_LIMIT = 3000
+QUESTION_KIND = "contact_question"
+ANSWERS_PER_HOUR = 20
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ContactService:
         gate: Gate,
         audit: AuditLog,
         reports: ReportRepository,
+        actions: ActionRepository,
         users: UserRepository,
         alerts: AlertService,
         outbox: Outbox,
@@ -58,6 +63,7 @@ class ContactService:
         self._gate = gate
         self._audit = audit
         self._reports = reports
+        self._actions = actions
         self._users = users
         self._alerts = alerts
         self._outbox = outbox
@@ -69,16 +75,18 @@ class ContactService:
 
     async def ask(self, user_id: int, raw_code: str, raw_question: str) -> str:
         """Send a coordinator's question to a report's author; return the report code."""
-        async with self._gate.acting(user_id, "contact.ask", raw_code[:16]) as act:
+        async with self._gate.acting(user_id, "contact.ask", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             question = _bounded(raw_question, "contact.ask_usage")
             report = await self._reports.by_code(act.conn, code)
             chat = contact_chat(self._cipher, report)
-            if chat is None:
+            reporter = await self._users.get(act.conn, report.reporter) if report.reporter else None
+            if chat is None or reporter is None or not reporter.active:
+                # Anonymous, erased with /forget, or the bot was blocked: nothing would arrive.
                 raise Refused("contact.unreachable", code=code)
             now = self._clock.now()
             sealed = self._cipher.encrypt_text(question, binding=note_binding(code, "question"))
-            await self._reports.add_note(act.conn, report.id, "question", act.actor, sealed, now)
+            note_id = await self._reports.add_note(act.conn, report.id, "question", act.actor, sealed, now)
             language = await self._language_of(act.conn, report)
             text = self._texts.text(language, "contact.question", code=code, question=question)
             placeholder = self._texts.plain(language, "contact.answer_placeholder")
@@ -87,16 +95,33 @@ class ContactService:
                 "parse_mode": "HTML",
                 "reply_markup": {"force_reply": True, "input_field_placeholder": placeholder},
             }
-            await self._outbox.enqueue(act.conn, [self._to_reporter(chat, params, code)])
+            message = self._to_reporter(chat, params, f"{code}:q{note_id}", kind=QUESTION_KIND)
+            await self._outbox.enqueue(act.conn, [message])
             await self._audit.record(act.conn, act.actor, "contact.ask", code)
         self._outbox.notify()
         return code
 
-    async def answer(self, user_id: int, replied_text: str | None, raw_answer: str) -> Answered | None:
-        """Pass a reporter's reply to a question on to the coordinators.
+    async def question_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
+        """Remember which message carries each question: only replies to those are answers."""
+        for receipt in receipts:
+            note = (receipt.ref or "").rpartition(":q")[2]
+            if note.isdigit():
+                await self._reports.record_question_message(conn, int(note), receipt.message_id)
 
-        Return None when the reply is not to one of this person's own reports' questions (another handler
-        may want the message); raise Refused for an empty or overlong answer.
+    async def answer(
+        self,
+        user_id: int,
+        chat_id: int,
+        replied_id: int,
+        replied_text: str | None,
+        message_id: int,
+        raw_answer: str,
+    ) -> Answered | None:
+        """Pass a reporter's reply to one of the bot's questions on to the coordinators.
+
+        Return None when the reply is not to a question about one of this person's reports (another
+        handler may want the message); raise Refused for an empty, overlong or too frequent answer, or
+        when the report is no longer linked to them (/forget).
         """
         code = find_code(replied_text)
         if code is None:
@@ -107,13 +132,29 @@ class ContactService:
                 report = await self._reports.by_code(conn, code)
             except LookupError:
                 return None
-            if report.reporter != pseudonym:
+            if not await self._reports.question_by_message(conn, report.id, replied_id):
                 return None
-            answer = _bounded(raw_answer, "contact.answer_empty")
+            if report.reporter != pseudonym:
+                raise Refused("contact.answer_unlinked")
             now = self._clock.now()
+            if (
+                await self._actions.count_since(conn, pseudonym, "answer", now - timedelta(hours=1))
+                >= ANSWERS_PER_HOUR
+            ):
+                raise Refused("contact.answer_limit")
+            answer = _bounded(raw_answer, "contact.answer_empty")
+            await self._actions.record(conn, pseudonym, "answer", now)
             sealed = self._cipher.encrypt_text(answer, binding=note_binding(code, "answer"))
             await self._reports.add_note(conn, report.id, "answer", None, sealed, now)
             await self._to_coordinators(conn, report, "contact.answer", text=answer)
+            # The question and the answer leave the phone once passed on, like the report itself.
+            cleanup = OutgoingMessage(
+                "deleteMessages",
+                {"chat_id": chat_id, "message_ids": sorted({replied_id, message_id})},
+                kind="cleanup",
+                priority=PRIORITY_PERSONAL,
+            )
+            await self._outbox.enqueue(conn, [cleanup])
         self._outbox.notify()
         return Answered(code)
 
@@ -143,11 +184,13 @@ class ContactService:
         )
         await self._outbox.enqueue(conn, [message])
 
-    def _to_reporter(self, chat: int, params: Mapping[str, object], code: str) -> OutgoingMessage:
+    def _to_reporter(
+        self, chat: int, params: Mapping[str, object], code: str, kind: str = "contact"
+    ) -> OutgoingMessage:
         return OutgoingMessage(
             "sendMessage",
             {"chat_id": chat, **params},
-            kind="contact",
+            kind=kind,
             recipient_user_id=chat,
             priority=PRIORITY_PERSONAL,
             ref=code,

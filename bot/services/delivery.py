@@ -171,10 +171,7 @@ class DeliveryWorker:
                     if blocked:
                         await self._users.mark_inactive(conn, sorted(blocked), self._clock.now())
                         await self._outbox.block_pending_for(conn, sorted(blocked))
-                    for kind, handler in self._receipt_handlers.items():
-                        mine = [r for r in receipts if r.kind == kind]
-                        if mine:
-                            await handler(conn, mine)
+                    await self._deliver_receipts(conn, receipts)
             except BaseException:
                 # Keep them for the next flush (also when cancelled mid-write at shutdown); the rows
                 # stay leased to us meanwhile.
@@ -182,6 +179,19 @@ class DeliveryWorker:
                 self._blocked |= blocked
                 self._receipts = receipts + self._receipts
                 raise
+
+    async def _deliver_receipts(self, conn: AsyncConnection, receipts: list[Receipt]) -> None:
+        """Hand receipts to their handlers, each in a savepoint: one that fails is logged and dropped, so it
+        can never hold back the outcomes of every other message."""
+        for receipt in receipts:
+            handler = self._receipt_handlers.get(receipt.kind)
+            if handler is None:
+                continue
+            try:
+                async with conn.begin_nested():
+                    await handler(conn, [receipt])
+            except Exception:
+                log.exception("a %s receipt could not be recorded; dropped", receipt.kind)
 
     def _claim_size(self) -> int:
         # Claim about a second's worth: a smaller claim lets a fresh alert overtake a long broadcast, and

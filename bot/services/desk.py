@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
@@ -14,7 +14,7 @@ from bot.security import Cipher
 from bot.services.audit import AuditLog
 from bot.services.contact import note_binding
 from bot.services.evidence import EvidenceStore
-from bot.services.report_body import ReportBody, open_body, parse_code
+from bot.services.report_body import ReportBody, open_body, parse_code, safe_code
 from bot.services.report_form import CATEGORIES, REGIONS, clean_text, telegram_length
 from bot.services.roles import Gate, Refused
 from bot.services.team import MEMBER_REF_LENGTH, TeamService, member_label
@@ -30,6 +30,8 @@ FIND_BATCH = 500
 STATUSES = ("new", "in_progress", "verified", "closed", "rejected")
 STATUS_FILTERS = ("open", *STATUSES)
 _DAYS = re.compile(r"^(\d{1,4})d$")
+# Paging buttons carry "since" in minutes after this moment (64 bytes of callback data are all there is).
+_EPOCH = datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC"))
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ class DeskService:
 
     async def view(self, user_id: int, raw_code: str) -> ReportView:
         """Return a report in full (audited: a full view shows what the reporter wrote)."""
-        async with self._gate.acting(user_id, "desk.view", raw_code[:16]) as act:
+        async with self._gate.acting(user_id, "desk.view", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             report = await self._reports.by_code(act.conn, code)
             items = await self._reports.evidence_for(act.conn, report.id)
@@ -182,7 +184,7 @@ class DeskService:
 
     async def note(self, user_id: int, raw_code: str, raw_text: str) -> str:
         """Add an internal note to a report; return its code."""
-        async with self._gate.acting(user_id, "desk.note", raw_code[:16]) as act:
+        async with self._gate.acting(user_id, "desk.note", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             text = clean_text(raw_text)
             if not text:
@@ -284,7 +286,7 @@ def encode_query(query: ReportQuery) -> str:
         str(CATEGORIES.index(query.category)) if query.category else "",
         str(REGIONS.index(query.region)) if query.region else "",
         query.assignee[:MEMBER_REF_LENGTH] if query.assignee else "",
-        str((query.since.date() - date(2000, 1, 1)).days) if query.since else "",
+        str(int((query.since - _EPOCH).total_seconds() // 60)) if query.since else "",
     ]
     return ".".join(parts)
 
@@ -301,13 +303,9 @@ def decode_query(token: str) -> ReportQuery:
             category=CATEGORIES[int(category)] if category else None,
             region=REGIONS[int(region)] if region else None,
             assignee=assignee or None,
-            since=(
-                datetime.combine(date(2000, 1, 1) + timedelta(days=int(since)), time(), ZoneInfo("UTC"))
-                if since
-                else None
-            ),
+            since=_EPOCH + timedelta(minutes=int(since)) if since else None,
         )
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, OverflowError):
         raise Refused("callback.stale") from None
 
 

@@ -11,11 +11,18 @@ reporter, each as "time kind author: text".
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import gzip
 import json
-from collections.abc import Mapping, Sequence
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -80,6 +87,15 @@ class ExportService:
         """Audit an export run from the server's command line."""
         async with self._db.write() as conn:
             await self._audit.record(conn, "cli", "export", detail=describe(query, formats))
+
+    @asynccontextmanager
+    async def files(self, directory: Path, formats: Sequence[str]) -> AsyncIterator[ExportFiles]:
+        """Yield owner-only export files, deleted when the block ends, however it ends."""
+        files = await asyncio.to_thread(ExportFiles, directory, formats)
+        try:
+            yield files
+        finally:
+            await asyncio.to_thread(files.remove)
 
     async def write(self, query: ReportQuery, outputs: Mapping[str, TextIO]) -> ExportSummary:
         """Write matching reports to each output ("csv" and/or "json"), oldest first."""
@@ -146,6 +162,59 @@ class ExportService:
 
     def _local(self, value: datetime | None) -> str | None:
         return value.astimezone(self._zone).isoformat(timespec="seconds") if value else None
+
+
+class ExportFiles:
+    """Owner-only files an export is written to, gzipped when too big to upload, always deleted after."""
+
+    def __init__(self, directory: Path, formats: Sequence[str]) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.paths = {fmt: directory / f"export-{secrets.token_hex(8)}.{fmt}" for fmt in formats}
+        self.handles: dict[str, TextIO] = {}
+        for fmt, path in self.paths.items():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            self.handles[fmt] = os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+    def fit(self, limit: int) -> dict[str, tuple[Path, str]] | None:
+        """Close the files and return each as (path, suffix) within `limit` bytes, gzipping any that are
+        bigger; None if even a gzipped one is too big."""
+        self.close_handles()
+        ready: dict[str, tuple[Path, str]] = {}
+        for fmt, path in self.paths.items():
+            if path.stat().st_size <= limit:
+                ready[fmt] = (path, "")
+                continue
+            packed = path.with_suffix(path.suffix + ".gz")
+            with path.open("rb") as source, gzip.open(packed, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+            self.paths[f"{fmt}.gz"] = packed
+            if packed.stat().st_size > limit:
+                return None
+            ready[fmt] = (packed, ".gz")
+        return ready
+
+    def close_handles(self) -> None:
+        """Close what is still open."""
+        for handle in self.handles.values():
+            if not handle.closed:
+                handle.close()
+
+    def remove(self) -> None:
+        """Delete every file (decrypted reports must not stay on disk)."""
+        self.close_handles()
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
+
+
+def sweep(directory: Path) -> int:
+    """Delete export files a crash left behind; return how many."""
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for path in directory.glob("export-*"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def describe(query: ReportQuery, formats: Sequence[str]) -> str:

@@ -42,6 +42,15 @@ def parse_code(raw: str) -> str:
     return f"R-{match.group(1)}"
 
 
+def safe_code(raw: str) -> str | None:
+    """Return the canonical code if `raw` is one, else None (what the audit log records as a target:
+    never text someone typed)."""
+    try:
+        return parse_code(raw)
+    except MalformedCode:
+        return None
+
+
 def find_code(text: str | None) -> str | None:
     """Return the first report code in a message (an alert card, a forwarded answer), if any."""
     if not text:

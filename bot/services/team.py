@@ -17,6 +17,7 @@ from bot.services.audit import AuditLog
 from bot.services.roles import Gate, Refused
 from storage.audit import AuditEntry, AuditRepository
 from storage.database import Database
+from storage.reports import ReportRepository
 from storage.team import TeamRepository
 from storage.users import UserRepository
 
@@ -63,6 +64,7 @@ class TeamService:
         pseudonyms: Pseudonymizer,
         clock: Clock,
         audit_repo: AuditRepository,
+        reports: ReportRepository,
         invite_ttl: timedelta,
         settings_admins: frozenset[int],
     ) -> None:
@@ -75,6 +77,7 @@ class TeamService:
         self._pseudonyms = pseudonyms
         self._clock = clock
         self._audit_repo = audit_repo
+        self._reports = reports
         self._invite_ttl = invite_ttl
         self._settings_admins = frozenset(pseudonyms.of_user(i) for i in settings_admins)
 
@@ -133,6 +136,11 @@ class TeamService:
         """Set the name colleagues see (coordinators and admins); return it as stored."""
         name = clean_name(raw)
         async with self._gate.acting(user_id, "team.name") as act:
+            # Names must tell people apart: "taken by Aida" has to mean one person.
+            for member in await self._repo.members(act.conn):
+                taken = self._open_name(member.pseudonym, member.display_name)
+                if member.pseudonym != act.actor and taken is not None and _fold(taken) == _fold(name):
+                    raise TeamError("team.name_taken")
             sealed = self._cipher.encrypt_text(name, binding=_name_binding(act.actor))
             await self._repo.set_name(act.conn, act.actor, sealed, self._clock.now())
             await self._audit.record(act.conn, act.actor, "team.name", act.actor)
@@ -152,13 +160,15 @@ class TeamService:
             for m in members
         ]
 
-    async def revoke(self, user_id: int, who: str) -> str | None:
-        """Take the coordinator role from a member named by ref or display name (admins only).
+    async def revoke(self, user_id: int, who: str) -> tuple[str | None, int]:
+        """Take the coordinator role from a member named by ref or display name (admins only), and free
+        the open reports they had taken.
 
-        Return the revoked member's name (None if they never chose one); raise TeamError if `who` matches
-        nobody, several people, or an admin (admins come from settings).
+        Return the member's name (None if they never chose one) and how many reports were freed; raise
+        TeamError if `who` matches nobody, several people, or an admin (admins come from settings).
         """
-        async with self._gate.acting(user_id, "team.revoke", who[:64], roles=("admin",)) as act:
+        # The target is the person found, not what was typed: a typed name is not for the clear-text log.
+        async with self._gate.acting(user_id, "team.revoke", roles=("admin",)) as act:
             members = await self._repo.members(act.conn)
             wanted = _fold(who)
             matches = [
@@ -178,8 +188,11 @@ class TeamService:
             if "admin" in member.roles:
                 raise TeamError("team.revoke_admin")
             await self._users.revoke(act.conn, member.pseudonym, "coordinator")
-            await self._audit.record(act.conn, act.actor, "team.revoke", member.pseudonym)
-        return self._open_name(member.pseudonym, member.display_name)
+            freed = await self._reports.unassign(act.conn, member.pseudonym, self._clock.now())
+            await self._audit.record(
+                act.conn, act.actor, "team.revoke", member.pseudonym, detail=f"freed {freed}"
+            )
+        return self._open_name(member.pseudonym, member.display_name), freed
 
     async def names(self, conn: AsyncConnection, pseudonyms: Sequence[str | None]) -> dict[str, str]:
         """Return the display names of these people, for those who chose one."""

@@ -19,7 +19,7 @@ from bot.services.audit import AuditLog
 from bot.services.contact import ContactService
 from bot.services.delivery import Receipt
 from bot.services.outbox import Outbox
-from bot.services.report_body import alert_input, parse_code
+from bot.services.report_body import alert_input, parse_code, safe_code
 from bot.services.roles import COORDINATING, Gate, Refused
 from bot.services.team import TeamService, member_label
 from storage.database import Database
@@ -72,7 +72,8 @@ class TriageService:
 
     async def press(self, user_id: int, raw_code: str, action: str) -> Answer:
         """Apply one triage button press (coordinators and admins only)."""
-        async with self._gate.acting(user_id, f"triage.{action}", raw_code[:16]) as act:
+        name = f"triage.{action}" if action in TRIAGE_ACTIONS else "triage.unknown"
+        async with self._gate.acting(user_id, name, safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             if action not in TRIAGE_ACTIONS:
                 raise Refused("callback.stale")
@@ -84,12 +85,13 @@ class TriageService:
 
     async def mark_duplicate(self, user_id: int, raw_code: str, raw_original: str) -> Answer:
         """Reject a report as a duplicate of another (coordinators and admins only)."""
-        async with self._gate.acting(user_id, "triage.duplicate", raw_code[:16]) as act:
+        async with self._gate.acting(user_id, "triage.duplicate", safe_code(raw_code)) as act:
             code, original = parse_code(raw_code), parse_code(raw_original)
             if code == original:
                 raise Refused("triage.duplicate_self")
             report = await self._reports.by_code(act.conn, code)
-            await self._reports.by_code(act.conn, original)
+            if (await self._reports.by_code(act.conn, original)).status == "rejected":
+                raise Refused("triage.duplicate_of_rejected", original=original)
             if report.status in FINAL_STATUSES:
                 return Answer("triage.already_final", {"code": code}, changed=False)
             values = {
@@ -101,6 +103,15 @@ class TriageService:
             answer = await self._apply(act.conn, report, act.actor, "duplicate", values, "closed")
         self._outbox.notify()
         return answer
+
+    async def is_card(self, code: str, chat_id: int, message_id: int) -> bool:
+        """Tell whether a message is the report's alert card."""
+        async with self._db.read() as conn:
+            try:
+                report = await self._reports.by_code(conn, code)
+            except LookupError:
+                return False
+        return report.alert_chat == chat_id and report.alert_message_id == message_id
 
     async def card_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
         """Remember where each card went; bring a card up to date if triage began before it was sent."""

@@ -85,14 +85,19 @@ class UserService:
                 await self._repo.touch(conn, pseudonym, None, now)
             await self._repo.set_timezone(conn, pseudonym, zone, now)
 
-    async def bootstrap_admins(self, telegram_ids: Iterable[int]) -> None:
-        """Grant the admin role to the ids from settings (idempotent, at every start)."""
+    async def bootstrap_admins(self, telegram_ids: Iterable[int]) -> list[str]:
+        """Make exactly the ids from settings admins (at every start): grant the role to each, and take it
+        from anyone no longer listed. Return the pseudonyms whose admin role was taken away."""
         now = self._clock.now()
+        wanted = {self._pseudonyms.of_user(telegram_id) for telegram_id in telegram_ids}
         async with self._db.write() as conn:
-            for telegram_id in telegram_ids:
-                pseudonym = self._pseudonyms.of_user(telegram_id)
+            for pseudonym in sorted(wanted):
                 await self._repo.ensure_exists(conn, pseudonym, now)
                 await self._repo.grant(conn, pseudonym, "admin", now)
+            removed = [p for p in await self._repo.holders(conn, "admin") if p not in wanted]
+            for pseudonym in removed:
+                await self._repo.revoke(conn, pseudonym, "admin")
+        return removed
 
     def _profile(self, user: User) -> Profile:
         language = user.language or user.telegram_language or self._default_language
