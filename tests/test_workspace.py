@@ -120,7 +120,7 @@ async def test_a_revoked_coordinator_is_refused_at_once(services: Services) -> N
     await join(services, AIDA, "Aida")
     (code,) = await seed(services, Seed())
     await services.triage.press(AIDA, code, "ack")
-    assert await services.team.revoke(ADMIN, "aida") == "Aida"
+    assert await services.team.revoke(ADMIN, "aida") == ("Aida", 0)
     before = await report(services, code)
     with pytest.raises(NotAllowed):
         await services.triage.press(AIDA, code, "take")
@@ -128,7 +128,7 @@ async def test_a_revoked_coordinator_is_refused_at_once(services: Services) -> N
     assert (await audit_rows(services))[-1] == ("triage.take", "refused", code)
     with pytest.raises(TeamError):
         await services.team.revoke(ADMIN, "nobody")
-    await join(services, BEK, "Aida")
+    await join(services, BEK, "Aida")  # a revoked member's name is free again
     await services.users.seen(STRANGER, "en")
     admin_ref = services.pseudonyms.of_user(ADMIN)[:10]
     with pytest.raises(TeamError) as admin:
@@ -142,6 +142,10 @@ async def test_display_names_are_cleaned_and_bounded(services: Services) -> None
     for bad in ("", "x" * 33, "Aida\u202e"):
         with pytest.raises(TeamError):
             await services.team.set_name(AIDA, bad)
+    await join(services, BEK)
+    with pytest.raises(TeamError) as taken:
+        await services.team.set_name(BEK, "AIDA k.")
+    assert taken.value.key == "team.name_taken"
     with pytest.raises(NotAllowed):
         await services.team.set_name(STRANGER, "Spy")
 
@@ -286,7 +290,10 @@ async def test_the_full_view_is_audited_and_shows_the_conversation(services: Ser
     (code,) = await seed(services, Seed(reporter=reporter, chat=REPORTER, text="Их увезли в ОВД <b>"))
     await services.desk.note(AIDA, code, "Lawyer called, on the way")
     await services.contact.ask(AIDA, code, "Which station?")
-    answered = await services.contact.answer(REPORTER, f"question about {code}", "Oktyabrsky")
+    question = await deliver_question(services, code)
+    answered = await services.contact.answer(
+        REPORTER, REPORTER, question, f"question about {code}", 901, "Oktyabrsky"
+    )
     assert answered is not None and answered.code == code
     view = await services.desk.view(AIDA, code)
     assert view.body.text == "Их увезли в ОВД <b>"
@@ -301,13 +308,47 @@ async def test_the_full_view_is_audited_and_shows_the_conversation(services: Ser
     assert (await audit_rows(services))[-1] == ("desk.view", "refused", "R-22222")
 
 
-async def test_answers_only_come_from_the_reporter_themselves(services: Services) -> None:
+async def deliver_question(services: Services, code: str) -> int:
+    """Play the delivery worker for the newest question: report its message id; return that id."""
+    async with services.db.write() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT id, ref FROM outbox WHERE kind='contact_question' ORDER BY id DESC LIMIT 1")
+            )
+        ).one()
+        message_id = 700 + row.id
+        await services.contact.question_sent(
+            conn, [Receipt("contact_question", row.ref, REPORTER, message_id)]
+        )
+    assert row.ref.startswith(code)
+    return message_id
+
+
+async def test_answers_only_come_from_the_reporter_in_reply_to_a_question(services: Services) -> None:
     await join(services, AIDA, "Aida")
+    await services.users.seen(REPORTER, "en")
     (code,) = await seed(services, Seed(reporter=services.pseudonyms.of_user(REPORTER), chat=REPORTER))
-    assert await services.contact.answer(STRANGER, f"about {code}", "I am not them") is None
-    assert await services.contact.answer(REPORTER, "no code here", "hello") is None
+    await services.contact.ask(AIDA, code, "Are you safe?")
+    question = await deliver_question(services, code)
+    answer = services.contact.answer
+    # Not a reply to the question (the receipt also names the code): not an answer.
+    assert await answer(REPORTER, REPORTER, question + 1, f"receipt {code}", 950, "hello") is None
+    assert await answer(REPORTER, REPORTER, question, "no code here", 950, "hello") is None
     with pytest.raises(Refused):
-        await services.contact.answer(REPORTER, f"about {code}", "x" * 3001)
+        await answer(STRANGER, STRANGER, question, f"about {code}", 950, "I am not them")
+    with pytest.raises(Refused):
+        await answer(REPORTER, REPORTER, question, f"about {code}", 950, "x" * 3001)
+    passed = await answer(REPORTER, REPORTER, question, f"about {code}", 951, "Yes, at home")
+    assert passed is not None and passed.code == code
+    async with services.db.read() as conn:
+        rows = (await conn.execute(text("SELECT uid, payload FROM outbox WHERE kind='cleanup'"))).all()
+    deletions = [services.cipher.decrypt_json(r.payload, binding=payload_binding(r.uid)) for r in rows]
+    assert {"chat_id": REPORTER, "message_ids": [question, 951]} in deletions  # off the phone once passed on
+    for _ in range(19):
+        await answer(REPORTER, REPORTER, question, f"about {code}", 952, "again")
+    with pytest.raises(Refused) as limited:
+        await answer(REPORTER, REPORTER, question, f"about {code}", 953, "and again")
+    assert limited.value.key == "contact.answer_limit"
 
 
 async def test_questions_to_anonymous_or_forgotten_reporters_are_refused(services: Services) -> None:

@@ -237,8 +237,9 @@ async def test_audit_verify_detects_a_tampered_row(
     assert code == 0 and "intact" in output, output
     with sqlite3.connect(report_settings.data_dir / "jarchy.db") as raw:
         actions = [row[0] for row in raw.execute("SELECT action FROM audit_log ORDER BY id")]
-        assert actions[:3] == ["team.invite", "team.join", "team.name"] and actions[-1] == "desk.filter"
-        raw.execute("UPDATE audit_log SET actor = 'someone-else' WHERE id = 2")
+        assert actions[:4] == ["audit.start", "team.invite", "team.join", "team.name"]
+        assert actions[-1] == "desk.filter"
+        raw.execute("UPDATE audit_log SET actor = 'someone-else' WHERE id = 3")
     code, output = await jarchy(report_settings, "audit", "verify")
-    assert code == 1 and "entry 2 was altered" in output, output
+    assert code == 1 and "entry 3 was altered" in output, output
     await reporting_bot.start()
