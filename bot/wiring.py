@@ -121,7 +121,9 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
             paid_broadcast=settings.paid_broadcast,
         ),
     )
-    outbox = Outbox(outbox_repo, cipher, pseudonyms, clock, on_enqueued=delivery.wake)
+    outbox = Outbox(
+        outbox_repo, cipher, pseudonyms, clock, on_enqueued=delivery.wake, on_withdrawn=delivery.withdraw
+    )
     report_repo = ReportRepository()
     alerts = AlertService(
         db=db,

@@ -137,6 +137,7 @@ class CampaignService:
         async with self._db.write() as conn:
             await self._repo.forget(conn, pseudonym, actions=forget)
             withdrawn = await self._outbox.cancel_for(conn, pseudonym)
+        self._outbox.withdrawn(pseudonym=pseudonym)
         await self._hearings.forget(user_id)
         return withdrawn
 
@@ -307,7 +308,9 @@ class CampaignService:
             await self._audit.record(
                 act.conn, act.actor, "campaign.cancel", campaign.ref, detail=str(withdrawn)
             )
-            return await self._repo.get(act.conn, campaign_id), withdrawn
+            cancelled = await self._repo.get(act.conn, campaign_id)
+        self._outbox.withdrawn(ref=campaign.ref)
+        return cancelled, withdrawn
 
     async def ledger(self, user_id: int, campaign_id: int, out: TextIO) -> int:
         """Write the delivery ledger as CSV: one line per recipient (pseudonymous), audited."""
@@ -387,6 +390,7 @@ class CampaignService:
                 topics = await self._repo.subscription(conn, pseudonym)
                 await self._repo.forget(conn, pseudonym)
                 await self._outbox.cancel_for(conn, pseudonym)
+                self._outbox.withdrawn(pseudonym=pseudonym)  # the row is claimed-or-not; commit follows
                 return ("campaign.stopped" if topics else "campaign.stopped_already"), campaign, None
         raise Refused("callback.stale")
 

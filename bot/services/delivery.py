@@ -93,6 +93,9 @@ class DeliveryWorker:
         self._outcomes: list[Outcome] = []
         self._blocked: set[str] = set()
         self._receipt_handlers: dict[str, ReceiptHandler] = {}
+        # Cancelled broadcasts and people who unsubscribed: claimed rows of theirs are dropped, not sent.
+        self._withdrawn_refs: set[str] = set()
+        self._withdrawn_recipients: set[str] = set()
         self._receipts: list[Receipt] = []
         self._flush_lock = asyncio.Lock()
         self._seq = 0
@@ -101,6 +104,19 @@ class DeliveryWorker:
     def on_sent(self, kind: str, handler: ReceiptHandler) -> None:
         """Call `handler` with the message ids of sent rows of `kind`, in the transaction recording them."""
         self._receipt_handlers[kind] = handler
+
+    def withdraw(self, *, ref: str | None = None, recipient: str | None = None) -> None:
+        """Drop rows already claimed for a cancelled aggregate or a person who asked for silence (their
+        pending rows are cancelled in the database by the caller); only what is in flight still goes."""
+        if ref is not None:
+            self._withdrawn_refs.add(ref)
+        if recipient is not None:
+            self._withdrawn_recipients.add(recipient)
+
+    def _withdrawn(self, row: ClaimedRow) -> bool:
+        return (row.ref is not None and row.ref in self._withdrawn_refs) or (
+            row.recipient is not None and row.recipient in self._withdrawn_recipients
+        )
 
     def wake(self) -> None:
         """Look for due rows now rather than at the next poll."""
@@ -209,6 +225,11 @@ class DeliveryWorker:
             row = self._next_ready(queue, waiting)
             if row is None:
                 await self._pause(max(0.0, waiting[0][0] - self._clock.monotonic()))
+                continue
+            if self._withdrawn(row):
+                self._outcomes.append(
+                    Outcome(id=row.id, status="cancelled", error="withdrawn while queued", attempts_delta=-1)
+                )
                 continue
             # A free slot first, then the limiter: a send approved by the limiter leaves at once, so a
             # 429 pause or a chat's pace cannot be overtaken while it waits for a slot.

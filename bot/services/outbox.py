@@ -58,12 +58,14 @@ class Outbox:
         pseudonyms: Pseudonymizer,
         clock: Clock,
         on_enqueued: Callable[[], None] | None = None,
+        on_withdrawn: Callable[..., None] | None = None,
     ) -> None:
         self._repo = repo
         self._cipher = cipher
         self._pseudonyms = pseudonyms
         self._clock = clock
         self._on_enqueued = on_enqueued
+        self._on_withdrawn = on_withdrawn
 
     async def enqueue(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> int:
         """Add messages in the caller's transaction; return how many were new (dedupe keys skip repeats)."""
@@ -122,6 +124,16 @@ class Outbox:
         """Cancel what is still queued about one thing (a hearing that moved, a cancelled broadcast),
         or only its rows of these kinds (an alert card's older edits)."""
         return await self._repo.cancel_pending(conn, ref=ref, only_kinds=kinds)
+
+    def withdrawn(
+        self, *, ref: str | None = None, user_id: int | None = None, pseudonym: str | None = None
+    ) -> None:
+        """Tell the delivery worker (after the cancelling transaction committed) to drop rows it already
+        claimed for this aggregate or person."""
+        if self._on_withdrawn is None:
+            return
+        recipient = pseudonym or (self._pseudonyms.of_user(user_id) if user_id is not None else None)
+        self._on_withdrawn(ref=ref, recipient=recipient)
 
     def notify(self) -> None:
         """Tell the delivery worker new rows are committed (call after the transaction)."""
