@@ -9,6 +9,7 @@ from pathlib import Path
 from bot.clock import SystemClock
 from bot.services.outbox import PRIORITY_BROADCAST, OutgoingMessage
 from bot.wiring import build_limiter, open_services
+from tests.campaign_seed import ready_campaign, seed_subscribers
 from tests.conftest import make_settings
 from tests.e2e.conftest import BotProcess
 from tests.fakebot import FakeBotApi
@@ -60,4 +61,58 @@ async def test_kill_9_mid_delivery_loses_no_outbox_row(fake: FakeBotApi, tmp_pat
     # Only what was in flight or sent-but-not-yet-recorded at the kill: the worker's concurrency plus one
     # flush interval (50 ms) of sends at 100 msg/s.
     assert duplicates <= CONCURRENCY + 5
+    assert fake.received_429 == 0
+
+
+BROADCAST_SUBSCRIBERS = list(range(710_000, 715_000))
+
+
+async def test_kill_9_mid_broadcast_every_subscriber_gets_it_once(fake: FakeBotApi, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, api_url=fake.url, admin_ids=frozenset({5001}))
+    services = await open_services(settings, SystemClock(), build_limiter(settings, SystemClock()))
+    try:
+        await seed_subscribers(services, BROADCAST_SUBSCRIBERS)
+        campaign_id = await ready_campaign(services, 5001)
+    finally:
+        await services.close()
+
+    def delivered() -> list[int]:
+        return [
+            int(call.params["chat_id"])
+            for call in fake.sent("sendMessage")
+            if f"cp:{campaign_id}:acted" in str(call.params.get("reply_markup", ""))
+        ]
+
+    rate = 400
+    bot = BotProcess(
+        fake,
+        settings.data_dir,
+        rate_global_per_s=str(rate),
+        outbox_concurrency=str(CONCURRENCY),
+        outbox_lease_s="5",
+        broadcast_interval_s="0.3",
+    )
+    fake.set_rate_limit(rate)
+    await bot.start()
+    try:
+        await fake.wait_for(
+            "sendMessage", count=1500, timeout=90, predicate=lambda c: f"cp:{campaign_id}:" in str(c.params)
+        )
+        await bot.kill()
+        assert len(delivered()) < len(BROADCAST_SUBSCRIBERS)
+        await bot.start()
+        await fake.wait_for(
+            "sendMessage",
+            count=len(BROADCAST_SUBSCRIBERS),
+            timeout=120,
+            predicate=lambda c: f"cp:{campaign_id}:acted" in str(c.params.get("reply_markup", "")),
+        )
+        await asyncio.sleep(1.0)
+    finally:
+        await bot.stop()
+    received = Counter(delivered())
+    assert set(received) == set(BROADCAST_SUBSCRIBERS)
+    duplicates = sum(count - 1 for count in received.values())
+    # Only messages in flight at the kill, or sent in the last flush interval before it.
+    assert duplicates <= CONCURRENCY + rate // 20, duplicates
     assert fake.received_429 == 0
