@@ -44,6 +44,7 @@ SNAPSHOT = {
     "channels": "SELECT chat_id FROM channels ORDER BY chat_id",
     "state": "SELECT key, value FROM bot_state WHERE key = 'coordinator_chat_id'",
     "outbox": "SELECT kind, ref FROM outbox WHERE kind NOT IN ('alert', 'alert_card') ORDER BY id",
+    "campaigns": "SELECT id, status, include_channels, approved_by FROM campaigns ORDER BY id",
 }
 
 
@@ -55,6 +56,7 @@ class Attempt:
     allowed: set[str]
     command: str | None = None  # typed in the actor's private chat (or `chat`)
     button: tuple[str, str] | None = None  # (report key, action) pressed on a card in the group
+    data: str | None = None  # any other button's callback data, pressed in the actor's private chat
     chat: int | None = None
     shows: str | None = None  # for reads: text (formatted with the world) the answer must contain
     method: str = "sendMessage"  # for reads that answer with a photo or document
@@ -93,6 +95,12 @@ ATTEMPTS = [
     Attempt("case_close", COORDINATING, "/case_close {case}"),
     Attempt("bind", ADMINS, "/bind", chat=OTHER_GROUP),
     Attempt("bind_channel", ADMINS, "/bind_channel", chat=OTHER_GROUP - 1),
+    Attempt("campaigns", COORDINATING, "/campaigns", shows="Draft for all"),
+    Attempt("campaign", COORDINATING, "/campaign {draft}", shows="Campaign C-{draft}"),
+    Attempt("campaign_new", COORDINATING, "/campaign_new Free Aziza"),
+    Attempt("campaign_button", COORDINATING, data="cc:{draft}:channels"),
+    Attempt("campaign_approve", COORDINATING, "/campaign_approve {awaiting}"),
+    Attempt("campaign_cancel", COORDINATING, "/campaign_cancel {draft}"),
     Attempt("revoke", ADMINS, "/revoke Cora"),
 ]
 
@@ -123,7 +131,23 @@ async def world(fake: FakeBotApi, report_settings: Any) -> AsyncIterator[tuple[R
     hearing = await services.hearings.add_hearing(
         ADMIN, case, "20.12.2031 10:00", "Pervomaisky court", "Manas 1", None, None
     )
-    world = {**codes, "case": str(case), "hearing": str(hearing.id), "list": codes["note"]}
+    draft = await services.campaigns.create(ADMIN, ADMIN, "Draft for all")
+    awaiting = await services.campaigns.create(ADMIN, ADMIN, "Waiting for approval")
+    async with services.db.write() as conn:
+        await conn.execute(
+            text(
+                "UPDATE campaigns SET status='awaiting_approval', body='Write', created_by='someone' WHERE id=:i"
+            ),
+            {"i": awaiting.id},
+        )
+    world = {
+        **codes,
+        "case": str(case),
+        "hearing": str(hearing.id),
+        "list": codes["note"],
+        "draft": str(draft.id),
+        "awaiting": str(awaiting.id),
+    }
     yield bot, world
     await bot.stop()
 
@@ -144,15 +168,19 @@ async def refusals(services: Services) -> int:
 
 async def attempt(fake: FakeBotApi, actor: int, item: Attempt, world: dict[str, str]) -> list[str]:
     """Make the attempt as `actor`; return the texts the bot answered with."""
-    if item.button is not None:
-        key, action = item.button
-        update = fake.add_callback_query(
-            user_id=actor,
-            data=f"t:{world[key]}:{action}",
-            message_id=1,
-            chat_id=COORDINATORS,
-            chat_type="supergroup",
-        )
+    if item.button is not None or item.data is not None:
+        if item.button is not None:
+            key, action = item.button
+            update = fake.add_callback_query(
+                user_id=actor,
+                data=f"t:{world[key]}:{action}",
+                message_id=1,
+                chat_id=COORDINATORS,
+                chat_type="supergroup",
+            )
+        else:
+            assert item.data is not None
+            update = fake.add_callback_query(user_id=actor, data=item.data.format(**world), message_id=1)
         query_id = str(update["callback_query"]["id"])
         calls = await fake.wait_for(
             "answerCallbackQuery",
