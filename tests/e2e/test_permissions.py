@@ -136,7 +136,8 @@ async def world(fake: FakeBotApi, report_settings: Any) -> AsyncIterator[tuple[R
     async with services.db.write() as conn:
         await conn.execute(
             text(
-                "UPDATE campaigns SET status='awaiting_approval', body='Write', created_by='someone' WHERE id=:i"
+                "UPDATE campaigns SET status='awaiting_approval', body='Write', created_by='someone'"
+                " WHERE id=:i"
             ),
             {"i": awaiting.id},
         )
