@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import inspect, text
 
@@ -214,3 +215,18 @@ async def test_expired_rows_are_never_claimed(db: Database, clock: FakeClock) ->
         counts = await repo.counts(conn)
     assert [r.uid for r in claimed] == ["fine"]
     assert counts == {"sending": 1, "cancelled": 1}
+
+
+async def test_the_migrations_build_exactly_the_schema(db: Database) -> None:
+    """storage/schema.py and the Alembic migrations describe the same tables, columns and indexes."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from storage.schema import metadata
+
+    def compare(sync_conn: Any) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(sync_conn), metadata))
+
+    async with db.read() as conn:
+        differences = await conn.run_sync(compare)
+    assert differences == []
