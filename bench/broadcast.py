@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -100,6 +101,7 @@ async def seed(data_dir: Path, n: int) -> int:
 
     settings = settings_for(data_dir)
     clock = SystemClock()
+    logging.getLogger("bot.security").setLevel(logging.ERROR)  # "Created a new data key": expected here
     services = await open_services(settings, clock, build_limiter(settings, clock))
     try:
         await seed_subscribers(services, list(range(FIRST_CHAT, FIRST_CHAT + n)))
@@ -233,6 +235,7 @@ async def jarchy_run(template: Path, n: int, cap: float, bot_settings: dict[str,
     return {
         **figures,
         "enqueue_s": enqueue["all"] - enqueue["first"],
+        "start_to_enqueued_s": enqueue["all"] - started,
         "start_to_first_send_s": tally.first_at - started,
         "peak_rss_mb": peak_mb,
         "cpu_ms_per_msg": 1000 * cpu_s / max(1, tally.messages),
@@ -502,7 +505,8 @@ def main() -> None:
         ("peak_rss_mb", 1),
         ("cpu_ms_per_msg", 2),
     )
-    print_figures("jarchy", jarchy, (*names, ("enqueue_s", 2), ("start_to_first_send_s", 2)))
+    timings = (("enqueue_s", 2), ("start_to_enqueued_s", 2), ("start_to_first_send_s", 2))
+    print_figures("jarchy", jarchy, (*names, *timings))
     if ptb:
         print_figures("ptb", ptb, names)
     if big and small:

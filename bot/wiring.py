@@ -257,6 +257,8 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         pseudonyms=pseudonyms,
         clock=clock,
         four_eyes=settings.four_eyes,
+        texts=catalogs(),
+        zone=settings.timezone,
     )
     broadcaster = Broadcaster(
         db=db,

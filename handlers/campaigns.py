@@ -3,6 +3,7 @@ ledger for coordinators; the one-tap actions for everyone who receives one."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Any
 
@@ -44,6 +45,10 @@ from messages.campaign_screens import (
 # Ahead of the reporter's answers (-2) and the report form (-1): a coordinator filling in a draft.
 INPUT_GROUP = -3
 _TEMPLATE_LINK = PRIVATE_MESSAGES & filters.Regex(r"^/start(@\w+)? tpl_\d{1,9}$")
+_FORMATTING = frozenset(
+    {"bold", "italic", "underline", "strikethrough", "spoiler", "code", "pre", "text_link", "blockquote",
+     "expandable_blockquote", "custom_emoji"}
+)  # fmt: skip
 _PROMPTS = {
     "text": "campaign.ask_text",
     "image": "campaign.ask_image",
@@ -205,7 +210,10 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
                 bot_username=context.bot.username,
                 preview=True,
             )
-            await _send_raw(context, chat.id, method, params)
+            try:
+                await _send_raw(context, chat.id, method, params)
+            except TelegramError:
+                await chat.send_message(context.text("campaign.preview_failed"), parse_mode=ParseMode.HTML)
         elif action == "send":
             await query.answer()
             await _send(context, chat.id, user.id, campaign_id)
@@ -213,6 +221,10 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
             await query.answer()
             await chat.send_message(await _cancel(context, user.id, campaign_id))
         elif action == "ledger":
+            if chat.type != "private":
+                # Pseudonymous, but still who-got-what: not for a group's history.
+                await query.answer(context.plain("campaign.ledger_private"), show_alert=True)
+                return
             await query.answer()
             buffer = io.StringIO()
             rows = await campaigns.ledger(user.id, campaign_id, buffer)
@@ -238,9 +250,11 @@ async def fill_pending(update: Update, context: JarchyContext) -> None:
     pending = await campaigns.pending(user.id)
     if pending is None:
         return
+    # Telegram's own formatting becomes HTML; typed tags next to a link or #tag Telegram detected stay tags.
+    formatted = any(entity.type in _FORMATTING for entity in message.entities)
     value = Input(
         text=message.text,
-        html=message.text_html if message.text and message.entities else None,
+        html=message.text_html if message.text and formatted else None,
         photo_file_id=message.photo[-1].file_id if message.photo else None,
         other=not message.text and not message.photo,
     )
@@ -249,6 +263,8 @@ async def fill_pending(update: Update, context: JarchyContext) -> None:
     except WorkspaceError as error:
         await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         raise ApplicationHandlerStop from None
+    if campaign is None:
+        return  # the draft was sent or cancelled meanwhile: the message is for whoever else wants it
     if pending.field == "schedule" and campaign.send_at is not None:
         await _send(context, chat.id, user.id, campaign.id, campaign.send_at)
     else:
@@ -279,13 +295,18 @@ async def template_by_link(update: Update, context: JarchyContext) -> None:
 async def register_forwarded_channel(update: Update, context: JarchyContext) -> None:
     """An admin forwards a post from a channel: campaigns and announcements will be posted there."""
     message, user = update.effective_message, update.effective_user
-    if message is None or user is None or not isinstance(message.forward_origin, MessageOriginChannel):
+    if message is None or user is None:
         return
-    if context.profile is None or "admin" not in context.profile.roles:
+    origin = message.forward_origin
+    if (
+        not isinstance(origin, MessageOriginChannel)
+        or context.profile is None
+        or "admin" not in context.profile.roles
+    ):
         # A forwarded post from anyone else is just a message (this handler took it, so answer here).
         await message.reply_text(context.text("fallback.not_understood"), parse_mode=ParseMode.HTML)
         return
-    channel = message.forward_origin.chat
+    channel = origin.chat
     try:
         member = await context.bot.get_chat_member(channel.id, context.bot.id)
     except TelegramError:
@@ -321,16 +342,18 @@ async def _act(update: Update, context: JarchyContext, user_id: int, campaign_id
         key, template = "", None
     else:
         text = context.texts.plain(context.language, key, title=campaign.title, code=campaign.ref)
-    if query is not None:
-        await query.answer(text, show_alert=action != "acted" or key != "campaign.acted")
-    elif update.effective_message is not None:
-        await update.effective_message.reply_text(text)
     if template is not None:
         try:
             await context.bot.send_message(private_chat, template)
         except TelegramError:
+            # They never started the bot (a channel reader): the link opens the chat and sends it there.
             if query is not None and context.bot.username:
                 await query.answer(url=f"https://t.me/{context.bot.username}?start=tpl_{campaign_id}")
+                return
+    if query is not None:
+        await query.answer(text, show_alert=action != "acted" or key != "campaign.acted")
+    elif update.effective_message is not None:
+        await update.effective_message.reply_text(text)
 
 
 async def _send(
@@ -378,6 +401,20 @@ async def _ask_for_approval(context: JarchyContext, user_id: int, campaign_id: i
         "text": context.texts.plain(context.language, "campaign.approve_button"),
         "callback_data": f"{APPROVE_PREFIX}:{campaign_id}:approve",
     }
+    # The approvers see exactly what would go out, then the card with the Approve button.
+    campaign, templates = await services.campaigns.for_preview(user_id, campaign_id)
+    method, params = campaign_message(
+        context.texts,
+        services.settings.default_language,
+        campaign,
+        context.bot_data.settings.timezone,
+        has_template=bool(templates),
+        for_channel=False,
+        bot_username=context.bot.username,
+        preview=True,
+    )
+    with contextlib.suppress(TelegramError):  # the card below still says what it is
+        await _send_raw(context, target, method, params)
     await context.bot.send_message(
         target,
         context.text("campaign.approval_request") + "\n\n" + text,
@@ -471,11 +508,12 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("campaign", show_campaign))
     app.add_handler(CommandHandler("campaign_cancel", cancel_campaign))
     app.add_handler(CommandHandler("campaign_approve", approve_campaign))
-    app.add_handler(CallbackQueryHandler(press_compose, pattern=rf"^{COMPOSE_PREFIX}:\d+:"))
-    app.add_handler(CallbackQueryHandler(approve_campaign, pattern=rf"^{APPROVE_PREFIX}:\d+:approve$"))
+    compose = rf"^{COMPOSE_PREFIX}:\d{{1,9}}:(\w+|tpl:(en|ru|ky|uz)|aud:(all|language:\w\w|topic:\w+))$"
+    app.add_handler(CallbackQueryHandler(press_compose, pattern=compose))
+    app.add_handler(CallbackQueryHandler(approve_campaign, pattern=rf"^{APPROVE_PREFIX}:\d{{1,9}}:approve$"))
     app.add_handler(
         CallbackQueryHandler(
-            press_action, pattern=rf"^({CAMPAIGN_PREFIX}|pv):\d+:(acted|template|remind|stop)$"
+            press_action, pattern=rf"^({CAMPAIGN_PREFIX}|pv):\d{{1,9}}:(acted|template|remind|stop)$"
         )
     )
     app.add_handler(

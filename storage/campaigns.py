@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_or, new_id
 from storage.schema import (
+    audit_log,
     campaign_actions,
     campaign_inputs,
     campaign_templates,
@@ -210,9 +211,20 @@ class CampaignRepository:
         )
         return [_campaign(r) for r in rows]
 
-    async def in_delivery(self, conn: AsyncConnection) -> list[Campaign]:
-        """Return campaigns still being enqueued or delivered (for progress)."""
-        rows = await conn.execute(select(campaigns).where(campaigns.c.status.in_(("sending", "sent"))))
+    async def in_delivery(self, conn: AsyncConnection, finished_since: datetime) -> list[Campaign]:
+        """Return campaigns still being enqueued or delivered, and those finished since a moment (their
+        status message may not show the final figures yet)."""
+        rows = await conn.execute(
+            select(campaigns).where(
+                or_(
+                    campaigns.c.status.in_(("sending", "sent")),
+                    and_(
+                        campaigns.c.status.in_(("done", "cancelled")),
+                        campaigns.c.finished_at >= finished_since,
+                    ),
+                )
+            )
+        )
         return [_campaign(r) for r in rows]
 
     async def with_deadline_between(
@@ -245,8 +257,8 @@ class CampaignRepository:
             .select_from(subscriptions.join(users, users.c.pseudonym == subscriptions.c.pseudonym))
             .where(users.c.active.is_(True))
         )
-        if audience == "topic":
-            count = count.where(("," + subscriptions.c.topics + ",").like(f"%,{value},%"))
+        topic = value if audience == "topic" else "campaigns"
+        count = count.where(("," + subscriptions.c.topics + ",").like(f"%,{topic},%"))
         if audience == "language":
             count = count.where(spoken == value)
         return int((await conn.execute(count)).scalar() or 0)
@@ -302,13 +314,16 @@ class CampaignRepository:
 
     async def reminders_to_send(
         self, conn: AsyncConnection, campaign_id: int, limit: int
-    ) -> list[tuple[str, bytes]]:
-        """Return (pseudonym, chat) of people who asked for a reminder, have not acted, not been reminded."""
+    ) -> list[tuple[str, bytes, str | None]]:
+        """Return (pseudonym, chat, language) of people who asked for a reminder, have not acted and have
+        not been reminded."""
         acted = select(campaign_actions.c.pseudonym).where(
             campaign_actions.c.campaign_id == campaign_id, campaign_actions.c.kind == "acted"
         )
+        spoken = func.coalesce(users.c.language, users.c.telegram_language)
         rows = await conn.execute(
-            select(campaign_actions.c.pseudonym, campaign_actions.c.chat)
+            select(campaign_actions.c.pseudonym, campaign_actions.c.chat, spoken.label("language"))
+            .outerjoin(users, users.c.pseudonym == campaign_actions.c.pseudonym)
             .where(
                 campaign_actions.c.campaign_id == campaign_id,
                 campaign_actions.c.kind == "remind",
@@ -317,12 +332,12 @@ class CampaignRepository:
             )
             .limit(limit)
         )
-        return [(r.pseudonym, r.chat) for r in rows if r.chat is not None]
+        return [(r.pseudonym, r.chat, r.language) for r in rows if r.chat is not None]
 
     async def mark_reminded(
         self, conn: AsyncConnection, campaign_id: int, pseudonyms: list[str], now: datetime
     ) -> None:
-        """Record that these people's reminders are queued."""
+        """Record that these people's reminders are queued (or not needed); their chat is no longer kept."""
         if pseudonyms:
             await conn.execute(
                 update(campaign_actions)
@@ -331,7 +346,7 @@ class CampaignRepository:
                     campaign_actions.c.kind == "remind",
                     campaign_actions.c.pseudonym.in_(pseudonyms),
                 )
-                .values(done_at=now)
+                .values(done_at=now, chat=None)
             )
 
     async def forget(self, conn: AsyncConnection, pseudonym: str, *, actions: bool = False) -> None:
@@ -381,6 +396,21 @@ class CampaignRepository:
             await conn.execute(select(campaign_inputs).where(campaign_inputs.c.pseudonym == pseudonym))
         ).first()
         return PendingInput(row.campaign_id, row.field, row.language, row.expires_at) if row else None
+
+    async def clear_inputs_for(self, conn: AsyncConnection, campaign_id: int) -> None:
+        """Forget every pending input into a campaign (it was sent or cancelled)."""
+        await conn.execute(delete(campaign_inputs).where(campaign_inputs.c.campaign_id == campaign_id))
+
+    async def editors(self, conn: AsyncConnection, ref: str) -> frozenset[str]:
+        """Return who created or edited a campaign (from the audit log): none of them may approve it."""
+        rows = await conn.execute(
+            select(audit_log.c.actor).where(
+                audit_log.c.target == ref,
+                audit_log.c.outcome == "ok",
+                audit_log.c.action.in_(("campaign.new", "campaign.edit")),
+            )
+        )
+        return frozenset(rows.scalars())
 
     async def clear_input(self, conn: AsyncConnection, pseudonym: str) -> None:
         """Forget the pending input."""

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, delete, func, literal, select, update
+from sqlalchemy import bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
@@ -224,8 +224,11 @@ class OutboxRepository:
                 unknown_outcomes=outbox.c.unknown_outcomes + bindparam("b_unknown_delta"),
                 lease_owner=None,
                 lease_until=None,
-                # A sent message's content is of no further use and must not sit on a seizable disk.
-                payload=case((status == "sent", None), else_=outbox.c.payload),
+                # A finished message's content is of no further use and must not sit on a seizable disk.
+                # (Equalities, not IN: an expanding IN cannot run in an executemany.)
+                payload=case(
+                    (or_(*(status == final for final in FINAL_STATUSES)), None), else_=outbox.c.payload
+                ),
             )
         )
         await conn.execute(
@@ -268,7 +271,9 @@ class OutboxRepository:
         """Cancel queued rows for a recipient and/or an aggregate (unsubscribe, cancelled broadcast)."""
         if recipient is None and ref is None:
             raise ValueError("name a recipient or a ref to cancel")
-        stmt = update(outbox).where(outbox.c.status == "pending")
+        # Rows a worker has claimed are cancelled too (and taken from it: its outcome will not apply); the
+        # worker is told separately to drop them, so only a message already on the wire still goes.
+        stmt = update(outbox).where(outbox.c.status.in_(("pending", "sending")))
         if recipient is not None:
             stmt = stmt.where(outbox.c.recipient == recipient)
         if ref is not None:
@@ -277,7 +282,9 @@ class OutboxRepository:
             stmt = stmt.where(outbox.c.kind.not_in(keep_kinds))
         if only_kinds:
             stmt = stmt.where(outbox.c.kind.in_(only_kinds))
-        result = await conn.execute(stmt.values(status="cancelled", payload=None))
+        result = await conn.execute(
+            stmt.values(status="cancelled", payload=None, lease_owner=None, lease_until=None)
+        )
         return result.rowcount or 0
 
     async def held(self, conn: AsyncConnection, kinds: Sequence[str]) -> list[HeldRow]:

@@ -142,7 +142,15 @@ async def test_the_text_is_checked_before_it_is_saved(services: Services) -> Non
 
 
 async def test_four_eyes_for_everyone_and_never_the_author(services: Services) -> None:
+    nobody = await compose(services, ADMIN)
+    with pytest.raises(Refused) as empty:
+        await services.campaigns.send(ADMIN, nobody)
+    assert empty.value.key == "campaign.no_audience"
+    await seed_subscribers(services, SUBSCRIBERS[:5], language="ru")
     campaign_id = await compose(services, ADMIN)
+    # Whoever edited the draft is an author too.
+    await services.campaigns.toggle_channels(SECOND_ADMIN, campaign_id)
+    await services.campaigns.toggle_channels(SECOND_ADMIN, campaign_id)
     sent = await services.campaigns.send(ADMIN, campaign_id)
     assert sent.status == "awaiting_approval"
     await services.broadcaster.run_pass()
@@ -152,9 +160,15 @@ async def test_four_eyes_for_everyone_and_never_the_author(services: Services) -
     assert own.value.key == "campaign.self_approval"
     with pytest.raises(NotAllowed):
         await services.campaigns.approve(READER, campaign_id)
-    assert (await services.campaigns.approve(SECOND_ADMIN, campaign_id)).status == "scheduled"
-    with pytest.raises(Refused):
+    with pytest.raises(Refused) as editor:
         await services.campaigns.approve(SECOND_ADMIN, campaign_id)
+    assert editor.value.key == "campaign.self_approval"
+    await services.users.seen(COORDINATOR, "en")
+    invite = await services.team.invite(ADMIN)
+    await services.team.join(COORDINATOR, invite.token)
+    assert (await services.campaigns.approve(COORDINATOR, campaign_id)).status == "scheduled"
+    with pytest.raises(Refused):
+        await services.campaigns.approve(COORDINATOR, campaign_id)
     # A narrower audience needs no second pair of eyes.
     other = await compose(services, ADMIN)
     await services.campaigns.set_audience(ADMIN, other, "language", "ru")
@@ -248,6 +262,11 @@ async def test_actions_count_once_templates_speak_the_readers_language(services:
     for language, body in (("en", "Dear Prosecutor"), ("ru", "Уважаемый прокурор")):
         await services.campaigns.expect(ADMIN, campaign_id, "template", language)
         await services.campaigns.fill(ADMIN, Input(text=body))
+    # A draft's buttons (a preview, a guessed /start tpl_N link) do nothing, and say so.
+    with pytest.raises(Refused):
+        await services.campaigns.act(READER, READER, campaign_id, "template")
+    async with services.db.write() as conn:
+        await CampaignRepository().set(conn, campaign_id, NOW, status="sending")
     assert (await services.campaigns.act(READER, READER, campaign_id, "acted"))[0] == "campaign.acted"
     assert (await services.campaigns.act(READER, READER, campaign_id, "acted"))[0] == "campaign.acted_before"
     key, _, template = await services.campaigns.act(READER, READER, campaign_id, "template")

@@ -82,7 +82,10 @@ class Broadcaster:
             due = await self._repo.due(conn, self._clock.now())
         enqueued = 0
         for campaign in due:
-            enqueued += await self._advance(campaign)
+            try:
+                enqueued += await self._advance(campaign)
+            except Exception:  # one broken campaign must not stop the others
+                log.exception("broadcasting %s failed; it is retried at the next pass", campaign.ref)
         await self.refresh_progress()
         reminders = await self._remind()
         if enqueued or reminders:
@@ -193,7 +196,7 @@ class Broadcaster:
     async def refresh_progress(self) -> None:
         """Edit each running campaign's status message when its counts changed; finish the done ones."""
         async with self._db.read() as conn:
-            running = await self._repo.in_delivery(conn)
+            running = await self._repo.in_delivery(conn, self._clock.now() - timedelta(minutes=10))
         for campaign in running:
             async with self._db.write() as conn:
                 current = await self._repo.get(conn, campaign.id)
@@ -245,12 +248,17 @@ class Broadcaster:
                     continue
                 people = await self._repo.reminders_to_send(conn, campaign.id, self._batch)
                 messages = []
-                for pseudonym, sealed in people:
-                    chat = int(self._cipher.decrypt_text(sealed, binding=subscriber_chat_binding(pseudonym)))
+                for pseudonym, sealed, spoken in people:
+                    try:
+                        chat = int(
+                            self._cipher.decrypt_text(sealed, binding=subscriber_chat_binding(pseudonym))
+                        )
+                    except Exception:
+                        log.warning("skipped a reminder whose chat does not decrypt")
+                        continue
+                    language = spoken if spoken in LANGUAGES else self._language
                     when = campaign.deadline.astimezone(self._zone).strftime("%d.%m.%Y %H:%M")
-                    text = self._texts.text(
-                        self._language, "campaign.reminder", title=campaign.title, when=when
-                    )
+                    text = self._texts.text(language, "campaign.reminder", title=campaign.title, when=when)
                     messages.append(
                         OutgoingMessage(
                             "sendMessage",
@@ -264,5 +272,5 @@ class Broadcaster:
                         )
                     )
                 queued += await self._outbox.enqueue(conn, messages)
-                await self._repo.mark_reminded(conn, campaign.id, [p for p, _ in people], now)
+                await self._repo.mark_reminded(conn, campaign.id, [p for p, _, _ in people], now)
         return queued

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TextIO
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,13 +23,19 @@ from bot.services.outbox import Outbox
 from bot.services.report_form import clean_text, telegram_length
 from bot.services.roles import Gate, Refused
 from bot.services.telegram_html import CAPTION_LIMIT, TEXT_LIMIT, HtmlProblem, check_html
-from messages import LANGUAGES
+from messages import LANGUAGES, Catalogs
+from messages.campaign_screens import full_text
 from storage.campaigns import Campaign, CampaignNotFound, CampaignRepository, PendingInput
+from storage.cases import CaseNotFound, CaseRepository
 from storage.database import Database
 from storage.outbox import OutboxRepository
 from storage.users import UserRepository
 
 TOPICS = ("campaigns", "hearings", "urgent")
+# What /unsubscribe and "Stop these messages" withdraw: everything sent to many, nothing personal.
+BROADCAST_KINDS = ("campaign", "campaign_reminder", "reminder", "announcement")
+# A campaign's buttons work once it is going out, not on a draft nobody approved yet.
+LIVE = ("sending", "sent", "done")
 LEDGER_COLUMNS = ("recipient", "chat_kind", "status", "attempts", "queued_at_utc", "sent_at_utc", "error")
 AUDIENCES = ("all", "language", "topic", "case")
 FIELDS = ("text", "image", "template", "link", "deadline", "case", "schedule")
@@ -79,6 +86,8 @@ class CampaignService:
         pseudonyms: Pseudonymizer,
         clock: Clock,
         four_eyes: str,
+        texts: Catalogs,
+        zone: ZoneInfo,
     ) -> None:
         self._db = db
         self._repo = repo
@@ -92,6 +101,9 @@ class CampaignService:
         self._pseudonyms = pseudonyms
         self._clock = clock
         self._four_eyes = four_eyes
+        self._texts = texts
+        self._zone = zone
+        self._cases = CaseRepository()
 
     # ------------------------------------------------------------------ subscribers
 
@@ -130,14 +142,15 @@ class CampaignService:
         return frozenset(chosen)
 
     async def unsubscribe(self, user_id: int, *, forget: bool = False) -> int:
-        """Stop everything at once: the subscription, followed cases, and every message still queued for
-        the person (deletions of their own report conversation still go). Return how many were withdrawn.
-        With `forget` (/forget), their campaign actions go too."""
+        """Stop every broadcast at once: the subscription, followed cases, and every campaign, reminder
+        and hearing message still queued for the person, even one the delivery worker already claimed.
+        A coordinator's question about their report is not a broadcast and still reaches them. Return how
+        many messages were withdrawn. With `forget` (/forget), their campaign actions go too."""
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.write() as conn:
             await self._repo.forget(conn, pseudonym, actions=forget)
-            withdrawn = await self._outbox.cancel_for(conn, pseudonym)
-        self._outbox.withdrawn(pseudonym=pseudonym)
+            withdrawn = await self._outbox.cancel_for(conn, pseudonym, BROADCAST_KINDS)
+        self._outbox.withdrawn(pseudonym=pseudonym, kinds=BROADCAST_KINDS)
         await self._hearings.forget(user_id)
         return withdrawn
 
@@ -146,11 +159,11 @@ class CampaignService:
     async def create(self, user_id: int, chat_id: int, raw_title: str) -> Campaign:
         """Start a draft (coordinators and admins)."""
         title = clean_text(raw_title)
-        if not title:
-            raise Refused("campaign.usage_new")
-        if telegram_length(title) > TITLE_LIMIT:
-            raise Refused("campaign.too_long", limit=TITLE_LIMIT)
         async with self._gate.acting(user_id, "campaign.new") as act:
+            if not title:
+                raise Refused("campaign.usage_new")
+            if telegram_length(title) > TITLE_LIMIT:
+                raise Refused("campaign.too_long", limit=TITLE_LIMIT)
             now = self._clock.now()
             placeholder = self._cipher.encrypt_text(str(chat_id), binding="campaigns.creator_chat:new")
             campaign_id = await self._repo.create(act.conn, title, act.actor, placeholder, now)
@@ -195,15 +208,23 @@ class CampaignService:
             return None
         return pending
 
-    async def fill(self, user_id: int, value: Input) -> Campaign:
-        """Apply the person's message to the pending field; raise Refused (field kept pending) if bad."""
+    async def fill(self, user_id: int, value: Input) -> Campaign | None:
+        """Apply the person's message to the pending field; raise Refused (field kept pending) if bad.
+        Return None, forgetting the field, if its draft was sent or cancelled meanwhile."""
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._gate.acting(user_id, "campaign.edit") as act:
             pending = await self._repo.pending_input(act.conn, pseudonym)
             if pending is None or pending.expires_at <= self._clock.now():
                 raise Refused("campaign.nothing_pending")
-            campaign = await self._draft(act.conn, pending.campaign_id)
+            campaign = await self._get(act.conn, pending.campaign_id)
+            if campaign.status not in EDITABLE:
+                await self._repo.clear_input(act.conn, pseudonym)
+                return None
             values = self._value(campaign, pending, value)
+            if pending.field == "case":
+                await self._case_exists(act.conn, int(str(values["audience_value"])))
+            changes: dict[str, Any] = {k: v for k, v in values.items() if k != "template"}
+            self._fits(replace(campaign, **changes))
             now = self._clock.now()
             if pending.field == "template":
                 await self._repo.set_template(
@@ -215,6 +236,12 @@ class CampaignService:
             await self._repo.clear_input(act.conn, pseudonym)
             await self._audit.record(act.conn, act.actor, "campaign.edit", campaign.ref, detail=pending.field)
             return await self._repo.get(act.conn, campaign.id)
+
+    async def _case_exists(self, conn: AsyncConnection, case_id: int) -> None:
+        try:
+            await self._cases.case(conn, case_id)
+        except CaseNotFound:
+            raise Refused("campaign.case_invalid") from None
 
     async def set_audience(
         self, user_id: int, campaign_id: int, audience: str, value: str | None
@@ -261,6 +288,10 @@ class CampaignService:
             campaign = await self._draft(act.conn, campaign_id)
             now = self._clock.now()
             self._ready(campaign, when, now)
+            size = await self._repo.audience_size(act.conn, campaign.audience, campaign.audience_value)
+            if size == 0 and not campaign.include_channels:
+                raise Refused("campaign.no_audience")
+            await self._repo.clear_inputs_for(act.conn, campaign_id)
             status = "awaiting_approval" if await self._needs_approval(act.conn, campaign) else "scheduled"
             moved = await self._repo.move(
                 act.conn, campaign_id, EDITABLE, now, status=status, send_at=when or now
@@ -276,10 +307,11 @@ class CampaignService:
             campaign = await self._get(act.conn, campaign_id)
             if campaign.status != "awaiting_approval":
                 raise Refused("campaign.not_awaiting", code=campaign.ref)
-            if campaign.created_by == act.actor:
+            if act.actor in await self._repo.editors(act.conn, campaign.ref):
                 raise Refused("campaign.self_approval")
             now = self._clock.now()
             send_at = max(campaign.send_at or now, now)
+            self._ready(campaign, None, now)
             if not await self._repo.move(
                 act.conn,
                 campaign_id,
@@ -303,6 +335,7 @@ class CampaignService:
                 act.conn, campaign_id, CANCELLABLE, now, status="cancelled", finished_at=now
             ):
                 raise Refused("campaign.already_over", code=campaign.ref)
+            await self._repo.clear_inputs_for(act.conn, campaign_id)
             withdrawn = await self._outbox.cancel_ref(act.conn, campaign.ref)
             await self._outbox.cancel_ref(act.conn, reminder_ref(campaign))
             await self._audit.record(
@@ -325,7 +358,8 @@ class CampaignService:
                 writer.writerows(
                     [
                         (
-                            e.recipient or f"chat:{e.chat_key[:16]}",
+                            # A pseudonym per campaign: ledgers cannot be joined with each other.
+                            self._pseudonyms.of_chat(f"{campaign.ref}:{e.recipient or e.chat_key}")[:12],
                             e.chat_kind,
                             e.status,
                             e.attempts,
@@ -363,9 +397,14 @@ class CampaignService:
             campaign = await self._get(conn, campaign_id)
             if campaign.status == "cancelled":
                 return "campaign.was_cancelled", campaign, None
+            if campaign.status not in LIVE:
+                raise Refused("callback.stale")  # a draft's buttons (a preview, a guessed link) do nothing
             now = self._clock.now()
             if action == "acted":
                 fresh = await self._repo.record_action(conn, campaign_id, pseudonym, "acted", now)
+                # Whoever acted needs no reminder, even one already queued.
+                await self._repo.mark_reminded(conn, campaign_id, [pseudonym], now)
+                await self._outbox.cancel_for_ref(conn, pseudonym, reminder_ref(campaign))
                 return ("campaign.acted" if fresh else "campaign.acted_before"), campaign, None
             if action == "template":
                 templates = await self._repo.templates(conn, campaign_id)
@@ -387,12 +426,12 @@ class CampaignService:
                 )
                 return ("campaign.remind_set" if fresh else "campaign.remind_before"), campaign, None
             if action == "stop":
-                topics = await self._repo.subscription(conn, pseudonym)
-                await self._repo.forget(conn, pseudonym)
-                await self._outbox.cancel_for(conn, pseudonym)
-                self._outbox.withdrawn(pseudonym=pseudonym)  # the row is claimed-or-not; commit follows
-                return ("campaign.stopped" if topics else "campaign.stopped_already"), campaign, None
-        raise Refused("callback.stale")
+                subscribed = await self._repo.subscription(conn, pseudonym) is not None
+            elif action not in ("acted", "template", "remind"):
+                raise Refused("callback.stale")
+        # Stop ends every broadcast to them, as /unsubscribe does (followed cases included).
+        await self.unsubscribe(user_id)
+        return ("campaign.stopped" if subscribed else "campaign.stopped_already"), campaign, None
 
     # ---------------------------------------------------------------------- internals
 
@@ -401,15 +440,13 @@ class CampaignService:
         if field == "image":
             if value.photo_file_id is None:
                 raise Refused("campaign.not_an_image")
-            if campaign.body is not None:
-                self._check(campaign.body, CAPTION_LIMIT)
             return {"image_file_id": value.photo_file_id}
         if value.text is None:
             raise Refused("campaign.expects_text")
         typed = value.text.strip()
         if field == "text":
             body = (value.html or value.text).strip()
-            self._check(body, CAPTION_LIMIT if campaign.image_file_id else TEXT_LIMIT)
+            self._check(body, TEXT_LIMIT)  # the whole message, as sent, is measured by _fits
             return {"body": body}
         if field == "template":
             template = clean_text(value.text)
@@ -445,17 +482,28 @@ class CampaignService:
         except HearingInputError as error:
             raise Refused("campaign.past" if error.key == "hearings.past" else "campaign.bad_time") from None
 
+    def _fits(self, campaign: Campaign) -> None:
+        """Refuse a campaign whose message, as each language's readers get it (title, text, deadline
+        line), would be over Telegram's limit: 4,096, or 1,024 as a photo's caption."""
+        if campaign.body is None:
+            return
+        limit = CAPTION_LIMIT if campaign.image_file_id else TEXT_LIMIT
+        for language in LANGUAGES:
+            self._check(full_text(self._texts, language, campaign, self._zone), limit)
+
     def _ready(self, campaign: Campaign, when: datetime | None, now: datetime) -> None:
         if campaign.body is None:
             raise Refused("campaign.no_text")
-        self._check(campaign.body, CAPTION_LIMIT if campaign.image_file_id else TEXT_LIMIT)
+        self._fits(campaign)
         if when is not None and when <= now:
             raise Refused("campaign.past")
         if campaign.deadline is not None and campaign.deadline <= (when or now):
             raise Refused("campaign.deadline_passed")
 
     async def _needs_approval(self, conn: AsyncConnection, campaign: Campaign) -> bool:
-        if campaign.audience != "all" or self._four_eyes == "off":
+        # "Everyone" in practice: all subscribers, a whole topic, or the public channels.
+        wide = campaign.audience in ("all", "topic") or campaign.include_channels
+        if not wide or self._four_eyes == "off":
             return False
         return self._four_eyes == "on" or await self._repo.count_role(conn, "admin") >= 2
 

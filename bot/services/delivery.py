@@ -93,9 +93,11 @@ class DeliveryWorker:
         self._outcomes: list[Outcome] = []
         self._blocked: set[str] = set()
         self._receipt_handlers: dict[str, ReceiptHandler] = {}
-        # Cancelled broadcasts and people who unsubscribed: claimed rows of theirs are dropped, not sent.
-        self._withdrawn_refs: set[str] = set()
-        self._withdrawn_recipients: set[str] = set()
+        # Cancelled broadcasts and people who unsubscribed, with when: rows of theirs claimed before that
+        # moment are dropped, not sent. Entries expire after a lease (any older claim is gone by then).
+        self._withdrawn_refs: dict[str, float] = {}
+        self._withdrawn_recipients: dict[tuple[str, str], float] = {}
+        self._claimed_at: dict[int, float] = {}
         self._receipts: list[Receipt] = []
         self._flush_lock = asyncio.Lock()
         self._seq = 0
@@ -105,18 +107,32 @@ class DeliveryWorker:
         """Call `handler` with the message ids of sent rows of `kind`, in the transaction recording them."""
         self._receipt_handlers[kind] = handler
 
-    def withdraw(self, *, ref: str | None = None, recipient: str | None = None) -> None:
-        """Drop rows already claimed for a cancelled aggregate or a person who asked for silence (their
-        pending rows are cancelled in the database by the caller); only what is in flight still goes."""
+    def withdraw(
+        self, *, ref: str | None = None, recipient: str | None = None, kinds: Sequence[str] = ()
+    ) -> None:
+        """Drop rows already claimed for a cancelled aggregate, or a person's rows of these kinds (call
+        after the cancelling transaction committed: their pending rows are cancelled in the database)."""
+        now = self._clock.monotonic()
+        self._expire_withdrawals(now)
         if ref is not None:
-            self._withdrawn_refs.add(ref)
+            self._withdrawn_refs[ref] = now
         if recipient is not None:
-            self._withdrawn_recipients.add(recipient)
+            for kind in kinds:
+                self._withdrawn_recipients[(recipient, kind)] = now
 
     def _withdrawn(self, row: ClaimedRow) -> bool:
-        return (row.ref is not None and row.ref in self._withdrawn_refs) or (
-            row.recipient is not None and row.recipient in self._withdrawn_recipients
+        claimed = self._claimed_at.get(row.id, 0.0)
+        by_ref = row.ref is not None and self._withdrawn_refs.get(row.ref, -1.0) >= claimed
+        by_person = (
+            row.recipient is not None
+            and self._withdrawn_recipients.get((row.recipient, row.kind), -1.0) >= claimed
         )
+        return by_ref or by_person
+
+    def _expire_withdrawals(self, now: float) -> None:
+        horizon = now - self._config.lease_s
+        self._withdrawn_refs = {k: t for k, t in self._withdrawn_refs.items() if t >= horizon}
+        self._withdrawn_recipients = {k: t for k, t in self._withdrawn_recipients.items() if t >= horizon}
 
     def wake(self) -> None:
         """Look for due rows now rather than at the next poll."""
@@ -163,6 +179,8 @@ class DeliveryWorker:
             )
         if not rows:
             return False
+        claimed = self._clock.monotonic()
+        self._claimed_at = {row.id: claimed for row in rows}
         await self._pump(rows)
         return True
 

@@ -112,9 +112,12 @@ class Outbox:
             )
         return len(rows)
 
-    async def cancel_for(self, conn: AsyncConnection, pseudonym: str) -> int:
-        """Cancel what is still queued for a person (unsubscribe, /forget); deletions still go out."""
-        return await self._repo.cancel_pending(conn, recipient=pseudonym, keep_kinds=("cleanup",))
+    async def cancel_for(self, conn: AsyncConnection, pseudonym: str, kinds: Sequence[str] = ()) -> int:
+        """Cancel what is still queued for a person (/forget), or only its rows of these kinds
+        (/unsubscribe); deletions of their own conversation still go out."""
+        return await self._repo.cancel_pending(
+            conn, recipient=pseudonym, keep_kinds=("cleanup",), only_kinds=kinds
+        )
 
     async def cancel_for_ref(self, conn: AsyncConnection, pseudonym: str, ref: str) -> int:
         """Cancel what is still queued for one person about one thing (unfollowing a case)."""
@@ -126,14 +129,12 @@ class Outbox:
         return await self._repo.cancel_pending(conn, ref=ref, only_kinds=kinds)
 
     def withdrawn(
-        self, *, ref: str | None = None, user_id: int | None = None, pseudonym: str | None = None
+        self, *, ref: str | None = None, pseudonym: str | None = None, kinds: Sequence[str] = ()
     ) -> None:
         """Tell the delivery worker (after the cancelling transaction committed) to drop rows it already
-        claimed for this aggregate or person."""
-        if self._on_withdrawn is None:
-            return
-        recipient = pseudonym or (self._pseudonyms.of_user(user_id) if user_id is not None else None)
-        self._on_withdrawn(ref=ref, recipient=recipient)
+        claimed for this aggregate, or for this person of these kinds."""
+        if self._on_withdrawn is not None:
+            self._on_withdrawn(ref=ref, recipient=pseudonym, kinds=kinds)
 
     def notify(self) -> None:
         """Tell the delivery worker new rows are committed (call after the transaction)."""
