@@ -176,13 +176,15 @@ async def test_dedupe_key_makes_enqueueing_idempotent(db: Database, clock: FakeC
         assert await repo.counts(conn) == {"pending": 1}
 
 
-async def test_cancel_and_block_touch_only_pending_rows(db: Database, clock: FakeClock) -> None:
+async def test_cancelling_takes_claimed_rows_from_their_worker_too(db: Database, clock: FakeClock) -> None:
     repo = OutboxRepository()
     async with db.write() as conn:
         await repo.insert(conn, [_row(u, recipient="r1", clock=clock) for u in "abc"], clock.now())
-        await repo.claim(conn, "w", clock.now(), clock.now() + timedelta(seconds=5), 1)
-        assert await repo.cancel_pending(conn, recipient="r1") == 2
-        assert await repo.counts(conn) == {"sending": 1, "cancelled": 2}
+        (claimed,) = await repo.claim(conn, "w", clock.now(), clock.now() + timedelta(seconds=5), 1)
+        assert await repo.cancel_pending(conn, recipient="r1") == 3
+        # The worker's later outcome no longer applies: the row was taken from it.
+        await repo.apply(conn, "w", [Outcome(id=claimed.id, status="pending", due_at=clock.now())])
+        assert await repo.counts(conn) == {"cancelled": 3}
 
 
 async def test_retention_purges_only_old_handled_inbox_rows(db: Database, clock: FakeClock) -> None:

@@ -118,6 +118,8 @@ async def world(fake: FakeBotApi, report_settings: Any) -> AsyncIterator[tuple[R
         invite = await services.team.invite(ADMIN)
         await services.team.join(user_id, invite.token)
         await services.team.set_name(user_id, name)
+    # Composed by Rex before losing the role: everyone else may approve it.
+    awaiting = await services.campaigns.create(REVOKED, REVOKED, "Waiting for approval")
     await services.team.revoke(ADMIN, "Rex")
     reporter = services.pseudonyms.of_user(REPORTER)
     keys = ["ack", "take", "verify", "close", "spam", "reopen", "original", "dup", "note"]
@@ -132,7 +134,6 @@ async def world(fake: FakeBotApi, report_settings: Any) -> AsyncIterator[tuple[R
         ADMIN, case, "20.12.2031 10:00", "Pervomaisky court", "Manas 1", None, None
     )
     draft = await services.campaigns.create(ADMIN, ADMIN, "Draft for all")
-    awaiting = await services.campaigns.create(ADMIN, ADMIN, "Waiting for approval")
     async with services.db.write() as conn:
         await conn.execute(
             text(
