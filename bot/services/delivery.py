@@ -38,7 +38,7 @@ class DeliveryConfig:
     # With backoff capped at backoff_max_s, 20 attempts keep retrying a transient fault for about two
     # hours: long enough to outlast an outage, short enough that a broken row ends visibly dead.
     max_attempts: int = 20
-    claim_limit: int = 100
+    claim_limit: int = 1000
     # A row whose chat is not free for this long goes back to the queue instead of holding up others.
     defer_after_s: float = 2.0
     flush_interval_s: float = 0.05
