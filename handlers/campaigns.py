@@ -113,11 +113,9 @@ async def show_campaign(update: Update, context: JarchyContext) -> None:
         or not await in_workspace(update, context, "campaign.view")
     ):
         return
-    campaign_id = _campaign_id(context.args)
-    if campaign_id is None:
-        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
-        return
-    await _show_card(context, chat.id, user.id, campaign_id)
+    campaign_id = await _campaign_id_or_usage(message, context)
+    if campaign_id is not None:
+        await _show_card(context, chat.id, user.id, campaign_id)
 
 
 async def cancel_campaign(update: Update, context: JarchyContext) -> None:
@@ -125,11 +123,9 @@ async def cancel_campaign(update: Update, context: JarchyContext) -> None:
     message, user = update.effective_message, update.effective_user
     if message is None or user is None or not await in_workspace(update, context, "campaign.cancel"):
         return
-    campaign_id = _campaign_id(context.args)
-    if campaign_id is None:
-        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
-        return
-    await message.reply_text(await _cancel(context, user.id, campaign_id))
+    campaign_id = await _campaign_id_or_usage(message, context)
+    if campaign_id is not None:
+        await message.reply_text(await _cancel(context, user.id, campaign_id))
 
 
 async def approve_campaign(update: Update, context: JarchyContext) -> None:
@@ -491,6 +487,14 @@ async def _send_raw(context: JarchyContext, chat_id: int, method: str, params: d
         reply_markup=markup,
         link_preview_options=LinkPreviewOptions(is_disabled=True),
     )
+
+
+async def _campaign_id_or_usage(message: Message, context: JarchyContext) -> int | None:
+    """Return the campaign number typed after the command, or say how to type it."""
+    campaign_id = _campaign_id(context.args)
+    if campaign_id is None:
+        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
+    return campaign_id
 
 
 def _campaign_id(args: list[str] | None) -> int | None:

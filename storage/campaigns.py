@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_or, new_id
@@ -21,6 +21,22 @@ from storage.schema import (
     user_roles,
     users,
 )
+
+# The language someone reads: the one they chose, else Telegram's.
+_spoken = func.coalesce(users.c.language, users.c.telegram_language)
+
+
+def _has_topic(topic: str | None) -> ColumnElement[bool]:
+    # Topics are stored comma-separated; commas around both sides make a LIKE match whole words only.
+    return ("," + subscriptions.c.topics + ",").like(f"%,{topic},%")
+
+
+def subscriber_filter(audience: str, value: str | None) -> tuple[str | None, str | None]:
+    """Return the (topic, language) a subscriber audience selects: a chosen topic, else everyone who kept
+    the campaigns topic on (in one language, for a language audience)."""
+    if audience == "topic":
+        return value, None
+    return "campaigns", value if audience == "language" else None
 
 
 class CampaignNotFound(LookupError):
@@ -119,9 +135,8 @@ class CampaignRepository:
         language: str | None = None,
     ) -> list[Recipient]:
         """Return active subscribers after a pseudonym, in pseudonym order (keyset batches)."""
-        spoken = func.coalesce(users.c.language, users.c.telegram_language)
         stmt = (
-            select(subscriptions.c.pseudonym, subscriptions.c.chat, spoken.label("language"))
+            select(subscriptions.c.pseudonym, subscriptions.c.chat, _spoken.label("language"))
             .join(users, users.c.pseudonym == subscriptions.c.pseudonym)
             .where(users.c.active.is_(True))
             .order_by(subscriptions.c.pseudonym)
@@ -130,19 +145,17 @@ class CampaignRepository:
         if after is not None:
             stmt = stmt.where(subscriptions.c.pseudonym > after)
         if topic is not None:
-            # Topics are stored comma-separated with commas around, so a LIKE finds whole words.
-            stmt = stmt.where(("," + subscriptions.c.topics + ",").like(f"%,{topic},%"))
+            stmt = stmt.where(_has_topic(topic))
         if language is not None:
-            stmt = stmt.where(spoken == language)
+            stmt = stmt.where(_spoken == language)
         return [Recipient(r.pseudonym, r.chat, r.language) for r in await conn.execute(stmt)]
 
     async def case_followers(
         self, conn: AsyncConnection, case_id: int, *, after: str | None, limit: int
     ) -> list[Recipient]:
         """Return active followers of a case after a pseudonym (keyset batches)."""
-        spoken = func.coalesce(users.c.language, users.c.telegram_language)
         stmt = (
-            select(follows.c.follower, follows.c.chat, spoken.label("language"))
+            select(follows.c.follower, follows.c.chat, _spoken.label("language"))
             .outerjoin(users, users.c.pseudonym == follows.c.follower)
             .where(follows.c.case_id == case_id, or_(users.c.active.is_(None), users.c.active.is_(True)))
             .order_by(follows.c.follower)
@@ -251,16 +264,15 @@ class CampaignRepository:
         if audience == "case":
             stmt = select(func.count()).select_from(follows).where(follows.c.case_id == int(value or 0))
             return int((await conn.execute(stmt)).scalar() or 0)
-        spoken = func.coalesce(users.c.language, users.c.telegram_language)
         count = (
             select(func.count())
             .select_from(subscriptions.join(users, users.c.pseudonym == subscriptions.c.pseudonym))
             .where(users.c.active.is_(True))
         )
-        topic = value if audience == "topic" else "campaigns"
-        count = count.where(("," + subscriptions.c.topics + ",").like(f"%,{topic},%"))
-        if audience == "language":
-            count = count.where(spoken == value)
+        topic, language = subscriber_filter(audience, value)
+        count = count.where(_has_topic(topic))
+        if language is not None:
+            count = count.where(_spoken == language)
         return int((await conn.execute(count)).scalar() or 0)
 
     # ---------------------------------------------------------------------- templates
@@ -320,9 +332,8 @@ class CampaignRepository:
         acted = select(campaign_actions.c.pseudonym).where(
             campaign_actions.c.campaign_id == campaign_id, campaign_actions.c.kind == "acted"
         )
-        spoken = func.coalesce(users.c.language, users.c.telegram_language)
         rows = await conn.execute(
-            select(campaign_actions.c.pseudonym, campaign_actions.c.chat, spoken.label("language"))
+            select(campaign_actions.c.pseudonym, campaign_actions.c.chat, _spoken.label("language"))
             .outerjoin(users, users.c.pseudonym == campaign_actions.c.pseudonym)
             .where(
                 campaign_actions.c.campaign_id == campaign_id,

@@ -25,6 +25,11 @@ class User:
     roles: frozenset[str]
     timezone: str | None = None
 
+    @property
+    def spoken(self) -> str | None:
+        """Return the language to write to them in: the one they chose, else Telegram's (if supported)."""
+        return self.language or self.telegram_language
+
 
 class UserRepository:
     """Reads and writes users and roles inside a caller's transaction."""

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Cipher
-from bot.services.campaigns import reminder_ref, subscriber_chat_binding
+from bot.services.campaigns import creator_chat_binding, reminder_ref, subscriber_chat_binding
 from bot.services.hearings import follow_chat_binding
 from bot.services.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, Outbox, OutgoingMessage
 from messages import LANGUAGES, Catalogs
 from messages.campaign_screens import campaign_message, progress_text
-from storage.campaigns import Campaign, CampaignRepository, Recipient
+from storage.campaigns import Campaign, CampaignRepository, Recipient, subscriber_filter
 from storage.channels import ChannelRepository
 from storage.database import Database
 from storage.outbox import OutboxRepository
@@ -160,13 +160,8 @@ class Broadcaster:
             return await self._repo.case_followers(
                 conn, int(campaign.audience_value or 0), after=after, limit=limit
             )
-        if campaign.audience == "topic":
-            return await self._repo.subscribers(conn, after=after, limit=limit, topic=campaign.audience_value)
-        if campaign.audience == "language":
-            return await self._repo.subscribers(
-                conn, after=after, limit=limit, language=campaign.audience_value
-            )
-        return await self._repo.subscribers(conn, after=after, limit=limit)
+        topic, language = subscriber_filter(campaign.audience, campaign.audience_value)
+        return await self._repo.subscribers(conn, after=after, limit=limit, topic=topic, language=language)
 
     def _open_chat(self, campaign: Campaign, person: Recipient) -> int | None:
         binding = (
@@ -220,7 +215,9 @@ class Broadcaster:
         if text == campaign.progress_text:
             return
         chat = int(
-            self._cipher.decrypt_text(campaign.creator_chat, binding=f"campaigns.creator_chat:{campaign.id}")
+            self._cipher.decrypt_text(
+                campaign.creator_chat, binding=creator_chat_binding(campaign.created_by)
+            )
         )
         await self._outbox.cancel_ref(conn, f"{campaign.ref}:p", kinds=(PROGRESS_KIND,))
         edit = OutgoingMessage(

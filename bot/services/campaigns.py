@@ -164,12 +164,8 @@ class CampaignService:
                 raise Refused("campaign.usage_new")
             if telegram_length(title) > TITLE_LIMIT:
                 raise Refused("campaign.too_long", limit=TITLE_LIMIT)
-            now = self._clock.now()
-            placeholder = self._cipher.encrypt_text(str(chat_id), binding="campaigns.creator_chat:new")
-            campaign_id = await self._repo.create(act.conn, title, act.actor, placeholder, now)
-            # The chat's encryption is bound to the campaign, known only once the row exists.
-            sealed = self._cipher.encrypt_text(str(chat_id), binding=_creator_binding(campaign_id))
-            await self._repo.set(act.conn, campaign_id, now, creator_chat=sealed)
+            sealed = self._cipher.encrypt_text(str(chat_id), binding=creator_chat_binding(act.actor))
+            campaign_id = await self._repo.create(act.conn, title, act.actor, sealed, self._clock.now())
             await self._audit.record(act.conn, act.actor, "campaign.new", f"C-{campaign_id}")
             return await self._repo.get(act.conn, campaign_id)
 
@@ -177,7 +173,7 @@ class CampaignService:
         """Return a campaign with its counts (coordinators and admins)."""
         async with self._gate.acting(user_id, "campaign.view", f"C-{campaign_id}") as act:
             campaign = await self._get(act.conn, campaign_id)
-            deliveries = await self._outbox_counts(act.conn, campaign)
+            deliveries = await self._outbox_repo.counts(act.conn, campaign.ref)
             actions = await self._repo.action_counts(act.conn, campaign_id)
             templates = sorted(await self._repo.templates(act.conn, campaign_id))
             size = await self._repo.audience_size(act.conn, campaign.audience, campaign.audience_value)
@@ -378,10 +374,6 @@ class CampaignService:
         async with self._db.write() as conn:
             await self._repo.set(conn, campaign_id, self._clock.now(), progress_message_id=message_id)
 
-    async def creator_chat(self, campaign: Campaign) -> int:
-        """Return the chat the campaign's author composed it in."""
-        return int(self._cipher.decrypt_text(campaign.creator_chat, binding=_creator_binding(campaign.id)))
-
     # ------------------------------------------------------------ recipients' buttons
 
     async def act(
@@ -409,7 +401,7 @@ class CampaignService:
             if action == "template":
                 templates = await self._repo.templates(conn, campaign_id)
                 user = await self._users.get(conn, pseudonym)
-                spoken = (user.language or user.telegram_language) if user is not None else None
+                spoken = user.spoken if user is not None else None
                 chosen = (
                     templates.get(spoken or "") or templates.get("en") or next(iter(templates.values()), None)
                 )
@@ -507,9 +499,6 @@ class CampaignService:
             return False
         return self._four_eyes == "on" or await self._repo.count_role(conn, "admin") >= 2
 
-    async def _outbox_counts(self, conn: AsyncConnection, campaign: Campaign) -> dict[str, int]:
-        return await self._outbox_repo.counts(conn, campaign.ref)
-
     async def _draft(self, conn: AsyncConnection, campaign_id: int) -> Campaign:
         campaign = await self._get(conn, campaign_id)
         if campaign.status not in EDITABLE:
@@ -536,5 +525,6 @@ def subscriber_chat_binding(pseudonym: str) -> str:
     return f"subscriptions.chat:{pseudonym}"
 
 
-def _creator_binding(campaign_id: int) -> str:
-    return f"campaigns.creator_chat:{campaign_id}"
+def creator_chat_binding(author: str) -> str:
+    """Return what the encrypted chat of a campaign's author (where its progress goes) is bound to."""
+    return f"campaigns.creator_chat:{author}"

@@ -200,7 +200,7 @@ class ContactService:
         user = await self._users.get(conn, report.reporter) if report.reporter else None
         if user is None:
             return self._default_language
-        return user.language or user.telegram_language or self._default_language
+        return user.spoken or self._default_language
 
 
 def note_binding(code: str, kind: str) -> str:
