@@ -8,11 +8,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.logs import configure_logging
 from bot.security import KeyFileError, create_key_file
 from bot.security.keys import read_key_file
 from bot.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from storage.database import Database
 
 EXIT_CONFIG = 2
 
@@ -160,6 +164,8 @@ async def _check(settings: Settings) -> int:
         current, head = await migrations.current_revision(db), migrations.head_revision()
         state = "up to date" if current == head else f"at {current or 'empty'}, will migrate to {head}"
         print(f"database: reachable, {state}")
+        if current == head:
+            print(await _held_alerts(db))
     except Exception as error:
         problems.append(f"database: {type(error).__name__}: {error}")
     finally:
@@ -167,6 +173,25 @@ async def _check(settings: Settings) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
+
+
+async def _held_alerts(db: Database) -> str:
+    """Say how many alerts wait for the coordinators' chat, and why (read without the key)."""
+    from bot.services.alert_watch import INCIDENT
+    from bot.services.alerts import ALERT_KINDS
+    from storage.outbox import OutboxRepository
+    from storage.state import StateRepository
+
+    async with db.read() as conn:
+        held, last_error = await OutboxRepository().held_summary(conn, ALERT_KINDS)
+        queued = await OutboxRepository().counts_of(conn, ALERT_KINDS, ("pending", "sending"))
+        incident = await StateRepository().get(conn, INCIDENT)
+    line = f"alerts: {held} held, {queued} queued"
+    if incident is not None:
+        line += f"; cannot reach the coordinators' chat since {incident}"
+    elif held:
+        line += f"; last reason: {last_error or 'no coordinators chat set (send /bind in the group)'}"
+    return line
 
 
 async def _audit_verify(settings: Settings) -> int:

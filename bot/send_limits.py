@@ -28,8 +28,10 @@ _COUNTED = frozenset(
 class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
     """Direct replies take a slot of the overall rate and honour 429 like the delivery worker.
 
-    They do not wait for the per-chat slot: a person tapping through a form should not be slowed to one
-    answer a second, but their sends are recorded so the outbox paces around them.
+    Into a group they wait for the group's slot like outbox sends (a group's 20 a minute are shared by
+    everything the bot posts there). Into a private chat they do not: a person tapping through a form
+    should not be slowed to one answer a second, but their sends are recorded so the outbox paces around
+    them.
     """
 
     def __init__(self, limiter: SendLimiter, chat_key: Callable[[int | str], str | None]) -> None:
@@ -51,31 +53,46 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
         data: dict[str, Any],
         rate_limit_args: dict[str, Any] | None,
     ) -> bool | dict[str, Any] | list[dict[str, Any]]:
-        """Wait for a slot, send, and on 429 pause everyone for as long as asked, then try once more."""
-        chat_id = data.get("chat_id") if endpoint in _COUNTED else None
+        """Wait for a slot, send, and on 429 pause that chat (or everyone, for the overall limit) as long
+        as asked, then try once more."""
+        chat_id = _chat_id(data.get("chat_id")) if endpoint in _COUNTED else None
         if chat_id is not None:
             await self._acquire(chat_id)
         try:
             return await callback(*args, **kwargs)
         except RetryAfter as error:
             seconds = _seconds(error)
-            self._limiter.pause(seconds)
-            log.warning("Telegram asked to pause sending for %.0f s (429)", seconds)
-        # One more try after the pause; a second 429 pauses everyone again and goes to the caller.
-        await asyncio.sleep(max(0.0, self._limiter.paused_until - self._limiter.now()))
+            self._too_many(chat_id, seconds)
+            log.warning("Telegram asked to wait %.0f s (429)", seconds)
+        # One more try after the pause; a second 429 pauses again and goes to the caller.
         if chat_id is not None:
-            await self._acquire(chat_id)
+            await self._acquire(chat_id, retry=True)
+        else:
+            await asyncio.sleep(max(0.0, self._limiter.paused_until - self._limiter.now()))
         try:
             return await callback(*args, **kwargs)
         except RetryAfter as error:
-            self._limiter.pause(_seconds(error))
+            self._too_many(chat_id, _seconds(error))
             raise
 
-    async def _acquire(self, chat_id: int | str) -> None:
-        if isinstance(chat_id, str) and chat_id.lstrip("-").isdigit():
-            chat_id = int(chat_id)
-        at = await self._limiter.acquire_global()
-        self._limiter.record(self._chat_key(chat_id), chat_kind_of(chat_id), at)
+    async def _acquire(self, chat_id: int | str, *, retry: bool = False) -> None:
+        key, kind = self._chat_key(chat_id), chat_kind_of(chat_id)
+        if key is not None and (kind == "group" or retry):
+            at = await self._limiter.acquire_chat(key, kind)
+        else:
+            at = await self._limiter.acquire_global()
+        self._limiter.record(key, kind, at)
+
+    def _too_many(self, chat_id: int | str | None, seconds: float) -> None:
+        key = self._chat_key(chat_id) if chat_id is not None else None
+        kind = chat_kind_of(chat_id) if chat_id is not None else "group"
+        self._limiter.too_many(key, kind, seconds)
+
+
+def _chat_id(raw: object) -> int | str | None:
+    if isinstance(raw, str) and raw.lstrip("-").isdigit():
+        return int(raw)
+    return raw if isinstance(raw, int | str) else None
 
 
 def _seconds(error: RetryAfter) -> float:

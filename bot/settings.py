@@ -93,6 +93,15 @@ class Settings:
     # "auto": a broadcast to all subscribers needs a second person's approval once there are two admins.
     four_eyes: str = "auto"
     broadcast_interval_s: float = 2.0
+    # The coordinators' group's budget (rate_group_per_min, edits included) keeps slots no report card
+    # may take: for SOS cards, and for digests that list many reports in one message.
+    alert_sos_reserve: int = 6
+    alert_digest_reserve: int = 4
+    # An SOS nobody acknowledges is escalated after this long, then at doubling intervals up to the cap.
+    sos_escalate_after_min: float = 5.0
+    sos_escalate_cap_min: float = 30.0
+    # Names this instance's outbox leases; default: a random id kept in the data directory.
+    instance_id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -197,6 +206,11 @@ class Settings:
             reporter_updates=_choices(env, "JARCHY_REPORTER_UPDATES", REPORTER_UPDATES),
             four_eyes=_one_of(env, "JARCHY_FOUR_EYES", ("auto", "on", "off"), "auto"),
             broadcast_interval_s=_number(env, "JARCHY_BROADCAST_INTERVAL_S", 2.0, float, minimum=0.2),
+            alert_sos_reserve=_number(env, "JARCHY_ALERT_SOS_RESERVE", 6, int, minimum=0),
+            alert_digest_reserve=_number(env, "JARCHY_ALERT_DIGEST_RESERVE", 4, int, minimum=1),
+            sos_escalate_after_min=_number(env, "JARCHY_SOS_ESCALATE_AFTER_MIN", 5.0, float, minimum=0.1),
+            sos_escalate_cap_min=_number(env, "JARCHY_SOS_ESCALATE_CAP_MIN", 30.0, float, minimum=0.1),
+            instance_id=_instance_id(env),
         )
 
     def describe(self) -> list[tuple[str, str]]:
@@ -223,6 +237,11 @@ class Settings:
             ("JARCHY_REPORTER_UPDATES", ",".join(sorted(self.reporter_updates)) or "none"),
             ("JARCHY_FOUR_EYES", self.four_eyes),
             ("JARCHY_BROADCAST_INTERVAL_S", f"{self.broadcast_interval_s:g}"),
+            ("JARCHY_ALERT_SOS_RESERVE", str(self.alert_sos_reserve)),
+            ("JARCHY_ALERT_DIGEST_RESERVE", str(self.alert_digest_reserve)),
+            ("JARCHY_SOS_ESCALATE_AFTER_MIN", f"{self.sos_escalate_after_min:g}"),
+            ("JARCHY_SOS_ESCALATE_CAP_MIN", f"{self.sos_escalate_cap_min:g}"),
+            ("JARCHY_INSTANCE_ID", self.instance_id or "(kept in the data directory)"),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 
@@ -242,6 +261,19 @@ def read_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         values[key.strip()] = value
     return values
+
+
+def _instance_id(env: Mapping[str, str]) -> str | None:
+    raw = env.get("JARCHY_INSTANCE_ID", "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", raw):
+        raise SettingsError(
+            "JARCHY_INSTANCE_ID",
+            "is not 1-16 letters, digits, _ or -",
+            "Give each instance a short name of its own, e.g. bishkek-1, or leave it unset.",
+        )
+    return raw
 
 
 def _mask_url(url: str) -> str:

@@ -37,6 +37,7 @@ class ApiResult:
     error_code: int | None = None
     description: str = ""
     retry_after: float | None = None
+    migrate_to_chat_id: int | None = None  # the group became a supergroup with this id
 
     @property
     def message_id(self) -> int | None:
@@ -123,10 +124,14 @@ def _parse(status: int, raw: bytes) -> ApiResult:
     if body.get("ok"):
         return ApiResult(ok=True, result=body.get("result"))
     parameters = body.get("parameters") or {}
-    retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
+    if not isinstance(parameters, dict):
+        parameters = {}
+    retry_after = parameters.get("retry_after")
+    migrate_to = parameters.get("migrate_to_chat_id")
     return ApiResult(
         ok=False,
         error_code=int(body.get("error_code") or status),
         description=str(body.get("description", ""))[:300],
-        retry_after=float(retry_after) if retry_after is not None else None,
+        retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+        migrate_to_chat_id=migrate_to if isinstance(migrate_to, int) else None,
     )

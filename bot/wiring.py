@@ -7,14 +7,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.clock import Clock
+from bot.instance import InstanceClaim, claim_instance_id
 from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
-from bot.services.alerts import CARD_KIND, AlertService
+from bot.services.alert_planner import AlertPlanner
+from bot.services.alert_watch import AlertWatch
+from bot.services.alerts import ALERT_KINDS, CARD_KIND, AlertService
 from bot.services.audit import AuditLog
 from bot.services.broadcast import Broadcaster
 from bot.services.campaigns import CampaignService
 from bot.services.contact import QUESTION_KIND, ContactService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
 from bot.services.desk import DeskService
+from bot.services.duty import DutyService
 from bot.services.evidence import EvidenceStore
 from bot.services.export import ExportService
 from bot.services.export import sweep as sweep_exports
@@ -33,6 +37,7 @@ from bot.settings import Settings
 from bot.telegram_api import TelegramApi
 from messages import catalogs
 from storage import migrations
+from storage.alert_copies import AlertCopyRepository, DutyRepository
 from storage.audit import AuditRepository
 from storage.campaigns import CampaignRepository
 from storage.cases import CaseRepository
@@ -81,11 +86,16 @@ class Services:
     stats: StatsService
     campaigns: CampaignService
     broadcaster: Broadcaster
+    planner: AlertPlanner
+    watch: AlertWatch
+    duty: DutyService
+    instance: InstanceClaim
 
     async def close(self) -> None:
-        """Release the HTTP pool and the database."""
+        """Release the HTTP pool, the database and the instance name."""
         await self.api.close()
         await self.db.close()
+        self.instance.release()
 
 
 def load_key(settings: Settings) -> DataKey:
@@ -106,7 +116,9 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
     cipher, pseudonyms = Cipher(key), Pseudonymizer(key)
     api = TelegramApi(settings.api_url, settings.bot_token, connections=settings.outbox_concurrency + 2)
     outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
+    instance = claim_instance_id(settings.data_dir, settings.instance_id)
     delivery = DeliveryWorker(
+        instance=instance.name,
         db=db,
         outbox=outbox_repo,
         users=user_repo,
@@ -125,7 +137,12 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         outbox_repo, cipher, pseudonyms, clock, on_enqueued=delivery.wake, on_withdrawn=delivery.withdraw
     )
     report_repo = ReportRepository()
+    duty_repo, copies_repo = DutyRepository(), AlertCopyRepository()
     alerts = AlertService(
+        cipher=cipher,
+        duty=duty_repo,
+        sos_reserve=settings.alert_sos_reserve,
+        digest_reserve=settings.alert_digest_reserve,
         db=db,
         outbox=outbox,
         state=StateRepository(),
@@ -137,25 +154,6 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         language=settings.default_language,
         zone=settings.timezone,
         configured_chat=settings.coordinator_chat_id,
-    )
-    reports = ReportService(
-        db=db,
-        drafts=DraftRepository(),
-        reports=report_repo,
-        actions=ActionRepository(),
-        users=user_repo,
-        cipher=cipher,
-        pseudonyms=pseudonyms,
-        clock=clock,
-        outbox=outbox,
-        alerts=alerts,
-        evidence=EvidenceStore(settings.data_dir / "evidence", cipher),
-        zone=settings.timezone,
-        limits=Limits(
-            draft_ttl=timedelta(hours=settings.draft_ttl_h),
-            reports_per_hour=settings.reports_per_hour,
-            sos_per_minute=settings.sos_per_minute,
-        ),
     )
     state = StateRepository()
     audit_repo = AuditRepository()
@@ -176,6 +174,8 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         reports=report_repo,
         invite_ttl=timedelta(hours=settings.invite_ttl_h),
         settings_admins=settings.admin_ids,
+        duty=duty_repo,
+        copies=copies_repo,
     )
     contact = ContactService(
         db=db,
@@ -205,8 +205,31 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         cipher=cipher,
         clock=clock,
         reporter_updates=settings.reporter_updates,
+        copies=copies_repo,
+        pseudonyms=pseudonyms,
     )
     delivery.on_sent(CARD_KIND, triage.card_sent)
+    reports = ReportService(
+        db=db,
+        drafts=DraftRepository(),
+        reports=report_repo,
+        actions=ActionRepository(),
+        users=user_repo,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        clock=clock,
+        outbox=outbox,
+        alerts=alerts,
+        evidence=EvidenceStore(settings.data_dir / "evidence", cipher),
+        zone=settings.timezone,
+        limits=Limits(
+            draft_ttl=timedelta(hours=settings.draft_ttl_h),
+            reports_per_hour=settings.reports_per_hour,
+            sos_per_minute=settings.sos_per_minute,
+            sos_escalate_after=timedelta(minutes=settings.sos_escalate_after_min),
+        ),
+        cards=triage,
+    )
     delivery.on_sent(QUESTION_KIND, contact.question_sent)
     queries = ReportQueries()
     desk = DeskService(
@@ -271,6 +294,58 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         zone=settings.timezone,
         language=settings.default_language,
     )
+    watch = AlertWatch(
+        db=db,
+        alerts=alerts,
+        outbox=outbox,
+        outbox_repo=outbox_repo,
+        state=state,
+        audit=audit,
+        pseudonyms=pseudonyms,
+        texts=catalogs(),
+        clock=clock,
+        language=settings.default_language,
+        admin_ids=settings.admin_ids,
+    )
+    planner = AlertPlanner(
+        db=db,
+        alerts=alerts,
+        outbox=outbox,
+        outbox_repo=outbox_repo,
+        reports=report_repo,
+        limiter=limiter,
+        texts=catalogs(),
+        clock=clock,
+        language=settings.default_language,
+        zone=settings.timezone,
+        sos_reserve=settings.alert_sos_reserve,
+        digest_reserve=settings.alert_digest_reserve,
+    )
+    duty = DutyService(
+        db=db,
+        gate=gate,
+        audit=audit,
+        duty=duty_repo,
+        reports=report_repo,
+        alerts=alerts,
+        triage=triage,
+        outbox=outbox,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        texts=catalogs(),
+        clock=clock,
+        language=settings.default_language,
+        admin_ids=settings.admin_ids,
+        escalate_after=timedelta(minutes=settings.sos_escalate_after_min),
+        escalate_cap=timedelta(minutes=settings.sos_escalate_cap_min),
+    )
+    # An alert is never final until the coordinators' chat has it; SOS keep room in its window.
+    delivery.protect(alerts.protects)
+    delivery.reserve(alerts.headroom)
+    delivery.on_resend(CARD_KIND, alerts.mark_repeat)
+    delivery.on_failed(watch.failed)
+    for kind in ALERT_KINDS:
+        delivery.on_sent(kind, watch.delivered)
     services = Services(
         settings=settings,
         clock=clock,
@@ -300,6 +375,10 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         hearings=hearings,
         campaigns=campaigns,
         broadcaster=broadcaster,
+        planner=planner,
+        watch=watch,
+        duty=duty,
+        instance=instance,
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")

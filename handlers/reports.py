@@ -60,7 +60,17 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
         if action == "submit":
             submitted = await reports.submit(user.id, chat.id, nonce, message_id)
             key = "report.receipt_contactable" if submitted.contactable else "report.receipt"
-            await chat.send_message(context.text(key, code=submitted.code), parse_mode=ParseMode.HTML)
+            receipt = context.text(key, code=submitted.code)
+            # The review screen becomes the receipt: a double tap edits it to the same text (one
+            # receipt), and the report's summary leaves the phone with it.
+            if isinstance(query.message, Message):
+                try:
+                    await query.message.edit_text(receipt, parse_mode=ParseMode.HTML)
+                except BadRequest as error:
+                    if "not modified" not in str(error).lower():
+                        await chat.send_message(receipt, parse_mode=ParseMode.HTML)
+            elif not submitted.already:
+                await chat.send_message(receipt, parse_mode=ParseMode.HTML)
             await query.answer()
             return
         if action == "cancel":

@@ -19,12 +19,13 @@ async def show_welcome(update: Update, context: JarchyContext) -> None:
     commands = command_list(context.texts, context.language)
     text = context.text("start.welcome", commands=commands)
     profile = context.profile
-    if (
-        profile is not None
-        and "admin" in profile.roles
-        and not await context.services.alerts.has_destination()
-    ):
-        text += "\n\n" + context.text("start.no_alert_chat")
+    if profile is not None and "admin" in profile.roles:
+        if not await context.services.alerts.has_destination():
+            text += "\n\n" + context.text("start.no_alert_chat")
+        held = await context.services.watch.held()
+        if held.reason is not None:
+            reason = context.text(f"alerts.reason_{held.reason}")
+            text += "\n\n" + context.text("start.held_alerts", count=held.count, reason=reason)
     await update.effective_message.reply_text(
         text, parse_mode=ParseMode.HTML, reply_markup=start_menu(context.texts, context.language)
     )

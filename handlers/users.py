@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from telegram import Update
 from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
@@ -9,6 +11,7 @@ from bot.context import JarchyContext
 from bot.services.flood import Verdict
 
 GROUP = -10
+_SOS_PRESS = re.compile(r"^(menu:sos|s:[0-9a-f]{16}:go)$")
 
 
 async def recognise_user(update: Update, context: JarchyContext) -> None:
@@ -16,8 +19,12 @@ async def recognise_user(update: Update, context: JarchyContext) -> None:
     user = update.effective_user
     if user is None or user.is_bot:
         return
-    if not _urgent(update):
-        verdict = context.services.flood.check(context.services.pseudonyms.of_user(user.id))
+    key = context.services.pseudonyms.of_user(user.id)
+    guard = context.services.flood
+    # A real SOS (the command, the menu button, its confirmation) gets through a flood; only a few a
+    # minute do, so forged presses with the SOS prefix are held back like anything else.
+    if not (_urgent(update) and guard.urgent(key)):
+        verdict = guard.check(key)
         if verdict is not Verdict.ALLOW:
             if (
                 verdict is Verdict.WARN
@@ -31,10 +38,10 @@ async def recognise_user(update: Update, context: JarchyContext) -> None:
 
 
 def _urgent(update: Update) -> bool:
-    # An SOS always gets through, whatever came before it.
+    # What starts or sends an SOS: /sos, the menu's SOS button, and the confirmation of one.
     message, query = update.effective_message, update.callback_query
     if query is not None:
-        return (query.data or "").startswith(("s:", "menu:sos"))
+        return _SOS_PRESS.match(query.data or "") is not None
     return message is not None and (message.text or "").split("@")[0].strip() == "/sos"
 
 

@@ -35,11 +35,25 @@ def team_list(
                 since=_day(member.since, zone),
                 ref=member.ref,
             )
+            + (" " + texts.text(language, "team.on_duty") if member.on_duty else "")
         )
         if with_buttons and role == "coordinator":
             label = texts.plain(language, "team.revoke_button", name=name)
             buttons.append([InlineKeyboardButton(label, callback_data=f"tm:rv:{member.ref}")])
     return "\n".join(lines), InlineKeyboardMarkup(buttons) if buttons else None
+
+
+def duty_screen(
+    texts: Catalogs, language: str, on_duty: bool, count: int
+) -> tuple[str, InlineKeyboardMarkup]:
+    """Return /duty: whether the person is on duty, how many are, and the button that switches it."""
+    key = "duty.on" if on_duty else "duty.off"
+    button = "duty.button_off" if on_duty else "duty.button_on"
+    target = "off" if on_duty else "on"
+    keyboard = InlineKeyboardMarkup(
+        [[InlineKeyboardButton(texts.plain(language, button), callback_data=f"duty:{target}")]]
+    )
+    return texts.text(language, key, count=count), keyboard
 
 
 def report_page(

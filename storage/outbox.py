@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +45,17 @@ class HeldRow:
     id: int
     uid: str
     payload: bytes
+
+
+@dataclass(frozen=True)
+class WaitingRow:
+    """A queued row as the alert planner sees it: no payload."""
+
+    id: int
+    kind: str
+    ref: str | None
+    priority: int
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -189,12 +201,33 @@ class OutboxRepository:
     async def reclaim_expired(
         self, conn: AsyncConnection, now: datetime, exclude_owner: str | None = None
     ) -> int:
-        """Return rows whose worker died (lease expired) to pending; they may have been in flight."""
+        """Return rows whose worker died (lease expired) to pending; they may have been in flight, so their
+        next send counts as a possible repeat."""
         stmt = update(outbox).where(outbox.c.status == "sending", outbox.c.lease_until < now)
         if exclude_owner is not None:
             # A live worker never takes back its own rows: it may be about to record them as sent.
             stmt = stmt.where(outbox.c.lease_owner != exclude_owner)
-        result = await conn.execute(stmt.values(status="pending", lease_owner=None, lease_until=None))
+        return await self._take_back(conn, stmt)
+
+    async def reclaim_instance(self, conn: AsyncConnection, instance: str, exclude_owner: str) -> int:
+        """Return rows an earlier run of this instance was sending (it was killed): no need to wait for
+        their leases, and no other instance's live lease is touched."""
+        stmt = update(outbox).where(
+            outbox.c.status == "sending",
+            outbox.c.lease_owner.startswith(f"{instance}:", autoescape=True),
+            outbox.c.lease_owner != exclude_owner,
+        )
+        return await self._take_back(conn, stmt)
+
+    async def _take_back(self, conn: AsyncConnection, stmt: Any) -> int:
+        result = await conn.execute(
+            stmt.values(
+                status="pending",
+                lease_owner=None,
+                lease_until=None,
+                unknown_outcomes=outbox.c.unknown_outcomes + 1,
+            )
+        )
         return result.rowcount or 0
 
     async def release_owned(self, conn: AsyncConnection, owner: str) -> int:
@@ -287,24 +320,91 @@ class OutboxRepository:
         )
         return result.rowcount or 0
 
-    async def held(self, conn: AsyncConnection, kinds: Sequence[str]) -> list[HeldRow]:
-        """Return rows waiting for a destination, oldest first."""
-        rows = await conn.execute(
+    async def held(
+        self,
+        conn: AsyncConnection,
+        kinds: Sequence[str],
+        *,
+        statuses: Sequence[str] = ("held",),
+        chat_key: str | None = None,
+        limit: int | None = None,
+        due_before: datetime | None = None,
+    ) -> list[HeldRow]:
+        """Return rows waiting for a destination (or, with `statuses`, queued ones too), most urgent and
+        oldest first; `chat_key` keeps those meant for one chat."""
+        stmt = (
             select(outbox.c.id, outbox.c.uid, outbox.c.payload)
-            .where(outbox.c.status == "held", outbox.c.kind.in_(kinds))
-            .order_by(outbox.c.id)
+            .where(outbox.c.status.in_(statuses), outbox.c.kind.in_(kinds), outbox.c.recipient.is_(None))
+            .order_by(outbox.c.priority.desc(), outbox.c.id)
         )
-        return [HeldRow(r.id, r.uid, r.payload) for r in rows]
+        if chat_key is not None:
+            stmt = stmt.where(outbox.c.chat_key == chat_key)
+        if due_before is not None:
+            stmt = stmt.where(outbox.c.due_at <= due_before)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [HeldRow(r.id, r.uid, r.payload) for r in await conn.execute(stmt)]
 
     async def release(
-        self, conn: AsyncConnection, row_id: int, payload: bytes, chat_key: str, chat_kind: str, now: datetime
+        self,
+        conn: AsyncConnection,
+        row_id: int,
+        payload: bytes,
+        chat_key: str,
+        chat_kind: str,
+        now: datetime,
+        statuses: Sequence[str] = ("held",),
     ) -> None:
         """Give a held row its destination and make it due now."""
         await conn.execute(
             update(outbox)
-            .where(outbox.c.id == row_id, outbox.c.status == "held")
+            .where(outbox.c.id == row_id, outbox.c.status.in_(statuses))
             .values(status="pending", payload=payload, chat_key=chat_key, chat_kind=chat_kind, due_at=now)
         )
+
+    async def held_summary(self, conn: AsyncConnection, kinds: Sequence[str]) -> tuple[int, str | None]:
+        """Return how many alerts of these kinds are held (reports, counted once whatever their number of
+        messages; a digest once), and the latest reason one was held for."""
+        count = await self.counts_of(conn, kinds, ("held",))
+        reason = (
+            await conn.execute(
+                select(outbox.c.last_error)
+                .where(outbox.c.status == "held", outbox.c.kind.in_(kinds))
+                .order_by(outbox.c.id.desc())
+                .limit(1)
+            )
+        ).scalar()
+        return int(count), reason
+
+    async def counts_of(self, conn: AsyncConnection, kinds: Sequence[str], statuses: Sequence[str]) -> int:
+        """Count what rows of these kinds in these states are about: each report once (by ref), each row
+        without a ref (a digest) once."""
+        where = (outbox.c.kind.in_(kinds), outbox.c.status.in_(statuses), outbox.c.recipient.is_(None))
+        refs = select(func.count(func.distinct(outbox.c.ref))).where(*where, outbox.c.ref.is_not(None))
+        loose = select(func.count()).where(*where, outbox.c.ref.is_(None))
+        return int((await conn.execute(refs)).scalar() or 0) + int((await conn.execute(loose)).scalar() or 0)
+
+    async def waiting(self, conn: AsyncConnection, chat_key: str, kinds: Sequence[str]) -> list[WaitingRow]:
+        """Return the queued rows of these kinds for one chat (not the ones a worker holds right now)."""
+        rows = await conn.execute(
+            select(outbox.c.id, outbox.c.kind, outbox.c.ref, outbox.c.priority, outbox.c.created_at)
+            .where(outbox.c.status == "pending", outbox.c.chat_key == chat_key, outbox.c.kind.in_(kinds))
+            .order_by(outbox.c.id)
+        )
+        return [WaitingRow(*r) for r in rows]
+
+    async def take(self, conn: AsyncConnection, ids: Sequence[int], reason: str) -> list[WaitingRow]:
+        """Take queued rows out of the queue (a digest shows them instead); return the ones taken (a row a
+        worker claimed meanwhile stays with it)."""
+        if not ids:
+            return []
+        result = await conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(list(ids)), outbox.c.status == "pending")
+            .values(status="cancelled", payload=None, last_error=reason)
+            .returning(outbox.c.id, outbox.c.kind, outbox.c.ref, outbox.c.priority, outbox.c.created_at)
+        )
+        return [WaitingRow(*r) for r in result.all()]
 
     async def purge_finished(
         self,

@@ -61,6 +61,8 @@ class Report:
     revision: int = 0
     alert_chat: int | None = None
     alert_message_id: int | None = None
+    escalate_at: datetime | None = None
+    escalations: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,46 @@ class ReportRepository:
             .where(reports.c.code == code)
             .values(alert_chat=chat_id, alert_message_id=message_id)
         )
+
+    async def set_body(self, conn: AsyncConnection, report_id: int, body: bytes, now: datetime) -> None:
+        """Replace a report's encrypted body (an SOS's follow-up lines) and raise its revision, so a card
+        not sent yet is brought up to date once it is."""
+        await conn.execute(
+            update(reports)
+            .where(reports.c.id == report_id)
+            .values(body=body, revision=reports.c.revision + 1, updated_at=now)
+        )
+
+    async def by_codes(self, conn: AsyncConnection, codes: Sequence[str]) -> list[Report]:
+        """Return the reports with these codes (any order; unknown codes are skipped)."""
+        if not codes:
+            return []
+        rows = await conn.execute(select(reports).where(reports.c.code.in_(list(codes))))
+        return [_report(r) for r in rows]
+
+    async def schedule_escalation(
+        self, conn: AsyncConnection, report_id: int, at: datetime | None, *, count: int | None = None
+    ) -> None:
+        """Set when an SOS is escalated next (None: never again), and how often it has been."""
+        values: dict[str, Any] = {"escalate_at": at}
+        if count is not None:
+            values["escalations"] = count
+        await conn.execute(update(reports).where(reports.c.id == report_id).values(**values))
+
+    async def due_escalations(self, conn: AsyncConnection, now: datetime, limit: int = 100) -> list[Report]:
+        """Return SOS reports nobody has acknowledged whose escalation is due, oldest first."""
+        rows = await conn.execute(
+            select(reports)
+            .where(
+                reports.c.escalate_at.is_not(None),
+                reports.c.escalate_at <= now,
+                reports.c.status == "new",
+                reports.c.acknowledged_by.is_(None),
+            )
+            .order_by(reports.c.escalate_at)
+            .limit(limit)
+        )
+        return [_report(r) for r in rows]
 
     async def add_note(
         self, conn: AsyncConnection, report_id: int, kind: str, author: str | None, body: bytes, now: datetime
@@ -323,4 +365,6 @@ def _report(row: Row[Any]) -> Report:
         revision=row.revision,
         alert_chat=row.alert_chat,
         alert_message_id=row.alert_message_id,
+        escalate_at=row.escalate_at,
+        escalations=row.escalations,
     )

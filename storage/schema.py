@@ -162,6 +162,9 @@ reports = Table(
     # Where the alert card went, so every change can edit it in place.
     Column("alert_chat", BigInteger, nullable=True),
     Column("alert_message_id", Integer, nullable=True),
+    # An unacknowledged SOS is escalated at this time, then again at a growing, capped interval.
+    Column("escalate_at", UtcTimestamp, nullable=True),
+    Column("escalations", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("kind IN ('report', 'sos')", name="ck_reports_kind_known"),
     CheckConstraint(
         "status IN ('new', 'in_progress', 'verified', 'closed', 'rejected')", name="ck_reports_status_known"
@@ -174,6 +177,34 @@ Index("ix_reports_region", reports.c.region, reports.c.id)
 Index("ix_reports_assignee", reports.c.assignee, reports.c.id)
 Index("ix_reports_created_at", reports.c.created_at)
 Index("ix_reports_status_id", reports.c.status, reports.c.id)
+Index("ix_reports_escalate_at", reports.c.escalate_at)
+
+alert_copies = Table(
+    "alert_copies",
+    metadata,
+    # Every message that shows a report's card (the group's, a resend after a crash, an on-duty or an
+    # opened private copy): triage edits all of them, so no copy goes stale.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("report_id", Integer, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
+    Column("uid", String(32), nullable=False, unique=True),  # what the chat's encryption is bound to
+    Column("chat_key", String(64), nullable=False),  # pseudonym of the chat, to find a copy again
+    Column("chat", LargeBinary, nullable=False),  # encrypted chat id, to edit the copy
+    Column("message_id", Integer, nullable=False),
+    # The coordinator a private copy was sent to: revoking them forgets it, so it is no longer edited.
+    Column("holder", String(64), nullable=True),
+    Column("created_at", UtcTimestamp, nullable=False),
+    UniqueConstraint("report_id", "chat_key", "message_id", name="uq_alert_copies_report_id"),
+)
+Index("ix_alert_copies_report_id", alert_copies.c.report_id)
+
+duty = Table(
+    "duty",
+    metadata,
+    # Coordinators on duty: every SOS also reaches them in private, and escalations do.
+    Column("pseudonym", String(64), ForeignKey("users.pseudonym", ondelete="CASCADE"), primary_key=True),
+    Column("chat", LargeBinary, nullable=False),  # encrypted private chat id
+    Column("since", UtcTimestamp, nullable=False),
+)
 
 evidence = Table(
     "evidence",

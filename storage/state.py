@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_or
@@ -24,3 +24,7 @@ class StateRepository:
         await conn.execute(
             stmt.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": value})
         )
+
+    async def delete(self, conn: AsyncConnection, key: str) -> None:
+        """Remove a value."""
+        await conn.execute(delete(bot_state).where(bot_state.c.key == key))

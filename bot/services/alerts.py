@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,19 +13,30 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
-from bot.security import Pseudonymizer
+from bot.security import Cipher, Pseudonymizer
 from bot.services.audit import AuditLog
 from bot.services.outbox import PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
 from bot.services.roles import require_role
 from messages import Catalogs, Safe
+from storage.alert_copies import DutyRepository
 from storage.database import Database
+from storage.outbox import ClaimedRow
 from storage.reports import Evidence, ReportRepository
 from storage.state import COORDINATOR_CHAT, StateRepository
 from storage.users import UserRepository
 
 # The card (summary with the triage buttons) is a kind of its own: delivery reports its message id.
 CARD_KIND = "alert_card"
-ALERT_KINDS = ("alert", CARD_KIND)
+# One message listing many waiting reports, when the group's budget cannot take a card for each.
+DIGEST_KIND = "alert_digest"
+# What the coordinators' chat must see: never final until it has (held, followed to a migrated chat).
+ALERT_KINDS = ("alert", CARD_KIND, DIGEST_KIND)
+EDIT_KIND = "alert_edit"
+# Priorities within the coordinators' chat, highest first: a first SOS is never behind anything.
+PRIORITY_DIGEST = 95
+PRIORITY_SOS_UPDATE = 90  # an SOS card's edit with a follow-up line or its waiting time
+PRIORITY_EXTRA = 70  # a long text, a location or evidence after its card
+PRIORITY_EDIT = 60  # triage edits: only the latest state is sent, after every new alert
 TRIAGE_ACTIONS = ("ack", "take", "verify", "close", "spam", "reopen")
 FINAL_STATUSES = ("closed", "rejected")
 TELEGRAM_TEXT_LIMIT = 4096
@@ -64,6 +75,7 @@ class AlertInput:
     contactable: bool
     evidence: Sequence[Evidence]
     evidence_file_ids: Sequence[str]
+    updates: Sequence[str] = ()  # an SOS's follow-up lines, oldest first
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,7 @@ class CardState:
     acknowledged_at: datetime | None = None
     reason: str | None = None
     duplicate_of: str | None = None
+    waiting_min: int | None = None  # an SOS nobody has acknowledged, for this many minutes
 
 
 class AlertService:
@@ -95,6 +108,10 @@ class AlertService:
         language: str,
         zone: ZoneInfo,
         configured_chat: int | None,
+        cipher: Cipher | None = None,
+        duty: DutyRepository | None = None,
+        sos_reserve: int = 0,
+        digest_reserve: int = 0,
     ) -> None:
         self._db = db
         self._outbox = outbox
@@ -108,8 +125,14 @@ class AlertService:
         self._zone = zone
         self._configured_chat = configured_chat
         self.audit: AuditLog | None = None  # set once the audit log exists (it is built after alerts)
+        self._cipher = cipher
+        self._duty = duty
+        self._sos_reserve = sos_reserve
+        self._digest_reserve = digest_reserve
         self._bound: int | object | None = _UNREAD
         self._bound_read_at = 0.0
+        self._chat_key: str | None = None
+        self._chat_key_of: int | None = None
 
     async def coordinator_chat(self, conn: AsyncConnection) -> int | None:
         """Return the chat alerts go to: the one bound with /bind, else the configured one."""
@@ -118,16 +141,63 @@ class AlertService:
             value = await self._state.get(conn, COORDINATOR_CHAT)
             self._bound = int(value) if value is not None else None
             self._bound_read_at = self._clock.monotonic()
-        return self._bound if isinstance(self._bound, int) else self._configured_chat
+        chat = self._bound if isinstance(self._bound, int) else self._configured_chat
+        if chat != self._chat_key_of:
+            self._chat_key_of = chat
+            self._chat_key = self._pseudonyms.of_chat(chat) if chat is not None else None
+        return chat
 
-    async def release_held(self) -> int:
+    @property
+    def chat_key(self) -> str | None:
+        """Return the pseudonym of the coordinators' chat as last read (None before the first read)."""
+        return self._chat_key
+
+    def remember_chat(self, chat_id: int) -> None:
+        """Use `chat_id` as the coordinators' chat from now on (after it was stored)."""
+        self._bound = chat_id
+        self._bound_read_at = self._clock.monotonic()
+        self._chat_key_of = chat_id
+        self._chat_key = self._pseudonyms.of_chat(chat_id)
+
+    def headroom(self, row: ClaimedRow) -> int:
+        """Slots of the coordinators' chat's window a row must leave free: a report card leaves room for
+        SOS cards and digests, an SOS card for digests, a digest for nothing."""
+        if row.chat_kind != "group" or row.chat_key != self._chat_key:
+            return 0
+        if row.kind == DIGEST_KIND:
+            return 0
+        if row.priority >= PRIORITY_SOS:
+            return self._digest_reserve
+        if row.priority >= PRIORITY_SOS_UPDATE:
+            return self._digest_reserve + self._sos_reserve // 2
+        return self._digest_reserve + self._sos_reserve
+
+    def protects(self, row: ClaimedRow) -> bool:
+        """Tell the delivery worker which rows are alerts to the coordinators' chat (never final)."""
+        return row.kind in ALERT_KINDS and row.recipient is None
+
+    def mark_repeat(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Say on a card sent again after a crash that it may be a repeat (both copies stay live)."""
+        note = self._texts.text(self._language, "alert.maybe_repeat")
+        text = str(params.get("text", ""))
+        if note not in text:
+            params = {**params, "text": f"{text}\n\n{note}"}
+        return params
+
+    async def release_held(self, conn: AsyncConnection | None = None) -> int:
         """Send alerts that waited for a destination, if there is one now (at every start)."""
-        async with self._db.write() as conn:
-            chat = await self.coordinator_chat(conn)
-            released = 0 if chat is None else await self._outbox.release_held(conn, ALERT_KINDS, chat)
-        if released:
-            self._outbox.notify()
-        return released
+        if conn is None:
+            async with self._db.write() as own:
+                released = await self.release_held(own)
+            if released:
+                self._outbox.notify()
+            return released
+        chat = await self.coordinator_chat(conn)
+        return 0 if chat is None else await self._outbox.release_held(conn, ALERT_KINDS, chat)
+
+    async def redirect(self, conn: AsyncConnection, chat_id: int) -> int:
+        """Point every alert still waiting or queued (for whichever chat) at `chat_id`."""
+        return await self._outbox.release_held(conn, ALERT_KINDS, chat_id, statuses=("held", "pending"))
 
     async def is_coordinator_chat(self, chat_id: int) -> bool:
         """Tell whether a chat is where alerts go."""
@@ -142,9 +212,52 @@ class AlertService:
     async def queue(
         self, conn: AsyncConnection, alert: AlertInput, also: Sequence[OutgoingMessage] = ()
     ) -> None:
-        """Queue a report's alert (and its evidence, and `also`) in the caller's transaction."""
+        """Queue a report's alert (and its evidence, and `also`) in the caller's transaction; an SOS goes
+        to the coordinators on duty in private too."""
         chat = await self.coordinator_chat(conn)
-        await self._outbox.enqueue(conn, [*self.compose(alert, chat), *also])
+        copies: list[OutgoingMessage] = []
+        if alert.kind == "sos":
+            for duty_chat in await self.duty_chats(conn):
+                copies.append(self.card_copy(alert, CardState(), duty_chat, PRIORITY_SOS))
+        await self._outbox.enqueue(conn, [*self.compose(alert, chat), *copies, *also])
+
+    async def duty_chats(self, conn: AsyncConnection) -> list[int]:
+        """Return the private chats of the coordinators on duty."""
+        if self._duty is None or self._cipher is None:
+            return []
+        return [
+            int(self._cipher.decrypt_text(person.chat, binding=duty_chat_binding(person.pseudonym)))
+            for person in await self._duty.on_duty(conn)
+        ]
+
+    def card_copy(
+        self,
+        alert: AlertInput,
+        state: CardState,
+        chat_id: int,
+        priority: int,
+        *,
+        heading: str | None = None,
+    ) -> OutgoingMessage:
+        """Return a copy of the card for one coordinator's private chat (it is edited with the others)."""
+        card, markup, _ = self._card(alert, state)
+        if heading is not None:
+            card = f"{heading}\n\n{card}"
+        return OutgoingMessage(
+            "sendMessage",
+            {"chat_id": chat_id, "text": card, "parse_mode": "HTML", "reply_markup": markup},
+            kind=CARD_KIND,
+            recipient_user_id=chat_id,
+            priority=priority,
+            ref=alert.code,
+        )
+
+    def extras(self, alert: AlertInput, chat_id: int, priority: int) -> list[OutgoingMessage]:
+        """Return what follows a card for one person (an opened card): long texts, location, evidence."""
+        return [
+            replace(message, recipient_user_id=chat_id)
+            for message in self.compose(alert, chat_id, priority=priority)[1:]
+        ]
 
     async def queue_followup(
         self,
@@ -157,7 +270,7 @@ class AlertService:
         """Queue an SOS follow-up (one line or a location) to the coordinators."""
         chat = await self.coordinator_chat(conn)
         messages: list[OutgoingMessage] = []
-        if text is not None:
+        if text is not None:  # kept for rows queued by an older version; follow-ups now edit the card
             body = self._texts.text(self._language, "alert.sos_update", code=code, text=text)
             messages.append(
                 self._message("sendMessage", {"text": body, "parse_mode": "HTML"}, chat, PRIORITY_SOS, code)
@@ -167,9 +280,11 @@ class AlertService:
             messages.append(self._message("sendLocation", params, chat, PRIORITY_SOS, code))
         await self._outbox.enqueue(conn, messages)
 
-    def compose(self, alert: AlertInput, chat: int | None) -> list[OutgoingMessage]:
+    def compose(
+        self, alert: AlertInput, chat: int | None, *, priority: int | None = None
+    ) -> list[OutgoingMessage]:
         """Return the alert's messages: the card with triage buttons, long text, location, evidence."""
-        priority = PRIORITY_SOS if alert.kind == "sos" else PRIORITY_ALERT
+        card_priority = priority or (PRIORITY_SOS if alert.kind == "sos" else PRIORITY_ALERT)
         lang = self._language
         card, markup, separate = self._card(alert, CardState())
         fields = [(key, value) for key, value in (("text", alert.text), ("people", alert.people)) if value]
@@ -178,11 +293,13 @@ class AlertService:
                 "sendMessage",
                 {"text": card, "parse_mode": "HTML", "reply_markup": markup},
                 chat,
-                priority,
+                card_priority,
                 alert.code,
                 kind=CARD_KIND,
             )
         ]
+        # What follows the card waits behind every other card: the card alone says what happened.
+        priority = min(card_priority, PRIORITY_EXTRA)
         if separate:
             # Long texts go as plain text of their own: escaping could push them past Telegram's limit.
             for key, value in fields:
@@ -210,14 +327,17 @@ class AlertService:
         return messages
 
     def card_edit(
-        self, alert: AlertInput, state: CardState, chat_id: int, message_id: int
+        self,
+        alert: AlertInput,
+        state: CardState,
+        chat_id: int,
+        message_id: int,
+        priority: int = PRIORITY_EDIT,
     ) -> OutgoingMessage:
         """Return the edit that makes a sent card show `state`."""
         card, markup, _ = self._card(alert, state)
         params = {"message_id": message_id, "text": card, "parse_mode": "HTML", "reply_markup": markup}
-        return self._message(
-            "editMessageText", params, chat_id, PRIORITY_ALERT, alert.code, kind="alert_edit"
-        )
+        return self._message("editMessageText", params, chat_id, priority, alert.code, kind=EDIT_KIND)
 
     def _card(self, alert: AlertInput, state: CardState) -> tuple[str, dict[str, Any], bool]:
         """Return the card's text, its keyboard, and whether the long fields go in messages of their own."""
@@ -229,7 +349,22 @@ class AlertService:
         separate = _units(summary) + 2 + _units(body) + _STATUS_RESERVE > TELEGRAM_TEXT_LIMIT
         if body and not separate:
             summary = f"{summary}\n\n{body}"
+        if alert.updates:
+            summary = f"{summary}\n\n{self._updates(alert.updates, TELEGRAM_TEXT_LIMIT - _units(summary))}"
         return f"{summary}\n\n{self._status(state)}", self._keyboard(alert.code, state), separate
+
+    def _updates(self, lines: Sequence[str], room: int) -> str:
+        """Return an SOS's follow-up lines under their heading, the newest that fit in `room`."""
+        heading = self._texts.text(self._language, "alert.sos_updates")
+        kept: list[str] = []
+        used = _units(heading) + _STATUS_RESERVE + 4
+        for line in reversed(lines):
+            escaped = _escape(line)
+            if used + _units(escaped) + 1 > room:
+                break
+            kept.append(escaped)
+            used += _units(escaped) + 1
+        return "\n".join([heading, *reversed(kept)])
 
     def _status(self, state: CardState) -> str:
         lang = self._language
@@ -244,6 +379,8 @@ class AlertService:
             when = state.acknowledged_at.astimezone(self._zone).strftime("%d.%m %H:%M")
             seen = self._texts.text(lang, "triage.acknowledged", who=state.acknowledged_by, when=when)
             line = f"{line}\n{seen}"
+        elif state.waiting_min is not None:
+            line = f"{line}\n{self._texts.text(lang, 'alert.sos_waiting', minutes=state.waiting_min)}"
         return line
 
     def _keyboard(self, code: str, state: CardState) -> dict[str, Any]:
@@ -277,8 +414,9 @@ class AlertService:
             await self._state.put(conn, COORDINATOR_CHAT, str(chat_id))
             if self.audit is not None:
                 await self.audit.record(conn, actor, "alerts.bind", str(chat_id))
-            released = await self._outbox.release_held(conn, ALERT_KINDS, chat_id)
-        self._bound = chat_id
+            # What waited, and what was queued for the old chat, goes to the new one.
+            released = await self.redirect(conn, chat_id)
+        self.remember_chat(chat_id)
         self._outbox.notify()
         return released
 
@@ -288,7 +426,13 @@ class AlertService:
     def _summary(self, alert: AlertInput) -> str:
         lang = self._language
         if alert.kind == "sos":
-            return self._texts.text(lang, "alert.sos", code=alert.code, when=self._when(alert))
+            sos = self._texts.text(lang, "alert.sos", code=alert.code, when=self._when(alert))
+            if alert.location:
+                where = self._texts.text(
+                    lang, "alert.location", latitude=alert.location[0], longitude=alert.location[1]
+                )
+                sos = f"{sos}\n{where.rstrip()}"
+            return sos
         where = self._texts.text(lang, f"region.{alert.region}") if alert.region else "—"
         if alert.place:
             where = Safe(f"{_escape(where)} — {_escape(alert.place)}")
@@ -332,6 +476,11 @@ class AlertService:
             held=chat is None,
             ref=code,
         )
+
+
+def duty_chat_binding(pseudonym: str) -> str:
+    """Return what an on-duty coordinator's encrypted chat is bound to."""
+    return f"duty.chat:{pseudonym}"
 
 
 def _units(text: str) -> int:

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -47,6 +48,29 @@ class DeliveryConfig:
     backoff_max_s: float = 600.0
     unknown_retry_s: float = 5.0
     paid_broadcast: bool = False
+    # Protected rows (alerts) never end: a transient fault retries at most this far apart, forever,
+    # and after this many attempts the failure is reported (admins hear of a long outage).
+    protected_backoff_max_s: float = 30.0
+    protected_report_after: int = 4
+    # A row held because its chat refused it is tried again (one probe) after this long.
+    held_probe_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A protected row (an alert) that its chat refused or that keeps failing: it is held, never
+    final, and whoever registered on_failed is told in the transaction that records it."""
+
+    kind: str
+    ref: str | None
+    chat_key: str
+    error: str
+    held: bool  # True: waits for a working destination; False: still retrying (a long outage)
+    migrate_to: int | None = None  # the chat became a supergroup with this id
+
+
+FailureHandler = Callable[[AsyncConnection, Sequence[Failure]], Awaitable[None]]
+ResendMark = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,7 @@ class DeliveryWorker:
         limiter: SendLimiter,
         clock: Clock,
         config: DeliveryConfig | None = None,
+        instance: str | None = None,
     ) -> None:
         self._db = db
         self._outbox = outbox
@@ -85,14 +110,22 @@ class DeliveryWorker:
         self._limiter = limiter
         self._clock = clock
         self._config = config or DeliveryConfig()
-        self.owner = secrets.token_hex(8)
+        # An owner is this instance and this run: a restarted instance takes back its previous run's
+        # leases at once, and never another live instance's.
+        self.instance = instance or secrets.token_hex(8)
+        self.owner = f"{self.instance}:{secrets.token_hex(4)}"
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(self._config.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []
         self._blocked: set[str] = set()
-        self._receipt_handlers: dict[str, ReceiptHandler] = {}
+        self._receipt_handlers: dict[str, list[ReceiptHandler]] = {}
+        self._failure_handlers: list[FailureHandler] = []
+        self._failures: list[Failure] = []
+        self._resend_marks: dict[str, ResendMark] = {}
+        self._protected: Callable[[ClaimedRow], bool] = lambda row: False
+        self._headroom: Callable[[ClaimedRow], int] = lambda row: 0
         # Cancelled broadcasts and people who unsubscribed, with when: rows of theirs claimed before that
         # moment are dropped, not sent. Entries expire after a lease (any older claim is gone by then).
         self._withdrawn_refs: dict[str, float] = {}
@@ -104,8 +137,28 @@ class DeliveryWorker:
         self.sent_count = 0
 
     def on_sent(self, kind: str, handler: ReceiptHandler) -> None:
-        """Call `handler` with the message ids of sent rows of `kind`, in the transaction recording them."""
-        self._receipt_handlers[kind] = handler
+        """Call `handler` with the message ids of sent rows of `kind`, in the transaction recording them
+        (several handlers may listen to one kind)."""
+        self._receipt_handlers.setdefault(kind, []).append(handler)
+
+    def on_failed(self, handler: FailureHandler) -> None:
+        """Call `handler` with protected rows that were refused or keep failing, in the transaction that
+        records them (a savepoint: a handler that fails never holds back the outcomes)."""
+        self._failure_handlers.append(handler)
+
+    def on_resend(self, kind: str, mark: ResendMark) -> None:
+        """Let `mark` change the parameters of a row of `kind` that may have gone out before (a lease
+        taken back after a crash, a timeout): a resent alert card says it may be a repeat."""
+        self._resend_marks[kind] = mark
+
+    def protect(self, predicate: Callable[[ClaimedRow], bool]) -> None:
+        """Rows for which `predicate` holds are never final until sent: refused ones are held with their
+        payload, transient faults retry forever."""
+        self._protected = predicate
+
+    def reserve(self, headroom: Callable[[ClaimedRow], int]) -> None:
+        """Leave `headroom(row)` slots of a chat's window unused by this row (room kept for SOS)."""
+        self._headroom = headroom
 
     def withdraw(
         self, *, ref: str | None = None, recipient: str | None = None, kinds: Sequence[str] = ()
@@ -147,6 +200,7 @@ class DeliveryWorker:
         """Send until stopped; on the way out, record outcomes and give back unsent claims."""
         flusher = asyncio.create_task(self._flush_periodically())
         try:
+            await self._reclaim_previous_run()
             await self._reclaim_expired()
             next_reclaim = self._clock.monotonic() + self._config.lease_s / 4
             failures = 0
@@ -199,6 +253,7 @@ class DeliveryWorker:
             outcomes, self._outcomes = self._outcomes, []
             blocked, self._blocked = self._blocked, set()
             receipts, self._receipts = self._receipts, []
+            failures, self._failures = self._failures, []
             try:
                 async with self._db.write() as conn:
                     await self._outbox.apply(conn, self.owner, outcomes)
@@ -206,26 +261,36 @@ class DeliveryWorker:
                         await self._users.mark_inactive(conn, sorted(blocked), self._clock.now())
                         await self._outbox.block_pending_for(conn, sorted(blocked))
                     await self._deliver_receipts(conn, receipts)
+                    await self._report_failures(conn, failures)
             except BaseException:
                 # Keep them for the next flush (also when cancelled mid-write at shutdown); the rows
                 # stay leased to us meanwhile.
                 self._outcomes = outcomes + self._outcomes
                 self._blocked |= blocked
                 self._receipts = receipts + self._receipts
+                self._failures = failures + self._failures
                 raise
+
+    async def _report_failures(self, conn: AsyncConnection, failures: list[Failure]) -> None:
+        if not failures:
+            return
+        for handler in self._failure_handlers:
+            try:
+                async with conn.begin_nested():
+                    await handler(conn, failures)
+            except Exception:
+                log.exception("failed alerts could not be reported; they stay held")
 
     async def _deliver_receipts(self, conn: AsyncConnection, receipts: list[Receipt]) -> None:
         """Hand receipts to their handlers, each in a savepoint: one that fails is logged and dropped, so it
         can never hold back the outcomes of every other message."""
         for receipt in receipts:
-            handler = self._receipt_handlers.get(receipt.kind)
-            if handler is None:
-                continue
-            try:
-                async with conn.begin_nested():
-                    await handler(conn, [receipt])
-            except Exception:
-                log.exception("a %s receipt could not be recorded; dropped", receipt.kind)
+            for handler in self._receipt_handlers.get(receipt.kind, ()):
+                try:
+                    async with conn.begin_nested():
+                        await handler(conn, [receipt])
+                except Exception:
+                    log.exception("a %s receipt could not be recorded; dropped", receipt.kind)
 
     def _claim_size(self) -> int:
         # Claim about a second's worth: a smaller claim lets a fresh alert overtake a long broadcast, and
@@ -242,6 +307,8 @@ class DeliveryWorker:
                 return
             row = self._next_ready(queue, waiting)
             if row is None:
+                if not waiting:
+                    return  # every row was deferred: nothing of this batch can go now
                 await self._pause(max(0.0, waiting[0][0] - self._clock.monotonic()))
                 continue
             if self._withdrawn(row):
@@ -263,7 +330,7 @@ class DeliveryWorker:
                     return
                 await self._pause(ready - now)
                 continue
-            chat_ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, now)
+            chat_ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, now, self._headroom(row))
             if chat_ready > now:
                 # The chat was used meanwhile (a direct reply to the same person).
                 self._slots.release()
@@ -290,7 +357,7 @@ class DeliveryWorker:
             return heapq.heappop(waiting)[2]
         while queue:
             row = queue.popleft()
-            ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, now)
+            ready = self._limiter.chat_ready_at(row.chat_key, row.chat_kind, now, self._headroom(row))
             if ready <= now:
                 return row
             if ready - now > self._config.defer_after_s:
@@ -323,7 +390,13 @@ class DeliveryWorker:
         try:
             params = self._cipher.decrypt_json(row.payload, binding=payload_binding(row.uid))
         except DecryptionError:
+            if self._protected(row):
+                # Perhaps the wrong key was loaded: keep the alert for a start with the right one.
+                return self._hold(row, "payload does not decrypt under this key")
             return Outcome(id=row.id, status="dead", error="payload does not decrypt under this key")
+        mark = self._resend_marks.get(row.kind)
+        if mark is not None and row.unknown_outcomes > 0:
+            params = mark(params)
         if self._config.paid_broadcast and row.method.startswith(("send", "copy")):
             params["allow_paid_broadcast"] = True
         try:
@@ -345,8 +418,10 @@ class DeliveryWorker:
         code, description = result.error_code, result.description
         if code == 429:
             wait = result.retry_after if result.retry_after is not None else 1.0
-            self._limiter.pause(wait)
-            log.warning("Telegram asked to pause sending for %.0f s (429)", wait)
+            everyone = self._limiter.too_many(row.chat_key, row.chat_kind, wait)
+            log.warning(
+                "Telegram asked to wait %.0f s (429, %s)", wait, "everyone" if everyone else "one chat"
+            )
             return Outcome(
                 id=row.id,
                 status="pending",
@@ -365,6 +440,10 @@ class DeliveryWorker:
                 error=f"{code}: {description}",
                 attempts_delta=-1,
             )
+        already = code == 400 and any(phrase in description.lower() for phrase in _ALREADY_DONE)
+        if code is not None and 400 <= code < 500 and not already and self._protected(row):
+            # An alert is never final until a coordinator can see it: hold it with its payload.
+            return self._hold(row, f"{code}: {description}", migrate_to=result.migrate_to_chat_id)
         if code == 403:
             if row.recipient is not None:
                 self._blocked.add(row.recipient)
@@ -376,9 +455,15 @@ class DeliveryWorker:
             return Outcome(id=row.id, status="dead", error=f"{code}: {description}")
         return self._retry_or_dead(row, f"{code}: {description}")
 
+    def _hold(self, row: ClaimedRow, error: str, migrate_to: int | None = None) -> Outcome:
+        self._failures.append(Failure(row.kind, row.ref, row.chat_key, error, True, migrate_to))
+        due = self._clock.now() + timedelta(seconds=self._config.held_probe_s)
+        return Outcome(id=row.id, status="held", due_at=due, error=error)
+
     def _unknown(self, row: ClaimedRow, error: str) -> Outcome:
         # A duplicate beats a miss (a hearing reminder), but one retry is enough: never loop forever.
-        if row.unknown_outcomes >= 1:
+        # An alert retries until it is known to be there (every copy of a card is a live view).
+        if row.unknown_outcomes >= 1 and not self._protected(row):
             return Outcome(
                 id=row.id, status="unknown", error=f"outcome unknown twice: {error}", unknown_delta=1
             )
@@ -388,6 +473,14 @@ class DeliveryWorker:
         )
 
     def _retry_or_dead(self, row: ClaimedRow, error: str) -> Outcome:
+        if self._protected(row):
+            if row.attempts == self._config.protected_report_after:
+                self._failures.append(Failure(row.kind, row.ref, row.chat_key, error, held=False))
+            delay = min(
+                self._config.protected_backoff_max_s, self._config.backoff_base_s * 2 ** (row.attempts - 1)
+            )
+            due = self._clock.now() + timedelta(seconds=delay)
+            return Outcome(id=row.id, status="pending", due_at=due, error=error)
         if row.attempts >= self._config.max_attempts:
             return Outcome(id=row.id, status="dead", error=f"gave up after {row.attempts} attempts: {error}")
         delay = min(self._config.backoff_max_s, self._config.backoff_base_s * 2 ** (row.attempts - 1))
@@ -430,6 +523,16 @@ class DeliveryWorker:
     async def _wait_in_flight(self) -> None:
         if self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def _reclaim_previous_run(self) -> None:
+        try:
+            async with self._db.write() as conn:
+                count = await self._outbox.reclaim_instance(conn, self.instance, exclude_owner=self.owner)
+        except Exception:
+            log.exception("could not take back the previous run's outbox leases; they will expire")
+            return
+        if count:
+            log.warning("took back %d outbox rows this instance was sending when it stopped", count)
 
     async def _reclaim_expired(self) -> None:
         try:

@@ -8,6 +8,8 @@ from collections import deque
 from bot.clock import Clock
 
 WINDOW_S = 60.0
+# A real SOS takes two updates (/sos, then its confirmation); a few more leave room for a retry.
+URGENT_PER_MINUTE = 4
 
 
 class Verdict(enum.Enum):
@@ -26,7 +28,20 @@ class FloodGuard:
         self._limit = per_minute
         self._seen: dict[str, deque[float]] = {}
         self._warned: set[str] = set()
+        self._urgent: dict[str, deque[float]] = {}
         self._sweep_at = 0.0
+
+    def urgent(self, key: str) -> bool:
+        """Count an SOS update from `key`; True while it is within the few a minute that skip the guard
+        (a flood of forged SOS presses does not)."""
+        now = self._clock.monotonic()
+        times = self._urgent.setdefault(key, deque())
+        while times and times[0] <= now - WINDOW_S:
+            times.popleft()
+        if len(times) >= URGENT_PER_MINUTE:
+            return False
+        times.append(now)
+        return True
 
     def check(self, key: str) -> Verdict:
         """Count an update from `key` and say whether to handle it."""
@@ -48,5 +63,6 @@ class FloodGuard:
     def _sweep(self, now: float) -> None:
         # Forget people who have been quiet for a whole window, so memory follows current activity.
         self._seen = {k: v for k, v in self._seen.items() if v and v[-1] > now - WINDOW_S}
+        self._urgent = {k: v for k, v in self._urgent.items() if v and v[-1] > now - WINDOW_S}
         self._warned &= set(self._seen)
         self._sweep_at = now + WINDOW_S

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
-from bot.security import Cipher, Pseudonymizer
+from bot.security import Cipher, DecryptionError, Pseudonymizer
 from storage.outbox import NewOutboxRow, OutboxRepository
 
 PRIORITY_SOS = 100
@@ -98,19 +98,33 @@ class Outbox:
             )
         return await self._repo.insert(conn, rows, now)
 
-    async def release_held(self, conn: AsyncConnection, kinds: Sequence[str], chat_id: int) -> int:
-        """Send held rows of these kinds to `chat_id` now; return how many."""
-        rows = await self._repo.held(conn, kinds)
+    async def release_held(
+        self,
+        conn: AsyncConnection,
+        kinds: Sequence[str],
+        chat_id: int,
+        *,
+        statuses: Sequence[str] = ("held",),
+        limit: int | None = None,
+        due_before: datetime | None = None,
+    ) -> int:
+        """Send held rows of these kinds (or, with `statuses`, queued ones too) to `chat_id` now; return
+        how many. A row that does not decrypt (a wrong key) stays as it is."""
+        rows = await self._repo.held(conn, kinds, statuses=statuses, limit=limit, due_before=due_before)
         now = self._clock.now()
+        chat_key, chat_kind = self._pseudonyms.of_chat(chat_id), chat_kind_of(chat_id)
+        released = 0
         for row in rows:
             binding = payload_binding(row.uid)
-            params = self._cipher.decrypt_json(row.payload, binding=binding)
+            try:
+                params = self._cipher.decrypt_json(row.payload, binding=binding)
+            except DecryptionError:
+                continue
             params["chat_id"] = chat_id
             payload = self._cipher.encrypt_json(params, binding=binding)
-            await self._repo.release(
-                conn, row.id, payload, self._pseudonyms.of_chat(chat_id), chat_kind_of(chat_id), now
-            )
-        return len(rows)
+            await self._repo.release(conn, row.id, payload, chat_key, chat_kind, now, statuses=statuses)
+            released += 1
+        return released
 
     async def cancel_for(self, conn: AsyncConnection, pseudonym: str, kinds: Sequence[str] = ()) -> int:
         """Cancel what is still queued for a person (/forget), or only its rows of these kinds

@@ -1,4 +1,5 @@
-"""One send limiter for the whole bot: never more than the cap in any window, and 429 pauses everyone."""
+"""One send limiter for the whole bot: never more than the cap in any window; a 429 pauses the chat it was
+about, and everyone only when several chats hear one at once (then it is the bot's overall limit)."""
 
 from __future__ import annotations
 
@@ -12,26 +13,34 @@ from bot.clock import Clock
 # Sends are recorded when they leave; arrival at Telegram jitters by a few milliseconds, so the 1-second
 # window is widened a little to keep the strict server-side window from ever seeing one too many.
 WINDOW_MARGIN_S = 0.025
+# 429s for this many different chats within GLOBAL_429_WINDOW_S mean the overall limit, not one chat's.
+GLOBAL_429_CHATS = 3
+GLOBAL_429_WINDOW_S = 2.0
 
 
 class SlidingWindow:
     """At most `limit` events in any `window` seconds."""
 
-    __slots__ = ("_events", "limit", "window")
+    __slots__ = ("_events", "limit", "paused_until", "window")
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
+        self.paused_until = 0.0
         self._events: deque[float] = deque()
 
-    def ready_at(self, now: float) -> float:
-        """Return the earliest time another event fits."""
+    def ready_at(self, now: float, headroom: int = 0) -> float:
+        """Return the earliest time another event fits, leaving `headroom` slots of the window unused."""
         events = self._events
         while events and events[0] <= now - self.window:
             events.popleft()
-        if len(events) < self.limit:
-            return now
-        return events[-self.limit] + self.window
+        limit = max(1, self.limit - headroom)
+        ready = now if len(events) < limit else events[-limit] + self.window
+        return max(ready, self.paused_until)
+
+    def used(self, now: float) -> list[float]:
+        """Return the times of the events still in the window, oldest first."""
+        return [at for at in self._events if at > now - self.window]
 
     def record(self, at: float) -> None:
         """Count an event."""
@@ -40,8 +49,9 @@ class SlidingWindow:
             self._events.popleft()
 
     def idle_since(self, now: float) -> bool:
-        """Tell whether the window has forgotten every event."""
-        return not self._events or self._events[-1] <= now - self.window
+        """Tell whether the window has forgotten every event (and no pause holds)."""
+        quiet = not self._events or self._events[-1] <= now - self.window
+        return quiet and self.paused_until <= now
 
 
 class SendLimiter:
@@ -77,6 +87,7 @@ class SendLimiter:
         self._group_limit = math.floor(group_per_min)
         self._chats: dict[str, SlidingWindow] = {}
         self._sweep_at = 0.0
+        self._recent_429: deque[tuple[float, str]] = deque()
 
     @property
     def global_rate(self) -> float:
@@ -92,9 +103,40 @@ class SendLimiter:
         """Return the limiter's clock (monotonic seconds)."""
         return self._clock.monotonic()
 
+    @property
+    def group_limit(self) -> int:
+        """Return the per-group limit in sends per minute (0 means none)."""
+        return self._group_limit
+
     def pause(self, seconds: float) -> None:
         """Stop every send for as long as Telegram asked."""
         self._paused_until = max(self._paused_until, self._clock.monotonic() + seconds)
+
+    def too_many(self, chat_key: str | None, chat_kind: str, seconds: float) -> bool:
+        """Honour a 429: pause the chat it was about; pause everyone when several chats hear one at
+        once (the overall limit). Return True when everyone was paused."""
+        now = self._clock.monotonic()
+        if chat_key is None:
+            self.pause(seconds)
+            return True
+        window = self._chats.get(chat_key)
+        if window is None:
+            window = self._new_chat_window(chat_kind) or SlidingWindow(1_000_000, 1.0)
+            self._chats[chat_key] = window
+        window.paused_until = max(window.paused_until, now + seconds)
+        recent = self._recent_429
+        recent.append((now, chat_key))
+        while recent and recent[0][0] < now - GLOBAL_429_WINDOW_S:
+            recent.popleft()
+        if len({key for _, key in recent}) >= GLOBAL_429_CHATS:
+            self.pause(seconds)
+            return True
+        return False
+
+    def chat_used(self, chat_key: str, now: float) -> list[float]:
+        """Return when the sends still counted in this chat's window left, oldest first."""
+        window = self._chats.get(chat_key)
+        return [] if window is None else window.used(now)
 
     def global_ready_at(self, now: float) -> float:
         """Return the earliest time the overall limits allow a send."""
@@ -103,10 +145,10 @@ class SendLimiter:
             ready = max(ready, self._global.ready_at(now))
         return ready
 
-    def chat_ready_at(self, chat_key: str, chat_kind: str, now: float) -> float:
-        """Return the earliest time this chat's limit allows a send."""
+    def chat_ready_at(self, chat_key: str, chat_kind: str, now: float, headroom: int = 0) -> float:
+        """Return the earliest time this chat's limit allows a send that leaves `headroom` slots."""
         window = self._chats.get(chat_key)
-        return now if window is None else max(now, window.ready_at(now))
+        return now if window is None else max(now, window.ready_at(now, headroom))
 
     def record(self, chat_key: str | None, chat_kind: str, at: float) -> None:
         """Count a send that is leaving now (chat_key None: count it against the overall rate only)."""
@@ -137,6 +179,16 @@ class SendLimiter:
             if ready <= now:
                 self.record(chat_key, chat_kind, now)
                 return
+            await self._sleep(ready - now)
+
+    async def acquire_chat(self, chat_key: str, chat_kind: str) -> float:
+        """Wait until both the overall limits and this chat's allow a send; return the time it is
+        allowed (the caller records the send)."""
+        while True:
+            now = self._clock.monotonic()
+            ready = max(self.global_ready_at(now), self.chat_ready_at(chat_key, chat_kind, now))
+            if ready <= now:
+                return now
             await self._sleep(ready - now)
 
     async def acquire_global(self) -> float:

@@ -87,9 +87,17 @@ def contact_chat(cipher: Cipher, report: Report) -> int | None:
     return int(cipher.decrypt_text(report.contact_chat, binding=contact_chat_binding(report.code)))
 
 
-def alert_input(cipher: Cipher, report: Report, evidence: Sequence[Evidence]) -> AlertInput:
-    """Rebuild what the alert card shows from a stored report (file ids are not needed for a card)."""
-    body = open_body(cipher, report)
+def alert_input(
+    cipher: Cipher, report: Report, evidence: Sequence[Evidence], *, with_files: bool = False
+) -> AlertInput:
+    """Rebuild what the alert card shows from a stored report (file ids only when the evidence is to be
+    sent again: an opened card)."""
+    raw = cipher.decrypt_json(report.body, binding=report_body_binding(report.code))
+    file_ids = (
+        [cipher.decrypt_text(e.file_ref, binding=f"evidence.file_ref:{e.uid}") for e in evidence]
+        if with_files
+        else []
+    )
     return AlertInput(
         code=report.code,
         kind=report.kind,
@@ -97,11 +105,12 @@ def alert_input(cipher: Cipher, report: Report, evidence: Sequence[Evidence]) ->
         occurred_at=report.occurred_at,
         precision=report.occurred_precision,
         region=report.region,
-        place=body.place,
-        location=body.location,
-        text=body.text,
-        people=body.people,
+        place=raw.get("place"),
+        location=raw.get("location"),
+        text=raw.get("text"),
+        people=raw.get("people"),
         contactable=report.contactable,
         evidence=evidence,
-        evidence_file_ids=[],
+        evidence_file_ids=file_ids,
+        updates=[str(line) for line in raw.get("updates") or []],
     )

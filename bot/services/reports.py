@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
 from bot.services import report_form as form
-from bot.services.alerts import AlertInput, AlertService
+from bot.services.alerts import PRIORITY_SOS_UPDATE, AlertInput, AlertService
 from bot.services.evidence import MAX_FILE_BYTES, EvidenceStore
 from bot.services.outbox import Outbox, OutgoingMessage
 from bot.services.report_body import CODE_ALPHABET, contact_chat_binding, report_body_binding
@@ -24,8 +25,17 @@ from storage.reports import ActionRepository, Evidence, NewReport, Report, Repor
 from storage.users import UserRepository
 
 SOS_FOLLOWUP = timedelta(minutes=30)
+# An SOS card keeps this many follow-up lines (the newest that fit are shown).
+MAX_SOS_UPDATES = 50
 _CLEANUP_PRIORITY = 40
 _DELETE_BATCH = 100
+
+
+class CardRefresher(Protocol):
+    """Brings every copy of a report's card up to date (triage does)."""
+
+    async def refresh_card(self, conn: AsyncConnection, report: Report, priority: int = ...) -> None:
+        """Queue the card's current look on every copy."""
 
 
 class Stale(Exception):
@@ -76,6 +86,7 @@ class Limits:
     draft_ttl: timedelta = timedelta(hours=24)
     reports_per_hour: int = 5
     sos_per_minute: int = 1
+    sos_escalate_after: timedelta = timedelta(minutes=5)
 
 
 class ReportService:
@@ -97,6 +108,7 @@ class ReportService:
         evidence: EvidenceStore,
         zone: ZoneInfo,
         limits: Limits,
+        cards: CardRefresher | None = None,
     ) -> None:
         self._db = db
         self._drafts = drafts
@@ -111,6 +123,7 @@ class ReportService:
         self._evidence = evidence
         self._zone = zone
         self._limits = limits
+        self._cards = cards
 
     # ------------------------------------------------------------------ the guided report
 
@@ -280,7 +293,10 @@ class ReportService:
             recent = await self._actions.count_since(conn, pseudonym, "report", now - timedelta(hours=1))
             if recent >= self._limits.reports_per_hour:
                 raise LimitReached("report.limit", limit=self._limits.reports_per_hour)
-            draft.track(message_id)
+            # The pressed review message becomes the receipt (an edit: a double tap gives one receipt),
+            # so it stays; the rest of the conversation is deleted.
+            if message_id is not None and message_id in draft.messages:
+                draft.messages.remove(message_id)
             code = await self._new_code(conn)
             contactable = bool(draft.contactable)
             report_id = await self._reports.create(
@@ -336,6 +352,7 @@ class ReportService:
                 conn, self._new_report(draft, code, pseudonym, chat_id), now
             )
             await self._actions.record(conn, pseudonym, "sos", now)
+            await self._reports.schedule_escalation(conn, report_id, now + self._limits.sos_escalate_after)
             await self._alerts.queue(conn, await self._alert_input(conn, draft, code, True, report_id))
             draft.step, draft.report_code = "followup", code
             await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP)
@@ -373,9 +390,7 @@ class ReportService:
                 )
                 if text is None and rounded is None:
                     raise FormError("sos.expects_line")
-                await self._alerts.queue_followup(
-                    conn, draft.report_code, text=line or None, location=rounded
-                )
+                await self._merge_followup(conn, draft.report_code, line or None, rounded)
             except FormError as refused:
                 error = refused
             await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP)
@@ -437,6 +452,24 @@ class ReportService:
             await self._actions.purge_before(conn, now - timedelta(hours=1))
         await self._evidence.delete(dropped)
         return len(expired)
+
+    async def _merge_followup(
+        self, conn: AsyncConnection, code: str, line: str | None, location: list[float] | None
+    ) -> None:
+        """Put a follow-up into the SOS itself and edit its card: one person's many lines cost one
+        coalesced edit, never a message of their own ahead of someone else's first SOS."""
+        report = await self._reports.by_code(conn, code)
+        body = self._cipher.decrypt_json(report.body, binding=report_body_binding(code))
+        if line is not None:
+            at = self._clock.now().astimezone(self._zone).strftime("%H:%M")
+            updates = [*(body.get("updates") or []), f"{at} {line}"]
+            body["updates"] = updates[-MAX_SOS_UPDATES:]
+        if location is not None:
+            body["location"] = location
+        sealed = self._cipher.encrypt_json(body, binding=report_body_binding(code))
+        await self._reports.set_body(conn, report.id, sealed, self._clock.now())
+        if self._cards is not None:
+            await self._cards.refresh_card(conn, await self._reports.by_code(conn, code), PRIORITY_SOS_UPDATE)
 
     # ------------------------------------------------------------------ internals
 

@@ -15,6 +15,7 @@ from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
 from bot.services.audit import AuditLog
 from bot.services.roles import Gate, Refused
+from storage.alert_copies import AlertCopyRepository, DutyRepository
 from storage.audit import AuditEntry, AuditRepository
 from storage.database import Database
 from storage.reports import ReportRepository
@@ -47,6 +48,7 @@ class MemberView:
     name: str | None
     roles: frozenset[str]
     since: datetime
+    on_duty: bool = False
 
 
 class TeamService:
@@ -67,7 +69,11 @@ class TeamService:
         reports: ReportRepository,
         invite_ttl: timedelta,
         settings_admins: frozenset[int],
+        duty: DutyRepository | None = None,
+        copies: AlertCopyRepository | None = None,
     ) -> None:
+        self._duty = duty
+        self._copies = copies
         self._db = db
         self._repo = repo
         self._users = users
@@ -150,12 +156,16 @@ class TeamService:
         """List everyone with a role (coordinators and admins may look)."""
         async with self._gate.acting(user_id, "team.list") as act:
             members = await self._repo.members(act.conn)
+            on_duty = (
+                {d.pseudonym for d in await self._duty.on_duty(act.conn)} if self._duty is not None else set()
+            )
         return [
             MemberView(
                 ref=m.pseudonym[:MEMBER_REF_LENGTH],
                 name=self._open_name(m.pseudonym, m.display_name),
                 roles=m.roles,
                 since=m.since,
+                on_duty=m.pseudonym in on_duty,
             )
             for m in members
         ]
@@ -189,6 +199,11 @@ class TeamService:
                 raise TeamError("team.revoke_admin")
             await self._users.revoke(act.conn, member.pseudonym, "coordinator")
             freed = await self._reports.unassign(act.conn, member.pseudonym, self._clock.now())
+            # No more SOS in their private chat, and the cards they hold there are no longer kept current.
+            if self._duty is not None:
+                await self._duty.stop(act.conn, member.pseudonym)
+            if self._copies is not None:
+                await self._copies.forget_holder(act.conn, member.pseudonym)
             await self._audit.record(
                 act.conn, act.actor, "team.revoke", member.pseudonym, detail=f"freed {freed}"
             )

@@ -7,14 +7,24 @@ forked state. Each change is audited, re-renders the card in place, and may tell
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
-from bot.security import Cipher
-from bot.services.alerts import CARD_KIND, FINAL_STATUSES, TRIAGE_ACTIONS, AlertService, CardState
+from bot.security import Cipher, Pseudonymizer
+from bot.services.alerts import (
+    CARD_KIND,
+    EDIT_KIND,
+    FINAL_STATUSES,
+    PRIORITY_DIGEST,
+    PRIORITY_EDIT,
+    TRIAGE_ACTIONS,
+    AlertService,
+    CardState,
+)
 from bot.services.audit import AuditLog
 from bot.services.contact import ContactService
 from bot.services.delivery import Receipt
@@ -22,11 +32,10 @@ from bot.services.outbox import Outbox
 from bot.services.report_body import alert_input, parse_code, safe_code
 from bot.services.roles import COORDINATING, Gate, Refused
 from bot.services.team import TeamService, member_label
+from storage.alert_copies import AlertCopyRepository, CardCopy
 from storage.database import Database
 from storage.reports import Report, ReportRepository
 from storage.users import UserRepository
-
-EDIT_KIND = "alert_edit"
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class TriageService:
         cipher: Cipher,
         clock: Clock,
         reporter_updates: frozenset[str],
+        copies: AlertCopyRepository | None = None,
+        pseudonyms: Pseudonymizer | None = None,
     ) -> None:
         self._db = db
         self._gate = gate
@@ -69,15 +80,28 @@ class TriageService:
         self._cipher = cipher
         self._clock = clock
         self._reporter_updates = reporter_updates
+        self._copies = copies or AlertCopyRepository()
+        self._pseudonyms = pseudonyms
 
-    async def press(self, user_id: int, raw_code: str, action: str) -> Answer:
-        """Apply one triage button press (coordinators and admins only)."""
+    async def press(
+        self,
+        user_id: int,
+        raw_code: str,
+        action: str,
+        *,
+        chat_id: int | None = None,
+        message_id: int | None = None,
+    ) -> Answer:
+        """Apply one triage button press (coordinators and admins only); the pressed message, if it is a
+        copy of the card nobody recorded (sent just before a crash), is edited with the others from now on."""
         name = f"triage.{action}" if action in TRIAGE_ACTIONS else "triage.unknown"
         async with self._gate.acting(user_id, name, safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             if action not in TRIAGE_ACTIONS:
                 raise Refused("callback.stale")
             report = await self._reports.by_code(act.conn, code)
+            if chat_id is not None and message_id is not None:
+                await self._adopt(act.conn, report, user_id, act.actor, chat_id, message_id)
             answer = await self._decide(act.conn, report, act.actor, action)
         if answer.changed:
             self._outbox.notify()
@@ -105,23 +129,31 @@ class TriageService:
         return answer
 
     async def is_card(self, code: str, chat_id: int, message_id: int) -> bool:
-        """Tell whether a message is the report's alert card."""
+        """Tell whether a message is one of the report's alert cards."""
         async with self._db.read() as conn:
             try:
                 report = await self._reports.by_code(conn, code)
             except LookupError:
                 return False
-        return report.alert_chat == chat_id and report.alert_message_id == message_id
+            if report.alert_chat == chat_id and report.alert_message_id == message_id:
+                return True
+            return await self._copies.is_copy(conn, report.id, self._chat_key(chat_id), message_id)
 
     async def card_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
         """Remember where each card went; bring a card up to date if triage began before it was sent."""
         for receipt in receipts:
             if receipt.ref is None:
                 continue
-            await self._reports.record_alert_card(conn, receipt.ref, receipt.chat_id, receipt.message_id)
             report = await self._reports.by_code(conn, receipt.ref)
-            if report.revision > 0:
-                await self._queue_edit(conn, report)
+            in_group = receipt.chat_id < 0
+            if in_group and report.alert_chat is None:
+                await self._reports.record_alert_card(conn, receipt.ref, receipt.chat_id, receipt.message_id)
+            holder = (
+                None if in_group or self._pseudonyms is None else self._pseudonyms.of_user(receipt.chat_id)
+            )
+            copy = self._seal_copy(receipt.chat_id, receipt.message_id, holder)
+            if await self._copies.add(conn, report.id, copy, self._clock.now()) and report.revision > 0:
+                await self._queue_edit(conn, report, only=copy)
 
     async def _decide(self, conn: AsyncConnection, report: Report, actor: str, action: str) -> Answer:
         code, status = report.code, report.status
@@ -181,26 +213,110 @@ class TriageService:
         await self._reports.add_event(conn, report.id, actor, action, now)
         changed = await self._reports.by_code(conn, report.code)
         await self._audit.record(conn, actor, f"triage.{action}", report.code, detail=changed.status)
+        if changed.escalate_at is not None and (changed.acknowledged_by or changed.status != "new"):
+            # Someone answered the SOS: stop escalating it.
+            await self._reports.schedule_escalation(conn, changed.id, None)
+            changed = await self._reports.by_code(conn, report.code)
         await self._queue_edit(conn, changed)
         if reporter_update is not None and reporter_update in self._reporter_updates:
             await self._contact.queue_update(conn, changed, reporter_update)
         return Answer(f"triage.done_{action}", {"code": report.code}, changed=True)
 
-    async def _queue_edit(self, conn: AsyncConnection, report: Report) -> None:
-        """Queue the card's new look, dropping older edits not yet sent (they would only flicker)."""
-        if report.alert_chat is None or report.alert_message_id is None:
+    async def refresh_card(
+        self, conn: AsyncConnection, report: Report, priority: int = PRIORITY_EDIT
+    ) -> None:
+        """Bring every copy of a report's card up to date (an SOS's follow-up, its waiting time)."""
+        await self._queue_edit(conn, report, priority=priority)
+
+    async def _queue_edit(
+        self,
+        conn: AsyncConnection,
+        report: Report,
+        *,
+        priority: int = PRIORITY_EDIT,
+        only: CardCopy | None = None,
+    ) -> None:
+        """Queue the card's new look on every copy, dropping older edits not yet sent (they would only
+        flicker): only the latest state is ever sent."""
+        targets = await self._targets(conn, report) if only is None else [self._open_copy(only)]
+        if not targets:
             return  # not sent yet: card_sent brings it up to date when it is
-        await self._outbox.cancel_ref(conn, report.code, kinds=(EDIT_KIND,))
+        if only is None:
+            await self._outbox.cancel_ref(conn, report.code, kinds=(EDIT_KIND,))
         evidence = await self._reports.evidence_for(conn, report.id)
         state = await self.card_state(conn, report)
-        edit = self._alerts.card_edit(
-            alert_input(self._cipher, report, evidence), state, report.alert_chat, report.alert_message_id
+        shown = alert_input(self._cipher, report, evidence)
+        edits = [
+            self._alerts.card_edit(shown, state, chat, message_id, priority) for chat, message_id in targets
+        ]
+        await self._outbox.enqueue(conn, edits)
+
+    async def _targets(self, conn: AsyncConnection, report: Report) -> list[tuple[int, int]]:
+        targets = [self._open_copy(copy) for copy in await self._copies.for_report(conn, report.id)]
+        legacy = (report.alert_chat, report.alert_message_id)
+        if legacy[0] is not None and legacy[1] is not None and legacy not in targets:
+            targets.insert(0, (legacy[0], legacy[1]))
+        return targets
+
+    async def _adopt(
+        self, conn: AsyncConnection, report: Report, user_id: int, actor: str, chat_id: int, message_id: int
+    ) -> None:
+        """Record a pressed card nobody knew of (its send was cut off by a crash) as a live copy. Only a
+        message of the bot's own carries its buttons, so a press proves the message is the card."""
+        if chat_id > 0 and chat_id != user_id:
+            return
+        if chat_id < 0 and chat_id != await self._alerts.coordinator_chat(conn):
+            return
+        if report.alert_chat == chat_id and report.alert_message_id == message_id:
+            return
+        if await self._copies.is_copy(conn, report.id, self._chat_key(chat_id), message_id):
+            return
+        holder = actor if chat_id > 0 else None
+        await self._copies.add(
+            conn, report.id, self._seal_copy(chat_id, message_id, holder), self._clock.now()
         )
-        await self._outbox.enqueue(conn, [edit])
+
+    def _seal_copy(self, chat_id: int, message_id: int, holder: str | None) -> CardCopy:
+        uid = secrets.token_hex(16)
+        chat = self._cipher.encrypt_text(str(chat_id), binding=copy_chat_binding(uid))
+        return CardCopy(uid, self._chat_key(chat_id), chat, message_id, holder)
+
+    def _open_copy(self, copy: CardCopy) -> tuple[int, int]:
+        chat = int(self._cipher.decrypt_text(copy.chat, binding=copy_chat_binding(copy.uid)))
+        return chat, copy.message_id
+
+    def _holder(self, chat_id: int) -> str | None:
+        # A private chat's id is its person's id.
+        return self._pseudonyms.of_user(chat_id) if self._pseudonyms is not None else None
+
+    def _chat_key(self, chat_id: int) -> str:
+        if self._pseudonyms is None:
+            return str(chat_id)
+        return self._pseudonyms.of_chat(chat_id)
+
+    async def open_card(self, user_id: int, raw_code: str) -> str:
+        """Send a report's full card, text, location and evidence to the presser in private (a digest's
+        button); the card is a live copy. Coordinators and admins only; audited as a view."""
+        async with self._gate.acting(user_id, "alerts.open", safe_code(raw_code)) as act:
+            code = parse_code(raw_code)
+            report = await self._reports.by_code(act.conn, code)
+            evidence = await self._reports.evidence_for(act.conn, report.id)
+            shown = alert_input(self._cipher, report, evidence, with_files=True)
+            state = await self.card_state(act.conn, report)
+            card = self._alerts.card_copy(shown, state, user_id, PRIORITY_DIGEST)
+            extras = self._alerts.extras(shown, user_id, PRIORITY_DIGEST)
+            await self._outbox.enqueue(act.conn, [card, *extras])
+            await self._audit.record(act.conn, act.actor, "alerts.open", code)
+        self._outbox.notify()
+        return code
 
     async def card_state(self, conn: AsyncConnection, report: Report) -> CardState:
         """Return what the card shows for a report, with members' display names."""
         names = await self._team.names(conn, [report.assignee, report.acknowledged_by])
+        waiting = None
+        if report.kind == "sos" and report.status == "new" and report.acknowledged_by is None:
+            minutes = int((self._clock.now() - report.created_at).total_seconds() // 60)
+            waiting = minutes if minutes >= 1 else None
         return CardState(
             status=report.status,
             assignee=member_label(names.get(report.assignee or ""), report.assignee),
@@ -212,6 +328,7 @@ class TriageService:
             acknowledged_at=report.acknowledged_at,
             reason=report.reason,
             duplicate_of=report.duplicate_of,
+            waiting_min=waiting,
         )
 
     async def _label(self, conn: AsyncConnection, pseudonym: str) -> str:
@@ -221,6 +338,11 @@ class TriageService:
     async def _still_on_team(self, conn: AsyncConnection, pseudonym: str) -> bool:
         user = await self._users.get(conn, pseudonym)
         return user is not None and bool(user.roles.intersection(COORDINATING))
+
+
+def copy_chat_binding(uid: str) -> str:
+    """Return what a card copy's encrypted chat is bound to."""
+    return f"alert_copies.chat:{uid}"
 
 
 __all__ = ["CARD_KIND", "EDIT_KIND", "Answer", "TriageService"]
