@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -21,6 +22,7 @@ from bot.services.report_body import alert_input
 from bot.services.roles import NotAllowed
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
+from messages import LANGUAGES, catalogs
 from storage.outbox import ClaimedRow
 from tests.conftest import make_settings
 from tests.workspace_seed import Seed, seed_reports
@@ -84,7 +86,7 @@ async def send_sos(services: Services, user_id: int) -> str:
     return (await services.reports.sos_send(user_id, user_id, draft.nonce, None)).code
 
 
-async def rows(services: Services, where: str = "1=1") -> list[dict[str, object]]:
+async def rows(services: Services, where: str = "1=1") -> list[dict[str, Any]]:
     """Return outbox rows (with their decrypted parameters) matching a condition, oldest first."""
     async with services.db.read() as conn:
         found = (await conn.execute(text(f"SELECT * FROM outbox WHERE {where} ORDER BY id"))).mappings()  # noqa: S608
@@ -142,7 +144,7 @@ async def test_sos_come_first_in_a_digest_and_keep_their_own_card(services: Serv
     clock_of(services).advance(2.0)  # the SOS found no slot for a moment
     fill_group_window(services, 16)  # the slots SOS cards may use are spent
     assert await services.planner.plan() == 1
-    text_ = (await rows(services, f"kind = '{DIGEST_KIND}'"))[0]["params"]["text"]  # type: ignore[index]
+    text_ = (await rows(services, f"kind = '{DIGEST_KIND}'"))[0]["params"]["text"]
     lines = text_.splitlines()
     listed = [line for line in lines if "R-" in line]
     assert all(code in listed[i] for i, code in enumerate(sos)), "SOS are listed first"
@@ -174,13 +176,39 @@ async def test_huge_backlogs_fill_several_digests_within_the_free_slots(services
     await queue_reports(services, 2 * DIGEST_SIZE + 30)
     assert await services.planner.plan() == 3
     digests = await rows(services, f"kind = '{DIGEST_KIND}'")
-    assert sum(str(d["params"]["text"]).count("R-") for d in digests) == 2 * DIGEST_SIZE + 30  # type: ignore[index]
+    listed = sum(str(d["params"]["text"]).count("R-") for d in digests)
+    assert listed == 2 * DIGEST_SIZE + 30
 
 
 def claimed(services: Services, kind: str, priority: int, chat: int = COORDINATORS) -> ClaimedRow:
     """A claimed row as the worker would see it."""
     key = services.pseudonyms.of_chat(chat)
     return ClaimedRow(1, "u", kind, "sendMessage", b"", key, "group", None, priority, 1, 0)
+
+
+async def test_digests_fit_telegram_with_the_longest_names_in_every_language(
+    services: Services,
+) -> None:
+    texts = catalogs()
+
+    def longest(prefix: str, names: list[str]) -> str:
+        return max(names, key=lambda n: max(len(texts.plain(lang, f"{prefix}.{n}")) for lang in LANGUAGES))
+
+    category = longest("category", ["detention", "summons", "search", "violence", "threats", "journalist"])
+    region = longest("region", ["bishkek", "osh_city", "issyk_kul", "jalal_abad", "osh_region", "elsewhere"])
+    seeds = [Seed(category=category, region=region)] * (2 * DIGEST_SIZE + 5)
+    await seed_reports(services.db, services.cipher, seeds, services.clock.now())
+    async with services.db.read() as conn:
+        codes = [r[0] for r in await conn.execute(text("SELECT code FROM reports"))]
+        reports = await services.triage._reports.by_codes(conn, codes)
+    for language in LANGUAGES:
+        services.planner._language = language
+        parts = services.planner._parts(reports)
+        assert sum(len(part) for part in parts) == len(reports), "nobody is left out"
+        for part in parts:
+            digest = services.planner._digest(COORDINATORS, part, waiting=len(reports))
+            assert len(digest.params["text"]) <= 4096, language
+            assert sum(len(row) for row in digest.params["reply_markup"]["inline_keyboard"]) <= 100
 
 
 async def test_slots_are_tiered_report_cards_leave_room_for_sos_and_digests(services: Services) -> None:
@@ -212,10 +240,10 @@ async def test_a_follow_up_flood_is_one_coalesced_edit_behind_any_first_sos(serv
     edits = await rows(services, f"kind = '{EDIT_KIND}' AND status = 'pending'")
     assert len(edits) == 1, "only the latest state of the card is queued"
     edit = edits[0]
-    assert "line 38" in edit["params"]["text"] and "42.87" in edit["params"]["text"]  # type: ignore[index]
+    assert "line 38" in edit["params"]["text"] and "42.87" in edit["params"]["text"]
     # Another person's first SOS goes ahead of the follow-ups.
     first = await rows(services, f"kind = '{CARD_KIND}' AND ref = '{other}'")
-    assert first[0]["priority"] > edit["priority"]  # type: ignore[operator]
+    assert first[0]["priority"] > edit["priority"]
     assert not await rows(services, f"kind = 'alert' AND ref = '{code}'"), "no message per follow-up"
 
 
@@ -230,7 +258,7 @@ async def test_duty_is_for_coordinators_audited_and_gets_every_sos(services: Ser
     assert state.on_duty and state.on_duty_count == 1
     code = await send_sos(services, REPORTERS)
     private = await rows(services, f"kind = '{CARD_KIND}' AND ref = '{code}' AND chat_kind = 'private'")
-    assert [row["params"]["chat_id"] for row in private] == [AIDA]  # type: ignore[index]
+    assert [row["params"]["chat_id"] for row in private] == [AIDA]
     members = await services.team.members(ADMIN)
     assert [m.on_duty for m in members if "coordinator" in m.roles] == [True]
     await services.duty.set(AIDA, False)
@@ -251,9 +279,9 @@ async def test_an_unanswered_sos_is_escalated_at_a_growing_capped_interval(servi
     clock.advance(5 * 60)
     assert await services.duty.escalate() == 1
     private = await rows(services, f"kind = '{CARD_KIND}' AND ref = '{code}' AND chat_kind = 'private'")
-    to = sorted(row["params"]["chat_id"] for row in private)  # type: ignore[index]
+    to = sorted(row["params"]["chat_id"] for row in private)
     assert to == [ADMIN, AIDA, AIDA]  # the on-duty copy at once, then the escalation to both
-    assert "has waited 5 min" in private[-1]["params"]["text"]  # type: ignore[index]
+    assert "has waited 5 min" in private[-1]["params"]["text"]
     clock.advance(5 * 60)
     assert await services.duty.escalate() == 0, "the second comes 10 minutes after the first"
     clock.advance(5 * 60)
@@ -278,7 +306,7 @@ async def test_revoking_a_coordinator_takes_them_off_duty_and_stops_editing_thei
     await services.team.revoke(ADMIN, "Aida")
     await services.triage.press(ADMIN, code, "take")
     edits = await rows(services, f"kind = '{EDIT_KIND}' AND status = 'pending'")
-    assert AIDA not in [row["params"]["chat_id"] for row in edits]  # type: ignore[index]
+    assert AIDA not in [row["params"]["chat_id"] for row in edits]
     third = await send_sos(services, REPORTERS + 1)
     assert not await rows(services, f"ref = '{third}' AND chat_kind = 'private'")
 
@@ -298,11 +326,11 @@ async def test_every_copy_of_a_card_is_edited_and_an_unknown_pressed_copy_is_ado
     # A third copy whose receipt was lost is pressed: it is live from now on.
     await services.triage.press(AIDA, code, "take", chat_id=COORDINATORS, message_id=9)
     edits = await rows(services, f"kind = '{EDIT_KIND}' AND status = 'pending'")
-    assert sorted(row["params"]["message_id"] for row in edits) == [9, 10, 11]  # type: ignore[index]
+    assert sorted(row["params"]["message_id"] for row in edits) == [9, 10, 11]
     # A press in some other chat adopts nothing.
     await services.triage.press(AIDA, code, "verify", chat_id=-100555, message_id=3)
     edits = await rows(services, f"kind = '{EDIT_KIND}' AND status = 'pending'")
-    assert sorted(row["params"]["message_id"] for row in edits) == [9, 10, 11]  # type: ignore[index]
+    assert sorted(row["params"]["message_id"] for row in edits) == [9, 10, 11]
 
 
 async def test_a_resent_card_says_it_may_be_a_repeat(services: Services) -> None:
@@ -320,8 +348,8 @@ async def test_opening_a_card_from_a_digest_is_for_coordinators_and_sends_it_pri
         await services.triage.open_card(STRANGER, code)
     assert await services.triage.open_card(AIDA, code) == code
     private = await rows(services, f"ref = '{code}' AND chat_kind = 'private'")
-    assert private and private[0]["kind"] == CARD_KIND and private[0]["params"]["chat_id"] == AIDA  # type: ignore[index]
-    assert "Two officers detained" in private[0]["params"]["text"]  # type: ignore[index]
+    assert private and private[0]["kind"] == CARD_KIND and private[0]["params"]["chat_id"] == AIDA
+    assert "Two officers detained" in private[0]["params"]["text"]
     async with services.db.read() as conn:
         audited = [tuple(r) for r in await conn.execute(text("SELECT action, outcome FROM audit_log"))]
     assert ("alerts.open", "refused") in audited and ("alerts.open", "ok") in audited
@@ -338,8 +366,8 @@ async def test_admins_see_how_many_alerts_wait_and_why(services: Services) -> No
     held = await services.watch.held()
     assert held.count == 2 and held.reason == "removed"
     notices = await rows(services, "kind = 'admin_notice'")
-    assert [n["params"]["chat_id"] for n in notices] == [ADMIN]  # type: ignore[index]
-    assert "2</b> alert(s) are waiting" in notices[0]["params"]["text"]  # type: ignore[index]
+    assert [n["params"]["chat_id"] for n in notices] == [ADMIN]
+    assert "2</b> alert(s) are waiting" in notices[0]["params"]["text"]
     # Told once per incident.
     async with services.db.write() as conn:
         await services.watch.failed(conn, [KICKED])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import io
 import json
@@ -17,14 +18,24 @@ from telegram import (
     BotCommandScopeAllPrivateChats,
     ChatMemberAdministrator,
     ChatMemberBanned,
+    ChatMemberLeft,
     ChatMemberMember,
+    ChatMemberRestricted,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
     MessageEntity,
     Update,
 )
-from telegram.error import BadRequest, Conflict, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Conflict,
+    Forbidden,
+    NetworkError,
+    RetryAfter,
+    TimedOut,
+)
 from telegram.ext import Application, CommandHandler, ContextTypes
 
 from tests.fakebot import FakeBotApi, UploadedFile
@@ -569,3 +580,349 @@ async def test_wrong_token_and_unknown_method(fake: FakeBotApi, http: httpx.Asyn
     assert wrong.json() == {"ok": False, "error_code": 401, "description": "Unauthorized"}
     assert stray.status_code == 404
     assert [call.status for call in fake.calls] == [404, 401, 404]
+
+
+# ---------------------------------------------------------------------- Telegram's limits and crises
+
+
+class SteppedClock:
+    """A monotonic clock the test moves by hand, so rate windows slide without sleeping."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        """Return the current reading."""
+        return self.now
+
+
+@pytest.fixture
+def clock(fake: FakeBotApi) -> SteppedClock:
+    """Drive the fake's rate windows by a hand-moved clock."""
+    stepped = SteppedClock()
+    fake.clock = stepped
+    return stepped
+
+
+async def say(
+    http: httpx.AsyncClient, chat_id: int | str, text: str = "x", **extra: object
+) -> httpx.Response:
+    """Send a text message over raw HTTP."""
+    return await http.post("sendMessage", json={"chat_id": chat_id, "text": text, **extra})
+
+
+def too_many(retry: int) -> dict[str, object]:
+    """Return Telegram's 429 body."""
+    return {
+        "ok": False,
+        "error_code": 429,
+        "description": f"Too Many Requests: retry after {retry}",
+        "parameters": {"retry_after": retry},
+    }
+
+
+async def test_group_window_admits_twenty_a_minute(
+    fake: FakeBotApi, http: httpx.AsyncClient, bot: Bot
+) -> None:
+    fake.set_chat_limits(group_per_min=20)
+    assert (await say(http, -100, "first")).status_code == 200
+    for n in range(14):
+        assert (await say(http, -100, f"send {n}")).status_code == 200
+    for n in range(5):  # edits count against the chat like sends do
+        edit = await http.post(
+            "editMessageText", json={"chat_id": -100, "message_id": 1, "text": f"edit {n}"}
+        )
+        assert edit.status_code == 200
+
+    refused = await say(http, -100, "21st")
+    assert refused.status_code == 429
+    body = refused.json()
+    retry = body["parameters"]["retry_after"]
+    assert 1 <= retry <= 60
+    assert body == too_many(retry)
+    with pytest.raises(RetryAfter) as info:
+        await bot.send_message(-100, "22nd")
+    waited = info.value.retry_after
+    assert isinstance(waited, dt.timedelta)
+    assert dt.timedelta(seconds=1) <= waited <= dt.timedelta(seconds=60)
+
+    assert (await say(http, -200, "another group")).status_code == 200
+    assert (await say(http, 5, "a private chat")).status_code == 200  # its limit is off
+    # Chat actions, deletions and lookups are not flood-counted.
+    assert (await http.post("sendChatAction", json={"chat_id": -100, "action": "typing"})).status_code == 200
+    assert (await http.post("getChat", json={"chat_id": -100})).status_code == 200
+    assert (await http.post("deleteMessage", json={"chat_id": -100, "message_id": 2})).status_code == 200
+    assert fake.received_429 == 2
+    assert fake.received_429_by_chat == {-100: 2}
+    assert len(fake.chat_messages(-100)) == 14
+
+
+async def test_group_window_slides_and_refusals_do_not_count(
+    fake: FakeBotApi, http: httpx.AsyncClient, clock: SteppedClock
+) -> None:
+    fake.set_chat_limits(group_per_min=3)
+    for offset in (0, 10, 20):
+        clock.now = 1000 + offset
+        assert (await say(http, "@news")).status_code == 200
+    clock.now = 1030
+    assert (await say(http, "@news")).json() == too_many(30)  # until the call at 1000 leaves
+    clock.now = 1059.5
+    assert (await say(http, "@news")).json() == too_many(1)
+    clock.now = 1060
+    assert (await say(http, "@news")).status_code == 200  # the refused calls took no slot
+    assert (await say(http, "@news")).json() == too_many(10)
+    channel_id = fake.sent("sendMessage")[0].result["chat"]["id"]
+    assert fake.received_429_by_chat == {channel_id: 3}
+    assert all(call.at >= 1000 for call in fake.calls)
+
+    fake.set_chat_limits(group_per_min=1, retry_after=9)
+    assert (await say(http, -7)).status_code == 200
+    assert (await say(http, -7)).json() == too_many(9)
+    fake.set_chat_limits()
+    assert (await say(http, -7)).status_code == 200
+
+
+async def test_private_window(fake: FakeBotApi, http: httpx.AsyncClient, clock: SteppedClock) -> None:
+    fake.set_chat_limits(private_per_s=1)
+    assert (await say(http, 1)).status_code == 200
+    clock.now += 0.5
+    assert (await say(http, 1)).json() == too_many(1)
+    assert (await say(http, 2)).status_code == 200
+    clock.now += 0.5
+    assert (await say(http, 1)).status_code == 200
+    assert (await say(http, -5)).status_code == 200  # groups are unlimited unless group_per_min is set
+
+    fake.set_chat_limits(private_per_s=2.7)  # two a second
+    assert [(await say(http, 1)).status_code for _ in range(3)] == [200, 200, 429]
+
+    fake.set_chat_limits(private_per_s=0.25)  # one every four seconds
+    assert (await say(http, 1)).status_code == 200
+    clock.now += 0.5
+    assert (await say(http, 1)).json() == too_many(4)
+    clock.now += 3.5
+    assert (await say(http, 1)).status_code == 200
+
+
+async def test_chat_and_global_windows_together(
+    fake: FakeBotApi, http: httpx.AsyncClient, clock: SteppedClock
+) -> None:
+    fake.set_rate_limit(2, retry_after=3)
+    fake.set_chat_limits(private_per_s=1)
+    assert (await say(http, 1)).status_code == 200
+    assert (await say(http, 1)).json() == too_many(1)  # the chat's window refuses
+    assert (await say(http, 2)).status_code == 200
+    assert (await say(http, 3)).json() == too_many(3)  # the global window refuses
+    clock.now += 1
+    # The refused call to chat 3 entered no window, so it may go first in the next second.
+    assert [(await say(http, chat)).status_code for chat in (3, 1, 2)] == [200, 200, 429]
+    assert fake.received_429 == 3
+    assert fake.received_429_by_chat == {1: 1, 3: 1, 2: 1}
+
+
+async def test_callback_data_is_limited_to_64_bytes(
+    fake: FakeBotApi, bot: Bot, http: httpx.AsyncClient
+) -> None:
+    def keyboard(*data: str) -> InlineKeyboardMarkup:
+        """Return a keyboard with a short first button and one row per callback_data."""
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton("ok", callback_data="ok")]]
+            + [[InlineKeyboardButton(str(n), callback_data=item)] for n, item in enumerate(data)]
+        )
+
+    sent = await bot.send_message(1, "fits", reply_markup=keyboard("x" * 64, "é" * 32))
+    with pytest.raises(BadRequest, match=r"(?i)button_data_invalid"):
+        await bot.send_message(1, "too long", reply_markup=keyboard("x" * 65))
+    with pytest.raises(BadRequest, match=r"(?i)button_data_invalid"):
+        await bot.send_message(1, "too long in UTF-8", reply_markup=keyboard("é" * 33))
+    with pytest.raises(BadRequest, match=r"(?i)button_data_invalid"):
+        await bot.edit_message_reply_markup(1, sent.message_id, reply_markup=keyboard("y" * 65))
+    with pytest.raises(BadRequest, match=r"(?i)button_data_invalid"):
+        await bot.edit_message_text("new", 1, sent.message_id, reply_markup=keyboard("", "z"))
+    answer = await say(
+        http, 1, "raw", reply_markup={"inline_keyboard": [[{"text": "a", "callback_data": "a" * 65}]]}
+    )
+    assert answer.json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: BUTTON_DATA_INVALID",
+    }
+
+    grid = [
+        [{"text": str(n), "callback_data": str(n)} for n in range(row, row + 10)] for row in range(0, 100, 10)
+    ]
+    assert (await say(http, 1, "100 buttons", reply_markup={"inline_keyboard": grid})).status_code == 200
+    grid[-1].append({"text": "one more", "url": "https://example.org"})
+    crowded = await say(http, 1, "101 buttons", reply_markup={"inline_keyboard": grid})
+    assert crowded.json()["description"] == "Bad Request: reply markup is too long"
+    assert [msg["text"] for msg in fake.chat_messages(1)] == ["fits", "100 buttons"]
+    assert fake.chat_messages(1)[0]["reply_markup"] == keyboard("x" * 64, "é" * 32).to_dict()
+
+
+async def test_migrate_chat(fake: FakeBotApi, bot: Bot, http: httpx.AsyncClient) -> None:
+    old, new = -555, -1_000_000_000_555
+    fake.add_message(user_id=5, chat_id=old, chat_type="group", text="hello group")
+    greeting = await bot.send_message(old, "hi")
+    assert await bot.get_updates(offset=2, timeout=0) == ()
+
+    fake.migrate_chat(old, new)
+
+    with pytest.raises(ChatMigrated) as info:
+        await bot.send_message(old, "still there?")
+    assert info.value.new_chat_id == new
+    answer = await say(http, old)
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: group chat was upgraded to a supergroup chat",
+        "parameters": {"migrate_to_chat_id": new},
+    }
+    with pytest.raises(ChatMigrated):
+        await bot.edit_message_text("edited", old, greeting.message_id)
+    with pytest.raises(ChatMigrated):
+        await bot.delete_message(old, greeting.message_id)
+    moved = await bot.send_message(new, "moved")
+    assert moved.chat.type == "supergroup"
+    assert (await bot.get_chat(new)).type == "supergroup"
+
+    farewell, welcome = [update.message for update in await bot.get_updates(timeout=0)]
+    assert farewell is not None
+    assert welcome is not None
+    assert (farewell.chat.id, farewell.chat.type, farewell.migrate_to_chat_id) == (old, "group", new)
+    assert (welcome.chat.id, welcome.chat.type, welcome.migrate_from_chat_id) == (new, "supergroup", old)
+    assert farewell.from_user is not None
+    assert farewell.from_user.id == 1
+    assert welcome.from_user == farewell.from_user
+
+
+def parse_update(fake: FakeBotApi, update: dict[str, object]) -> Update:
+    """Parse an update the fake queued the way PTB parses getUpdates, offline."""
+    parsed = Update.de_json(copy.deepcopy(update), Bot(fake.token))
+    assert parsed.update_id == update["update_id"]
+    return parsed
+
+
+async def test_kick_and_restore_bot(fake: FakeBotApi, bot: Bot, http: httpx.AsyncClient) -> None:
+    group, supergroup = -42, -1_000_000_000_042
+    fake.add_message(user_id=7, chat_id=group, chat_type="group", text="hi", first_name="Ann")
+    await bot.get_updates(offset=2, timeout=0)
+
+    kicked = fake.kick_bot(group, by_user_id=7)
+    change = parse_update(fake, kicked).my_chat_member
+    assert change is not None
+    assert change.chat.id == group
+    assert change.from_user.first_name == "Ann"
+    assert isinstance(change.old_chat_member, ChatMemberAdministrator)
+    assert isinstance(change.new_chat_member, ChatMemberBanned)
+    assert change.new_chat_member.status == "kicked"
+    assert change.new_chat_member.user.id == fake.bot_id
+
+    with pytest.raises(Forbidden, match="bot was kicked from the group chat"):
+        await bot.send_message(group, "anyone?")
+    assert (await say(http, group)).json() == {
+        "ok": False,
+        "error_code": 403,
+        "description": "Forbidden: bot was kicked from the group chat",
+    }
+    with pytest.raises(Forbidden, match="kicked"):
+        await bot.send_chat_action(group, "typing")
+    assert isinstance(await bot.get_chat_member(group, fake.bot_id), ChatMemberBanned)
+    fake.kick_bot(supergroup)
+    with pytest.raises(Forbidden, match="bot was kicked from the supergroup chat"):
+        await bot.send_message(supergroup, "anyone?")
+
+    # my_chat_member is delivered by default, but not to a bot that subscribed to other updates only.
+    assert await bot.get_updates(timeout=0, allowed_updates=[Update.MESSAGE]) == ()
+    delivered = await bot.get_updates(timeout=0, allowed_updates=[])
+    assert [update.my_chat_member is not None for update in delivered] == [True, True]
+    last_seen = delivered[-1].update_id
+
+    restored = fake.restore_bot(group, by_user_id=7, status="member")
+    back = parse_update(fake, restored).my_chat_member
+    assert back is not None
+    assert isinstance(back.old_chat_member, ChatMemberBanned)
+    assert isinstance(back.new_chat_member, ChatMemberMember)
+    assert (await bot.send_message(group, "back")).text == "back"
+    assert isinstance(await bot.get_chat_member(group, fake.bot_id), ChatMemberMember)
+    assert [update.update_id for update in await bot.get_updates(offset=last_seen + 1, timeout=0)] == [
+        restored["update_id"]
+    ]
+
+
+async def test_bot_left_restricted_and_blocked(fake: FakeBotApi, bot: Bot) -> None:
+    left = parse_update(fake, fake.kick_bot(-10, status="left")).my_chat_member
+    assert left is not None
+    assert isinstance(left.new_chat_member, ChatMemberLeft)
+    with pytest.raises(Forbidden, match="bot is not a member of the group chat"):
+        await bot.send_message(-10, "x")
+
+    restricted = parse_update(fake, fake.kick_bot(-11, status="restricted")).my_chat_member
+    assert restricted is not None
+    member = restricted.new_chat_member
+    assert isinstance(member, ChatMemberRestricted)
+    assert member.status == "restricted"
+    assert member.can_send_messages is False
+    assert isinstance(await bot.get_chat_member(-11, fake.bot_id), ChatMemberRestricted)
+    with pytest.raises(BadRequest, match=r"(?i)not enough rights to send text messages to the chat"):
+        await bot.send_message(-11, "x")
+
+    fake.add_message(user_id=12, text="hello", first_name="Bo")
+    blocked = parse_update(fake, fake.kick_bot(12)).my_chat_member
+    assert blocked is not None
+    assert blocked.from_user.id == 12  # in a private chat the user is the one who blocks
+    assert isinstance(blocked.old_chat_member, ChatMemberMember)
+    with pytest.raises(Forbidden, match="bot was blocked by the user"):
+        await bot.send_message(12, "x")
+    unblocked = parse_update(fake, fake.restore_bot(12)).my_chat_member
+    assert unblocked is not None
+    assert unblocked.new_chat_member.status == "member"
+    assert (await bot.send_message(12, "again")).text == "again"
+
+    with pytest.raises(ValueError, match="status"):
+        fake.kick_bot(-10, status="member")
+    with pytest.raises(ValueError, match="status"):
+        fake.restore_bot(-10, status="kicked")
+
+
+async def test_delete_chat(fake: FakeBotApi, bot: Bot) -> None:
+    await bot.send_message(-77, "before")
+    fake.delete_chat(-77)
+    with pytest.raises(BadRequest, match="Chat not found"):
+        await bot.send_message(-77, "after")
+    with pytest.raises(BadRequest, match="Chat not found"):
+        await bot.get_chat(-77)
+    with pytest.raises(BadRequest, match="Chat not found"):
+        await bot.get_chat_member(-77, fake.bot_id)
+    assert fake.calls[-1].response["description"] == "Bad Request: chat not found"
+    assert [msg["text"] for msg in fake.chat_messages(-77)] == ["before"]
+
+
+async def test_fail_chat_until_healed(
+    fake: FakeBotApi, bot: Bot, http: httpx.AsyncClient, clock: SteppedClock
+) -> None:
+    fake.set_chat_limits(private_per_s=1)
+    fake.fail_chat(7)
+    fake.fail_chat(8, 504)
+    fake.fail_chat(9, 400, "chat not found")
+
+    answer = await say(http, 7)
+    assert (answer.status_code, answer.text) == (502, "Bad Gateway")
+    with pytest.raises(NetworkError, match="Bad Gateway"):
+        await bot.send_message(7, "x")
+    with pytest.raises(NetworkError, match="Bad Gateway"):
+        await bot.send_chat_action(7, "typing")
+    answer = await say(http, 8)
+    assert (answer.status_code, answer.text) == (504, "Gateway Timeout")
+    assert (await say(http, 9)).json() == {
+        "ok": False,
+        "error_code": 400,
+        "description": "Bad Request: chat not found",
+    }
+    assert (await say(http, 10)).status_code == 200
+    assert fake.received_429 == 0
+
+    fake.heal_chat(7)
+    # The failed calls entered no flood window, so the first call after healing goes through.
+    assert (await bot.send_message(7, "healed")).text == "healed"
+    assert [msg["text"] for msg in fake.chat_messages(7)] == ["healed"]
+    assert [call.status for call in fake.calls if call.params.get("chat_id") == 7] == [502, 502, 502, 200]

@@ -40,8 +40,10 @@ from storage.reports import Report, ReportRepository
 log = logging.getLogger(__name__)
 
 WINDOW_S = 60.0
-# Telegram shows at most 100 buttons under a message; 50 lines keep a digest well under 4,096 characters.
-DIGEST_SIZE = 50
+# Telegram shows at most 100 buttons under a message and 4,096 characters in it: at most 40 lines, fewer
+# when long category and region names make the text too long.
+DIGEST_SIZE = 40
+TEXT_LIMIT = 4096
 DIGEST_ROW = 5
 OPEN_PREFIX = "o"
 
@@ -174,12 +176,31 @@ class AlertPlanner:
             return 0
         reports = {r.code: r for r in await self._reports.by_codes(conn, codes)}
         ordered = [reports[code] for code in codes if code in reports]
-        parts = _chunks(ordered, DIGEST_SIZE)[:free]
-        messages = [self._digest(chat, part, waiting=len(ordered)) for part in parts]
+        # Every folded report is in a digest, even if that makes one digest more than slots are free
+        # now: it waits in the queue like any alert, held and never dropped.
+        messages = [self._digest(chat, part, waiting=len(ordered)) for part in self._parts(ordered)]
         await self._outbox.enqueue(conn, messages)
         self._listed.update(sos_codes)
         log.info("folded %d waiting alerts into %d digest(s)", len(ordered), len(messages))
         return len(messages)
+
+    def _parts(self, reports: Sequence[Report]) -> list[list[Report]]:
+        """Split reports into digests that fit Telegram's limits (counting tags too: on the safe side)."""
+        frame = _units(self._texts.text(self._language, "digest.heading", count=DIGEST_SIZE, waiting=9999))
+        frame += _units(self._texts.text(self._language, "digest.footer")) + 2
+        parts: list[list[Report]] = []
+        current: list[Report] = []
+        length = frame
+        for report in reports:
+            line = _units(self._line(report)) + 1
+            if current and (len(current) >= DIGEST_SIZE or length + line > TEXT_LIMIT):
+                parts.append(current)
+                current, length = [], frame
+            current.append(report)
+            length += line
+        if current:
+            parts.append(current)
+        return parts
 
     def _digest(self, chat: int, reports: Sequence[Report], waiting: int) -> OutgoingMessage:
         lang = self._language
@@ -226,6 +247,10 @@ def _capacity(limit: int, used: Sequence[float], now: float, horizon: float) -> 
         return 0
     freeing = sum(1 for at in used if at + WINDOW_S <= now + horizon)
     return max(0, limit - len(used)) + freeing
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _local(moment: datetime, zone: ZoneInfo) -> str:

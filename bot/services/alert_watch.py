@@ -154,8 +154,12 @@ class AlertWatch:
 
     async def _migrate(self, conn: AsyncConnection, old_key: str, new_chat: int) -> None:
         current = await self._alerts.coordinator_chat(conn)
+        if current == new_chat:
+            # Followed already (the service message came first): what was refused since goes there too.
+            await self._alerts.redirect(conn, new_chat)
+            return
         if current is None or self._pseudonyms.of_chat(current) != old_key:
-            return  # not our chat (or already followed)
+            return  # not our chat
         await self._state.put(conn, COORDINATOR_CHAT, str(new_chat))
         self._alerts.remember_chat(new_chat)
         moved = await self._alerts.redirect(conn, new_chat)

@@ -70,7 +70,8 @@ async def test_the_whole_guided_report_reaches_the_coordinators(
     assert person.keyboard_message()["text"] == person.last_text()
     assert datetime.now(ZoneInfo("Asia/Bishkek")).strftime("%d.%m.%Y") in person.last_text()
     await person.tap("submit")
-    receipt = fake.sent("sendMessage", chat_id=person.user_id)[-1].params["text"]
+    # The review screen became the receipt.
+    receipt = fake.sent("editMessageText", chat_id=person.user_id)[-1].params["text"]
     code = receipt.split("<code>")[1].split("</code>")[0]
     assert code.startswith("R-") and len(code) == 7
 
@@ -205,14 +206,17 @@ async def test_telegram_failing_mid_flow_loses_no_step_and_makes_one_report(
     await person.tap("skip")
     await person.tap("done")
     await person.tap("contact", "no")
-    fake.fail_next("sendMessage", 1, status=500)
+    fake.fail_next("editMessageText", 1, status=500)
     message = person.keyboard_message()
     submit = next(d for d in person.buttons() if d.split(":")[3] == "submit")
     fake.add_callback_query(user_id=650, data=submit, message_id=message["message_id"])
     receipts = await fake.wait_for(
-        "sendMessage", chat_id=650, timeout=20, predicate=lambda c: "R-" in str(c.params.get("text"))
+        "editMessageText", chat_id=650, timeout=20, predicate=lambda c: "R-" in str(c.params.get("text"))
     )
     assert len(receipts) == 1
+    assert [m for m in person.bot_messages() if "R-" in str(m.get("text"))] == [
+        m for m in person.bot_messages() if m["message_id"] == message["message_id"]
+    ]
     await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
     async with _db(reporting_bot) as db, db.read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM reports"))).scalar() == 1

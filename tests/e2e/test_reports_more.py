@@ -35,10 +35,16 @@ async def test_sos_is_two_taps_then_updates_then_a_clean_phone(
     assert "SOS" in alert.params["text"] and "R-" in alert.params["text"]
     await person.say("Bishkek, Sverdlovsky district police station, with my lawyer")
     await person.say(location=(42.8791, 74.6123))
-    updates = await fake.wait_for("sendMessage", chat_id=COORDINATORS, count=2, timeout=15)
-    assert "Sverdlovsky" in updates[-1].params["text"]
-    (where,) = await fake.wait_for("sendLocation", chat_id=COORDINATORS, timeout=15)
-    assert (where.params["latitude"], where.params["longitude"]) == (42.88, 74.61)
+    # Follow-ups are merged into the SOS card (edits, only the latest state), never messages of their own.
+    await fake.wait_for(
+        "editMessageText",
+        chat_id=COORDINATORS,
+        timeout=15,
+        predicate=lambda c: "Sverdlovsky" in c.params["text"] and "42.88, 74.61" in c.params["text"],
+    )
+    card = next(m for m in fake.chat_messages(COORDINATORS) if m["message_id"] == alert.result["message_id"])
+    assert "Sverdlovsky" in card["text"] and "42.88" in card["text"]
+    assert len(fake.sent("sendMessage", chat_id=COORDINATORS)) == 1
     # A second SOS within the minute is refused politely; the coordinators already have the first.
     fake.add_message(user_id=701, text="/sos")
     await fake.wait_for("sendMessage", chat_id=701, count=4, timeout=15)
@@ -73,7 +79,7 @@ async def test_myreports_lists_contactable_reports_and_forget_unlinks_them(
     person = Person(fake, 710)
     await walk_to_review(fake, person)
     await person.tap("submit")
-    code = fake.sent("sendMessage", chat_id=710)[-1].params["text"].split("<code>")[1].split("</code>")[0]
+    code = fake.sent("editMessageText", chat_id=710)[-1].params["text"].split("<code>")[1].split("</code>")[0]
     listing = await person.say("/myreports")
     assert code in listing["text"]
     await person.say("/forget")

@@ -7,6 +7,7 @@ import bisect
 import contextlib
 import itertools
 import json
+import math
 import mimetypes
 import re
 import time
@@ -40,6 +41,13 @@ RATE_LIMITED_METHODS: Final = frozenset(
         "editMessageCaption",
     }
 )
+# Methods that write into a chat: chat outages, migrations, deleted chats and a removed bot stop these.
+_WRITE_METHODS: Final = RATE_LIMITED_METHODS | {
+    "forwardMessages",
+    "sendChatAction",
+    "deleteMessage",
+    "deleteMessages",
+}
 
 # Form and multipart bodies carry every value as a string; these are ids/counters the bot means as ints.
 _INT_FIELDS: Final = frozenset(
@@ -132,6 +140,43 @@ _MAX_TEXT: Final = 4096
 _MAX_CAPTION: Final = 1024
 _MAX_DOWNLOAD: Final = 20 * 1024 * 1024
 _MAX_UPLOAD: Final = 50 * 1024 * 1024
+_MAX_CALLBACK_DATA: Final = 64  # bytes of UTF-8
+_MAX_BUTTONS: Final = 100
+# Telegram's flood windows: per group a minute, per private chat a second (or 1/rate for slower rates).
+_GROUP_WINDOW: Final = 60.0
+_PRIVATE_WINDOW: Final = 1.0
+# Statuses kick_bot and restore_bot move the bot between.
+_BOT_REMOVED_STATUSES: Final = frozenset({"kicked", "left", "restricted"})
+_BOT_PRESENT_STATUSES: Final = frozenset({"administrator", "member"})
+_ADMIN_RIGHTS: Final = (
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+)
+_MEMBER_PERMISSIONS: Final = (
+    "can_change_info",
+    "can_invite_users",
+    "can_pin_messages",
+    "can_send_messages",
+    "can_send_polls",
+    "can_send_other_messages",
+    "can_add_web_page_previews",
+    "can_manage_topics",
+    "can_send_audios",
+    "can_send_documents",
+    "can_send_photos",
+    "can_send_videos",
+    "can_send_video_notes",
+    "can_send_voice_notes",
+    "can_edit_tag",
+    "can_react_to_messages",
+)
 _FILE_FOLDERS: Final = {
     "photo": "photos",
     "document": "documents",
@@ -209,6 +254,17 @@ def _error_payload(status: int, description: str, parameters: JSONDict | None = 
     if parameters:
         payload["parameters"] = parameters
     return payload
+
+
+def _worded(status: int, description: str, default: str) -> str:
+    """Word a fault's description the way Telegram would for its status."""
+    prefix = _ERROR_PREFIXES.get(status) or _PLAIN_TEXT_STATUSES.get(status)
+    if description == default:
+        # The default wording only fits its own status; other statuses get Telegram's own phrase.
+        return prefix or ("Internal Server Error" if status == 500 else description)
+    if prefix and not description.startswith(prefix):
+        return f"{prefix}: {description}"
+    return description
 
 
 def _normalise(raw: Mapping[str, Any]) -> JSONDict:
@@ -315,6 +371,7 @@ class _Method:
     name: str
     handler: Handler
     rate_limited: bool
+    writes: bool
 
 
 class FakeBotApi:
@@ -345,12 +402,27 @@ class FakeBotApi:
         self.pending_updates: list[JSONDict] = []
         self.acknowledged_offset = 0
         self.received_429 = 0
+        # The 429s of calls that named a chat, by numeric chat id (whichever window refused them).
+        self.received_429_by_chat: dict[int, int] = {}
+        # Monotonic clock behind ApiCall.at and every rate window; tests may swap it to step time.
+        self.clock: Callable[[], float] = time.monotonic
 
         self.forbidden_chats: set[int] = set()
         self.request_delay = 0.0
         self.rate_limit_retry_after = 1
         self._rate_limit: float | None = None
         self._rate_window: deque[float] = deque()
+        # (events admitted per window, window length in seconds), None while that limit is off.
+        self._group_rule: tuple[int, float] | None = None
+        self._private_rule: tuple[int, float] | None = None
+        self._chat_retry_after: int | None = None
+        # chat_id -> admission times inside the chat's current window, oldest first.
+        self._chat_windows: dict[int, list[float]] = {}
+        self._chat_outages: dict[int, _Fault] = {}
+        self._migrations: dict[int, int] = {}
+        self._deleted_chats: set[int] = set()
+        # chat_id -> the status kick_bot gave the bot there, while it stops the bot's writes.
+        self._bot_removals: dict[int, str] = {}
         self._faults: dict[str, deque[_Fault]] = {}
         self._stalls: dict[str, deque[_Stall]] = {}
 
@@ -643,12 +715,7 @@ class FakeBotApi:
         self, method: str, times: int = 1, *, status: int = 500, description: str = "Internal Server Error"
     ) -> None:
         """Make the next `times` calls of `method` fail with `status`."""
-        prefix = _ERROR_PREFIXES.get(status) or _PLAIN_TEXT_STATUSES.get(status)
-        if prefix and description == "Internal Server Error":
-            # The default wording only fits a 500; other statuses get Telegram's own phrase.
-            description = prefix
-        elif prefix and not description.startswith(prefix):
-            description = f"{prefix}: {description}"
+        description = _worded(status, description, "Internal Server Error")
         queue = self._faults.setdefault(method.lower(), deque())
         queue.extend(_Fault(status, description) for _ in range(times))
 
@@ -656,6 +723,92 @@ class FakeBotApi:
         """Make the next `times` calls of `method` go unanswered for `delay` seconds."""
         queue = self._stalls.setdefault(method.lower(), deque())
         queue.extend(_Stall(delay, deliver) for _ in range(times))
+
+    def set_chat_limits(
+        self,
+        *,
+        group_per_min: int | None = None,
+        private_per_s: float | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        """Enforce Telegram's per-chat flood windows on the sending and editing methods.
+
+        Groups, supergroups and channels (negative ids, "@channel") admit `group_per_min` calls
+        per sliding minute; private chats `private_per_s` per sliding second, or one call per
+        1/`private_per_s` seconds below one a second. A refused call gets 429 with retry_after
+        the whole seconds until the chat's oldest call leaves its window, or `retry_after` when
+        given. None turns a limit off; every call replaces all three settings and empties the
+        windows. set_rate_limit's global window still applies on top.
+        """
+        if group_per_min is not None and group_per_min < 1:
+            raise ValueError("group_per_min must be at least 1")
+        if private_per_s is not None and not private_per_s > 0:
+            raise ValueError("private_per_s must be positive")
+        self._group_rule = None if group_per_min is None else (int(group_per_min), _GROUP_WINDOW)
+        if private_per_s is None:
+            self._private_rule = None
+        elif private_per_s >= 1:
+            self._private_rule = (max(1, math.floor(private_per_s)), _PRIVATE_WINDOW)
+        else:
+            self._private_rule = (1, 1.0 / private_per_s)
+        self._chat_retry_after = None if retry_after is None else max(1, int(retry_after))
+        self._chat_windows.clear()
+
+    def fail_chat(self, chat_id: int, status: int = 502, description: str = "Bad Gateway") -> None:
+        """Answer every write into `chat_id` with `status` until heal_chat; 502/504 come as plain text."""
+        self._chat_outages[chat_id] = _Fault(status, _worded(status, description, "Bad Gateway"))
+
+    def heal_chat(self, chat_id: int) -> None:
+        """End a fail_chat outage."""
+        self._chat_outages.pop(chat_id, None)
+
+    # ------------------------------------------------------------------ chat life cycle
+
+    def migrate_chat(self, old_chat_id: int, new_chat_id: int, *, by_user_id: int = 1) -> None:
+        """Upgrade a group to a supergroup: writes to the old id fail with migrate_to_chat_id.
+
+        Queues the two service messages Telegram sends, migrate_to_chat_id in the old group and
+        migrate_from_chat_id in the new supergroup.
+        """
+        old_chat = self._chat(old_chat_id)
+        title = old_chat.get("title") or f"Test supergroup {abs(new_chat_id)}"
+        new_chat: JSONDict = {"id": new_chat_id, "type": "supergroup", "title": title}
+        self._chats[new_chat_id] = new_chat
+        self._migrations[old_chat_id] = new_chat_id
+        user = self._user(by_user_id)
+        farewell = self._new_message(old_chat, user)
+        farewell["migrate_to_chat_id"] = new_chat_id
+        self.add_update({"message": dict(farewell)})
+        welcome = self._new_message(new_chat, user)
+        welcome["migrate_from_chat_id"] = old_chat_id
+        self.add_update({"message": dict(welcome)})
+
+    def kick_bot(self, chat_id: int, *, by_user_id: int = 1, status: str = "kicked") -> dict[str, Any]:
+        """Remove ("kicked", "left") or restrict ("restricted") the bot in a chat; return the update.
+
+        Writes into the chat then fail like Telegram's (403 for kicked/left, 400 for restricted),
+        getChatMember reports the new status, and a my_chat_member update is queued. In a private
+        chat this is the user blocking the bot, so `from` is that user whatever `by_user_id` says.
+        """
+        if status not in _BOT_REMOVED_STATUSES:
+            raise ValueError(f"status must be one of {sorted(_BOT_REMOVED_STATUSES)}, not {status!r}")
+        update = self._bot_status_change(chat_id, by_user_id, status)
+        self._bot_removals[chat_id] = status
+        return update
+
+    def restore_bot(
+        self, chat_id: int, *, by_user_id: int = 1, status: str = "administrator"
+    ) -> dict[str, Any]:
+        """Undo kick_bot: the bot becomes `status` again ("member" in private chats); return the update."""
+        if status not in _BOT_PRESENT_STATUSES:
+            raise ValueError(f"status must be one of {sorted(_BOT_PRESENT_STATUSES)}, not {status!r}")
+        update = self._bot_status_change(chat_id, by_user_id, status)
+        self._bot_removals.pop(chat_id, None)
+        return update
+
+    def delete_chat(self, chat_id: int) -> None:
+        """Make the chat vanish: writes, getChat and getChatMember answer "chat not found"."""
+        self._deleted_chats.add(chat_id)
 
     # ------------------------------------------------------------------ HTTP plumbing
 
@@ -668,14 +821,14 @@ class FakeBotApi:
             params = await self._read_params(request)
         except _ApiError as exc:
             return self._answer(
-                method, {}, time.monotonic(), exc.status, _error_payload(exc.status, exc.description)
+                method, {}, self.clock(), exc.status, _error_payload(exc.status, exc.description)
             )
         except ValueError as exc:
             # aiohttp rejects malformed multipart bodies with ValueError; Telegram answers those with 400.
-            return self._answer(method, {}, time.monotonic(), 400, _error_payload(400, f"Bad Request: {exc}"))
+            return self._answer(method, {}, self.clock(), 400, _error_payload(400, f"Bad Request: {exc}"))
         if self.request_delay > 0:
             await self._sleep(self.request_delay)
-        at = time.monotonic()
+        at = self.clock()
         if request.match_info["token"] != self.token:
             return self._answer(method, params, at, 401, _error_payload(401, "Unauthorized"))
         if spec is None:
@@ -685,15 +838,7 @@ class FakeBotApi:
         faults = self._faults.get(key)
         if faults:
             fault = faults.popleft()
-            extra = None
-            description = fault.description
-            if fault.status == 429:
-                extra = {"retry_after": self.rate_limit_retry_after}
-                if description == "Too Many Requests":
-                    description = f"Too Many Requests: retry after {self.rate_limit_retry_after}"
-            return self._answer(
-                method, params, at, fault.status, _error_payload(fault.status, description, extra)
-            )
+            return self._answer(method, params, at, fault.status, self._fault_payload(fault))
 
         stalls = self._stalls.get(key)
         if stalls and not stalls[0].deliver:
@@ -704,9 +849,16 @@ class FakeBotApi:
             await self._sleep(lost.delay)
             return self._render(504, payload)
 
-        if spec.rate_limited and not self._admit(at):
+        target: int | None = None
+        if spec.writes and (self._chat_outages or self._group_rule or self._private_rule):
+            target = self._target_chat(params)
+            outage = None if target is None else self._chat_outages.get(target)
+            if outage is not None:
+                # The gateway answers for Telegram, so an outage enters no flood window.
+                return self._answer(method, params, at, outage.status, self._fault_payload(outage))
+        retry = self._admit(at, target) if spec.rate_limited else None
+        if retry is not None:
             # A stall stays queued for the next admitted request: a 429 is an answer, not a lost one.
-            retry = self.rate_limit_retry_after
             payload = _error_payload(429, f"Too Many Requests: retry after {retry}", {"retry_after": retry})
             return self._answer(method, params, at, 429, payload)
         stall = stalls.popleft() if stalls else None
@@ -734,7 +886,7 @@ class FakeBotApi:
         params: JSONDict = {"file_path": file_path}
         if self.request_delay > 0:
             await self._sleep(self.request_delay)
-        at = time.monotonic()
+        at = self.clock()
         if request.match_info["token"] != self.token:
             return self._answer("downloadFile", params, at, 401, _error_payload(401, "Unauthorized"))
         stored = self._files_by_path.get(file_path)
@@ -748,7 +900,7 @@ class FakeBotApi:
     async def _handle_unknown(self, request: web.Request) -> web.StreamResponse:
         """Answer paths outside the Bot API with Telegram's JSON 404."""
         params: JSONDict = {"path": request.path}
-        return self._answer("unknown", params, time.monotonic(), 404, _error_payload(404, "Not Found"))
+        return self._answer("unknown", params, self.clock(), 404, _error_payload(404, "Not Found"))
 
     async def _read_params(self, request: web.Request) -> JSONDict:
         """Merge query string and body (JSON, urlencoded or multipart) into one normalised dict."""
@@ -791,6 +943,10 @@ class FakeBotApi:
         self.calls.append(ApiCall(method, params, at, status, payload))
         if status == 429:
             self.received_429 += 1
+            raw = params.get("chat_id")
+            chat_id = self._channel_ids.get(raw.lower()) if isinstance(raw, str) else raw
+            if isinstance(chat_id, int):
+                self.received_429_by_chat[chat_id] = self.received_429_by_chat.get(chat_id, 0) + 1
         self._calls_signal.notify()
 
     @staticmethod
@@ -818,19 +974,62 @@ class FakeBotApi:
             async with asyncio.timeout(delay):
                 await self._closing.wait()
 
-    def _admit(self, now: float) -> bool:
-        """Apply the sliding one-second window; rejected requests do not enter it."""
+    def _fault_payload(self, fault: _Fault) -> JSONDict:
+        """Build the answer of a queued or per-chat fault; a 429 carries retry_after like Telegram's."""
+        if fault.status != 429:
+            return _error_payload(fault.status, fault.description)
+        retry = self.rate_limit_retry_after
+        description = fault.description
+        if description == "Too Many Requests":
+            description = f"Too Many Requests: retry after {retry}"
+        return _error_payload(429, description, {"retry_after": retry})
+
+    def _target_chat(self, p: JSONDict) -> int | None:
+        """Return the numeric chat a call writes into, or None when it names none usable."""
+        raw = p.get("chat_id")
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.startswith("@"):
+            with contextlib.suppress(_ApiError):
+                return self._resolve_chat_id(raw)
+        return None
+
+    def _admit(self, now: float, chat_id: int | None) -> int | None:
+        """Apply the global and per-chat sliding windows; return retry_after for a refused call.
+
+        A refused call enters no window, so it never delays the calls after it.
+        """
+        retry = 0
         limit = self._rate_limit
-        if limit is None:
-            return True
         window = self._rate_window
-        cutoff = now - 1.0
-        while window and window[0] <= cutoff:
-            window.popleft()
-        if len(window) + 1 > limit:
-            return False
-        window.append(now)
-        return True
+        if limit is not None:
+            cutoff = now - 1.0
+            while window and window[0] <= cutoff:
+                window.popleft()
+            if len(window) + 1 > limit:
+                retry = self.rate_limit_retry_after
+        rule = None if chat_id is None else self._group_rule if chat_id < 0 else self._private_rule
+        events: list[float] | None = None
+        if rule is not None and chat_id is not None:
+            capacity, length = rule
+            events = self._chat_windows.setdefault(chat_id, [])
+            expired = bisect.bisect_right(events, now - length)
+            if expired:
+                del events[:expired]
+            if len(events) >= capacity:
+                wait = self._chat_retry_after
+                if wait is None:
+                    # The next call fits once the oldest of the window's calls has left it.
+                    wait = max(1, math.ceil(events[-capacity] + length - now))
+                retry = max(retry, wait)
+                events = None
+        if retry:
+            return retry
+        if limit is not None:
+            window.append(now)
+        if events is not None:
+            events.append(now)
+        return None
 
     def _canonical(self, method: str) -> str:
         """Map any capitalisation of a method name to the Bot API spelling."""
@@ -924,11 +1123,63 @@ class FakeBotApi:
         raise _bad("chat not found")
 
     def _write_chat(self, p: JSONDict) -> int:
-        """Resolve the chat a method writes into, enforcing forbidden_chats."""
-        chat_id = self._resolve_chat_id(p.get("chat_id"))
+        """Resolve the chat a method writes into, enforcing forbidden_chats and the chat's state."""
+        chat_id = self._writable_chat_id(p.get("chat_id"))
         if chat_id in self.forbidden_chats:
             raise _ApiError(403, "Forbidden: bot was blocked by the user")
         return chat_id
+
+    def _writable_chat_id(self, raw: Any) -> int:
+        """Resolve a chat id, failing like Telegram when the chat is gone, migrated or bars the bot."""
+        chat_id = self._resolve_chat_id(raw)
+        if chat_id in self._deleted_chats:
+            raise _bad("chat not found")
+        migrated_to = self._migrations.get(chat_id)
+        if migrated_to is not None:
+            raise _ApiError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                {"migrate_to_chat_id": migrated_to},
+            )
+        removal = self._bot_removals.get(chat_id)
+        if removal is not None:
+            raise self._removal_error(chat_id, removal)
+        return chat_id
+
+    def _removal_error(self, chat_id: int, status: str) -> _ApiError:
+        """Word Telegram's refusal of a write by a bot that was removed or restricted."""
+        if status == "restricted":
+            return _bad("not enough rights to send text messages to the chat")
+        chat_type = self._chat(chat_id)["type"]
+        if chat_type == "private":
+            return _ApiError(403, "Forbidden: bot was blocked by the user")
+        if status == "kicked":
+            return _ApiError(403, f"Forbidden: bot was kicked from the {chat_type} chat")
+        return _ApiError(403, f"Forbidden: bot is not a member of the {chat_type} chat")
+
+    def _user(self, user_id: int) -> JSONDict:
+        """Return the User object of a known user, or a plain stand-in."""
+        return self._users.get(user_id) or {"id": user_id, "is_bot": False, "first_name": "Test"}
+
+    def _bot_status_change(self, chat_id: int, by_user_id: int, status: str) -> JSONDict:
+        """Move the bot to `status` in a chat and queue the my_chat_member update saying so."""
+        chat = self._chat(chat_id)
+        key = (chat_id, self.bot_id)
+        private = chat["type"] == "private"
+        default = "member" if private else "administrator"
+        if private and status == "administrator":
+            status = "member"  # nobody administers a private chat
+        old_member = self._member(self.bot_id, self.chat_member_statuses.get(key, default))
+        new_member = self._member(self.bot_id, status)
+        self.chat_member_statuses[key] = status
+        change: JSONDict = {
+            "chat": chat,
+            "from": self._user(chat_id if private else by_user_id),
+            "date": int(time.time()),
+            "old_chat_member": old_member,
+            "new_chat_member": new_member,
+        }
+        return self.add_update({"my_chat_member": change})
 
     def _new_message(self, chat: JSONDict, sender: JSONDict | None) -> JSONDict:
         """Allocate the chat's next message_id and store an empty message under it."""
@@ -990,7 +1241,22 @@ class FakeBotApi:
             return None
         if not isinstance(markup, dict):
             raise _bad("can't parse reply keyboard markup JSON object")
-        return markup if "inline_keyboard" in markup else None
+        if "inline_keyboard" not in markup:
+            return None
+        keyboard = markup["inline_keyboard"]
+        if isinstance(keyboard, list):
+            rows = [row for row in keyboard if isinstance(row, list)]
+            if sum(map(len, rows)) > _MAX_BUTTONS:
+                raise _bad("reply markup is too long")
+            for row in rows:
+                for button in row:
+                    data = button.get("callback_data") if isinstance(button, dict) else None
+                    if data is not None and not (
+                        isinstance(data, str)
+                        and 1 <= len(data.encode("utf-8", "surrogatepass")) <= _MAX_CALLBACK_DATA
+                    ):
+                        raise _bad("BUTTON_DATA_INVALID")
+        return markup
 
     @staticmethod
     def _caption(p: JSONDict) -> str | None:
@@ -1152,7 +1418,7 @@ class FakeBotApi:
             "leaveChat": self._leave_chat,
         }
         return {
-            name.lower(): _Method(name, handler, name in RATE_LIMITED_METHODS)
+            name.lower(): _Method(name, handler, name in RATE_LIMITED_METHODS, name in _WRITE_METHODS)
             for name, handler in handlers.items()
         }
 
@@ -1575,7 +1841,7 @@ class FakeBotApi:
 
     async def _delete_message(self, p: JSONDict) -> bool:
         """Delete one message, failing when it does not exist."""
-        chat_id = self._resolve_chat_id(p.get("chat_id"))
+        chat_id = self._writable_chat_id(p.get("chat_id"))
         messages = self._messages.get(chat_id, {})
         if messages.pop(p.get("message_id", 0), None) is None:
             raise _bad("message to delete not found")
@@ -1583,7 +1849,7 @@ class FakeBotApi:
 
     async def _delete_messages(self, p: JSONDict) -> bool:
         """Delete whichever of the listed messages exist."""
-        chat_id = self._resolve_chat_id(p.get("chat_id"))
+        chat_id = self._writable_chat_id(p.get("chat_id"))
         messages = self._messages.get(chat_id, {})
         for message_id in self._message_ids(p):
             messages.pop(message_id, None)
@@ -1605,7 +1871,10 @@ class FakeBotApi:
 
     async def _get_chat(self, p: JSONDict) -> JSONDict:
         """Return a ChatFullInfo with the fields PTB requires."""
-        chat = self._chat(self._resolve_chat_id(p.get("chat_id")))
+        chat_id = self._resolve_chat_id(p.get("chat_id"))
+        if chat_id in self._deleted_chats:
+            raise _bad("chat not found")
+        chat = self._chat(chat_id)
         return {
             **chat,
             "accent_color_id": 0,
@@ -1622,55 +1891,27 @@ class FakeBotApi:
     async def _get_chat_member(self, p: JSONDict) -> JSONDict:
         """Return a ChatMember; the bot is an administrator unless chat_member_statuses says otherwise."""
         chat_id = self._resolve_chat_id(p.get("chat_id"))
+        if chat_id in self._deleted_chats:
+            raise _bad("chat not found")
         user_id = p.get("user_id")
         if not isinstance(user_id, int):
             raise _bad("user not found")
-        if user_id == self.bot_id:
-            user = self.bot_user
-            default = "administrator"
-        else:
-            user = self._users.get(user_id) or {"id": user_id, "is_bot": False, "first_name": "Test"}
-            default = "member"
-        status = self.chat_member_statuses.get((chat_id, user_id), default)
+        default = "administrator" if user_id == self.bot_id else "member"
+        return self._member(user_id, self.chat_member_statuses.get((chat_id, user_id), default))
+
+    def _member(self, user_id: int, status: str) -> JSONDict:
+        """Build the ChatMember object of `status` with the fields PTB requires for it."""
+        user = self.bot_user if user_id == self.bot_id else self._user(user_id)
         member: JSONDict = {"status": status, "user": user}
         if status == "creator":
             member["is_anonymous"] = False
         elif status == "administrator":
-            member.update(
-                can_be_edited=False,
-                is_anonymous=False,
-                can_manage_chat=True,
-                can_delete_messages=True,
-                can_manage_video_chats=True,
-                can_restrict_members=True,
-                can_promote_members=False,
-                can_change_info=True,
-                can_invite_users=True,
-                can_post_stories=True,
-                can_edit_stories=True,
-                can_delete_stories=True,
-            )
+            member.update(can_be_edited=False, is_anonymous=False, can_promote_members=False)
+            member.update(dict.fromkeys(_ADMIN_RIGHTS, True))
         elif status == "restricted":
             member["is_member"] = True
             member["until_date"] = 0
-            for permission in (
-                "can_change_info",
-                "can_invite_users",
-                "can_pin_messages",
-                "can_send_messages",
-                "can_send_polls",
-                "can_send_other_messages",
-                "can_add_web_page_previews",
-                "can_manage_topics",
-                "can_send_audios",
-                "can_send_documents",
-                "can_send_photos",
-                "can_send_videos",
-                "can_send_video_notes",
-                "can_send_voice_notes",
-                "can_edit_tag",
-            ):
-                member[permission] = False
+            member.update(dict.fromkeys(_MEMBER_PERMISSIONS, False))
         elif status == "kicked":
             member["until_date"] = 0
         return member
