@@ -6,20 +6,29 @@ clock: the moment the Submit press is queued for the bot, and the moment the ale
 
     python bench/alert_latency.py                # R = 200, no overall cap, no per-group limit
     python bench/alert_latency.py --cap 30 -n 20 # Telegram's free overall limit
+    python bench/alert_latency.py --real-limits  # the worst day: Telegram's real limits, SOS among them
 
-Telegram allows about 20 messages a minute into one group; with that limit on (--group-limit 20),
-200 simultaneous alerts necessarily spread over ten minutes, so the default run lifts it to measure the
-bot's own latency. The figures say which limits applied.
+--real-limits runs the crisis: the fake enforces Telegram's limits (30 a second overall, 1 a second per
+private chat, 20 a minute per group, edits counted) and answers 429 to any excess; the bot runs with the
+same settings and one admin on duty. R reporters walk to the review screen (with the fake's limits off,
+to keep the walk short), a tenth of them also open an SOS, then every Submit and every SOS confirmation is
+pressed at the same moment. It prints `all_visible_s` (from the last press until every report's code is
+visible in the coordinators' chat, as a card or a digest line), `sos_p95_ms` (press to the SOS code being
+visible to a coordinator: in the group, or in the on-duty coordinator's private chat), `received_429` and
+`lost` (codes never visible within 5 minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from common import ROOT, figure, parser  # type: ignore[import-not-found]
 
@@ -102,15 +111,170 @@ async def one_run(reporters: int, cap: float, group_limit: float) -> dict[str, f
     }
 
 
+CODE = re.compile(r"R-[0-9A-Z]{5}")
+ADMIN = 2_999_999
+
+
+async def crisis_run(reporters: int) -> dict[str, float]:
+    """Telegram's real limits, R reporters and R/10 SOS pressed at one moment; see the docstring."""
+    from tests.e2e.conftest import BotProcess
+    from tests.e2e.reporting import Person
+    from tests.fakebot import FakeBotApi
+
+    async with FakeBotApi() as fake:
+        with tempfile.TemporaryDirectory() as data_dir:
+            bot = BotProcess(
+                fake,
+                Path(data_dir) / "data",
+                coordinator_chat_id=str(COORDINATORS),
+                admin_ids=str(ADMIN),
+                rate_global_per_s="30",
+                rate_group_per_min="20",
+                rate_private_per_s="1",
+                reports_per_hour="100",
+            )
+            await bot.start()
+            try:
+                await fake.wait_for("getUpdates", timeout=60)
+                fake.add_message(user_id=ADMIN, text="/duty on")
+                await fake.wait_for("sendMessage", chat_id=ADMIN, timeout=60)
+                people = [Person(fake, FIRST_USER + i) for i in range(reporters)]
+                await asyncio.gather(*(walk(p, fake) for p in people))
+                reviews = [
+                    (
+                        next(d for d in p.buttons() if d.split(":")[3] == "submit"),
+                        p.keyboard_message()["message_id"],
+                    )
+                    for p in people
+                ]
+                sos_people = people[: max(1, reporters // 10)]
+                sos_buttons = await asyncio.gather(*(open_sos(p, fake) for p in sos_people))
+                fake.set_rate_limit(30)
+                fake.set_chat_limits(group_per_min=20, private_per_s=1)
+                await asyncio.sleep(61)  # the walk's sends leave the group's and everyone's windows
+                before_429 = fake.received_429
+                pressed: dict[int, float] = {}
+                sos_pressed: dict[int, float] = {}
+                presses = []
+                for person, (submit, review_id) in zip(people, reviews, strict=True):
+                    presses.append((person.user_id, submit, review_id, pressed))
+                for person, (data, message_id) in zip(sos_people, sos_buttons, strict=True):
+                    presses.append((person.user_id, data, message_id, sos_pressed))
+                # Interleaved, as they would arrive: the SOS among the reports.
+                step = max(1, len(people) // len(sos_people))
+                ordered = presses[: len(people)]
+                for index, sos in enumerate(presses[len(people) :]):
+                    ordered.insert(min(len(ordered), index * (step + 1) + step // 2), sos)
+                for user_id, data, message_id, stamps in ordered:
+                    stamps[user_id] = time.monotonic()
+                    fake.add_callback_query(user_id=user_id, data=data, message_id=message_id)
+                last_press = time.monotonic()
+                codes = await codes_of(fake, people, sos_people, within_s=300)
+                report_codes, sos_codes = codes
+                seen = await wait_seen(fake, set(report_codes.values()) | set(sos_codes.values()), 300)
+            finally:
+                await bot.stop()
+    visible = [seen[c] for c in report_codes.values() if c in seen]
+    lost = sum(1 for c in [*report_codes.values(), *sos_codes.values()] if c not in seen)
+    lost += reporters - len(report_codes) + len(sos_people) - len(sos_codes)
+    sos_latency = sorted(seen[code] - sos_pressed[user] for user, code in sos_codes.items() if code in seen)
+    return {
+        "all_visible_s": (max(visible) - last_press) if visible else float("nan"),
+        "sos_p95_ms": 1000 * sos_latency[max(0, int(0.95 * len(sos_latency)) - 1)] if sos_latency else 0.0,
+        "sos_max_ms": 1000 * sos_latency[-1] if sos_latency else 0.0,
+        "received_429": float(fake.received_429 - before_429),
+        "lost": float(lost),
+        "group_messages_first_60s": float(
+            sum(
+                1
+                for c in fake.calls
+                if c.ok and c.params.get("chat_id") == COORDINATORS and 0 <= c.at - last_press <= 60
+            )
+        ),
+    }
+
+
+async def open_sos(person: object, fake: object) -> tuple[str, int]:
+    """Open an SOS (its confirmation screen); return the confirm button's data and message id."""
+    from tests.e2e.reporting import Person
+
+    assert isinstance(person, Person)
+    before = len(fake.sent("sendMessage", chat_id=person.user_id))  # type: ignore[attr-defined]
+    fake.add_message(user_id=person.user_id, text="/sos")  # type: ignore[attr-defined]
+    calls = await fake.wait_for(  # type: ignore[attr-defined]
+        "sendMessage", chat_id=person.user_id, count=before + 1, timeout=120
+    )
+    confirm = calls[-1]
+    data = next(
+        b["callback_data"]
+        for row in confirm.params["reply_markup"]["inline_keyboard"]
+        for b in row
+        if b["callback_data"].endswith(":go")
+    )
+    return data, int(confirm.result["message_id"])
+
+
+async def codes_of(
+    fake: Any, people: Sequence[Any], sos_people: Sequence[Any], within_s: float
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Wait for every receipt and SOS screen; return each person's report code and SOS code."""
+    deadline = time.monotonic() + within_s
+    reports: dict[int, str] = {}
+    sos: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        for person in people:
+            user = person.user_id
+            for message in fake.chat_messages(user):
+                text = str(message.get("text", ""))
+                found = CODE.findall(text)
+                if not found:
+                    continue
+                if "SOS" in text or "🆘" in text:
+                    sos[user] = found[0]
+                else:
+                    reports[user] = found[0]
+        if len(reports) == len(people) and len(sos) == len(sos_people):
+            break
+        await asyncio.sleep(0.5)
+    return reports, sos
+
+
+async def wait_seen(fake: Any, codes: set[str], within_s: float) -> dict[str, float]:
+    """Return when each code first reached a coordinator (the group or an on-duty private chat)."""
+    deadline = time.monotonic() + within_s
+    seen: dict[str, float] = {}
+    scanned = 0
+    while time.monotonic() < deadline:
+        calls = fake.calls
+        for call in calls[scanned:]:
+            if not call.ok or call.params.get("chat_id") not in (COORDINATORS, ADMIN):
+                continue
+            for code in CODE.findall(str(call.params.get("text", ""))):
+                seen.setdefault(code, call.at)
+        scanned = len(calls)
+        if codes <= set(seen):
+            break
+        await asyncio.sleep(0.2)
+    return seen
+
+
 def main() -> None:
     """Run and print one line per figure."""
     cli = parser(__doc__.splitlines()[0], default_n=200, default_cap=0)
     cli.add_argument(
         "--group-limit", type=float, default=0, help="messages per minute to one group (0 = none)"
     )
+    cli.add_argument(
+        "--real-limits",
+        action="store_true",
+        help="Telegram's real limits (30/s, 1/s per private chat, 20/min per group), SOS among the reports",
+    )
     args = cli.parse_args()
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     os.chdir(ROOT)
+    if args.real_limits:
+        crisis(args.n, args.runs)
+        return
     runs = []
     for index in range(args.runs):
         result = asyncio.run(one_run(args.n, args.cap, args.group_limit))
@@ -123,6 +287,32 @@ def main() -> None:
     print(f"cap_msg_per_s: {args.cap:g}")
     print(f"group_limit_per_min: {args.group_limit:g}")
     for name, digits in (("p50_ms", 0), ("p95_ms", 0), ("max_ms", 0), ("updates_per_s", 0)):
+        print(figure(name, [run[name] for run in runs], digits))
+
+
+def crisis(reporters: int, repetitions: int) -> None:
+    """Run the crisis several times and print its figures."""
+    runs = []
+    for index in range(repetitions):
+        result = asyncio.run(crisis_run(reporters))
+        runs.append(result)
+        print(
+            f"run {index + 1}: all visible after {result['all_visible_s']:.1f} s, "
+            f"SOS p95 {result['sos_p95_ms']:.0f} ms, {result['received_429']:.0f} x 429, "
+            f"{result['lost']:.0f} lost",
+            flush=True,
+        )
+    print(f"reporters: {reporters}")
+    print(f"sos: {max(1, reporters // 10)}")
+    print("limits: 30 msg/s overall, 1/s per private chat, 20/min per group (edits counted)")
+    for name, digits in (
+        ("all_visible_s", 1),
+        ("sos_p95_ms", 0),
+        ("sos_max_ms", 0),
+        ("received_429", 0),
+        ("lost", 0),
+        ("group_messages_first_60s", 0),
+    ):
         print(figure(name, [run[name] for run in runs], digits))
 
 

@@ -25,3 +25,13 @@ def test_quiet_people_are_forgotten() -> None:
     clock.advance(120)
     guard.check("new")
     assert len(guard._seen) == 1
+
+
+def test_only_a_few_sos_a_minute_skip_the_guard() -> None:
+    clock = FakeClock()
+    guard = FloodGuard(clock, per_minute=5)
+    # A real SOS is two updates; a flood of presses with the SOS prefix gets a few, then the usual limit.
+    assert [guard.urgent("a") for _ in range(6)] == [True] * 4 + [False] * 2
+    assert guard.urgent("b") is True
+    clock.advance(61)
+    assert guard.urgent("a") is True

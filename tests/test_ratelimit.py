@@ -82,3 +82,47 @@ async def test_quiet_chats_are_forgotten() -> None:
     clock.advance(120)
     limiter.record("fresh", "private", clock.monotonic())
     assert len(limiter._chats) == 1
+
+
+async def test_a_429_pauses_its_chat_and_several_at_once_pause_everyone() -> None:
+    clock = FakeClock()
+    limiter = _limiter(clock)
+    assert limiter.too_many("group-a", "group", 5.0) is False
+    now = clock.monotonic()
+    assert limiter.chat_ready_at("group-a", "group", now) == now + 5.0
+    assert limiter.global_ready_at(now) == now, "other chats go on"
+    limiter.too_many("group-b", "group", 3.0)
+    assert limiter.too_many("person-c", "private", 3.0) is True, "three chats at once: the overall limit"
+    assert limiter.global_ready_at(now) == now + 3.0
+
+
+async def test_headroom_keeps_the_last_slots_of_a_group_window() -> None:
+    clock = FakeClock()
+    limiter = _limiter(clock, group=20)
+    for _ in range(10):
+        limiter.record("coordinators", "group", clock.monotonic())
+    now = clock.monotonic()
+    assert limiter.chat_ready_at("coordinators", "group", now, headroom=10) > now
+    assert limiter.chat_ready_at("coordinators", "group", now, headroom=4) == now
+    assert len(limiter.chat_used("coordinators", now)) == 10
+
+
+async def test_direct_replies_into_a_group_wait_for_its_slots() -> None:
+    from bot.send_limits import SharedRateLimiter
+
+    clock = FakeClock()
+    limiter = _limiter(clock, group=2)
+    shared = SharedRateLimiter(limiter, lambda chat: f"chat:{chat}")
+    sent: list[float] = []
+
+    async def send() -> bool:
+        sent.append(clock.monotonic())
+        return True
+
+    for _ in range(3):
+        await shared.process_request(send, (), {}, "sendMessage", {"chat_id": -100777}, None)
+    assert sent[2] - sent[0] >= 60.0, "the third waited for the group's window"
+    # Into a private chat a form's replies are not slowed to one a second.
+    for _ in range(3):
+        await shared.process_request(send, (), {}, "sendMessage", {"chat_id": 42}, None)
+    assert sent[-1] - sent[-3] < 1.0

@@ -6,15 +6,17 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as text_sql
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import SystemClock
-from bot.services.delivery import DeliveryConfig, DeliveryWorker
+from bot.services.delivery import DeliveryConfig, DeliveryWorker, Failure
 from bot.services.outbox import OutgoingMessage
 from bot.settings import Settings
 from bot.telegram_api import TelegramApi
@@ -335,4 +337,84 @@ async def _status_is(services: Services, status: str, *, attempts: int) -> bool:
         and rows[0].status == status
         and rows[0].attempts == attempts
         and rows[0].last_error is not None
+    )
+
+
+def group_text(chat_id: int, text: str = "hello", **kwargs: object) -> OutgoingMessage:
+    """A sendMessage into a group."""
+    return OutgoingMessage("sendMessage", {"chat_id": chat_id, "text": text}, kind="alert", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_batch_that_is_all_deferred_ends_quietly(services: Services) -> None:
+    # A group at its limit defers every row it was given: nothing may raise, nothing is lost.
+    settings = replace(services.settings, rate_group_per_min=2.0)
+    api = TelegramApi(settings.api_url, settings.bot_token)
+    _APIS.append(api)
+    delivery = DeliveryWorker(
+        db=services.db,
+        outbox=services.outbox_repo,
+        users=UserRepository(),
+        api=api,
+        cipher=services.cipher,
+        limiter=build_limiter(settings, services.clock),
+        clock=services.clock,
+        config=FAST,
+    )
+    await enqueue(services, [group_text(-100600, f"m{i}") for i in range(2)])
+    assert await delivery.run_once()
+    await delivery._wait_in_flight()
+    await enqueue(services, [group_text(-100600, f"n{i}") for i in range(5)])
+    assert await delivery.run_once()  # every row of this batch is deferred
+    await delivery.flush()
+    now = services.clock.now()
+    async with services.db.read() as conn:
+        pending = await services.outbox_repo.waiting(conn, services.pseudonyms.of_chat(-100600), ("alert",))
+        next_due = await services.outbox_repo.next_due_at(conn)
+    assert len(pending) == 5
+    assert next_due is not None and next_due > now, "they wait for the group's window"
+
+
+async def test_a_protected_row_outlives_any_number_of_failures_and_is_reported(
+    services: Services, fake: FakeBotApi
+) -> None:
+    failures: list[Failure] = []
+
+    async def record(conn: AsyncConnection, found: Sequence[Failure]) -> None:
+        failures.extend(found)
+
+    delivery = worker(services, config=replace(FAST, max_attempts=2, protected_report_after=3))
+    delivery.protect(lambda row: row.kind == "alert")
+    delivery.on_failed(record)
+    fake.fail_next("sendMessage", 6, status=502)
+    await enqueue(services, [group_text(-100601, "alert")])
+    await run_until_settled(services, delivery, 1, timeout=30)
+    assert [c.params["text"] for c in fake.sent("sendMessage")] == ["alert"]
+    assert len(failures) == 1 and not failures[0].held
+
+
+async def test_a_protected_row_refused_by_its_chat_is_held_with_its_payload(
+    services: Services, fake: FakeBotApi
+) -> None:
+    delivery = worker(services)
+    delivery.protect(lambda row: row.kind == "alert")
+    fake.forbidden_chats.add(-100602)
+    await enqueue(services, [group_text(-100602, "alert"), text_to(602, "personal")])
+    task = asyncio.create_task(delivery.run())
+    try:
+        await until(lambda: _statuses_are(services, {"held", "blocked"}), 10)
+    finally:
+        delivery.stop()
+        await task
+    async with services.db.read() as conn:
+        rows = (await conn.execute(text_sql("SELECT kind, status, payload FROM outbox ORDER BY id"))).all()
+    assert [(r.kind, r.status, r.payload is not None) for r in rows] == [
+        ("alert", "held", True),
+        ("test", "sent", False),
+    ]
+
+
+async def _statuses_are(services: Services, wanted: set[str]) -> bool:
+    current = await counts(services)
+    return (
+        "held" in current and not {"pending", "sending"} & set(current) and set(current) <= wanted | {"sent"}
     )
