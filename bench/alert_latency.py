@@ -11,8 +11,9 @@ clock: the moment the Submit press is queued for the bot, and the moment the ale
 --real-limits runs the crisis: the fake enforces Telegram's limits (30 a second overall, 1 a second per
 private chat, 20 a minute per group, edits counted) and answers 429 to any excess; the bot runs with the
 same settings and one admin on duty. R reporters walk to the review screen (with the fake's limits off,
-to keep the walk short), a tenth of them also open an SOS, then every Submit and every SOS confirmation is
-pressed at the same moment. It prints `all_visible_s` (from the last press until every report's code is
+to keep the walk short), a tenth of them open an SOS instead, then every Submit and every SOS confirmation
+is pressed at the same moment (R alerts, R/10 of them SOS, interleaved). It prints `all_visible_s`
+(from the last press until every report's code is
 visible in the coordinators' chat, as a card or a digest line), `sos_p95_ms` (press to the SOS code being
 visible to a coordinator: in the group, or in the on-duty coordinator's private chat), `received_429` and
 `lost` (codes never visible within 5 minutes).
@@ -153,36 +154,42 @@ async def crisis_run(reporters: int) -> dict[str, float]:
                 fake.set_chat_limits(group_per_min=20, private_per_s=1)
                 await asyncio.sleep(61)  # the walk's sends leave the group's and everyone's windows
                 before_429 = fake.received_429
+                group_429_before = sum(n for chat, n in fake.received_429_by_chat.items() if chat < 0)
                 pressed: dict[int, float] = {}
                 sos_pressed: dict[int, float] = {}
                 presses = []
-                for person, (submit, review_id) in zip(people, reviews, strict=True):
+                # A tenth press SOS instead of Submit: R alerts in all, R/10 of them SOS.
+                for person, (submit, review_id) in list(zip(people, reviews, strict=True))[len(sos_people) :]:
                     presses.append((person.user_id, submit, review_id, pressed))
                 for person, (data, message_id) in zip(sos_people, sos_buttons, strict=True):
                     presses.append((person.user_id, data, message_id, sos_pressed))
                 # Interleaved, as they would arrive: the SOS among the reports.
-                step = max(1, len(people) // len(sos_people))
-                ordered = presses[: len(people)]
-                for index, sos in enumerate(presses[len(people) :]):
+                reporting = len(people) - len(sos_people)
+                step = max(1, reporting // len(sos_people))
+                ordered = presses[:reporting]
+                for index, sos in enumerate(presses[reporting:]):
                     ordered.insert(min(len(ordered), index * (step + 1) + step // 2), sos)
                 for user_id, data, message_id, stamps in ordered:
                     stamps[user_id] = time.monotonic()
                     fake.add_callback_query(user_id=user_id, data=data, message_id=message_id)
                 last_press = time.monotonic()
-                codes = await codes_of(fake, people, sos_people, within_s=300)
+                codes = await codes_of(fake, people[len(sos_people) :], sos_people, within_s=300)
                 report_codes, sos_codes = codes
                 seen = await wait_seen(fake, set(report_codes.values()) | set(sos_codes.values()), 300)
             finally:
                 await bot.stop()
-    visible = [seen[c] for c in report_codes.values() if c in seen]
+    visible = [seen[c] for c in [*report_codes.values(), *sos_codes.values()] if c in seen]
     lost = sum(1 for c in [*report_codes.values(), *sos_codes.values()] if c not in seen)
-    lost += reporters - len(report_codes) + len(sos_people) - len(sos_codes)
+    lost += reporters - len(report_codes) - len(sos_codes)
     sos_latency = sorted(seen[code] - sos_pressed[user] for user, code in sos_codes.items() if code in seen)
     return {
         "all_visible_s": (max(visible) - last_press) if visible else float("nan"),
         "sos_p95_ms": 1000 * sos_latency[max(0, int(0.95 * len(sos_latency)) - 1)] if sos_latency else 0.0,
         "sos_max_ms": 1000 * sos_latency[-1] if sos_latency else 0.0,
         "received_429": float(fake.received_429 - before_429),
+        "received_429_group": float(
+            sum(n for chat, n in fake.received_429_by_chat.items() if chat < 0) - group_429_before
+        ),
         "lost": float(lost),
         "group_messages_first_60s": float(
             sum(
@@ -222,7 +229,7 @@ async def codes_of(
     reports: dict[int, str] = {}
     sos: dict[int, str] = {}
     while time.monotonic() < deadline:
-        for person in people:
+        for person in [*people, *sos_people]:
             user = person.user_id
             for message in fake.chat_messages(user):
                 text = str(message.get("text", ""))
@@ -310,6 +317,7 @@ def crisis(reporters: int, repetitions: int) -> None:
         ("sos_p95_ms", 0),
         ("sos_max_ms", 0),
         ("received_429", 0),
+        ("received_429_group", 0),
         ("lost", 0),
         ("group_messages_first_60s", 0),
     ):

@@ -15,6 +15,8 @@ from bot.services.ratelimit import SendLimiter
 
 log = logging.getLogger(__name__)
 
+GROUP_WAIT_S = 3.0
+
 # Methods that put a message in a chat and so count against Telegram's limits.
 _COUNTED = frozenset(
     {
@@ -78,7 +80,13 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
     async def _acquire(self, chat_id: int | str, *, retry: bool = False) -> None:
         key, kind = self._chat_key(chat_id), chat_kind_of(chat_id)
         if key is not None and (kind == "group" or retry):
-            at = await self._limiter.acquire_chat(key, kind)
+            # A handler holds one of the inbox's slots while it waits: never for a whole window (a
+            # stranger's busy group must not hold up anyone's SOS). After that it goes, and a 429 pauses
+            # only that chat.
+            try:
+                at = await asyncio.wait_for(self._limiter.acquire_chat(key, kind), GROUP_WAIT_S)
+            except TimeoutError:
+                at = await self._limiter.acquire_global()
         else:
             at = await self._limiter.acquire_global()
         self._limiter.record(key, kind, at)

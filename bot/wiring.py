@@ -176,6 +176,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         settings_admins=settings.admin_ids,
         duty=duty_repo,
         copies=copies_repo,
+        outbox=outbox,
     )
     contact = ContactService(
         db=db,
@@ -391,6 +392,9 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
             await audit.record(
                 conn, "system", "team.admin_removed", pseudonym, detail="not in JARCHY_ADMIN_IDS"
             )
+            holder = await user_repo.get(conn, pseudonym)
+            if holder is None or not holder.roles:
+                await team.retire(conn, pseudonym)
     # Alerts held while no coordinators' chat was known go out once one is configured.
     await services.alerts.release_held()
     return services

@@ -4,10 +4,12 @@ migration to a supergroup)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from telegram import ChatMemberRestricted, Message, Update
 from telegram.constants import ChatType, ParseMode
+from telegram.error import BadRequest
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -53,6 +55,8 @@ async def press_triage_button(update: Update, context: JarchyContext) -> None:
         return
     _, code, action = parts
     pressed = query.message if isinstance(query.message, Message) else None
+    if pressed is not None and not _carries(pressed, query.data):
+        pressed = None  # forged data: the message is not this report's card, so it is never adopted
     try:
         answer = await context.services.triage.press(
             user.id,
@@ -111,9 +115,11 @@ async def show_duty(update: Update, context: JarchyContext) -> None:
     if message is None or user is None or chat is None:
         return
     if chat.type != ChatType.PRIVATE:
-        # SOS on duty arrive in private: the switch lives there.
+        # SOS on duty arrive in private: the switch lives there. Only the coordinators' chat hears why;
+        # in any other group the bot stays silent (a stranger's group gets nothing to flood with).
         await context.services.gate.refuse(user.id, "team.duty", detail="wrong chat")
-        await message.reply_text(context.text("duty.private_only"), parse_mode=ParseMode.HTML)
+        if await context.services.alerts.is_coordinator_chat(chat.id):
+            await message.reply_text(context.text("duty.private_only"), parse_mode=ParseMode.HTML)
         return
     args = [a.lower() for a in context.args or []]
     try:
@@ -144,7 +150,9 @@ async def press_duty_button(update: Update, context: JarchyContext) -> None:
         return
     text, keyboard = duty_screen(context.texts, context.language, state.on_duty, state.on_duty_count)
     if isinstance(query.message, Message):
-        await query.message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+        # A double tap finds the screen already showing this.
+        with contextlib.suppress(BadRequest):
+            await query.message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
     await query.answer()
 
 
@@ -164,6 +172,13 @@ async def follow_migration(update: Update, context: JarchyContext) -> None:
     if message is None or message.migrate_to_chat_id is None:
         return
     await context.services.watch.migrated(message.chat.id, message.migrate_to_chat_id)
+
+
+def _carries(message: Message, data: str) -> bool:
+    markup = message.reply_markup
+    if markup is None:
+        return False
+    return any(button.callback_data == data for row in markup.inline_keyboard for button in row)
 
 
 def register(app: Application) -> None:

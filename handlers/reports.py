@@ -68,6 +68,8 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
                     await query.message.edit_text(receipt, parse_mode=ParseMode.HTML)
                 except BadRequest as error:
                     if "not modified" not in str(error).lower():
+                        # The review (the report's summary) must not stay on the phone.
+                        await reports.delete_later(chat.id, [query.message.message_id])
                         await chat.send_message(receipt, parse_mode=ParseMode.HTML)
             elif not submitted.already:
                 await chat.send_message(receipt, parse_mode=ParseMode.HTML)

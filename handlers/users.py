@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from telegram import Update
 from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from bot.context import JarchyContext
-from bot.services.flood import Verdict
+from bot.services.flood import Verdict, is_sos
 
 GROUP = -10
-_SOS_PRESS = re.compile(r"^(menu:sos|s:[0-9a-f]{16}:go)$")
 
 
 async def recognise_user(update: Update, context: JarchyContext) -> None:
@@ -38,11 +35,10 @@ async def recognise_user(update: Update, context: JarchyContext) -> None:
 
 
 def _urgent(update: Update) -> bool:
-    # What starts or sends an SOS: /sos, the menu's SOS button, and the confirmation of one.
     message, query = update.effective_message, update.callback_query
     if query is not None:
-        return _SOS_PRESS.match(query.data or "") is not None
-    return message is not None and (message.text or "").split("@")[0].strip() == "/sos"
+        return is_sos(query.data or "", None)
+    return message is not None and is_sos(None, message.text)
 
 
 def register(app: Application) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_or
-from storage.schema import alert_copies, duty
+from storage.schema import alert_copies, duty, user_roles
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,14 @@ class DutyRepository:
         return bool(result.rowcount)
 
     async def on_duty(self, conn: AsyncConnection) -> list[OnDuty]:
-        """Return everyone on duty, longest first."""
-        rows = await conn.execute(select(duty.c.pseudonym, duty.c.chat, duty.c.since).order_by(duty.c.since))
+        """Return everyone on duty who still holds a role, longest first (someone whose role was taken
+        gets nothing more, even before their duty row is cleared)."""
+        holders = select(user_roles.c.pseudonym).where(user_roles.c.role.in_(("admin", "coordinator")))
+        rows = await conn.execute(
+            select(duty.c.pseudonym, duty.c.chat, duty.c.since)
+            .where(duty.c.pseudonym.in_(holders))
+            .order_by(duty.c.since)
+        )
         return [OnDuty(*r) for r in rows]
 
     async def get(self, conn: AsyncConnection, pseudonym: str) -> OnDuty | None:

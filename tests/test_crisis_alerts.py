@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,12 +157,14 @@ async def test_sos_come_first_in_a_digest_and_keep_their_own_card(services: Serv
     assert await services.planner.plan() == 0
 
 
-async def test_a_digest_waits_for_more_reports_when_the_last_slot_is_left(services: Services) -> None:
+async def test_the_last_slots_are_kept_for_sos_while_reports_can_wait(services: Services) -> None:
     fill_group_window(services, 19)
     await queue_reports(services, 3)
-    assert await services.planner.plan() == 0  # one slot left: gather first
+    assert await services.planner.plan() == 0  # one slot left: kept for an SOS that may come
     clock_of(services).advance(25.0)
-    assert await services.planner.plan() == 1
+    # The window frees within the horizon: the cards will go one by one, in time; nothing is dropped.
+    assert await services.planner.plan() == 0
+    assert len(await rows(services, f"kind = '{CARD_KIND}' AND status = 'pending'")) == 3
 
 
 async def test_no_digest_fits_a_full_window(services: Services) -> None:
@@ -174,8 +177,11 @@ async def test_no_digest_fits_a_full_window(services: Services) -> None:
 async def test_huge_backlogs_fill_several_digests_within_the_free_slots(services: Services) -> None:
     fill_group_window(services, 17)
     await queue_reports(services, 2 * DIGEST_SIZE + 30)
-    assert await services.planner.plan() == 3
+    assert await services.planner.plan() == 1, "two of the three slots are kept for SOS"
+    clock_of(services).advance(31.0)
+    assert await services.planner.plan() == 2
     digests = await rows(services, f"kind = '{DIGEST_KIND}'")
+    assert len(digests) == 3
     listed = sum(str(d["params"]["text"]).count("R-") for d in digests)
     assert listed == 2 * DIGEST_SIZE + 30
 
@@ -360,9 +366,10 @@ async def test_opening_a_card_from_a_digest_is_for_coordinators_and_sends_it_pri
 
 async def test_admins_see_how_many_alerts_wait_and_why(services: Services) -> None:
     await queue_reports(services, 2)
+    kicked = replace(KICKED, chat_key=services.pseudonyms.of_chat(COORDINATORS))
     async with services.db.write() as conn:
         await conn.execute(text("UPDATE outbox SET status = 'held', last_error = '403: kicked'"))
-        await services.watch.failed(conn, [KICKED])
+        await services.watch.failed(conn, [kicked])
     held = await services.watch.held()
     assert held.count == 2 and held.reason == "removed"
     notices = await rows(services, "kind = 'admin_notice'")
@@ -370,7 +377,7 @@ async def test_admins_see_how_many_alerts_wait_and_why(services: Services) -> No
     assert "2</b> alert(s) are waiting" in notices[0]["params"]["text"]
     # Told once per incident.
     async with services.db.write() as conn:
-        await services.watch.failed(conn, [KICKED])
+        await services.watch.failed(conn, [kicked])
     assert len(await rows(services, "kind = 'admin_notice'")) == 1
     # The incident is remembered across restarts.
     async with services.db.read() as conn:
@@ -392,3 +399,33 @@ async def test_leases_of_this_instances_previous_run_are_taken_back_at_once(serv
     assert after[mine[0].id]["status"] == "pending"
     assert after[mine[0].id]["unknown_outcomes"] == 1, "it may have gone out: a resend is marked"
     assert after[theirs[0].id]["status"] == "sending", "another instance's live lease is never taken"
+
+
+async def test_a_refusal_by_a_chat_alerts_left_sends_the_alert_on_without_alarm(services: Services) -> None:
+    await queue_reports(services, 1)
+    old = Failure(CARD_KIND, None, services.pseudonyms.of_chat(-100999), "403: Forbidden", held=True)
+    async with services.db.write() as conn:
+        await conn.execute(text("UPDATE outbox SET status = 'held'"))
+        await services.watch.failed(conn, [old])
+    assert not await rows(services, "kind = 'admin_notice'")
+    assert {row["status"] for row in await rows(services, "kind <> 'admin_notice'")} == {"pending"}
+
+
+async def test_one_refused_message_keeps_its_incident_until_it_goes_through(services: Services) -> None:
+    codes = await queue_reports(services, 2)
+    key = services.pseudonyms.of_chat(COORDINATORS)
+    photo = Failure("alert", codes[0], key, "400: Bad Request: not allowed to send photos", held=True)
+    async with services.db.write() as conn:
+        hold = text("UPDATE outbox SET status = 'held' WHERE kind = 'alert' AND ref = :code")
+        await conn.execute(hold, {"code": codes[0]})
+        await services.watch.failed(conn, [photo])
+        # Other alerts keep reaching the chat: that says nothing about the refused one.
+        await services.watch.delivered(conn, [Receipt(CARD_KIND, codes[1], COORDINATORS, 7)])
+    held = await services.watch.held()
+    assert held.count == 1 and held.reason == "refused"
+    notices = await rows(services, "kind = 'admin_notice'")
+    assert len(notices) == 1, "told once, and no false 'reach again'"
+    async with services.db.write() as conn:
+        await conn.execute(text("UPDATE outbox SET status = 'sent' WHERE status = 'held'"))
+        await services.watch.delivered(conn, [Receipt("alert", codes[0], COORDINATORS, 8)])
+    assert (await services.watch.held()).reason is None

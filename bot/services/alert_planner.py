@@ -40,9 +40,9 @@ from storage.reports import Report, ReportRepository
 log = logging.getLogger(__name__)
 
 WINDOW_S = 60.0
-# Telegram shows at most 100 buttons under a message and 4,096 characters in it: at most 40 lines, fewer
+# Telegram shows at most 100 buttons under a message and 4,096 characters in it: at most 60 lines, fewer
 # when long category and region names make the text too long.
-DIGEST_SIZE = 40
+DIGEST_SIZE = 60
 TEXT_LIMIT = 4096
 DIGEST_ROW = 5
 OPEN_PREFIX = "o"
@@ -56,9 +56,13 @@ class PlannerConfig:
     horizon_s: float = 30.0
     # An SOS card waiting this long for a slot is listed in the next digest too.
     sos_grace_s: float = 1.5
-    # How long a few waiting reports may wait for more to join them, by how many slots are left: a
-    # digest slot is precious when few remain ("digest harder").
-    gather_s: tuple[float, ...] = (20.0, 10.0, 2.0)
+    # How long a few waiting reports may wait for more to join them, by how many slots are left (1, 2,
+    # 3, 4 or more): a digest slot is precious when few remain ("digest harder").
+    gather_s: tuple[float, ...] = (25.0, 12.0, 6.0, 2.0)
+    # Slots a digest of reports alone leaves for SOS that may come next, until its oldest report has
+    # waited `deadline_s` (then every slot may serve it: every report is visible within a minute).
+    keep_for_sos: int = 2
+    deadline_s: float = 30.0
 
 
 class AlertPlanner:
@@ -144,14 +148,17 @@ class AlertPlanner:
         ):
             return None  # every card goes out on its own soon enough
         free = _capacity(limit, used, mono, 0.0)
+        if not late_sos:
+            oldest = (now - report_cards[0].created_at).total_seconds()
+            if oldest < self._config.deadline_s:
+                free -= self._config.keep_for_sos
+            if free > 0 and len(report_cards) < DIGEST_SIZE:
+                # A partial digest: with few slots left, let more reports join it first.
+                gather = self._config.gather_s[min(free, len(self._config.gather_s)) - 1]
+                if oldest < gather:
+                    return None
         if free <= 0:
             return None  # not even a digest fits now; the next pass looks again
-        if not late_sos and len(report_cards) < DIGEST_SIZE:
-            # A partial digest: with few slots left, let more reports join it first.
-            oldest = (now - report_cards[0].created_at).total_seconds()
-            gather = self._config.gather_s[min(free, len(self._config.gather_s)) - 1]
-            if oldest < gather:
-                return None
         room = max(0, free * DIGEST_SIZE - len(late_sos))
         return report_cards[:room], late_sos, free
 
@@ -225,7 +232,7 @@ class AlertPlanner:
 
     def _line(self, report: Report) -> str:
         lang = self._language
-        when = _local(report.occurred_at or report.created_at, self._zone)
+        when = _local(report.occurred_at or report.created_at, self._clock.now(), self._zone)
         if report.kind == "sos":
             return self._texts.text(lang, "digest.sos_line", code=report.code, when=when)
         return self._texts.text(
@@ -253,8 +260,10 @@ def _units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def _local(moment: datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%d.%m %H:%M")
+def _local(moment: datetime, now: datetime, zone: ZoneInfo) -> str:
+    local = moment.astimezone(zone)
+    # A digest is about now: today's time alone keeps its lines short.
+    return local.strftime("%H:%M" if local.date() == now.astimezone(zone).date() else "%d.%m %H:%M")
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:

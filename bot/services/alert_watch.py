@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Pseudonymizer
-from bot.services.alerts import ALERT_KINDS, AlertService
+from bot.services.alerts import ALERT_KINDS, PRIORITY_NOTICE, AlertService
 from bot.services.audit import AuditLog
 from bot.services.delivery import Failure, Receipt
-from bot.services.outbox import PRIORITY_SOS, Outbox, OutgoingMessage
+from bot.services.outbox import Outbox, OutgoingMessage
 from messages import Catalogs
 from storage.database import Database
 from storage.outbox import OutboxRepository
@@ -36,6 +36,10 @@ INCIDENT = "alerts_incident"
 NOTICE_KIND = "admin_notice"
 # Why alerts cannot reach the coordinators' chat; each has a text explaining it and what to do.
 REASONS = ("removed", "restricted", "missing", "failing", "refused", "no_chat")
+# The chat itself is out of reach: the first alert that gets through ends it. ("refused" is one message
+# Telegram would not take, such as a photo where photos are forbidden: another alert getting through says
+# nothing about it, so it only ends when nothing is held any more.)
+CHAT_REASONS = frozenset({"removed", "restricted", "missing", "failing"})
 
 
 @dataclass(frozen=True)
@@ -96,15 +100,33 @@ class AlertWatch:
 
     async def failed(self, conn: AsyncConnection, failures: Sequence[Failure]) -> None:
         """A protected row was refused or keeps failing: follow a migration, or open an incident."""
+        migrations = {(f.chat_key, f.migrate_to) for f in failures if f.migrate_to is not None}
+        for old_key, new_chat in migrations:
+            await self._migrate(conn, old_key, new_chat)
+        current = await self._alerts.coordinator_chat(conn)
+        reasons: set[str] = set()
         for failure in failures:
             if failure.migrate_to is not None:
-                await self._migrate(conn, failure.chat_key, failure.migrate_to)
                 continue
-            await self._open(conn, _reason(failure))
+            if current is not None and failure.chat_key != self._alerts.chat_key:
+                # Refused by a chat alerts no longer go to (sent just before a /bind): send it on.
+                await self._alerts.redirect(conn, current)
+                continue
+            reasons.add(_reason(failure))
+        # The chat's own state says more than one message's refusal.
+        for reason in sorted(reasons, key=lambda r: r not in CHAT_REASONS):
+            await self._open(conn, reason)
+            break
 
     async def delivered(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
-        """An alert reached the coordinators' chat: if an incident was open, it is over."""
+        """An alert reached the coordinators' chat: if the chat was out of reach, it is not any more."""
         if not await self._incident_open(conn):
+            return
+        if self._incident not in CHAT_REASONS:
+            # Refused messages: over once the last of them went through (the probe sends them).
+            if not (await self._outbox_repo.held_summary(conn, ALERT_KINDS))[0]:
+                await self._state.delete(conn, INCIDENT)
+                self._incident = None
             return
         chat = await self._alerts.coordinator_chat(conn)
         if chat is None or not any(receipt.chat_id == chat for receipt in receipts):
@@ -218,7 +240,7 @@ class AlertWatch:
                     {"chat_id": admin, "text": text, "parse_mode": "HTML"},
                     kind=NOTICE_KIND,
                     recipient_user_id=admin,
-                    priority=PRIORITY_SOS,
+                    priority=PRIORITY_NOTICE,
                 )
                 for admin in sorted(self._admin_ids)
             ],

@@ -33,6 +33,8 @@ DIGEST_KIND = "alert_digest"
 ALERT_KINDS = ("alert", CARD_KIND, DIGEST_KIND)
 EDIT_KIND = "alert_edit"
 # Priorities within the coordinators' chat, highest first: a first SOS is never behind anything.
+# Escalations and admin notices: urgent, but never ahead of a first SOS card (anyone can cause them).
+PRIORITY_NOTICE = 99
 PRIORITY_DIGEST = 95
 PRIORITY_SOS_UPDATE = 90  # an SOS card's edit with a follow-up line or its waiting time
 PRIORITY_EXTRA = 70  # a long text, a location or evidence after its card

@@ -9,21 +9,26 @@ report, so a restart loses nothing and a pass that runs twice escalates once.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
-from bot.services.alerts import PRIORITY_SOS_UPDATE, AlertService, duty_chat_binding
+from bot.services.alerts import PRIORITY_NOTICE, PRIORITY_SOS_UPDATE, AlertService, duty_chat_binding
 from bot.services.audit import AuditLog
-from bot.services.outbox import PRIORITY_SOS, Outbox
+from bot.services.outbox import Outbox
 from bot.services.report_body import alert_input
 from bot.services.roles import Gate
 from bot.services.triage import TriageService
 from messages import Catalogs
 from storage.alert_copies import DutyRepository
 from storage.database import Database
-from storage.reports import ReportRepository
+from storage.reports import Report, ReportRepository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,28 +106,33 @@ class DutyService:
         escalated = 0
         async with self._db.write() as conn:
             for report in await self._reports.due_escalations(conn, now):
-                waited = max(1, int((now - report.created_at).total_seconds() // 60))
-                recipients = dict.fromkeys([*await self._alerts.duty_chats(conn), *sorted(self._admin_ids)])
-                evidence = await self._reports.evidence_for(conn, report.id)
-                shown = alert_input(self._cipher, report, evidence)
-                state = await self._triage.card_state(conn, report)
-                heading = self._texts.text(
-                    self._language, "alert.escalated", code=report.code, minutes=waited
-                )
-                await self._outbox.enqueue(
-                    conn,
-                    [
-                        self._alerts.card_copy(shown, state, chat, PRIORITY_SOS, heading=heading)
-                        for chat in recipients
-                    ],
-                )
-                # The card itself says how long it has waited.
-                await self._triage.refresh_card(conn, report, PRIORITY_SOS_UPDATE)
-                count = report.escalations + 1
-                interval = min(self._cap, self._after * 2**count)
-                await self._reports.schedule_escalation(conn, report.id, now + interval, count=count)
-                await self._audit.record(conn, "system", "alerts.escalated", report.code, detail=str(count))
+                try:
+                    async with conn.begin_nested():
+                        await self._escalate_one(conn, report, now)
+                except Exception:
+                    # One report that cannot be escalated must not hold back every other SOS.
+                    log.exception("SOS %s could not be escalated; trying again next pass", report.code)
+                    continue
                 escalated += 1
         if escalated:
             self._outbox.notify()
         return escalated
+
+    async def _escalate_one(self, conn: AsyncConnection, report: Report, now: datetime) -> None:
+        waited = max(1, int((now - report.created_at).total_seconds() // 60))
+        recipients = dict.fromkeys([*await self._alerts.duty_chats(conn), *sorted(self._admin_ids)])
+        evidence = await self._reports.evidence_for(conn, report.id)
+        shown = alert_input(self._cipher, report, evidence)
+        state = await self._triage.card_state(conn, report)
+        heading = self._texts.text(self._language, "alert.escalated", code=report.code, minutes=waited)
+        copies = [
+            self._alerts.card_copy(shown, state, chat, PRIORITY_NOTICE, heading=heading)
+            for chat in recipients
+        ]
+        await self._outbox.enqueue(conn, copies)
+        # The card itself says how long it has waited.
+        await self._triage.refresh_card(conn, report, PRIORITY_SOS_UPDATE)
+        count = report.escalations + 1
+        interval = min(self._cap, self._after * 2**count)
+        await self._reports.schedule_escalation(conn, report.id, now + interval, count=count)
+        await self._audit.record(conn, "system", "alerts.escalated", report.code, detail=str(count))

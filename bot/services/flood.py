@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections import deque
 
 from bot.clock import Clock
 
 WINDOW_S = 60.0
+# What starts or sends an SOS: the menu's SOS button and a well-formed confirmation of one.
+SOS_PRESS = re.compile(r"^(menu:sos|s:[0-9a-f]{16}:go)$")
 # A real SOS takes two updates (/sos, then its confirmation); a few more leave room for a retry.
 URGENT_PER_MINUTE = 4
 
@@ -66,3 +69,10 @@ class FloodGuard:
         self._urgent = {k: v for k, v in self._urgent.items() if v and v[-1] > now - WINDOW_S}
         self._warned &= set(self._seen)
         self._sweep_at = now + WINDOW_S
+
+
+def is_sos(data: str | None, text: str | None) -> bool:
+    """Tell whether a button press (its data) or a message (its text) starts or sends an SOS."""
+    if data is not None:
+        return SOS_PRESS.match(data) is not None
+    return (text or "").split("@")[0].strip() == "/sos"

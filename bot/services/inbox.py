@@ -19,12 +19,14 @@ from typing import Any
 
 from bot.clock import Clock
 from bot.security import Cipher, DecryptionError
+from bot.services.flood import is_sos
 from bot.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from storage.database import Database
 from storage.inbox import InboxRepository, InboxRow
 
 log = logging.getLogger(__name__)
 
+URGENT_CONCURRENCY = 4
 ALLOWED_UPDATES = (
     "message",
     "edited_message",
@@ -87,6 +89,8 @@ class DurableInbox:
         self._done: list[int] = []
         self._done_turn = asyncio.Lock()
         self._slots = asyncio.Semaphore(concurrency)
+        # An SOS has slots of its own: hundreds of submits waiting for Telegram's limits never hold one up.
+        self._urgent_slots = asyncio.Semaphore(URGENT_CONCURRENCY)
         self._in_flight: set[int] = set()
         self._finished: set[int] = set()
         self._chains: dict[object, asyncio.Task[None]] = {}
@@ -179,8 +183,9 @@ class DurableInbox:
         try:
             while queue:
                 row, update = queue.popleft()
+                slots = self._urgent_slots if update is not None and _is_sos(update) else self._slots
                 try:
-                    async with self._slots:
+                    async with slots:
                         await self._handle(row, update)
                 finally:
                     self._finished.add(row.update_id)
@@ -321,6 +326,18 @@ class DurableInbox:
 
 def _binding(update_id: int) -> str:
     return f"inbox.payload:{update_id}"
+
+
+def _is_sos(update: dict[str, Any]) -> bool:
+    query = update.get("callback_query")
+    if isinstance(query, dict):
+        data = query.get("data")
+        return is_sos(data if isinstance(data, str) else "", None)
+    message = update.get("message")
+    if isinstance(message, dict) and (message.get("chat") or {}).get("type") == "private":
+        text = message.get("text")
+        return is_sos(None, text if isinstance(text, str) else "")
+    return False
 
 
 def _conversation_key(update: dict[str, Any]) -> object:

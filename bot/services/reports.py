@@ -313,6 +313,12 @@ class ReportService:
         self._outbox.notify()
         return Submitted(code, contactable)
 
+    async def delete_later(self, chat_id: int, message_ids: Sequence[int]) -> None:
+        """Queue the deletion of messages from a person's chat (retried until done)."""
+        async with self._db.write() as conn:
+            await self._outbox.enqueue(conn, _deletions(chat_id, message_ids))
+        self._outbox.notify()
+
     # ------------------------------------------------------------------ SOS
 
     async def sos_begin(self, user_id: int) -> Draft:
@@ -468,6 +474,8 @@ class ReportService:
             body["location"] = location
         sealed = self._cipher.encrypt_json(body, binding=report_body_binding(code))
         await self._reports.set_body(conn, report.id, sealed, self._clock.now())
+        if report.status in ("closed", "rejected"):
+            return  # kept with the report, but a closed or spam SOS's card no longer spends the group's slots
         if self._cards is not None:
             await self._cards.refresh_card(conn, await self._reports.by_code(conn, code), PRIORITY_SOS_UPDATE)
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
 from bot.services.audit import AuditLog
+from bot.services.outbox import Outbox
 from bot.services.roles import Gate, Refused
 from storage.alert_copies import AlertCopyRepository, DutyRepository
 from storage.audit import AuditEntry, AuditRepository
@@ -38,6 +39,10 @@ class NewInvite:
     id: int
     token: str
     expires_at: datetime
+
+
+# What a coordinator receives in private because of the role (cards, their edits, alerts, escalations).
+COORDINATOR_KINDS = ("alert_card", "alert_edit", "alert")
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,11 @@ class TeamService:
         settings_admins: frozenset[int],
         duty: DutyRepository | None = None,
         copies: AlertCopyRepository | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self._duty = duty
         self._copies = copies
+        self._outbox = outbox
         self._db = db
         self._repo = repo
         self._users = users
@@ -200,14 +207,21 @@ class TeamService:
             await self._users.revoke(act.conn, member.pseudonym, "coordinator")
             freed = await self._reports.unassign(act.conn, member.pseudonym, self._clock.now())
             # No more SOS in their private chat, and the cards they hold there are no longer kept current.
-            if self._duty is not None:
-                await self._duty.stop(act.conn, member.pseudonym)
-            if self._copies is not None:
-                await self._copies.forget_holder(act.conn, member.pseudonym)
+            await self.retire(act.conn, member.pseudonym)
             await self._audit.record(
                 act.conn, act.actor, "team.revoke", member.pseudonym, detail=f"freed {freed}"
             )
         return self._open_name(member.pseudonym, member.display_name), freed
+
+    async def retire(self, conn: AsyncConnection, pseudonym: str) -> None:
+        """Someone lost their role: off duty, their private card copies no longer kept current, and
+        cards, alerts and edits still queued for them withdrawn."""
+        if self._duty is not None:
+            await self._duty.stop(conn, pseudonym)
+        if self._copies is not None:
+            await self._copies.forget_holder(conn, pseudonym)
+        if self._outbox is not None:
+            await self._outbox.cancel_for(conn, pseudonym, kinds=COORDINATOR_KINDS)
 
     async def names(self, conn: AsyncConnection, pseudonyms: Sequence[str | None]) -> dict[str, str]:
         """Return the display names of these people, for those who chose one."""

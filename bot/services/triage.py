@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -151,6 +151,8 @@ class TriageService:
             holder = (
                 None if in_group or self._pseudonyms is None else self._pseudonyms.of_user(receipt.chat_id)
             )
+            if holder is not None and not await self._still_on_team(conn, holder):
+                continue  # their role was taken while the copy was on its way: not kept current
             copy = self._seal_copy(receipt.chat_id, receipt.message_id, holder)
             if await self._copies.add(conn, report.id, copy, self._clock.now()) and report.revision > 0:
                 await self._queue_edit(conn, report, only=copy)
@@ -247,7 +249,10 @@ class TriageService:
         state = await self.card_state(conn, report)
         shown = alert_input(self._cipher, report, evidence)
         edits = [
-            self._alerts.card_edit(shown, state, chat, message_id, priority) for chat, message_id in targets
+            # A private copy's edit names its holder, so revoking them withdraws it.
+            replace(edit, recipient_user_id=chat) if chat > 0 else edit
+            for chat, message_id in targets
+            for edit in [self._alerts.card_edit(shown, state, chat, message_id, priority)]
         ]
         await self._outbox.enqueue(conn, edits)
 

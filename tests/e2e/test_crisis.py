@@ -318,3 +318,32 @@ async def test_kill_9_as_a_card_reaches_telegram_gives_two_live_copies_at_once(
         assert edited == {m["message_id"] for m in copies}
     finally:
         await bot.stop()
+
+
+async def test_a_forged_press_on_another_card_never_makes_it_a_copy(
+    fake: FakeBotApi, crisis_bot: RunningBot
+) -> None:
+    services = await started(crisis_bot, fake)
+    first, second = await queue_reports(services, 2)
+    await wait_visible(fake, COORDINATORS, {first, second}, timeout=15)
+    card_of = {
+        code: next(m for m in fake.chat_messages(COORDINATORS) if code in str(m.get("text", "")))
+        for code in (first, second)
+    }
+    # A modified client sends the first report's button data on the second report's card.
+    fake.add_callback_query(
+        user_id=ADMIN,
+        data=f"t:{first}:take",
+        message_id=card_of[second]["message_id"],
+        chat_id=COORDINATORS,
+    )
+    edits = await fake.wait_for("editMessageText", chat_id=COORDINATORS, timeout=15)
+    await settle(1.0)
+    assert {c.params["message_id"] for c in fake.sent("editMessageText", chat_id=COORDINATORS)} == {
+        card_of[first]["message_id"]
+    }
+    assert first in str(edits[0].params["text"])
+    still = next(
+        m for m in fake.chat_messages(COORDINATORS) if m["message_id"] == card_of[second]["message_id"]
+    )
+    assert second in str(still["text"]), "the second card still shows its own report"
