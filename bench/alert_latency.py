@@ -44,14 +44,15 @@ async def walk(person: object, fake: object) -> None:
     assert isinstance(person, Person)
     fake.add_message(user_id=person.user_id, text="/report")  # type: ignore[attr-defined]
     await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=120)  # type: ignore[attr-defined]
-    await person.tap("cat", "detention")
-    await person.tap("when", "now")
-    await person.tap("region", "bishkek")
-    await person.tap("skip")
-    await person.say(f"Detained at a peaceful picket, reporter {person.user_id}")
-    await person.tap("skip")
-    await person.tap("done")
-    await person.tap("contact", "no")
+    slow = 300.0  # hundreds walking at once share the bot's 30 sends a second
+    await person.tap("cat", "detention", timeout=slow)
+    await person.tap("when", "now", timeout=slow)
+    await person.tap("region", "bishkek", timeout=slow)
+    await person.tap("skip", timeout=slow)
+    await person.say(f"Detained at a peaceful picket, reporter {person.user_id}", timeout=slow)
+    await person.tap("skip", timeout=slow)
+    await person.tap("done", timeout=slow)
+    await person.tap("contact", "no", timeout=slow)
 
 
 async def one_run(reporters: int, cap: float, group_limit: float) -> dict[str, float]:
@@ -124,9 +125,11 @@ async def crisis_run(reporters: int) -> dict[str, float]:
 
     async with FakeBotApi() as fake:
         with tempfile.TemporaryDirectory() as data_dir:
+            log_file = Path(data_dir) / "bot.log"
             bot = BotProcess(
                 fake,
                 Path(data_dir) / "data",
+                output=log_file,
                 coordinator_chat_id=str(COORDINATORS),
                 admin_ids=str(ADMIN),
                 rate_global_per_s="30",
@@ -178,6 +181,15 @@ async def crisis_run(reporters: int) -> dict[str, float]:
                 seen = await wait_seen(fake, set(report_codes.values()) | set(sos_codes.values()), 300)
             finally:
                 await bot.stop()
+                errors = [
+                    line
+                    for line in log_file.read_text(errors="replace").splitlines()
+                    if "ERROR" in line or "Traceback" in line
+                ]
+    if errors:
+        print(f"  the bot logged {len(errors)} error(s); first: {errors[0][:200]}")
+    if os.environ.get("BENCH_TIMELINE"):
+        timeline(fake, last_press, set(sos_codes.values()), {user: pressed[user] for user in report_codes})
     visible = [seen[c] for c in [*report_codes.values(), *sos_codes.values()] if c in seen]
     lost = sum(1 for c in [*report_codes.values(), *sos_codes.values()] if c not in seen)
     lost += reporters - len(report_codes) - len(sos_codes)
@@ -199,6 +211,33 @@ async def crisis_run(reporters: int) -> dict[str, float]:
             )
         ),
     }
+
+
+def timeline(fake: Any, start: float, sos: set[str], pressed: dict[int, float]) -> None:
+    """Print what reached the coordinators and when (BENCH_TIMELINE=1), to see where time goes."""
+    receipts = sorted(
+        c.at - start
+        for c in fake.calls
+        if c.ok
+        and c.method == "editMessageText"
+        and c.params.get("chat_id") in pressed
+        and CODE.search(str(c.params.get("text", "")))
+    )
+    if receipts:
+        print(
+            f"  receipts: first {receipts[0]:.1f} s, median {statistics.median(receipts):.1f} s, "
+            f"last {receipts[-1]:.1f} s"
+        )
+    for call in fake.calls:
+        if call.status == 429 and call.at >= start:
+            kind = "sos" if call.params.get("chat_id") in pressed else "other"
+            print(f"  {call.at - start:7.2f} s 429 {call.method} chat={call.params.get('chat_id')} ({kind})")
+        if not call.ok or call.params.get("chat_id") not in (COORDINATORS, ADMIN):
+            continue
+        codes = CODE.findall(str(call.params.get("text", "")))
+        where = "group" if call.params.get("chat_id") == COORDINATORS else "duty"
+        flagged = sum(1 for code in codes if code in sos)
+        print(f"  {call.at - start:7.2f} s {where} {call.method} codes={len(codes)} sos={flagged}")
 
 
 async def open_sos(person: object, fake: object) -> tuple[str, int]:

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 # Drafts expire within a day and SOS follow-ups within half an hour: purge often enough for both.
 PURGE_INTERVAL_S = 300
-# The coordinators' group's budget is planned this often (digests when cards cannot keep up).
-PLAN_INTERVAL_S = 0.5
 # Held alerts are probed (one at a time) and unanswered SOS escalated this often.
 PROBE_INTERVAL_S = 15
 ESCALATE_INTERVAL_S = 20
@@ -116,7 +114,6 @@ async def _post_init(app: JarchyApp) -> None:
         app.job_queue.run_repeating(_materialise_reminders, interval=interval, first=1, name="reminders")
         every = data.settings.broadcast_interval_s
         app.job_queue.run_repeating(_broadcast, interval=every, first=1, name="broadcast")
-        app.job_queue.run_repeating(_plan_alerts, interval=PLAN_INTERVAL_S, first=0.5, name="plan")
         app.job_queue.run_repeating(_probe_held, interval=PROBE_INTERVAL_S, first=5, name="probe")
         app.job_queue.run_repeating(_escalate, interval=ESCALATE_INTERVAL_S, first=5, name="escalate")
 
@@ -129,10 +126,6 @@ async def _purge(context: JarchyContext) -> None:
 
 async def _materialise_reminders(context: JarchyContext) -> None:
     await context.services.hearings.materialise()
-
-
-async def _plan_alerts(context: JarchyContext) -> None:
-    await context.services.planner.plan()
 
 
 async def _probe_held(context: JarchyContext) -> None:

@@ -57,6 +57,9 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
     tasks = {
         asyncio.create_task(inbox.run(), name="inbox"),
         asyncio.create_task(services.delivery.run(), name="delivery"),
+        # The group's budget is planned in a loop of its own: a scheduler job can be skipped when the
+        # loop is busy, which is exactly when digests are needed.
+        asyncio.create_task(services.planner.run(), name="planner"),
     }
     heartbeat = asyncio.create_task(_beat(heartbeat_path(settings)), name="heartbeat")
     waiter = asyncio.create_task(stop.wait(), name="stop")
@@ -69,6 +72,7 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
     finally:
         inbox.stop()
         services.delivery.stop()
+        services.planner.stop()
         waiter.cancel()
         heartbeat.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)

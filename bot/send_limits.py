@@ -16,6 +16,8 @@ from bot.services.ratelimit import SendLimiter
 log = logging.getLogger(__name__)
 
 GROUP_WAIT_S = 3.0
+# A handler's replies that go ahead of every other reply (the SOS screens): pass as rate_limit_args.
+URGENT: dict[str, Any] = {"urgent": True}
 
 # Methods that put a message in a chat and so count against Telegram's limits.
 _COUNTED = frozenset(
@@ -58,8 +60,9 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
         """Wait for a slot, send, and on 429 pause that chat (or everyone, for the overall limit) as long
         as asked, then try once more."""
         chat_id = _chat_id(data.get("chat_id")) if endpoint in _COUNTED else None
+        urgent = bool(rate_limit_args and rate_limit_args.get("urgent"))
         if chat_id is not None:
-            await self._acquire(chat_id)
+            await self._acquire(chat_id, urgent=urgent)
         try:
             return await callback(*args, **kwargs)
         except RetryAfter as error:
@@ -68,7 +71,7 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
             log.warning("Telegram asked to wait %.0f s (429)", seconds)
         # One more try after the pause; a second 429 pauses again and goes to the caller.
         if chat_id is not None:
-            await self._acquire(chat_id, retry=True)
+            await self._acquire(chat_id, retry=True, urgent=urgent)
         else:
             await asyncio.sleep(max(0.0, self._limiter.paused_until - self._limiter.now()))
         try:
@@ -77,18 +80,18 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
             self._too_many(chat_id, _seconds(error))
             raise
 
-    async def _acquire(self, chat_id: int | str, *, retry: bool = False) -> None:
+    async def _acquire(self, chat_id: int | str, *, retry: bool = False, urgent: bool = False) -> None:
         key, kind = self._chat_key(chat_id), chat_kind_of(chat_id)
-        if key is not None and (kind == "group" or retry):
-            # A handler holds one of the inbox's slots while it waits: never for a whole window (a
+        wait_chat = key is not None and (kind == "group" or retry)
+        try:
+            # A handler holds one of the inbox's slots while it waits: never for a whole group window (a
             # stranger's busy group must not hold up anyone's SOS). After that it goes, and a 429 pauses
             # only that chat.
-            try:
-                at = await asyncio.wait_for(self._limiter.acquire_chat(key, kind), GROUP_WAIT_S)
-            except TimeoutError:
-                at = await self._limiter.acquire_global()
-        else:
-            at = await self._limiter.acquire_global()
+            at = await asyncio.wait_for(
+                self._limiter.acquire_reply(key, kind, wait_chat=wait_chat, urgent=urgent), GROUP_WAIT_S
+            )
+        except TimeoutError:
+            at = await self._limiter.acquire_reply(key, kind, wait_chat=False, urgent=urgent)
         self._limiter.record(key, kind, at)
 
     def _too_many(self, chat_id: int | str | None, seconds: float) -> None:

@@ -343,6 +343,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
     # An alert is never final until the coordinators' chat has it; SOS keep room in its window.
     delivery.protect(alerts.protects)
     delivery.reserve(alerts.headroom)
+    delivery.on_wake(planner.wake)
     delivery.on_resend(CARD_KIND, alerts.mark_repeat)
     delivery.on_failed(watch.failed)
     for kind in ALERT_KINDS:

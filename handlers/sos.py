@@ -10,6 +10,7 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.send_limits import URGENT
 from bot.services.reports import LimitReached, Stale
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import SOS_PREFIX, render_sos_confirm, render_sos_followup
@@ -29,7 +30,14 @@ async def start_sos(update: Update, context: JarchyContext) -> None:
         )
     else:
         text, keyboard = render_sos_confirm(context.texts, context.language, draft)
-    sent = await chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    # The SOS screens go ahead of every other reply (the Application's types know no limiter arguments).
+    sent = await context.bot.send_message(
+        chat.id,
+        text,
+        reply_markup=keyboard,
+        parse_mode=ParseMode.HTML,
+        rate_limit_args=URGENT,  # type: ignore[arg-type]
+    )
     command = update.message.message_id if update.message is not None else None
     tracked = [m for m in (command, sent.message_id) if m is not None]
     await context.services.reports.track(user.id, "sos", draft.nonce, tracked)
@@ -57,7 +65,14 @@ async def press_sos_button(update: Update, context: JarchyContext) -> None:
             if isinstance(query.message, Message):
                 # A double tap finds the message already showing this: "not modified" is fine.
                 with contextlib.suppress(BadRequest):
-                    await query.message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+                    await context.bot.edit_message_text(
+                        text,
+                        chat_id=chat.id,
+                        message_id=query.message.message_id,
+                        reply_markup=keyboard,
+                        parse_mode=ParseMode.HTML,
+                        rate_limit_args=URGENT,  # type: ignore[arg-type]
+                    )
             await query.answer()
         elif action == "cancel":
             await reports.sos_cancel(user.id, nonce)

@@ -14,6 +14,8 @@ card still follows as soon as a slot frees.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ DIGEST_SIZE = 60
 TEXT_LIMIT = 4096
 DIGEST_ROW = 5
 OPEN_PREFIX = "o"
+MIN_GAP_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class PlannerConfig:
     # Report cards that would not all go out individually within this long are digested.
     horizon_s: float = 30.0
     # An SOS card waiting this long for a slot is listed in the next digest too.
-    sos_grace_s: float = 1.5
+    sos_grace_s: float = 1.0
     # How long a few waiting reports may wait for more to join them, by how many slots are left (1, 2,
     # 3, 4 or more): a digest slot is precious when few remain ("digest harder").
     gather_s: tuple[float, ...] = (25.0, 12.0, 6.0, 2.0)
@@ -101,6 +104,31 @@ class AlertPlanner:
         # SOS already listed in a digest (their own cards still follow): listed once per run.
         self._listed: set[str] = set()
         self.digests_sent = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Look at the queue now (something was enqueued)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End run()."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self, interval_s: float = 0.5) -> None:
+        """Plan every `interval_s`, and at once when woken, until stopped; a failed pass is logged and
+        the next one tries again (the queue is the truth, nothing is lost meanwhile)."""
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.plan()
+            except Exception:
+                log.exception("planning the coordinators' chat's budget failed; trying again")
+            # At most a few passes a second, however many alerts are being queued.
+            await asyncio.sleep(MIN_GAP_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, interval_s - MIN_GAP_S))
 
     async def plan(self) -> int:
         """Fold what cannot go out card by card into digests; return how many digests were queued."""
@@ -112,7 +140,7 @@ class AlertPlanner:
             key = self._alerts.chat_key
             if chat is None or key is None:
                 return 0
-            waiting = await self._outbox_repo.waiting(conn, key, ("alert", CARD_KIND))
+            waiting = await self._outbox_repo.waiting(conn, key, ("alert", CARD_KIND, DIGEST_KIND))
         fold = self._decide(key, limit, waiting)
         if fold is None:
             return 0
@@ -142,21 +170,26 @@ class AlertPlanner:
             return None
         used = self._limiter.chat_used(key, mono)
         individual = limit - self._sos_reserve - self._digest_reserve
-        extras = sum(1 for row in waiting if row.kind != CARD_KIND and row.priority < PRIORITY_SOS)
+        extras = sum(1 for row in waiting if row.kind == "alert" and row.priority < PRIORITY_SOS)
         if not late_sos and len(report_cards) + extras <= _capacity(
             individual, used, mono, self._config.horizon_s
         ):
             return None  # every card goes out on its own soon enough
-        free = _capacity(limit, used, mono, 0.0)
-        if not late_sos:
-            oldest = (now - report_cards[0].created_at).total_seconds()
-            if oldest < self._config.deadline_s:
-                free -= self._config.keep_for_sos
-            if free > 0 and len(report_cards) < DIGEST_SIZE:
-                # A partial digest: with few slots left, let more reports join it first.
-                gather = self._config.gather_s[min(free, len(self._config.gather_s)) - 1]
-                if oldest < gather:
-                    return None
+        # Slots already promised: digests queued and not yet sent, and the SOS cards that will take their
+        # tier's slots before any digest of reports.
+        queued_digests = sum(1 for row in waiting if row.kind == DIGEST_KIND)
+        sos_tier = _capacity(limit - self._digest_reserve, used, mono, 0.0)
+        queued_sos = min(sos_tier, sum(1 for row in cards if row.priority >= PRIORITY_SOS))
+        free = _capacity(limit, used, mono, 0.0) - queued_digests - queued_sos
+        oldest = (now - report_cards[0].created_at).total_seconds() if report_cards else 0.0
+        if oldest < self._config.deadline_s:
+            # Reports still coming in this burst need a slot too: the last one serves them at the deadline.
+            free -= self._config.keep_for_sos if not late_sos else 1
+        if not late_sos and free > 0 and len(report_cards) < DIGEST_SIZE:
+            # A partial digest: with few slots left, let more reports join it first.
+            gather = self._config.gather_s[min(free, len(self._config.gather_s)) - 1]
+            if oldest < gather:
+                return None
         if free <= 0:
             return None  # not even a digest fits now; the next pass looks again
         room = max(0, free * DIGEST_SIZE - len(late_sos))
@@ -176,7 +209,7 @@ class AlertPlanner:
         if taken_codes:
             # What would have followed those cards is in the card a coordinator opens from the digest.
             folded = set(taken_codes)
-            follow = [row.id for row in waiting if row.kind != CARD_KIND and row.ref in folded]
+            follow = [row.id for row in waiting if row.kind == "alert" and row.ref in folded]
             await self._outbox_repo.take(conn, follow, "shown in a digest")
         codes = [*sos_codes, *taken_codes]
         if not codes:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Cipher, DecryptionError
-from bot.services.outbox import payload_binding
+from bot.services.outbox import PRIORITY_SOS, payload_binding
 from bot.services.ratelimit import SendLimiter
 from bot.telegram_api import ApiResult, NotSent, OutcomeUnknown, TelegramApi
 from storage.database import Database
@@ -40,8 +40,9 @@ class DeliveryConfig:
     # hours: long enough to outlast an outage, short enough that a broken row ends visibly dead.
     max_attempts: int = 20
     claim_limit: int = 1000
-    # A row whose chat is not free for this long goes back to the queue instead of holding up others.
-    defer_after_s: float = 2.0
+    # A row whose chat is not free for this long goes back to the queue instead of holding up the batch
+    # (and every row claimed after it: an SOS queued meanwhile waits for the batch to end).
+    defer_after_s: float = 0.5
     flush_interval_s: float = 0.05
     idle_poll_s: float = 0.5
     backoff_base_s: float = 2.0
@@ -133,6 +134,8 @@ class DeliveryWorker:
         self._claimed_at: dict[int, float] = {}
         self._receipts: list[Receipt] = []
         self._flush_lock = asyncio.Lock()
+        self._preempt = False
+        self._wake_listeners: list[Callable[[], None]] = []
         self._seq = 0
         self.sent_count = 0
 
@@ -187,9 +190,18 @@ class DeliveryWorker:
         self._withdrawn_refs = {k: t for k, t in self._withdrawn_refs.items() if t >= horizon}
         self._withdrawn_recipients = {k: t for k, t in self._withdrawn_recipients.items() if t >= horizon}
 
-    def wake(self) -> None:
-        """Look for due rows now rather than at the next poll."""
+    def wake(self, urgent: bool = False) -> None:
+        """Look for due rows now rather than at the next poll; `urgent` (an SOS was queued) also stops the
+        batch being paced out, so the SOS is claimed ahead of what remains of it."""
+        if urgent:
+            self._preempt = True
         self._wake.set()
+        for listener in self._wake_listeners:
+            listener()
+
+    def on_wake(self, listener: Callable[[], None]) -> None:
+        """Also call `listener` whenever new rows are committed (the alert planner looks at them)."""
+        self._wake_listeners.append(listener)
 
     def stop(self) -> None:
         """Ask the worker to finish what is in flight and return."""
@@ -227,6 +239,7 @@ class DeliveryWorker:
     async def run_once(self) -> bool:
         """Claim one batch and send it; return False when nothing was due."""
         now = self._clock.now()
+        self._preempt = False
         async with self._db.write() as conn:
             rows = await self._outbox.claim(
                 conn, self.owner, now, now + timedelta(seconds=self._config.lease_s), self._claim_size()
@@ -303,6 +316,10 @@ class DeliveryWorker:
         waiting: list[tuple[float, int, ClaimedRow]] = []
         while queue or waiting:
             if self._stopping.is_set():
+                self._give_back(queue, waiting)
+                return
+            if self._preempt and any(r.priority < PRIORITY_SOS for r in queue):
+                # An SOS was queued meanwhile: give the rest back and claim again, most urgent first.
                 self._give_back(queue, waiting)
                 return
             row = self._next_ready(queue, waiting)

@@ -26,7 +26,7 @@ from storage.inbox import InboxRepository, InboxRow
 
 log = logging.getLogger(__name__)
 
-URGENT_CONCURRENCY = 4
+URGENT_CONCURRENCY = 32
 ALLOWED_UPDATES = (
     "message",
     "edited_message",

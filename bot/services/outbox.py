@@ -57,7 +57,7 @@ class Outbox:
         cipher: Cipher,
         pseudonyms: Pseudonymizer,
         clock: Clock,
-        on_enqueued: Callable[[], None] | None = None,
+        on_enqueued: Callable[[bool], None] | None = None,
         on_withdrawn: Callable[..., None] | None = None,
     ) -> None:
         self._repo = repo
@@ -65,12 +65,14 @@ class Outbox:
         self._pseudonyms = pseudonyms
         self._clock = clock
         self._on_enqueued = on_enqueued
+        self._urgent = 0  # the highest priority enqueued since the last notify
         self._on_withdrawn = on_withdrawn
 
     async def enqueue(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> int:
         """Add messages in the caller's transaction; return how many were new (dedupe keys skip repeats)."""
         now = self._clock.now()
         rows = []
+        self._urgent = max([self._urgent, *(m.priority for m in messages)])
         for message in messages:
             chat_id = message.params.get("chat_id")
             if chat_id is None:
@@ -152,5 +154,6 @@ class Outbox:
 
     def notify(self) -> None:
         """Tell the delivery worker new rows are committed (call after the transaction)."""
+        urgent, self._urgent = self._urgent >= PRIORITY_SOS, 0
         if self._on_enqueued is not None:
-            self._on_enqueued()
+            self._on_enqueued(urgent)

@@ -16,6 +16,9 @@ WINDOW_MARGIN_S = 0.025
 # 429s for this many different chats within GLOBAL_429_WINDOW_S mean the overall limit, not one chat's.
 GLOBAL_429_CHATS = 3
 GLOBAL_429_WINDOW_S = 2.0
+# Direct replies may take at most this share of the overall rate: hundreds of receipts at once must leave
+# room for the alerts the delivery worker sends (measured: without it, no alert left for 7 s).
+REPLY_SHARE = 2 / 3
 
 
 class SlidingWindow:
@@ -83,6 +86,12 @@ class SendLimiter:
         )
         self._next_global = 0.0
         self._paused_until = 0.0
+        self._urgent_replies = 0
+        self._replies = (
+            SlidingWindow(max(1, math.floor(global_per_s * REPLY_SHARE)), 1.0 + WINDOW_MARGIN_S)
+            if global_per_s > 0
+            else None
+        )
         self._private_window = 1.0 / private_per_s if private_per_s > 0 else 0.0
         self._group_limit = math.floor(group_per_min)
         self._chats: dict[str, SlidingWindow] = {}
@@ -181,13 +190,36 @@ class SendLimiter:
                 return
             await self._sleep(ready - now)
 
-    async def acquire_chat(self, chat_key: str, chat_kind: str) -> float:
-        """Wait until both the overall limits and this chat's allow a send; return the time it is
-        allowed (the caller records the send)."""
+    async def acquire_reply(
+        self, chat_key: str | None, chat_kind: str, *, wait_chat: bool, urgent: bool = False
+    ) -> float:
+        """Wait for a direct reply's turn: the overall limits, the replies' share of them, and (with
+        `wait_chat`) the chat's own limit; return the time it is allowed (the caller records the send).
+        An `urgent` reply (an SOS screen) goes ahead of every other reply and needs no share."""
+        if urgent:
+            self._urgent_replies += 1
+        try:
+            return await self._acquire_reply(chat_key, chat_kind, wait_chat=wait_chat, urgent=urgent)
+        finally:
+            if urgent:
+                self._urgent_replies -= 1
+
+    async def _acquire_reply(
+        self, chat_key: str | None, chat_kind: str, *, wait_chat: bool, urgent: bool
+    ) -> float:
         while True:
             now = self._clock.monotonic()
-            ready = max(self.global_ready_at(now), self.chat_ready_at(chat_key, chat_kind, now))
+            ready = self.global_ready_at(now)
+            if not urgent and self._urgent_replies:
+                await self._sleep(max(ready - now, 0.01))
+                continue
+            if self._replies is not None and not urgent:
+                ready = max(ready, self._replies.ready_at(now))
+            if wait_chat and chat_key is not None:
+                ready = max(ready, self.chat_ready_at(chat_key, chat_kind, now))
             if ready <= now:
+                if self._replies is not None:
+                    self._replies.record(now)
                 return now
             await self._sleep(ready - now)
 

@@ -46,7 +46,7 @@ class Person:
         """Text of the bot's newest message."""
         return str(self.bot_messages()[-1].get("text", ""))
 
-    async def tap(self, action: str, arg: str = "", *, prefix: str = "r") -> None:
+    async def tap(self, action: str, arg: str = "", *, prefix: str = "r", timeout: float = 15.0) -> None:
         """Press the button of the newest keyboard with this action and wait until it is handled."""
         message = self.keyboard_message()
         for data in self.buttons():
@@ -56,7 +56,7 @@ class Person:
             if (prefix == "r" and parts[3] == action and parts[4] == arg) or (
                 prefix != "r" and parts[-1] == action
             ):
-                await self.press(data, message["message_id"])
+                await self.press(data, message["message_id"], timeout)
                 return
         raise AssertionError(f"no button {action}:{arg} in {self.buttons()}")
 
@@ -72,11 +72,13 @@ class Person:
             predicate=lambda c: str(c.params.get("callback_query_id")) == query_id,
         )
 
-    async def say(self, text: str | None = None, **message: Any) -> dict[str, Any]:
+    async def say(self, text: str | None = None, timeout: float = 15.0, **message: Any) -> dict[str, Any]:
         """Send a message and wait for the bot's reply; return the reply's parameters."""
         before = len(self.fake.sent("sendMessage", chat_id=self.user_id))
         self.fake.add_message(user_id=self.user_id, text=text, language_code=self.language, **message)
-        calls = await self.fake.wait_for("sendMessage", chat_id=self.user_id, count=before + 1, timeout=15)
+        calls = await self.fake.wait_for(
+            "sendMessage", chat_id=self.user_id, count=before + 1, timeout=timeout
+        )
         return calls[-1].params
 
     def answers(self) -> list[str]:
