@@ -429,3 +429,15 @@ async def test_one_refused_message_keeps_its_incident_until_it_goes_through(serv
         await conn.execute(text("UPDATE outbox SET status = 'sent' WHERE status = 'held'"))
         await services.watch.delivered(conn, [Receipt("alert", codes[0], COORDINATORS, 8)])
     assert (await services.watch.held()).reason is None
+
+
+async def test_reports_that_would_wait_past_the_minute_for_their_cards_are_digested(
+    services: Services,
+) -> None:
+    fill_group_window(services, 18)  # the window frees only a minute after these sends
+    await queue_reports(services, 8)  # 16 messages with their locations: fewer than the window frees
+    assert await services.planner.plan() == 0  # two slots left: kept for SOS while the reports can wait
+    clock_of(services).advance(34.0)
+    # Their cards would go one by one only after the window frees, past the minute: digest them now.
+    assert await services.planner.plan() == 1
+    assert not await rows(services, f"kind = '{CARD_KIND}' AND status = 'pending'")

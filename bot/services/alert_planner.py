@@ -66,6 +66,8 @@ class PlannerConfig:
     # waited `deadline_s` (then every slot may serve it: every report is visible within a minute).
     keep_for_sos: int = 2
     deadline_s: float = 30.0
+    # Every report is to be visible within a minute of its submit; this leaves a margin for the send.
+    visible_s: float = 50.0
 
 
 class AlertPlanner:
@@ -171,9 +173,10 @@ class AlertPlanner:
         used = self._limiter.chat_used(key, mono)
         individual = limit - self._sos_reserve - self._digest_reserve
         extras = sum(1 for row in waiting if row.kind == "alert" and row.priority < PRIORITY_SOS)
-        if not late_sos and len(report_cards) + extras <= _capacity(
-            individual, used, mono, self._config.horizon_s
-        ):
+        oldest = (now - report_cards[0].created_at).total_seconds() if report_cards else 0.0
+        # Cards go one by one only if the oldest can still be shown well within the minute.
+        horizon = max(0.0, min(self._config.horizon_s, self._config.visible_s - oldest))
+        if not late_sos and len(report_cards) + extras <= _capacity(individual, used, mono, horizon):
             return None  # every card goes out on its own soon enough
         # Slots already promised: digests queued and not yet sent, and the SOS cards that will take their
         # tier's slots before any digest of reports.
@@ -181,7 +184,6 @@ class AlertPlanner:
         sos_tier = _capacity(limit - self._digest_reserve, used, mono, 0.0)
         queued_sos = min(sos_tier, sum(1 for row in cards if row.priority >= PRIORITY_SOS))
         free = _capacity(limit, used, mono, 0.0) - queued_digests - queued_sos
-        oldest = (now - report_cards[0].created_at).total_seconds() if report_cards else 0.0
         if oldest < self._config.deadline_s:
             # Reports still coming in this burst need a slot too: the last one serves them at the deadline.
             free -= self._config.keep_for_sos if not late_sos else 1
