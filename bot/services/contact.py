@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
-from bot.services.alerts import AlertService
+from bot.services.alerts import PRIORITY_SOS_UPDATE, AlertService
 from bot.services.audit import AuditLog
 from bot.services.delivery import Receipt
-from bot.services.outbox import PRIORITY_ALERT, PRIORITY_PERSONAL, Outbox, OutgoingMessage
+from bot.services.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
 from bot.services.report_body import contact_chat, find_code, parse_code, safe_code
 from bot.services.report_form import clean_text, telegram_length
 from bot.services.roles import Gate, Refused
@@ -180,7 +180,13 @@ class ContactService:
                 "allow_sending_without_reply": True,
             }
         message = OutgoingMessage(
-            "sendMessage", payload, kind="alert", priority=PRIORITY_ALERT, ref=report.code, held=chat is None
+            # A reporter's answer matters as much as a follow-up of an SOS: ahead of new report cards.
+            "sendMessage",
+            payload,
+            kind="alert",
+            priority=PRIORITY_SOS_UPDATE,
+            ref=report.code,
+            held=chat is None,
         )
         await self._outbox.enqueue(conn, [message])
 
