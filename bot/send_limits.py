@@ -87,12 +87,11 @@ class SharedRateLimiter(BaseRateLimiter[dict[str, Any]]):
             # A handler holds one of the inbox's slots while it waits: never for a whole group window (a
             # stranger's busy group must not hold up anyone's SOS). After that it goes, and a 429 pauses
             # only that chat.
-            at = await asyncio.wait_for(
+            await asyncio.wait_for(
                 self._limiter.acquire_reply(key, kind, wait_chat=wait_chat, urgent=urgent), GROUP_WAIT_S
             )
         except TimeoutError:
-            at = await self._limiter.acquire_reply(key, kind, wait_chat=False, urgent=urgent)
-        self._limiter.record(key, kind, at)
+            await self._limiter.acquire_reply(key, kind, wait_chat=False, urgent=urgent)
 
     def _too_many(self, chat_id: int | str | None, seconds: float) -> None:
         key = self._chat_key(chat_id) if chat_id is not None else None

@@ -95,8 +95,8 @@ class Settings:
     broadcast_interval_s: float = 2.0
     # The coordinators' group's budget (rate_group_per_min, edits included) keeps slots no report card
     # may take: for SOS cards, and for digests that list many reports in one message.
-    alert_sos_reserve: int = 6
-    alert_digest_reserve: int = 4
+    alert_sos_reserve: int = 8
+    alert_digest_reserve: int = 6
     # An SOS nobody acknowledges is escalated after this long, then at doubling intervals up to the cap.
     sos_escalate_after_min: float = 5.0
     sos_escalate_cap_min: float = 30.0
@@ -206,8 +206,8 @@ class Settings:
             reporter_updates=_choices(env, "JARCHY_REPORTER_UPDATES", REPORTER_UPDATES),
             four_eyes=_one_of(env, "JARCHY_FOUR_EYES", ("auto", "on", "off"), "auto"),
             broadcast_interval_s=_number(env, "JARCHY_BROADCAST_INTERVAL_S", 2.0, float, minimum=0.2),
-            alert_sos_reserve=_number(env, "JARCHY_ALERT_SOS_RESERVE", 6, int, minimum=0),
-            alert_digest_reserve=_number(env, "JARCHY_ALERT_DIGEST_RESERVE", 4, int, minimum=1),
+            alert_sos_reserve=_number(env, "JARCHY_ALERT_SOS_RESERVE", 8, int, minimum=0),
+            alert_digest_reserve=_number(env, "JARCHY_ALERT_DIGEST_RESERVE", 6, int, minimum=1),
             sos_escalate_after_min=_number(env, "JARCHY_SOS_ESCALATE_AFTER_MIN", 5.0, float, minimum=0.1),
             sos_escalate_cap_min=_number(env, "JARCHY_SOS_ESCALATE_CAP_MIN", 30.0, float, minimum=0.1),
             instance_id=_instance_id(env),
@@ -218,7 +218,7 @@ class Settings:
                 "JARCHY_ALERT_SOS_RESERVE",
                 f"and JARCHY_ALERT_DIGEST_RESERVE together ({reserved}) leave no slot of the group's "
                 f"{settings.rate_group_per_min:g} a minute for report cards",
-                "Keep their sum below JARCHY_RATE_GROUP_PER_MIN (defaults: 6 + 4 of 20).",
+                "Keep their sum below JARCHY_RATE_GROUP_PER_MIN (defaults: 8 + 6 of 20).",
             )
         return settings
 

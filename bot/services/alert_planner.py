@@ -68,6 +68,9 @@ class PlannerConfig:
     deadline_s: float = 30.0
     # Every report is to be visible within a minute of its submit; this leaves a margin for the send.
     visible_s: float = 50.0
+    # SOS keep arriving one by one in a burst: with few slots left, list them at most this often, so
+    # each digest carries several instead of one slot going per SOS.
+    sos_fold_gap_s: float = 2.0
 
 
 class AlertPlanner:
@@ -108,6 +111,7 @@ class AlertPlanner:
         self.digests_sent = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._last_sos_fold = -1e9
 
     def wake(self) -> None:
         """Look at the queue now (something was enqueued)."""
@@ -194,6 +198,10 @@ class AlertPlanner:
                 return None
         if free <= 0:
             return None  # not even a digest fits now; the next pass looks again
+        if late_sos and free < 4 and mono - self._last_sos_fold < self._config.sos_fold_gap_s:
+            return None  # they are with the coordinators on duty already; let a few more join
+        if late_sos:
+            self._last_sos_fold = mono
         room = max(0, free * DIGEST_SIZE - len(late_sos))
         return report_cards[:room], late_sos, free
 

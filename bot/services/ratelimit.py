@@ -194,8 +194,10 @@ class SendLimiter:
         self, chat_key: str | None, chat_kind: str, *, wait_chat: bool, urgent: bool = False
     ) -> float:
         """Wait for a direct reply's turn: the overall limits, the replies' share of them, and (with
-        `wait_chat`) the chat's own limit; return the time it is allowed (the caller records the send).
-        An `urgent` reply (an SOS screen) goes ahead of every other reply and needs no share."""
+        `wait_chat`) the chat's own limit; count the send and return its time. Counted here, in the same
+        step as the check: counted by the caller after a task switch, several replies could pass the
+        same check (measured: 429s from bursts of replies). An `urgent` reply (an SOS screen) goes
+        ahead of every other reply and needs no share."""
         if urgent:
             self._urgent_replies += 1
         try:
@@ -220,6 +222,7 @@ class SendLimiter:
             if ready <= now:
                 if self._replies is not None:
                     self._replies.record(now)
+                self.record(chat_key, chat_kind, now)
                 return now
             await self._sleep(ready - now)
 
