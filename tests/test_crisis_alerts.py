@@ -220,6 +220,10 @@ async def test_digests_fit_telegram_with_the_longest_names_in_every_language(
 async def test_slots_are_tiered_report_cards_leave_room_for_sos_and_digests(services: Services) -> None:
     await services.alerts.has_destination()  # reads the chat
     settings = services.settings
+    # A calm minute: a report's messages and edits leave only a little room for an SOS.
+    calm = services.alerts.headroom(claimed(services, EDIT_KIND, 60))
+    assert calm == settings.alert_sos_reserve // 2
+    await queue_reports(services, 3)  # a burst begins
     both = settings.alert_sos_reserve + settings.alert_digest_reserve
     assert services.alerts.headroom(claimed(services, CARD_KIND, 80)) == both
     assert services.alerts.headroom(claimed(services, EDIT_KIND, 60)) == both

@@ -175,7 +175,8 @@ class AlertPlanner:
         if not report_cards and not late_sos:
             return None
         used = self._limiter.chat_used(key, mono)
-        individual = limit - self._sos_reserve - self._digest_reserve
+        calm = not self._alerts.under_pressure()
+        individual = limit - (self._sos_reserve // 2 if calm else self._sos_reserve + self._digest_reserve)
         extras = sum(1 for row in waiting if row.kind == "alert" and row.priority < PRIORITY_SOS)
         oldest = (now - report_cards[0].created_at).total_seconds() if report_cards else 0.0
         # Cards go one by one only if the oldest can still be shown well within the minute.

@@ -4,6 +4,7 @@ there is a chat to send them to. Coordinators see what happened, never who repor
 from __future__ import annotations
 
 import html
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -39,6 +40,8 @@ PRIORITY_DIGEST = 95
 PRIORITY_SOS_UPDATE = 90  # an SOS card's edit with a follow-up line or its waiting time
 PRIORITY_EXTRA = 70  # a long text, a location or evidence after its card
 PRIORITY_EDIT = 60  # triage edits: only the latest state is sent, after every new alert
+# From this many alerts within a minute the group's window keeps its full reserves for SOS and digests.
+PRESSURE_ALERTS = 3
 TRIAGE_ACTIONS = ("ack", "take", "verify", "close", "spam", "reopen")
 FINAL_STATUSES = ("closed", "rejected")
 TELEGRAM_TEXT_LIMIT = 4096
@@ -135,6 +138,7 @@ class AlertService:
         self._bound_read_at = 0.0
         self._chat_key: str | None = None
         self._chat_key_of: int | None = None
+        self._recent: deque[float] = deque()  # when alerts were queued, for the last minute
 
     async def coordinator_chat(self, conn: AsyncConnection) -> int | None:
         """Return the chat alerts go to: the one bound with /bind, else the configured one."""
@@ -172,7 +176,18 @@ class AlertService:
             return self._digest_reserve
         if row.priority >= PRIORITY_SOS_UPDATE:
             return self._digest_reserve + self._sos_reserve // 2
+        if not self.under_pressure():
+            # A calm minute: a report with its evidence and its triage edits need not queue for a window
+            # kept for a burst that is not coming; a little room stays for an SOS.
+            return self._sos_reserve // 2
         return self._digest_reserve + self._sos_reserve
+
+    def under_pressure(self) -> bool:
+        """Tell whether alerts are coming in a burst (several in the last minute)."""
+        horizon = self._clock.monotonic() - 60.0
+        while self._recent and self._recent[0] < horizon:
+            self._recent.popleft()
+        return len(self._recent) >= PRESSURE_ALERTS
 
     def protects(self, row: ClaimedRow) -> bool:
         """Tell the delivery worker which rows are alerts to the coordinators' chat (never final)."""
@@ -217,6 +232,7 @@ class AlertService:
         """Queue a report's alert (and its evidence, and `also`) in the caller's transaction; an SOS goes
         to the coordinators on duty in private too."""
         chat = await self.coordinator_chat(conn)
+        self._recent.append(self._clock.monotonic())
         copies: list[OutgoingMessage] = []
         if alert.kind == "sos":
             for duty_chat in await self.duty_chats(conn):

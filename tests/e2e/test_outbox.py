@@ -47,11 +47,14 @@ def worker(
     *,
     overall: float = 0.0,
     private: float = 1.0,
+    group: float = 20.0,
     config: DeliveryConfig = FAST,
     read_timeout: float = 10.0,
 ) -> DeliveryWorker:
     """Build a delivery worker over the services with its own limits and tuning."""
-    settings: Settings = replace(services.settings, rate_global_per_s=overall, rate_private_per_s=private)
+    settings: Settings = replace(
+        services.settings, rate_global_per_s=overall, rate_private_per_s=private, rate_group_per_min=group
+    )
     api = TelegramApi(settings.api_url, settings.bot_token, timeout=read_timeout)
     _APIS.append(api)
     return DeliveryWorker(
@@ -347,19 +350,7 @@ def group_text(chat_id: int, text: str = "hello", **kwargs: object) -> OutgoingM
 
 async def test_a_batch_that_is_all_deferred_ends_quietly(services: Services) -> None:
     # A group at its limit defers every row it was given: nothing may raise, nothing is lost.
-    settings = replace(services.settings, rate_group_per_min=2.0)
-    api = TelegramApi(settings.api_url, settings.bot_token)
-    _APIS.append(api)
-    delivery = DeliveryWorker(
-        db=services.db,
-        outbox=services.outbox_repo,
-        users=UserRepository(),
-        api=api,
-        cipher=services.cipher,
-        limiter=build_limiter(settings, services.clock),
-        clock=services.clock,
-        config=FAST,
-    )
+    delivery = worker(services, group=2.0)
     await enqueue(services, [group_text(-100600, f"m{i}") for i in range(2)])
     assert await delivery.run_once()
     await delivery._wait_in_flight()
