@@ -70,7 +70,7 @@ class PlannerConfig:
     visible_s: float = 50.0
     # SOS keep arriving one by one in a burst: with few slots left, list them at most this often, so
     # each digest carries several instead of one slot going per SOS.
-    sos_fold_gap_s: float = 2.0
+    sos_fold_gap_s: float = 1.0
 
 
 class AlertPlanner:
