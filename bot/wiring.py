@@ -332,7 +332,6 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         triage=triage,
         outbox=outbox,
         cipher=cipher,
-        pseudonyms=pseudonyms,
         texts=catalogs(),
         clock=clock,
         language=settings.default_language,

@@ -108,7 +108,6 @@ class AlertPlanner:
         self._config = config or PlannerConfig()
         # SOS already listed in a digest (their own cards still follow): listed once per run.
         self._listed: set[str] = set()
-        self.digests_sent = 0
         self._wake = asyncio.Event()
         self._stopping = False
         self._last_sos_fold = -1e9
@@ -153,7 +152,6 @@ class AlertPlanner:
         async with self._db.write() as conn:
             digests = await self._fold(conn, chat, waiting, *fold)
         if digests:
-            self.digests_sent += digests
             self._outbox.notify()
         return digests
 

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,11 +34,10 @@ log = logging.getLogger(__name__)
 
 INCIDENT = "alerts_incident"
 NOTICE_KIND = "admin_notice"
-# Why alerts cannot reach the coordinators' chat; each has a text explaining it and what to do.
-REASONS = ("removed", "restricted", "missing", "failing", "refused", "no_chat")
-# The chat itself is out of reach: the first alert that gets through ends it. ("refused" is one message
-# Telegram would not take, such as a photo where photos are forbidden: another alert getting through says
-# nothing about it, so it only ends when nothing is held any more.)
+# Why alerts cannot reach the coordinators' chat; each has a text alerts.reason_* (why, and what to do).
+# These four mean the chat itself is out of reach: the first alert that gets through ends them. The others:
+# "refused" (one message Telegram would not take, such as a photo where photos are forbidden; another alert
+# getting through says nothing about it, so it ends only when nothing is held any more) and "no_chat".
 CHAT_REASONS = frozenset({"removed", "restricted", "missing", "failing"})
 
 
@@ -68,7 +67,6 @@ class AlertWatch:
         clock: Clock,
         language: str,
         admin_ids: frozenset[int],
-        probe_after: timedelta = timedelta(seconds=60),
     ) -> None:
         self._db = db
         self._alerts = alerts
@@ -81,7 +79,6 @@ class AlertWatch:
         self._clock = clock
         self._language = language
         self._admin_ids = admin_ids
-        self._probe_after = probe_after
         self._incident: str | None = None
         self._loaded = False
 
@@ -104,19 +101,14 @@ class AlertWatch:
         for old_key, new_chat in migrations:
             await self._migrate(conn, old_key, new_chat)
         current = await self._alerts.coordinator_chat(conn)
-        reasons: set[str] = set()
-        for failure in failures:
-            if failure.migrate_to is not None:
-                continue
-            if current is not None and failure.chat_key != self._alerts.chat_key:
-                # Refused by a chat alerts no longer go to (sent just before a /bind): send it on.
-                await self._alerts.redirect(conn, current)
-                continue
-            reasons.add(_reason(failure))
-        # The chat's own state says more than one message's refusal.
-        for reason in sorted(reasons, key=lambda r: r not in CHAT_REASONS):
-            await self._open(conn, reason)
-            break
+        refused = [f for f in failures if f.migrate_to is None]
+        # Refused by a chat alerts no longer go to (sent just before a /bind): send them on.
+        if current is not None and any(f.chat_key != self._alerts.chat_key for f in refused):
+            await self._alerts.redirect(conn, current)
+        reasons = {_reason(f) for f in refused if current is None or f.chat_key == self._alerts.chat_key}
+        if reasons:
+            # The chat's own state says more than one message's refusal.
+            await self._open(conn, min(reasons, key=lambda r: r not in CHAT_REASONS))
 
     async def delivered(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
         """An alert reached the coordinators' chat: if the chat was out of reach, it is not any more."""

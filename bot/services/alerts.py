@@ -277,27 +277,6 @@ class AlertService:
             for message in self.compose(alert, chat_id, priority=priority)[1:]
         ]
 
-    async def queue_followup(
-        self,
-        conn: AsyncConnection,
-        code: str,
-        *,
-        text: str | None = None,
-        location: list[float] | None = None,
-    ) -> None:
-        """Queue an SOS follow-up (one line or a location) to the coordinators."""
-        chat = await self.coordinator_chat(conn)
-        messages: list[OutgoingMessage] = []
-        if text is not None:  # kept for rows queued by an older version; follow-ups now edit the card
-            body = self._texts.text(self._language, "alert.sos_update", code=code, text=text)
-            messages.append(
-                self._message("sendMessage", {"text": body, "parse_mode": "HTML"}, chat, PRIORITY_SOS, code)
-            )
-        if location is not None:
-            params = {"latitude": location[0], "longitude": location[1]}
-            messages.append(self._message("sendLocation", params, chat, PRIORITY_SOS, code))
-        await self._outbox.enqueue(conn, messages)
-
     def compose(
         self, alert: AlertInput, chat: int | None, *, priority: int | None = None
     ) -> list[OutgoingMessage]:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
-from bot.security import Cipher, Pseudonymizer
+from bot.security import Cipher
 from bot.services.alerts import PRIORITY_NOTICE, PRIORITY_SOS_UPDATE, AlertService, duty_chat_binding
 from bot.services.audit import AuditLog
 from bot.services.outbox import Outbox
@@ -54,7 +54,6 @@ class DutyService:
         triage: TriageService,
         outbox: Outbox,
         cipher: Cipher,
-        pseudonyms: Pseudonymizer,
         texts: Catalogs,
         clock: Clock,
         language: str,
@@ -71,7 +70,6 @@ class DutyService:
         self._triage = triage
         self._outbox = outbox
         self._cipher = cipher
-        self._pseudonyms = pseudonyms
         self._texts = texts
         self._clock = clock
         self._language = language

@@ -65,8 +65,8 @@ class TriageService:
         cipher: Cipher,
         clock: Clock,
         reporter_updates: frozenset[str],
-        copies: AlertCopyRepository | None = None,
-        pseudonyms: Pseudonymizer | None = None,
+        copies: AlertCopyRepository,
+        pseudonyms: Pseudonymizer,
     ) -> None:
         self._db = db
         self._gate = gate
@@ -80,7 +80,7 @@ class TriageService:
         self._cipher = cipher
         self._clock = clock
         self._reporter_updates = reporter_updates
-        self._copies = copies or AlertCopyRepository()
+        self._copies = copies
         self._pseudonyms = pseudonyms
 
     async def press(
@@ -290,13 +290,11 @@ class TriageService:
         chat = int(self._cipher.decrypt_text(copy.chat, binding=copy_chat_binding(copy.uid)))
         return chat, copy.message_id
 
-    def _holder(self, chat_id: int) -> str | None:
+    def _holder(self, chat_id: int) -> str:
         # A private chat's id is its person's id.
-        return self._pseudonyms.of_user(chat_id) if self._pseudonyms is not None else None
+        return self._pseudonyms.of_user(chat_id)
 
     def _chat_key(self, chat_id: int) -> str:
-        if self._pseudonyms is None:
-            return str(chat_id)
         return self._pseudonyms.of_chat(chat_id)
 
     async def open_card(self, user_id: int, raw_code: str) -> str:
