@@ -36,7 +36,7 @@ async def start_sos(update: Update, context: JarchyContext) -> None:
         text,
         reply_markup=keyboard,
         parse_mode=ParseMode.HTML,
-        rate_limit_args=URGENT,  # type: ignore[arg-type]
+        rate_limit_args=_urgency(chat.type),  # type: ignore[arg-type]
     )
     command = update.message.message_id if update.message is not None else None
     tracked = [m for m in (command, sent.message_id) if m is not None]
@@ -71,7 +71,7 @@ async def press_sos_button(update: Update, context: JarchyContext) -> None:
                         message_id=query.message.message_id,
                         reply_markup=keyboard,
                         parse_mode=ParseMode.HTML,
-                        rate_limit_args=URGENT,  # type: ignore[arg-type]
+                        rate_limit_args=_urgency(chat.type),  # type: ignore[arg-type]
                     )
             await query.answer()
         elif action == "cancel":
@@ -107,6 +107,11 @@ async def route_sos_input(update: Update, context: JarchyContext) -> bool:
     sent = await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
     await context.services.reports.track(user.id, "sos", screen.draft.nonce, [sent.message_id])
     return True
+
+
+def _urgency(chat_type: str) -> dict[str, object] | None:
+    # Only an SOS screen in a private chat goes ahead of other replies: a press in a group does not.
+    return URGENT if chat_type == "private" else None
 
 
 def register(app: Application) -> None:

@@ -331,8 +331,10 @@ def _binding(update_id: int) -> str:
 def _is_sos(update: dict[str, Any]) -> bool:
     query = update.get("callback_query")
     if isinstance(query, dict):
+        # Only a press in a private chat can be someone's SOS; one in a group gets no urgent lane.
+        chat = (query.get("message") or {}).get("chat") or {}
         data = query.get("data")
-        return is_sos(data if isinstance(data, str) else "", None)
+        return chat.get("type") == "private" and is_sos(data if isinstance(data, str) else "", None)
     message = update.get("message")
     if isinstance(message, dict) and (message.get("chat") or {}).get("type") == "private":
         text = message.get("text")

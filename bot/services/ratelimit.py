@@ -19,6 +19,8 @@ GLOBAL_429_WINDOW_S = 2.0
 # Direct replies may take at most this share of the overall rate: hundreds of receipts at once must leave
 # room for the alerts the delivery worker sends (measured: without it, no alert left for 7 s).
 REPLY_SHARE = 2 / 3
+# How often a reply waiting behind an SOS screen looks again (not a busy loop).
+URGENT_YIELD_S = 0.05
 
 
 class SlidingWindow:
@@ -213,7 +215,7 @@ class SendLimiter:
             now = self._clock.monotonic()
             ready = self.global_ready_at(now)
             if not urgent and self._urgent_replies:
-                await self._sleep(max(ready - now, 0.01))
+                await self._sleep(max(ready - now, URGENT_YIELD_S))
                 continue
             if self._replies is not None and not urgent:
                 ready = max(ready, self._replies.ready_at(now))
