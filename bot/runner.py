@@ -75,7 +75,7 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
         services.planner.stop()
         waiter.cancel()
         heartbeat.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await _stop_within(tasks, SHUTDOWN_GRACE_S)
         await app.stop()
         log.info("jarchy stopped")
     for result in results:
@@ -84,6 +84,31 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
 
 
 HEARTBEAT_INTERVAL_S = 30.0
+# Docker kills a container 10 s after SIGTERM; what has not finished by then is cut anyway, so cut it
+# ourselves a little earlier, with a log line saying where it hung. Nothing is lost: an update still being
+# handled stays pending in the inbox, and outbox rows this run claimed are reclaimed at the next start.
+SHUTDOWN_GRACE_S = 8.0
+
+
+async def _stop_within(tasks: set[asyncio.Task[None]], grace_s: float) -> list[BaseException | None]:
+    """Let the loops finish what is in flight for up to `grace_s`, then cancel the rest."""
+    _, pending = await asyncio.wait(tasks, timeout=grace_s)
+    for task in pending:
+        log.warning("%s did not stop within %.0f s; cancelling it", task.get_name(), grace_s)
+        log.warning("  waiting in %s", " > ".join(_awaiting(task.get_coro())))
+        task.cancel()
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _awaiting(coro: object) -> list[str]:
+    # A suspended task's stack holds one frame; the chain of awaits shows where it actually waits.
+    places: list[str] = []
+    while coro is not None and len(places) < 12:
+        frame = getattr(coro, "cr_frame", None)
+        if frame is not None:
+            places.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None)
+    return places
 
 
 def heartbeat_path(settings: Settings) -> Path:
