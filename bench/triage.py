@@ -136,7 +136,7 @@ async def build(services: Services, count: int) -> list[str]:
     from sqlalchemy import insert
 
     from bot.services.contact import note_binding
-    from bot.services.report_body import contact_chat_binding, report_body_binding
+    from bot.services.report_body import contact_chat_binding, sealed_body_binding
     from bot.services.report_form import CATEGORIES, REGIONS
     from storage.schema import evidence, report_events, report_notes, reports
 
@@ -189,16 +189,24 @@ async def build(services: Services, count: int) -> list[str]:
             reason = None
             if status == "rejected":
                 reason = "spam" if rng.random() < 0.7 else "duplicate"
+            category = rng.choice(CATEGORIES)
+            occurred = created - timedelta(hours=rng.randint(0, 72))
+            precision = rng.choice(("exact", "date"))
             rows.append(
                 {
                     "id": report_id,
                     "code": code,
                     "kind": "report",
-                    "category": rng.choice(CATEGORIES),
-                    "occurred_at": created - timedelta(hours=rng.randint(0, 72)),
-                    "occurred_precision": rng.choice(("exact", "date")),
+                    "category": category,
+                    "occurred_at": occurred,
+                    "occurred_precision": precision,
                     "region": region,
-                    "body": cipher.encrypt_json(body, binding=report_body_binding(code)),
+                    "body": cipher.encrypt_json(
+                        body,
+                        binding=sealed_body_binding(
+                            code, "report", category, occurred, precision, region, contactable, created
+                        ),
+                    ),
                     "contactable": contactable,
                     "reporter": services.pseudonyms.of_user(10_000_000 + index) if contactable else None,
                     "contact_chat": (

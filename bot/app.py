@@ -43,6 +43,9 @@ PURGE_INTERVAL_S = 300
 # Held alerts are probed (one at a time) and unanswered SOS escalated this often.
 PROBE_INTERVAL_S = 15
 ESCALATE_INTERVAL_S = 20
+# The audit chain's head goes to the admins at least daily (the pass decides from the database whether a day
+# has passed, so restarts change nothing); looking hourly bounds the lateness to an hour.
+AUDIT_HEAD_INTERVAL_S = 3600
 
 JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], Any, Any]
 
@@ -110,6 +113,9 @@ async def _post_init(app: JarchyApp) -> None:
     await _publish_commands(app)
     if app.job_queue is not None:
         app.job_queue.run_repeating(_purge, interval=PURGE_INTERVAL_S, first=60, name="purge")
+        app.job_queue.run_repeating(
+            _anchor_audit, interval=AUDIT_HEAD_INTERVAL_S, first=60, name="audit_head"
+        )
         interval = data.settings.reminder_interval_s
         app.job_queue.run_repeating(_materialise_reminders, interval=interval, first=1, name="reminders")
         every = data.settings.broadcast_interval_s
@@ -122,6 +128,11 @@ async def _purge(context: JarchyContext) -> None:
     await context.services.retention.purge()
     await context.services.hearings.purge()
     await context.services.team.purge_invites()
+
+
+async def _anchor_audit(context: JarchyContext) -> None:
+    if await context.services.audit.anchor_daily():
+        context.services.outbox.notify()
 
 
 async def _materialise_reminders(context: JarchyContext) -> None:

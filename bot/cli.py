@@ -1,4 +1,4 @@
-"""The `jarchy` command: run, migrate, keygen, check."""
+"""The `jarchy` command: run, migrate, keygen, check, rotate-key."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.logs import configure_logging
-from bot.security import KeyFileError, create_key_file
-from bot.security.keys import read_key_file
+from bot.security import KeyFileError
 from bot.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -48,9 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "audit":
-            return asyncio.run(_audit_verify(settings))
+            return asyncio.run(_audit_verify(settings, args.expect_head))
         if args.command == "export":
             return asyncio.run(_export(settings, args))
+        if args.command == "rotate-key":
+            return asyncio.run(_rotate_key(settings, args))
         return asyncio.run(_check(settings))
     except KeyFileError as error:
         print(f"jarchy: {error}", file=sys.stderr)
@@ -66,10 +67,29 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations and exit")
     keygen = sub.add_parser("keygen", help="write a new data key file (owner-only permissions)")
     keygen.add_argument(
-        "--out", type=Path, help="where to write it (default: JARCHY_KEY_FILE or data/jarchy.key)"
+        "--out",
+        type=Path,
+        help="where to write it, or - for standard output (default: JARCHY_KEY_FILE, else "
+        "~/.config/jarchy/jarchy.key)",
     )
     keygen.add_argument(
         "--force", action="store_true", help="overwrite an existing key (its data becomes unreadable)"
+    )
+    keygen.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="seal the key under a passphrase (asked twice, or read from JARCHY_KEY_PASSPHRASE_FILE); "
+        "the bot then needs it at every start",
+    )
+    rotate = sub.add_parser(
+        "rotate-key",
+        help="re-encrypt everything under a new data key, then destroy the old one (stop the bot first; "
+        "run it again if it was interrupted)",
+    )
+    rotate.add_argument(
+        "--out",
+        type=Path,
+        help="write the new key here instead of replacing the key file (needed for a credential or secret)",
     )
     sub.add_parser("check", help="validate settings, key and database; print what the bot would run with")
     sub.add_parser(
@@ -77,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit = sub.add_parser("audit", help="check the audit log")
     audit.add_argument("action", choices=["verify"], help="verify: recompute the hash chain, report breaks")
+    audit.add_argument(
+        "--expect-head",
+        metavar="HASH",
+        help="a chain head an admin was sent (or its first 16+ hex characters): fail unless that entry is "
+        "still in the log and the chain runs unbroken from it to the seal",
+    )
     export = sub.add_parser("export", help="write reports as CSV or JSON (decrypted: keep the file safe)")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--out", type=Path, required=True, help="file to write (created with mode 600)")
@@ -91,8 +117,23 @@ def _parser() -> argparse.ArgumentParser:
 def _run(settings: Settings) -> int:
     from bot.runner import run_polling
 
+    # The key guard runs again when the services open; running it first as well means a wrong or missing
+    # key stops the start at once, with its one line, before anything talks to Telegram.
+    asyncio.run(_guard_key(settings))
     asyncio.run(run_polling(settings))
     return 0
+
+
+async def _guard_key(settings: Settings) -> None:
+    from bot.security.key_guard import guard_key, refuse_key_beside_data
+    from storage.database import Database
+
+    refuse_key_beside_data(settings)  # before the database file is even opened
+    db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    try:
+        await guard_key(settings, db, create=True)
+    finally:
+        await db.close()
 
 
 def _health(settings: Settings) -> int:
@@ -126,18 +167,27 @@ async def _migrate(settings: Settings) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    out: Path | None = args.out
-    if out is None:
-        settings = Settings.from_env(require_token=False)
-        out = settings.resolved_key_file
+    from bot.security.key_guard import passphrase_for
+    from bot.security.keys import DataKey, key_file_text, write_key_file
+
+    settings = Settings.from_env(require_token=False)
+    out: Path = args.out or settings.key_file or settings.default_key_file
     try:
-        create_key_file(out, overwrite=args.force)
+        secret = passphrase_for(settings).get(out, confirm=True) if args.passphrase else None
+        key = DataKey.generate()
+        if str(out) == "-":
+            sys.stdout.write(key_file_text(key, passphrase=secret) + "\n")
+            return 0
+        write_key_file(out, key, passphrase=secret, overwrite=args.force)
     except KeyFileError as error:
         print(f"jarchy: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    sealed = ", sealed under your passphrase" if secret is not None else ""
     print(
-        f"wrote a new data key to {out} (mode 600). Keep a copy somewhere safe and apart from the database."
+        f"wrote a new data key to {out} (mode 600{sealed}). Back it up somewhere safe, apart from the data."
     )
+    if out.resolve() != settings.key_location.path.resolve():
+        print(f"the bot reads {settings.key_location.path}: set JARCHY_KEY_FILE={out} to use this one")
     return 0
 
 
@@ -148,22 +198,12 @@ async def _check(settings: Settings) -> int:
     for name, value in settings.describe():
         print(f"{name}={value}")
     problems: list[str] = []
-    key_path = settings.resolved_key_file
-    if key_path.exists():
-        try:
-            read_key_file(key_path)
-            print("key: ok")
-        except KeyFileError as error:
-            problems.append(f"key: {error}")
-    elif settings.key_file is not None:
-        problems.append(f"key: {key_path} does not exist (create it with `jarchy keygen`)")
-    else:
-        print(f"key: none yet; one will be created at {key_path} on first start")
     db = Database.connect(settings.database_url)
     try:
         current, head = await migrations.current_revision(db), migrations.head_revision()
         state = "up to date" if current == head else f"at {current or 'empty'}, will migrate to {head}"
         print(f"database: reachable, {state}")
+        problems += await _check_key(settings, db)
         if current == head:
             print(await _held_alerts(db))
     except Exception as error:
@@ -173,6 +213,77 @@ async def _check(settings: Settings) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0
+
+
+async def _check_key(settings: Settings, db: Database) -> list[str]:
+    """Say where the key is and whether it opens this database; never create one."""
+    from bot.security.key_guard import (
+        ROTATION_UNFINISHED,
+        beside_data,
+        beside_data_message,
+        database_state,
+        guard_key,
+    )
+    from bot.security.keys import key_file_is_wrapped
+
+    location = settings.key_location
+    sealed = ", sealed under a passphrase" if key_file_is_wrapped(location.path) else ""
+    print(f"key: {location.path} ({location.source}{sealed})")
+    problems: list[str] = []
+    if not settings.key_beside_data and beside_data(settings, location.path):
+        problems.append(f"key: `jarchy run` refuses it: {beside_data_message(settings, location.path)}")
+    state = await database_state(db)
+    if state.rotation is not None:
+        return [*problems, f"key: {ROTATION_UNFINISHED}"]
+    if not location.path.exists() and not state.holds_data and not location.managed:
+        print(f"key: none yet; `jarchy run` will create one at {location.path} (the database is empty)")
+        return problems
+    try:
+        grant = await guard_key(settings, db, create=False)
+    except KeyFileError as error:
+        return [*problems, f"key: {error}"]
+    if grant.pending_check is None:
+        print("key: matches this database (key check)")
+    else:
+        print("key: readable; the next `jarchy run` records its key check in the database")
+    return problems
+
+
+async def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.services.key_rotation import rotate_key
+
+    # A test hook: stop once this many values are re-encrypted, so a test can kill the process half-way.
+    pause = os.environ.get("JARCHY_ROTATE_PAUSE_AFTER", "").strip()
+    done = await rotate_key(
+        settings,
+        out=args.out,
+        pause_after=int(pause) if pause.isdigit() else None,
+        say=lambda line: print(line, flush=True),
+    )
+    print(
+        f"rotate-key: done; {sum(done.resealed.values())} values re-encrypted ({done.already} already were), "
+        f"{done.files} evidence files resealed; the data key is now {done.key_file}. Pseudonyms, the audit "
+        "chain and reporters' codes keep their keys: they cannot be re-derived."
+    )
+    for name, count in sorted(done.unreadable.items()):
+        print(
+            f"rotate-key: {count} value(s) of {name} open under neither key; left as they were",
+            file=sys.stderr,
+        )
+    if done.missing_files:
+        print(
+            f"rotate-key: {done.missing_files} evidence file(s) named in the database are missing",
+            file=sys.stderr,
+        )
+    if done.old_key_left is not None:
+        print(
+            f"rotate-key: the old key {done.old_key_left} is a credential jarchy cannot remove: provide "
+            f"{done.key_file} in its place, then delete {done.key_file}",
+            file=sys.stderr,
+        )
+    elif args.out is not None:
+        print(f"rotate-key: set JARCHY_KEY_FILE={done.key_file} before starting the bot", file=sys.stderr)
+    return 0
 
 
 async def _held_alerts(db: Database) -> str:
@@ -194,19 +305,25 @@ async def _held_alerts(db: Database) -> str:
     return line
 
 
-async def _audit_verify(settings: Settings) -> int:
+async def _audit_verify(settings: Settings, expect_head: str | None = None) -> int:
     from bot.clock import SystemClock
-    from bot.services.audit import AuditLog
+    from bot.services.audit import AuditLog, head_prefix
     from bot.wiring import load_key
     from storage.audit import AuditRepository
     from storage.database import Database
     from storage.state import StateRepository
 
+    if expect_head is not None:
+        try:
+            head_prefix(expect_head)
+        except ValueError as error:
+            print(f"jarchy: --expect-head: {error}", file=sys.stderr)
+            return EXIT_CONFIG
     db = Database.connect(settings.database_url)
     try:
         verdict = await AuditLog(
             db, AuditRepository(), StateRepository(), load_key(settings), SystemClock()
-        ).verify()
+        ).verify(expect_head)
     finally:
         await db.close()
     for problem in verdict.problems:
@@ -217,6 +334,12 @@ async def _audit_verify(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    if verdict.anchor is not None and verdict.last is not None:
+        anchor, after = verdict.anchor, verdict.last.id - verdict.anchor.id
+        print(
+            f"audit: the expected head is entry {anchor.id} ({anchor.at:%Y-%m-%d %H:%M} UTC); the chain "
+            f"runs unbroken from it through {after} later entries to the seal"
+        )
     print(f"audit: intact, {verdict.entries} entries, head {verdict.head}")
     return 0
 
@@ -227,7 +350,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from bot.wiring import build_limiter, open_services
 
     clock = SystemClock()
-    services = await open_services(settings, clock, build_limiter(settings, clock))
+    services = await open_services(settings, clock, build_limiter(settings, clock), create_key=False)
     try:
         filters = [
             f"{name}={value}"

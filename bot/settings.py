@@ -16,6 +16,13 @@ _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{10,100}$")
 _T = TypeVar("_T")
 # Triage changes a reporter may be told about: when their report is taken up, and when it is closed.
 REPORTER_UPDATES = ("taken", "closed")
+# The one value of JARCHY_KEY_BESIDE_DATA that lets `jarchy run` use a key kept inside the data directory.
+KEY_BESIDE_DATA_CONSENT = "i-accept-that-a-seized-disk-reveals-everything"
+# The name a key has as a systemd credential ($CREDENTIALS_DIRECTORY) or a docker secret (/run/secrets).
+KEY_CREDENTIAL = "jarchy_key"
+# Telegram lets a bot delete a message only within 48 hours of sending it; an hour is left for a deletion
+# that waits behind a restart or a 429.
+PHONE_KEEP_MAX_H = 47.0
 
 
 class SettingsError(Exception):
@@ -70,6 +77,13 @@ class Settings:
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Bishkek"))
     default_language: str = "en"
     key_file: Path | None = None
+    # A key inside the data directory is refused by `jarchy run` unless JARCHY_KEY_BESIDE_DATA consents.
+    key_beside_data: bool = False
+    key_passphrase_file: Path | None = None
+    # Where else the key is looked for: a systemd credential, a docker secret, the user's config directory.
+    credentials_dir: Path | None = None
+    secrets_dir: Path = Path("/run/secrets")
+    config_dir: Path | None = None
     log_level: str = "INFO"
     # Telegram's documented limits; the delivery worker never exceeds them in any window.
     rate_global_per_s: float = 30.0
@@ -88,6 +102,10 @@ class Settings:
     reminder_interval_s: float = 30.0
     flood_per_minute: int = 40
     invite_ttl_h: float = 24.0
+    # How long the reporter's phone keeps the receipt, status updates, SOS screens and /myreports answers.
+    # A day: long enough to read them on the next look at the phone, short enough that a phone seized the
+    # day after shows nothing; at most PHONE_KEEP_MAX_H, or Telegram no longer lets the bot delete them.
+    phone_keep_hours: float = 24.0
     # Which triage changes a contactable reporter hears about (neutral texts in messages/).
     reporter_updates: frozenset[str] = frozenset(REPORTER_UPDATES)
     # "auto": a broadcast to all subscribers needs a second person's approval once there are two admins.
@@ -100,6 +118,16 @@ class Settings:
     # An SOS nobody acknowledges is escalated after this long, then at doubling intervals up to the cap.
     sos_escalate_after_min: float = 5.0
     sos_escalate_cap_min: float = 30.0
+    # Evidence bounds. Per person: files staged for drafts not yet submitted (five 20 MB videos, or a full
+    # draft of phone photos); one person cannot park the disk. Overall: every file kept or staged, the
+    # organisation's budget (raise it with the disk). Floor: uploads stop while less than this is free (plus
+    # the SQLite files' own size, which VACUUM or a migration needs again), so the database, and with it
+    # every SOS and text report, still has room.
+    evidence_per_person_mb: int = 100
+    evidence_total_mb: int = 10240
+    disk_floor_mb: int = 1024
+    # Files downloaded from Telegram at once (each person one at a time); bounds memory and bandwidth.
+    evidence_downloads: int = 3
     # Names this instance's outbox leases; default: a random id kept in the data directory.
     instance_id: str | None = None
 
@@ -109,8 +137,37 @@ class Settings:
 
     @property
     def resolved_key_file(self) -> Path:
-        """Return where the data key lives: the configured file, else one in the data directory."""
-        return self.key_file if self.key_file is not None else self.data_dir / "jarchy.key"
+        """Return where the data key is (or would be created): see `key_location`."""
+        return self.key_location.path
+
+    @property
+    def key_location(self) -> KeyLocation:
+        """Find the data key: JARCHY_KEY_FILE, a credential, a docker secret, the old place in the data
+        directory (refused by `run` unless consented to), else the user's configuration directory."""
+        candidates: list[tuple[Path, str]] = []
+        if self.credentials_dir is not None:
+            candidates.append((self.credentials_dir / KEY_CREDENTIAL, "systemd credential"))
+        candidates += [
+            (self.secrets_dir / KEY_CREDENTIAL, "docker secret"),
+            (self.data_dir / "jarchy.key", "data directory"),
+        ]
+        if self.key_file is not None:
+            found = (self.key_file, "JARCHY_KEY_FILE")
+        else:
+            found = next(((p, s) for p, s in candidates if p.is_file()), (self.default_key_file, "default"))
+        managed = found[0].parent in {self.secrets_dir, self.credentials_dir}
+        return KeyLocation(found[0], found[1], managed)
+
+    @property
+    def default_key_file(self) -> Path:
+        """Return where a first start puts the key: the user's configuration directory, not the data's."""
+        if self.config_dir is not None:
+            return self.config_dir / "jarchy" / "jarchy.key"
+        try:
+            home = Path.home()
+        except RuntimeError:  # no HOME and no passwd entry (an arbitrary container uid)
+            home = Path("/")
+        return home / ".config" / "jarchy" / "jarchy.key"
 
     @classmethod
     def from_env(
@@ -170,6 +227,8 @@ class Settings:
                 "Use an IANA name such as Asia/Bishkek.",
             ) from None
         key_file = env.get("JARCHY_KEY_FILE", "").strip()
+        passphrase_file = env.get("JARCHY_KEY_PASSPHRASE_FILE", "").strip()
+        credentials = env.get("CREDENTIALS_DIRECTORY", "").strip()
         log_level = env.get("JARCHY_LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError(
@@ -187,6 +246,10 @@ class Settings:
             timezone=timezone,
             default_language=default_language,
             key_file=Path(key_file) if key_file else None,
+            key_beside_data=_key_beside_data(env),
+            key_passphrase_file=Path(passphrase_file) if passphrase_file else None,
+            credentials_dir=Path(credentials) if credentials else None,
+            config_dir=_config_dir(env),
             log_level=log_level,
             rate_global_per_s=_number(env, "JARCHY_RATE_GLOBAL_PER_S", 30.0, float, minimum=0),
             rate_private_per_s=_number(env, "JARCHY_RATE_PRIVATE_PER_S", 1.0, float, minimum=0),
@@ -203,6 +266,7 @@ class Settings:
             reminder_interval_s=_number(env, "JARCHY_REMINDER_INTERVAL_S", 30.0, float, minimum=0.5),
             flood_per_minute=_number(env, "JARCHY_FLOOD_PER_MINUTE", 40, int, minimum=5),
             invite_ttl_h=_number(env, "JARCHY_INVITE_TTL_H", 24.0, float, minimum=0.1),
+            phone_keep_hours=_phone_keep_hours(env),
             reporter_updates=_choices(env, "JARCHY_REPORTER_UPDATES", REPORTER_UPDATES),
             four_eyes=_one_of(env, "JARCHY_FOUR_EYES", ("auto", "on", "off"), "auto"),
             broadcast_interval_s=_number(env, "JARCHY_BROADCAST_INTERVAL_S", 2.0, float, minimum=0.2),
@@ -210,6 +274,10 @@ class Settings:
             alert_digest_reserve=_number(env, "JARCHY_ALERT_DIGEST_RESERVE", 6, int, minimum=1),
             sos_escalate_after_min=_number(env, "JARCHY_SOS_ESCALATE_AFTER_MIN", 5.0, float, minimum=0.1),
             sos_escalate_cap_min=_number(env, "JARCHY_SOS_ESCALATE_CAP_MIN", 30.0, float, minimum=0.1),
+            evidence_per_person_mb=_number(env, "JARCHY_EVIDENCE_PER_PERSON_MB", 100, int, minimum=1),
+            evidence_total_mb=_number(env, "JARCHY_EVIDENCE_TOTAL_MB", 10240, int, minimum=1),
+            disk_floor_mb=_number(env, "JARCHY_DISK_FLOOR_MB", 1024, int, minimum=0),
+            evidence_downloads=_number(env, "JARCHY_EVIDENCE_DOWNLOADS", 3, int, minimum=1),
             instance_id=_instance_id(env),
         )
         reserved = settings.alert_sos_reserve + settings.alert_digest_reserve
@@ -229,7 +297,9 @@ class Settings:
             ("JARCHY_API_URL", self.api_url),
             ("JARCHY_DATA_DIR", str(self.data_dir)),
             ("JARCHY_DATABASE_URL", _mask_url(self.database_url)),
-            ("JARCHY_KEY_FILE", str(self.resolved_key_file)),
+            ("JARCHY_KEY_FILE", f"{self.key_location.path} ({self.key_location.source})"),
+            ("JARCHY_KEY_BESIDE_DATA", "consented" if self.key_beside_data else "not set"),
+            ("JARCHY_KEY_PASSPHRASE_FILE", str(self.key_passphrase_file or "not set")),
             ("JARCHY_ADMIN_IDS", f"{len(self.admin_ids)} configured"),
             ("JARCHY_COORDINATOR_CHAT_ID", "set" if self.coordinator_chat_id is not None else "not set"),
             ("JARCHY_TIMEZONE", str(self.timezone)),
@@ -243,6 +313,7 @@ class Settings:
             ("JARCHY_REPORTS_PER_HOUR", str(self.reports_per_hour)),
             ("JARCHY_SOS_PER_MINUTE", str(self.sos_per_minute)),
             ("JARCHY_INVITE_TTL_H", f"{self.invite_ttl_h:g}"),
+            ("JARCHY_PHONE_KEEP_HOURS", f"{self.phone_keep_hours:g}"),
             ("JARCHY_REPORTER_UPDATES", ",".join(sorted(self.reporter_updates)) or "none"),
             ("JARCHY_FOUR_EYES", self.four_eyes),
             ("JARCHY_BROADCAST_INTERVAL_S", f"{self.broadcast_interval_s:g}"),
@@ -250,9 +321,42 @@ class Settings:
             ("JARCHY_ALERT_DIGEST_RESERVE", str(self.alert_digest_reserve)),
             ("JARCHY_SOS_ESCALATE_AFTER_MIN", f"{self.sos_escalate_after_min:g}"),
             ("JARCHY_SOS_ESCALATE_CAP_MIN", f"{self.sos_escalate_cap_min:g}"),
+            ("JARCHY_EVIDENCE_PER_PERSON_MB", str(self.evidence_per_person_mb)),
+            ("JARCHY_EVIDENCE_TOTAL_MB", str(self.evidence_total_mb)),
+            ("JARCHY_DISK_FLOOR_MB", str(self.disk_floor_mb)),
+            ("JARCHY_EVIDENCE_DOWNLOADS", str(self.evidence_downloads)),
             ("JARCHY_INSTANCE_ID", self.instance_id or "(kept in the data directory)"),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
+
+
+@dataclass(frozen=True)
+class KeyLocation:
+    """Where the data key is, how it was found, and whether a service manager provides it (read-only)."""
+
+    path: Path
+    source: str  # "JARCHY_KEY_FILE", "systemd credential", "docker secret", "data directory" or "default"
+    managed: bool
+
+
+def _key_beside_data(env: Mapping[str, str]) -> bool:
+    raw = env.get("JARCHY_KEY_BESIDE_DATA", "").strip()
+    if raw and raw != KEY_BESIDE_DATA_CONSENT:
+        raise SettingsError(
+            "JARCHY_KEY_BESIDE_DATA",
+            "is set but does not say what it costs",
+            f"Keep the key apart from the data (see README), or set it to {KEY_BESIDE_DATA_CONSENT}.",
+        )
+    return bool(raw)
+
+
+def _config_dir(env: Mapping[str, str]) -> Path | None:
+    # The XDG base directory rules: a relative XDG_CONFIG_HOME is ignored.
+    xdg = env.get("XDG_CONFIG_HOME", "").strip()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg)
+    home = env.get("HOME", "").strip()
+    return Path(home) / ".config" if home else None
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -283,6 +387,17 @@ def _instance_id(env: Mapping[str, str]) -> str | None:
             "Give each instance a short name of its own, e.g. bishkek-1, or leave it unset.",
         )
     return raw
+
+
+def _phone_keep_hours(env: Mapping[str, str]) -> float:
+    hours = _number(env, "JARCHY_PHONE_KEEP_HOURS", 24.0, float, minimum=0.1)
+    if hours > PHONE_KEEP_MAX_H:
+        raise SettingsError(
+            "JARCHY_PHONE_KEEP_HOURS",
+            f"{hours:g} is too long: Telegram lets a bot delete its messages for 48 hours only",
+            f"Use at most {PHONE_KEEP_MAX_H:g} (default 24).",
+        )
+    return hours
 
 
 def _mask_url(url: str) -> str:

@@ -8,25 +8,29 @@ from datetime import timedelta
 
 from bot.clock import Clock
 from bot.instance import InstanceClaim, claim_instance_id
-from bot.security import Cipher, DataKey, Pseudonymizer, load_or_create_key
+from bot.security import Cipher, DataKey, Pseudonymizer
+from bot.security.key_guard import guard_key, read_key
+from bot.security.transient import TransientKeys
 from bot.services.alert_planner import AlertPlanner
 from bot.services.alert_watch import AlertWatch
 from bot.services.alerts import ALERT_KINDS, CARD_KIND, AlertService
-from bot.services.audit import AuditLog
+from bot.services.audit import Anchoring, AuditLog
 from bot.services.broadcast import Broadcaster
 from bot.services.campaigns import CampaignService
-from bot.services.contact import QUESTION_KIND, ContactService
+from bot.services.contact import QUESTION_KIND, UPDATE_KIND, ContactService
 from bot.services.delivery import DeliveryConfig, DeliveryWorker
 from bot.services.desk import DeskService
 from bot.services.duty import DutyService
-from bot.services.evidence import EvidenceStore
+from bot.services.evidence import EvidenceStore, evidence_limits
 from bot.services.export import ExportService
 from bot.services.export import sweep as sweep_exports
 from bot.services.flood import FloodGuard
 from bot.services.hearings import HearingService
+from bot.services.history import HistoryScrubber
 from bot.services.outbox import Outbox
 from bot.services.ratelimit import SendLimiter
-from bot.services.reports import Limits, ReportService
+from bot.services.report_seal import reseal_legacy_bodies
+from bot.services.reports import Limits, ReporterCodes, ReportService
 from bot.services.retention import Retention
 from bot.services.roles import Gate
 from bot.services.stats import StatsService
@@ -52,6 +56,8 @@ from storage.team import TeamRepository
 from storage.users import UserRepository
 
 log = logging.getLogger(__name__)
+
+TRANSIENT_KEYS_FILE = "transient.keys"
 
 
 @dataclass
@@ -90,30 +96,44 @@ class Services:
     watch: AlertWatch
     duty: DutyService
     instance: InstanceClaim
+    history: HistoryScrubber
 
     async def close(self) -> None:
         """Release the HTTP pool, the database and the instance name."""
         await self.api.close()
+        await self.history.close()
         await self.db.close()
         self.instance.release()
 
 
 def load_key(settings: Settings) -> DataKey:
-    """Load the data key, creating one on a first start when none is configured."""
+    """Read the data key (never create one); prefer `guard_key`, which also checks it against the database."""
+    return read_key(settings)
+
+
+async def open_services(
+    settings: Settings, clock: Clock, limiter: SendLimiter, *, create_key: bool = True
+) -> Services:
+    """Check the key against the database, migrate it, and build the services.
+
+    The key guard runs first and only reads: a wrong or missing key stops here, before a migration or a
+    service could mark, rewrite or delete a row it cannot decrypt. `create_key`: an empty database may get
+    a new key (`jarchy run`); other commands pass False.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return load_or_create_key(settings.resolved_key_file, configured=settings.key_file is not None)
-
-
-async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) -> Services:
-    """Load the key, open and migrate the database, and build the services."""
-    key = load_key(settings)
     db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
     try:
+        grant = await guard_key(settings, db, create=create_key)
         await migrations.upgrade(db)
-    except Exception:
+        await grant.settle(db)
+    except BaseException:
         await db.close()
         raise
-    cipher, pseudonyms = Cipher(key), Pseudonymizer(key)
+    key = grant.key
+    cipher = Cipher(key, TransientKeys(settings.data_dir / TRANSIENT_KEYS_FILE, key))
+    pseudonyms = Pseudonymizer(key)
+    history = HistoryScrubber(db, cipher)
+    await reseal_legacy_bodies(db, cipher)
     api = TelegramApi(settings.api_url, settings.bot_token, connections=settings.outbox_concurrency + 2)
     outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
     instance = claim_instance_id(settings.data_dir, settings.instance_id)
@@ -157,7 +177,8 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
     )
     state = StateRepository()
     audit_repo = AuditRepository()
-    audit = AuditLog(db, audit_repo, state, key, clock)
+    anchoring = Anchoring(outbox, catalogs(), settings.default_language, settings.admin_ids)
+    audit = AuditLog(db, audit_repo, state, key, clock, anchoring)
     gate = Gate(db, user_repo, pseudonyms, audit)
     alerts.audit = audit
     team_repo = TeamRepository()
@@ -192,6 +213,17 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         texts=catalogs(),
         clock=clock,
         default_language=settings.default_language,
+        codes=ReporterCodes(key),
+        phone_keep=timedelta(hours=settings.phone_keep_hours),
+    )
+    # One store for every service: its download slots and quotas are per process, not per service.
+    evidence = EvidenceStore(
+        settings.data_dir / "evidence",
+        key,
+        cipher=cipher,
+        limits=evidence_limits(settings),
+        # Staged rows name their owner: sealed transiently, rewritten by each scrub (bot.services.history).
+        transient_staging=True,
     )
     triage = TriageService(
         db=db,
@@ -208,6 +240,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         reporter_updates=settings.reporter_updates,
         copies=copies_repo,
         pseudonyms=pseudonyms,
+        evidence=evidence,
     )
     delivery.on_sent(CARD_KIND, triage.card_sent)
     reports = ReportService(
@@ -221,17 +254,22 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         clock=clock,
         outbox=outbox,
         alerts=alerts,
-        evidence=EvidenceStore(settings.data_dir / "evidence", cipher),
+        evidence=evidence,
         zone=settings.timezone,
         limits=Limits(
             draft_ttl=timedelta(hours=settings.draft_ttl_h),
             reports_per_hour=settings.reports_per_hour,
             sos_per_minute=settings.sos_per_minute,
             sos_escalate_after=timedelta(minutes=settings.sos_escalate_after_min),
+            phone_keep=timedelta(hours=settings.phone_keep_hours),
         ),
+        codes=ReporterCodes(key),
         cards=triage,
+        on_anonymous=history.request,
     )
     delivery.on_sent(QUESTION_KIND, contact.question_sent)
+    # A status update's message id is known once it is sent: its deletion from the phone is queued then.
+    delivery.on_sent(UPDATE_KIND, contact.update_sent)
     queries = ReportQueries()
     desk = DeskService(
         db=db,
@@ -241,13 +279,20 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         queries=queries,
         team=team,
         team_repo=team_repo,
-        evidence=EvidenceStore(settings.data_dir / "evidence", cipher),
+        evidence=evidence,
         cipher=cipher,
         clock=clock,
         zone=settings.timezone,
     )
     exports = ExportService(
-        db=db, gate=gate, audit=audit, queries=queries, team=team, cipher=cipher, zone=settings.timezone
+        db=db,
+        gate=gate,
+        audit=audit,
+        queries=queries,
+        team=team,
+        cipher=cipher,
+        zone=settings.timezone,
+        evidence=evidence,
     )
     stats = StatsService(
         gate=gate, audit=audit, queries=queries, texts=catalogs(), clock=clock, zone=settings.timezone
@@ -361,7 +406,7 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         outbox_repo=outbox_repo,
         inbox_repo=inbox_repo,
         delivery=delivery,
-        retention=Retention(db, inbox_repo, clock, reports, outbox_repo),
+        retention=Retention(db, inbox_repo, clock, reports, outbox_repo, history),
         alerts=alerts,
         reports=reports,
         flood=FloodGuard(clock, settings.flood_per_minute),
@@ -380,9 +425,13 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
         watch=watch,
         duty=duty,
         instance=instance,
+        history=history,
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")
+    # Partial evidence files a crash left behind, and rows kept before evidence was bound (once).
+    evidence.sweep_partial()
+    await evidence.bind_legacy(db)
     removed = await services.users.bootstrap_admins(settings.admin_ids)
     async with db.write() as conn:
         if await audit_repo.last(conn) is None:
@@ -395,6 +444,8 @@ async def open_services(settings: Settings, clock: Clock, limiter: SendLimiter) 
             holder = await user_repo.get(conn, pseudonym)
             if holder is None or not holder.roles:
                 await team.retire(conn, pseudonym)
+        if removed:
+            await audit.anchor(conn)  # a role change: the admins who remain get the head
     # Alerts held while no coordinators' chat was known go out once one is configured.
     await services.alerts.release_held()
     return services

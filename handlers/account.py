@@ -7,20 +7,28 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.services.reports import OwnReport
 from handlers.start import PRIVATE_MESSAGES
 
 FORGET_YES, FORGET_NO = "forget:yes", "forget:no"
 
 
 async def list_my_reports(update: Update, context: JarchyContext) -> None:
-    """List the person's contactable reports with their status."""
+    """List the person's contactable reports with their status, under their own codes."""
     message, user = update.effective_message, update.effective_user
     if message is None or user is None:
         return
-    reports = await context.services.reports.my_reports(user.id)
+    service = context.services.reports
+    reports = await service.my_reports(user.id)
     if not reports:
-        await message.reply_text(context.text("myreports.empty"), parse_mode=ParseMode.HTML)
-        return
+        sent = await message.reply_text(context.text("myreports.empty"), parse_mode=ParseMode.HTML)
+    else:
+        sent = await message.reply_text(_listing(context, reports), parse_mode=ParseMode.HTML)
+    # The answer and the command that asked for it leave the phone after the keep time.
+    await service.delete_after_keep(message.chat_id, [message.message_id, sent.message_id])
+
+
+def _listing(context: JarchyContext, reports: list[OwnReport]) -> str:
     zone = context.bot_data.settings.timezone
     lines = [
         context.text(
@@ -32,9 +40,7 @@ async def list_my_reports(update: Update, context: JarchyContext) -> None:
         )
         for r in reports
     ]
-    await message.reply_text(
-        context.text("myreports.header") + "\n" + "\n".join(lines), parse_mode=ParseMode.HTML
-    )
+    return context.text("myreports.header") + "\n" + "\n".join(lines)
 
 
 async def ask_to_forget(update: Update, context: JarchyContext) -> None:

@@ -10,6 +10,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
 from bot.services.desk import decode_query
+from bot.services.evidence import BOUND, EvidenceDamaged
 from bot.services.export import FORMATS
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, refusal
@@ -72,15 +73,25 @@ async def show_report(update: Update, context: JarchyContext) -> None:
     for text in report_view(context.texts, context.language, view, context.bot_data.settings.timezone):
         await message.reply_text(text, parse_mode=ParseMode.HTML)
     code, total = view.report.code, len(view.evidence)
-    for index, item in enumerate(view.evidence, 1):
-        content = await desk.open_evidence(item)
+    for index, (item, check) in enumerate(zip(view.evidence, view.evidence_checks, strict=True), 1):
+        if check != BOUND:
+            # Its record was moved here from another report or edited: sending it would present another
+            # report's file, or a changed one, as this report's evidence.
+            warning = context.text("evidence.moved", index=index, total=total, sha256=item.sha256)
+            await message.reply_text(warning, parse_mode=ParseMode.HTML)
+            continue
         name = f"{code}-{index}.{_EXTENSIONS.get(item.kind, 'bin')}"
         caption = context.text(
             "alert.evidence_caption", code=code, index=index, total=total, sha256=item.sha256
         )
-        await message.reply_document(
-            InputFile(content, filename=name), caption=caption, parse_mode=ParseMode.HTML
-        )
+        try:
+            async with desk.open_evidence(item) as content:
+                await message.reply_document(
+                    InputFile(content, filename=name), caption=caption, parse_mode=ParseMode.HTML
+                )
+        except EvidenceDamaged:
+            damaged = context.text("evidence.damaged", index=index, total=total, sha256=item.sha256)
+            await message.reply_text(damaged, parse_mode=ParseMode.HTML)
 
 
 async def add_note(update: Update, context: JarchyContext) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
 from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -15,10 +18,17 @@ from telegram.ext import (
 )
 
 from bot.context import JarchyContext
+from bot.services.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
 from bot.services.reports import FileInput, LimitReached, Screen, Stale
 from handlers.sos import route_sos_input
 from handlers.start import PRIVATE_MESSAGES
-from messages.report_screens import REPORT_PREFIX, parse_report_data, render_resume, render_step
+from messages.report_screens import (
+    REPORT_PREFIX,
+    parse_report_data,
+    render_receipt,
+    render_resume,
+    render_step,
+)
 
 INPUT_GROUP = -1
 _PRIVATE_INPUT = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND
@@ -59,8 +69,15 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
     try:
         if action == "submit":
             submitted = await reports.submit(user.id, chat.id, nonce, message_id)
-            key = "report.receipt_contactable" if submitted.contactable else "report.receipt"
-            receipt = context.text(key, code=submitted.code)
+            # The reporter's own code: the coordinators' one on a seized phone would name the report to
+            # any insider. Submitting queued the receipt's deletion after the keep time.
+            receipt = render_receipt(
+                context.texts,
+                context.language,
+                reports.reporter_code(submitted.code),
+                submitted.contactable,
+                context.bot_data.settings.phone_keep_hours,
+            )
             # The review screen becomes the receipt: a double tap edits it to the same text (one
             # receipt), and the report's summary leaves the phone with it.
             if isinstance(query.message, Message):
@@ -70,9 +87,11 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
                     if "not modified" not in str(error).lower():
                         # The review (the report's summary) must not stay on the phone.
                         await reports.delete_later(chat.id, [query.message.message_id])
-                        await chat.send_message(receipt, parse_mode=ParseMode.HTML)
+                        sent = await chat.send_message(receipt, parse_mode=ParseMode.HTML)
+                        await reports.delete_after_keep(chat.id, [sent.message_id])
             elif not submitted.already:
-                await chat.send_message(receipt, parse_mode=ParseMode.HTML)
+                sent = await chat.send_message(receipt, parse_mode=ParseMode.HTML)
+                await reports.delete_after_keep(chat.id, [sent.message_id])
             await query.answer()
             return
         if action == "cancel":
@@ -117,9 +136,22 @@ async def route_input(update: Update, context: JarchyContext) -> None:
     elif (item := _file_of(message)) is not None:
         bot = context.bot
 
-        async def download() -> bytes:
-            file = await bot.get_file(item.file_id)
-            return bytes(await file.download_as_bytearray())
+        async def download() -> AsyncIterator[bytes]:
+            # Streamed from the file's URL a chunk at a time: a 20 MB video is never whole in memory.
+            try:
+                file = await bot.get_file(item.file_id)
+            except BadRequest as error:
+                if "too big" in str(error).lower():
+                    raise EvidenceRefused("report.file_too_big", limit=MAX_FILE_BYTES // MB) from None
+                raise DownloadFailed("Telegram refused getFile") from None
+            except TelegramError:
+                raise DownloadFailed("getFile failed") from None
+            if not file.file_path:
+                raise DownloadFailed("Telegram gave no file_path")
+            # Closed explicitly when the store stops early (a quota crossed midway): no socket is left open.
+            async with aclosing(download_chunks(file.file_path)) as pieces:
+                async for piece in pieces:
+                    yield piece
 
         screen = await reports.input_file(user.id, item, message.message_id, download)
     else:

@@ -23,11 +23,12 @@ async def start_sos(update: Update, context: JarchyContext) -> None:
         return
     if update.callback_query is not None:
         await update.callback_query.answer()
-    draft = await context.services.reports.sos_begin(user.id)
+    reports = context.services.reports
+    draft = await reports.sos_begin(user.id)
     if draft.step == "followup":
-        text, keyboard = render_sos_followup(
-            context.texts, context.language, draft, "sos.sent", code=draft.report_code
-        )
+        # The "sent" screen again, with the reporter's own code as the first time.
+        code = reports.reporter_code(draft.report_code) if draft.report_code is not None else ""
+        text, keyboard = render_sos_followup(context.texts, context.language, draft, "sos.sent", code=code)
     else:
         text, keyboard = render_sos_confirm(context.texts, context.language, draft)
     # The SOS screens go ahead of every other reply (the Application's types know no limiter arguments).
@@ -40,7 +41,10 @@ async def start_sos(update: Update, context: JarchyContext) -> None:
     )
     command = update.message.message_id if update.message is not None else None
     tracked = [m for m in (command, sent.message_id) if m is not None]
-    await context.services.reports.track(user.id, "sos", draft.nonce, tracked)
+    await reports.track(user.id, "sos", draft.nonce, tracked)
+    if draft.step == "followup":
+        # It names the SOS like the first one, which leaves the phone after the keep time at the latest.
+        await reports.delete_after_keep(chat.id, [sent.message_id])
 
 
 async def press_sos_button(update: Update, context: JarchyContext) -> None:
@@ -57,10 +61,11 @@ async def press_sos_button(update: Update, context: JarchyContext) -> None:
     message_id = query.message.message_id if query.message is not None else None
     try:
         if action == "go":
+            # Sending queued this screen's deletion after the keep time (Done deletes it at once).
             submitted = await reports.sos_send(user.id, chat.id, nonce, message_id)
             draft = await reports.sos_begin(user.id)
             text, keyboard = render_sos_followup(
-                context.texts, context.language, draft, "sos.sent", code=submitted.code
+                context.texts, context.language, draft, "sos.sent", code=reports.reporter_code(submitted.code)
             )
             if isinstance(query.message, Message):
                 # A double tap finds the message already showing this: "not modified" is fine.

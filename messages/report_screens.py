@@ -75,6 +75,16 @@ def render_resume(texts: Catalogs, lang: str, draft: Draft) -> tuple[str, Inline
     return texts.text(lang, "report.resume"), keyboard
 
 
+def render_receipt(texts: Catalogs, lang: str, code: str, contactable: bool, keep_hours: float) -> str:
+    """The receipt: the reporter's own code (never the coordinators'), and when it leaves the phone."""
+    key = "report.receipt_contactable" if contactable else "report.receipt"
+    return (
+        texts.text(lang, key, code=code)
+        + "\n"
+        + texts.text(lang, "report.receipt_vanishes", hours=f"{keep_hours:g}")
+    )
+
+
 def render_sos_confirm(texts: Catalogs, lang: str, draft: Draft) -> tuple[str, InlineKeyboardMarkup]:
     """The second tap of the SOS."""
     keyboard = InlineKeyboardMarkup(

@@ -7,10 +7,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, Table, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.schema import audit_log
+from storage.schema import (
+    audit_log,
+    bot_state,
+    campaigns,
+    cases,
+    invites,
+    report_events,
+    report_notes,
+    reports,
+    team,
+    user_roles,
+)
+
+# What only a database in use holds. Admin roles are not on the list: they are granted from the settings at
+# every start, before the chain's first entry.
+_IN_USE: tuple[Table, ...] = (reports, report_events, report_notes, team, invites, cases, campaigns)
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,28 @@ class AuditRepository:
         """Return the newest entry, or None for an empty log."""
         row = (await conn.execute(select(audit_log).order_by(audit_log.c.id.desc()).limit(1))).first()
         return _entry(row) if row is not None else None
+
+    async def first(self, conn: AsyncConnection) -> AuditEntry | None:
+        """Return the oldest entry, or None for an empty log."""
+        row = (await conn.execute(select(audit_log).order_by(audit_log.c.id).limit(1))).first()
+        return _entry(row) if row is not None else None
+
+    async def seal(self, conn: AsyncConnection, key: str) -> str | None:
+        """Read the seal under a row lock (PostgreSQL; SQLite has one writer anyway), so that a concurrent
+        appender waits and the seal and the last row it reads next belong together."""
+        stmt = select(bot_state.c.value).where(bot_state.c.key == key).with_for_update()
+        return (await conn.execute(stmt)).scalar()
+
+    async def in_use(self, conn: AsyncConnection) -> bool:
+        """Tell whether the database has been used: it holds reports, their events or notes, a team, invites,
+        cases, campaigns or coordinators."""
+        probes = [select(literal(1)).select_from(table).limit(1) for table in _IN_USE]
+        coordinators = select(literal(1)).select_from(user_roles).where(user_roles.c.role == "coordinator")
+        probes.append(coordinators.limit(1))
+        for probe in probes:
+            if (await conn.execute(probe)).first() is not None:
+                return True
+        return False
 
     async def append(
         self,

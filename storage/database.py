@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 _READ_ONLY = "jarchy_read_only"
 BUSY_TIMEOUT_MS = 5000
+WAL_AUTOCHECKPOINT_PAGES = 100
+WAL_SIZE_LIMIT_BYTES = 0  # truncate to the smallest size at every checkpoint that restarts the WAL
 
 
 class Database:
@@ -68,8 +71,31 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    async def checkpoint(self) -> bool:
+        """Copy the WAL into the database and truncate it to nothing (SQLite; a no-op elsewhere).
+
+        Old versions of rows live in the WAL until it is overwritten; truncating ends that history in the
+        file (not on the disk's free blocks: that is what full-disk encryption is for). Return False if a
+        reader kept it from finishing (the next checkpoint catches up).
+        """
+        if not self.is_sqlite:
+            return True
+        async with self._write_turn, self.engine.connect() as conn:
+            # On the driver's connection: through SQLAlchemy it would run inside a transaction of its own,
+            # which a checkpoint cannot finish in.
+            driver = (await conn.get_raw_connection()).driver_connection
+            if driver is None:
+                return False
+            cursor = await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = await cursor.fetchone()
+            await cursor.close()
+        return row is not None and row[0] == 0
+
     async def close(self) -> None:
-        """Dispose of every pooled connection."""
+        """Checkpoint (so no history is left in a WAL file) and dispose of every pooled connection."""
+        if self.is_sqlite:
+            with contextlib.suppress(Exception):
+                await self.checkpoint()
         await self.engine.dispose()
 
 
@@ -86,6 +112,10 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, foreign_keys: b
         cursor.execute("PRAGMA secure_delete=ON")
         # An accepted update or outbox row must survive power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL")
+        # Keep the WAL short: it holds old versions of rows (secure_delete does not reach it). Checkpoint
+        # every ~400 KB of changes and cut the file back after each, instead of leaving it at its peak.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

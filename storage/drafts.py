@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -68,9 +68,9 @@ class DraftRepository:
             "nonce": draft.nonce,
             "kind": draft.kind,
             "payload": draft.payload,
-            "created_at": now,
-            "updated_at": now,
-            "expires_at": draft.expires_at,
+            "created_at": _hour(now),
+            "updated_at": _hour(now),
+            "expires_at": _coarse_expiry(draft.kind, draft.expires_at),
         }
         stmt = insert_or(conn, drafts).values(**values)
         await conn.execute(
@@ -88,13 +88,14 @@ class DraftRepository:
         payload: bytes,
         now: datetime,
         expires_at: datetime,
+        kind: str | None = None,
     ) -> bool:
         """Update the payload of the draft with this nonce; False if it is gone or replaced."""
         result = await conn.execute(
             update(drafts)
             .where(drafts.c.pseudonym == pseudonym, drafts.c.nonce == nonce, drafts.c.expires_at > now)
-            .values(expires_at=expires_at)
-            .values(payload=payload, updated_at=now)
+            .values(expires_at=_coarse_expiry(kind, expires_at))
+            .values(payload=payload, updated_at=_hour(now))
         )
         return (result.rowcount or 0) == 1
 
@@ -109,3 +110,16 @@ class DraftRepository:
         """Return drafts past their expiry."""
         rows = await conn.execute(select(drafts).where(drafts.c.expires_at <= now).limit(limit))
         return [StoredDraft(r.pseudonym, r.nonce, r.kind, r.payload, r.expires_at) for r in rows]
+
+
+# A draft row names its owner; old copies of it outlive the row in the WAL. Exact times there would match
+# the receipt time of the anonymous report it became, so the row keeps hours only.
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _coarse_expiry(kind: str | None, expires_at: datetime) -> datetime:
+    if kind == "sos":
+        return expires_at  # an SOS follow-up lives half an hour and its report names its author anyway
+    floor = _hour(expires_at)
+    return floor if floor == expires_at else floor + timedelta(hours=1)

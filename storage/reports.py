@@ -1,4 +1,4 @@
-"""Reports, their evidence and what coordinators did with them."""
+"""Reports and what coordinators did with them (their evidence: storage/evidence.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import new_id
-from storage.schema import evidence, report_events, report_notes, reports, user_actions
+from storage.evidence import Evidence as Evidence  # re-exported: alerts and report bodies use it
+from storage.evidence import EvidenceRepository
+from storage.schema import report_events, report_notes, reports, user_actions
 
 
 class ReportNotFound(LookupError):
@@ -76,20 +78,11 @@ class Note:
     at: datetime
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """One evidence file's record; the file itself lives encrypted in the data directory."""
-
-    uid: str
-    kind: str
-    sha256: str
-    size: int
-    received_at: datetime
-    file_ref: bytes
-
-
 class ReportRepository:
-    """SQL for reports, evidence and report events."""
+    """SQL for reports and report events; `evidence` holds the SQL for their evidence files."""
+
+    def __init__(self) -> None:
+        self.evidence = EvidenceRepository()
 
     async def create(self, conn: AsyncConnection, report: NewReport, now: datetime) -> int:
         """Insert a report; return its id."""
@@ -187,6 +180,17 @@ class ReportRepository:
             .values(body=body, revision=reports.c.revision + 1, updated_at=now)
         )
 
+    async def after(self, conn: AsyncConnection, after_id: int, limit: int = 500) -> list[Report]:
+        """Return reports by id, from just after `after_id` (a pass over all of them, in pages)."""
+        rows = await conn.execute(
+            select(reports).where(reports.c.id > after_id).order_by(reports.c.id).limit(limit)
+        )
+        return [_report(r) for r in rows]
+
+    async def reseal_body(self, conn: AsyncConnection, report_id: int, body: bytes) -> None:
+        """Replace a body with the same content sealed another way (nothing else changes)."""
+        await conn.execute(update(reports).where(reports.c.id == report_id).values(body=body))
+
     async def by_codes(self, conn: AsyncConnection, codes: Sequence[str]) -> list[Report]:
         """Return the reports with these codes (any order; unknown codes are skipped)."""
         if not codes:
@@ -274,48 +278,6 @@ class ReportRepository:
             .order_by(report_events.c.id)
         )
         return [(r.actor, r.action, r.at) for r in rows]
-
-    async def stage_evidence(self, conn: AsyncConnection, owner: str, item: Evidence) -> None:
-        """Record an evidence file received for a draft."""
-        await conn.execute(
-            insert(evidence).values(
-                uid=item.uid,
-                owner=owner,
-                kind=item.kind,
-                sha256=item.sha256,
-                size=item.size,
-                received_at=item.received_at,
-                file_ref=item.file_ref,
-            )
-        )
-
-    async def attach_evidence(
-        self, conn: AsyncConnection, owner: str, uids: Sequence[str], report_id: int
-    ) -> None:
-        """Move a draft's staged evidence to its report."""
-        if uids:
-            await conn.execute(
-                update(evidence)
-                .where(evidence.c.owner == owner, evidence.c.uid.in_(uids))
-                .values(report_id=report_id, owner=None)
-            )
-
-    async def evidence_for(self, conn: AsyncConnection, report_id: int) -> list[Evidence]:
-        """Return a report's evidence, in the order received."""
-        rows = await conn.execute(
-            select(evidence).where(evidence.c.report_id == report_id).order_by(evidence.c.id)
-        )
-        return [Evidence(r.uid, r.kind, r.sha256, r.size, r.received_at, r.file_ref) for r in rows]
-
-    async def drop_staged(self, conn: AsyncConnection, owner: str, keep: Sequence[str] = ()) -> list[str]:
-        """Delete a person's staged evidence (except `keep`); return the uids whose files must go."""
-        stmt = select(evidence.c.uid).where(evidence.c.owner == owner, evidence.c.report_id.is_(None))
-        if keep:
-            stmt = stmt.where(evidence.c.uid.not_in(keep))
-        uids = list((await conn.execute(stmt)).scalars())
-        if uids:
-            await conn.execute(delete(evidence).where(evidence.c.uid.in_(uids)))
-        return uids
 
 
 class ActionRepository:

@@ -209,18 +209,31 @@ duty = Table(
 evidence = Table(
     "evidence",
     metadata,
+    # Only submitted evidence: rows are inserted at submission and never held the reporter's pseudonym.
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("uid", String(32), nullable=False, unique=True),  # the encrypted file's name and binding
-    Column("report_id", Integer, ForeignKey("reports.id", ondelete="CASCADE"), nullable=True),
-    Column("owner", String(64), nullable=True),  # the draft owner while staged; NULL once submitted
+    Column("report_id", Integer, ForeignKey("reports.id", ondelete="CASCADE"), nullable=False),
     Column("kind", String(16), nullable=False),  # photo, video, voice, audio, document
     Column("sha256", String(64), nullable=False),
     Column("size", Integer, nullable=False),
     Column("received_at", UtcTimestamp, nullable=False),
     Column("file_ref", LargeBinary, nullable=False),  # encrypted Telegram file_id, to re-send without upload
+    # Keyed MAC over (report, uid, kind, sha256, size, time): a row moved or edited no longer matches.
+    # NULL only for rows kept before revision 0010, until the bot binds them at its next start.
+    Column("mac", LargeBinary, nullable=True),
 )
 Index("ix_evidence_report_id", evidence.c.report_id)
-Index("ix_evidence_owner", evidence.c.owner)
+
+evidence_staged = Table(
+    "evidence_staged",
+    metadata,
+    # Files received for a draft. Everything but the owner is one ciphertext, so neither a deleted row
+    # nor an old page in the WAL can be joined to the kept `evidence` row by uid, digest, size or time.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("owner", String(64), nullable=False),  # the draft owner's pseudonym
+    Column("details", LargeBinary, nullable=False),
+)
+Index("ix_evidence_staged_owner", evidence_staged.c.owner)
 
 report_events = Table(
     "report_events",

@@ -25,6 +25,13 @@ class StateRepository:
             stmt.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": value})
         )
 
+    async def put_if_absent(self, conn: AsyncConnection, key: str, value: str) -> str:
+        """Set a value unless one is there; return the value the key holds now."""
+        stmt = insert_or(conn, bot_state).values(key=key, value=value)
+        await conn.execute(stmt.on_conflict_do_nothing(index_elements=[bot_state.c.key]))
+        stored = await self.get(conn, key)
+        return value if stored is None else stored
+
     async def delete(self, conn: AsyncConnection, key: str) -> None:
         """Remove a value."""
         await conn.execute(delete(bot_state).where(bot_state.c.key == key))

@@ -42,13 +42,13 @@ class UserRepository:
             "pseudonym": pseudonym,
             "telegram_language": telegram_language,
             "active": True,
-            "created_at": now,
-            "updated_at": now,
+            "created_at": _day(now),
+            "updated_at": _day(now),
         }
         stmt = insert_or(conn, users).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[users.c.pseudonym],
-            set_={"telegram_language": telegram_language, "active": True, "updated_at": now},
+            set_={"telegram_language": telegram_language, "active": True, "updated_at": _day(now)},
         )
         await conn.execute(stmt)
         user = await self.get(conn, pseudonym)
@@ -80,20 +80,24 @@ class UserRepository:
     async def set_language(self, conn: AsyncConnection, pseudonym: str, language: str, now: datetime) -> None:
         """Store the language the user chose."""
         await conn.execute(
-            update(users).where(users.c.pseudonym == pseudonym).values(language=language, updated_at=now)
+            update(users)
+            .where(users.c.pseudonym == pseudonym)
+            .values(language=language, updated_at=_day(now))
         )
 
     async def set_timezone(self, conn: AsyncConnection, pseudonym: str, zone: str, now: datetime) -> None:
         """Store the time zone the user chose."""
         await conn.execute(
-            update(users).where(users.c.pseudonym == pseudonym).values(timezone=zone, updated_at=now)
+            update(users).where(users.c.pseudonym == pseudonym).values(timezone=zone, updated_at=_day(now))
         )
 
     async def mark_inactive(self, conn: AsyncConnection, pseudonyms: list[str], now: datetime) -> None:
         """Mark users who blocked the bot, so nothing more is queued for them."""
         if pseudonyms:
             await conn.execute(
-                update(users).where(users.c.pseudonym.in_(pseudonyms)).values(active=False, updated_at=now)
+                update(users)
+                .where(users.c.pseudonym.in_(pseudonyms))
+                .values(active=False, updated_at=_day(now))
             )
 
     async def grant(
@@ -126,5 +130,13 @@ class UserRepository:
 
     async def ensure_exists(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> None:
         """Create a bare user row if missing (for bootstrap admins who have not written yet)."""
-        stmt = insert_or(conn, users).values(pseudonym=pseudonym, active=True, created_at=now, updated_at=now)
+        stmt = insert_or(conn, users).values(
+            pseudonym=pseudonym, active=True, created_at=_day(now), updated_at=_day(now)
+        )
         await conn.execute(stmt.on_conflict_do_nothing())
+
+
+def _day(now: datetime) -> datetime:
+    # A person's row changes when they first write or pick a language: an exact time there, beside an
+    # anonymous report received the same minute, would point at its author. The day is all anyone needs.
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -21,10 +21,18 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Build settings for a test: a data dir in tmp, a fast polling timeout."""
+    """Build settings for a test: a data dir in tmp, the key beside it (not in it), fast polling.
+
+    The first start on the empty database creates the key; restarts in the same tmp_path reuse it. Child
+    processes (`python -m bot ...`) find it through JARCHY_KEY_FILE=<tmp_path>/keys/jarchy.key.
+    """
     values: dict[str, object] = {
         "bot_token": SecretStr(TEST_TOKEN),
         "data_dir": tmp_path / "data",
+        "key_file": tmp_path / "keys" / "jarchy.key",
+        # Nothing on the machine running the tests (a docker secret, a user's key) may be picked up.
+        "secrets_dir": tmp_path / "secrets",
+        "config_dir": tmp_path / "config",
         "polling_timeout_s": 1,
     }
     values.update(overrides)

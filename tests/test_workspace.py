@@ -378,7 +378,9 @@ async def test_status_updates_reach_the_reporter_without_names(services: Service
             await conn.execute(text("SELECT uid, payload FROM outbox WHERE kind='contact' ORDER BY id"))
         ).all()
     texts = [services.cipher.decrypt_json(r.payload, binding=payload_binding(r.uid))["text"] for r in rows]
-    assert len(texts) == 2 and all(code in t and "Aida" not in t for t in texts)
+    # The reporter's own code only: the coordinators' one would name the report on a seized phone.
+    shown = services.reports.reporter_code(code)
+    assert len(texts) == 2 and all(shown in t and code not in t and "Aida" not in t for t in texts)
 
 
 async def test_find_reads_every_report_and_matches_all_words(services: Services) -> None:

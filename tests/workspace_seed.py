@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.security import Cipher
-from bot.services.report_body import CODE_ALPHABET, contact_chat_binding, report_body_binding
+from bot.services.report_body import CODE_ALPHABET, contact_chat_binding, sealed_body_binding
 from storage.database import Database
 from storage.reports import NewReport, ReportRepository
 
@@ -40,7 +40,19 @@ async def seed_reports(db: Database, cipher: Cipher, seeds: list[Seed], now: dat
                     occurred_at=now,
                     occurred_precision="time",
                     region=seed.region,
-                    body=cipher.encrypt_json(body, binding=report_body_binding(code)),
+                    body=cipher.encrypt_json(
+                        body,
+                        binding=sealed_body_binding(
+                            code,
+                            "report",
+                            seed.category,
+                            now,
+                            "time",
+                            seed.region,
+                            seed.reporter is not None,
+                            now,
+                        ),
+                    ),
                     contactable=seed.reporter is not None,
                     reporter=seed.reporter,
                     contact_chat=(

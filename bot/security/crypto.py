@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 import nacl.bindings as sodium
@@ -10,8 +11,10 @@ import nacl.exceptions
 import nacl.utils
 
 from bot.security.keys import DataKey
+from bot.security.transient import TransientKeys
 
 _VERSION = b"\x01"
+_TRANSIENT = b"\x02"  # followed by the epoch (4 bytes): sealed under a short-lived key
 _NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 
 
@@ -26,42 +29,83 @@ class Cipher:
     so a database attacker cannot swap one person's data for another's.
     """
 
-    def __init__(self, key: DataKey) -> None:
+    def __init__(self, key: DataKey, transient: TransientKeys | None = None) -> None:
         self._key = key.derive("field-encryption")
+        self._transient = transient
 
-    def encrypt(self, plaintext: bytes, *, binding: str) -> bytes:
-        """Encrypt bytes for the row and column named by `binding` (e.g. "outbox.payload:<uid>")."""
+    @property
+    def transient_keys(self) -> TransientKeys | None:
+        """The epoch keys short-lived rows are sealed under (None: they use the data key)."""
+        return self._transient
+
+    def encrypt(self, plaintext: bytes, *, binding: str, transient: bool = False) -> bytes:
+        """Encrypt bytes for the row and column named by `binding` (e.g. "outbox.payload:<uid>").
+
+        `transient` seals under the current epoch key (bot.security.transient): for rows that link a person
+        to an action and live only minutes or hours. Call it inside a write transaction, so a scrub (which
+        holds the write lock while it changes epochs) never retires a key a row is about to be stored under.
+        """
         nonce = nacl.utils.random(_NONCE_BYTES)
+        if transient and self._transient is not None:
+            epoch = self._transient.current
+            head = _TRANSIENT + struct.pack(">I", epoch)
+            key = self._transient.key_of(epoch)
+            if key is None:
+                raise RuntimeError("the current transient epoch has no key")
+        else:
+            head, key = _VERSION, self._key
         sealed: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            plaintext, _VERSION + binding.encode(), nonce, self._key
+            plaintext, head[:1] + binding.encode(), nonce, key
         )
-        return _VERSION + nonce + sealed
+        return head + nonce + sealed
 
     def decrypt(self, ciphertext: bytes, *, binding: str) -> bytes:
         """Decrypt bytes sealed by `encrypt` for the same binding."""
-        if len(ciphertext) < 1 + _NONCE_BYTES or ciphertext[:1] != _VERSION:
+        head_len, key = self._key_for(ciphertext)
+        if len(ciphertext) < head_len + _NONCE_BYTES:
             raise DecryptionError("unknown ciphertext format")
-        nonce = ciphertext[1 : 1 + _NONCE_BYTES]
+        nonce = ciphertext[head_len : head_len + _NONCE_BYTES]
         try:
             plain: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                ciphertext[1 + _NONCE_BYTES :], _VERSION + binding.encode(), nonce, self._key
+                ciphertext[head_len + _NONCE_BYTES :], ciphertext[:1] + binding.encode(), nonce, key
             )
         except nacl.exceptions.CryptoError:
             raise DecryptionError("ciphertext does not authenticate for this row") from None
         return plain
 
-    def encrypt_text(self, text: str, *, binding: str) -> bytes:
+    @staticmethod
+    def epoch_of(ciphertext: bytes) -> int | None:
+        """Return the transient epoch a ciphertext is sealed under, or None for the data key."""
+        if ciphertext[:1] == _TRANSIENT and len(ciphertext) >= 5:
+            epoch: int = struct.unpack(">I", ciphertext[1:5])[0]
+            return epoch
+        return None
+
+    def _key_for(self, ciphertext: bytes) -> tuple[int, bytes]:
+        if ciphertext[:1] == _VERSION:
+            return 1, self._key
+        epoch = self.epoch_of(ciphertext)
+        if epoch is not None:
+            key = self._transient.key_of(epoch) if self._transient is not None else None
+            if key is None:
+                raise DecryptionError("sealed under a transient key that has been retired")
+            return 5, key
+        raise DecryptionError("unknown ciphertext format")
+
+    def encrypt_text(self, text: str, *, binding: str, transient: bool = False) -> bytes:
         """Encrypt a string."""
-        return self.encrypt(text.encode(), binding=binding)
+        return self.encrypt(text.encode(), binding=binding, transient=transient)
 
     def decrypt_text(self, ciphertext: bytes, *, binding: str) -> str:
         """Decrypt a string."""
         return self.decrypt(ciphertext, binding=binding).decode()
 
-    def encrypt_json(self, value: Any, *, binding: str) -> bytes:
+    def encrypt_json(self, value: Any, *, binding: str, transient: bool = False) -> bytes:
         """Encrypt a JSON-serialisable value."""
         return self.encrypt(
-            json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(), binding=binding
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(),
+            binding=binding,
+            transient=transient,
         )
 
     def decrypt_json(self, ciphertext: bytes, *, binding: str) -> Any:

@@ -26,5 +26,9 @@ class Pseudonymizer:
         """Return the pseudonym of a chat (used to pace sends per chat without storing its id)."""
         return self._digest(f"chat:{chat_id}")
 
+    def of_submission(self, nonce: str) -> str:
+        """Return the key a submitted draft is remembered by (its nonce, keyed: see ReportService.submit)."""
+        return self._digest(f"submit:{nonce}")
+
     def _digest(self, message: str) -> str:
         return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()[:32]

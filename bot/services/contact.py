@@ -20,6 +20,7 @@ from bot.services.delivery import Receipt
 from bot.services.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
 from bot.services.report_body import contact_chat, find_code, parse_code, safe_code
 from bot.services.report_form import clean_text, telegram_length
+from bot.services.reports import ReporterCodes, find_reporter_code, phone_cleanup
 from bot.services.roles import Gate, Refused
 from messages import Catalogs
 from storage.database import Database
@@ -29,7 +30,10 @@ from storage.users import UserRepository
 # Room for the framing text and HTML escaping within Telegram's 4,096.
 MESSAGE_LIMIT = 3000
 QUESTION_KIND = "contact_question"
+UPDATE_KIND = "contact"  # a status update to a reporter
 ANSWERS_PER_HOUR = 20
+# A reporter's code is looked for among this many of their newest reports.
+OWN_REPORTS_SEARCHED = 500
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class ContactService:
         texts: Catalogs,
         clock: Clock,
         default_language: str,
+        codes: ReporterCodes,
+        phone_keep: timedelta,
     ) -> None:
         self._db = db
         self._gate = gate
@@ -72,6 +78,8 @@ class ContactService:
         self._texts = texts
         self._clock = clock
         self._default_language = default_language
+        self._codes = codes
+        self._phone_keep = phone_keep
 
     async def ask(self, user_id: int, raw_code: str, raw_question: str) -> str:
         """Send a coordinator's question to a report's author; return the report code."""
@@ -88,7 +96,9 @@ class ContactService:
             sealed = self._cipher.encrypt_text(question, binding=note_binding(code, "question"))
             note_id = await self._reports.add_note(act.conn, report.id, "question", act.actor, sealed, now)
             language = await self._language_of(act.conn, report)
-            text = self._texts.text(language, "contact.question", code=code, question=question)
+            text = self._texts.text(
+                language, "contact.question", code=self._codes.of(code), question=question
+            )
             placeholder = self._texts.plain(language, "contact.answer_placeholder")
             params = {
                 "text": text,
@@ -102,11 +112,22 @@ class ContactService:
         return code
 
     async def question_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
-        """Remember which message carries each question: only replies to those are answers."""
+        """Remember which message carries each question: only replies to those are answers. Unanswered,
+        it leaves the phone after the keep time (an answer takes it away at once)."""
         for receipt in receipts:
             note = (receipt.ref or "").rpartition(":q")[2]
             if note.isdigit():
                 await self._reports.record_question_message(conn, int(note), receipt.message_id)
+        await self.update_sent(conn, receipts)
+
+    async def update_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
+        """Queue the deletion of messages sent to reporters once their phones have kept them for the keep
+        time (the delivery worker's receipt: only now is the message id known)."""
+        now = self._clock.now()
+        for receipt in receipts:
+            await self._outbox.enqueue(
+                conn, phone_cleanup(receipt.chat_id, [receipt.message_id], now, self._phone_keep)
+            )
 
     async def answer(
         self,
@@ -120,14 +141,17 @@ class ContactService:
         """Pass a reporter's reply to one of the bot's questions on to the coordinators.
 
         Return None when the reply is not to a question about one of this person's reports (another
-        handler may want the message); raise Refused for an empty, overlong or too frequent answer, or
-        when the report is no longer linked to them (/forget).
+        handler may want the message; after /forget their reporter's codes name nothing); raise Refused
+        for an empty, overlong or too frequent answer, or when a question naming the report by its own
+        code (sent before reporters had codes of their own) is about a report no longer linked to them.
         """
-        code = find_code(replied_text)
-        if code is None:
+        if find_code(replied_text) is None and find_reporter_code(replied_text) is None:
             return None
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.write() as conn:
+            code = await self._replied_code(conn, pseudonym, replied_text)
+            if code is None:
+                return None  # a reporter's code of none of their reports: not theirs, or /forget
             try:
                 report = await self._reports.by_code(conn, code)
             except LookupError:
@@ -158,14 +182,28 @@ class ContactService:
         self._outbox.notify()
         return Answered(code)
 
+    async def _replied_code(
+        self, conn: AsyncConnection, pseudonym: str, replied_text: str | None
+    ) -> str | None:
+        """Return the code of the report a replied-to message is about. Questions show the reporter's own
+        code, which can only be one of this person's linked reports; older ones show the code itself."""
+        code = find_code(replied_text)
+        if code is not None:
+            return code
+        shown = find_reporter_code(replied_text)
+        if shown is None:
+            return None
+        own = await self._reports.for_reporter(conn, pseudonym, limit=OWN_REPORTS_SEARCHED)
+        return self._codes.resolve(shown, [r.code for r in own])
+
     async def queue_update(self, conn: AsyncConnection, report: Report, event: str) -> None:
         """Queue a short, neutral status update for a contactable report's author (in the caller's txn)."""
         chat = contact_chat(self._cipher, report)
         if chat is None:
             return
         language = await self._language_of(conn, report)
-        text = self._texts.text(language, f"contact.update_{event}", code=report.code)
-        message = self._to_reporter(chat, {"text": text, "parse_mode": "HTML"}, report.code)
+        text = self._texts.text(language, f"contact.update_{event}", code=self._codes.of(report.code))
+        message = self._to_reporter(chat, {"text": text, "parse_mode": "HTML"}, report.code, UPDATE_KIND)
         await self._outbox.enqueue(conn, [message])
 
     async def _to_coordinators(
@@ -190,9 +228,7 @@ class ContactService:
         )
         await self._outbox.enqueue(conn, [message])
 
-    def _to_reporter(
-        self, chat: int, params: Mapping[str, object], code: str, kind: str = "contact"
-    ) -> OutgoingMessage:
+    def _to_reporter(self, chat: int, params: Mapping[str, object], code: str, kind: str) -> OutgoingMessage:
         return OutgoingMessage(
             "sendMessage",
             {"chat_id": chat, **params},

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -72,6 +73,8 @@ class ReportView:
     evidence: list[Evidence]
     notes: list[NoteView]
     events: list[tuple[str, str, datetime]]
+    # Per file: BOUND, or MOVED / UNSEALED when its record does not match this report (not to be sent).
+    evidence_checks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class DeskService:
         async with self._gate.acting(user_id, "desk.view", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             report = await self._reports.by_code(act.conn, code)
-            items = await self._reports.evidence_for(act.conn, report.id)
+            items = await self._reports.evidence.for_report(act.conn, report.id)
             notes = await self._reports.notes(act.conn, report.id)
             events = await self._reports.events(act.conn, report.id)
             people = [
@@ -166,6 +169,7 @@ class DeskService:
             assignee=label(report.assignee),
             acknowledged_by=label(report.acknowledged_by),
             evidence=items,
+            evidence_checks=[self._evidence.check_row(report.id, code, item) for item in items],
             notes=[
                 NoteView(
                     n.kind,
@@ -178,9 +182,10 @@ class DeskService:
             events=[(label(actor) or "—", action, at) for actor, action, at in events],
         )
 
-    async def open_evidence(self, item: Evidence) -> bytes:
-        """Return an evidence file's original bytes from the encrypted store (after `view` allowed it)."""
-        return await self._evidence.read(item.uid)
+    def open_evidence(self, item: Evidence) -> AbstractAsyncContextManager[bytes]:
+        """Hold an evidence file's original bytes, checked against its digest, while it is sent (after
+        `view` allowed it); raises EvidenceDamaged. Only a few are held at once, whoever asks."""
+        return self._evidence.opened(item)
 
     async def note(self, user_id: int, raw_code: str, raw_text: str) -> str:
         """Add an internal note to a report; return its code."""

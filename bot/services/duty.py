@@ -119,7 +119,7 @@ class DutyService:
     async def _escalate_one(self, conn: AsyncConnection, report: Report, now: datetime) -> None:
         waited = max(1, int((now - report.created_at).total_seconds() // 60))
         recipients = dict.fromkeys([*await self._alerts.duty_chats(conn), *sorted(self._admin_ids)])
-        evidence = await self._reports.evidence_for(conn, report.id)
+        evidence = await self._reports.evidence.for_report(conn, report.id)
         shown = alert_input(self._cipher, report, evidence)
         state = await self._triage.card_state(conn, report)
         heading = self._texts.text(self._language, "alert.escalated", code=report.code, minutes=waited)

@@ -134,11 +134,16 @@ class DurableInbox:
         ]
         if not updates:
             return 0
-        rows = [
-            (u["update_id"], self._cipher.encrypt_json(u, binding=_binding(u["update_id"]))) for u in updates
-        ]
         next_offset = max(u["update_id"] for u in updates) + 1
         async with self._db.write() as conn:
+            # Sealed inside the write transaction under the transient key (see bot.services.history).
+            rows = [
+                (
+                    u["update_id"],
+                    self._cipher.encrypt_json(u, binding=_binding(u["update_id"]), transient=True),
+                )
+                for u in updates
+            ]
             await self._repo.store(conn, rows, next_offset, self._clock.now())
         self._wake.set()
         return len(updates)
@@ -324,8 +329,12 @@ class DurableInbox:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
 
-def _binding(update_id: int) -> str:
+def update_binding(update_id: int) -> str:
+    """Return what a stored update's encryption is bound to."""
     return f"inbox.payload:{update_id}"
+
+
+_binding = update_binding
 
 
 def _is_sos(update: dict[str, Any]) -> bool:

@@ -45,6 +45,9 @@ class OutgoingMessage:
     ref: str | None = None
     held: bool = False  # waits (status "held") until release_held gives it a chat
     expires_at: datetime | None = None  # never sent after this
+    # Store a random chat key instead of the chat's pseudonym: the row cannot be joined to anything else
+    # sent to that chat (an anonymous report's clean-up). Such a row is not paced with its chat's others.
+    unlinked: bool = False
     uid: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
@@ -82,8 +85,15 @@ class Outbox:
                     uid=message.uid,
                     kind=message.kind,
                     method=message.method,
-                    payload=self._cipher.encrypt_json(message.params, binding=payload_binding(message.uid)),
-                    chat_key=self._pseudonyms.of_chat(chat_id),
+                    payload=self._cipher.encrypt_json(
+                        message.params,
+                        binding=payload_binding(message.uid),
+                        # A clean-up names the chat it cleans: its old copies must not outlive it.
+                        transient=message.unlinked or message.kind == "cleanup",
+                    ),
+                    chat_key=(
+                        secrets.token_hex(16) if message.unlinked else self._pseudonyms.of_chat(chat_id)
+                    ),
                     chat_kind=chat_kind_of(chat_id),
                     recipient=(
                         self._pseudonyms.of_user(message.recipient_user_id)

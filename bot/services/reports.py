@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -12,16 +16,24 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
-from bot.security import Cipher, Pseudonymizer
+from bot.security import Cipher, DataKey, Pseudonymizer
 from bot.services import report_form as form
 from bot.services.alerts import PRIORITY_SOS_UPDATE, AlertInput, AlertService
-from bot.services.evidence import MAX_FILE_BYTES, EvidenceStore
+from bot.services.allowance import Allowance
+from bot.services.evidence import DownloadFailed, EvidenceRefused, EvidenceStore, file_ref_binding
 from bot.services.outbox import Outbox, OutgoingMessage
-from bot.services.report_body import CODE_ALPHABET, contact_chat_binding, report_body_binding
+from bot.services.report_body import (
+    CODE_ALPHABET,
+    body_binding,
+    contact_chat_binding,
+    open_raw_body,
+    sealed_body_binding,
+)
 from bot.services.report_form import Draft, FormError
 from storage.database import Database
 from storage.drafts import DraftRepository, StoredDraft
-from storage.reports import ActionRepository, Evidence, NewReport, Report, ReportRepository
+from storage.reports import ActionRepository, NewReport, Report, ReportRepository
+from storage.types import to_micros
 from storage.users import UserRepository
 
 SOS_FOLLOWUP = timedelta(minutes=30)
@@ -29,6 +41,68 @@ SOS_FOLLOWUP = timedelta(minutes=30)
 MAX_SOS_UPDATES = 50
 _CLEANUP_PRIORITY = 40
 _DELETE_BATCH = 100
+# What a reporter is shown instead of the report's code (see ReporterCodes).
+REPORTER_CODE_PATTERN = re.compile(rf"\bK-[{CODE_ALPHABET}]{{5}}\b")
+# Telegram lets a bot delete a message within 48 hours of sending it; later, a deletion is not even tried.
+TELEGRAM_DELETE_WINDOW = timedelta(hours=48)
+
+
+class ReporterCodes:
+    """The code a reporter knows a report by, which coordinators never see: K- and a keyed hash of its code.
+
+    A seized phone plus one infiltrated coordinator must not link the person to the report: the phone shows
+    only K- codes, coordinators only R- codes, and telling which is which takes the data key. Derived, not
+    stored: no column ties the two. A K- code the reporter sends back is looked for among that person's own
+    linked reports only, so nobody can resolve an arbitrary one, and after /forget it resolves to nothing.
+    """
+
+    def __init__(self, key: DataKey) -> None:
+        self._key = key.derive("reporter-code")
+
+    def of(self, code: str) -> str:
+        """Return the reporter's code of the report `code`."""
+        digest = hmac.new(self._key, code.encode(), hashlib.sha256).digest()
+        value = int.from_bytes(digest[:8], "big")  # 64 bits onto 31**5 codes: no visible bias
+        letters = []
+        for _ in range(5):
+            value, index = divmod(value, len(CODE_ALPHABET))
+            letters.append(CODE_ALPHABET[index])
+        return "K-" + "".join(letters)
+
+    def resolve(self, shown: str, codes: Iterable[str]) -> str | None:
+        """Return which of `codes` (one person's reports) `shown` is the reporter's code of, if any."""
+        wanted = shown.strip().upper()
+        return next((code for code in codes if hmac.compare_digest(self.of(code), wanted)), None)
+
+
+def find_reporter_code(text: str | None) -> str | None:
+    """Return the first reporter's code in a message (the bot's question the reporter replies to), if any."""
+    match = REPORTER_CODE_PATTERN.search(text or "")
+    return match.group(0) if match else None
+
+
+def phone_cleanup(
+    chat_id: int, message_ids: Sequence[int], shown_at: datetime, keep: timedelta
+) -> list[OutgoingMessage]:
+    """Return the deletions of messages a reporter's phone keeps for `keep` after `shown_at`.
+
+    Unlinked (a random chat key) and without recipient, ref or dedupe key: a row that waits a day must not
+    be joinable to the person's other rows or to the report, an anonymous one's receipt above all. It
+    expires, payload and all, once Telegram would refuse the deletion anyway.
+    """
+    ids = sorted(set(message_ids))
+    return [
+        OutgoingMessage(
+            "deleteMessages",
+            {"chat_id": chat_id, "message_ids": ids[i : i + _DELETE_BATCH]},
+            kind="cleanup",
+            priority=_CLEANUP_PRIORITY,
+            due_at=shown_at + keep,
+            expires_at=shown_at + TELEGRAM_DELETE_WINDOW,
+            unlinked=True,
+        )
+        for i in range(0, len(ids), _DELETE_BATCH)
+    ]
 
 
 class CardRefresher(Protocol):
@@ -69,6 +143,20 @@ class Submitted:
     already: bool = False
 
 
+# A double tap comes within seconds; a few thousand cover the busiest hour.
+_RECENT_SUBMITS = 4096
+
+
+@dataclass(frozen=True)
+class OwnReport:
+    """One of the person's reports as they see it: under their own code, never the coordinators'."""
+
+    code: str
+    category: str
+    status: str
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class FileInput:
     """A file the person sent at the evidence step."""
@@ -87,6 +175,8 @@ class Limits:
     reports_per_hour: int = 5
     sos_per_minute: int = 1
     sos_escalate_after: timedelta = timedelta(minutes=5)
+    # The receipt, status updates, SOS screens and /myreports answers leave the phone after this.
+    phone_keep: timedelta = timedelta(hours=24)
 
 
 class ReportService:
@@ -108,7 +198,9 @@ class ReportService:
         evidence: EvidenceStore,
         zone: ZoneInfo,
         limits: Limits,
+        codes: ReporterCodes,
         cards: CardRefresher | None = None,
+        on_anonymous: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._drafts = drafts
@@ -123,7 +215,12 @@ class ReportService:
         self._evidence = evidence
         self._zone = zone
         self._limits = limits
+        self._codes = codes
         self._cards = cards
+        self._on_anonymous = on_anonymous
+        self._submits = Allowance(clock, limits.reports_per_hour)
+        # Anonymous submissions by draft nonce, for double taps only; never stored (see `_new_report`).
+        self._recent: OrderedDict[str, str] = OrderedDict()
 
     # ------------------------------------------------------------------ the guided report
 
@@ -150,7 +247,7 @@ class ReportService:
             old = await self._load(conn, pseudonym, "report")
             if old is None or old.nonce != nonce:
                 raise Stale
-            dropped = await self._reports.drop_staged(conn, pseudonym)
+            dropped = await self._evidence.drop_staged(conn, pseudonym)
             draft = await self._create(conn, pseudonym, "report", user_id)
             draft.track(*old.messages)
             await self._store(conn, pseudonym, draft)
@@ -204,9 +301,9 @@ class ReportService:
         return await self._input(user_id, message_id, refuse)
 
     async def input_file(
-        self, user_id: int, item: FileInput, message_id: int, download: Callable[[], Awaitable[bytes]]
+        self, user_id: int, item: FileInput, message_id: int, download: Callable[[], AsyncIterator[bytes]]
     ) -> Screen | None:
-        """Download, hash and store a file sent at the evidence step (each file once)."""
+        """Stream, hash and store a file sent at the evidence step (each file once), within the quotas."""
         pseudonym = self._pseudonyms.of_user(user_id)
         async with self._db.read() as conn:
             draft = await self._load(conn, pseudonym, "report")
@@ -222,37 +319,40 @@ class ReportService:
                 message_id,
                 lambda d: _raise(FormError("report.evidence_full", limit=form.MAX_EVIDENCE)),
             )
-        if item.size is not None and item.size > MAX_FILE_BYTES:
-            return await self._input(
-                user_id, message_id, lambda d: _raise(FormError("report.file_too_big", limit=20))
-            )
-        content = await download()
-        if len(content) > MAX_FILE_BYTES:
-            return await self._input(
-                user_id, message_id, lambda d: _raise(FormError("report.file_too_big", limit=20))
-            )
-        saved = await self._evidence.save(content)
-        now = self._clock.now()
-        async with self._db.write() as conn:
-            draft = await self._load(conn, pseudonym, "report")
-            if draft is None or draft.step != "evidence":
-                await self._evidence.delete([saved.uid])
-                return None if draft is None else Screen(draft)
-            ref = self._cipher.encrypt_text(item.file_id, binding=f"evidence.file_ref:{saved.uid}")
-            record = Evidence(saved.uid, item.kind, saved.sha256, saved.size, now, ref)
-            await self._reports.stage_evidence(conn, pseudonym, record)
-            draft.evidence.append(
-                {
-                    "uid": saved.uid,
-                    "kind": item.kind,
-                    "sha256": saved.sha256,
-                    "size": saved.size,
-                    "unique": item.unique_id,
-                }
-            )
-            draft.track(message_id)
-            await self._store(conn, pseudonym, draft)
-        return Screen(draft)
+        refusal: FormError
+        try:
+            # Quotas and the free-space floor are checked before the download (Telegram told the size)
+            # and again as it streams; a refused or failed file leaves nothing on disk.
+            async with self._evidence.receiving(self._db, pseudonym, item.size) as upload:
+                saved = await upload.save(download())
+                now = self._clock.now()
+                async with self._db.write() as conn:
+                    draft = await self._load(conn, pseudonym, "report")
+                    if draft is None or draft.step != "evidence":
+                        return None if draft is None else Screen(draft)
+                    await self._evidence.stage(
+                        conn, pseudonym, saved, kind=item.kind, file_id=item.file_id, now=now
+                    )
+                    draft.evidence.append(
+                        {
+                            "uid": saved.uid,
+                            "kind": item.kind,
+                            "sha256": saved.sha256,
+                            "size": saved.size,
+                            "unique": item.unique_id,
+                            "file_id": item.file_id,
+                            "received_at": to_micros(now),
+                        }
+                    )
+                    draft.track(message_id)
+                    await self._store(conn, pseudonym, draft)
+                upload.keep()
+            return Screen(draft)
+        except EvidenceRefused as refused:
+            refusal = FormError(refused.key, **refused.params)
+        except DownloadFailed:
+            refusal = FormError("evidence.download_failed")
+        return await self._input(user_id, message_id, lambda d: _raise(refusal))
 
     async def track(self, user_id: int, kind: str, nonce: str, message_ids: Sequence[int]) -> None:
         """Remember the bot's own prompts, so they are deleted with the conversation."""
@@ -271,7 +371,7 @@ class ReportService:
             if draft is None or draft.nonce != nonce:
                 raise Stale
             draft.track(message_id)
-            dropped = await self._reports.drop_staged(conn, pseudonym)
+            dropped = await self._evidence.drop_staged(conn, pseudonym)
             await self._discard(conn, pseudonym, draft, chat_id)
         await self._evidence.delete(dropped)
         self._outbox.notify()
@@ -284,14 +384,18 @@ class ReportService:
             draft = await self._load(conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
                 # A double tap or a retried update: the first one already made the report.
-                done = await self._reports.by_submit_key(conn, nonce)
-                if done is None:
+                done = await self._reports.by_submit_key(conn, self._pseudonyms.of_submission(nonce))
+                if done is not None:
+                    return Submitted(done.code, done.contactable, already=True)
+                code = self._recent.get(nonce)
+                if code is None:
                     raise Stale
-                return Submitted(done.code, done.contactable, already=True)
+                return Submitted(code, False, already=True)
             if draft.step != "review" or form.missing(draft):
                 raise Stale
-            recent = await self._actions.count_since(conn, pseudonym, "report", now - timedelta(hours=1))
-            if recent >= self._limits.reports_per_hour:
+            # Counted in memory: a stored count would put the author's pseudonym beside the exact time of
+            # an anonymous report.
+            if self._submits.left(pseudonym) <= 0:
                 raise LimitReached("report.limit", limit=self._limits.reports_per_hour)
             # The pressed review message becomes the receipt (an edit: a double tap gives one receipt),
             # so it stays; the rest of the conversation is deleted.
@@ -300,24 +404,47 @@ class ReportService:
             code = await self._new_code(conn)
             contactable = bool(draft.contactable)
             report_id = await self._reports.create(
-                conn, self._new_report(draft, code, pseudonym, chat_id), now
+                conn, self._new_report(draft, code, pseudonym, chat_id, now), now
             )
-            await self._reports.attach_evidence(
-                conn, pseudonym, [e["uid"] for e in draft.evidence], report_id
-            )
-            await self._actions.record(conn, pseudonym, "report", now)
+            # Fresh rows bound to the report; the staged ones (which name the owner) are deleted.
+            await self._evidence.attach(conn, pseudonym, draft.evidence, report_id, code)
             alert = await self._alert_input(conn, draft, code, contactable, report_id)
-            cleanup = _deletions(chat_id, draft.messages)
+            cleanup = _deletions(chat_id, draft.messages, unlinked=not contactable)
+            if message_id is not None:
+                # The receipt leaves the phone after the keep time; queued with the report, so never lost.
+                cleanup += phone_cleanup(chat_id, [message_id], now, self._limits.phone_keep)
             await self._alerts.queue(conn, alert, also=cleanup)
             await self._drafts.delete(conn, pseudonym, nonce)
+        self._submits.spend(pseudonym)
+        if not contactable:
+            self._remember(nonce, code)
         self._outbox.notify()
+        if not contactable and self._on_anonymous is not None:
+            self._on_anonymous()  # end the draft's history soon (bot.services.history)
         return Submitted(code, contactable)
+
+    def _remember(self, nonce: str, code: str) -> None:
+        self._recent[nonce] = code
+        while len(self._recent) > _RECENT_SUBMITS:
+            self._recent.popitem(last=False)
 
     async def delete_later(self, chat_id: int, message_ids: Sequence[int]) -> None:
         """Queue the deletion of messages from a person's chat (retried until done)."""
         async with self._db.write() as conn:
             await self._outbox.enqueue(conn, _deletions(chat_id, message_ids))
         self._outbox.notify()
+
+    async def delete_after_keep(self, chat_id: int, message_ids: Sequence[int]) -> None:
+        """Queue the deletion of messages that name a report (a receipt, a /myreports answer) from the
+        person's chat once the phone has kept them for the keep time."""
+        async with self._db.write() as conn:
+            await self._outbox.enqueue(
+                conn, phone_cleanup(chat_id, message_ids, self._clock.now(), self._limits.phone_keep)
+            )
+
+    def reporter_code(self, code: str) -> str:
+        """Return the code the reporter is shown for a report (coordinators see `code`)."""
+        return self._codes.of(code)
 
     # ------------------------------------------------------------------ SOS
 
@@ -340,7 +467,7 @@ class ReportService:
         pseudonym = self._pseudonyms.of_user(user_id)
         now = self._clock.now()
         async with self._db.write() as conn:
-            done = await self._reports.by_submit_key(conn, nonce)
+            done = await self._reports.by_submit_key(conn, self._pseudonyms.of_submission(nonce))
             if done is not None:
                 return Submitted(done.code, done.contactable, already=True)
             draft = await self._load(conn, pseudonym, "sos")
@@ -355,11 +482,16 @@ class ReportService:
             # An SOS is only useful if coordinators can answer: it is contactable through the bot.
             draft.contactable = True
             report_id = await self._reports.create(
-                conn, self._new_report(draft, code, pseudonym, chat_id), now
+                conn, self._new_report(draft, code, pseudonym, chat_id, now), now
             )
             await self._actions.record(conn, pseudonym, "sos", now)
             await self._reports.schedule_escalation(conn, report_id, now + self._limits.sos_escalate_after)
             await self._alerts.queue(conn, await self._alert_input(conn, draft, code, True, report_id))
+            if message_id is not None:
+                # The screen that says "sent" with the code: Done or the follow-up's end deletes it sooner.
+                await self._outbox.enqueue(
+                    conn, phone_cleanup(chat_id, [message_id], now, self._limits.phone_keep)
+                )
             draft.step, draft.report_code = "followup", code
             await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP)
         self._outbox.notify()
@@ -425,17 +557,19 @@ class ReportService:
 
     # ------------------------------------------------------------------ afterwards
 
-    async def my_reports(self, user_id: int) -> list[Report]:
-        """Return the person's contactable reports (anonymous ones are not linked to anyone)."""
+    async def my_reports(self, user_id: int) -> list[OwnReport]:
+        """Return the person's contactable reports under their own codes (anonymous ones are not linked
+        to anyone)."""
         async with self._db.read() as conn:
-            return await self._reports.for_reporter(conn, self._pseudonyms.of_user(user_id))
+            reports = await self._reports.for_reporter(conn, self._pseudonyms.of_user(user_id))
+        return [OwnReport(self._codes.of(r.code), r.category, r.status, r.created_at) for r in reports]
 
     async def forget(self, user_id: int) -> None:
         """Delete everything that links to the person; their reports stay, fully anonymous."""
         pseudonym = self._pseudonyms.of_user(user_id)
         now = self._clock.now()
         async with self._db.write() as conn:
-            dropped = await self._reports.drop_staged(conn, pseudonym)
+            dropped = await self._evidence.drop_staged(conn, pseudonym)
             for stored in await self._drafts.all_for(conn, pseudonym):
                 # What the person was in the middle of still leaves the phone.
                 await self._discard(conn, pseudonym, self._decode(pseudonym, stored))
@@ -452,7 +586,7 @@ class ReportService:
             expired = await self._drafts.expired(conn, now)
             dropped: list[str] = []
             for stored in expired:
-                dropped += await self._reports.drop_staged(conn, stored.pseudonym)
+                dropped += await self._evidence.drop_staged(conn, stored.pseudonym)
                 await self._discard(conn, stored.pseudonym, self._decode(stored.pseudonym, stored))
             # Counters only matter within their window (an hour at most); older ones are traces.
             await self._actions.purge_before(conn, now - timedelta(hours=1))
@@ -465,14 +599,14 @@ class ReportService:
         """Put a follow-up into the SOS itself and edit its card: one person's many lines cost one
         coalesced edit, never a message of their own ahead of someone else's first SOS."""
         report = await self._reports.by_code(conn, code)
-        body = self._cipher.decrypt_json(report.body, binding=report_body_binding(code))
+        body = open_raw_body(self._cipher, report)
         if line is not None:
             at = self._clock.now().astimezone(self._zone).strftime("%H:%M")
             updates = [*(body.get("updates") or []), f"{at} {line}"]
             body["updates"] = updates[-MAX_SOS_UPDATES:]
         if location is not None:
             body["location"] = location
-        sealed = self._cipher.encrypt_json(body, binding=report_body_binding(code))
+        sealed = self._cipher.encrypt_json(body, binding=body_binding(report))
         await self._reports.set_body(conn, report.id, sealed, self._clock.now())
         if report.status in ("closed", "rejected"):
             return  # kept with the report, but a closed or spam SOS's card no longer spends the group's slots
@@ -558,7 +692,7 @@ class ReportService:
         if stored is None:
             return []
         await self._discard(conn, pseudonym, self._decode(pseudonym, stored))
-        return await self._reports.drop_staged(conn, pseudonym) if kind == "report" else []
+        return await self._evidence.drop_staged(conn, pseudonym) if kind == "report" else []
 
     async def _discard(
         self, conn: AsyncConnection, pseudonym: str, draft: Draft, chat_id: int | None = None
@@ -580,14 +714,17 @@ class ReportService:
     ) -> None:
         now = self._clock.now()
         expires = now + (ttl or self._limits.draft_ttl)
+        # Transient: once submitted or dropped, a draft's old copies must not decrypt (bot.services.history).
         payload = self._cipher.encrypt_json(
-            draft.to_json(), binding=_binding(pseudonym, draft.kind, draft.nonce)
+            draft.to_json(), binding=_binding(pseudonym, draft.kind, draft.nonce), transient=True
         )
         if create:
             await self._drafts.put(
                 conn, StoredDraft(pseudonym, draft.nonce, draft.kind, payload, expires), now
             )
-        elif not await self._drafts.save(conn, pseudonym, draft.nonce, payload, now, expires):
+        elif not await self._drafts.save(
+            conn, pseudonym, draft.nonce, payload, now, expires, kind=draft.kind
+        ):
             raise Stale
 
     async def _new_code(self, conn: AsyncConnection) -> str:
@@ -596,17 +733,22 @@ class ReportService:
             if not await self._reports.code_exists(conn, code):
                 return code
 
-    def _new_report(self, draft: Draft, code: str, pseudonym: str, chat_id: int) -> NewReport:
+    def _new_report(self, draft: Draft, code: str, pseudonym: str, chat_id: int, now: datetime) -> NewReport:
         body = {"text": draft.text, "place": draft.place, "location": draft.location, "people": draft.people}
         contactable = bool(draft.contactable)
+        category = draft.category or "other"
+        occurred_at = datetime.fromisoformat(draft.occurred_at) if draft.occurred_at else None
+        binding = sealed_body_binding(
+            code, draft.kind, category, occurred_at, draft.precision, draft.region, contactable, now
+        )
         return NewReport(
             code=code,
             kind=draft.kind,
-            category=draft.category or "other",
-            occurred_at=datetime.fromisoformat(draft.occurred_at) if draft.occurred_at else None,
+            category=category,
+            occurred_at=occurred_at,
             occurred_precision=draft.precision,
             region=draft.region,
-            body=self._cipher.encrypt_json(body, binding=report_body_binding(code)),
+            body=self._cipher.encrypt_json(body, binding=binding),
             contactable=contactable,
             reporter=pseudonym if contactable else None,
             contact_chat=(
@@ -614,16 +756,19 @@ class ReportService:
                 if contactable
                 else None
             ),
-            submit_key=draft.nonce,
+            # The draft's nonce sits in clear beside its owner's pseudonym until submission, and old copies of
+            # that row outlive it in the WAL: an anonymous report keeps nothing derived from it (a double tap
+            # is recognised in memory instead, see `_recent`).
+            submit_key=(
+                self._pseudonyms.of_submission(draft.nonce) if contactable else secrets.token_hex(16)
+            ),
         )
 
     async def _alert_input(
         self, conn: AsyncConnection, draft: Draft, code: str, contactable: bool, report_id: int
     ) -> AlertInput:
-        items = await self._reports.evidence_for(conn, report_id) if draft.evidence else []
-        file_ids = [
-            self._cipher.decrypt_text(e.file_ref, binding=f"evidence.file_ref:{e.uid}") for e in items
-        ]
+        items = await self._reports.evidence.for_report(conn, report_id) if draft.evidence else []
+        file_ids = [self._cipher.decrypt_text(e.file_ref, binding=file_ref_binding(e.uid)) for e in items]
         return AlertInput(
             code=code,
             kind=draft.kind,
@@ -641,8 +786,12 @@ class ReportService:
         )
 
 
-def _binding(pseudonym: str, kind: str, nonce: str) -> str:
+def draft_binding(pseudonym: str, kind: str, nonce: str) -> str:
+    """Return what a draft's encryption is bound to."""
     return f"drafts.payload:{pseudonym}:{kind}:{nonce}"
+
+
+_binding = draft_binding
 
 
 def _expects(step: str) -> str:
@@ -659,7 +808,7 @@ def _raise(error: Exception) -> None:
     raise error
 
 
-def _deletions(chat_id: int, message_ids: Sequence[int]) -> list[OutgoingMessage]:
+def _deletions(chat_id: int, message_ids: Sequence[int], *, unlinked: bool = False) -> list[OutgoingMessage]:
     # No recipient and no dedupe key: either would let a seized database join this row to the report it
     # cleans up after (the row is created in the same transaction, so it is exactly-once anyway).
     ids = sorted(set(message_ids))
@@ -669,6 +818,7 @@ def _deletions(chat_id: int, message_ids: Sequence[int]) -> list[OutgoingMessage
             {"chat_id": chat_id, "message_ids": ids[i : i + _DELETE_BATCH]},
             kind="cleanup",
             priority=_CLEANUP_PRIORITY,
+            unlinked=unlinked,
         )
         for i in range(0, len(ids), _DELETE_BATCH)
     ]

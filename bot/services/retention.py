@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from bot.clock import Clock
+from bot.services.history import HistoryScrubber
 from bot.services.reports import ReportService
 from storage.database import Database
 from storage.inbox import InboxRepository
@@ -33,12 +34,14 @@ class Retention:
         clock: Clock,
         reports: ReportService | None = None,
         outbox: OutboxRepository | None = None,
+        history: HistoryScrubber | None = None,
     ) -> None:
         self._db = db
         self._inbox = inbox
         self._outbox = outbox or OutboxRepository()
         self._clock = clock
         self._reports = reports
+        self._history = history
 
     async def purge(self) -> int:
         """Delete handled inbox rows older than INBOX_KEEP and expired drafts; return how many rows."""
@@ -59,4 +62,7 @@ class Retention:
             purged += await self._reports.purge_expired()
         if purged:
             log.info("purged %d expired rows", purged)
+        if self._history is not None:
+            # Deleted rows linger in the WAL and in retired drafts' old copies: end that history too.
+            await self._history.scrub_quietly()
         return purged

@@ -140,6 +140,7 @@ class TeamService:
                 await self._users.grant(conn, pseudonym, "coordinator", now, granted_by=invite.created_by)
                 await self._repo.join(conn, pseudonym, now)
                 await self._audit.record(conn, pseudonym, "team.join", target, detail="coordinator")
+                await self._audit.anchor(conn)  # a role change: every admin gets the new head
             else:
                 refusal = "team.invite_used"
         if refusal is not None:
@@ -211,6 +212,7 @@ class TeamService:
             await self._audit.record(
                 act.conn, act.actor, "team.revoke", member.pseudonym, detail=f"freed {freed}"
             )
+            await self._audit.anchor(act.conn)  # a role change: every admin gets the new head
         return self._open_name(member.pseudonym, member.display_name), freed
 
     async def retire(self, conn: AsyncConnection, pseudonym: str) -> None:

@@ -28,6 +28,7 @@ from bot.services.alerts import (
 from bot.services.audit import AuditLog
 from bot.services.contact import ContactService
 from bot.services.delivery import Receipt
+from bot.services.evidence import BOUND, EvidenceStore
 from bot.services.outbox import Outbox
 from bot.services.report_body import alert_input, parse_code, safe_code
 from bot.services.roles import COORDINATING, Gate, Refused
@@ -67,6 +68,7 @@ class TriageService:
         reporter_updates: frozenset[str],
         copies: AlertCopyRepository,
         pseudonyms: Pseudonymizer,
+        evidence: EvidenceStore | None = None,
     ) -> None:
         self._db = db
         self._gate = gate
@@ -82,6 +84,7 @@ class TriageService:
         self._reporter_updates = reporter_updates
         self._copies = copies
         self._pseudonyms = pseudonyms
+        self._evidence = evidence
 
     async def press(
         self,
@@ -245,7 +248,7 @@ class TriageService:
             return  # not sent yet: card_sent brings it up to date when it is
         if only is None:
             await self._outbox.cancel_ref(conn, report.code, kinds=(EDIT_KIND,))
-        evidence = await self._reports.evidence_for(conn, report.id)
+        evidence = await self._reports.evidence.for_report(conn, report.id)
         state = await self.card_state(conn, report)
         shown = alert_input(self._cipher, report, evidence)
         edits = [
@@ -303,7 +306,12 @@ class TriageService:
         async with self._gate.acting(user_id, "alerts.open", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             report = await self._reports.by_code(act.conn, code)
-            evidence = await self._reports.evidence_for(act.conn, report.id)
+            evidence = await self._reports.evidence.for_report(act.conn, report.id)
+            if self._evidence is not None:
+                # A file whose record was moved here from another report, or edited, is not re-sent as
+                # this report's (/r says which, and why).
+                check = self._evidence.check_row
+                evidence = [item for item in evidence if check(report.id, code, item) == BOUND]
             shown = alert_input(self._cipher, report, evidence, with_files=True)
             state = await self.card_state(act.conn, report)
             card = self._alerts.card_copy(shown, state, user_id, PRIORITY_DIGEST)

@@ -105,6 +105,7 @@ class BotProcess:
             "JARCHY_BOT_TOKEN": TEST_TOKEN,
             "JARCHY_API_URL": fake.url,
             "JARCHY_DATA_DIR": str(data_dir),
+            "JARCHY_KEY_FILE": str(data_dir.parent / "keys" / "jarchy.key"),  # as make_settings puts it
             "JARCHY_POLLING_TIMEOUT_S": "1",
             "JARCHY_LOG_LEVEL": "WARNING",
             **{f"JARCHY_{name.upper()}": value for name, value in settings.items()},

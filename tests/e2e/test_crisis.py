@@ -27,6 +27,7 @@ from tests.fakebot import FakeBotApi
 from tests.workspace_seed import Seed, seed_reports
 
 CODE = re.compile(r"R-[0-9A-Z]{5}")
+SHOWN_CODE = re.compile(r"K-[0-9A-Z]{5}")  # what a reporter is shown instead
 
 
 @pytest.fixture
@@ -282,10 +283,16 @@ async def test_a_double_tap_on_submit_gives_one_receipt_and_one_alert(
     )
     await fake.wait_for("deleteMessages", chat_id=8201, timeout=15)
     await settle(1.0)
-    with_code = [m for m in fake.chat_messages(8201) if CODE.search(str(m.get("text", "")))]
+    with_code = [m for m in fake.chat_messages(8201) if SHOWN_CODE.search(str(m.get("text", "")))]
     assert len(with_code) == 1, "one receipt"
-    code = CODE.findall(str(with_code[0]["text"]))[0]
-    cards = [m for m in fake.chat_messages(COORDINATORS) if code in str(m.get("text", ""))]
+    shown = SHOWN_CODE.findall(str(with_code[0]["text"]))[0]
+    # The receipt shows the reporter's own code; the card the one it is derived from.
+    reporter_code = crisis_bot.app_services().reports.reporter_code
+    cards = [
+        m
+        for m in fake.chat_messages(COORDINATORS)
+        if any(reporter_code(code) == shown for code in CODE.findall(str(m.get("text", ""))))
+    ]
     assert len(cards) == 1
 
 

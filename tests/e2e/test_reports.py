@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -72,11 +73,13 @@ async def test_the_whole_guided_report_reaches_the_coordinators(
     await person.tap("submit")
     # The review screen became the receipt.
     receipt = fake.sent("editMessageText", chat_id=person.user_id)[-1].params["text"]
-    code = receipt.split("<code>")[1].split("</code>")[0]
-    assert code.startswith("R-") and len(code) == 7
+    shown = receipt.split("<code>")[1].split("</code>")[0]
+    assert shown.startswith("K-") and len(shown) == 7  # the reporter's own code (tests/test_phone_cleanup.py)
 
     alert = (await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15))[0].params
-    assert code in alert["text"] and "Oktyabrsky" in alert["text"]
+    code = re.findall(r"R-\w{5}", alert["text"])[0]
+    assert reporting_bot.app_services().reports.reporter_code(code) == shown and shown not in alert["text"]
+    assert "Oktyabrsky" in alert["text"]
     assert [b["callback_data"] for b in alert["reply_markup"]["inline_keyboard"][0]] == [
         f"t:{code}:ack",
         f"t:{code}:take",
@@ -211,10 +214,10 @@ async def test_telegram_failing_mid_flow_loses_no_step_and_makes_one_report(
     submit = next(d for d in person.buttons() if d.split(":")[3] == "submit")
     fake.add_callback_query(user_id=650, data=submit, message_id=message["message_id"])
     receipts = await fake.wait_for(
-        "editMessageText", chat_id=650, timeout=20, predicate=lambda c: "R-" in str(c.params.get("text"))
+        "editMessageText", chat_id=650, timeout=20, predicate=lambda c: "K-" in str(c.params.get("text"))
     )
     assert len(receipts) == 1
-    assert [m for m in person.bot_messages() if "R-" in str(m.get("text"))] == [
+    assert [m for m in person.bot_messages() if "K-" in str(m.get("text"))] == [
         m for m in person.bot_messages() if m["message_id"] == message["message_id"]
     ]
     await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)

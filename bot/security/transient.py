@@ -1,0 +1,157 @@
+"""Short-lived keys for data that links a person to what they do: raw updates, drafts, phone clean-ups.
+
+SQLite's WAL, and the free blocks a deleted WAL leaves on the disk, keep old versions of rows long after
+they were deleted. Encrypting such rows under the data key would let anyone who later holds the key
+decrypt those carved copies. So they are encrypted under an epoch key instead, kept in a small file of
+fixed size whose slots are overwritten in place when the epoch is retired: once a key's slot is
+overwritten, every old copy of every row sealed under it is noise, wherever it lingers.
+
+In-place overwriting holds on ext4 and similar file systems; on flash the controller may keep the old
+block until it is erased, which is one more reason full-disk encryption is required (see the README).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nacl.bindings as sodium
+import nacl.exceptions
+import nacl.utils
+
+from bot.security.keys import DataKey
+
+SLOTS = 4
+# Longer than an outbox lease (60 s) and any handler: what was read before a scrub is used well within it.
+RETIRED_GRACE_S = 300.0
+_KEY_BYTES = 32
+_NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+_SEALED_BYTES = _KEY_BYTES + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+_SLOT_BYTES = 4 + _NONCE_BYTES + _SEALED_BYTES
+_AD = b"jarchy-transient-slot-v1:"
+
+
+class NoFreeSlot(Exception):
+    """Every slot holds a key that rows may still be sealed under."""
+
+
+class TransientKeys:
+    """Epoch keys in a fixed-size file; the newest encrypts, the others only decrypt until retired."""
+
+    def __init__(self, path: Path, key: DataKey, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._path = path
+        self._wrap = key.derive("transient.wrap")
+        self._keys: dict[int, bytes] = {}
+        self._slots: dict[int, int] = {}  # epoch -> slot index
+        self._retired: dict[int, tuple[bytes, float]] = {}  # epoch -> (key, forgotten at)
+        self._monotonic = monotonic
+        self._load()
+        if not self._keys:
+            self.begin_epoch()
+
+    @property
+    def current(self) -> int:
+        """The epoch new data is sealed under."""
+        return max(self._keys)
+
+    def key_of(self, epoch: int) -> bytes | None:
+        """Return an epoch's key, or None once it is retired (and its grace in memory is over)."""
+        key = self._keys.get(epoch)
+        if key is not None:
+            return key
+        retired = self._retired.get(epoch)
+        if retired is not None and retired[1] > self._monotonic():
+            return retired[0]
+        return None
+
+    def epochs(self) -> list[int]:
+        """Every epoch whose key is still kept, oldest first."""
+        return sorted(self._keys)
+
+    def begin_epoch(self) -> int:
+        """Make a new key, write it durably to a free slot and make it the current one."""
+        epoch = max(self._keys, default=0) + 1
+        used = set(self._slots.values())
+        free = [slot for slot in range(SLOTS) if slot not in used]
+        if not free:
+            # Overwriting a live key would make its rows unreadable: the caller rewrites them under the
+            # current epoch and retires the others first.
+            raise NoFreeSlot(f"all {SLOTS} transient key slots hold live keys")
+        key = nacl.utils.random(_KEY_BYTES)
+        self._write_slot(free[0], _seal(self._wrap, epoch, key))
+        self._keys[epoch], self._slots[epoch] = key, free[0]
+        return epoch
+
+    def retire_all_but(self, keep: int) -> list[int]:
+        """Overwrite the slots of every epoch except `keep`; return the retired epochs.
+
+        The disk forgets them at once; this process keeps them in memory for RETIRED_GRACE_S, because a
+        reader may hold a value it read just before the scrub rewrote it (a claimed outbox row about to be
+        sent, an update being dispatched). Memory is not what a seized disk holds.
+        """
+        retired = [epoch for epoch in self._keys if epoch != keep]
+        now = self._monotonic()
+        self._retired = {e: kept for e, kept in self._retired.items() if kept[1] > now}
+        for epoch in retired:
+            self._write_slot(self._slots[epoch], bytes(_SLOT_BYTES))
+            self._retired[epoch] = (self._keys[epoch], now + RETIRED_GRACE_S)
+            self._forget(epoch)
+        return retired
+
+    def rewrap(self, key: DataKey) -> None:
+        """Seal the kept epoch keys under another data key (key rotation), slot by slot in place."""
+        wrap = key.derive("transient.wrap")
+        for epoch, slot in self._slots.items():
+            self._write_slot(slot, _seal(wrap, epoch, self._keys[epoch]))
+        self._wrap = wrap
+
+    def _forget(self, epoch: int) -> None:
+        del self._keys[epoch]
+        del self._slots[epoch]
+
+    def _load(self) -> None:
+        try:
+            raw = self._path.read_bytes()
+        except FileNotFoundError:
+            return
+        for slot in range(min(SLOTS, len(raw) // _SLOT_BYTES)):
+            chunk = raw[slot * _SLOT_BYTES : (slot + 1) * _SLOT_BYTES]
+            opened = _open(self._wrap, chunk)
+            if opened is not None:
+                epoch, key = opened
+                self._keys[epoch], self._slots[epoch] = key, slot
+        # Slots sealed under another data key stay untouched: they are not ours to erase.
+
+    def _write_slot(self, slot: int, data: bytes) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size < SLOTS * _SLOT_BYTES:
+                # Allocate the whole file once, so later writes overwrite blocks instead of adding them.
+                os.pwrite(fd, bytes(SLOTS * _SLOT_BYTES - size), size)
+            os.pwrite(fd, data, slot * _SLOT_BYTES)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _seal(wrap: bytes, epoch: int, key: bytes) -> bytes:
+    header = struct.pack(">I", epoch)
+    nonce = nacl.utils.random(_NONCE_BYTES)
+    sealed: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(key, _AD + header, nonce, wrap)
+    return header + nonce + sealed
+
+
+def _open(wrap: bytes, chunk: bytes) -> tuple[int, bytes] | None:
+    if len(chunk) != _SLOT_BYTES or not any(chunk):
+        return None
+    header, nonce, sealed = chunk[:4], chunk[4 : 4 + _NONCE_BYTES], chunk[4 + _NONCE_BYTES :]
+    try:
+        key: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, _AD + header, nonce, wrap)
+    except nacl.exceptions.CryptoError:
+        return None
+    return struct.unpack(">I", header)[0], key

@@ -1,0 +1,121 @@
+"""Ending history: short-lived rows move to a fresh epoch key, the old key is overwritten, the WAL cut.
+
+After an anonymous report, the old versions of its draft and of the updates that built it survive in the
+WAL and in free blocks of the disk. A scrub makes them unreadable even to someone who later holds the data
+key: every live transient row is rewritten under a new epoch key and the previous key's slot is
+overwritten (bot.security.transient), then the WAL is checkpointed and truncated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from bot.security import Cipher, DecryptionError
+from bot.security.transient import NoFreeSlot
+from bot.services.evidence import staged_binding
+from bot.services.inbox import update_binding
+from bot.services.outbox import payload_binding
+from bot.services.reports import draft_binding
+from storage.database import Database
+from storage.sealed_rows import SealedRow, SealedRowRepository
+
+log = logging.getLogger(__name__)
+
+SCRUB_DELAY_S = 1.0  # gathers the anonymous reports of a burst into one scrub
+
+
+@dataclass(frozen=True)
+class Scrubbed:
+    """What one scrub did."""
+
+    rewritten: int
+    retired: tuple[int, ...]
+    unreadable: int
+    checkpointed: bool
+
+
+class HistoryScrubber:
+    """Rewrites transient rows under a new epoch, retires the old epochs and truncates the WAL."""
+
+    def __init__(
+        self,
+        db: Database,
+        cipher: Cipher,
+        repo: SealedRowRepository | None = None,
+        delay_s: float = SCRUB_DELAY_S,
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._repo = repo or SealedRowRepository()
+        self._delay_s = delay_s
+        self._pending: asyncio.Task[None] | None = None
+
+    def request(self) -> None:
+        """Scrub soon (once for a burst of requests)."""
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._later(), name="history-scrub")
+
+    async def close(self) -> None:
+        """Run a pending scrub now (a stop must not leave the last anonymous report's history behind)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+            await self.scrub_quietly()
+
+    async def scrub_quietly(self) -> Scrubbed | None:
+        """Scrub, logging instead of raising (the next scrub catches up)."""
+        try:
+            return await self.scrub()
+        except Exception:
+            log.exception("could not scrub transient history; trying again later")
+            return None
+
+    async def scrub(self) -> Scrubbed:
+        """Move every transient row to a new epoch, retire the others, checkpoint the WAL."""
+        keys = self._cipher.transient_keys
+        if keys is None:
+            return Scrubbed(0, (), 0, await self._db.checkpoint())
+        rewritten: list[tuple[SealedRow, bytes]] = []
+        unreadable = 0
+        # Under the write lock: every transient encryption happens inside a write transaction, so no row
+        # can be sealed under the old epoch after this one has rewritten them all.
+        async with self._db.write() as conn:
+            with contextlib.suppress(NoFreeSlot):
+                # A crash between writing a key and retiring the old ones can leave every slot full; then
+                # this scrub moves rows to the newest key it has and frees the rest.
+                await asyncio.to_thread(keys.begin_epoch)
+            current = keys.current
+            for row in await self._repo.all(conn):
+                if Cipher.epoch_of(row.payload) == current:
+                    continue
+                binding = _binding(row)
+                try:
+                    plain = self._cipher.decrypt(row.payload, binding=binding)
+                except DecryptionError:
+                    unreadable += 1  # already unreadable: leave it for its owner's error handling
+                    continue
+                rewritten.append((row, self._cipher.encrypt(plain, binding=binding, transient=True)))
+            await self._repo.rewrite(conn, rewritten)
+        retired = await asyncio.to_thread(keys.retire_all_but, current)
+        checkpointed = await self._db.checkpoint()
+        return Scrubbed(len(rewritten), tuple(retired), unreadable, checkpointed)
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self._delay_s)
+        await self.scrub_quietly()
+
+
+def _binding(row: SealedRow) -> str:
+    if row.table == "inbox":
+        return update_binding(int(row.key[0]))
+    if row.table == "evidence_staged":
+        return staged_binding(str(row.key[1]))
+    if row.table == "drafts":
+        pseudonym, kind, nonce = (str(part) for part in row.key)
+        return draft_binding(pseudonym, kind, nonce)
+    return payload_binding(str(row.key[1]))

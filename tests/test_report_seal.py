@@ -1,0 +1,80 @@
+"""A report's clear columns are bound to its sealed body: an edit outside the bot fails loudly."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from sqlalchemy import text
+
+from bot.services.report_body import ReportTampered, report_body_binding
+from bot.services.report_seal import reseal_legacy_bodies, tampered_reports
+from bot.wiring import Services
+from tests.test_workspace import ADMIN, AIDA, join, seed, services, settings
+from tests.workspace_seed import Seed
+
+__all__ = ["services", "settings"]  # fixtures
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("category", "other"),
+        ("region", "osh_city"),
+        ("created_at", 1),
+        ("occurred_at", None),
+        ("kind", "sos"),
+    ],
+)
+async def test_an_edited_clear_column_fails_in_the_view_the_export_and_verify(
+    services: Services, column: str, value: object
+) -> None:
+    await join(services, AIDA, "Aida")
+    edited, intact = await seed(services, Seed(category="detention", region="bishkek"), Seed())
+    async with services.db.write() as conn:
+        await conn.execute(
+            text(f"UPDATE reports SET {column} = :v WHERE code = :c"),  # noqa: S608 (a test's own column)
+            {"v": value, "c": edited},
+        )
+    with pytest.raises(ReportTampered) as refused:
+        await services.desk.view(AIDA, edited)
+    assert refused.value.key == "desk.tampered" and refused.value.params == {"code": edited}
+    assert (await services.desk.view(AIDA, intact)).report.code == intact
+    query = await services.desk.parse_query(ADMIN, [])
+    out = io.StringIO()
+    await services.exports.write(query, {"csv": out})
+    rows = {r["code"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
+    assert rows[edited]["integrity"].startswith("FAILED") and rows[edited]["text"] == ""
+    assert rows[intact]["integrity"] == "ok"
+    assert await tampered_reports(services.db, services.cipher) == [edited]
+
+
+async def test_a_body_moved_to_another_report_fails(services: Services) -> None:
+    await join(services, AIDA, "Aida")
+    first, second = await seed(services, Seed(text="first"), Seed(text="second"))
+    async with services.db.write() as conn:
+        await conn.execute(
+            text("UPDATE reports SET body = (SELECT body FROM reports WHERE code = :a) WHERE code = :b"),
+            {"a": first, "b": second},
+        )
+    with pytest.raises(ReportTampered):
+        await services.desk.view(AIDA, second)
+    assert await tampered_reports(services.db, services.cipher) == [second]
+
+
+async def test_bodies_sealed_before_the_binding_are_resealed_once_then_guarded(services: Services) -> None:
+    await join(services, AIDA, "Aida")
+    (code,) = await seed(services, Seed(text="older"))
+    legacy = services.cipher.encrypt_json(
+        {"text": "older", "place": None, "location": None, "people": None}, binding=report_body_binding(code)
+    )
+    async with services.db.write() as conn:
+        await conn.execute(text("UPDATE reports SET body = :b WHERE code = :c"), {"b": legacy, "c": code})
+    assert await tampered_reports(services.db, services.cipher) == [code]
+    assert await reseal_legacy_bodies(services.db, services.cipher) == 1
+    assert (await services.desk.view(AIDA, code)).body.text == "older"
+    assert await reseal_legacy_bodies(services.db, services.cipher) == 0
+    async with services.db.write() as conn:
+        await conn.execute(text("UPDATE reports SET category = 'threats' WHERE code = :c"), {"c": code})
+    assert await tampered_reports(services.db, services.cipher) == [code]
