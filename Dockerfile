@@ -1,7 +1,14 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t jarchy .
+# Key:   docker run --rm jarchy keygen --out - > jarchy.key && chmod 600 jarchy.key && sudo chown 10001 jarchy.key
+#        or, sealed under a passphrase typed twice: docker run --rm -it -v "$PWD:/out" --user "$(id -u)" \
+#          jarchy keygen --passphrase --out /out/jarchy.key (then chown 10001; start the bot with -it too, or
+#          give the passphrase as a second secret and set JARCHY_KEY_PASSPHRASE_FILE=/run/secrets/...)
+#        Keep the file on another disk than the data volume's.
 # Run:   docker run -d --name jarchy -e JARCHY_BOT_TOKEN=... -v jarchy-data:/data \
-#          -v /secure/jarchy.key:/run/secrets/jarchy.key:ro -e JARCHY_KEY_FILE=/run/secrets/jarchy.key jarchy
+#          -v "$PWD/jarchy.key:/run/secrets/jarchy_key:ro" jarchy
+#        (compose: `secrets: {jarchy_key: {file: ./jarchy.key}}`, which mounts it at the same place)
+# The key is never created in the container: without the secret the bot stops with a line saying so.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -21,8 +28,12 @@ ENV PATH=/opt/jarchy/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     JARCHY_DATA_DIR=/data \
+    JARCHY_KEY_FILE=/run/secrets/jarchy_key \
     MPLCONFIGDIR=/tmp/matplotlib
-RUN groupadd --system jarchy && useradd --system --gid jarchy --home-dir /data --shell /usr/sbin/nologin jarchy \
+# A fixed uid, so the key file given as a secret can be made readable to it (chown 10001). Its home is not
+# the data volume: nothing of the key's may default to where the database lives.
+RUN groupadd --system --gid 10001 jarchy \
+ && useradd --system --uid 10001 --gid jarchy --home-dir /home/jarchy --create-home --shell /usr/sbin/nologin jarchy \
  && mkdir -p /data && chown jarchy:jarchy /data && chmod 700 /data
 COPY --from=build /opt/jarchy /opt/jarchy
 USER jarchy

@@ -307,8 +307,11 @@ async def _held_alerts(db: Database) -> str:
 
 async def _audit_verify(settings: Settings, expect_head: str | None = None) -> int:
     from bot.clock import SystemClock
+    from bot.security import Cipher
+    from bot.security.key_guard import guard_key
     from bot.services.audit import AuditLog, head_prefix
-    from bot.wiring import load_key
+    from bot.services.evidence import EvidenceStore, verify_evidence
+    from bot.services.report_seal import tampered_reports
     from storage.audit import AuditRepository
     from storage.database import Database
     from storage.state import StateRepository
@@ -321,16 +324,35 @@ async def _audit_verify(settings: Settings, expect_head: str | None = None) -> i
             return EXIT_CONFIG
     db = Database.connect(settings.database_url)
     try:
-        verdict = await AuditLog(
-            db, AuditRepository(), StateRepository(), load_key(settings), SystemClock()
-        ).verify(expect_head)
+        # A wrong key is a configuration error (exit 2), not a broken chain; and verify never makes a key.
+        key = (await guard_key(settings, db, create=False)).key
+    except KeyFileError:
+        await db.close()
+        raise
+    try:
+        verdict = await AuditLog(db, AuditRepository(), StateRepository(), key, SystemClock()).verify(
+            expect_head
+        )
+        # The reports and their evidence are checked too: an edited category or a file moved to another
+        # report is tampering with the record as much as an edited audit entry.
+        tampered = await tampered_reports(db, Cipher(key))
+        evidence = await verify_evidence(db, EvidenceStore(settings.data_dir / "evidence", key))
     finally:
         await db.close()
-    for problem in verdict.problems:
+    problems = [
+        *verdict.problems,
+        *(
+            f"report {code}: its category, region, kind or times were edited outside the bot"
+            for code in tampered
+        ),
+        *(f"evidence {p.uid} of {p.code}: {p.problem}" for p in evidence.problems),
+    ]
+    for problem in problems:
         print(f"audit: {problem}", file=sys.stderr)
-    if not verdict.intact:
+    if problems:
         print(
-            f"audit: BROKEN — {len(verdict.problems)} problem(s) in {verdict.entries} entries",
+            f"audit: BROKEN — {len(problems)} problem(s) in {verdict.entries} entries, "
+            f"{len(tampered)} report(s) and {len(evidence.problems)} evidence file(s)",
             file=sys.stderr,
         )
         return 1

@@ -70,7 +70,7 @@ class DraftRepository:
             "payload": draft.payload,
             "created_at": _hour(now),
             "updated_at": _hour(now),
-            "expires_at": _coarse_expiry(draft.kind, draft.expires_at),
+            "expires_at": _coarse_expiry(draft.kind, now, draft.expires_at),
         }
         stmt = insert_or(conn, drafts).values(**values)
         await conn.execute(
@@ -94,7 +94,7 @@ class DraftRepository:
         result = await conn.execute(
             update(drafts)
             .where(drafts.c.pseudonym == pseudonym, drafts.c.nonce == nonce, drafts.c.expires_at > now)
-            .values(expires_at=_coarse_expiry(kind, expires_at))
+            .values(expires_at=_coarse_expiry(kind, now, expires_at))
             .values(payload=payload, updated_at=_hour(now))
         )
         return (result.rowcount or 0) == 1
@@ -118,8 +118,10 @@ def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def _coarse_expiry(kind: str | None, expires_at: datetime) -> datetime:
-    if kind == "sos":
-        return expires_at  # an SOS follow-up lives half an hour and its report names its author anyway
+def _coarse_expiry(kind: str | None, now: datetime, expires_at: datetime) -> datetime:
+    if kind == "sos" or expires_at - now < timedelta(hours=2):
+        # An SOS follow-up's report names its author anyway; a lifetime this short is a test or a choice
+        # the operator made knowingly: an hour more would change what they asked for.
+        return expires_at
     floor = _hour(expires_at)
     return floor if floor == expires_at else floor + timedelta(hours=1)

@@ -136,7 +136,12 @@ async def actions(db: Database) -> list[tuple[str, str | None]]:
 
 async def jarchy(settings: Settings, *args: str) -> tuple[int, str]:
     """Run the real `jarchy` command line on the data; return its exit code and output."""
-    env = {**os.environ, "JARCHY_DATA_DIR": str(settings.data_dir), "JARCHY_BOT_TOKEN": TEST_TOKEN}
+    env = {
+        **os.environ,
+        "JARCHY_DATA_DIR": str(settings.data_dir),
+        "JARCHY_KEY_FILE": str(settings.resolved_key_file),
+        "JARCHY_BOT_TOKEN": TEST_TOKEN,
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", *args, env=env, stdout=PIPE, stderr=STDOUT
     )

@@ -119,3 +119,14 @@ async def test_a_requested_scrub_runs_once_for_a_burst_and_on_close(tmp_path: Pa
 def _wal_size(database: Path) -> int:
     wal = database.with_name(database.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0
+
+
+def test_slots_sealed_under_another_key_are_never_overwritten(tmp_path: Path, key: DataKey) -> None:
+    path = tmp_path / "transient.keys"
+    theirs = TransientKeys(path, key)
+    before = path.read_bytes()
+    stranger = DataKey(bytes(32))
+    assert not TransientKeys.opens(path, stranger) and TransientKeys.opens(path, key)
+    mine = TransientKeys(path, stranger)  # a wrong key loaded by mistake starts an epoch of its own
+    assert mine.epochs() and path.read_bytes()[: len(before) // SLOTS] == before[: len(before) // SLOTS]
+    assert TransientKeys(path, key).epochs() == theirs.epochs()

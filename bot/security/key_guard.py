@@ -1,10 +1,10 @@
 """The start-up key guard: the right key for this database, or a stop before anything is touched.
 
-It runs before migrations and before any service exists, and only reads. The database keeps a key check
-(bot.security.keys.key_check) in bot_state; a key that does not match it, a missing key for a database that
-holds data, an unfinished rotation, or (for `run`) a key kept inside the data directory stops the program
-with one line and exit code 2. Only `run` on an empty database creates a key, and then writes its check.
-A database from before key checks is accepted if the key opens one of its encrypted values.
+It runs before migrations and before any service exists, and only reads the database, which keeps a key
+check (bot.security.keys.key_check) in bot_state. A key that does not match it, a missing key for a
+database that holds data, an unfinished rotation, or (for `run`) a key kept inside the data directory stops
+the program with one line and exit code 2. Only `run` on an empty database creates a key, and then writes
+its check. A database from before key checks is accepted if the key opens one of its encrypted values.
 """
 
 from __future__ import annotations
@@ -118,7 +118,14 @@ async def guard_key(
                 f"no data key at {location.path} ({location.source}); write one with `jarchy keygen --out "
                 "FILE` and give FILE to the service as that credential or secret"
             )
-        key = create_key_file(location.path)
+        try:
+            key = create_key_file(location.path)
+        except KeyFileError:
+            if not location.path.is_file():
+                raise
+            # Another first start wrote it a moment ago: use that one (settle() checks it won the race).
+            key = open_key_file(location.path, passphrase or passphrase_for(settings)).key
+            return KeyGrant(key, key_check(key))
         log.warning(
             "Created a new data key at %s, apart from the database. Back it up; to move it (another disk, a "
             "credential, a passphrase), stop the bot, move the file and set JARCHY_KEY_FILE: see README.",

@@ -48,6 +48,7 @@ class TransientKeys:
         self._slots: dict[int, int] = {}  # epoch -> slot index
         self._retired: dict[int, tuple[bytes, float]] = {}  # epoch -> (key, forgotten at)
         self._monotonic = monotonic
+        self._foreign: set[int] = set()  # slots that hold something this key cannot open
         self._load()
         if not self._keys:
             self.begin_epoch()
@@ -74,7 +75,9 @@ class TransientKeys:
     def begin_epoch(self) -> int:
         """Make a new key, write it durably to a free slot and make it the current one."""
         epoch = max(self._keys, default=0) + 1
-        used = set(self._slots.values())
+        # A slot sealed under another data key (a wrong key, a half-done rotation) is never overwritten:
+        # the rows it seals would be lost with it.
+        used = set(self._slots.values()) | self._foreign
         free = [slot for slot in range(SLOTS) if slot not in used]
         if not free:
             # Overwriting a live key would make its rows unreadable: the caller rewrites them under the
@@ -108,6 +111,18 @@ class TransientKeys:
             self._write_slot(slot, _seal(wrap, epoch, self._keys[epoch]))
         self._wrap = wrap
 
+    @staticmethod
+    def opens(path: Path, key: DataKey) -> bool:
+        """Tell whether `key` opens any slot of the file at `path` (a missing or empty file: True)."""
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return True
+        wrap = key.derive("transient.wrap")
+        chunks = [raw[i * _SLOT_BYTES : (i + 1) * _SLOT_BYTES] for i in range(len(raw) // _SLOT_BYTES)]
+        live = [chunk for chunk in chunks if any(chunk)]
+        return not live or any(_open(wrap, chunk) is not None for chunk in live)
+
     def _forget(self, epoch: int) -> None:
         del self._keys[epoch]
         del self._slots[epoch]
@@ -123,6 +138,8 @@ class TransientKeys:
             if opened is not None:
                 epoch, key = opened
                 self._keys[epoch], self._slots[epoch] = key, slot
+            elif any(chunk):
+                self._foreign.add(slot)
         # Slots sealed under another data key stay untouched: they are not ours to erase.
 
     def _write_slot(self, slot: int, data: bytes) -> None:

@@ -164,7 +164,9 @@ async def _rotate(
     else:
         record = json.loads(state.rotation)
         keys = _find_keys(record, paths, passphrase)
-        new = _need(keys, record["new"], f"the new key ({paths.next}) of the unfinished rotation")
+        new = _need(
+            keys, record["new"], f"the new key ({paths.next}, or {paths.target}) of the unfinished rotation"
+        )
         old = keys.get(record["old"])
         say("rotate-key: finishing an unfinished rotation")
     if record["phase"] == "reencrypt":
@@ -189,7 +191,10 @@ async def _rotate(
 def _need(keys: dict[str, DataKey], check: str, what: str) -> DataKey:
     found = keys.get(check)
     if found is None:
-        raise KeyFileError(f"{what} is missing or unreadable; the rotation cannot go on without it")
+        raise KeyFileError(
+            f"{what} is missing or unreadable; the rotation cannot go on without it (give the same --out "
+            "as the first time)"
+        )
     return found
 
 
@@ -289,8 +294,7 @@ async def _maybe_pause(done: int, pause_after: int | None, say: Callable[[str], 
 
 def _rewrap_transient(path: Path, old: DataKey, new: DataKey) -> bool:
     """Re-wrap the transient epoch keys under the new key; False if there were none to re-wrap."""
-    # TransientKeys starts a new epoch in the first slot it did not open when it opens none, which would
-    # overwrite a live slot wrapped under the other key; so open it only while an old slot is left.
+    # Opened only while a slot under the old key is left: once all are re-wrapped there is nothing to do.
     if not path.is_file() or not _opens_a_slot(path, old):
         return False
     TransientKeys(path, old).rewrap(new)
@@ -298,12 +302,7 @@ def _rewrap_transient(path: Path, old: DataKey, new: DataKey) -> bool:
 
 
 def _opens_a_slot(path: Path, key: DataKey) -> bool:
-    from bot.security import transient
-
-    raw, size = path.read_bytes(), transient._SLOT_BYTES
-    wrap = key.derive("transient.wrap")
-    slots = min(transient.SLOTS, len(raw) // size)
-    return any(transient._open(wrap, raw[i * size : (i + 1) * size]) is not None for i in range(slots))
+    return any(path.read_bytes()) and TransientKeys.opens(path, key)
 
 
 def _swap(paths: _Paths, new_check: str, passphrase: Passphrase, managed: bool, report: Rotation) -> None:

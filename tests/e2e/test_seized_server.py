@@ -177,7 +177,8 @@ async def test_a_seized_disk_links_no_anonymous_report_to_its_author(
             assert db.execute("SELECT count(*) FROM user_actions WHERE action = 'report'").fetchone() == (0,)
             # The clean-up rows written with the anonymous report carry a random chat key.
             cleanups = db.execute(
-                "SELECT chat_key, recipient FROM outbox WHERE kind = 'cleanup' AND created_at BETWEEN ? AND ?",
+                "SELECT chat_key, recipient FROM outbox"
+                " WHERE kind = 'cleanup' AND created_at BETWEEN ? AND ?",
                 (anonymous_at, anonymous_at + 1_000_000),
             ).fetchall()
             assert cleanups
