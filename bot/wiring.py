@@ -10,6 +10,7 @@ from bot.clock import Clock
 from bot.instance import InstanceClaim, claim_instance_id
 from bot.security import Cipher, DataKey, Pseudonymizer
 from bot.security.key_guard import guard_key, read_key
+from bot.security.owner_tags import OwnerTags
 from bot.security.transient import TransientKeys
 from bot.services.alert_planner import AlertPlanner
 from bot.services.alert_watch import AlertWatch
@@ -245,7 +246,7 @@ async def open_services(
     delivery.on_sent(CARD_KIND, triage.card_sent)
     reports = ReportService(
         db=db,
-        drafts=DraftRepository(),
+        drafts=DraftRepository(OwnerTags(cipher)),
         reports=report_repo,
         actions=ActionRepository(),
         users=user_repo,

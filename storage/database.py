@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 _READ_ONLY = "jarchy_read_only"
 BUSY_TIMEOUT_MS = 5000
-WAL_AUTOCHECKPOINT_PAGES = 100
+WAL_AUTOCHECKPOINT_PAGES = (
+    1000  # SQLite's default: a lower one costs a synchronous checkpoint per few commits
+)
 WAL_SIZE_LIMIT_BYTES = 0  # truncate to the smallest size at every checkpoint that restarts the WAL
 
 
@@ -113,7 +115,8 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, foreign_keys: b
         # An accepted update or outbox row must survive power loss, not only a process crash.
         cursor.execute("PRAGMA synchronous=FULL")
         # Keep the WAL short: it holds old versions of rows (secure_delete does not reach it). Checkpoint
-        # every ~400 KB of changes and cut the file back after each, instead of leaving it at its peak.
+        # every ~4 MB of changes and cut the file back after each, instead of leaving it at its peak; the
+        # scrub (bot.services.history) checkpoints and truncates after every anonymous report and purge.
         cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         cursor.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.dialect import insert_or
+from storage.owners import ClearOwners, Owners
 from storage.schema import drafts
 
 
@@ -23,60 +24,48 @@ class StoredDraft:
     expires_at: datetime
 
 
+def owner_binding(tag: str, kind: str) -> str:
+    """Return what a draft's sealed owner is bound to."""
+    return f"drafts.owner:{tag}:{kind}"
+
+
 class DraftRepository:
-    """SQL for drafts."""
+    """SQL for drafts. The `pseudonym` column holds the owner's tag (see `Owners`)."""
+
+    def __init__(self, owners: Owners | None = None) -> None:
+        self._owners = owners or ClearOwners()
 
     async def get(
         self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime
     ) -> StoredDraft | None:
         """Return the person's unexpired draft of one kind."""
-        row = (
-            await conn.execute(
-                select(drafts).where(
-                    drafts.c.pseudonym == pseudonym, drafts.c.kind == kind, drafts.c.expires_at > now
-                )
-            )
-        ).first()
-        if row is None:
-            return None
-        return StoredDraft(row.pseudonym, row.nonce, row.kind, row.payload, row.expires_at)
+        return await self._one(conn, pseudonym, kind, drafts.c.expires_at > now)
 
     async def get_expired(
         self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime
     ) -> StoredDraft | None:
         """Return the person's draft of one kind if it has expired (not yet purged)."""
-        row = (
-            await conn.execute(
-                select(drafts).where(
-                    drafts.c.pseudonym == pseudonym, drafts.c.kind == kind, drafts.c.expires_at <= now
-                )
-            )
-        ).first()
-        if row is None:
-            return None
-        return StoredDraft(row.pseudonym, row.nonce, row.kind, row.payload, row.expires_at)
+        return await self._one(conn, pseudonym, kind, drafts.c.expires_at <= now)
 
     async def all_for(self, conn: AsyncConnection, pseudonym: str) -> list[StoredDraft]:
         """Return every draft of a person, expired or not."""
-        rows = await conn.execute(select(drafts).where(drafts.c.pseudonym == pseudonym))
-        return [StoredDraft(r.pseudonym, r.nonce, r.kind, r.payload, r.expires_at) for r in rows]
+        rows = await conn.execute(select(drafts).where(drafts.c.pseudonym.in_(self._owners.tags(pseudonym))))
+        return [StoredDraft(pseudonym, r.nonce, r.kind, r.payload, r.expires_at) for r in rows]
 
     async def put(self, conn: AsyncConnection, draft: StoredDraft, now: datetime) -> None:
-        """Create or replace the person's draft."""
-        values = {
-            "pseudonym": draft.pseudonym,
-            "nonce": draft.nonce,
-            "kind": draft.kind,
-            "payload": draft.payload,
-            "created_at": _hour(now),
-            "updated_at": _hour(now),
-            "expires_at": _coarse_expiry(draft.kind, now, draft.expires_at),
-        }
-        stmt = insert_or(conn, drafts).values(**values)
+        """Create or replace the person's draft (under their current tag)."""
+        tags = self._owners.tags(draft.pseudonym)
+        await conn.execute(delete(drafts).where(drafts.c.pseudonym.in_(tags), drafts.c.kind == draft.kind))
         await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[drafts.c.pseudonym, drafts.c.kind],
-                set_={k: v for k, v in values.items() if k not in ("pseudonym", "kind", "created_at")},
+            insert(drafts).values(
+                pseudonym=tags[0],
+                owner=self._owners.seal(draft.pseudonym, binding=owner_binding(tags[0], draft.kind)),
+                nonce=draft.nonce,
+                kind=draft.kind,
+                payload=draft.payload,
+                created_at=_hour(now),
+                updated_at=_hour(now),
+                expires_at=_coarse_expiry(draft.kind, now, draft.expires_at),
             )
         )
 
@@ -91,25 +80,59 @@ class DraftRepository:
         kind: str | None = None,
     ) -> bool:
         """Update the payload of the draft with this nonce; False if it is gone or replaced."""
+        tags = self._owners.tags(pseudonym)
+        row = (
+            await conn.execute(
+                select(drafts.c.kind).where(
+                    drafts.c.pseudonym.in_(tags), drafts.c.nonce == nonce, drafts.c.expires_at > now
+                )
+            )
+        ).first()
+        if row is None:
+            return False
+        # Saved under the current tag: a draft being worked on follows the epochs by itself.
         result = await conn.execute(
             update(drafts)
-            .where(drafts.c.pseudonym == pseudonym, drafts.c.nonce == nonce, drafts.c.expires_at > now)
-            .values(expires_at=_coarse_expiry(kind, now, expires_at))
-            .values(payload=payload, updated_at=_hour(now))
+            .where(drafts.c.pseudonym.in_(tags), drafts.c.nonce == nonce, drafts.c.expires_at > now)
+            .values(
+                pseudonym=tags[0],
+                owner=self._owners.seal(pseudonym, binding=owner_binding(tags[0], row.kind)),
+                expires_at=_coarse_expiry(kind, now, expires_at),
+                payload=payload,
+                updated_at=_hour(now),
+            )
         )
         return (result.rowcount or 0) == 1
 
     async def delete(self, conn: AsyncConnection, pseudonym: str, nonce: str | None = None) -> bool:
         """Delete the person's drafts (only the one with this nonce, if given)."""
-        stmt = delete(drafts).where(drafts.c.pseudonym == pseudonym)
+        stmt = delete(drafts).where(drafts.c.pseudonym.in_(self._owners.tags(pseudonym)))
         if nonce is not None:
             stmt = stmt.where(drafts.c.nonce == nonce)
         return ((await conn.execute(stmt)).rowcount or 0) > 0
 
     async def expired(self, conn: AsyncConnection, now: datetime, limit: int = 100) -> list[StoredDraft]:
-        """Return drafts past their expiry."""
+        """Return drafts past their expiry, with their owners."""
         rows = await conn.execute(select(drafts).where(drafts.c.expires_at <= now).limit(limit))
-        return [StoredDraft(r.pseudonym, r.nonce, r.kind, r.payload, r.expires_at) for r in rows]
+        return [
+            StoredDraft(
+                self._owners.open(r.owner, r.pseudonym, binding=owner_binding(r.pseudonym, r.kind)),
+                r.nonce,
+                r.kind,
+                r.payload,
+                r.expires_at,
+            )
+            for r in rows
+        ]
+
+    async def _one(self, conn: AsyncConnection, pseudonym: str, kind: str, alive: Any) -> StoredDraft | None:
+        stmt = select(drafts).where(
+            drafts.c.pseudonym.in_(self._owners.tags(pseudonym)), drafts.c.kind == kind
+        )
+        row = (await conn.execute(stmt.where(alive))).first()
+        if row is None:
+            return None
+        return StoredDraft(pseudonym, row.nonce, row.kind, row.payload, row.expires_at)
 
 
 # A draft row names its owner; old copies of it outlive the row in the WAL. Exact times there would match

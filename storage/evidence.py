@@ -16,6 +16,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import new_id
+from storage.owners import ClearOwners, Owners
 from storage.schema import evidence, evidence_staged, reports
 
 
@@ -53,18 +54,30 @@ class KeptEvidence:
     item: Evidence
 
 
+def staged_owner_binding(tag: str) -> str:
+    """Return what a staged row's sealed owner is bound to."""
+    return f"evidence_staged.owner:{tag}"
+
+
 class EvidenceRepository:
-    """SQL for staged and kept evidence."""
+    """SQL for staged and kept evidence. A staged row's `owner` holds a keyed tag (see storage.owners)."""
+
+    def __init__(self, owners: Owners | None = None) -> None:
+        self._owners = owners or ClearOwners()
 
     async def stage(self, conn: AsyncConnection, owner: str, details: bytes) -> int:
         """Record a file received for the owner's draft; return the row's id."""
-        return new_id(await conn.execute(insert(evidence_staged).values(owner=owner, details=details)))
+        tag = self._owners.tags(owner)[0]
+        seal = self._owners.seal(owner, binding=staged_owner_binding(tag))
+        return new_id(
+            await conn.execute(insert(evidence_staged).values(owner=tag, details=details, owner_seal=seal))
+        )
 
     async def staged(self, conn: AsyncConnection, owner: str) -> list[StagedRow]:
         """Return a person's staged rows, oldest first."""
         rows = await conn.execute(
             select(evidence_staged.c.id, evidence_staged.c.details)
-            .where(evidence_staged.c.owner == owner)
+            .where(evidence_staged.c.owner.in_(self._owners.tags(owner)))
             .order_by(evidence_staged.c.id)
         )
         return [StagedRow(r.id, bytes(r.details)) for r in rows]
@@ -72,11 +85,20 @@ class EvidenceRepository:
     async def all_staged(self, conn: AsyncConnection) -> list[tuple[str, StagedRow]]:
         """Return every staged row with its owner (for the overall quota: a few hundred at most)."""
         rows = await conn.execute(
-            select(evidence_staged.c.id, evidence_staged.c.owner, evidence_staged.c.details).order_by(
-                evidence_staged.c.id
-            )
+            select(
+                evidence_staged.c.id,
+                evidence_staged.c.owner,
+                evidence_staged.c.owner_seal,
+                evidence_staged.c.details,
+            ).order_by(evidence_staged.c.id)
         )
-        return [(r.owner, StagedRow(r.id, bytes(r.details))) for r in rows]
+        return [
+            (
+                self._owners.open(r.owner_seal, r.owner, binding=staged_owner_binding(r.owner)),
+                StagedRow(r.id, bytes(r.details)),
+            )
+            for r in rows
+        ]
 
     async def unstage(self, conn: AsyncConnection, ids: Sequence[int]) -> None:
         """Delete staged rows."""

@@ -127,6 +127,9 @@ drafts = Table(
     Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp, nullable=False),
     Column("expires_at", UtcTimestamp, nullable=False),
+    # The owner's pseudonym, sealed under the transient key; the `pseudonym` column holds a keyed tag of it
+    # (bot.security.owner_tags). NULL only in rows from before tags, whose `pseudonym` is the pseudonym.
+    Column("owner", LargeBinary, nullable=True),
 )
 Index("ix_drafts_expires_at", drafts.c.expires_at)
 
@@ -230,8 +233,9 @@ evidence_staged = Table(
     # Files received for a draft. Everything but the owner is one ciphertext, so neither a deleted row
     # nor an old page in the WAL can be joined to the kept `evidence` row by uid, digest, size or time.
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("owner", String(64), nullable=False),  # the draft owner's pseudonym
+    Column("owner", String(64), nullable=False),  # a keyed tag of the draft owner's pseudonym (see drafts)
     Column("details", LargeBinary, nullable=False),
+    Column("owner_seal", LargeBinary, nullable=True),  # the pseudonym, sealed transiently; NULL before tags
 )
 Index("ix_evidence_staged_owner", evidence_staged.c.owner)
 

@@ -9,10 +9,13 @@ from sqlalchemy import text
 
 from bot.clock import Clock
 from bot.security import Cipher, DataKey, DecryptionError
+from bot.security.owner_tags import OwnerTags
 from bot.security.transient import RETIRED_GRACE_S, SLOTS, NoFreeSlot, TransientKeys
 from bot.services.history import HistoryScrubber
 from bot.services.inbox import update_binding
+from bot.services.reports import draft_binding
 from bot.wiring import build_limiter, open_services
+from storage.drafts import DraftRepository
 from tests.conftest import make_settings
 
 
@@ -130,3 +133,33 @@ def test_slots_sealed_under_another_key_are_never_overwritten(tmp_path: Path, ke
     mine = TransientKeys(path, stranger)  # a wrong key loaded by mistake starts an epoch of its own
     assert mine.epochs() and path.read_bytes()[: len(before) // SLOTS] == before[: len(before) // SLOTS]
     assert TransientKeys(path, key).epochs() == theirs.epochs()
+
+
+async def test_a_draft_is_named_by_a_tag_that_each_scrub_renews(tmp_path: Path, clock: Clock) -> None:
+    settings = make_settings(tmp_path)
+    services = await open_services(settings, clock, build_limiter(settings, clock))
+    try:
+        screen = await services.reports.begin(4242)
+        assert screen is not None
+        pseudonym = services.pseudonyms.of_user(4242)
+
+        async def tag() -> str:
+            async with services.db.read() as conn:
+                return str((await conn.execute(text("SELECT pseudonym FROM drafts"))).scalar_one())
+
+        first = await tag()
+        assert first != pseudonym
+        await services.history.scrub()
+        second = await tag()
+        assert second not in (first, pseudonym)
+        # Still the person's draft: found by them, and its payload opens.
+        async with services.db.read() as conn:
+            stored = await DraftRepository(OwnerTags(services.cipher)).get(
+                conn, pseudonym, "report", clock.now()
+            )
+        assert stored is not None
+        assert services.cipher.decrypt_json(
+            stored.payload, binding=draft_binding(pseudonym, "report", stored.nonce)
+        )
+    finally:
+        await services.close()

@@ -68,6 +68,13 @@ class TransientKeys:
             return retired[0]
         return None
 
+    def live_keys(self) -> list[bytes]:
+        """Every key a row may still be sealed or tagged under: the current one first, then older kept ones
+        and those retired within the grace period."""
+        now = self._monotonic()
+        kept = [self._keys[e] for e in sorted(self._keys, reverse=True)]
+        return kept + [key for key, until in self._retired.values() if until > now]
+
     def epochs(self) -> list[int]:
         """Every epoch whose key is still kept, oldest first."""
         return sorted(self._keys)

@@ -48,6 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.security import Cipher, DataKey, DecryptionError
+from bot.security.owner_tags import OwnerTags
 from bot.settings import Settings
 from storage.database import Database
 from storage.evidence import Evidence, EvidenceRepository, StagedRow
@@ -196,7 +197,8 @@ class EvidenceStore:
         self.limits = limits or EvidenceLimits()
         # Replaceable, so a test can put the disk at the floor without filling it.
         self.free_space = free_space
-        self.rows = rows or EvidenceRepository()
+        # Staged rows name their owner by a keyed tag under the transient keys (bot.security.owner_tags).
+        self.rows = rows or EvidenceRepository(OwnerTags(self._cipher))
         self._state = StateRepository()
         self._slots = asyncio.Semaphore(self.limits.downloads)
         self._waiting = 0

@@ -14,13 +14,16 @@ import logging
 from dataclasses import dataclass
 
 from bot.security import Cipher, DecryptionError
+from bot.security.owner_tags import OwnerTags
 from bot.security.transient import NoFreeSlot
 from bot.services.evidence import staged_binding
 from bot.services.inbox import update_binding
 from bot.services.outbox import payload_binding
 from bot.services.reports import draft_binding
 from storage.database import Database
-from storage.sealed_rows import SealedRow, SealedRowRepository
+from storage.drafts import owner_binding
+from storage.evidence import staged_owner_binding
+from storage.sealed_rows import Rewrite, SealedRow, SealedRowRepository
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class HistoryScrubber:
         self._repo = repo or SealedRowRepository()
         self._delay_s = delay_s
         self._pending: asyncio.Task[None] | None = None
+        self._owners = OwnerTags(cipher)
 
     def request(self) -> None:
         """Scrub soon (once for a burst of requests)."""
@@ -80,7 +84,7 @@ class HistoryScrubber:
         keys = self._cipher.transient_keys
         if keys is None:
             return Scrubbed(0, (), 0, await self._db.checkpoint())
-        rewritten: list[tuple[SealedRow, bytes]] = []
+        rewritten: list[Rewrite] = []
         unreadable = 0
         # Under the write lock: every transient encryption happens inside a write transaction, so no row
         # can be sealed under the old epoch after this one has rewritten them all.
@@ -91,31 +95,60 @@ class HistoryScrubber:
                 await asyncio.to_thread(keys.begin_epoch)
             current = keys.current
             for row in await self._repo.all(conn):
-                if Cipher.epoch_of(row.payload) == current:
+                if _current(row, current):
                     continue
-                binding = _binding(row)
                 try:
-                    plain = self._cipher.decrypt(row.payload, binding=binding)
+                    rewritten.append(self._rewrite(row))
                 except DecryptionError:
                     unreadable += 1  # already unreadable: leave it for its owner's error handling
-                    continue
-                rewritten.append((row, self._cipher.encrypt(plain, binding=binding, transient=True)))
             await self._repo.rewrite(conn, rewritten)
         retired = await asyncio.to_thread(keys.retire_all_but, current)
         checkpointed = await self._db.checkpoint()
         return Scrubbed(len(rewritten), tuple(retired), unreadable, checkpointed)
+
+    def _rewrite(self, row: SealedRow) -> Rewrite:
+        if row.table not in _TAGGED:
+            binding = _binding(row, "")
+            plain = self._cipher.decrypt(row.payload, binding=binding)
+            return Rewrite(row, self._cipher.encrypt(plain, binding=binding, transient=True))
+        # A tagged row: find its owner, re-tag it under the current epoch, reseal owner and payload.
+        old_tag = str(row.key[0] if row.table == "drafts" else row.key[1])
+        owner = self._owners.open(row.owner_seal, old_tag, binding=_owner_binding(row, old_tag))
+        plain = self._cipher.decrypt(row.payload, binding=_binding(row, owner))
+        tag = self._owners.current(owner)
+        return Rewrite(
+            row,
+            self._cipher.encrypt(plain, binding=_binding(row, owner), transient=True),
+            tag=tag,
+            owner_seal=self._owners.seal(owner, binding=_owner_binding(row, tag)),
+        )
 
     async def _later(self) -> None:
         await asyncio.sleep(self._delay_s)
         await self.scrub_quietly()
 
 
-def _binding(row: SealedRow) -> str:
+_TAGGED = ("drafts", "evidence_staged")
+
+
+def _current(row: SealedRow, epoch: int) -> bool:
+    if Cipher.epoch_of(row.payload) != epoch:
+        return False
+    if row.table not in _TAGGED:
+        return True
+    # The tag follows the epoch of the sealed owner beside it; a row without one predates tags.
+    return row.owner_seal is not None and Cipher.epoch_of(row.owner_seal) == epoch
+
+
+def _owner_binding(row: SealedRow, tag: str) -> str:
+    return owner_binding(tag, str(row.key[1])) if row.table == "drafts" else staged_owner_binding(tag)
+
+
+def _binding(row: SealedRow, owner: str) -> str:
     if row.table == "inbox":
         return update_binding(int(row.key[0]))
-    if row.table == "evidence_staged":
-        return staged_binding(str(row.key[1]))
     if row.table == "drafts":
-        pseudonym, kind, nonce = (str(part) for part in row.key)
-        return draft_binding(pseudonym, kind, nonce)
+        return draft_binding(owner, str(row.key[1]), str(row.key[2]))
+    if row.table == "evidence_staged":
+        return staged_binding(owner)
     return payload_binding(str(row.key[1]))

@@ -153,7 +153,18 @@ async def test_compose_approve_broadcast_act_and_unsubscribe(fake: FakeBotApi, b
     leaver = next((p for p in people[1:] if p.user_id not in reached), None)
     if leaver is not None:
         reply = await leaver.say("/unsubscribe")
-        assert "/subscribe" in reply["text"]
+        if f"cp:{campaign_id}:" in str(reply):
+            # The campaign reached them just before the command was handled: the answer comes next.
+            (answer,) = await fake.wait_for(
+                "sendMessage",
+                chat_id=leaver.user_id,
+                timeout=10,
+                predicate=lambda c: "/subscribe" in c.params["text"],
+            )
+            assert "/subscribe" in answer.params["text"]
+            leaver = None  # reached after all: counted with the others
+        else:
+            assert "/subscribe" in reply["text"]
     total = len(REAL) + len(SEEDED) + len(CHANNELS) - (1 if leaver else 0)
     await fake.wait_for(
         "sendMessage",

@@ -11,7 +11,7 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -32,7 +32,13 @@ REPORTER = 4242
 
 
 async def _file_report(
-    fake: FakeBotApi, person: Person, *, story: str, place: str, contact: str
+    fake: FakeBotApi,
+    person: Person,
+    *,
+    story: str,
+    place: str,
+    contact: str,
+    before_submit: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[str, str]:
     """Walk a text-only report and submit it; return the code on its alert card and the draft's nonce."""
     await person.say("/report")
@@ -49,6 +55,8 @@ async def _file_report(
     await person.tap("contact", contact)
     cards_before = len(_cards(fake))
     nonce = _submit_nonce(person)
+    if before_submit is not None:
+        await before_submit()
     await person.tap("submit")
     cards = await fake.wait_for(
         "sendMessage", chat_id=COORDINATORS, count=cards_before + 1, timeout=20, predicate=_is_card
@@ -56,6 +64,16 @@ async def _file_report(
     found = re.search(r"R-\w{5}", cards[-1].params["text"])
     assert found is not None
     return found.group(0), nonce
+
+
+async def _owner_column(running: RunningBot, user_id: int) -> None:
+    """The open draft's row names its owner by a tag: an old copy of it would not name them."""
+    services = running.app_services()
+    async with services.db.read() as conn:
+        owners = (await conn.execute(text("SELECT pseudonym, owner FROM drafts"))).all()
+    assert owners, "the draft is open"
+    for tag, sealed in owners:
+        assert tag != services.pseudonyms.of_user(user_id) and sealed is not None
 
 
 def _is_card(call: object) -> bool:
@@ -135,7 +153,12 @@ async def test_a_seized_disk_links_no_anonymous_report_to_its_author(
             keys = services.cipher.transient_keys
             assert keys is not None
             anonymous_code, nonce_c = await _file_report(
-                fake, person, story=f"saw {canaries['C']}", place=f"in {canaries['D']}", contact="no"
+                fake,
+                person,
+                story=f"saw {canaries['C']}",
+                place=f"in {canaries['D']}",
+                contact="no",
+                before_submit=lambda: _owner_column(running, REPORTER),
             )
             # Every update of the walk was sealed under this epoch or an earlier one (a scrub comes later).
             sealed_under = keys.current

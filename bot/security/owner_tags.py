@@ -1,0 +1,53 @@
+"""Who a short-lived row belongs to, under the transient keys: a tag, never the pseudonym itself.
+
+A draft or a staged file must be found by its owner, so its row names them. Named by the pseudonym, the old
+copies of that row in the WAL would show, without any key, that this person's draft vanished in the very
+commit that created an anonymous report. Named by a keyed tag of the pseudonym under the current epoch key
+(bot.security.transient), the row says nothing once that key is overwritten: each scrub re-tags the live
+rows under the new epoch, and what the disk keeps of older rows no longer points at anyone.
+"""
+
+from __future__ import annotations
+
+import nacl.hash
+from nacl.encoding import RawEncoder
+
+from bot.security.crypto import Cipher
+
+_PERSON = b"jarchy-owner-v1"
+
+
+class OwnerTags:
+    """Tags for a pseudonym under every live epoch, and the owner sealed beside them."""
+
+    def __init__(self, cipher: Cipher) -> None:
+        self._cipher = cipher
+
+    def current(self, pseudonym: str) -> str:
+        """The tag a row of this person is written under now."""
+        return self.tags(pseudonym)[0]
+
+    def tags(self, pseudonym: str) -> list[str]:
+        """Every tag this person's rows may carry: the current first, the clear pseudonym last (rows
+        written before tags, until a scrub re-tags them)."""
+        keys = self._cipher.transient_keys
+        if keys is None:
+            return [pseudonym]
+        return [_tag(key, pseudonym) for key in keys.live_keys()] + [pseudonym]
+
+    def seal(self, pseudonym: str, *, binding: str) -> bytes:
+        """Seal the owner beside the tag, so a scrub can compute their next tag."""
+        return self._cipher.encrypt_text(pseudonym, binding=binding, transient=True)
+
+    def open(self, sealed: bytes | None, fallback: str, *, binding: str) -> str:
+        """Return the owner of a row: sealed, or (a row from before tags) the clear value it holds."""
+        if sealed is None:
+            return fallback
+        return self._cipher.decrypt_text(sealed, binding=binding)
+
+
+def _tag(key: bytes, pseudonym: str) -> str:
+    digest: bytes = nacl.hash.blake2b(
+        pseudonym.encode(), digest_size=16, key=key, person=_PERSON, encoder=RawEncoder
+    )
+    return digest.hex()
