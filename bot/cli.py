@@ -115,12 +115,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings) -> int:
+    from bot.instance import DataDirInUse
     from bot.runner import run_polling
 
     # The key guard runs again when the services open; running it first as well means a wrong or missing
     # key stops the start at once, with its one line, before anything talks to Telegram.
     asyncio.run(_guard_key(settings))
-    asyncio.run(run_polling(settings))
+    try:
+        asyncio.run(run_polling(settings))
+    except DataDirInUse as error:
+        print(f"jarchy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

@@ -61,3 +61,27 @@ def claim_instance_id(data_dir: Path, configured: str | None = None) -> Instance
     temporary.write_text(name, encoding="ascii")
     os.replace(temporary, path)
     return InstanceClaim(name, lock)
+
+
+class DataDirInUse(Exception):
+    """Another process holds this data directory's transient keys."""
+
+
+def lock_transient_keys(data_dir: Path) -> IO[str]:
+    """Hold the lock that makes this process the only one turning the transient keys over.
+
+    Two processes rotating epochs in one file would overwrite each other's live keys (and lose the rows
+    sealed under them), so a second bot on the same data directory is refused, whatever its instance name.
+    `jarchy rotate-key` takes the same lock.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "transient.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise DataDirInUse(
+            f"another jarchy process runs on {data_dir}; stop it first (each instance needs a data "
+            "directory of its own)"
+        ) from None
+    return lock

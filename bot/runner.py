@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.app import JarchyApp, build_application, dispatch_update
 from bot.clock import Clock
+from bot.instance import lock_transient_keys
 from bot.services.inbox import DurableInbox
 from bot.settings import Settings
 
@@ -24,6 +25,18 @@ async def run_polling(
     app: JarchyApp | None = None,
 ) -> None:
     """Start everything, run until `stop` is set (or SIGINT/SIGTERM), then stop in reverse order."""
+    # Before anything else: a second bot on this data directory would turn the transient keys over under
+    # the first one's feet (bot.instance.lock_transient_keys).
+    lock = lock_transient_keys(settings.data_dir)
+    try:
+        await _run(settings, clock, stop, app)
+    finally:
+        lock.close()
+
+
+async def _run(
+    settings: Settings, clock: Clock | None, stop: asyncio.Event | None, app: JarchyApp | None
+) -> None:
     stop = stop or asyncio.Event()
     app = app or build_application(settings, clock)
     _install_signal_handlers(stop)

@@ -8,11 +8,13 @@ import pytest
 from sqlalchemy import text
 
 from bot.clock import Clock
-from bot.security import Cipher, DataKey, DecryptionError
+from bot.instance import DataDirInUse, lock_transient_keys
+from bot.security import Cipher, DataKey, DecryptionError, KeyFileError
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import RETIRED_GRACE_S, SLOTS, NoFreeSlot, TransientKeys
 from bot.services.history import HistoryScrubber
 from bot.services.inbox import update_binding
+from bot.services.key_rotation import _exclusive
 from bot.services.reports import draft_binding
 from bot.wiring import build_limiter, open_services
 from storage.drafts import DraftRepository
@@ -163,3 +165,16 @@ async def test_a_draft_is_named_by_a_tag_that_each_scrub_renews(tmp_path: Path, 
         )
     finally:
         await services.close()
+
+
+def test_a_second_process_cannot_turn_the_transient_keys_over(tmp_path: Path) -> None:
+    held = lock_transient_keys(tmp_path)
+    try:
+        with pytest.raises(DataDirInUse):
+            lock_transient_keys(tmp_path)
+        # rotate-key takes the same lock: a bot with a configured instance name still blocks it.
+        with pytest.raises(KeyFileError), _exclusive(tmp_path):
+            pass
+    finally:
+        held.close()
+    lock_transient_keys(tmp_path).close()  # free again once the first has stopped

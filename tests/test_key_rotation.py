@@ -31,19 +31,23 @@ from bot.security.keys import (
     read_key_file,
     write_key_file,
 )
+from bot.security.owner_tags import OwnerTags
 from bot.security.sealed_fields import NOT_SEALED, SEALED_FIELDS, open_under, under_data_key
 from bot.security.transient import TransientKeys
 from bot.services.audit import AuditLog
-from bot.services.evidence import EvidenceDamaged, EvidenceStore
+from bot.services.evidence import EvidenceDamaged, EvidenceStore, staged_binding
 from bot.services.inbox import DispatchResult, DurableInbox
 from bot.services.key_rotation import rotate_key
 from bot.services.outbox import OutgoingMessage
+from bot.services.reports import draft_binding
 from bot.settings import Settings
 from bot.wiring import TRANSIENT_KEYS_FILE, Services, build_limiter, open_services
 from storage import schema
 from storage.audit import AuditRepository
 from storage.campaigns import CampaignRepository
 from storage.database import Database
+from storage.drafts import owner_binding
+from storage.evidence import staged_owner_binding
 from storage.state import StateRepository
 from tests.campaign_seed import ready_campaign
 from tests.conftest import TEST_TOKEN, make_settings
@@ -182,6 +186,19 @@ async def _only_code(services: Services) -> str:
 Opened = dict[tuple[str, tuple[Any, ...]], tuple[str, bytes]]
 
 
+def _tagged_bindings(cipher: Cipher, sealed: Any, row: Any) -> tuple[str, ...]:
+    """A tagged draft or staged row is bound to its owner, opened from the seal beside the tag."""
+    owners = OwnerTags(cipher)
+    if sealed.name == "drafts.payload":
+        owner = owners.open(row.owner, row.pseudonym, binding=owner_binding(row.pseudonym, row.kind))
+        return (draft_binding(owner, row.kind, row.nonce),)
+    if sealed.name == "evidence_staged.details":
+        return (
+            staged_binding(owners.open(row.owner_seal, row.owner, binding=staged_owner_binding(row.owner))),
+        )
+    return tuple(sealed.bindings(row))
+
+
 async def open_everything(settings: Settings, key: DataKey) -> Opened:
     """Open every value of every sealed column under `key`: (column, row key) -> (kind, plaintext).
 
@@ -198,7 +215,10 @@ async def open_everything(settings: Settings, key: DataKey) -> Opened:
                     if under_data_key(value):
                         found, kind = open_under(plain, value, sealed.bindings(row)), "data"
                     elif Cipher.epoch_of(value) is not None:
-                        found, kind = open_under(transient, value, sealed.bindings(row)), "transient"
+                        found, kind = (
+                            open_under(transient, value, _tagged_bindings(transient, sealed, row)),
+                            "transient",
+                        )
                     else:
                         found, kind = ("clear", value), "clear"  # staged evidence from before revision 0010
                     assert found is not None, f"{where} does not open under this key"

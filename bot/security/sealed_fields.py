@@ -35,6 +35,9 @@ _DATA_KEY_FORMAT = b"\x01"
 # LargeBinary columns that hold no value sealed under the data key, and why (checked by a test).
 NOT_SEALED = {
     "evidence.mac": "a MAC under the long-lived evidence.bind subkey: still valid after a rotation",
+    # Always sealed under a transient epoch key, whose slot rotation re-wraps: nothing to re-encrypt.
+    "drafts.owner": "sealed under a transient key (its slot is re-wrapped by the rotation)",
+    "evidence_staged.owner_seal": "sealed under a transient key (its slot is re-wrapped by the rotation)",
 }
 
 
@@ -146,7 +149,16 @@ SEALED_FIELDS: tuple[SealedField, ...] = (
         joined=(schema.reports, "code", "report_id"),
     ),
     SealedField(schema.evidence, "file_ref", ("id",), lambda r: (file_ref_binding(r.uid),), ("uid",)),
-    SealedField(schema.evidence_staged, "details", ("id",), lambda r: (staged_binding(r.owner),), ("owner",)),
+    # Drafts and staged rows: bound to the pseudonym, which the row holds in clear only from before owner
+    # tags (0011); a tagged row is sealed under a transient key (skipped by rotation) and its owner is
+    # opened from `owner` / `owner_seal` (bot.security.owner_tags).
+    SealedField(
+        schema.evidence_staged,
+        "details",
+        ("id",),
+        lambda r: (staged_binding(r.owner),),
+        ("owner", "owner_seal"),
+    ),
     SealedField(schema.outbox, "payload", ("id",), lambda r: (payload_binding(r.uid),), ("uid",)),
     SealedField(schema.inbox, "payload", ("update_id",), lambda r: (update_binding(r.update_id),)),
     SealedField(
@@ -154,7 +166,7 @@ SEALED_FIELDS: tuple[SealedField, ...] = (
         "payload",
         ("pseudonym", "kind"),
         lambda r: (draft_binding(r.pseudonym, r.kind, r.nonce),),
-        ("nonce",),
+        ("nonce", "owner"),
     ),
     SealedField(schema.alert_copies, "chat", ("id",), lambda r: (copy_chat_binding(r.uid),), ("uid",)),
     SealedField(schema.duty, "chat", ("pseudonym",), lambda r: (duty_chat_binding(r.pseudonym),)),

@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.instance import DataDirInUse, lock_transient_keys
 from bot.security.crypto import Cipher
 from bot.security.key_guard import (
     KEY_CHECK,
@@ -344,4 +345,15 @@ def _exclusive(data_dir: Path) -> Iterator[None]:
                 f"a running jarchy uses {data_dir}; stop it (and every other instance on this database) "
                 "before rotating the key"
             ) from None
-        yield
+        try:
+            transient = lock_transient_keys(data_dir)
+        except DataDirInUse:
+            # A bot with a configured instance name takes no instance lock, but always this one.
+            raise KeyFileError(
+                f"a running jarchy uses {data_dir}; stop it (and every other instance on this database) "
+                "before rotating the key"
+            ) from None
+        try:
+            yield
+        finally:
+            transient.close()
