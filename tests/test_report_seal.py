@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.services.report_body import ReportTampered, report_body_binding
-from bot.services.report_seal import reseal_legacy_bodies, tampered_reports
+from bot.services.report_seal import SEALED_MARK, reseal_legacy_bodies, tampered_reports
 from bot.settings import Settings
 from bot.wiring import Services
 from tests.conftest import TEST_TOKEN
@@ -71,6 +71,9 @@ async def test_a_body_moved_to_another_report_fails(services: Services) -> None:
 
 async def test_bodies_sealed_before_the_binding_are_resealed_once_then_guarded(services: Services) -> None:
     await join(services, AIDA, "Aida")
+    async with services.db.write() as conn:
+        # As on a database upgraded from before the binding (its first start has not sealed it yet).
+        await conn.execute(text("DELETE FROM bot_state WHERE key = :k"), {"k": SEALED_MARK})
     (code,) = await seed(services, Seed(text="older"))
     legacy = services.cipher.encrypt_json(
         {"text": "older", "place": None, "location": None, "people": None}, binding=report_body_binding(code)
@@ -83,6 +86,11 @@ async def test_bodies_sealed_before_the_binding_are_resealed_once_then_guarded(s
     assert await reseal_legacy_bodies(services.db, services.cipher) == 0
     async with services.db.write() as conn:
         await conn.execute(text("UPDATE reports SET category = 'threats' WHERE code = :c"), {"c": code})
+    assert await tampered_reports(services.db, services.cipher) == [code]
+    # An old body put back with edited columns, after the one pass: still tampered, never resealed.
+    async with services.db.write() as conn:
+        await conn.execute(text("UPDATE reports SET body = :b WHERE code = :c"), {"b": legacy, "c": code})
+    assert await reseal_legacy_bodies(services.db, services.cipher) == 0
     assert await tampered_reports(services.db, services.cipher) == [code]
 
 

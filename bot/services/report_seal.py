@@ -8,19 +8,30 @@ from bot.security import Cipher, DecryptionError
 from bot.services.report_body import body_binding, report_body_binding
 from storage.database import Database
 from storage.reports import ReportRepository
+from storage.state import StateRepository
 
 log = logging.getLogger(__name__)
+
+SEALED_MARK = "reports.bodies_sealed"
 
 
 async def reseal_legacy_bodies(db: Database, cipher: Cipher, repo: ReportRepository | None = None) -> int:
     """Seal bodies made before their clear columns were bound (code only) with those columns; return how
     many. A body that opens under neither binding is left alone: `/r` and `audit verify` report it."""
     repo = repo or ReportRepository()
+    state = StateRepository()
+    async with db.read() as conn:
+        if await state.get(conn, SEALED_MARK) is not None:
+            # Done once, at the first start after the upgrade: a body from before then, put back later
+            # (from a backup, with edited columns), must fail as tampered, not be sealed as it stands.
+            return 0
     resealed, after = 0, 0
     while True:
         async with db.read() as conn:
             page = await repo.after(conn, after)
         if not page:
+            async with db.write() as conn:
+                await state.put(conn, SEALED_MARK, "1")
             return resealed
         after = page[-1].id
         legacy = []
