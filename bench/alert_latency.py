@@ -27,7 +27,7 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,15 @@ async def one_run(reporters: int, cap: float, group_limit: float) -> dict[str, f
 
 
 CODE = re.compile(r"R-[0-9A-Z]{5}")
+# What the reporter sees: their own code, which only the key maps to the coordinators' R- code.
+REPORTER_CODE = re.compile(r"K-[0-9A-Z]{5}")
 ADMIN = 2_999_999
 
 
 async def crisis_run(reporters: int) -> dict[str, float]:
     """Telegram's real limits, R reporters and R/10 SOS pressed at one moment; see the docstring."""
+    from bot.security.keys import read_key_file
+    from bot.services.reports import ReporterCodes
     from tests.e2e.conftest import BotProcess
     from tests.e2e.reporting import Person
     from tests.fakebot import FakeBotApi
@@ -178,7 +182,8 @@ async def crisis_run(reporters: int) -> dict[str, float]:
                 last_press = time.monotonic()
                 codes = await codes_of(fake, people[len(sos_people) :], sos_people, within_s=300)
                 report_codes, sos_codes = codes
-                seen = await wait_seen(fake, set(report_codes.values()) | set(sos_codes.values()), 300)
+                shown = ReporterCodes(read_key_file(Path(data_dir) / "keys" / "jarchy.key")).of
+                seen = await wait_seen(fake, set(report_codes.values()) | set(sos_codes.values()), 300, shown)
             finally:
                 await bot.stop()
                 errors = [
@@ -272,7 +277,7 @@ async def codes_of(
             user = person.user_id
             for message in fake.chat_messages(user):
                 text = str(message.get("text", ""))
-                found = CODE.findall(text)
+                found = REPORTER_CODE.findall(text)
                 if not found:
                     continue
                 if "SOS" in text or "🆘" in text:
@@ -285,8 +290,11 @@ async def codes_of(
     return reports, sos
 
 
-async def wait_seen(fake: Any, codes: set[str], within_s: float) -> dict[str, float]:
-    """Return when each code first reached a coordinator (the group or an on-duty private chat)."""
+async def wait_seen(
+    fake: Any, codes: set[str], within_s: float, shown: Callable[[str], str] = lambda code: code
+) -> dict[str, float]:
+    """Return when each code first reached a coordinator (the group or an on-duty private chat), by the
+    code the reporter was shown (`shown` maps a coordinator's R- code to it)."""
     deadline = time.monotonic() + within_s
     seen: dict[str, float] = {}
     scanned = 0
@@ -296,7 +304,7 @@ async def wait_seen(fake: Any, codes: set[str], within_s: float) -> dict[str, fl
             if not call.ok or call.params.get("chat_id") not in (COORDINATORS, ADMIN):
                 continue
             for code in CODE.findall(str(call.params.get("text", ""))):
-                seen.setdefault(code, call.at)
+                seen.setdefault(shown(code), call.at)
         scanned = len(calls)
         if codes <= set(seen):
             break
