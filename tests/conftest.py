@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,3 +73,18 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await migrations.upgrade(database)
     yield database
     await database.close()
+
+
+async def run_jarchy(settings: Settings, *args: str) -> tuple[int, str]:
+    """Run the real `jarchy` command line on these settings' data; return its exit code and output."""
+    env = {
+        **os.environ,
+        "JARCHY_DATA_DIR": str(settings.data_dir),
+        "JARCHY_KEY_FILE": str(settings.resolved_key_file),
+        "JARCHY_BOT_TOKEN": TEST_TOKEN,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, env=env, stdout=PIPE, stderr=STDOUT
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()

@@ -4,13 +4,9 @@ new chain without marking the break and telling the admins."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import re
-import sys
-from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
@@ -29,7 +25,7 @@ from bot.wiring import Services, build_limiter, open_services
 from messages import catalogs
 from storage.database import Database
 from storage.schema import outbox
-from tests.conftest import TEST_TOKEN, make_settings
+from tests.conftest import TEST_TOKEN, make_settings, run_jarchy
 from tests.e2e.conftest import RunningBot
 from tests.fakebot import FakeBotApi
 from tests.workspace_seed import Seed, seed_reports
@@ -136,17 +132,7 @@ async def actions(db: Database) -> list[tuple[str, str | None]]:
 
 async def jarchy(settings: Settings, *args: str) -> tuple[int, str]:
     """Run the real `jarchy` command line on the data; return its exit code and output."""
-    env = {
-        **os.environ,
-        "JARCHY_DATA_DIR": str(settings.data_dir),
-        "JARCHY_KEY_FILE": str(settings.resolved_key_file),
-        "JARCHY_BOT_TOKEN": TEST_TOKEN,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, env=env, stdout=PIPE, stderr=STDOUT
-    )
-    output, _ = await process.communicate()
-    return process.returncode or 0, output.decode()
+    return await run_jarchy(settings, *args)
 
 
 # --------------------------------------------------------------------------------------- sending the head

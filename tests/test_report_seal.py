@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
-import os
-import sys
-from asyncio.subprocess import PIPE, STDOUT
 
 import pytest
 from sqlalchemy import text
@@ -16,7 +12,7 @@ from bot.services.report_body import ReportTampered, report_body_binding
 from bot.services.report_seal import SEALED_MARK, reseal_legacy_bodies, tampered_reports
 from bot.settings import Settings
 from bot.wiring import Services
-from tests.conftest import TEST_TOKEN
+from tests.conftest import run_jarchy
 from tests.test_workspace import ADMIN, AIDA, join, seed, services, settings
 from tests.workspace_seed import Seed
 
@@ -97,23 +93,9 @@ async def test_bodies_sealed_before_the_binding_are_resealed_once_then_guarded(s
 async def test_audit_verify_names_an_edited_report(services: Services, settings: Settings) -> None:
     await join(services, AIDA, "Aida")
     edited, _ = await seed(services, Seed(category="detention"), Seed())
-    env = {
-        **os.environ,
-        "JARCHY_DATA_DIR": str(settings.data_dir),
-        "JARCHY_KEY_FILE": str(settings.resolved_key_file),
-        "JARCHY_BOT_TOKEN": TEST_TOKEN,
-    }
-    code, output = await _jarchy(env, "audit", "verify")
+    code, output = await run_jarchy(settings, "audit", "verify")
     assert code == 0, output
     async with services.db.write() as conn:
         await conn.execute(text("UPDATE reports SET region = 'naryn' WHERE code = :c"), {"c": edited})
-    code, output = await _jarchy(env, "audit", "verify")
+    code, output = await run_jarchy(settings, "audit", "verify")
     assert code == 1 and f"report {edited}" in output and "BROKEN" in output
-
-
-async def _jarchy(env: dict[str, str], *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, env=env, stdout=PIPE, stderr=STDOUT
-    )
-    output, _ = await process.communicate()
-    return process.returncode or 0, output.decode()

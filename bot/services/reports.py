@@ -90,19 +90,13 @@ def phone_cleanup(
     be joinable to the person's other rows or to the report, an anonymous one's receipt above all. It
     expires, payload and all, once Telegram would refuse the deletion anyway.
     """
-    ids = sorted(set(message_ids))
-    return [
-        OutgoingMessage(
-            "deleteMessages",
-            {"chat_id": chat_id, "message_ids": ids[i : i + _DELETE_BATCH]},
-            kind="cleanup",
-            priority=_CLEANUP_PRIORITY,
-            due_at=shown_at + keep,
-            expires_at=shown_at + TELEGRAM_DELETE_WINDOW,
-            unlinked=True,
-        )
-        for i in range(0, len(ids), _DELETE_BATCH)
-    ]
+    return _deletions(
+        chat_id,
+        message_ids,
+        unlinked=True,
+        due_at=shown_at + keep,
+        expires_at=shown_at + TELEGRAM_DELETE_WINDOW,
+    )
 
 
 class CardRefresher(Protocol):
@@ -808,7 +802,14 @@ def _raise(error: Exception) -> None:
     raise error
 
 
-def _deletions(chat_id: int, message_ids: Sequence[int], *, unlinked: bool = False) -> list[OutgoingMessage]:
+def _deletions(
+    chat_id: int,
+    message_ids: Sequence[int],
+    *,
+    unlinked: bool = False,
+    due_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> list[OutgoingMessage]:
     # No recipient and no dedupe key: either would let a seized database join this row to the report it
     # cleans up after (the row is created in the same transaction, so it is exactly-once anyway).
     ids = sorted(set(message_ids))
@@ -819,6 +820,8 @@ def _deletions(chat_id: int, message_ids: Sequence[int], *, unlinked: bool = Fal
             kind="cleanup",
             priority=_CLEANUP_PRIORITY,
             unlinked=unlinked,
+            due_at=due_at,
+            expires_at=expires_at,
         )
         for i in range(0, len(ids), _DELETE_BATCH)
     ]

@@ -7,17 +7,14 @@ import asyncio
 import csv
 import io
 import json
-import os
 import re
 import sqlite3
-import sys
-from asyncio.subprocess import PIPE, STDOUT
 
 from sqlalchemy import text
 
 from bot.settings import Settings
 from messages import catalogs
-from tests.conftest import TEST_TOKEN
+from tests.conftest import run_jarchy
 from tests.e2e.conftest import RunningBot
 from tests.e2e.reporting import ADMIN, COORDINATORS, Person, report_settings, reporting_bot, settle
 from tests.e2e.test_reports import walk_to_review
@@ -218,18 +215,8 @@ async def test_a_filtered_export_reaches_the_admin_as_csv_and_json(
 
 
 async def jarchy(settings: Settings, *args: str) -> tuple[int, str]:
-    """Run the real `jarchy` command line on the bot's data; return its exit code and output."""
-    env = {
-        **os.environ,
-        "JARCHY_DATA_DIR": str(settings.data_dir),
-        "JARCHY_KEY_FILE": str(settings.resolved_key_file),
-        "JARCHY_BOT_TOKEN": TEST_TOKEN,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, env=env, stdout=PIPE, stderr=STDOUT
-    )
-    output, _ = await process.communicate()
-    return process.returncode or 0, output.decode()
+    """Run the real `jarchy` command line on the data; return its exit code and output."""
+    return await run_jarchy(settings, *args)
 
 
 async def test_audit_verify_detects_a_tampered_row(
