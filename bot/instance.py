@@ -43,12 +43,8 @@ def claim_instance_id(data_dir: Path, configured: str | None = None) -> Instance
     """Return this process's instance name: the configured one, else the one kept in `data_dir`."""
     if configured is not None:
         return InstanceClaim(configured)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (data_dir / "instance.lock").open("a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
+    lock = _try_lock(data_dir / "instance.lock")
+    if lock is None:
         log.warning("another running jarchy uses this data directory; this one takes a name of its own")
         return InstanceClaim(secrets.token_hex(8))
     path = data_dir / "instance-id"
@@ -74,14 +70,22 @@ def lock_transient_keys(data_dir: Path) -> IO[str]:
     sealed under them), so a second bot on the same data directory is refused, whatever its instance name.
     `jarchy rotate-key` takes the same lock.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (data_dir / "transient.lock").open("a+")
+    lock = _try_lock(data_dir / "transient.lock")
+    if lock is None:
+        raise DataDirInUse(
+            f"another jarchy process runs on {data_dir}; stop it first (each instance needs a data "
+            "directory of its own)"
+        )
+    return lock
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    """Open and exclusively lock `path` (created if missing), or return None if another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.open("a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.close()
-        raise DataDirInUse(
-            f"another jarchy process runs on {data_dir}; stop it first (each instance needs a data "
-            "directory of its own)"
-        ) from None
+        return None
     return lock

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select, text
 
 from bot.clock import FakeClock
-from bot.services.audit import ANCHOR_EVERY, HEAD_DELAY, HEAD_KIND, NOTICE_KIND
-from bot.services.outbox import payload_binding
+from bot.services.audit import ANCHOR_EVERY, HEAD_DELAY, HEAD_KIND
+from bot.services.outbox import NOTICE_KIND, payload_binding
 from bot.services.team import TeamError
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services

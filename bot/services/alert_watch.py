@@ -24,7 +24,7 @@ from bot.security import Pseudonymizer
 from bot.services.alerts import ALERT_KINDS, PRIORITY_NOTICE, AlertService
 from bot.services.audit import AuditLog
 from bot.services.delivery import Failure, Receipt
-from bot.services.outbox import Outbox, OutgoingMessage
+from bot.services.outbox import NOTICE_KIND, Outbox, OutgoingMessage
 from messages import Catalogs
 from storage.database import Database
 from storage.outbox import OutboxRepository
@@ -33,7 +33,6 @@ from storage.state import COORDINATOR_CHAT, StateRepository
 log = logging.getLogger(__name__)
 
 INCIDENT = "alerts_incident"
-NOTICE_KIND = "admin_notice"
 # Why alerts cannot reach the coordinators' chat; each has a text alerts.reason_* (why, and what to do).
 # These four mean the chat itself is out of reach: the first alert that gets through ends them. The others:
 # "refused" (one message Telegram would not take, such as a photo where photos are forbidden; another alert

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import DataKey
-from bot.services.outbox import PRIORITY_ALERT, PRIORITY_PERSONAL, Outbox, OutgoingMessage
+from bot.services.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_PERSONAL, Outbox, OutgoingMessage
 from messages import Catalogs, Safe
 from storage.audit import AuditEntry, AuditRepository
 from storage.database import Database
@@ -44,7 +44,6 @@ BREAK_WIPED = "wiped"  # log and seal gone from a database that holds reports or
 BREAK_SEAL = "seal"  # seal gone or forged while entries exist
 BREAK_CUT = "cut"  # the seal vouches for an entry the log does not end with
 HEAD_KIND = "audit_head"
-NOTICE_KIND = "admin_notice"  # what alert_watch tells admins with; defined there too (it imports this module)
 HEAD_PREFIX_MIN = 16  # hex characters of a head typed by hand: 64 bits, no accidental match
 ANCHOR_EVERY = timedelta(hours=24)
 # A burst of role changes (an admin bringing in a few people) becomes one message: the newest head, which

@@ -21,6 +21,10 @@ PRIORITY_REMINDER = 30
 PRIORITY_BROADCAST = 0
 
 
+# Kind of the private notices admins get (the coordinators' chat unreachable, the audit chain broken).
+NOTICE_KIND = "admin_notice"
+
+
 def payload_binding(uid: str) -> str:
     """Return what an outbox payload's encryption is bound to."""
     return f"outbox.payload:{uid}"
