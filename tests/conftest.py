@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from asyncio.subprocess import PIPE, STDOUT
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,14 @@ async def run_jarchy(settings: Settings, *args: str) -> tuple[int, str]:
     )
     output, _ = await process.communicate()
     return process.returncode or 0, output.decode()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo the logging `bot.cli.main` sets up: its handler writes to this test's captured stderr, closed
+    after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import sqlite3
 import sys
 from asyncio.subprocess import PIPE, STDOUT
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -79,12 +78,8 @@ async def fake() -> AsyncIterator[FakeBotApi]:
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def _restore_logging(restore_logging: None) -> None:
+    """The command line's logging set-up is undone after each test (tests/conftest.py)."""
 
 
 # ----------------------------------------------------------------------------------- data to rotate

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import logging
 import os
 import pty
 import re
@@ -16,7 +15,6 @@ import sqlite3
 import stat
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import nacl.hash
@@ -55,13 +53,8 @@ REPORTER = 601
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Undo the logging `main` sets up: its handler writes to this test's captured stderr, closed after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def _restore_logging(restore_logging: None) -> None:
+    """The command line's logging set-up is undone after each test (tests/conftest.py)."""
 
 
 async def seed(settings: Settings) -> None:
