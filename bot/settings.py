@@ -110,6 +110,14 @@ class Settings:
     reporter_updates: frozenset[str] = frozenset(REPORTER_UPDATES)
     # "auto": a broadcast to all subscribers needs a second person's approval once there are two admins.
     four_eyes: str = "auto"
+    # A campaign, or one person's campaigns within approval_window_h, reaching more than this many people
+    # needs a second person's approval (whatever the audience: per-language campaigns add up).
+    approval_reach: int = 50
+    approval_window_h: float = 24.0
+    # The coordinators' group: how often its members are compared with the roles, and whether members
+    # who hold no role are removed (not only reported to the admins).
+    member_check_min: float = 60.0
+    remove_strangers: bool = False
     broadcast_interval_s: float = 2.0
     # The coordinators' group's budget (rate_group_per_min, edits included) keeps slots no report card
     # may take: for SOS cards, and for digests that list many reports in one message.
@@ -269,6 +277,10 @@ class Settings:
             phone_keep_hours=_phone_keep_hours(env),
             reporter_updates=_choices(env, "JARCHY_REPORTER_UPDATES", REPORTER_UPDATES),
             four_eyes=_one_of(env, "JARCHY_FOUR_EYES", ("auto", "on", "off"), "auto"),
+            approval_reach=_number(env, "JARCHY_APPROVAL_REACH", 50, int, minimum=0),
+            approval_window_h=_number(env, "JARCHY_APPROVAL_WINDOW_H", 24.0, float, minimum=0),
+            member_check_min=_number(env, "JARCHY_MEMBER_CHECK_MIN", 60.0, float, minimum=1),
+            remove_strangers=_flag(env, "JARCHY_REMOVE_STRANGERS"),
             broadcast_interval_s=_number(env, "JARCHY_BROADCAST_INTERVAL_S", 2.0, float, minimum=0.2),
             alert_sos_reserve=_number(env, "JARCHY_ALERT_SOS_RESERVE", 8, int, minimum=0),
             alert_digest_reserve=_number(env, "JARCHY_ALERT_DIGEST_RESERVE", 6, int, minimum=1),
@@ -316,6 +328,10 @@ class Settings:
             ("JARCHY_PHONE_KEEP_HOURS", f"{self.phone_keep_hours:g}"),
             ("JARCHY_REPORTER_UPDATES", ",".join(sorted(self.reporter_updates)) or "none"),
             ("JARCHY_FOUR_EYES", self.four_eyes),
+            ("JARCHY_APPROVAL_REACH", str(self.approval_reach)),
+            ("JARCHY_APPROVAL_WINDOW_H", f"{self.approval_window_h:g}"),
+            ("JARCHY_MEMBER_CHECK_MIN", f"{self.member_check_min:g}"),
+            ("JARCHY_REMOVE_STRANGERS", str(self.remove_strangers).lower()),
             ("JARCHY_BROADCAST_INTERVAL_S", f"{self.broadcast_interval_s:g}"),
             ("JARCHY_ALERT_SOS_RESERVE", str(self.alert_sos_reserve)),
             ("JARCHY_ALERT_DIGEST_RESERVE", str(self.alert_digest_reserve)),

@@ -29,6 +29,33 @@ async def in_workspace(update: Update, context: JarchyContext, action: str) -> b
     return False
 
 
+async def pressed_in_workspace(
+    update: Update, context: JarchyContext, action: str, *, private_only: bool = False
+) -> bool:
+    """Allow a coordinators' button only where such a button is issued: the presser's own private chat,
+    or (unless `private_only`) the coordinators' chat.
+
+    Callback data can be forged onto any message of the bot, in any chat it is in; a button whose answer
+    is posted or edited in place must never show a report to that chat. Refused presses are audited and
+    answered with an alert that shows nothing.
+    """
+    query, chat, user = update.callback_query, update.effective_chat, update.effective_user
+    if query is None or user is None:
+        return False
+    if chat is not None and chat.type == ChatType.PRIVATE and chat.id == user.id:
+        return True
+    if (
+        chat is not None
+        and not private_only
+        and chat.type != ChatType.PRIVATE
+        and await context.services.alerts.is_coordinator_chat(chat.id)
+    ):
+        return True
+    await context.services.gate.refuse(user.id, action, detail="wrong chat")
+    await query.answer(context.plain("coord.wrong_chat"), show_alert=True)
+    return False
+
+
 def refusal(context: JarchyContext, error: Exception, *, plain: bool = False) -> str:
     """Return the text explaining why an action was refused: HTML for messages sent with
     ParseMode.HTML, `plain` for callback answers (which show text as it is)."""
