@@ -69,6 +69,18 @@ inbox = Table(
 )
 Index("ix_inbox_pending", inbox.c.status, inbox.c.next_attempt_at, inbox.c.update_id)
 
+acted_updates = Table(
+    "acted_updates",
+    metadata,
+    # Which gated actions an update already committed (its n-th one is `seq`): a retried update skips
+    # them. No actor and no target: the audit log has those. Purged with the inbox's done rows.
+    Column("update_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("action", String(48), nullable=False),
+    Column("at", UtcTimestamp, nullable=False),
+)
+Index("ix_acted_updates_at", acted_updates.c.at)
+
 bot_state = Table(
     "bot_state",
     metadata,
