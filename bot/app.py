@@ -14,6 +14,7 @@ from bot.context import BotData, JarchyContext
 from bot.ptb_request import AiohttpRequest
 from bot.send_limits import SharedRateLimiter
 from bot.services.inbox import Dispatch, DispatchResult
+from bot.services.update_run import handling
 from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
 from handlers import (
@@ -33,6 +34,7 @@ from handlers import (
     team,
     users,
 )
+from handlers.errors import TELEGRAM_FAULT
 from messages import LANGUAGES, catalogs
 from messages.menus import bot_commands
 
@@ -102,9 +104,17 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
 async def dispatch_update(app: JarchyApp, raw: dict[str, Any]) -> DispatchResult:
     """Hand one stored update to the Application and report whether it must be tried again."""
     update = Update.de_json(raw, app.bot)
-    await app.process_update(update)
+    with handling(update.update_id) as run:
+        await app.process_update(update)
     error = app.bot_data.retry_marks.pop(update.update_id, None)
-    return DispatchResult(Dispatch.RETRY, error) if error else DispatchResult(Dispatch.DONE)
+    if error and run.committed:
+        # The action is in the database; what failed came after it (most often the reply timing out,
+        # which Telegram may well have delivered). Running the update again would only repeat its effects.
+        log.warning("update %s not retried after %s: its action had committed", update.update_id, error)
+        return DispatchResult(Dispatch.DONE)
+    if not error:
+        return DispatchResult(Dispatch.DONE)
+    return DispatchResult(Dispatch.RETRY, error, counts=error.startswith(TELEGRAM_FAULT))
 
 
 async def _post_init(app: JarchyApp) -> None:

@@ -10,26 +10,43 @@ from telegram.error import NetworkError, TimedOut
 from telegram.ext import Application, ApplicationHandlerStop
 
 from bot.context import JarchyContext
+from bot.services.update_run import AlreadyActed, current_run
 from storage.database import is_transient
 
 log = logging.getLogger(__name__)
+
+# Retry marks name which side failed: the inbox counts Telegram's silences against the attempts.
+TELEGRAM_FAULT = "telegram:"
+DATABASE_FAULT = "database:"
 
 
 async def report_error(update: object, context: JarchyContext) -> None:
     """Log, mark transient failures for another try, and answer the person."""
     error = context.error
     update_id = update.update_id if isinstance(update, Update) else None
-    transient = error is not None and (is_transient(error) or _telegram_unreachable(error))
-    if isinstance(update, Update) and transient:
-        context.bot_data.retry_marks[update.update_id] = type(error).__name__
+    if isinstance(error, AlreadyActed):
+        # A retried update whose action an earlier run committed: nothing is done again, and the person
+        # (whose first answer may have been lost) hears that it was done.
+        log.info("update %s already acted (%s); not repeated", update_id, error.action)
+        if isinstance(update, Update):
+            await _tell_user(update, context, "update.already_done", alert=False)
+        raise ApplicationHandlerStop
+    unreachable = error is not None and _telegram_unreachable(error)
+    transient = error is not None and (is_transient(error) or unreachable)
+    run = current_run()
+    done_before_failing = run is not None and run.committed
+    if isinstance(update, Update) and transient and not done_before_failing:
+        fault = TELEGRAM_FAULT if unreachable else DATABASE_FAULT
+        context.bot_data.retry_marks[update.update_id] = f"{fault}{type(error).__name__}"
     # The exception's text is left out: Telegram's error descriptions can quote what the user wrote
     # ("can't parse entities: … at byte offset …"), and database errors can quote values.
     frames = "".join(traceback.format_tb(error.__traceback__)) if error is not None else ""
     log.error(
-        "handler failed for update %s (%s, transient=%s)\n%s",
+        "handler failed for update %s (%s, transient=%s, acted=%s)\n%s",
         update_id,
         type(error).__name__,
         transient,
+        done_before_failing,
         frames,
     )
     if (
@@ -37,7 +54,11 @@ async def report_error(update: object, context: JarchyContext) -> None:
         and update.effective_chat is not None
         and update.effective_chat.type == "private"
     ):
-        await _tell_user(update, context, "error.retrying" if transient else "error.generic")
+        if done_before_failing:
+            key = "error.after_done"
+        else:
+            key = "error.retrying" if transient else "error.generic"
+        await _tell_user(update, context, key)
     # Later handler groups would act on a half-handled update (a transient fault retries it whole).
     raise ApplicationHandlerStop
 
@@ -48,10 +69,10 @@ def _telegram_unreachable(error: BaseException) -> bool:
     return isinstance(error, TimedOut) or type(error) is NetworkError
 
 
-async def _tell_user(update: Update, context: JarchyContext, key: str) -> None:
+async def _tell_user(update: Update, context: JarchyContext, key: str, *, alert: bool = True) -> None:
     try:
         if update.callback_query is not None:
-            await update.callback_query.answer(context.text(key), show_alert=True)
+            await update.callback_query.answer(context.plain(key), show_alert=alert)
         elif update.effective_message is not None:
             await update.effective_message.reply_text(context.text(key))
     except Exception:

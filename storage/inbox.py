@@ -22,6 +22,7 @@ class InboxRow:
     update_id: int
     payload: bytes
     attempts: int
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,12 @@ class InboxRepository:
     async def due(self, conn: AsyncConnection, now: datetime, limit: int) -> list[InboxRow]:
         """Return pending updates whose time has come, oldest first."""
         result = await conn.execute(
-            select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts)
+            select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
             .where(inbox.c.status == "pending", inbox.c.next_attempt_at <= now)
             .order_by(inbox.c.update_id)
             .limit(limit)
         )
-        return [InboxRow(r.update_id, r.payload, r.attempts) for r in result]
+        return [InboxRow(r.update_id, r.payload, r.attempts, r.received_at) for r in result]
 
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
         """Return when the earliest pending update is due, or None."""

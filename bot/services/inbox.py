@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.clock import Clock
@@ -27,6 +27,9 @@ from storage.inbox import InboxRepository, InboxRow
 log = logging.getLogger(__name__)
 
 URGENT_CONCURRENCY = 32
+# A database that stays locked or full is waited for this long, then the update is given up (logged):
+# every retry is bounded, and a person who pressed something six hours ago has long tried again.
+TRANSIENT_WINDOW = timedelta(hours=6)
 ALLOWED_UPDATES = (
     "message",
     "edited_message",
@@ -50,6 +53,10 @@ class DispatchResult:
 
     outcome: Dispatch
     error: str = ""
+    # Telegram did not answer (rather than the database being locked or full): such a fault is counted
+    # against the attempts, because a reply that timed out may have been delivered and the update's
+    # other effects repeat with every run.
+    counts: bool = False
 
 
 Dispatcher = Callable[[dict[str, Any]], Awaitable[DispatchResult]]
@@ -93,6 +100,9 @@ class DurableInbox:
         self._urgent_slots = asyncio.Semaphore(URGENT_CONCURRENCY)
         self._in_flight: set[int] = set()
         self._finished: set[int] = set()
+        # Handled updates whose done-mark could not be written yet (a locked database): never dispatched
+        # again by this process while the mark is retried.
+        self._unmarked: set[int] = set()
         self._chains: dict[object, asyncio.Task[None]] = {}
         self._queues: dict[object, deque[tuple[InboxRow, dict[str, Any] | None]]] = {}
 
@@ -159,13 +169,15 @@ class DurableInbox:
         # An update finished before this read is seen by it as done; one finishing during the read may
         # still look pending to it, so it stays marked in flight until the next pass.
         settled = set(self._finished)
+        if self._unmarked:
+            await self._write_unmarked()
         async with self._db.read() as conn:
             rows = await self._repo.due(conn, self._clock.now(), limit=200)
         self._in_flight -= settled
         self._finished -= settled
         scheduled = 0
         for row in rows:
-            if row.update_id in self._in_flight:
+            if row.update_id in self._in_flight or row.update_id in self._unmarked:
                 continue
             try:
                 update: dict[str, Any] | None = self._cipher.decrypt_json(
@@ -220,9 +232,9 @@ class DurableInbox:
             counted = True
         if result.outcome is Dispatch.DONE:
             await self._mark_done(row.update_id)
-        elif not counted:
-            # A transient fault (database locked or full) is retried for as long as it lasts: giving up
-            # would lose an update Telegram was already told had arrived.
+        elif not counted and not result.counts and self._within_window(row, now):
+            # A transient fault (database locked or full) is retried while it lasts, up to a bound: giving
+            # up early would lose an update Telegram was already told had arrived.
             delay = timedelta(seconds=min(60.0, 2.0 ** min(row.attempts, 6)))
             log.warning("update %s will be retried: %s", row.update_id, result.error)
             await self._record(
@@ -230,7 +242,7 @@ class DurableInbox:
                     conn, row.update_id, now + delay, result.error, count=False
                 )
             )
-        elif row.attempts + 1 >= self._max_attempts:
+        elif row.attempts + 1 >= self._max_attempts or not self._within_window(row, now):
             log.error(
                 "giving up on update %s after %d attempts: %s", row.update_id, row.attempts + 1, result.error
             )
@@ -251,21 +263,38 @@ class DurableInbox:
                 return
             ids, self._done = self._done, []
             now = self._clock.now()
-            await self._record(lambda conn: self._repo.mark_done(conn, ids, now))
+            if not await self._record(lambda conn: self._repo.mark_done(conn, ids, now)):
+                # Running a handled update again would repeat its replies: remember it as handled and
+                # write the mark at the next pass.
+                self._unmarked.update(ids)
 
-    async def _record(self, write: Callable[[Any], Awaitable[None]]) -> None:
-        # Recording the outcome may itself hit a locked database: try a few times, then leave the row
-        # pending (it will be dispatched again, and handlers are idempotent).
+    async def _write_unmarked(self) -> None:
+        ids = sorted(self._unmarked)
+        now = self._clock.now()
+        try:
+            async with self._db.write() as conn:
+                await self._repo.mark_done(conn, ids, now)
+        except Exception:
+            log.warning("done-marks for %d updates still not written; trying again", len(ids))
+            return
+        self._unmarked.difference_update(ids)
+
+    def _within_window(self, row: InboxRow, now: datetime) -> bool:
+        return row.received_at is None or now - row.received_at < TRANSIENT_WINDOW
+
+    async def _record(self, write: Callable[[Any], Awaitable[None]]) -> bool:
+        # Recording the outcome may itself hit a locked database: try a few times, then say so.
         for attempt in range(5):
             try:
                 async with self._db.write() as conn:
                     await write(conn)
-                return
+                return True
             except Exception:
                 if attempt == 4:
-                    log.exception("could not record an inbox outcome; the update stays pending")
-                    return
+                    log.exception("could not record an inbox outcome")
+                    return False
                 await asyncio.sleep(0.2 * (attempt + 1))
+        return False
 
     async def _fetch_loop(self) -> None:
         backoff = 1.0

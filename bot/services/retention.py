@@ -8,6 +8,7 @@ from datetime import timedelta
 from bot.clock import Clock
 from bot.services.history import HistoryScrubber
 from bot.services.reports import ReportService
+from storage.acted import ActedRepository
 from storage.database import Database
 from storage.inbox import InboxRepository
 from storage.outbox import FINAL_STATUSES, OutboxRepository
@@ -42,12 +43,14 @@ class Retention:
         self._clock = clock
         self._reports = reports
         self._history = history
+        self._acted = ActedRepository()
 
     async def purge(self) -> int:
         """Delete handled inbox rows older than INBOX_KEEP and expired drafts; return how many rows."""
         async with self._db.write() as conn:
             purged = await self._inbox.purge_done(conn, self._clock.now() - INBOX_KEEP)
             now = self._clock.now()
+            purged += await self._acted.purge_before(conn, now - INBOX_KEEP)
             purged += await self._outbox.purge_finished(
                 conn, ("sent", "cancelled", "blocked"), now - OUTBOX_KEEP, keep_kinds=LEDGER_KINDS
             )

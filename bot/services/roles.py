@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.clock import Clock
 from bot.security import Pseudonymizer
 from bot.services.audit import AuditLog
+from bot.services.update_run import AlreadyActed, current_run
+from storage.acted import ActedRepository
 from storage.database import Database
 from storage.reports import ReportNotFound
 from storage.users import UserRepository
@@ -60,16 +63,26 @@ class Acting:
 class Gate:
     """Opens a write transaction for an action only after the database says the person may take it.
 
-    A refusal rolls back whatever the action began, then is written to the audit log on its own.
+    A refusal rolls back whatever the action began, then is written to the audit log on its own. Inside
+    an update, each action also records that update in its own transaction: a retried update finds its
+    earlier actions there and raises AlreadyActed instead of adding a second note, view or campaign.
     """
 
     def __init__(
-        self, db: Database, users: UserRepository, pseudonyms: Pseudonymizer, audit: AuditLog
+        self,
+        db: Database,
+        users: UserRepository,
+        pseudonyms: Pseudonymizer,
+        audit: AuditLog,
+        clock: Clock,
+        acted: ActedRepository | None = None,
     ) -> None:
         self._db = db
         self._users = users
         self._pseudonyms = pseudonyms
         self._audit = audit
+        self._clock = clock
+        self._acted = acted or ActedRepository()
 
     @asynccontextmanager
     async def acting(
@@ -77,10 +90,21 @@ class Gate:
     ) -> AsyncIterator[Acting]:
         """Yield the transaction if the person holds one of `roles` now; else audit and raise NotAllowed."""
         pseudonym = self._pseudonyms.of_user(user_id)
+        run = current_run()
+        if run is not None:
+            run.actions += 1
+            seq = run.actions
         try:
             async with self._db.write() as conn:
                 await require_role(conn, self._users, pseudonym, roles)
+                if run is not None and not await self._acted.claim(
+                    conn, run.update_id, seq, action, self._clock.now()
+                ):
+                    run.replayed = True
+                    raise AlreadyActed(action)
                 yield Acting(conn, pseudonym)
+            if run is not None:
+                run.committed = True
         except NotAllowed:
             await self._audit.refused(pseudonym, action, target, detail="role")
             raise
