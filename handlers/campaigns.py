@@ -30,7 +30,7 @@ from bot.context import JarchyContext
 from bot.services.campaigns import Input
 from bot.services.roles import NotAllowed
 from handlers.start import PRIVATE_MESSAGES
-from handlers.workspace import WorkspaceError, in_workspace, refusal
+from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from messages.campaign_screens import (
     APPROVE_PREFIX,
     CAMPAIGN_PREFIX,
@@ -39,6 +39,7 @@ from messages.campaign_screens import (
     campaign_message,
     draft_card,
     progress_text,
+    reach_line,
     template_languages,
 )
 
@@ -135,25 +136,39 @@ async def approve_campaign(update: Update, context: JarchyContext) -> None:
         return
     if query is None and not await in_workspace(update, context, "campaign.approve"):
         return
+    # The button is issued in the coordinators' chat, and its answer is an alert only the presser sees.
+    if query is not None and not await pressed_in_workspace(update, context, "campaign.approve"):
+        return
     campaign_id = _campaign_id([(query.data or "").split(":")[1]] if query is not None else context.args)
     if campaign_id is None:
         await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
         return
     try:
-        campaign = await context.services.campaigns.approve(user.id, campaign_id)
-        text = context.texts.plain(context.language, "campaign.approved", code=campaign.ref)
+        campaign, reach = await context.services.campaigns.approve(user.id, campaign_id)
     except WorkspaceError as error:
-        text = refusal(context, error, plain=True)
+        if query is not None:
+            await query.answer(refusal(context, error, plain=True), show_alert=True)
+        else:
+            await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        return
     if query is not None:
-        await query.answer(text, show_alert=True)
+        # The card above the button showed the reach; an alert holds 200 characters at most.
+        await query.answer(context.plain("campaign.approved", code=campaign.ref), show_alert=True)
     else:
-        await message.reply_text(text)
+        text = context.text("campaign.approved", code=campaign.ref)
+        await message.reply_text(
+            text + "\n" + reach_line(context.texts, context.language, reach), parse_mode=ParseMode.HTML
+        )
 
 
 async def press_compose(update: Update, context: JarchyContext) -> None:
     """A button on a draft card: cc:ID:FIELD, cc:ID:tpl:LANG, cc:ID:aud:KIND[:VALUE], preview, send…"""
     query, user, chat = update.callback_query, update.effective_user, update.effective_chat
     if query is None or user is None or chat is None or query.data is None:
+        return
+    # Prompts, cards, previews and the ledger are posted where the button is pressed: forged onto a message
+    # in any other chat, the press would show a draft there.
+    if not await pressed_in_workspace(update, context, "campaign.button", private_only=True):
         return
     parts = query.data.split(":")
     campaign_id, action = int(parts[1]), parts[2]
@@ -364,6 +379,10 @@ async def _send(
     zone = context.bot_data.settings.timezone
     if campaign.status == "awaiting_approval":
         text = context.text("campaign.awaiting_approval", code=campaign.ref)
+        with contextlib.suppress(*WorkspaceError):  # the status message matters more than the figures
+            reach = (await campaigns.view(user_id, campaign.id)).reach
+            if reach is not None:
+                text += "\n" + reach_line(context.texts, context.language, reach)
     elif when is not None and campaign.send_at is not None:
         text = context.text(
             "campaign.scheduled",
@@ -392,6 +411,7 @@ async def _ask_for_approval(context: JarchyContext, user_id: int, campaign_id: i
         summary.templates,
         summary.audience_size,
         context.bot_data.settings.timezone,
+        summary.reach,
     )
     button = {
         "text": context.texts.plain(context.language, "campaign.approve_button"),
@@ -438,7 +458,13 @@ async def _show_card(context: JarchyContext, chat_id: int, user_id: int, campaig
         return
     zone = context.bot_data.settings.timezone
     text, markup = draft_card(
-        context.texts, context.language, summary.campaign, summary.templates, summary.audience_size, zone
+        context.texts,
+        context.language,
+        summary.campaign,
+        summary.templates,
+        summary.audience_size,
+        zone,
+        summary.reach,
     )
     if summary.campaign.status != "draft":
         text += "\n\n" + progress_text(

@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from messages.catalog import Catalogs
-from storage.campaigns import Campaign
+from storage.campaigns import Campaign, Reach
 
 CAMPAIGN_PREFIX = "cp"  # recipients' buttons: cp:ID:acted|template|remind|stop
 COMPOSE_PREFIX = "cc"  # coordinators' buttons: cc:ID:field[:value]
@@ -83,8 +83,10 @@ def draft_card(
     templates: list[str],
     audience_size: int,
     zone: ZoneInfo,
+    reach: Reach | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Return the draft's summary and the buttons that edit, preview, send or discard it."""
+    """Return the draft's summary and the buttons that edit, preview, send or discard it; with `reach`
+    (a campaign waiting for approval), the line the approver weighs."""
     audience = texts.plain(
         language, f"campaign.audience_{campaign.audience}", value=campaign.audience_value or ""
     )
@@ -103,6 +105,8 @@ def draft_card(
         size=audience_size,
         channels=texts.plain(language, "campaign.yes" if campaign.include_channels else "campaign.no"),
     )
+    if reach is not None:
+        text += "\n" + reach_line(texts, language, reach)
     if campaign.status != "draft":
         return text, {"inline_keyboard": []}
     cid = campaign.id
@@ -122,6 +126,26 @@ def draft_card(
         [b("campaign.discard", "cancel")],
     ]
     return text, {"inline_keyboard": rows}
+
+
+def reach_line(texts: Catalogs, language: str, reach: Reach) -> str:
+    """Return how many people the campaign reaches, and the author's window total when that is what
+    needs the second pair of eyes (HTML)."""
+    hours = f"{reach.window_h:g}"
+    if reach.channels:
+        return texts.text(
+            language, "campaign.reach_channels", people=reach.people, window=reach.window, hours=hours
+        )
+    if reach.by_window:
+        return texts.text(
+            language,
+            "campaign.reach_window",
+            people=reach.people,
+            window=reach.window,
+            hours=hours,
+            threshold=reach.threshold,
+        )
+    return texts.text(language, "campaign.reach", people=reach.people, threshold=reach.threshold)
 
 
 def audience_keyboard(texts: Catalogs, language: str, campaign: Campaign) -> dict[str, Any]:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    String,
+    and_,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_or, new_id
@@ -17,6 +32,7 @@ from storage.schema import (
     campaign_templates,
     campaigns,
     follows,
+    outbox,
     subscriptions,
     user_roles,
     users,
@@ -37,6 +53,40 @@ def subscriber_filter(audience: str, value: str | None) -> tuple[str | None, str
     if audience == "topic":
         return value, None
     return "campaigns", value if audience == "language" else None
+
+
+# A campaign counts towards its author's reach once it is on its way (or approved to go).
+UNDER_WAY = ("scheduled", "sending", "sent", "done")
+# Outbox rows that reached someone, or may have (an unknown outcome, a send in flight).
+_REACHED = ("pending", "sending", "sent", "unknown", "held")
+# Who acted on a campaign, by the audit log: whoever created, edited or sent it answers for what it says.
+HANDLED = ("campaign.new", "campaign.edit", "campaign.send")
+
+
+def audience_people(audience: str, value: str | None) -> Select[tuple[str]]:
+    """Return the pseudonyms a subscriber or case audience is delivered to now, chosen as the broadcaster
+    chooses its recipients (one row per person)."""
+    if audience == "case":
+        return (
+            select(follows.c.follower.label("pseudonym"))
+            .outerjoin(users, users.c.pseudonym == follows.c.follower)
+            .where(
+                follows.c.case_id == int(value or 0),
+                or_(users.c.active.is_(None), users.c.active.is_(True)),
+            )
+        )
+    topic, language = subscriber_filter(audience, value)
+    stmt = (
+        select(subscriptions.c.pseudonym.label("pseudonym"))
+        .join(users, users.c.pseudonym == subscriptions.c.pseudonym)
+        .where(users.c.active.is_(True), _has_topic(topic))
+    )
+    return stmt.where(_spoken == language) if language is not None else stmt
+
+
+def _ref() -> ColumnElement[str]:
+    """Return a campaign's outbox ref (and audit target) in SQL: "C-" and its id."""
+    return literal("C-", String) + cast(campaigns.c.id, String)
 
 
 class CampaignNotFound(LookupError):
@@ -74,6 +124,32 @@ class Campaign:
     def ref(self) -> str:
         """Return the outbox ref its messages carry (and the code people see)."""
         return f"C-{self.id}"
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How many people a campaign would reach, alone and with its author's others in the window."""
+
+    people: int  # its own audience now, channels not counted
+    window: int  # distinct people its author's campaigns within the window reach, this one included
+    channels: bool  # it also posts to channels and groups, whose readers nobody can count
+    threshold: int  # above this, a second pair of eyes
+    window_h: float
+
+    @property
+    def above(self) -> bool:
+        """Tell whether the campaign reaches more people than one person may reach alone."""
+        return self.channels or self.window > self.threshold
+
+    @property
+    def by_window(self) -> bool:
+        """Tell whether it is the author's window total, not the campaign alone, that is above."""
+        return not self.channels and self.people <= self.threshold < self.window
+
+    def describe(self) -> str:
+        """Return the audit detail: figures only."""
+        channels = " channels" if self.channels else ""
+        return f"reach {self.people} window {self.window} threshold {self.threshold}{channels}"
 
 
 @dataclass(frozen=True)
@@ -261,19 +337,99 @@ class CampaignRepository:
 
     async def audience_size(self, conn: AsyncConnection, audience: str, value: str | None) -> int:
         """Return how many people a campaign would reach now (channels not counted)."""
-        if audience == "case":
-            stmt = select(func.count()).select_from(follows).where(follows.c.case_id == int(value or 0))
-            return int((await conn.execute(stmt)).scalar() or 0)
-        count = (
-            select(func.count())
-            .select_from(subscriptions.join(users, users.c.pseudonym == subscriptions.c.pseudonym))
+        return await self._count(conn, [audience_people(audience, value)])
+
+    async def people_reached(self, conn: AsyncConnection, reaching: Sequence[Campaign]) -> int:
+        """Return how many distinct people these campaigns reach or would reach (channels not counted):
+        a cancelled one the people it was delivered to, any other its audience now."""
+        selects: list[Select[tuple[str]]] = []
+        audiences: set[tuple[str, str | None]] = set()
+        for campaign in reaching:
+            if campaign.status == "cancelled":
+                selects.append(
+                    select(outbox.c.recipient.label("pseudonym")).where(
+                        outbox.c.ref == campaign.ref,
+                        outbox.c.recipient.is_not(None),
+                        outbox.c.status.in_(_REACHED),
+                    )
+                )
+            elif (campaign.audience, campaign.audience_value) not in audiences:
+                audiences.add((campaign.audience, campaign.audience_value))
+                selects.append(audience_people(campaign.audience, campaign.audience_value))
+        return await self._count(conn, selects)
+
+    async def everyone(self, conn: AsyncConnection) -> int:
+        """Return how many distinct people any campaign could reach: active subscribers and followers."""
+        followers = (
+            select(follows.c.follower.label("pseudonym"))
+            .outerjoin(users, users.c.pseudonym == follows.c.follower)
+            .where(or_(users.c.active.is_(None), users.c.active.is_(True)))
+        )
+        subscribers = (
+            select(subscriptions.c.pseudonym.label("pseudonym"))
+            .join(users, users.c.pseudonym == subscriptions.c.pseudonym)
             .where(users.c.active.is_(True))
         )
-        topic, language = subscriber_filter(audience, value)
-        count = count.where(_has_topic(topic))
-        if language is not None:
-            count = count.where(_spoken == language)
-        return int((await conn.execute(count)).scalar() or 0)
+        return await self._count(conn, [subscribers, followers])
+
+    async def _count(self, conn: AsyncConnection, selects: Sequence[Select[tuple[str]]]) -> int:
+        # UNION, not UNION ALL: someone in two audiences is one person reached.
+        if not selects:
+            return 0
+        people = (selects[0] if len(selects) == 1 else union(*selects)).subquery()
+        return int((await conn.execute(select(func.count()).select_from(people))).scalar() or 0)
+
+    async def in_window(
+        self,
+        conn: AsyncConnection,
+        people: Collection[str],
+        start: datetime,
+        end: datetime,
+        exclude: int,
+    ) -> list[Campaign]:
+        """Return the campaigns going out in (start, end) that these people created or sent: those on
+        their way, and cancelled ones of which something was queued."""
+        sent_by = select(audit_log.c.target).where(
+            audit_log.c.action == "campaign.send",
+            audit_log.c.outcome == "ok",
+            audit_log.c.actor.in_(list(people)),
+        )
+        rows = await conn.execute(
+            select(campaigns).where(
+                campaigns.c.id != exclude,
+                campaigns.c.send_at > start,
+                campaigns.c.send_at < end,
+                or_(
+                    campaigns.c.status.in_(UNDER_WAY),
+                    and_(campaigns.c.status == "cancelled", campaigns.c.enqueued > 0),
+                ),
+                or_(campaigns.c.created_by.in_(list(people)), _ref().in_(sent_by)),
+            )
+        )
+        return [_campaign(r) for r in rows]
+
+    async def handled_by(
+        self, conn: AsyncConnection, pseudonym: str, statuses: Sequence[str]
+    ) -> list[Campaign]:
+        """Return the campaigns in these statuses that a person created, edited, sent or approved."""
+        touched = select(audit_log.c.target).where(
+            audit_log.c.actor == pseudonym,
+            audit_log.c.outcome == "ok",
+            audit_log.c.action.in_(HANDLED),
+        )
+        rows = await conn.execute(
+            select(campaigns)
+            .where(
+                campaigns.c.status.in_(statuses),
+                or_(
+                    campaigns.c.created_by == pseudonym,
+                    campaigns.c.approved_by == pseudonym,
+                    _ref().in_(touched),
+                ),
+            )
+            .order_by(campaigns.c.id)
+        )
+        return [_campaign(r) for r in rows]
 
     # ---------------------------------------------------------------------- templates
 
@@ -412,13 +568,16 @@ class CampaignRepository:
         """Forget every pending input into a campaign (it was sent or cancelled)."""
         await conn.execute(delete(campaign_inputs).where(campaign_inputs.c.campaign_id == campaign_id))
 
-    async def editors(self, conn: AsyncConnection, ref: str) -> frozenset[str]:
-        """Return who created or edited a campaign (from the audit log): none of them may approve it."""
+    async def editors(
+        self, conn: AsyncConnection, ref: str, actions: Sequence[str] = HANDLED
+    ) -> frozenset[str]:
+        """Return who created, edited or sent a campaign (from the audit log): none of them may approve it.
+        With `actions`, who took only those."""
         rows = await conn.execute(
             select(audit_log.c.actor).where(
                 audit_log.c.target == ref,
                 audit_log.c.outcome == "ok",
-                audit_log.c.action.in_(("campaign.new", "campaign.edit")),
+                audit_log.c.action.in_(actions),
             )
         )
         return frozenset(rows.scalars())

@@ -15,12 +15,13 @@ from sqlalchemy import text
 
 from bot.clock import FakeClock
 from bot.services.broadcast import Broadcaster
-from bot.services.campaigns import Input
+from bot.services.campaigns import APPROVAL_FLOOR, Input, approval_threshold
 from bot.services.outbox import payload_binding
 from bot.services.roles import NotAllowed, Refused
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
-from storage.campaigns import CampaignRepository
+from storage.campaigns import Campaign, CampaignRepository
+from storage.users import UserRepository
 from tests.campaign_seed import ready_campaign, seed_subscribers
 from tests.conftest import make_settings
 
@@ -68,6 +69,23 @@ async def rows(services: Services, kind: str = "campaign") -> list[tuple[str | N
         )
         for r in found
     ]
+
+
+async def join(services: Services, user_id: int) -> None:
+    """Make someone a coordinator through an invite, as the bot does."""
+    await services.users.seen(user_id, "en")
+    invite = await services.team.invite(ADMIN)
+    await services.team.join(user_id, invite.token)
+
+
+async def audit_details(services: Services, action: str) -> list[str | None]:
+    """Return the details of the audit log's entries of an action, oldest first."""
+    async with services.db.read() as conn:
+        found = await conn.execute(
+            text("SELECT detail FROM audit_log WHERE action = :a AND outcome = 'ok' ORDER BY id"),
+            {"a": action},
+        )
+        return list(found.scalars())
 
 
 async def compose(services: Services, author: int, body: str = "Write to <b>Aziza</b> today.") -> int:
@@ -141,12 +159,12 @@ async def test_the_text_is_checked_before_it_is_saved(services: Services) -> Non
         await services.campaigns.create(READER, READER, "Spam")
 
 
-async def test_four_eyes_for_everyone_and_never_the_author(services: Services) -> None:
+async def test_four_eyes_above_the_reach_and_never_the_author(services: Services) -> None:
     nobody = await compose(services, ADMIN)
     with pytest.raises(Refused) as empty:
         await services.campaigns.send(ADMIN, nobody)
     assert empty.value.key == "campaign.no_audience"
-    await seed_subscribers(services, SUBSCRIBERS[:5], language="ru")
+    await seed_subscribers(services, SUBSCRIBERS[:60], language="ru")
     campaign_id = await compose(services, ADMIN)
     # Whoever edited the draft is an author too.
     await services.campaigns.toggle_channels(SECOND_ADMIN, campaign_id)
@@ -163,18 +181,35 @@ async def test_four_eyes_for_everyone_and_never_the_author(services: Services) -
     with pytest.raises(Refused) as editor:
         await services.campaigns.approve(SECOND_ADMIN, campaign_id)
     assert editor.value.key == "campaign.self_approval"
-    await services.users.seen(COORDINATOR, "en")
-    invite = await services.team.invite(ADMIN)
-    await services.team.join(COORDINATOR, invite.token)
-    assert (await services.campaigns.approve(COORDINATOR, campaign_id)).status == "scheduled"
+    await join(services, COORDINATOR)
+    approved, reach = await services.campaigns.approve(COORDINATOR, campaign_id)
+    assert approved.status == "scheduled" and approved.approved_by == services.pseudonyms.of_user(COORDINATOR)
+    # 60 subscribers: a tenth is 6, so the floor of 10 is what one person may reach alone.
+    assert (reach.people, reach.window, reach.threshold, reach.above) == (60, 60, 10, True)
     with pytest.raises(Refused):
         await services.campaigns.approve(COORDINATOR, campaign_id)
-    # A narrower audience needs no second pair of eyes.
-    other = await compose(services, ADMIN)
-    await services.campaigns.set_audience(ADMIN, other, "language", "ru")
-    assert (await services.campaigns.send(ADMIN, other)).status == "scheduled"
+    assert await audit_details(services, "campaign.approve") == ["reach 60 window 60 threshold 10"]
+    assert await audit_details(services, "campaign.send") == [
+        "awaiting_approval reach 60 window 60 threshold 10"
+    ]
+    # Within the reach, another person's campaign needs no second pair of eyes.
+    await seed_subscribers(services, SUBSCRIBERS[60:65], language="uz")
+    other = await compose(services, COORDINATOR)
+    await services.campaigns.set_audience(COORDINATOR, other, "language", "uz")
+    assert (await services.campaigns.send(COORDINATOR, other)).status == "scheduled"
     with pytest.raises(Refused):
-        await services.campaigns.send(ADMIN, other)  # no longer a draft
+        await services.campaigns.send(COORDINATOR, other)  # no longer a draft
+
+
+async def test_whoever_sent_a_colleagues_draft_may_not_approve_it(services: Services) -> None:
+    await seed_subscribers(services, SUBSCRIBERS[:30], language="ru")
+    await join(services, COORDINATOR)
+    campaign_id = await compose(services, ADMIN)
+    assert (await services.campaigns.send(COORDINATOR, campaign_id)).status == "awaiting_approval"
+    with pytest.raises(Refused) as sender:
+        await services.campaigns.approve(COORDINATOR, campaign_id)
+    assert sender.value.key == "campaign.self_approval"
+    assert (await services.campaigns.approve(SECOND_ADMIN, campaign_id))[0].status == "scheduled"
 
 
 async def test_a_schedule_in_the_past_or_a_passed_deadline_is_refused(services: Services) -> None:
@@ -318,3 +353,234 @@ async def test_the_ledger_lists_every_delivery_pseudonymously(services: Services
     assert all(str(uid) not in out.getvalue() for uid in SUBSCRIBERS[:30])
     with pytest.raises(NotAllowed):
         await services.campaigns.ledger(READER, campaign_id, io.StringIO())
+
+
+# ------------------------------------------------------------------------------------------------- reach
+
+
+async def test_reach_counts_each_person_once_as_the_broadcaster_delivers(services: Services) -> None:
+    await seed_subscribers(services, SUBSCRIBERS[:20], language="en")
+    await seed_subscribers(services, SUBSCRIBERS[20:35], language="ru")
+    await seed_subscribers(services, SUBSCRIBERS[35:40], language="ru", topics="hearings")  # campaigns off
+    async with services.db.write() as conn:
+        for uid in SUBSCRIBERS[:2]:  # they blocked the bot
+            await conn.execute(
+                text("UPDATE users SET active = 0 WHERE pseudonym = :p"),
+                {"p": services.pseudonyms.of_user(uid)},
+            )
+    case = await services.hearings.create_case(ADMIN, "Aziza", "Blogger", "Art. 330", True)
+    for uid in [*SUBSCRIBERS[5:8], READER, READER + 1]:  # three subscribers, two who only follow the case
+        await services.users.seen(uid, "en")
+        await services.hearings.follow(uid, uid, case)
+    repo = CampaignRepository()
+
+    async def draft(audience: str, value: str | None) -> Campaign:
+        campaign_id = await compose(services, ADMIN)
+        async with services.db.write() as conn:
+            await repo.set(conn, campaign_id, NOW, audience=audience, audience_value=value)
+            return await repo.get(conn, campaign_id)
+
+    everyone, english, russian, hearings, followers = (
+        await draft("all", None),
+        await draft("language", "en"),
+        await draft("language", "ru"),
+        await draft("topic", "hearings"),
+        await draft("case", str(case)),
+    )
+    async with services.db.read() as conn:
+        sizes = [await repo.audience_size(conn, c.audience, c.audience_value) for c in (everyone, english)]
+        sizes += [await repo.audience_size(conn, c.audience, c.audience_value) for c in (russian, hearings)]
+        sizes.append(await repo.audience_size(conn, followers.audience, followers.audience_value))
+        assert sizes == [33, 18, 15, 38, 5]
+        # Someone in two audiences is one person reached.
+        assert await repo.people_reached(conn, [everyone, english, russian]) == 33
+        assert await repo.people_reached(conn, [english, followers]) == 20
+        assert await repo.everyone(conn) == 40
+    # A cancelled campaign counts whom it was delivered to, not its audience.
+    async with services.db.write() as conn:
+        await repo.set(conn, russian.id, NOW, status="scheduled", send_at=NOW)
+    await small_batches(services, 10).run_pass()
+    async with services.db.write() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outbox SET status = 'sent' WHERE id IN (SELECT id FROM outbox WHERE ref = :r LIMIT 4)"
+            ),
+            {"r": russian.ref},
+        )
+    await services.campaigns.cancel(ADMIN, russian.id)
+    async with services.db.read() as conn:
+        assert await repo.people_reached(conn, [await repo.get(conn, russian.id)]) == 4
+
+
+def test_the_threshold_is_the_setting_or_a_tenth_of_everyone_not_below_the_floor() -> None:
+    assert approval_threshold(50, 10_000) == 50
+    assert approval_threshold(50, 499) == 49
+    assert approval_threshold(50, 200) == 20
+    # 50 subscribers: one person alone may reach ten of them, not all 50.
+    assert approval_threshold(50, 50) == APPROVAL_FLOOR == 10
+    assert approval_threshold(50, 0) == 10
+    assert approval_threshold(5, 10_000) == 5 and approval_threshold(0, 100) == 0
+
+
+async def test_per_language_campaigns_add_up_within_the_window(services: Services) -> None:
+    await seed_subscribers(services, SUBSCRIBERS[:30], language="en")
+    await seed_subscribers(services, SUBSCRIBERS[30:60], language="ru")
+    await seed_subscribers(services, SUBSCRIBERS[60:560], language="ky")  # 560 people: the threshold is 50
+    await join(services, COORDINATOR)
+
+    async def send(author: int, language: str, when: datetime | None = None) -> int:
+        campaign_id = await compose(services, author)
+        await services.campaigns.set_audience(author, campaign_id, "language", language)
+        await services.campaigns.send(author, campaign_id, when)
+        return campaign_id
+
+    async def status(campaign_id: int) -> str:
+        return (await services.campaigns.view(ADMIN, campaign_id)).campaign.status
+
+    english = await send(ADMIN, "en")
+    assert await status(english) == "scheduled"
+    russian = await send(ADMIN, "ru")
+    assert await status(russian) == "awaiting_approval"
+    reach = (await services.campaigns.view(SECOND_ADMIN, russian)).reach
+    assert reach is not None and (reach.people, reach.window, reach.threshold) == (30, 60, 50)
+    assert reach.by_window and not reach.channels
+    assert (await services.campaigns.approve(SECOND_ADMIN, russian))[1].window == 60
+    # One campaign alone over the threshold, whoever sends it.
+    kyrgyz = await send(COORDINATOR, "ky")
+    assert await status(kyrgyz) == "awaiting_approval"
+    alone = (await services.campaigns.view(ADMIN, kyrgyz)).reach
+    assert alone is not None and alone.people == 500 and not alone.by_window
+    # A day later the window is empty again; a campaign scheduled within the next one counts as well.
+    assert isinstance(services.clock, FakeClock)
+    services.clock.advance(timedelta(hours=25).total_seconds())
+    later = services.clock.now()
+    assert await status(await send(ADMIN, "en")) == "scheduled"
+    assert await status(await send(ADMIN, "ru", later + timedelta(hours=23))) == "awaiting_approval"
+
+
+async def test_four_eyes_modes_and_channels(services: Services) -> None:
+    await seed_subscribers(services, SUBSCRIBERS[:100], language="en")  # the threshold is 10
+
+    async def sent(mode: str, *, channels: bool = False, audience: str = "en") -> str:
+        services.campaigns._four_eyes = mode
+        campaign_id = await compose(services, ADMIN)
+        await services.campaigns.set_audience(ADMIN, campaign_id, "language", audience)
+        if channels:
+            await services.campaigns.toggle_channels(ADMIN, campaign_id)
+        campaign = await services.campaigns.send(ADMIN, campaign_id)
+        await services.campaigns.cancel(ADMIN, campaign_id)  # out of the next one's window
+        return campaign.status
+
+    assert await sent("off") == "scheduled"
+    assert await sent("auto") == "awaiting_approval"
+    assert await sent("on") == "awaiting_approval"
+    # Channels and groups count as above any threshold: their readers are not counted.
+    await seed_subscribers(services, SUBSCRIBERS[100:101], language="uz")
+    assert await sent("auto", channels=True, audience="uz") == "awaiting_approval"
+    assert await sent("auto", audience="uz") == "scheduled"
+    async with services.db.write() as conn:
+        await UserRepository().revoke(conn, services.pseudonyms.of_user(SECOND_ADMIN), "admin")
+    assert await sent("auto") == "scheduled"  # with one admin, nobody might be there to approve
+    assert await sent("on") == "awaiting_approval"
+
+
+# ----------------------------------------------------------------------------------------- revocation
+
+
+async def test_withdrawing_an_author_cancels_everything_unsent(services: Services) -> None:
+    await seed_subscribers(services, SUBSCRIBERS[:40], language="en")
+    await join(services, COORDINATOR)
+    coordinator, admin = services.pseudonyms.of_user(COORDINATOR), services.pseudonyms.of_user(ADMIN)
+    repo = CampaignRepository()
+
+    async def campaign(author: int, **values: object) -> int:
+        campaign_id = await compose(services, author)
+        if values:
+            async with services.db.write() as conn:
+                await repo.set(conn, campaign_id, NOW, **values)
+        return campaign_id
+
+    sending = await campaign(COORDINATOR, status="scheduled", send_at=NOW)
+    await small_batches(services, 10).run_pass()
+    draft = await campaign(COORDINATOR)
+    await services.campaigns.expect(COORDINATOR, draft, "text")
+    awaiting = await campaign(COORDINATOR, status="awaiting_approval", send_at=NOW)
+    scheduled = await campaign(COORDINATOR, status="scheduled", send_at=NOW + timedelta(hours=1))
+    edited = await campaign(ADMIN)
+    await services.campaigns.toggle_channels(COORDINATOR, edited)
+    approved = await campaign(
+        ADMIN, status="scheduled", send_at=NOW + timedelta(hours=1), approved_by=coordinator
+    )
+    done = await campaign(COORDINATOR, status="done", send_at=NOW, deadline=NOW + timedelta(days=3))
+    untouched = await campaign(ADMIN, status="scheduled", send_at=NOW + timedelta(hours=1))
+    async with services.db.write() as conn:
+        await UserRepository().revoke(conn, coordinator, "coordinator")
+        cancelled = await services.campaigns.withdraw_author(conn, coordinator, admin)
+    assert cancelled == 6
+    async with services.db.read() as conn:
+        statuses = {
+            c: (await repo.get(conn, c)).status for c in (sending, draft, awaiting, scheduled, edited)
+        }
+        assert set(statuses.values()) == {"cancelled"}
+        assert (await repo.get(conn, approved)).status == "cancelled"
+        assert (await repo.get(conn, untouched)).status == "scheduled"
+        assert (await repo.get(conn, done)).reminders_done
+        assert await repo.pending_input(conn, coordinator) is None
+        entries = (
+            await conn.execute(text("SELECT actor, target FROM audit_log WHERE action = 'campaign.withdraw'"))
+        ).all()
+    assert sorted(t for _, t in entries) == sorted(
+        f"C-{c}" for c in (sending, draft, awaiting, scheduled, edited, approved)
+    )
+    assert {a for a, _ in entries} == {admin}
+    assert Counter(s for _, s, _ in await rows(services)) == {"cancelled": 10}
+    # Nothing of theirs goes out later; the untouched campaign does.
+    assert isinstance(services.clock, FakeClock)
+    services.clock.advance(timedelta(hours=2).total_seconds())
+    await small_batches(services, 1000).run_pass()
+    assert Counter(s for _, s, _ in await rows(services)) == {"cancelled": 10, "pending": 40}
+
+
+async def test_the_broadcaster_refuses_a_campaign_whose_author_or_approver_lost_the_role(
+    services: Services,
+) -> None:
+    await seed_subscribers(services, SUBSCRIBERS[:30], language="en")
+    await join(services, COORDINATOR)
+    coordinator = services.pseudonyms.of_user(COORDINATOR)
+    repo = CampaignRepository()
+    delivering = await ready_campaign(services, COORDINATOR)
+    await services.broadcaster.run_pass()  # all 30 queued, none delivered yet
+    authored = await ready_campaign(services, COORDINATOR)
+    approved = await ready_campaign(services, ADMIN)
+    trusted = await ready_campaign(services, ADMIN)
+    async with services.db.write() as conn:
+        await repo.set(conn, approved, NOW, approved_by=coordinator)
+        # The role goes without anything withdrawing their campaigns (as when an admin leaves the settings).
+        await UserRepository().revoke(conn, coordinator, "coordinator")
+    await services.broadcaster.run_pass()
+    async with services.db.read() as conn:
+        statuses = [(await repo.get(conn, c)).status for c in (delivering, authored, approved, trusted)]
+        refused = (
+            await conn.execute(
+                text(
+                    "SELECT actor, target, detail FROM audit_log"
+                    " WHERE action = 'campaign.withdraw' AND outcome = 'refused' ORDER BY id"
+                )
+            )
+        ).all()
+    assert statuses == ["cancelled", "cancelled", "cancelled", "sent"]
+    assert [tuple(r) for r in refused] == [
+        ("system", f"C-{authored}", "author holds no role; withdrew 0"),
+        ("system", f"C-{approved}", "approver holds no role; withdrew 0"),
+        ("system", f"C-{delivering}", "author holds no role; withdrew 30"),
+    ]
+    async with services.db.read() as conn:
+        by_ref = (
+            await conn.execute(
+                text("SELECT ref, status, count(*) FROM outbox WHERE kind = 'campaign' GROUP BY ref, status")
+            )
+        ).all()
+    assert sorted(tuple(r) for r in by_ref) == [
+        (f"C-{delivering}", "cancelled", 30),
+        (f"C-{trusted}", "pending", 30),
+    ]

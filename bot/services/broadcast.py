@@ -5,6 +5,10 @@ Recipients are read in keyset batches (never all in memory) and each batch is en
 with the cursor that says where the next begins; a dedupe key per (campaign, recipient) means a batch
 repeated after a crash creates nothing twice. Everything else (pacing, 429, 403, retries) is the delivery
 worker's.
+
+Before every batch, and while the last rows are delivered, the author and the approver must still hold a
+coordinating role: a campaign of someone revoked (or an admin dropped from JARCHY_ADMIN_IDS) is cancelled
+and audited, even if nothing withdrew it when the role went.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Cipher
+from bot.services.audit import AuditLog
 from bot.services.campaigns import creator_chat_binding, reminder_ref, subscriber_chat_binding
 from bot.services.hearings import follow_chat_binding
 from bot.services.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, Outbox, OutgoingMessage
+from bot.services.roles import COORDINATING
 from messages import LANGUAGES, Catalogs
 from messages.campaign_screens import campaign_message, progress_text
 from storage.campaigns import Campaign, CampaignRepository, Recipient, subscriber_filter
 from storage.channels import ChannelRepository
 from storage.database import Database
 from storage.outbox import OutboxRepository
+from storage.users import UserRepository
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,8 @@ class Broadcaster:
         repo: CampaignRepository,
         outbox: Outbox,
         outbox_repo: OutboxRepository,
+        users: UserRepository,
+        audit: AuditLog,
         cipher: Cipher,
         texts: Catalogs,
         clock: Clock,
@@ -67,6 +76,8 @@ class Broadcaster:
         self._channels = ChannelRepository()
         self._outbox = outbox
         self._outbox_repo = outbox_repo
+        self._users = users
+        self._audit = audit
         self._cipher = cipher
         self._texts = texts
         self._clock = clock
@@ -99,9 +110,14 @@ class Broadcaster:
                 current = await self._repo.get(conn, campaign.id)
                 if current.status not in ("scheduled", "sending"):
                     return total  # cancelled meanwhile
-                if current.status == "scheduled":
-                    await self._repo.set(conn, current.id, self._clock.now(), status="sending")
-                added, finished = await self._enqueue_batch(conn, current)
+                refused = await self._refuse_untrusted(conn, current)
+                if not refused:
+                    if current.status == "scheduled":
+                        await self._repo.set(conn, current.id, self._clock.now(), status="sending")
+                    added, finished = await self._enqueue_batch(conn, current)
+            if refused:
+                self._outbox.withdrawn(ref=current.ref)  # committed: the worker drops what it holds
+                return total
             total += added
             if finished:
                 break
@@ -195,6 +211,10 @@ class Broadcaster:
         for campaign in running:
             async with self._db.write() as conn:
                 current = await self._repo.get(conn, campaign.id)
+                # All its rows are queued, but not yet delivered: the rest is refused like a batch.
+                refused = current.status == "sent" and await self._refuse_untrusted(conn, current)
+                if refused:
+                    current = await self._repo.get(conn, current.id)
                 counts = await self._outbox_repo.counts(conn, current.ref)
                 now = self._clock.now()
                 outstanding = sum(counts.get(s, 0) for s in ("pending", "sending", "held"))
@@ -202,6 +222,42 @@ class Broadcaster:
                     await self._repo.set(conn, current.id, now, status="done", finished_at=now)
                     current = await self._repo.get(conn, current.id)
                 await self.queue_progress(conn, current, counts)
+            if refused:
+                self._outbox.withdrawn(ref=current.ref)
+
+    async def _refuse_untrusted(self, conn: AsyncConnection, campaign: Campaign) -> bool:
+        """Cancel a campaign whose author or approver no longer holds a coordinating role, withdraw what is
+        queued of it and audit the refusal (in the caller's transaction); False if it may go on."""
+        untrusted = await self._untrusted(conn, campaign)
+        if untrusted is None:
+            return False
+        now = self._clock.now()
+        if not await self._repo.move(
+            conn, campaign.id, ("scheduled", "sending", "sent"), now, status="cancelled", finished_at=now
+        ):
+            return False
+        withdrawn = await self._outbox.cancel_ref(conn, campaign.ref)
+        await self._outbox.cancel_ref(conn, reminder_ref(campaign))
+        await self._audit.record(
+            conn,
+            "system",
+            "campaign.withdraw",
+            campaign.ref,
+            outcome="refused",
+            detail=f"{untrusted} holds no role; withdrew {withdrawn}",
+        )
+        log.warning("%s is not delivered: its %s holds no coordinating role now", campaign.ref, untrusted)
+        return True
+
+    async def _untrusted(self, conn: AsyncConnection, campaign: Campaign) -> str | None:
+        """Return "author" or "approver" if that person no longer holds a coordinating role, else None."""
+        for who, label in ((campaign.created_by, "author"), (campaign.approved_by, "approver")):
+            if who is None:
+                continue
+            person = await self._users.get(conn, who)
+            if person is None or not person.roles.intersection(COORDINATING):
+                return label
+        return None
 
     async def queue_progress(
         self, conn: AsyncConnection, campaign: Campaign, counts: dict[str, int] | None = None
@@ -240,7 +296,12 @@ class Broadcaster:
             )
         for campaign in campaigns:
             async with self._db.write() as conn:
-                if campaign.deadline is None or campaign.deadline <= now:
+                # No reminder in the name of someone who lost the role since the campaign went out.
+                if (
+                    campaign.deadline is None
+                    or campaign.deadline <= now
+                    or await self._untrusted(conn, campaign) is not None
+                ):
                     await self._repo.set(conn, campaign.id, now, reminders_done=True)
                     continue
                 people = await self._repo.reminders_to_send(conn, campaign.id, self._batch)

@@ -25,7 +25,7 @@ from bot.services.roles import Gate, Refused
 from bot.services.telegram_html import CAPTION_LIMIT, TEXT_LIMIT, HtmlProblem, check_html
 from messages import LANGUAGES, Catalogs
 from messages.campaign_screens import full_text
-from storage.campaigns import Campaign, CampaignNotFound, CampaignRepository, PendingInput
+from storage.campaigns import Campaign, CampaignNotFound, CampaignRepository, PendingInput, Reach
 from storage.cases import CaseNotFound, CaseRepository
 from storage.database import Database
 from storage.outbox import OutboxRepository
@@ -41,6 +41,10 @@ AUDIENCES = ("all", "language", "topic", "case")
 FIELDS = ("text", "image", "template", "link", "deadline", "case", "schedule")
 EDITABLE = ("draft",)
 CANCELLABLE = ("draft", "awaiting_approval", "scheduled", "sending", "sent")
+# However small the organisation, a campaign to this many people or fewer needs no second pair of eyes: a
+# coordinator could write to ten people from their own phone within minutes, so the bot adds little reach
+# worth a check there, while a group of thirty subscribers is spared approving every note to a few followers.
+APPROVAL_FLOOR = 10
 INPUT_TTL = timedelta(minutes=30)
 TITLE_LIMIT = 200
 TEMPLATE_LIMIT = 4000
@@ -66,6 +70,7 @@ class Summary:
     actions: dict[str, int]
     templates: list[str]
     audience_size: int
+    reach: Reach | None = None  # for a campaign waiting for approval: what the approver must weigh
 
 
 class CampaignService:
@@ -86,6 +91,8 @@ class CampaignService:
         pseudonyms: Pseudonymizer,
         clock: Clock,
         four_eyes: str,
+        approval_reach: int,
+        approval_window: timedelta,
         texts: Catalogs,
         zone: ZoneInfo,
     ) -> None:
@@ -101,6 +108,8 @@ class CampaignService:
         self._pseudonyms = pseudonyms
         self._clock = clock
         self._four_eyes = four_eyes
+        self._approval_reach = approval_reach
+        self._approval_window = approval_window
         self._texts = texts
         self._zone = zone
         self._cases = CaseRepository()
@@ -177,7 +186,8 @@ class CampaignService:
             actions = await self._repo.action_counts(act.conn, campaign_id)
             templates = sorted(await self._repo.templates(act.conn, campaign_id))
             size = await self._repo.audience_size(act.conn, campaign.audience, campaign.audience_value)
-        return Summary(campaign, deliveries, actions, templates, size)
+            reach = await self._reach(act.conn, campaign) if campaign.status == "awaiting_approval" else None
+        return Summary(campaign, deliveries, actions, templates, size, reach)
 
     async def recent(self, user_id: int) -> list[Campaign]:
         """Return the newest campaigns (coordinators and admins)."""
@@ -279,7 +289,8 @@ class CampaignService:
             return campaign, await self._repo.templates(act.conn, campaign_id)
 
     async def send(self, user_id: int, campaign_id: int, when: datetime | None = None) -> Campaign:
-        """Send now or at `when`; with the four-eyes rule, a broadcast to everyone waits for approval."""
+        """Send now or at `when`; with the four-eyes rule, a campaign that would take its author (or its
+        sender) past the reach one person may have alone waits for approval."""
         async with self._gate.acting(user_id, "campaign.send", f"C-{campaign_id}") as act:
             campaign = await self._draft(act.conn, campaign_id)
             now = self._clock.now()
@@ -288,23 +299,29 @@ class CampaignService:
             if size == 0 and not campaign.include_channels:
                 raise Refused("campaign.no_audience")
             await self._repo.clear_inputs_for(act.conn, campaign_id)
-            status = "awaiting_approval" if await self._needs_approval(act.conn, campaign) else "scheduled"
+            reach = await self._reach(act.conn, replace(campaign, send_at=when or now), act.actor)
+            status = "awaiting_approval" if await self._needs_approval(act.conn, reach) else "scheduled"
             moved = await self._repo.move(
                 act.conn, campaign_id, EDITABLE, now, status=status, send_at=when or now
             )
             if not moved:
                 raise Refused("campaign.not_draft", code=campaign.ref)
-            await self._audit.record(act.conn, act.actor, "campaign.send", campaign.ref, detail=status)
+            await self._audit.record(
+                act.conn, act.actor, "campaign.send", campaign.ref, detail=f"{status} {reach.describe()}"
+            )
             return await self._repo.get(act.conn, campaign_id)
 
-    async def approve(self, user_id: int, campaign_id: int) -> Campaign:
-        """Approve a broadcast to everyone: by an admin or coordinator other than its author."""
+    async def approve(self, user_id: int, campaign_id: int) -> tuple[Campaign, Reach]:
+        """Approve a campaign waiting for a second pair of eyes: by an admin or coordinator who neither
+        created, edited nor sent it. Return it and the reach the approval was given for."""
         async with self._gate.acting(user_id, "campaign.approve", f"C-{campaign_id}") as act:
             campaign = await self._get(act.conn, campaign_id)
             if campaign.status != "awaiting_approval":
                 raise Refused("campaign.not_awaiting", code=campaign.ref)
-            if act.actor in await self._repo.editors(act.conn, campaign.ref):
+            authors = {campaign.created_by, *await self._repo.editors(act.conn, campaign.ref)}
+            if act.actor in authors:
                 raise Refused("campaign.self_approval")
+            reach = await self._reach(act.conn, campaign)
             now = self._clock.now()
             send_at = max(campaign.send_at or now, now)
             self._ready(campaign, None, now)
@@ -318,8 +335,10 @@ class CampaignService:
                 send_at=send_at,
             ):
                 raise Refused("campaign.not_awaiting", code=campaign.ref)
-            await self._audit.record(act.conn, act.actor, "campaign.approve", campaign.ref)
-            return await self._repo.get(act.conn, campaign_id)
+            await self._audit.record(
+                act.conn, act.actor, "campaign.approve", campaign.ref, detail=reach.describe()
+            )
+            return await self._repo.get(act.conn, campaign_id), reach
 
     async def cancel(self, user_id: int, campaign_id: int) -> tuple[Campaign, int]:
         """Cancel a draft, a scheduled or a running broadcast; return it and how many queued messages
@@ -340,6 +359,37 @@ class CampaignService:
             cancelled = await self._repo.get(act.conn, campaign_id)
         self._outbox.withdrawn(ref=campaign.ref)
         return cancelled, withdrawn
+
+    async def withdraw_author(self, conn: AsyncConnection, author: str, actor: str) -> int:
+        """Someone lost their role: cancel every unsent campaign they created, edited, sent or approved
+        (drafts, those waiting for approval, scheduled, and the rest of one being delivered), withdraw
+        what is queued for them, and stop the deadline reminders of their finished ones. Runs in the
+        caller's write transaction; each cancelled campaign is audited with `actor`. Return how many
+        campaigns were cancelled."""
+        now = self._clock.now()
+        cancelled = 0
+        for campaign in await self._repo.handled_by(conn, author, CANCELLABLE):
+            if not await self._repo.move(
+                conn, campaign.id, CANCELLABLE, now, status="cancelled", finished_at=now
+            ):
+                continue
+            await self._repo.clear_inputs_for(conn, campaign.id)
+            withdrawn = await self._outbox.cancel_ref(conn, campaign.ref)
+            await self._outbox.cancel_ref(conn, reminder_ref(campaign))
+            await self._audit.record(
+                conn, actor, "campaign.withdraw", campaign.ref, detail=f"role revoked; withdrew {withdrawn}"
+            )
+            # Told before the commit, unlike cancel(): the caller's transaction holds the write lock, so
+            # the delivery worker claims nothing more until it commits, and this drops what it holds now.
+            # Should the revocation roll back, what is dropped is a broadcast of someone being revoked.
+            self._outbox.withdrawn(ref=campaign.ref)
+            cancelled += 1
+        for campaign in await self._repo.handled_by(conn, author, ("done",)):
+            if not campaign.reminders_done:
+                await self._repo.set(conn, campaign.id, now, reminders_done=True)
+                await self._outbox.cancel_ref(conn, reminder_ref(campaign))
+        await self._repo.clear_input(conn, author)
+        return cancelled
 
     async def ledger(self, user_id: int, campaign_id: int, out: TextIO) -> int:
         """Write the delivery ledger as CSV: one line per recipient (pseudonymous), audited."""
@@ -492,11 +542,25 @@ class CampaignService:
         if campaign.deadline is not None and campaign.deadline <= (when or now):
             raise Refused("campaign.deadline_passed")
 
-    async def _needs_approval(self, conn: AsyncConnection, campaign: Campaign) -> bool:
-        # "Everyone" in practice: all subscribers, a whole topic, or the public channels.
-        wide = campaign.audience in ("all", "topic") or campaign.include_channels
-        if not wide or self._four_eyes == "off":
+    async def _reach(self, conn: AsyncConnection, campaign: Campaign, sender: str | None = None) -> Reach:
+        """Count whom the campaign reaches, alone and with the other campaigns of its author and of whoever
+        sent it, going out within the window either side of it (per-language campaigns add up)."""
+        people = await self._repo.audience_size(conn, campaign.audience, campaign.audience_value)
+        senders = await self._repo.editors(conn, campaign.ref, ("campaign.send",))
+        responsible = {campaign.created_by, *senders, *([sender] if sender else [])}
+        at = campaign.send_at or self._clock.now()
+        others = await self._repo.in_window(
+            conn, responsible, at - self._approval_window, at + self._approval_window, campaign.id
+        )
+        window = await self._repo.people_reached(conn, [campaign, *others]) if others else people
+        threshold = approval_threshold(self._approval_reach, await self._repo.everyone(conn))
+        hours = self._approval_window.total_seconds() / 3600
+        return Reach(people, window, campaign.include_channels, threshold, hours)
+
+    async def _needs_approval(self, conn: AsyncConnection, reach: Reach) -> bool:
+        if not reach.above or self._four_eyes == "off":
             return False
+        # "auto" waits for a second admin: with one, nobody else might be there to approve.
         return self._four_eyes == "on" or await self._repo.count_role(conn, "admin") >= 2
 
     async def _draft(self, conn: AsyncConnection, campaign_id: int) -> Campaign:
@@ -513,6 +577,16 @@ class CampaignService:
 
     def _seal_chat(self, pseudonym: str, chat_id: int) -> bytes:
         return self._cipher.encrypt_text(str(chat_id), binding=subscriber_chat_binding(pseudonym))
+
+
+def approval_threshold(approval_reach: int, everyone: int) -> int:
+    """Return how many people one person's campaigns may reach within the window without a second pair of
+    eyes: JARCHY_APPROVAL_REACH, or a tenth of everyone the bot can reach if that is fewer, never below
+    APPROVAL_FLOOR (unless JARCHY_APPROVAL_REACH itself is lower)."""
+    # A fixed number means nothing in a small organisation: at 50, one coordinator reaches all of 50
+    # subscribers alone. A tenth keeps what one person can say in the organisation's name to a tenth of
+    # its audience, however large or small; the floor keeps a tiny group from approving every message.
+    return min(approval_reach, max(APPROVAL_FLOOR, everyone // 10))
 
 
 def reminder_ref(campaign: Campaign) -> str:

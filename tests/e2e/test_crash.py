@@ -87,6 +87,7 @@ async def test_kill_9_mid_broadcast_every_subscriber_gets_it_once(fake: FakeBotA
     bot = BotProcess(
         fake,
         settings.data_dir,
+        admin_ids="5001",  # the author keeps the role: a campaign of someone without one is not delivered
         rate_global_per_s=str(rate),
         outbox_concurrency=str(CONCURRENCY),
         outbox_lease_s="5",
