@@ -27,6 +27,7 @@ from handlers import (
     errors,
     fallback,
     language,
+    membership,
     reports,
     sos,
     start,
@@ -48,6 +49,10 @@ ESCALATE_INTERVAL_S = 20
 # The audit chain's head goes to the admins at least daily (the pass decides from the database whether a day
 # has passed, so restarts change nothing); looking hourly bounds the lateness to an hour.
 AUDIT_HEAD_INTERVAL_S = 3600
+# A removal from the coordinators' group is two steps; the second waits for the first at most this long.
+REMOVALS_INTERVAL_S = 5
+# The first member check after a start: soon, so frequent restarts cannot keep putting it off.
+MEMBER_CHECK_FIRST_S = 120
 
 JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], Any, Any]
 
@@ -96,6 +101,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     contact.register(app)
     subscriptions.register(app)
     cases.register(app)
+    membership.register(app)
     fallback.register(app)
     errors.register(app)
     return app
@@ -132,6 +138,11 @@ async def _post_init(app: JarchyApp) -> None:
         app.job_queue.run_repeating(_broadcast, interval=every, first=1, name="broadcast")
         app.job_queue.run_repeating(_probe_held, interval=PROBE_INTERVAL_S, first=5, name="probe")
         app.job_queue.run_repeating(_escalate, interval=ESCALATE_INTERVAL_S, first=5, name="escalate")
+        app.job_queue.run_repeating(_follow_removals, interval=REMOVALS_INTERVAL_S, first=5, name="removals")
+        check_every = data.settings.member_check_min * 60
+        app.job_queue.run_repeating(
+            _check_members, interval=check_every, first=min(check_every, MEMBER_CHECK_FIRST_S), name="members"
+        )
 
 
 async def _purge(context: JarchyContext) -> None:
@@ -155,6 +166,14 @@ async def _probe_held(context: JarchyContext) -> None:
 
 async def _escalate(context: JarchyContext) -> None:
     await context.services.duty.escalate()
+
+
+async def _follow_removals(context: JarchyContext) -> None:
+    await context.services.members.follow_removals()
+
+
+async def _check_members(context: JarchyContext) -> None:
+    await context.services.members.check()
 
 
 async def _broadcast(context: JarchyContext) -> None:

@@ -28,6 +28,7 @@ from bot.services.export import sweep as sweep_exports
 from bot.services.flood import FloodGuard
 from bot.services.hearings import HearingService
 from bot.services.history import HistoryScrubber
+from bot.services.members import MemberService, bot_id_of
 from bot.services.outbox import Outbox
 from bot.services.ratelimit import SendLimiter
 from bot.services.report_seal import reseal_legacy_bodies
@@ -49,6 +50,7 @@ from storage.cases import CaseRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
+from storage.members import MemberRepository
 from storage.outbox import OutboxRepository
 from storage.report_queries import ReportQueries
 from storage.reports import ActionRepository, ReportRepository
@@ -98,6 +100,7 @@ class Services:
     duty: DutyService
     instance: InstanceClaim
     history: HistoryScrubber
+    members: MemberService
 
     async def close(self) -> None:
         """Release the HTTP pool, the database and the instance name."""
@@ -175,14 +178,35 @@ async def open_services(
         language=settings.default_language,
         zone=settings.timezone,
         configured_chat=settings.coordinator_chat_id,
+        admin_ids=settings.admin_ids,
     )
     state = StateRepository()
     audit_repo = AuditRepository()
     anchoring = Anchoring(outbox, catalogs(), settings.default_language, settings.admin_ids)
     audit = AuditLog(db, audit_repo, state, key, clock, anchoring)
-    gate = Gate(db, user_repo, pseudonyms, audit)
+    gate = Gate(db, user_repo, pseudonyms, audit, clock)
     alerts.audit = audit
+    alerts.gate = gate
     team_repo = TeamRepository()
+    members = MemberService(
+        db=db,
+        repo=MemberRepository(),
+        users=user_repo,
+        team=team_repo,
+        alerts=alerts,
+        outbox=outbox,
+        state=state,
+        audit=audit,
+        api=api,
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        texts=catalogs(),
+        clock=clock,
+        language=settings.default_language,
+        admin_ids=settings.admin_ids,
+        bot_id=bot_id_of(settings.bot_token.get_secret_value()),
+        remove_strangers=settings.remove_strangers,
+    )
     team = TeamService(
         db=db,
         repo=team_repo,
@@ -199,6 +223,7 @@ async def open_services(
         duty=duty_repo,
         copies=copies_repo,
         outbox=outbox,
+        members=members,
     )
     contact = ContactService(
         db=db,
@@ -312,6 +337,7 @@ async def open_services(
         language=settings.default_language,
         interval=timedelta(seconds=settings.reminder_interval_s),
         audit=audit,
+        gate=gate,
     )
     campaign_repo = CampaignRepository()
     campaigns = CampaignService(
@@ -327,14 +353,19 @@ async def open_services(
         pseudonyms=pseudonyms,
         clock=clock,
         four_eyes=settings.four_eyes,
+        approval_reach=settings.approval_reach,
+        approval_window=timedelta(hours=settings.approval_window_h),
         texts=catalogs(),
         zone=settings.timezone,
     )
+    team.campaigns = campaigns
     broadcaster = Broadcaster(
         db=db,
         repo=campaign_repo,
         outbox=outbox,
         outbox_repo=outbox_repo,
+        users=user_repo,
+        audit=audit,
         cipher=cipher,
         texts=catalogs(),
         clock=clock,
@@ -352,7 +383,6 @@ async def open_services(
         texts=catalogs(),
         clock=clock,
         language=settings.default_language,
-        admin_ids=settings.admin_ids,
     )
     planner = AlertPlanner(
         db=db,
@@ -427,6 +457,7 @@ async def open_services(
         duty=duty,
         instance=instance,
         history=history,
+        members=members,
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")
@@ -434,6 +465,7 @@ async def open_services(
     evidence.sweep_partial()
     await evidence.bind_legacy(db)
     removed = await services.users.bootstrap_admins(settings.admin_ids)
+    await members.capture_admins(settings.admin_ids)
     async with db.write() as conn:
         if await audit_repo.last(conn) is None:
             # The chain's first entry: a wiped log then shows as empty, which a started bot never is.
@@ -445,6 +477,7 @@ async def open_services(
             holder = await user_repo.get(conn, pseudonym)
             if holder is None or not holder.roles:
                 await team.retire(conn, pseudonym)
+                await campaigns.withdraw_author(conn, pseudonym, "system")
         if removed:
             await audit.anchor(conn)  # a role change: the admins who remain get the head
     # Alerts held while no coordinators' chat was known go out once one is configured.

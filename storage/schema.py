@@ -364,6 +364,29 @@ team = Table(
     Column("joined_at", UtcTimestamp, nullable=False),
 )
 
+coordinator_ids = Table(
+    "coordinator_ids",
+    metadata,
+    # The Telegram id of each role holder, sealed to its pseudonym: Telegram is asked by id whether someone
+    # is in the coordinators' group, and removes by id. Kept while the role is held; after it ends, only
+    # until Telegram has them out of the group.
+    Column("pseudonym", String(64), ForeignKey("users.pseudonym", ondelete="CASCADE"), primary_key=True),
+    Column("telegram_id", LargeBinary, nullable=False),
+    Column("captured_at", UtcTimestamp, nullable=False),
+)
+
+member_removals = Table(
+    "member_removals",
+    metadata,
+    # Removals from the coordinators' group under way: a ban and an unban in the outbox under this `ref`,
+    # the unban held until the ban went through. Deleted once both are done, or the ban failed.
+    Column("ref", String(40), primary_key=True),
+    Column("pseudonym", String(64), nullable=False),  # a former role holder, or a stranger who joined
+    Column("reason", String(8), nullable=False),
+    Column("created_at", UtcTimestamp, nullable=False),
+    CheckConstraint("reason IN ('revoked', 'stranger')", name="ck_member_removals_reason_known"),
+)
+
 report_notes = Table(
     "report_notes",
     metadata,

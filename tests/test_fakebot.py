@@ -926,3 +926,116 @@ async def test_fail_chat_until_healed(
     assert (await bot.send_message(7, "healed")).text == "healed"
     assert [msg["text"] for msg in fake.chat_messages(7)] == ["healed"]
     assert [call.status for call in fake.calls if call.params.get("chat_id") == 7] == [502, 502, 502, 200]
+
+
+# ---------------------------------------------------------------------- a group's members
+
+
+async def test_members_join_are_counted_and_announced_to_an_administrator_bot(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    group = -1_000_000_000_500
+    joined = fake.add_chat_member(group, 40, first_name="Eve", username="eve")
+    assert joined is not None
+    change = parse_update(fake, joined).chat_member
+    assert change is not None
+    assert change.chat.type == "supergroup"
+    assert (change.from_user.id, change.new_chat_member.user.username) == (40, "eve")
+    assert isinstance(change.old_chat_member, ChatMemberLeft)
+    assert isinstance(change.new_chat_member, ChatMemberMember)
+    promoted = fake.add_chat_member(group, 41, "administrator", by_user_id=40, update=True)
+    assert promoted is not None and parse_update(fake, promoted).chat_member is not None
+    assert fake.add_chat_member(group, 42, update=False) is None  # joined before anyone could see
+
+    assert await bot.get_chat_member_count(group) == 4  # the bot is one of them
+    assert isinstance(await bot.get_chat_member(group, 43), ChatMemberLeft)  # never in the list
+    assert fake.chat_members(group) == {
+        40: "member",
+        41: "administrator",
+        42: "member",
+        fake.bot_id: "administrator",
+    }
+    # chat_member is not delivered unless asked for, as Telegram does.
+    assert await bot.get_updates(timeout=0) == ()
+    delivered = await bot.get_updates(timeout=0, allowed_updates=[Update.CHAT_MEMBER])
+    assert [u.update_id for u in delivered] == [joined["update_id"], promoted["update_id"]]
+
+    # No chat_member updates for a bot that is not an administrator there.
+    fake.restore_bot(group, status="member")
+    assert fake.add_chat_member(group, 44) is None
+    with pytest.raises(ValueError, match="status"):
+        fake.add_chat_member(group, 45, "owner")
+
+
+async def test_ban_then_unban_only_if_banned_removes_someone_who_may_come_back(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    group = -1_000_000_000_501
+    fake.add_chat_member(group, 40)
+    fake.add_chat_member(group, 41)
+    assert await bot.ban_chat_member(group, 40, revoke_messages=True)
+    assert isinstance(await bot.get_chat_member(group, 40), ChatMemberBanned)
+    assert await bot.get_chat_member_count(group) == 2
+    assert await bot.unban_chat_member(group, 40, only_if_banned=True)
+    assert isinstance(await bot.get_chat_member(group, 40), ChatMemberLeft)
+    # The bot's own changes come as chat_member updates too, made by the bot.
+    changes = [parse_update(fake, u).chat_member for u in fake.pending_updates[-2:]]
+    assert [(c.from_user.id, c.new_chat_member.status) for c in changes if c] == [
+        (fake.bot_id, "kicked"),
+        (fake.bot_id, "left"),
+    ]
+    # only_if_banned leaves a member alone; without it, unbanning removes them.
+    assert await bot.unban_chat_member(group, 41, only_if_banned=True)
+    assert isinstance(await bot.get_chat_member(group, 41), ChatMemberMember)
+    assert await bot.unban_chat_member(group, 41)
+    assert isinstance(await bot.get_chat_member(group, 41), ChatMemberLeft)
+    # A supergroup bans people who are not in it, and an until_date is kept.
+    until = int(time.time()) + 3600
+    assert await bot.ban_chat_member(group, 50, until_date=until)
+    banned = await bot.get_chat_member(group, 50)
+    assert isinstance(banned, ChatMemberBanned) and banned.until_date is not None
+    assert int(banned.until_date.timestamp()) == until
+
+
+async def test_removing_members_fails_like_telegram(fake: FakeBotApi, bot: Bot) -> None:
+    group, basic = -1_000_000_000_502, -502
+    fake.add_chat_member(group, 40)
+    fake.add_chat_member(group, 41, "administrator")
+    fake.add_chat_member(group, 42, "creator")
+    with pytest.raises(BadRequest, match=r"(?i)can't remove chat owner"):
+        await bot.ban_chat_member(group, 42)
+    with pytest.raises(BadRequest, match=r"(?i)user is an administrator of the chat"):
+        await bot.ban_chat_member(group, 41)
+    with pytest.raises(BadRequest, match=r"(?i)can't ban members in private chats"):
+        await bot.ban_chat_member(40, 40)
+
+    fake.set_admin_rights(group, can_restrict_members=False)
+    me = await bot.get_chat_member(group, fake.bot_id)
+    assert isinstance(me, ChatMemberAdministrator) and me.can_restrict_members is False
+    with pytest.raises(BadRequest, match=r"(?i)not enough rights to restrict/unrestrict chat member"):
+        await bot.ban_chat_member(group, 40)
+    assert fake.calls[-1].response["description"] == (
+        "Bad Request: not enough rights to restrict/unrestrict chat member"
+    )
+    assert isinstance(await bot.get_chat_member(group, 40), ChatMemberMember)
+    with pytest.raises(ValueError, match="rights"):
+        fake.set_admin_rights(group, can_fly=True)
+
+    # A basic group has no list of removed users: banning removes, unbanning does not exist.
+    fake.add_chat_member(basic, 40)
+    with pytest.raises(BadRequest, match=r"(?i)USER_NOT_PARTICIPANT"):
+        await bot.ban_chat_member(basic, 43)
+    assert await bot.ban_chat_member(basic, 40)
+    assert isinstance(await bot.get_chat_member(basic, 40), ChatMemberLeft)
+    with pytest.raises(BadRequest, match=r"(?i)method is available for supergroup and channel chats only"):
+        await bot.unban_chat_member(basic, 40, only_if_banned=True)
+    fake.restore_bot(basic, status="member")
+    fake.add_chat_member(basic, 44)
+    with pytest.raises(BadRequest, match=r"(?i)CHAT_ADMIN_REQUIRED"):
+        await bot.ban_chat_member(basic, 44)
+
+    fake.kick_bot(group)
+    with pytest.raises(Forbidden, match="bot was kicked from the supergroup chat"):
+        await bot.ban_chat_member(group, 40)
+    with pytest.raises(Forbidden, match="bot was kicked"):
+        await bot.get_chat_member_count(group)

@@ -24,6 +24,7 @@ from bot.services.contact import note_binding
 from bot.services.evidence import file_ref_binding, staged_binding
 from bot.services.hearings import follow_chat_binding
 from bot.services.inbox import update_binding
+from bot.services.members import telegram_id_binding
 from bot.services.outbox import payload_binding
 from bot.services.report_body import contact_chat_binding, report_body_binding, sealed_body_binding
 from bot.services.reports import draft_binding
@@ -171,6 +172,9 @@ SEALED_FIELDS: tuple[SealedField, ...] = (
     SealedField(schema.alert_copies, "chat", ("id",), lambda r: (copy_chat_binding(r.uid),), ("uid",)),
     SealedField(schema.duty, "chat", ("pseudonym",), lambda r: (duty_chat_binding(r.pseudonym),)),
     SealedField(schema.team, "display_name", ("pseudonym",), lambda r: (_team_name(r.pseudonym),)),
+    SealedField(
+        schema.coordinator_ids, "telegram_id", ("pseudonym",), lambda r: (telegram_id_binding(r.pseudonym),)
+    ),
     SealedField(
         schema.follows,
         "chat",

@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +23,10 @@ from storage.database import Database
 from storage.reports import ReportRepository
 from storage.team import TeamRepository
 from storage.users import UserRepository
+
+if TYPE_CHECKING:
+    from bot.services.campaigns import CampaignService
+    from bot.services.members import MemberService
 
 INVITE_PREFIX = "inv_"
 NAME_MAX = 32
@@ -59,6 +64,9 @@ class MemberView:
 class TeamService:
     """Invites, display names, the team list and revocation; every change is audited."""
 
+    # Set by the wiring (campaigns are built after the team): revoking someone withdraws their campaigns.
+    campaigns: CampaignService | None = None
+
     def __init__(
         self,
         *,
@@ -77,7 +85,9 @@ class TeamService:
         duty: DutyRepository | None = None,
         copies: AlertCopyRepository | None = None,
         outbox: Outbox | None = None,
+        members: MemberService | None = None,
     ) -> None:
+        self._members = members
         self._duty = duty
         self._copies = copies
         self._outbox = outbox
@@ -139,6 +149,10 @@ class TeamService:
                 await self._users.ensure_exists(conn, pseudonym, now)
                 await self._users.grant(conn, pseudonym, "coordinator", now, granted_by=invite.created_by)
                 await self._repo.join(conn, pseudonym, now)
+                if self._members is not None:
+                    # Telegram knows them by this id: whether they are in the coordinators' group, and
+                    # removing them from it once the role ends, both need it.
+                    await self._members.capture(conn, pseudonym, user_id)
                 await self._audit.record(conn, pseudonym, "team.join", target, detail="coordinator")
                 await self._audit.anchor(conn)  # a role change: every admin gets the new head
             else:
@@ -209,15 +223,26 @@ class TeamService:
             freed = await self._reports.unassign(act.conn, member.pseudonym, self._clock.now())
             # No more SOS in their private chat, and the cards they hold there are no longer kept current.
             await self.retire(act.conn, member.pseudonym)
+            # What they composed, sent or approved and what is still queued of it never goes out.
+            withdrawn = 0
+            if self.campaigns is not None:
+                withdrawn = await self.campaigns.withdraw_author(act.conn, member.pseudonym, act.actor)
             await self._audit.record(
-                act.conn, act.actor, "team.revoke", member.pseudonym, detail=f"freed {freed}"
+                act.conn,
+                act.actor,
+                "team.revoke",
+                member.pseudonym,
+                detail=f"freed {freed}, campaigns {withdrawn}",
             )
             await self._audit.anchor(act.conn)  # a role change: every admin gets the new head
         return self._open_name(member.pseudonym, member.display_name), freed
 
     async def retire(self, conn: AsyncConnection, pseudonym: str) -> None:
-        """Someone lost their role: off duty, their private card copies no longer kept current, and
-        cards, alerts and edits still queued for them withdrawn."""
+        """Someone lost their role: off duty, their private card copies no longer kept current, cards,
+        alerts and edits still queued for them withdrawn, and their removal from the coordinators' group
+        queued (the group's alerts and evidence would reach them otherwise)."""
+        if self._members is not None:
+            await self._members.role_ended(conn, pseudonym)
         if self._duty is not None:
             await self._duty.stop(conn, pseudonym)
         if self._copies is not None:
@@ -250,9 +275,14 @@ class TeamService:
             return await self._repo.purge_invites(conn, self._clock.now() - timedelta(days=1))
 
     def _open_name(self, pseudonym: str, sealed: bytes | None) -> str | None:
-        if sealed is None:
-            return None
-        return self._cipher.decrypt_text(sealed, binding=_name_binding(pseudonym))
+        return open_display_name(self._cipher, pseudonym, sealed)
+
+
+def open_display_name(cipher: Cipher, pseudonym: str, sealed: bytes | None) -> str | None:
+    """Decrypt a display name stored for this person (None if they never chose one)."""
+    if sealed is None:
+        return None
+    return cipher.decrypt_text(sealed, binding=_name_binding(pseudonym))
 
 
 def clean_name(raw: str) -> str:
