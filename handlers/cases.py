@@ -13,13 +13,21 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
 from bot.services.hearings import OFFSET_CHOICES, HearingInputError
-from bot.services.roles import NotAllowed
+from bot.services.roles import NotAllowed, Refused
 from handlers.start import PRIVATE_MESSAGES
-from handlers.workspace import in_workspace
+from handlers.workspace import in_workspace, pressed_in_workspace
 from storage.cases import CaseNotFound, Hearing
 
 Action = Callable[[list[str]], Awaitable[str]]
 _PAGE_LIMIT = 3500  # characters per message, below Telegram's 4,096 with room for escaping
+
+
+class Unreadable(Exception):
+    """Arguments a coordinators' command could not read; `key` names the usage text."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 async def list_cases(update: Update, context: JarchyContext) -> None:
@@ -136,13 +144,17 @@ async def press_attend(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or user is None:
         return
-    _, hearing_id, sequence = [*_data(update), "", ""][:3]
-    try:
-        await context.services.hearings.attend(user.id, int(hearing_id), int(sequence))
-    except (HearingInputError, CaseNotFound, ValueError):
-        await query.answer(context.text("attend.stale"), show_alert=True)
+    hearing_id, sequence = (_number([part]) for part in [*_data(update), "", ""][1:3])
+    if hearing_id is None or sequence is None:
+        await context.services.gate.refuse(user.id, "hearing.attend", detail="callback.stale")
+        await query.answer(context.plain("attend.stale"), show_alert=True)
         return
-    await query.answer(context.text("attend.done"), show_alert=True)
+    try:
+        await context.services.hearings.attend(user.id, hearing_id, sequence)
+    except HearingInputError:
+        await query.answer(context.plain("attend.stale"), show_alert=True)
+        return
+    await query.answer(context.plain("attend.done"), show_alert=True)
 
 
 async def send_calendar(update: Update, context: JarchyContext) -> None:
@@ -150,7 +162,11 @@ async def send_calendar(update: Update, context: JarchyContext) -> None:
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None:
         return
-    raw = [_data(update)[1]] if update.callback_query is not None else context.args
+    # The file is posted where the button is pressed: only in the presser's own chat, where it was sent.
+    pressed = update.callback_query is not None
+    if pressed and not await pressed_in_workspace(update, context, "hearing.calendar", private_only=True):
+        return
+    raw = [_data(update)[1]] if pressed else context.args
     hearing_id = _number(raw) if raw else None
     try:
         content = await context.services.hearings.calendar(user.id, hearing_id)
@@ -174,13 +190,13 @@ async def new_case(update: Update, context: JarchyContext) -> None:
 
     async def act(parts: list[str]) -> str:
         if len(parts) != 4 or parts[3].lower() not in ("public", "private"):
-            raise HearingInputError("cases.usage_new")
+            raise Unreadable("cases.usage_new")
         case_id = await context.services.hearings.create_case(
             _user_id(update), parts[0], parts[1], parts[2], parts[3].lower() == "public"
         )
         return context.text("cases.created", id=case_id)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, "case.new", act)
 
 
 async def edit_case(update: Update, context: JarchyContext) -> None:
@@ -189,19 +205,26 @@ async def edit_case(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         case_id = _number(parts[:1])
         if case_id is None or len(parts) != 5 or parts[4].lower() not in ("public", "private"):
-            raise HearingInputError("cases.usage_edit")
+            raise Unreadable("cases.usage_edit")
         await context.services.hearings.edit_case(
             _user_id(update), case_id, parts[1], parts[2], parts[3], parts[4].lower() == "public"
         )
         return context.text("cases.edited", id=case_id)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, "case.edit", act)
 
 
 async def bind_channel(update: Update, context: JarchyContext) -> None:
     """/bind_channel in a group, or /bind_channel @channel (or its id) in private: announcements go there."""
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     if message is None or user is None or chat is None:
+        return
+    if not await context.services.gate.holds(user.id, ("admin",)):
+        # Refused before Telegram is asked: whether it could reach the chat would tell a stranger whether
+        # the bot is in it. The service checks the role again when it registers the chat.
+        where = str(chat.id) if chat.type != "private" else None
+        await context.services.gate.refuse(user.id, "channel.bind", where, detail="role")
+        await message.reply_text(context.text("channel.refused"))
         return
     target: int | str = chat.id
     if chat.type == "private":
@@ -222,8 +245,7 @@ async def bind_channel(update: Update, context: JarchyContext) -> None:
         return
     try:
         added = await context.services.hearings.register_channel(user.id, target_chat.id)
-    except NotAllowed:
-        await context.services.gate.refuse(user.id, "channel.bind", str(target_chat.id), detail="role")
+    except NotAllowed:  # the role was lost meanwhile; the gate audited the refusal
         await message.reply_text(context.text("channel.refused"))
         return
     await message.reply_text(context.text("channel.done" if added else "channel.already"))
@@ -235,11 +257,11 @@ async def close_case(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         case_id = _number(parts[:1])
         if case_id is None:
-            raise HearingInputError("cases.usage_id")
+            raise Unreadable("cases.usage_id")
         await context.services.hearings.close_case(_user_id(update), case_id)
         return context.text("cases.closed", id=case_id)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, "case.close", act)
 
 
 async def add_hearing(update: Update, context: JarchyContext) -> None:
@@ -248,14 +270,14 @@ async def add_hearing(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         case_id = _number(parts[:1])
         if case_id is None or not 4 <= len(parts) <= 6:
-            raise HearingInputError("hearings.usage_add")
+            raise Unreadable("hearings.usage_add")
         extra = [*parts[4:], None, None]
         hearing = await context.services.hearings.add_hearing(
             _user_id(update), case_id, parts[1], parts[2], parts[3], extra[0], extra[1]
         )
         return context.text("hearings.added", id=hearing.id, date=_when_where(context, hearing)["date"])
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, "hearing.add", act)
 
 
 async def postpone_hearing(update: Update, context: JarchyContext) -> None:
@@ -264,11 +286,11 @@ async def postpone_hearing(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         hearing_id = _number(parts[:1])
         if hearing_id is None or len(parts) != 2:
-            raise HearingInputError("hearings.usage_postpone")
+            raise Unreadable("hearings.usage_postpone")
         hearing = await context.services.hearings.postpone(_user_id(update), hearing_id, parts[1])
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act, "hearings.not_found")
+    await _coordinate(update, context, "hearing.change", act)
 
 
 async def move_hearing(update: Update, context: JarchyContext) -> None:
@@ -277,11 +299,11 @@ async def move_hearing(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         hearing_id = _number(parts[:1])
         if hearing_id is None or len(parts) != 3:
-            raise HearingInputError("hearings.usage_move")
+            raise Unreadable("hearings.usage_move")
         hearing = await context.services.hearings.move(_user_id(update), hearing_id, parts[1], parts[2])
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act, "hearings.not_found")
+    await _coordinate(update, context, "hearing.change", act)
 
 
 async def cancel_hearing(update: Update, context: JarchyContext) -> None:
@@ -290,11 +312,11 @@ async def cancel_hearing(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         hearing_id = _number(parts[:1])
         if hearing_id is None:
-            raise HearingInputError("hearings.usage_id")
+            raise Unreadable("hearings.usage_id")
         hearing = await context.services.hearings.cancel(_user_id(update), hearing_id)
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act, "hearings.not_found")
+    await _coordinate(update, context, "hearing.change", act)
 
 
 async def record_outcome(update: Update, context: JarchyContext) -> None:
@@ -303,12 +325,12 @@ async def record_outcome(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         hearing_id = _number(parts[:1])
         if hearing_id is None or len(parts) < 2:
-            raise HearingInputError("hearings.usage_outcome")
+            raise Unreadable("hearings.usage_outcome")
         outcome = " | ".join(parts[1:])
         hearing = await context.services.hearings.record_outcome(_user_id(update), hearing_id, outcome)
         return context.text("hearings.changed", id=hearing.id)
 
-    await _coordinate(update, context, act, "hearings.not_found")
+    await _coordinate(update, context, "hearing.change", act)
 
 
 async def list_hearings(update: Update, context: JarchyContext) -> None:
@@ -317,7 +339,7 @@ async def list_hearings(update: Update, context: JarchyContext) -> None:
     async def act(parts: list[str]) -> str:
         case_id = _number(parts[:1])
         if case_id is None:
-            raise HearingInputError("cases.usage_id")
+            raise Unreadable("cases.usage_id")
         case, rows = await context.services.hearings.coordinator_view(_user_id(update), case_id)
         lines = [context.text("hearings.case_header", id=case.id, title=case.title)]
         for hearing, count in rows:
@@ -337,30 +359,31 @@ async def list_hearings(update: Update, context: JarchyContext) -> None:
             lines.append(context.text("hearings.none"))
         return "\n".join(lines)
 
-    await _coordinate(update, context, act)
+    await _coordinate(update, context, "hearing.list", act)
 
 
 # ---------------------------------------------------------------------- glue
 
 
-async def _coordinate(
-    update: Update, context: JarchyContext, act: Action, not_found: str = "cases.not_found"
-) -> None:
-    message = update.effective_message
-    if message is None or update.effective_user is None:
+async def _coordinate(update: Update, context: JarchyContext, action: str, act: Action) -> None:
+    """Run a coordinators' command; every refusal is audited once, by the gate, under `action`."""
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
         return
-    if not await in_workspace(update, context, f"cases.{_command(message)}"):
+    if not await in_workspace(update, context, action):
         return
     parts = [part.strip() for part in " ".join(context.args or []).split("|")] if context.args else []
     try:
-        reply = await act(parts)
+        try:
+            reply = await act(parts)
+        except Unreadable as unreadable:
+            # Arguments that never reached the service are refused through it all the same: the role
+            # first, so a stranger learns no syntax, and audited like the service's own refusals.
+            await context.services.hearings.refuse(user.id, action, unreadable.key)
+            raise
     except NotAllowed:
-        # The service rolled its transaction back; the refusal is recorded on its own.
-        await context.services.gate.refuse(_user_id(update), f"cases.{_command(message)}", detail="role")
         reply = context.text("cases.refused")
-    except CaseNotFound:
-        reply = context.text(not_found)
-    except HearingInputError as refused:
+    except Refused as refused:
         reply = context.text(refused.key, **refused.params)
     await message.reply_text(reply, parse_mode=ParseMode.HTML)
 
@@ -405,11 +428,6 @@ def _number(parts: list[str] | None) -> int | None:
         return None
     value = parts[0].strip().lstrip("#")
     return int(value) if value.isdigit() and len(value) < 10 else None
-
-
-def _command(message: Message) -> str:
-    word = (message.text or "").split(maxsplit=1)[0] if message.text else ""
-    return word.lstrip("/").split("@")[0][:24]
 
 
 def _user_id(update: Update) -> int:

@@ -21,8 +21,8 @@ from telegram.ext import (
 
 from bot.context import JarchyContext
 from bot.services.alert_planner import OPEN_PREFIX
-from bot.services.roles import NotAllowed
-from handlers.workspace import WorkspaceError, in_workspace, refusal
+from bot.services.roles import NotAllowed, Refused
+from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from messages.workspace_screens import duty_screen
 
 _GROUPS = filters.ChatType.GROUPS & filters.UpdateType.MESSAGE
@@ -31,17 +31,20 @@ _DUTY = re.compile(r"^duty:(on|off)$")
 
 
 async def bind_alert_chat(update: Update, context: JarchyContext) -> None:
-    """Make this group the coordinators' chat (admins only); held alerts go out now."""
+    """Make this group the coordinators' chat (admins only; a move needs a second admin); held alerts go
+    out when it takes effect."""
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     if message is None or user is None or chat is None:
         return
     try:
-        released = await context.services.alerts.bind(user.id, chat.id)
+        binding = await context.services.alerts.bind(user.id, chat.id, chat.title)
     except NotAllowed:
-        await context.services.gate.refuse(user.id, "alerts.bind", detail="role")
         await message.reply_text(context.text("bind.refused"), parse_mode=ParseMode.HTML)
         return
-    await message.reply_text(context.text("bind.done", released=released), parse_mode=ParseMode.HTML)
+    except Refused as refused:
+        await message.reply_text(refusal(context, refused), parse_mode=ParseMode.HTML)
+        return
+    await message.reply_text(context.text(binding.key, **binding.params), parse_mode=ParseMode.HTML)
 
 
 async def press_triage_button(update: Update, context: JarchyContext) -> None:
@@ -76,13 +79,11 @@ async def open_card(update: Update, context: JarchyContext) -> None:
     query, user, chat = update.callback_query, update.effective_user, update.effective_chat
     if query is None or query.data is None or user is None or chat is None:
         return
+    if not await pressed_in_workspace(update, context, "alerts.open"):
+        return
     match = _OPEN.match(query.data)
     if match is None:
         await query.answer(context.plain("callback.stale"))
-        return
-    if chat.type != ChatType.PRIVATE and not await context.services.alerts.is_coordinator_chat(chat.id):
-        await context.services.gate.refuse(user.id, "alerts.open", detail="wrong chat")
-        await query.answer(context.plain("coord.wrong_chat"), show_alert=True)
         return
     try:
         code = await context.services.triage.open_card(user.id, match.group(1))
@@ -139,8 +140,10 @@ async def press_duty_button(update: Update, context: JarchyContext) -> None:
     query, user, chat = update.callback_query, update.effective_user, update.effective_chat
     if query is None or query.data is None or user is None or chat is None:
         return
+    if not await pressed_in_workspace(update, context, "team.duty", private_only=True):
+        return
     match = _DUTY.match(query.data)
-    if match is None or chat.type != ChatType.PRIVATE:
+    if match is None:
         await query.answer(context.plain("callback.stale"))
         return
     try:

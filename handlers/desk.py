@@ -13,7 +13,7 @@ from bot.services.desk import decode_query
 from bot.services.evidence import BOUND, EvidenceDamaged
 from bot.services.export import FORMATS
 from handlers.start import PRIVATE_MESSAGES
-from handlers.workspace import WorkspaceError, in_workspace, refusal
+from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from messages.workspace_screens import audit_list, found_list, report_page, report_view, stats_caption
 
 # Telegram bots may upload documents up to 50 MB.
@@ -41,6 +41,9 @@ async def next_page(update: Update, context: JarchyContext) -> None:
     """The Next button under a list: rl:PAGE:BEFORE_ID:FILTERS."""
     query, user = update.callback_query, update.effective_user
     if query is None or user is None or query.data is None:
+        return
+    # The page is posted where the button is pressed: never into a chat the list was not shown in.
+    if not await pressed_in_workspace(update, context, "desk.list"):
         return
     _, number, before, token = query.data.split(":", 3)
     try:

@@ -9,7 +9,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filt
 from bot.context import JarchyContext
 from bot.services.team import INVITE_PREFIX
 from handlers.start import PRIVATE_MESSAGES
-from handlers.workspace import WorkspaceError, in_workspace, refusal
+from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from messages.workspace_screens import team_list
 
 _JOIN = PRIVATE_MESSAGES & filters.Regex(rf"^/start(@\w+)? {INVITE_PREFIX}")
@@ -42,6 +42,9 @@ async def withdraw_invite(update: Update, context: JarchyContext) -> None:
     """Withdraw an unused invite from its button."""
     query, user = update.callback_query, update.effective_user
     if query is None or user is None or query.data is None:
+        return
+    # Invites are made in private: their buttons work only there.
+    if not await pressed_in_workspace(update, context, "team.withdraw", private_only=True):
         return
     invite_id = query.data.rsplit(":", 1)[-1]
     if not invite_id.isdigit():
@@ -106,6 +109,9 @@ async def confirm_revoke(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or query.data is None or user is None:
         return
+    # The question is posted where the button is pressed: only where /team is shown.
+    if not await pressed_in_workspace(update, context, "team.revoke"):
+        return
     ref = query.data.rsplit(":", 1)[-1]
     if not await context.services.gate.holds(user.id, ("admin",)):
         await context.services.gate.refuse(user.id, "team.revoke", detail="role")
@@ -127,6 +133,8 @@ async def revoke(update: Update, context: JarchyContext) -> None:
     if message is None or user is None:
         return
     if query is not None:
+        if not await pressed_in_workspace(update, context, "team.revoke"):
+            return
         who = (query.data or "").rsplit(":", 1)[-1]
     else:
         if not await in_workspace(update, context, "team.revoke"):

@@ -239,14 +239,42 @@ async def test_bad_input_changes_nothing(world: tuple[Services, FakeClock]) -> N
     with pytest.raises(HearingInputError) as raised:
         await hearings.add_hearing(COORDINATOR, case_id, "10.03.2026 12:00", "court", "address", None, None)
     assert raised.value.key == "hearings.exists"
-    with pytest.raises(CaseNotFound):
+    with pytest.raises(HearingInputError) as raised:
         await hearings.add_hearing(COORDINATOR, 999, "10.04.2026 12:00", "court", "address", None, None)
+    assert raised.value.key == "cases.not_found"
+    # A stranger's bad input is refused for the role, before the input says anything.
     with pytest.raises(NotAllowed):
-        await hearings.add_hearing(4242, case_id, "10.04.2026 12:00", "court", "address", None, None)
+        await hearings.add_hearing(4242, case_id, "yesterday", "court", "address", None, None)
     with pytest.raises(NotAllowed):
         await hearings.create_case(4242, "x", "y", "z", True)
+    with pytest.raises(HearingInputError) as raised:
+        await hearings.postpone(COORDINATOR, 999, "10.04.2026 12:00")
+    assert raised.value.key == "hearings.not_found"
     async with services.db.read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM hearings"))).scalar() == 1
+        refused = (
+            await conn.execute(
+                text("SELECT action, detail FROM audit_log WHERE outcome = 'refused' ORDER BY id")
+            )
+        ).all()
+        allowed = (
+            await conn.execute(
+                text("SELECT count(*) FROM audit_log WHERE action = 'hearing.add' AND outcome = 'ok'")
+            )
+        ).scalar()
+    # Every refused attempt is audited once, by the gate; only the one hearing added is audited as done.
+    assert [tuple(r) for r in refused] == [
+        ("hearing.add", "hearings.past"),
+        ("hearing.add", "hearings.bad_time"),
+        ("hearing.add", "hearings.bad_time"),
+        ("hearing.add", "hearings.bad_time"),
+        ("hearing.add", "hearings.exists"),
+        ("hearing.add", "cases.not_found"),
+        ("hearing.add", "role"),
+        ("case.new", "role"),
+        ("hearing.change", "hearings.not_found"),
+    ]
+    assert allowed == 1
 
 
 async def test_the_calendar_file_round_trips_time_zone_and_updates_in_place(
@@ -358,3 +386,34 @@ async def test_the_followed_calendar_keeps_cancelled_hearings_as_cancelled(
     await services.hearings.cancel(COORDINATOR, hearing_id)
     (event,) = Calendar.from_ical(await services.hearings.calendar(1302, None)).walk("VEVENT")
     assert str(event["status"]) == "CANCELLED"
+
+
+async def test_attendance_is_only_for_public_or_followed_cases_and_tells_nothing(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, _ = world
+    hearings = services.hearings
+    case_id = await hearings.create_case(COORDINATOR, "Closed trial", "Not public", "n/a", False)
+    hidden = await hearings.add_hearing(
+        COORDINATOR, case_id, "10.03.2026 12:00", "Court", "Address", None, None
+    )
+    keys = []
+    for hearing_id in (hidden.id, 999):
+        with pytest.raises(HearingInputError) as raised:
+            await hearings.attend(1401, hearing_id, 0)
+        keys.append(raised.value.key)
+    # A hidden hearing and a missing one get the same answer.
+    assert keys == ["attend.stale", "attend.stale"]
+    async with services.db.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM attendance"))).scalar() == 0
+        refused = (
+            await conn.execute(
+                text("SELECT action, target FROM audit_log WHERE outcome = 'refused' ORDER BY id")
+            )
+        ).all()
+    assert [tuple(r) for r in refused] == [("hearing.attend", f"#{hidden.id}"), ("hearing.attend", "#999")]
+    # A follower of the case (it was public when they followed) may still say they will attend.
+    public_id, public_hearing = await case_with_hearing(hearings, "11.03.2026 12:00")
+    await hearings.follow(1402, 1402, public_id)
+    await hearings.edit_case(COORDINATOR, public_id, "Askarov A.", "Now closed", "Art. 278", False)
+    await hearings.attend(1402, public_hearing, 0)

@@ -21,14 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Pseudonymizer
-from bot.services.alerts import ALERT_KINDS, PRIORITY_NOTICE, AlertService
+from bot.services.alerts import ALERT_KINDS, AlertService
 from bot.services.audit import AuditLog
 from bot.services.delivery import Failure, Receipt
-from bot.services.outbox import NOTICE_KIND, Outbox, OutgoingMessage
+from bot.services.outbox import Outbox
 from messages import Catalogs
 from storage.database import Database
 from storage.outbox import OutboxRepository
-from storage.state import COORDINATOR_CHAT, StateRepository
+from storage.state import StateRepository
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ class AlertWatch:
         texts: Catalogs,
         clock: Clock,
         language: str,
-        admin_ids: frozenset[int],
     ) -> None:
         self._db = db
         self._alerts = alerts
@@ -77,7 +76,6 @@ class AlertWatch:
         self._texts = texts
         self._clock = clock
         self._language = language
-        self._admin_ids = admin_ids
         self._incident: str | None = None
         self._loaded = False
 
@@ -173,11 +171,10 @@ class AlertWatch:
             return
         if current is None or self._pseudonyms.of_chat(current) != old_key:
             return  # not our chat
-        await self._state.put(conn, COORDINATOR_CHAT, str(new_chat))
-        self._alerts.remember_chat(new_chat)
+        await self._alerts.follow_migration(conn, new_chat)
         moved = await self._alerts.redirect(conn, new_chat)
         await self._audit.record(conn, "system", "alerts.migrated", str(new_chat), detail=f"resent {moved}")
-        await self._notify_admins(conn, "alerts.migrated_notice", count=moved)
+        await self._alerts.notify_admins(conn, "alerts.migrated_notice", count=moved)
         log.warning("the coordinators' group became a supergroup; %d alerts resent to the new chat", moved)
 
     async def _open(self, conn: AsyncConnection, reason: str) -> None:
@@ -190,7 +187,7 @@ class AlertWatch:
         count, _ = await self._outbox_repo.held_summary(conn, ALERT_KINDS)
         queued = await self._outbox_repo.counts_of(conn, ALERT_KINDS, ("pending", "sending"))
         await self._audit.record(conn, "system", "alerts.held", detail=reason)
-        await self._notify_admins(
+        await self._alerts.notify_admins(
             conn,
             "alerts.held_notice",
             reason=self._texts.text(self._language, f"alerts.reason_{reason}"),
@@ -203,7 +200,7 @@ class AlertWatch:
         await self._state.delete(conn, INCIDENT)
         self._incident = None
         await self._audit.record(conn, "system", "alerts.recovered", detail=f"released {released}")
-        await self._notify_admins(conn, "alerts.recovered_notice", count=released)
+        await self._alerts.notify_admins(conn, "alerts.recovered_notice", count=released)
         log.warning("alerts reach the coordinators' chat again; %d released", released)
 
     async def _incident_open(self, conn: AsyncConnection) -> bool:
@@ -220,22 +217,6 @@ class AlertWatch:
         data = json.loads(raw)
         self._incident = str(data["reason"])
         return self._incident, datetime.fromisoformat(data["since"])
-
-    async def _notify_admins(self, conn: AsyncConnection, key: str, **params: object) -> None:
-        text = self._texts.text(self._language, key, **params)
-        await self._outbox.enqueue(
-            conn,
-            [
-                OutgoingMessage(
-                    "sendMessage",
-                    {"chat_id": admin, "text": text, "parse_mode": "HTML"},
-                    kind=NOTICE_KIND,
-                    recipient_user_id=admin,
-                    priority=PRIORITY_NOTICE,
-                )
-                for admin in sorted(self._admin_ids)
-            ],
-        )
 
 
 def _reason(failure: Failure) -> str:

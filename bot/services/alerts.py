@@ -4,10 +4,11 @@ there is a chat to send them to. Coordinators see what happened, never who repor
 from __future__ import annotations
 
 import html
+import json
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.clock import Clock
 from bot.security import Cipher, Pseudonymizer
 from bot.services.audit import AuditLog
-from bot.services.outbox import PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
-from bot.services.roles import require_role
+from bot.services.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
+from bot.services.roles import Gate, Refused
 from messages import Catalogs, Safe
 from storage.alert_copies import DutyRepository
 from storage.database import Database
@@ -61,6 +62,28 @@ _NO_CAPTION = frozenset({"video_note"})
 
 _UNREAD = object()
 _BOUND_TTL_S = 10.0
+# A move of the alerts to another chat, asked for by one admin, waiting for a second (bot_state).
+BIND_REQUEST = "coordinator_chat_request"
+BIND_REQUEST_TTL = timedelta(hours=24)
+# Where Telegram moved the configured chat (a group that became a supergroup): "old:new" (bot_state).
+PINNED_MIGRATION = "coordinator_chat_pin_migrated"
+# What the chat alerts no longer go to is told; to whom it may concern there, not to one person.
+MOVED_KIND = "alerts_moved"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a /bind did: `key` names the text that answers it in the group."""
+
+    key: str
+    params: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Request:
+    chat: int
+    by: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,7 @@ class AlertService:
         language: str,
         zone: ZoneInfo,
         configured_chat: int | None,
+        admin_ids: frozenset[int] = frozenset(),
         cipher: Cipher | None = None,
         duty: DutyRepository | None = None,
         sos_reserve: int = 0,
@@ -129,7 +153,10 @@ class AlertService:
         self._language = language
         self._zone = zone
         self._configured_chat = configured_chat
-        self.audit: AuditLog | None = None  # set once the audit log exists (it is built after alerts)
+        self._admin_ids = admin_ids
+        # Set once they exist (they are built after alerts).
+        self.audit: AuditLog | None = None
+        self.gate: Gate | None = None
         self._cipher = cipher
         self._duty = duty
         self._sos_reserve = sos_reserve
@@ -141,17 +168,38 @@ class AlertService:
         self._recent: deque[float] = deque()  # when alerts were queued, for the last minute
 
     async def coordinator_chat(self, conn: AsyncConnection) -> int | None:
-        """Return the chat alerts go to: the one bound with /bind, else the configured one."""
+        """Return the chat alerts go to: the configured one if there is one (followed where Telegram moved
+        it), else the one bound with /bind."""
         # Re-read every few seconds: another instance may have bound a chat meanwhile.
         if self._bound is _UNREAD or self._clock.monotonic() - self._bound_read_at > _BOUND_TTL_S:
-            value = await self._state.get(conn, COORDINATOR_CHAT)
-            self._bound = int(value) if value is not None else None
+            self._bound = await self._read_chat(conn)
             self._bound_read_at = self._clock.monotonic()
-        chat = self._bound if isinstance(self._bound, int) else self._configured_chat
+        chat = self._bound if isinstance(self._bound, int) else None
         if chat != self._chat_key_of:
             self._chat_key_of = chat
             self._chat_key = self._pseudonyms.of_chat(chat) if chat is not None else None
         return chat
+
+    async def _read_chat(self, conn: AsyncConnection) -> int | None:
+        if self._configured_chat is None:
+            value = await self._state.get(conn, COORDINATOR_CHAT)
+            return int(value) if value is not None else None
+        # The configuration pins the chat: whatever /bind stored once is ignored. Only Telegram itself can
+        # move it (a migration to a supergroup), and only from the configured id.
+        moved = await self._state.get(conn, PINNED_MIGRATION)
+        if moved is not None:
+            old, new = (int(part) for part in moved.split(":"))
+            if old == self._configured_chat:
+                return new
+        return self._configured_chat
+
+    async def follow_migration(self, conn: AsyncConnection, new_chat: int) -> None:
+        """Store the id Telegram moved the coordinators' chat to (a group that became a supergroup)."""
+        if self._configured_chat is not None:
+            await self._state.put(conn, PINNED_MIGRATION, f"{self._configured_chat}:{new_chat}")
+        else:
+            await self._state.put(conn, COORDINATOR_CHAT, str(new_chat))
+        self.remember_chat(new_chat)
 
     @property
     def chat_key(self) -> str | None:
@@ -404,21 +452,116 @@ class AlertService:
             ]
         }
 
-    async def bind(self, user_id: int, chat_id: int) -> int:
-        """Make `chat_id` the coordinators' chat (admins only); release held alerts; return how many."""
-        async with self._db.write() as conn:
-            actor = await self._require(conn, user_id, ("admin",))
-            await self._state.put(conn, COORDINATOR_CHAT, str(chat_id))
-            if self.audit is not None:
-                await self.audit.record(conn, actor, "alerts.bind", str(chat_id))
-            # What waited, and what was queued for the old chat, goes to the new one.
-            released = await self.redirect(conn, chat_id)
-        self.remember_chat(chat_id)
-        self._outbox.notify()
-        return released
+    async def bind(self, user_id: int, chat_id: int, title: str | None = None) -> Binding:
+        """Make `chat_id` the coordinators' chat (admins only), or ask for it.
 
-    async def _require(self, conn: AsyncConnection, user_id: int, roles: Sequence[str]) -> str:
-        return await require_role(conn, self._users, self._pseudonyms.of_user(user_id), roles)
+        The configured chat cannot be changed from Telegram. The first chat is bound at once; moving the
+        alerts elsewhere needs a second admin once there are two: the first /bind in the new chat asks, a
+        different admin's /bind there within BIND_REQUEST_TTL completes it. Every admin is told in private
+        of each request and each change, and the chat the alerts leave is told they left. Whatever waited
+        or was queued for the old chat goes to the new one.
+        """
+        if self.gate is None or self.audit is None:
+            raise RuntimeError("alerts are not wired to the gate and the audit log")
+        audit = self.audit
+        target = str(chat_id)
+        where = title or target
+        async with self.gate.acting(user_id, "alerts.bind", target, roles=("admin",)) as act:
+            if self._configured_chat is not None:
+                raise Refused("bind.pinned")
+            conn = act.conn
+            old = await self._read_chat(conn)  # not the cached value: another instance may have bound one
+            if old == chat_id:
+                released = await self.redirect(conn, chat_id)
+                await audit.record(conn, act.actor, "alerts.bind", target, detail="same")
+                answer = Binding("bind.already", {"released": released})
+            elif old is None:
+                answer = await self._move(conn, audit, act.actor, None, chat_id, where, "first")
+            elif len(admins := await self._users.holders(conn, "admin")) < 2:
+                answer = await self._move(conn, audit, act.actor, old, chat_id, where, "changed")
+            else:
+                request = await self._request(conn)
+                # A request of someone no longer an admin is nobody's: this /bind asks anew.
+                if request is None or request.chat != chat_id or request.by not in admins:
+                    answer = await self._ask(conn, audit, act.actor, chat_id, where)
+                elif request.by == act.actor:
+                    raise Refused("bind.second_admin", hours=_hours(BIND_REQUEST_TTL))
+                else:
+                    answer = await self._move(conn, audit, act.actor, old, chat_id, where, "approved")
+        if answer.key != "bind.requested":
+            self.remember_chat(chat_id)
+        self._outbox.notify()
+        return answer
+
+    async def _ask(
+        self, conn: AsyncConnection, audit: AuditLog, actor: str, chat_id: int, where: str
+    ) -> Binding:
+        expires = self._clock.now() + BIND_REQUEST_TTL
+        value = {"chat": chat_id, "by": actor, "expires": expires.isoformat()}
+        await self._state.put(conn, BIND_REQUEST, json.dumps(value))
+        await audit.record(conn, actor, "alerts.bind_request", str(chat_id))
+        hours = _hours(BIND_REQUEST_TTL)
+        await self.notify_admins(conn, "bind.request_notice", chat=where, chat_id=chat_id, hours=hours)
+        return Binding("bind.requested", {"hours": hours})
+
+    async def _move(
+        self,
+        conn: AsyncConnection,
+        audit: AuditLog,
+        actor: str,
+        old: int | None,
+        chat_id: int,
+        where: str,
+        how: str,
+    ) -> Binding:
+        await self._state.put(conn, COORDINATOR_CHAT, str(chat_id))
+        await self._state.delete(conn, BIND_REQUEST)
+        await audit.record(conn, actor, "alerts.bind", str(chat_id), detail=how)
+        # What waited, and what was queued for the old chat, goes to the new one.
+        released = await self.redirect(conn, chat_id)
+        if old is not None:
+            # Queued, not sent now: the old chat may be out of reach, and the news must not be lost. It
+            # does not say where the alerts went: the old chat may be why they moved.
+            text = self._texts.text(self._language, "bind.moved_away")
+            await self._outbox.enqueue(
+                conn,
+                [
+                    OutgoingMessage(
+                        "sendMessage",
+                        {"chat_id": old, "text": text, "parse_mode": "HTML"},
+                        kind=MOVED_KIND,
+                        priority=PRIORITY_NOTICE,
+                    )
+                ],
+            )
+        await self.notify_admins(conn, "bind.changed_notice", chat=where, chat_id=chat_id, count=released)
+        return Binding("bind.done", {"released": released})
+
+    async def _request(self, conn: AsyncConnection) -> _Request | None:
+        """Return the move waiting for a second admin, unless there is none or it expired."""
+        raw = await self._state.get(conn, BIND_REQUEST)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        request = _Request(int(data["chat"]), str(data["by"]), datetime.fromisoformat(data["expires"]))
+        return request if request.expires_at > self._clock.now() else None
+
+    async def notify_admins(self, conn: AsyncConnection, key: str, **params: object) -> None:
+        """Queue a notice to every admin in private, in the caller's transaction."""
+        text = self._texts.text(self._language, key, **params)
+        await self._outbox.enqueue(
+            conn,
+            [
+                OutgoingMessage(
+                    "sendMessage",
+                    {"chat_id": admin, "text": text, "parse_mode": "HTML"},
+                    kind=NOTICE_KIND,
+                    recipient_user_id=admin,
+                    priority=PRIORITY_NOTICE,
+                )
+                for admin in sorted(self._admin_ids)
+            ],
+        )
 
     def _summary(self, alert: AlertInput) -> str:
         lang = self._language
@@ -478,6 +621,10 @@ class AlertService:
 def duty_chat_binding(pseudonym: str) -> str:
     """Return what an on-duty coordinator's encrypted chat is bound to."""
     return f"duty.chat:{pseudonym}"
+
+
+def _hours(span: timedelta) -> int:
+    return int(span.total_seconds() // 3600)
 
 
 def _units(text: str) -> int:

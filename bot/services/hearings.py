@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from bot.security import Cipher, Pseudonymizer
 from bot.services.audit import AuditLog
 from bot.services.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
 from bot.services.report_form import clean_text, telegram_length
-from bot.services.roles import COORDINATING, NotAllowed, require_role
+from bot.services.roles import COORDINATING, Acting, Gate, NotAllowed, Refused
 from messages import LANGUAGES, Catalogs
 from storage.cases import Case, CaseNotFound, CaseRepository, Follower, Hearing, HearingExists
 from storage.channels import ChannelRepository
@@ -41,13 +42,9 @@ _FORMATS = ("%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
 _MAX_FIELD = 300
 
 
-class HearingInputError(ValueError):
-    """Input a coordinator must correct; `key` names the text that says how."""
-
-    def __init__(self, key: str, **params: object) -> None:
-        super().__init__(key)
-        self.key = key
-        self.params = params
+class HearingInputError(Refused):
+    """Input a coordinator must correct, or a button that no longer counts; `key` names the text that says
+    how. A refusal like any other: raised inside the gate, it is audited by the gate."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +73,12 @@ class HearingService:
         zone: ZoneInfo,
         language: str,
         interval: timedelta,
-        audit: AuditLog | None = None,
+        audit: AuditLog,
+        gate: Gate,
     ) -> None:
         self._db = db
         self._audit = audit
+        self._gate = gate
         self._cases = cases
         self._state = state
         self._users = users
@@ -100,36 +99,34 @@ class HearingService:
     ) -> int:
         """Open a case (coordinators)."""
         usage = "cases.usage_new"
-        title, description = _field(title, usage, 300), _field(description, usage, 1000)
-        charges = _field(charges, usage, 500)
-        async with self._db.write() as conn:
-            await self._require(conn, user_id, "case.new", None)
-            return await self._cases.create_case(conn, title, description, charges, public, self._clock.now())
+        async with self._acting(user_id, "case.new", None) as act:
+            title, description = _field(title, usage, 300), _field(description, usage, 1000)
+            charges = _field(charges, usage, 500)
+            return await self._cases.create_case(
+                act.conn, title, description, charges, public, self._clock.now()
+            )
 
     async def edit_case(
         self, user_id: int, case_id: int, title: str, description: str, charges: str, public: bool
     ) -> None:
         """Replace a case's published fields (coordinators)."""
         usage = "cases.usage_edit"
-        title, description = _field(title, usage, 300), _field(description, usage, 1000)
-        charges = _field(charges, usage, 500)
-        async with self._db.write() as conn:
-            await self._require(conn, user_id, "case.edit", f"#{case_id}")
+        async with self._acting(user_id, "case.edit", f"#{case_id}") as act:
+            title, description = _field(title, usage, 300), _field(description, usage, 1000)
+            charges = _field(charges, usage, 500)
             await self._cases.update_case(
-                conn, case_id, title, description, charges, public, self._clock.now()
+                act.conn, case_id, title, description, charges, public, self._clock.now()
             )
 
     async def register_channel(self, user_id: int, chat_id: int) -> bool:
         """Post public case announcements and day-before reminders in this channel or group (admins)."""
-        async with self._db.write() as conn:
-            await self._require(conn, user_id, "channel.bind", str(chat_id), roles=("admin",))
-            return await self._channels.add(conn, chat_id, self._clock.now())
+        async with self._acting(user_id, "channel.bind", str(chat_id), roles=("admin",)) as act:
+            return await self._channels.add(act.conn, chat_id, self._clock.now())
 
     async def close_case(self, user_id: int, case_id: int) -> None:
         """Close a case (coordinators); it leaves /cases."""
-        async with self._db.write() as conn:
-            await self._require(conn, user_id, "case.close", f"#{case_id}")
-            await self._cases.set_case_status(conn, case_id, "closed", self._clock.now())
+        async with self._acting(user_id, "case.close", f"#{case_id}") as act:
+            await self._cases.set_case_status(act.conn, case_id, "closed", self._clock.now())
 
     async def add_hearing(
         self,
@@ -142,9 +139,9 @@ class HearingService:
         note: str | None,
     ) -> Hearing:
         """Schedule a hearing and tell the case's followers."""
-        starts_at = self.parse_time(when)
-        async with self._db.write() as conn:
-            await self._require(conn, user_id, "hearing.add", f"#{case_id}")
+        async with self._acting(user_id, "hearing.add", f"#{case_id}") as act:
+            conn = act.conn
+            starts_at = self.parse_time(when)
             if (await self._cases.case(conn, case_id)).status != "open":
                 raise CaseNotFound(case_id)
             hearing_id = await self._add(
@@ -165,8 +162,9 @@ class HearingService:
 
     async def postpone(self, user_id: int, hearing_id: int, when: str) -> Hearing:
         """Move a hearing to a new time; reminders for the old time die, followers are told now."""
-        starts_at = self.parse_time(when)
-        return await self._change(user_id, hearing_id, "notice.postponed", starts_at=starts_at)
+        return await self._change(
+            user_id, hearing_id, "notice.postponed", lambda _: {"starts_at": self.parse_time(when)}
+        )
 
     async def move(self, user_id: int, hearing_id: int, court: str, address: str) -> Hearing:
         """Move a hearing to a new place."""
@@ -174,32 +172,43 @@ class HearingService:
             user_id,
             hearing_id,
             "notice.moved",
-            court=_field(court, "hearings.usage_move", 200),
-            address=_field(address, "hearings.usage_move", 300),
+            lambda _: {
+                "court": _field(court, "hearings.usage_move", 200),
+                "address": _field(address, "hearings.usage_move", 300),
+            },
         )
 
     async def cancel(self, user_id: int, hearing_id: int) -> Hearing:
         """Cancel a hearing."""
-        return await self._change(user_id, hearing_id, "notice.cancelled", status="cancelled")
+        return await self._change(user_id, hearing_id, "notice.cancelled", lambda _: {"status": "cancelled"})
 
     async def record_outcome(self, user_id: int, hearing_id: int, outcome: str) -> Hearing:
         """Record what happened (adjourned, verdict, detention extended, released) and tell followers."""
-        text = clean_text(outcome)
-        if not text or telegram_length(text) > 1000:
-            raise HearingInputError("hearings.usage_outcome")
-        async with self._db.read() as conn:
-            if (await self._cases.hearing(conn, hearing_id)).starts_at > self._clock.now():
+
+        def values(before: Hearing) -> dict[str, Any]:
+            text = clean_text(outcome)
+            if not text or telegram_length(text) > 1000:
+                raise HearingInputError("hearings.usage_outcome")
+            if before.starts_at > self._clock.now():
                 raise HearingInputError("hearings.not_yet")
-        return await self._change(user_id, hearing_id, "notice.outcome", status="held", outcome=text)
+            return {"status": "held", "outcome": text}
+
+        return await self._change(user_id, hearing_id, "notice.outcome", values)
+
+    async def refuse(self, user_id: int, action: str, key: str) -> None:
+        """Refuse a command whose arguments could not even be read, as the service refuses its own: through
+        the gate, the role first (a stranger learns nothing of the syntax), then the usage. Either way one
+        refusal is audited, and NotAllowed or HearingInputError is raised."""
+        async with self._gate.acting(user_id, action):
+            raise HearingInputError(key)
 
     async def coordinator_view(self, user_id: int, case_id: int) -> tuple[Case, list[tuple[Hearing, int]]]:
         """Return a case with every hearing and how many said they will attend (coordinators)."""
-        async with self._db.write() as conn:  # the view is audited
-            await self._require(conn, user_id, "hearing.list", f"#{case_id}")
-            case = await self._cases.case(conn, case_id)
+        async with self._acting(user_id, "hearing.list", f"#{case_id}") as act:  # the view is audited
+            case = await self._cases.case(act.conn, case_id)
             rows = [
-                (h, await self._cases.attendance_count(conn, h.id))
-                for h in await self._cases.hearings_of(conn, case_id)
+                (h, await self._cases.attendance_count(act.conn, h.id))
+                for h in await self._cases.hearings_of(act.conn, case_id)
             ]
         return case, rows
 
@@ -252,13 +261,29 @@ class HearingService:
             return [(case, await self._cases.upcoming_for(conn, [case.id], now)) for case in followed]
 
     async def attend(self, user_id: int, hearing_id: int, sequence: int) -> Hearing:
-        """Record "I will attend" for the hearing as it is now; a button of an older version is refused."""
+        """Record "I will attend" for the hearing as it is now, on a public case or one the person follows.
+
+        A button of an older version is refused; so are a hearing that does not exist and one of a private
+        case the person does not follow, with the same answer (it must not tell which hearings exist). Each
+        refusal is audited and changes nothing.
+        """
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            hearing = await self._cases.hearing(conn, hearing_id)
-            if hearing.sequence != sequence or hearing.status != "scheduled":
-                raise HearingInputError("attend.stale")
-            await self._cases.attend(conn, hearing_id, pseudonym, self._clock.now())
+        target = f"#{hearing_id}"
+        try:
+            async with self._db.write() as conn:
+                hearing = await self._cases.hearing(conn, hearing_id)
+                if not await self._visible(conn, pseudonym, hearing):
+                    raise CaseNotFound(hearing_id)
+                if hearing.sequence != sequence or hearing.status != "scheduled":
+                    raise HearingInputError("attend.stale")
+                await self._cases.attend(conn, hearing_id, pseudonym, self._clock.now())
+        except CaseNotFound:
+            # Not for this person (or not there at all): answered as a stale button, told apart only here.
+            await self._gate.refuse(user_id, "hearing.attend", target, detail="hearings.not_found")
+            raise HearingInputError("attend.stale") from None
+        except HearingInputError as refused:
+            await self._gate.refuse(user_id, "hearing.attend", target, detail=refused.key)
+            raise
         return hearing
 
     async def offsets(self, user_id: int) -> tuple[int, ...]:
@@ -283,26 +308,34 @@ class HearingService:
     async def calendar(self, user_id: int, hearing_id: int | None) -> bytes:
         """Return an .ics file: one hearing, or every upcoming hearing of the followed cases."""
         pseudonym = self._pseudonyms.of_user(user_id)
+        if hearing_id is not None:
+            return self.ics([await self._hearing_for(user_id, pseudonym, hearing_id)])
         async with self._db.read() as conn:
             followed = await self._cases.followed(conn, pseudonym)
-            if hearing_id is not None:
-                hearing = await self._cases.hearing(conn, hearing_id)
-                # A private case's hearings are for its followers and the coordinators only.
-                allowed = (await self._cases.case(conn, hearing.case_id)).public or hearing.case_id in {
-                    c.id for c in followed
-                }
-                if not allowed:
-                    try:
-                        await require_role(conn, self._users, pseudonym, COORDINATING)
-                    except NotAllowed:
-                        raise CaseNotFound(hearing_id) from None
-                items = [hearing]
-            else:
-                # Cancelled ones stay in (STATUS:CANCELLED), so a re-import removes them from calendars.
-                items = await self._cases.upcoming_for(
-                    conn, [c.id for c in followed], self._clock.now(), with_cancelled=True
-                )
+            # Cancelled ones stay in (STATUS:CANCELLED), so a re-import removes them from calendars.
+            items = await self._cases.upcoming_for(
+                conn, [c.id for c in followed], self._clock.now(), with_cancelled=True
+            )
         return self.ics(items)
+
+    async def _hearing_for(self, user_id: int, pseudonym: str, hearing_id: int) -> Hearing:
+        """Return a hearing of a public case or a followed one; any other only to coordinators, through the
+        gate. To everyone else a hidden hearing and a missing one look alike: CaseNotFound."""
+        async with self._db.read() as conn:
+            try:
+                hearing = await self._cases.hearing(conn, hearing_id)
+                if await self._visible(conn, pseudonym, hearing):
+                    return hearing
+            except CaseNotFound:
+                pass
+        try:
+            async with self._gate.acting(user_id, "hearing.calendar", f"#{hearing_id}") as act:
+                try:
+                    return await self._cases.hearing(act.conn, hearing_id)
+                except CaseNotFound:
+                    raise HearingInputError("hearings.not_found") from None
+        except (NotAllowed, HearingInputError):
+            raise CaseNotFound(hearing_id) from None
 
     def ics(self, items: Sequence[Hearing]) -> bytes:
         """Render hearings as RFC 5545; a changed hearing keeps its UID and raises SEQUENCE."""
@@ -406,10 +439,14 @@ class HearingService:
         except HearingExists:
             raise HearingInputError("hearings.exists") from None
 
-    async def _change(self, user_id: int, hearing_id: int, notice: str, **values: Any) -> Hearing:
-        async with self._db.write() as conn:
-            await self._require(conn, user_id, "hearing.change", f"#{hearing_id}")
+    async def _change(
+        self, user_id: int, hearing_id: int, notice: str, change: Callable[[Hearing], dict[str, Any]]
+    ) -> Hearing:
+        target = f"#{hearing_id}"
+        async with self._acting(user_id, "hearing.change", target, missing="hearings.not_found") as act:
+            conn = act.conn
             before = await self._cases.hearing(conn, hearing_id)
+            values = change(before)  # checks the input, after the role: a stranger learns nothing of it
             if before.status != "scheduled":
                 raise HearingInputError("hearings.not_scheduled")
             if all(getattr(before, name) == value for name, value in values.items()):
@@ -607,18 +644,31 @@ class HearingService:
     def _lang(self, follower: Follower) -> str:
         return follower.language if follower.language in LANGUAGES else self._language
 
-    async def _require(
+    async def _visible(self, conn: AsyncConnection, pseudonym: str, hearing: Hearing) -> bool:
+        """Tell whether a person may see a hearing without a role: a public case's, or a followed one's."""
+        if (await self._cases.case(conn, hearing.case_id)).public:
+            return True
+        return hearing.case_id in {case.id for case in await self._cases.followed(conn, pseudonym)}
+
+    @asynccontextmanager
+    async def _acting(
         self,
-        conn: AsyncConnection,
         user_id: int,
         action: str,
         target: str | None,
+        *,
+        missing: str = "cases.not_found",
         roles: Sequence[str] = COORDINATING,
-    ) -> None:
-        """Check the role now; record the action in the audit log, to commit with it or not at all."""
-        actor = await require_role(conn, self._users, self._pseudonyms.of_user(user_id), roles)
-        if self._audit is not None:
-            await self._audit.record(conn, actor, action, target)
+    ) -> AsyncIterator[Acting]:
+        """Open the gate for a coordinators' action and record it in the audit log, to commit with it or not
+        at all. A refusal (bad input, a case or hearing that does not exist: `missing` names its text) rolls
+        both back and is audited by the gate, once."""
+        async with self._gate.acting(user_id, action, target, roles) as act:
+            await self._audit.record(act.conn, act.actor, action, target)
+            try:
+                yield act
+            except CaseNotFound:
+                raise HearingInputError(missing) from None
 
 
 def _offsets(stored: str | None) -> tuple[int, ...]:

@@ -1,0 +1,161 @@
+"""Buttons are checked like commands: forged callback data shows nothing, changes nothing, is answered
+without telling what exists, and is audited; a stranger's /bind_channel never makes the bot ask Telegram."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from bot.services.alert_planner import OPEN_PREFIX
+from bot.wiring import Services
+from messages import catalogs
+from tests.e2e.conftest import RunningBot
+from tests.e2e.reporting import ADMIN, Person, report_settings, settle
+from tests.fakebot import FakeBotApi
+
+__all__ = ["report_settings"]
+
+STRANGER = 6201
+FOREIGN = -100666  # a group someone added the bot to: not the coordinators' chat
+
+
+@pytest.fixture
+async def bot(fake: FakeBotApi, report_settings: Any) -> AsyncIterator[RunningBot]:
+    """The running bot with an admin, a coordinators' chat, and a stranger who has written to it."""
+    running = RunningBot(report_settings)
+    await running.start()
+    await Person(fake, ADMIN).say("/help")
+    await Person(fake, STRANGER).say("/help")
+    yield running
+    await running.stop()
+
+
+async def refused(services: Services) -> list[tuple[Any, ...]]:
+    """Return every refused attempt in the audit log: actor, action, target, detail."""
+    async with services.db.read() as conn:
+        rows = await conn.execute(
+            text("SELECT actor, action, target, detail FROM audit_log WHERE outcome = 'refused' ORDER BY id")
+        )
+        return [tuple(row) for row in rows]
+
+
+async def press(fake: FakeBotApi, user_id: int, data: str, chat_id: int | None = None) -> str:
+    """Press a button with this callback data (in the presser's private chat, or `chat_id`); return the
+    answer's text."""
+    update = fake.add_callback_query(
+        user_id=user_id,
+        data=data,
+        message_id=1,
+        chat_id=chat_id,
+        chat_type="private" if chat_id is None else "supergroup",
+    )
+    query_id = str(update["callback_query"]["id"])
+    (answer,) = await fake.wait_for(
+        "answerCallbackQuery",
+        timeout=15,
+        predicate=lambda c: str(c.params.get("callback_query_id")) == query_id,
+    )
+    return str(answer.params.get("text", ""))
+
+
+async def test_a_forged_attend_on_a_hidden_or_missing_hearing_tells_nothing(
+    fake: FakeBotApi, bot: RunningBot
+) -> None:
+    services = bot.app_services()
+    hearings = services.hearings
+    case_id = await hearings.create_case(ADMIN, "Closed trial", "Not public", "n/a", False)
+    hidden = await hearings.add_hearing(ADMIN, case_id, "10.03.2031 12:00", "Court", "Address", None, None)
+    before = await refused(services)
+    answers = [await press(fake, STRANGER, f"att:{hearing_id}:0") for hearing_id in (hidden.id, 999)]
+    assert answers[0] == answers[1] == catalogs().plain("en", "attend.stale")
+    async with services.db.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM attendance"))).scalar() == 0
+    stranger = services.pseudonyms.of_user(STRANGER)
+    assert (await refused(services))[len(before) :] == [
+        (stranger, "hearing.attend", f"#{hidden.id}", "hearings.not_found"),
+        (stranger, "hearing.attend", "#999", "hearings.not_found"),
+    ]
+
+
+async def test_coordinators_buttons_pressed_in_a_foreign_chat_are_refused(
+    fake: FakeBotApi, bot: RunningBot
+) -> None:
+    services = bot.app_services()
+    case_id = await services.hearings.create_case(ADMIN, "Open trial", "Public", "Art. 1", True)
+    hearing = await services.hearings.add_hearing(
+        ADMIN, case_id, "10.03.2031 12:00", "Court", "Address", None, None
+    )
+    invite = await services.team.invite(ADMIN)
+    wrong_chat = catalogs().plain("en", "coord.wrong_chat")
+    admin = services.pseudonyms.of_user(ADMIN)
+    presses = {
+        "rl:2:999999:....": "desk.list",
+        "tm:rv:0123456789": "team.revoke",
+        "tm:rvy:0123456789": "team.revoke",
+        f"inv:x:{invite.id}": "team.withdraw",
+        f"{OPEN_PREFIX}:R-ABCDE": "alerts.open",
+        "duty:on": "team.duty",
+        f"ics:{hearing.id}": "hearing.calendar",
+    }
+    for data, action in presses.items():
+        before = await refused(services)
+        assert await press(fake, ADMIN, data, chat_id=FOREIGN) == wrong_chat, data
+        assert (await refused(services))[len(before) :] == [(admin, action, None, "wrong chat")], data
+    await settle(0.5)
+    # Nothing was posted, sent or edited in the foreign chat, and nothing changed.
+    assert not [c for c in fake.sent() if c.params.get("chat_id") == FOREIGN and c.method != "getUpdates"]
+    async with services.db.read() as conn:
+        withdrawn = await conn.execute(
+            text("SELECT withdrawn_at FROM invites WHERE id = :i"), {"i": invite.id}
+        )
+        assert withdrawn.scalar() is None
+        duty = await conn.execute(
+            text("SELECT count(*) FROM audit_log WHERE action = 'team.duty' AND outcome = 'ok'")
+        )
+        assert duty.scalar() == 0
+
+
+async def test_a_strangers_bind_channel_asks_telegram_nothing(fake: FakeBotApi, bot: RunningBot) -> None:
+    services = bot.app_services()
+    before = await refused(services)
+    fake.add_message(user_id=STRANGER, chat_id=FOREIGN, chat_type="supergroup", text="/bind_channel")
+    (answer,) = await fake.wait_for("sendMessage", chat_id=FOREIGN, timeout=15)
+    assert answer.params["text"] == catalogs().text("en", "channel.refused")
+    in_private = await Person(fake, STRANGER).say("/bind_channel @somechannel")
+    assert in_private["text"] == catalogs().text("en", "channel.refused")
+    await settle(0.3)
+    assert not [c for c in fake.calls if c.method in ("getChat", "getChatMember")]
+    stranger = services.pseudonyms.of_user(STRANGER)
+    assert (await refused(services))[len(before) :] == [
+        (stranger, "channel.bind", str(FOREIGN), "role"),
+        (stranger, "channel.bind", None, "role"),
+    ]
+
+
+async def test_bad_input_to_hearing_commands_is_audited_once(fake: FakeBotApi, bot: RunningBot) -> None:
+    services = bot.app_services()
+    case_id = await services.hearings.create_case(ADMIN, "Open trial", "Public", "Art. 1", True)
+    admin, stranger = Person(fake, ADMIN), Person(fake, STRANGER)
+    en = catalogs()
+    before = await refused(services)
+    reply = await admin.say(f"/hearing_add {case_id} | next Tuesday | Court | Address")
+    assert reply["text"] == en.text("en", "hearings.bad_time")
+    reply = await admin.say("/hearing_add oops")
+    assert reply["text"] == en.text("en", "hearings.usage_add")
+    reply = await admin.say("/hearing_postpone 999 | 10.03.2031 12:00")
+    assert reply["text"] == en.text("en", "hearings.not_found")
+    # A stranger's unreadable command is refused for the role (no syntax shown), and audited once.
+    reply = await stranger.say("/hearing_add oops")
+    assert reply["text"] == en.text("en", "cases.refused")
+    pseudonym, outsider = services.pseudonyms.of_user(ADMIN), services.pseudonyms.of_user(STRANGER)
+    assert (await refused(services))[len(before) :] == [
+        (pseudonym, "hearing.add", f"#{case_id}", "hearings.bad_time"),
+        (pseudonym, "hearing.add", None, "hearings.usage_add"),
+        (pseudonym, "hearing.change", "#999", "hearings.not_found"),
+        (outsider, "hearing.add", None, "role"),
+    ]
+    async with services.db.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM hearings"))).scalar() == 0
