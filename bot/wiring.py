@@ -54,7 +54,7 @@ from storage.members import MemberRepository
 from storage.outbox import OutboxRepository
 from storage.report_queries import ReportQueries
 from storage.reports import ActionRepository, ReportRepository
-from storage.state import StateRepository
+from storage.state import COORDINATOR_CHAT, StateRepository
 from storage.team import TeamRepository
 from storage.users import UserRepository
 
@@ -480,6 +480,14 @@ async def open_services(
                 await campaigns.withdraw_author(conn, pseudonym, "system")
         if removed:
             await audit.anchor(conn)  # a role change: the admins who remain get the head
+    if settings.coordinator_chat_id is not None:
+        async with db.read() as conn:
+            bound = await state.get(conn, COORDINATOR_CHAT)
+        if bound is not None and int(bound) != settings.coordinator_chat_id:
+            # Since #12 the setting pins the chat; before, a /bind elsewhere overrode it.
+            log.warning(
+                "alerts go to JARCHY_COORDINATOR_CHAT_ID; the chat bound earlier with /bind is no longer used"
+            )
     # Alerts held while no coordinators' chat was known go out once one is configured.
     await services.alerts.release_held()
     return services

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import JarchyContext
@@ -154,7 +157,10 @@ async def revoke(update: Update, context: JarchyContext) -> None:
         return
     done = context.texts.plain(context.language, "team.revoked", name=name or who, freed=freed)
     if query is not None:
-        await query.answer(done, show_alert=True)
+        # An alert holds 200 characters: the whole answer replaces the confirmation instead.
+        await query.answer(context.texts.plain(context.language, "team.revoked_short", name=name or who))
+        with contextlib.suppress(BadRequest):
+            await message.edit_text(done)
     else:
         await message.reply_text(done)
 
