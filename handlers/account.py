@@ -45,8 +45,10 @@ def _listing(context: JarchyContext, reports: list[OwnReport]) -> str:
 
 async def ask_to_forget(update: Update, context: JarchyContext) -> None:
     """Explain what /forget erases and ask to confirm."""
-    message = update.effective_message
-    if message is None:
+    message, user = update.effective_message, update.effective_user
+    if message is None or user is None:
+        return
+    if await _holds_a_role(update, context, user.id):
         return
     keyboard = InlineKeyboardMarkup(
         [
@@ -71,6 +73,8 @@ async def confirm_forget(update: Update, context: JarchyContext) -> None:
     if query is None or user is None:
         return
     if query.data == FORGET_YES:
+        if await _holds_a_role(update, context, user.id):
+            return
         await context.services.campaigns.unsubscribe(user.id, forget=True)
         await context.services.reports.forget(user.id)
         await context.services.hearings.forget(user.id)
@@ -81,6 +85,19 @@ async def confirm_forget(update: Update, context: JarchyContext) -> None:
     if isinstance(query.message, Message):
         await query.message.edit_text(context.text(key))
     await query.answer()
+
+
+async def _holds_a_role(update: Update, context: JarchyContext, user_id: int) -> bool:
+    # Erasing a coordinator would end the role without a revocation: nobody would take them out of the
+    # coordinators' group, withdraw what they queued, or see it in the audit log. An admin revokes first.
+    if not await context.services.gate.holds(user_id):
+        return False
+    await context.services.gate.refuse(user_id, "account.forget", detail="holds a role")
+    if update.callback_query is not None:
+        await update.callback_query.answer(context.plain("forget.has_role"), show_alert=True)
+    elif update.effective_message is not None:
+        await update.effective_message.reply_text(context.text("forget.has_role"), parse_mode=ParseMode.HTML)
+    return True
 
 
 def register(app: Application) -> None:

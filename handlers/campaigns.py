@@ -328,7 +328,7 @@ async def register_forwarded_channel(update: Update, context: JarchyContext) -> 
     try:
         added = await context.services.hearings.register_channel(user.id, channel.id)
     except NotAllowed:
-        await context.services.gate.refuse(user.id, "channel.bind", str(channel.id), detail="role")
+        # The gate audited it already.
         await message.reply_text(context.text("channel.refused"), parse_mode=ParseMode.HTML)
         raise ApplicationHandlerStop from None
     await message.reply_text(

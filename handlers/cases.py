@@ -164,7 +164,9 @@ async def send_calendar(update: Update, context: JarchyContext) -> None:
         return
     # The file is posted where the button is pressed: only in the presser's own chat, where it was sent.
     pressed = update.callback_query is not None
-    if pressed and not await pressed_in_workspace(update, context, "hearing.calendar", private_only=True):
+    if pressed and not await pressed_in_workspace(
+        update, context, "hearing.calendar", private_only=True, name_actor=False
+    ):
         return
     raw = [_data(update)[1]] if pressed else context.args
     hearing_id = _number(raw) if raw else None

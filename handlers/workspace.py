@@ -30,7 +30,12 @@ async def in_workspace(update: Update, context: JarchyContext, action: str) -> b
 
 
 async def pressed_in_workspace(
-    update: Update, context: JarchyContext, action: str, *, private_only: bool = False
+    update: Update,
+    context: JarchyContext,
+    action: str,
+    *,
+    private_only: bool = False,
+    name_actor: bool = True,
 ) -> bool:
     """Allow a coordinators' button only where such a button is issued: the presser's own private chat,
     or (unless `private_only`) the coordinators' chat.
@@ -51,7 +56,7 @@ async def pressed_in_workspace(
         and await context.services.alerts.is_coordinator_chat(chat.id)
     ):
         return True
-    await context.services.gate.refuse(user.id, action, detail="wrong chat")
+    await context.services.gate.refuse(user.id, action, detail="wrong chat", name_actor=name_actor)
     await query.answer(context.plain("coord.wrong_chat"), show_alert=True)
     return False
 

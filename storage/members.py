@@ -10,7 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_or
-from storage.schema import coordinator_ids, member_removals, outbox, user_roles
+from storage.schema import audit_log, coordinator_ids, member_removals, outbox, user_roles
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,19 @@ class RowOutcome:
 
 class MemberRepository:
     """SQL for the sealed ids and the removals; a removal's two outbox rows are read and moved by `ref`."""
+
+    async def lost_a_role(self, conn: AsyncConnection, pseudonym: str) -> bool:
+        """Tell whether the person's role was ever taken away (revoked, or dropped from the settings)."""
+        found = await conn.execute(
+            select(audit_log.c.id)
+            .where(
+                audit_log.c.action.in_(("team.revoke", "team.admin_removed")),
+                audit_log.c.target == pseudonym,
+                audit_log.c.outcome == "ok",
+            )
+            .limit(1)
+        )
+        return found.first() is not None
 
     async def has(self, conn: AsyncConnection, pseudonym: str) -> bool:
         """Tell whether a person's id is stored."""

@@ -279,10 +279,12 @@ class HearingService:
                 await self._cases.attend(conn, hearing_id, pseudonym, self._clock.now())
         except CaseNotFound:
             # Not for this person (or not there at all): answered as a stale button, told apart only here.
-            await self._gate.refuse(user_id, "hearing.attend", target, detail="hearings.not_found")
+            await self._gate.refuse(
+                user_id, "hearing.attend", target, detail="hearings.not_found", name_actor=False
+            )
             raise HearingInputError("attend.stale") from None
         except HearingInputError as refused:
-            await self._gate.refuse(user_id, "hearing.attend", target, detail=refused.key)
+            await self._gate.refuse(user_id, "hearing.attend", target, detail=refused.key, name_actor=False)
             raise
         return hearing
 

@@ -232,7 +232,9 @@ class DurableInbox:
             counted = True
         if result.outcome is Dispatch.DONE:
             await self._mark_done(row.update_id)
-        elif not counted and not result.counts and self._within_window(row, now):
+        elif not counted and (not result.counts or _is_sos(update)) and self._within_window(row, now):
+            # An SOS is never given up for Telegram's silence while the window lasts: the network coming
+            # back is exactly when it must still go out.
             # A transient fault (database locked or full) is retried while it lasts, up to a bound: giving
             # up early would lose an update Telegram was already told had arrived.
             delay = timedelta(seconds=min(60.0, 2.0 ** min(row.attempts, 6)))

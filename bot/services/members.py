@@ -231,7 +231,9 @@ class MemberService:
                 if not await self._repo.has(conn, pseudonym):
                     await self.capture(conn, pseudonym, user_id)
                 return False
-            remove = self._remove_strangers
+            # Someone whose role was taken away coming back (an old invite link) is always removed: the
+            # setting is about people nobody has judged yet.
+            remove = self._remove_strangers or await self._repo.lost_a_role(conn, pseudonym)
             # Keyed by the update: a retried update queues nothing twice.
             once = f"stranger:{update_id}"
             if remove:

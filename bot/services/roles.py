@@ -18,6 +18,8 @@ from storage.reports import ReportNotFound
 from storage.users import UserRepository
 
 COORDINATING = ("admin", "coordinator")
+# The actor of a refusal audited without naming the person.
+UNNAMED = "someone"
 
 
 class NotAllowed(PermissionError):
@@ -116,10 +118,20 @@ class Gate:
             raise
 
     async def refuse(
-        self, user_id: int, action: str, target: str | None = None, detail: str | None = None
+        self,
+        user_id: int,
+        action: str,
+        target: str | None = None,
+        detail: str | None = None,
+        *,
+        name_actor: bool = True,
     ) -> None:
-        """Audit an attempt refused before it reached the database (a coordinator command in a wrong chat)."""
-        await self._audit.refused(self._pseudonyms.of_user(user_id), action, target, detail=detail)
+        """Audit an attempt refused before it reached the database (a coordinator command in a wrong chat).
+
+        `name_actor=False` for what followers and subscribers do (a stale attendance button): the audit log
+        outlives /forget, so it must not keep tying them to a case."""
+        actor = self._pseudonyms.of_user(user_id) if name_actor else UNNAMED
+        await self._audit.refused(actor, action, target, detail=detail)
 
     async def holds(self, user_id: int, roles: Sequence[str] = COORDINATING) -> bool:
         """Tell whether the person holds a role now (to shape menus; never to allow an action)."""

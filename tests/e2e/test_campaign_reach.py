@@ -221,6 +221,24 @@ async def test_revoking_an_author_withdraws_their_scheduled_campaign(
     assert await when_the_hour_has_passed(fake, services, stopped, trusted) == [(admin, f"C-{stopped}", "ok")]
 
 
+async def test_revoke_in_telegram_withdraws_the_authors_scheduled_campaign(
+    fake: FakeBotApi, bot: RunningBot
+) -> None:
+    services = bot.app_services()
+    await join_team(services, COORDINATOR)
+    await services.team.set_name(COORDINATOR, "Rex")
+    stopped = await scheduled_by(services, COORDINATOR, "Come to the back gate")
+    trusted = await scheduled_by(services, ADMIN, "An admin's campaign")
+    await Person(fake, ADMIN).say("/revoke Rex")
+    admin = services.pseudonyms.of_user(ADMIN)
+    assert await when_the_hour_has_passed(fake, services, stopped, trusted) == [(admin, f"C-{stopped}", "ok")]
+    async with services.db.read() as conn:
+        detail = (
+            await conn.execute(text("SELECT detail FROM audit_log WHERE action = 'team.revoke'"))
+        ).scalar_one()
+    assert detail == "freed 0, campaigns 1"
+
+
 async def test_the_broadcaster_refuses_a_campaign_whose_author_lost_the_role(
     fake: FakeBotApi, bot: RunningBot
 ) -> None:

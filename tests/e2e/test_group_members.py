@@ -87,6 +87,7 @@ async def test_a_revoked_coordinator_is_removed_from_the_group_and_forgotten(
     services = bot.app_services()
     await coordinator(services, CORA, "Cora")
     fake.add_chat_member(GROUP, CORA, first_name="Cora", username="cora_t")  # a coordinator: no notice
+    await settle(1.0)  # handled while Cora still holds the role (the group and the admin's chat run apart)
     assert await stored_id(services, CORA) is not None
     assert str(CORA).encode() not in (await stored_id(services, CORA) or b""), "sealed, not in the clear"
 
@@ -105,10 +106,13 @@ async def test_a_revoked_coordinator_is_removed_from_the_group_and_forgotten(
         ).all()
     assert [tuple(row) for row in audited] == [(services.pseudonyms.of_user(CORA), "ok")]
 
-    # Coming back without a role is a stranger coming in.
+    # Coming back through an old invite link: removed again at once, though strangers are only reported.
     fake.add_chat_member(GROUP, CORA, first_name="Cora", username="cora_t")
     text_ = await notice(fake, lambda t: "@cora_t" in t)
-    assert text_ == T.text("en", "members.stranger_joined", who="Cora @cora_t")
+    assert text_ == T.text("en", "members.stranger_removed", who="Cora @cora_t")
+    await fake.wait_for("banChatMember", count=2, timeout=15)
+    await fake.wait_for("unbanChatMember", count=2, timeout=15)
+    assert fake.chat_members(GROUP)[CORA] == "left"
     assert not any("could not remove" in t for t in reply_texts(fake, ADMIN))
 
 
@@ -226,3 +230,36 @@ async def test_a_bot_that_may_not_ban_tells_the_admins_and_does_not_retry(
     assert [c.ok for c in calls_of(fake, "banChatMember", REX)] == [False, True]
     assert fake.chat_members(GROUP)[REX] == "left"
     assert await stored_id(services, REX) is None
+
+
+async def test_a_coordinator_cannot_slip_out_of_the_team_with_forget(
+    fake: FakeBotApi, bot: RunningBot
+) -> None:
+    """/forget would end the role with nobody seeing: no removal from the group, nothing withdrawn, nothing
+    in the audit log. A role holder is told to ask an admin; the confirm button (forged or old) is refused
+    too."""
+    services = bot.app_services()
+    await coordinator(services, CORA, "Cora")
+    cora = Person(fake, CORA)
+    reply = await cora.say("/forget")
+    assert reply["text"] == T.text("en", "forget.has_role")
+    await cora.press("forget:yes", 1)
+    await settle(0.5)
+    async with services.db.read() as conn:
+        roles = (
+            (
+                await conn.execute(
+                    text("SELECT role FROM user_roles WHERE pseudonym = :p"),
+                    {"p": services.pseudonyms.of_user(CORA)},
+                )
+            )
+            .scalars()
+            .all()
+        )
+        refused = (
+            await conn.execute(
+                text("SELECT count(*) FROM audit_log WHERE action = 'account.forget' AND outcome = 'refused'")
+            )
+        ).scalar()
+    assert roles == ["coordinator"] and refused == 2
+    assert await stored_id(services, CORA) is not None
