@@ -546,10 +546,14 @@ class AlertService:
         request = _Request(int(data["chat"]), str(data["by"]), datetime.fromisoformat(data["expires"]))
         return request if request.expires_at > self._clock.now() else None
 
-    async def notify_admins(self, conn: AsyncConnection, key: str, **params: object) -> None:
-        """Queue a notice to every admin in private, in the caller's transaction."""
-        text = self._texts.text(self._language, key, **params)
-        await self._outbox.enqueue(
+    async def notify_admins(self, conn: AsyncConnection, key: str, **params: object) -> int:
+        """Queue a notice to every admin in private, in the caller's transaction; return how many."""
+        return await self.notify_admins_text(conn, self._texts.text(self._language, key, **params))
+
+    async def notify_admins_text(self, conn: AsyncConnection, text: str, dedupe: str | None = None) -> int:
+        """Queue a composed notice to every admin in private; with `dedupe`, once per admin and key.
+        Return how many were new."""
+        return await self._outbox.enqueue(
             conn,
             [
                 OutgoingMessage(
@@ -558,6 +562,7 @@ class AlertService:
                     kind=NOTICE_KIND,
                     recipient_user_id=admin,
                     priority=PRIORITY_NOTICE,
+                    dedupe_key=None if dedupe is None else f"{dedupe}:{admin}",
                 )
                 for admin in sorted(self._admin_ids)
             ],

@@ -35,7 +35,7 @@ from bot.clock import Clock
 from bot.security import Cipher, DecryptionError, Pseudonymizer
 from bot.services.alerts import PRIORITY_NOTICE, AlertService
 from bot.services.audit import AuditLog
-from bot.services.outbox import NOTICE_KIND, Outbox, OutgoingMessage
+from bot.services.outbox import Outbox, OutgoingMessage
 from bot.services.team import MEMBER_REF_LENGTH, member_label, open_display_name
 from bot.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from messages import Catalogs, Safe
@@ -488,20 +488,7 @@ class MemberService:
 
     async def _notify_text(self, conn: AsyncConnection, text: str, dedupe: str | None = None) -> int:
         """Queue a notice to every admin in private; return how many were new."""
-        return await self._outbox.enqueue(
-            conn,
-            [
-                OutgoingMessage(
-                    "sendMessage",
-                    {"chat_id": admin, "text": text, "parse_mode": "HTML"},
-                    kind=NOTICE_KIND,
-                    recipient_user_id=admin,
-                    priority=PRIORITY_NOTICE,
-                    dedupe_key=None if dedupe is None else f"{dedupe}:{admin}",
-                )
-                for admin in sorted(self._admin_ids)
-            ],
-        )
+        return await self._alerts.notify_admins_text(conn, text, dedupe)
 
     def _day(self) -> datetime:
         # When an id was stored, to the day: an exact time would date the person's first message.

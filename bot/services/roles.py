@@ -108,13 +108,13 @@ class Gate:
             if run is not None:
                 run.committed = True
         except NotAllowed:
-            await self._audit.refused(pseudonym, action, target, detail="role")
+            await self._refused(pseudonym, action, target, "role")
             raise
         except Refused as refusal:
-            await self._audit.refused(pseudonym, action, target, detail=refusal.key)
+            await self._refused(pseudonym, action, target, refusal.key)
             raise
         except ReportNotFound:
-            await self._audit.refused(pseudonym, action, target, detail="report.not_found")
+            await self._refused(pseudonym, action, target, "report.not_found")
             raise
 
     async def refuse(
@@ -131,7 +131,15 @@ class Gate:
         `name_actor=False` for what followers and subscribers do (a stale attendance button): the audit log
         outlives /forget, so it must not keep tying them to a case."""
         actor = self._pseudonyms.of_user(user_id) if name_actor else UNNAMED
+        await self._refused(actor, action, target, detail)
+
+    async def _refused(self, actor: str, action: str, target: str | None, detail: str | None) -> None:
         await self._audit.refused(actor, action, target, detail=detail)
+        run = current_run()
+        if run is not None:
+            # The refusal is in the log: a reply timing out after it must not run the update (and audit
+            # the refusal) again.
+            run.committed = True
 
     async def holds(self, user_id: int, roles: Sequence[str] = COORDINATING) -> bool:
         """Tell whether the person holds a role now (to shape menus; never to allow an action)."""
