@@ -117,7 +117,7 @@ class DeskService:
 
     async def parse_query(self, user_id: int, args: Sequence[str]) -> ReportQuery:
         """Read filters like `status=new region=osh_city assignee=me since=7d` (bare values work too)."""
-        async with self._gate.acting(user_id, "desk.filter") as act:
+        async with self._gate.acting(user_id, "desk.filter", once=False) as act:
             members = await self._team_repo.members(act.conn)
             known = await self._team.names(act.conn, [m.pseudonym for m in members])
             names = {m.pseudonym: known.get(m.pseudonym) for m in members}
@@ -129,7 +129,7 @@ class DeskService:
 
     async def page(self, user_id: int, query: ReportQuery, before: int | None = None) -> Page:
         """Return one page of reports matching `query`, newest first."""
-        async with self._gate.acting(user_id, "desk.list") as act:
+        async with self._gate.acting(user_id, "desk.list", once=False) as act:
             if query.assignee not in (None, UNASSIGNED) and len(query.assignee or "") == MEMBER_REF_LENGTH:
                 # A paging button names the assignee by member ref: find whose it is.
                 refs = {

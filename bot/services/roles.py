@@ -88,11 +88,21 @@ class Gate:
 
     @asynccontextmanager
     async def acting(
-        self, user_id: int, action: str, target: str | None = None, roles: Sequence[str] = COORDINATING
+        self,
+        user_id: int,
+        action: str,
+        target: str | None = None,
+        roles: Sequence[str] = COORDINATING,
+        *,
+        once: bool = True,
     ) -> AsyncIterator[Acting]:
-        """Yield the transaction if the person holds one of `roles` now; else audit and raise NotAllowed."""
+        """Yield the transaction if the person holds one of `roles` now; else audit and raise NotAllowed.
+
+        `once=False` for a plain read that writes and audits nothing (a list's page): it is not recorded,
+        so running the update again shows it again, and a later step of the same update that fails is
+        still retried."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        run = current_run()
+        run = current_run() if once else None
         if run is not None:
             run.actions += 1
             seq = run.actions

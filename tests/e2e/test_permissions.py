@@ -355,6 +355,11 @@ async def test_a_retried_update_acts_once(
             for c in fake.sent()[sent:]
             if c.method in ("sendMessage", "answerCallbackQuery", "sendPhoto", "sendDocument")
         ]
-        if not again or any(a not in (already, catalogs().text("en", "update.already_done")) for a in again):
+        said_done = bool(again) and all(
+            a in (already, catalogs().text("en", "update.already_done")) for a in again
+        )
+        # A plain read (a list's page, recorded nowhere) may simply be shown again.
+        shown_again = item.shows is not None and any(item.shows.format(**names) in a for a in again)
+        if not (said_done or shown_again):
             problems.append(f"{item.name}: the second run answered {again}")
     assert not problems, "\n".join(problems)
