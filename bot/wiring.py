@@ -359,6 +359,7 @@ async def open_services(
         zone=settings.timezone,
     )
     team.campaigns = campaigns
+    team.contact = contact
     broadcaster = Broadcaster(
         db=db,
         repo=campaign_repo,

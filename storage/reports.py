@@ -231,6 +231,21 @@ class ReportRepository:
         )
         return new_id(result)
 
+    async def questions_by(
+        self, conn: AsyncConnection, author: str, since: datetime
+    ) -> list[tuple[str, int]]:
+        """Return (report code, note id) of the questions `author` asked since a time."""
+        result = await conn.execute(
+            select(reports.c.code, report_notes.c.id)
+            .join(reports, reports.c.id == report_notes.c.report_id)
+            .where(
+                report_notes.c.author == author,
+                report_notes.c.kind == "question",
+                report_notes.c.at >= since,
+            )
+        )
+        return [(row.code, row.id) for row in result]
+
     async def record_question_message(self, conn: AsyncConnection, note_id: int, message_id: int) -> None:
         """Remember which message in the reporter's chat carries a question (only replies to it count)."""
         await conn.execute(

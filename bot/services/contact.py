@@ -30,6 +30,9 @@ from storage.users import UserRepository
 # Room for the framing text and HTML escaping within Telegram's 4,096.
 MESSAGE_LIMIT = 3000
 QUESTION_KIND = "contact_question"
+# A private message is retried for about two hours at most (outbox attempts): older questions went out or
+# died long ago.
+QUESTIONS_QUEUED_FOR = timedelta(days=1)
 UPDATE_KIND = "contact"  # a status update to a reporter
 ANSWERS_PER_HOUR = 20
 # A reporter's code is looked for among this many of their newest reports.
@@ -110,6 +113,15 @@ class ContactService:
             await self._audit.record(act.conn, act.actor, "contact.ask", code)
         self._outbox.notify()
         return code
+
+    async def withdraw_questions(self, conn: AsyncConnection, author: str) -> int:
+        """Withdraw the questions someone asked that are still queued for reporters (they lost their role:
+        a question from a revoked infiltrator must not reach anyone). Return how many."""
+        since = self._clock.now() - QUESTIONS_QUEUED_FOR
+        withdrawn = 0
+        for code, note_id in await self._reports.questions_by(conn, author, since):
+            withdrawn += await self._outbox.cancel_ref(conn, f"{code}:q{note_id}", kinds=(QUESTION_KIND,))
+        return withdrawn
 
     async def question_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
         """Remember which message carries each question: only replies to those are answers. Unanswered,

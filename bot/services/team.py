@@ -26,6 +26,7 @@ from storage.users import UserRepository
 
 if TYPE_CHECKING:
     from bot.services.campaigns import CampaignService
+    from bot.services.contact import ContactService
     from bot.services.members import MemberService
 
 INVITE_PREFIX = "inv_"
@@ -66,6 +67,7 @@ class TeamService:
 
     # Set by the wiring (campaigns are built after the team): revoking someone withdraws their campaigns.
     campaigns: CampaignService | None = None
+    contact: ContactService | None = None
 
     def __init__(
         self,
@@ -224,15 +226,17 @@ class TeamService:
             # No more SOS in their private chat, and the cards they hold there are no longer kept current.
             await self.retire(act.conn, member.pseudonym)
             # What they composed, sent or approved and what is still queued of it never goes out.
-            withdrawn = 0
+            withdrawn = questions = 0
             if self.campaigns is not None:
                 withdrawn = await self.campaigns.withdraw_author(act.conn, member.pseudonym, act.actor)
+            if self.contact is not None:
+                questions = await self.contact.withdraw_questions(act.conn, member.pseudonym)
             await self._audit.record(
                 act.conn,
                 act.actor,
                 "team.revoke",
                 member.pseudonym,
-                detail=f"freed {freed}, campaigns {withdrawn}",
+                detail=f"freed {freed}, campaigns {withdrawn}, questions {questions}",
             )
             await self._audit.anchor(act.conn)  # a role change: every admin gets the new head
         return self._open_name(member.pseudonym, member.display_name), freed

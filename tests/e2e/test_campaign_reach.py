@@ -236,7 +236,7 @@ async def test_revoke_in_telegram_withdraws_the_authors_scheduled_campaign(
         detail = (
             await conn.execute(text("SELECT detail FROM audit_log WHERE action = 'team.revoke'"))
         ).scalar_one()
-    assert detail == "freed 0, campaigns 1"
+    assert detail == "freed 0, campaigns 1, questions 0"
 
 
 async def test_the_broadcaster_refuses_a_campaign_whose_author_lost_the_role(

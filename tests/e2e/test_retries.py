@@ -229,3 +229,32 @@ async def test_telegram_never_answering_is_retried_a_bounded_number_of_times(
         assert failed == 1
     finally:
         await bot.stop()
+
+
+async def test_a_revoked_coordinators_queued_question_never_reaches_the_reporter(
+    fake: FakeBotApi, desk: tuple[RunningBot, str]
+) -> None:
+    """An infiltrator asks a reporter to meet; revoked before the question went out (the reporter's chat
+    was busy), the question is withdrawn with the role."""
+    bot, code = desk
+    services = bot.app_services()
+    rex = 6204
+    await services.users.seen(rex, "en")
+    invite = await services.team.invite(ADMIN)
+    await services.team.join(rex, invite.token)
+    await services.team.set_name(rex, "Rex")
+    fake.fail_chat(REPORTER)  # the question waits in the outbox
+    await services.contact.ask(rex, code, "Meet me at the back gate at 18:00")
+    await services.team.revoke(ADMIN, "Rex")
+    fake.heal_chat(REPORTER)
+    await settle(3.0)
+    assert not [c for c in fake.sent("sendMessage", chat_id=REPORTER) if "back gate" in str(c.params)]
+    pending = await count(
+        services, "SELECT count(*) FROM outbox WHERE kind = :k AND status = 'pending'", k=QUESTION_KIND
+    )
+    assert pending == 0
+    async with services.db.read() as conn:
+        detail = (
+            await conn.execute(text("SELECT detail FROM audit_log WHERE action = 'team.revoke'"))
+        ).scalar_one()
+    assert detail.endswith("questions 1")
