@@ -10,6 +10,8 @@ from bot.services.roles import NotAllowed, Refused
 from storage.reports import ReportNotFound
 
 WorkspaceError = (NotAllowed, Refused, ReportNotFound)
+# Refusals whose full text is longer than a callback alert's 200 characters: a button shows the short form.
+ALERT_VARIANTS = {"desk.tampered": "desk.tampered_alert"}
 
 
 async def in_workspace(update: Update, context: JarchyContext, action: str) -> bool:
@@ -68,7 +70,8 @@ def refusal(context: JarchyContext, error: Exception, *, plain: bool = False) ->
     if isinstance(error, NotAllowed):
         return render("coord.admin_only" if error.admins_only else "coord.refused")
     if isinstance(error, Refused):
-        return render(error.key, **error.params)
+        key = ALERT_VARIANTS.get(error.key, error.key) if plain else error.key
+        return render(key, **error.params)
     if isinstance(error, ReportNotFound):
         return render("desk.not_found", code=str(error))
     raise error

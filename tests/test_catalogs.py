@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html.parser
+import re
 
 import pytest
 
@@ -53,6 +54,28 @@ def test_texts_are_well_formed_telegram_html(language: str) -> None:
         parser.feed(value)
         assert not parser.stack, f"{language}:{key} leaves <{parser.stack}> open"
         assert set(_tags(value)) <= {"b", "i", "u", "s", "code", "pre", "a", "blockquote"}, key
+
+
+# Uzbek Latin writes oʻ and gʻ with U+02BB MODIFIER LETTER TURNED COMMA and the tutuq belgisi (maʼlumot)
+# with U+02BC MODIFIER LETTER APOSTROPHE: both are letters, so words stay whole for search, sorting and line
+# breaks, where a quotation mark (U+2019, U+2018) or an ASCII apostrophe splits them.
+_UZ_WRONG_SIGN = re.compile(r"(?<=[^\W\d_])['`\u2018\u2019](?=[^\W\d_])")
+_UZ_TURNED_NOT_AFTER_O_G = re.compile(r"(?<![oOgG])\u02bb")
+_UZ_APOSTROPHE_AFTER_O_G = re.compile(r"(?<=[oOgG])\u02bc")
+
+
+def test_uzbek_uses_the_modifier_letters_for_o_g_and_the_tutuq_belgisi() -> None:
+    problems = []
+    for key, value in catalogs().keys("uz").items():
+        for pattern, why in (
+            (_UZ_WRONG_SIGN, "a quotation mark or ASCII apostrophe between letters (use U+02BB or U+02BC)"),
+            (_UZ_TURNED_NOT_AFTER_O_G, "U+02BB only follows o or g"),
+            (_UZ_APOSTROPHE_AFTER_O_G, "oʻ/gʻ take U+02BB, not the tutuq belgisi U+02BC"),
+        ):
+            for match in pattern.finditer(value):
+                start = max(match.start() - 12, 0)
+                problems.append(f"{key}: {why}: …{value[start : match.end() + 12]}…")
+    assert not problems, "\n".join(problems)
 
 
 def test_placeholders_are_escaped_unless_safe() -> None:

@@ -152,6 +152,21 @@ async def test_get_updates_returns_messages_and_callbacks(fake: FakeBotApi, bot:
         await bot.answer_callback_query("no-such-query")
 
 
+async def test_callback_answers_over_200_characters_are_refused(fake: FakeBotApi, bot: Bot) -> None:
+    """Telegram refuses a toast or alert longer than 200 characters: the bot's answers must fit."""
+    sent = await bot.send_message(5, "Vote?", reply_markup=KEYBOARD)
+    fake.add_callback_query(user_id=5, data="vote:yes", message_id=sent.message_id)
+    fake.add_callback_query(user_id=5, data="vote:yes", message_id=sent.message_id)
+    first, second = [update.callback_query for update in await bot.get_updates(timeout=0)]
+    assert first is not None and second is not None
+
+    with pytest.raises(BadRequest, match=r"(?i)message_too_long"):
+        await first.answer("я" * 201, show_alert=True)
+    assert await second.answer("я" * 200, show_alert=True) is True
+    refused = [c for c in fake.calls if c.method == "answerCallbackQuery" and not c.ok]
+    assert [c.response.get("description") for c in refused] == ["Bad Request: MESSAGE_TOO_LONG"]
+
+
 async def test_injected_message_variants(fake: FakeBotApi, bot: Bot) -> None:
     photo_id = fake.add_file(b"\x89PNG fake", file_name="pic.png")
     fake.add_message(user_id=8, chat_id=-100777, chat_type="supergroup", text="/report@jarchy_test_bot now")

@@ -1,0 +1,96 @@
+"""An admin revokes a coordinator from the /team buttons in each language: Telegram accepts the button's
+answer (at most 200 characters) and the confirmation becomes the full revoke text.
+
+The full text, with a 32-character name and the freed reports, is over 200 characters in most languages:
+answered as an alert it was refused with MESSAGE_TOO_LONG and the admin saw nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from bot.services.team import NAME_MAX
+from messages import LANGUAGES, catalogs
+from tests.e2e.conftest import RunningBot
+from tests.e2e.reporting import ADMIN, Person, report_settings
+from tests.fakebot import ApiCall, FakeBotApi
+
+__all__ = ["report_settings"]
+
+COORDINATOR = 6201
+# A display name at its limit: the longest the answer and the message can get.
+LONG_NAME = ("Gulnara Abdykadyrova-Toktogulova " * 2)[:NAME_MAX].strip()
+
+
+@pytest.fixture
+async def running(report_settings: Any) -> AsyncIterator[RunningBot]:
+    """A running bot with the admin and one coordinator with a display name at the limit."""
+    bot = RunningBot(replace(report_settings, flood_per_minute=1000))
+    await bot.start()
+    yield bot
+    await bot.stop()
+
+
+async def _press(fake: FakeBotApi, person: Person, data: str, message_id: int) -> ApiCall:
+    """Press a button and return the bot's answer to it, accepted by the fake or not."""
+    update = fake.add_callback_query(
+        user_id=person.user_id, data=data, message_id=message_id, language_code=person.language
+    )
+    query_id = str(update["callback_query"]["id"])
+
+    def answers() -> list[ApiCall]:
+        # fake.sent() lists only accepted calls: a refused answer must fail here, not time out.
+        return [
+            c
+            for c in fake.calls
+            if c.method == "answerCallbackQuery" and str(c.params.get("callback_query_id")) == query_id
+        ]
+
+    for _ in range(300):
+        if answers():
+            return answers()[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{data}: no answer")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_revoke_from_the_team_buttons_in_every_language(
+    fake: FakeBotApi, running: RunningBot, language: str
+) -> None:
+    admin = Person(fake, ADMIN, language)
+    await admin.say("/start")  # the services are open once the bot answers
+    services = running.app_services()
+    await services.users.choose_language(ADMIN, language)
+    await services.users.seen(COORDINATOR, language)
+    invite = await services.team.invite(ADMIN)
+    await services.team.join(COORDINATOR, invite.token)
+    assert await services.team.set_name(COORDINATOR, LONG_NAME) == LONG_NAME
+    assert len(LONG_NAME) == NAME_MAX
+
+    await admin.say("/team")
+    listing = admin.keyboard_message()
+    (revoke_button,) = [d for d in admin.buttons() if d.startswith("tm:rv:")]
+    ref = revoke_button.rsplit(":", 1)[-1]
+    asked = await _press(fake, admin, revoke_button, listing["message_id"])
+    assert asked.ok, asked.response
+
+    await fake.wait_for("sendMessage", chat_id=ADMIN, predicate=lambda c: "reply_markup" in c.params)
+    confirmation = admin.keyboard_message()
+    assert admin.buttons() == [f"tm:rvy:{ref}"]
+    texts = catalogs()
+    assert confirmation["text"] == texts.plain(language, "team.revoke_confirm", ref=ref)
+
+    answer = await _press(fake, admin, f"tm:rvy:{ref}", confirmation["message_id"])
+    assert answer.ok, f"Telegram refused the answer: {answer.response}"
+    assert answer.params.get("text") == texts.plain(language, "team.revoked_short", name=LONG_NAME)
+
+    edited = await fake.wait_for("editMessageText", chat_id=ADMIN)
+    assert edited[-1].params["message_id"] == confirmation["message_id"]
+    full = texts.plain(language, "team.revoked", name=LONG_NAME, freed=0)
+    changed = next(m for m in admin.bot_messages() if m["message_id"] == confirmation["message_id"])
+    assert changed["text"] == full
+    assert not await services.gate.holds(COORDINATOR, ("coordinator",))
