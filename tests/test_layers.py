@@ -1,0 +1,89 @@
+"""The layers' import rules, checked on every run: handlers → services → storage, and python-telegram-bot
+only at the edge. A rule broken today is listed with its reason in KNOWN; nothing new may join it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# module prefix of the importer → module prefixes it must never import
+RULES: dict[str, tuple[str, ...]] = {
+    # SQL knows no feature, no Telegram and no texts.
+    "storage": ("bot", "handlers", "messages", "telegram"),
+    # Domain services never talk to Telegram through the library, nor reach up into the glue.
+    "bot.services": ("handlers", "telegram", "bot.app", "bot.runner", "bot.context", "bot.wiring"),
+    # Keys and ciphers know nothing of features or Telegram.
+    "bot.security": ("handlers", "telegram", "messages"),
+    # Texts and screens are rendered, never routed.
+    "messages": ("handlers", "bot.app", "bot.wiring"),
+}
+
+# Imports that break a rule today, each with why it is there; #13 (the layout) removes them.
+KNOWN: dict[tuple[str, str], str] = {
+    ("bot.services.key_rotation", "bot.wiring"): "rotation opens the same services as a start to re-seal",
+}
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def _sources() -> list[Path]:
+    return [p for folder in ("bot", "handlers", "storage", "messages") for p in (ROOT / folder).rglob("*.py")]
+
+
+def violations() -> set[tuple[str, str]]:
+    """Return every (importer, imported) pair that breaks a rule."""
+    broken: set[tuple[str, str]] = set()
+    for path in _sources():
+        importer = _module(path)
+        for layer, forbidden in RULES.items():
+            if not _within(importer, layer):
+                continue
+            for imported in _imports(path):
+                if any(_within(imported, banned) for banned in forbidden):
+                    broken.add((importer, imported))
+    return broken
+
+
+def test_no_new_import_crosses_a_layer() -> None:
+    new = sorted(violations() - set(KNOWN))
+    assert not new, "imports that cross a layer:\n" + "\n".join(f"{a} imports {b}" for a, b in new)
+
+
+def test_every_known_exception_still_exists() -> None:
+    # A debt paid off leaves the list, so the list never excuses an import that came back later.
+    gone = sorted(set(KNOWN) - violations())
+    assert not gone, f"no longer needed in KNOWN: {gone}"
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [
+        ("storage.reports", "bot.services.reports"),
+        ("bot.services.desk", "telegram"),
+        ("messages.x", "handlers"),
+    ],
+)
+def test_the_rules_catch_a_crossing(importer: str, imported: str) -> None:
+    layer = next(layer for layer in RULES if _within(importer, layer))
+    assert any(_within(imported, banned) for banned in RULES[layer])
