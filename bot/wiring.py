@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from bot.clock import Clock
 from bot.instance import InstanceClaim, claim_instance_id
 from bot.security import Cipher, DataKey, Pseudonymizer
@@ -465,21 +467,22 @@ async def open_services(
     # Partial evidence files a crash left behind, and rows kept before evidence was bound (once).
     evidence.sweep_partial()
     await evidence.bind_legacy(db)
-    removed = await services.users.bootstrap_admins(settings.admin_ids)
-    await members.capture_admins(settings.admin_ids)
     async with db.write() as conn:
         if await audit_repo.last(conn) is None:
             # The chain's first entry: a wiped log then shows as empty, which a started bot never is.
             await audit.record(conn, "system", "audit.start")
-        for pseudonym in removed:
-            await audit.record(
-                conn, "system", "team.admin_removed", pseudonym, detail="not in JARCHY_ADMIN_IDS"
-            )
-            holder = await user_repo.get(conn, pseudonym)
-            if holder is None or not holder.roles:
-                await team.retire(conn, pseudonym)
-                await campaigns.withdraw_author(conn, pseudonym, "system")
-        if removed:
+
+    async def admin_removed(conn: AsyncConnection, pseudonym: str) -> None:
+        await audit.record(conn, "system", "team.admin_removed", pseudonym, detail="not in JARCHY_ADMIN_IDS")
+        holder = await user_repo.get(conn, pseudonym)
+        if holder is None or not holder.roles:
+            await team.retire(conn, pseudonym)
+            await campaigns.withdraw_author(conn, pseudonym, "system")
+
+    removed = await services.users.bootstrap_admins(settings.admin_ids, on_removed=admin_removed)
+    await members.capture_admins(settings.admin_ids)
+    if removed:
+        async with db.write() as conn:
             await audit.anchor(conn)  # a role change: the admins who remain get the head
     if settings.coordinator_chat_id is not None:
         async with db.read() as conn:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.clock import Clock
 from bot.security import Pseudonymizer
@@ -85,9 +87,16 @@ class UserService:
                 await self._repo.touch(conn, pseudonym, None, now)
             await self._repo.set_timezone(conn, pseudonym, zone, now)
 
-    async def bootstrap_admins(self, telegram_ids: Iterable[int]) -> list[str]:
+    async def bootstrap_admins(
+        self,
+        telegram_ids: Iterable[int],
+        on_removed: Callable[[AsyncConnection, str], Awaitable[None]] | None = None,
+    ) -> list[str]:
         """Make exactly the ids from settings admins (at every start): grant the role to each, and take it
-        from anyone no longer listed. Return the pseudonyms whose admin role was taken away."""
+        from anyone no longer listed. Return the pseudonyms whose admin role was taken away.
+
+        `on_removed` runs for each of them in the same transaction (audit, retire, withdraw): a crash never
+        leaves a role taken away with the rest of a revocation undone."""
         now = self._clock.now()
         wanted = {self._pseudonyms.of_user(telegram_id) for telegram_id in telegram_ids}
         async with self._db.write() as conn:
@@ -97,6 +106,8 @@ class UserService:
             removed = [p for p in await self._repo.holders(conn, "admin") if p not in wanted]
             for pseudonym in removed:
                 await self._repo.revoke(conn, pseudonym, "admin")
+                if on_removed is not None:
+                    await on_removed(conn, pseudonym)
         return removed
 
     def _profile(self, user: User) -> Profile:
