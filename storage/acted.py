@@ -19,18 +19,11 @@ class ActedRepository:
     ) -> bool:
         """Record the `seq`-th action of an update in the caller's transaction; False if it was recorded
         (and so committed) by an earlier run of the same update."""
-        found = await conn.execute(
-            select(acted_updates.c.action).where(
-                acted_updates.c.update_id == update_id, acted_updates.c.seq == seq
-            )
-        )
-        if found.first() is not None:
-            return False
         stmt = insert_or(conn, acted_updates).on_conflict_do_nothing(
             index_elements=[acted_updates.c.update_id, acted_updates.c.seq]
         )
         result = await conn.execute(stmt, {"update_id": update_id, "seq": seq, "action": action, "at": now})
-        # A concurrent run of the same update (two instances) that inserted first wins.
+        # Ignored when an earlier run (or a concurrent one, on another instance) recorded it first.
         return bool(result.rowcount)
 
     async def purge_before(self, conn: AsyncConnection, before: datetime) -> int:

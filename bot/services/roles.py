@@ -112,7 +112,6 @@ class Gate:
                 if run is not None and not await self._acted.claim(
                     conn, run.update_id, seq, action, self._clock.now()
                 ):
-                    run.replayed = True
                     raise AlreadyActed(action)
                 yield Acting(conn, pseudonym)
             if run is not None:

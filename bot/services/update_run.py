@@ -21,7 +21,6 @@ class UpdateRun:
     update_id: int
     actions: int = 0  # gated actions begun so far in this run, in order
     committed: bool = False  # at least one of them committed: running the update again would repeat it
-    replayed: bool = False  # an action was found already done by an earlier run
 
 
 class AlreadyActed(Exception):
