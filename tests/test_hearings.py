@@ -14,7 +14,7 @@ from sqlalchemy import text
 from bot.clock import FakeClock
 from bot.services.hearings import HearingInputError, HearingService
 from bot.services.outbox import payload_binding
-from bot.services.roles import NotAllowed
+from bot.services.roles import UNNAMED, NotAllowed
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.cases import CaseNotFound
@@ -334,6 +334,12 @@ async def test_a_private_case_calendar_is_only_for_followers_and_coordinators(
     with pytest.raises(CaseNotFound):
         await services.hearings.calendar(4343, hearing.id)
     assert b"BEGIN:VEVENT" in await services.hearings.calendar(COORDINATOR, hearing.id)
+    async with services.db.read() as conn:
+        actors = await conn.execute(
+            text("SELECT actor FROM audit_log WHERE action = 'hearing.calendar' AND outcome = 'refused'")
+        )
+        # The log outlives /forget: it must not tie someone without a role to a case they asked about.
+        assert actors.scalars().all() == [UNNAMED]
 
 
 async def test_a_clock_that_ran_ahead_does_not_silence_reminders(world: tuple[Services, FakeClock]) -> None:

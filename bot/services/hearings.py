@@ -330,6 +330,13 @@ class HearingService:
                     return hearing
             except CaseNotFound:
                 pass
+        if not await self._gate.holds(user_id):
+            # A follower asking for a hearing they cannot see: audited without naming them, like a stale
+            # attendance button (the audit log outlives /forget).
+            await self._gate.refuse(
+                user_id, "hearing.calendar", f"#{hearing_id}", detail="hearings.not_found", name_actor=False
+            )
+            raise CaseNotFound(hearing_id)
         try:
             async with self._gate.acting(user_id, "hearing.calendar", f"#{hearing_id}") as act:
                 try:
