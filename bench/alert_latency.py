@@ -122,7 +122,7 @@ ADMIN = 2_999_999
 async def crisis_run(reporters: int) -> dict[str, float]:
     """Telegram's real limits, R reporters and R/10 SOS pressed at one moment; see the docstring."""
     from bot.security.keys import read_key_file
-    from bot.services.reports import ReporterCodes
+    from bot.services.reports.intake import ReporterCodes
     from tests.e2e.conftest import BotProcess
     from tests.e2e.reporting import Person
     from tests.fakebot import FakeBotApi

@@ -100,7 +100,7 @@ def last_json(out: bytes | str) -> dict[str, Any]:
 
 async def seed(data_dir: Path, n: int) -> int:
     """Write n subscribers (chat ids FIRST_CHAT…) and a campaign scheduled for now; return its id."""
-    from bot.clock import SystemClock
+    from bot.runtime.clock import SystemClock
     from bot.wiring import build_limiter, open_services
     from tests.campaign_seed import ready_campaign, seed_subscribers
 
@@ -343,7 +343,7 @@ async def ptb_run(n: int, cap: float, in_flight: int, message: dict[str, Any]) -
 
 async def enqueue_side(data_dir: Path, campaign_id: int) -> dict[str, float]:
     """In a fresh process: run the Broadcaster's passes until the campaign is fully enqueued."""
-    from bot.clock import SystemClock
+    from bot.runtime.clock import SystemClock
     from bot.wiring import build_limiter, open_services
     from storage.campaigns import CampaignRepository
 

@@ -26,8 +26,8 @@ FIRST_CHAT = 1_000_000
 
 async def bot_side(api_url: str, data_dir: str, n: int, cap: float, concurrency: int) -> dict[str, float]:
     """Enqueue n messages, one per recipient, and deliver them all with the real worker."""
-    from bot.clock import SystemClock
-    from bot.services.outbox import PRIORITY_BROADCAST, OutgoingMessage
+    from bot.runtime.clock import SystemClock
+    from bot.runtime.outbox import PRIORITY_BROADCAST, OutgoingMessage
     from bot.settings import SecretStr, Settings
     from bot.wiring import build_limiter, open_services
 

@@ -36,8 +36,8 @@ async def build(data_dir: str, hearings: int) -> datetime:
     """Fill the database; return when the due hearings start."""
     from sqlalchemy import insert
 
-    from bot.clock import SystemClock
-    from bot.services.hearings import STATE_KEY
+    from bot.runtime.clock import SystemClock
+    from bot.services.cases.hearings import STATE_KEY
     from bot.wiring import build_limiter, open_services
     from storage.schema import bot_state, cases, follows
     from storage.schema import hearings as hearings_table
@@ -95,7 +95,7 @@ async def one_pass(data_dir: str, due: datetime) -> dict[str, float]:
     """Run one pass in this (fresh) process and time it."""
     from sqlalchemy import update
 
-    from bot.clock import SystemClock
+    from bot.runtime.clock import SystemClock
     from bot.wiring import build_limiter, open_services
     from storage.schema import hearings as hearings_table
 

@@ -96,7 +96,7 @@ def settings_for(data_dir: str) -> Settings:
 
 async def open_for(data_dir: str) -> Services:
     """Open the real services on the benchmark's database."""
-    from bot.clock import SystemClock
+    from bot.runtime.clock import SystemClock
     from bot.wiring import build_limiter, open_services
 
     settings = settings_for(data_dir)
@@ -106,7 +106,7 @@ async def open_for(data_dir: str) -> Services:
 
 def code_of(index: int) -> str:
     """Return a unique report code for a counter: a bijection of 0…31⁵-1 onto the codes, shuffled."""
-    from bot.services.report_body import CODE_ALPHABET
+    from bot.services.reports.body import CODE_ALPHABET
 
     base = len(CODE_ALPHABET)
     space = base**5
@@ -135,9 +135,9 @@ async def build(services: Services, count: int) -> list[str]:
     """Make the team and fill the database with `count` reports; return their codes, oldest first."""
     from sqlalchemy import insert
 
+    from bot.domain.report_form import CATEGORIES, REGIONS
     from bot.services.contact import note_binding
-    from bot.services.report_body import contact_chat_binding, sealed_body_binding
-    from bot.services.report_form import CATEGORIES, REGIONS
+    from bot.services.reports.body import contact_chat_binding, sealed_body_binding
     from storage.schema import evidence, report_events, report_notes, reports
 
     await services.users.seen(COORDINATOR, "en")

@@ -9,12 +9,12 @@ from telegram import BotCommandScopeAllPrivateChats, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes
 
-from bot.clock import Clock, SystemClock
 from bot.context import BotData, JarchyContext
 from bot.ptb_request import AiohttpRequest
+from bot.runtime.clock import Clock, SystemClock
+from bot.runtime.inbox import Dispatch, DispatchResult
+from bot.runtime.update_run import handling
 from bot.send_limits import SharedRateLimiter
-from bot.services.inbox import Dispatch, DispatchResult
-from bot.services.update_run import handling
 from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
 from handlers import (
@@ -22,7 +22,6 @@ from handlers import (
     campaigns,
     cases,
     contact,
-    coordination,
     desk,
     errors,
     fallback,
@@ -33,6 +32,7 @@ from handlers import (
     start,
     subscriptions,
     team,
+    triage,
     users,
 )
 from handlers.errors import TELEGRAM_FAULT
@@ -96,7 +96,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     reports.register(app)  # also the input router in group -1, ahead of the fallbacks
     sos.register(app)
     account.register(app)
-    coordination.register(app)
+    triage.register(app)
     desk.register(app)
     contact.register(app)
     subscriptions.register(app)

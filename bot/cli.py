@@ -115,8 +115,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings) -> int:
-    from bot.instance import DataDirInUse
     from bot.runner import run_polling
+    from bot.runtime.instance import DataDirInUse
 
     # The key guard runs again when the services open; running it first as well means a wrong or missing
     # key stops the start at once, with its one line, before anything talks to Telegram.
@@ -255,7 +255,7 @@ async def _check_key(settings: Settings, db: Database) -> list[str]:
 
 
 async def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.services.key_rotation import rotate_key
+    from bot.services.upkeep.key_rotation import rotate_key
 
     # A test hook: stop once this many values are re-encrypted, so a test can kill the process half-way.
     pause = os.environ.get("JARCHY_ROTATE_PAUSE_AFTER", "").strip()
@@ -293,8 +293,8 @@ async def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _held_alerts(db: Database) -> str:
     """Say how many alerts wait for the coordinators' chat, and why (read without the key)."""
-    from bot.services.alert_watch import INCIDENT
-    from bot.services.alerts import ALERT_KINDS
+    from bot.services.triage.alerts import ALERT_KINDS
+    from bot.services.triage.watch import INCIDENT
     from storage.outbox import OutboxRepository
     from storage.state import StateRepository
 
@@ -311,12 +311,12 @@ async def _held_alerts(db: Database) -> str:
 
 
 async def _audit_verify(settings: Settings, expect_head: str | None = None) -> int:
-    from bot.clock import SystemClock
+    from bot.runtime.audit import AuditLog, head_prefix
+    from bot.runtime.clock import SystemClock
     from bot.security import Cipher
     from bot.security.key_guard import guard_key
-    from bot.services.audit import AuditLog, head_prefix
-    from bot.services.evidence import EvidenceStore, verify_evidence
-    from bot.services.report_seal import tampered_reports
+    from bot.services.reports.evidence import EvidenceStore, verify_evidence
+    from bot.services.reports.seal import tampered_reports
     from storage.audit import AuditRepository
     from storage.database import Database
     from storage.state import StateRepository
@@ -372,8 +372,8 @@ async def _audit_verify(settings: Settings, expect_head: str | None = None) -> i
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.clock import SystemClock
-    from bot.services.roles import Refused
+    from bot.runtime.clock import SystemClock
+    from bot.services.access.roles import Refused
     from bot.wiring import build_limiter, open_services
 
     clock = SystemClock()

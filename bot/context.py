@@ -7,9 +7,9 @@ from typing import Any
 
 from telegram.ext import Application, CallbackContext, ExtBot
 
-from bot.clock import Clock
-from bot.services.ratelimit import SendLimiter
-from bot.services.users import Profile
+from bot.runtime.clock import Clock
+from bot.runtime.ratelimit import SendLimiter
+from bot.services.access.users import Profile
 from bot.settings import Settings
 from bot.wiring import Services
 from messages import Catalogs, catalogs

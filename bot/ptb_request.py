@@ -1,8 +1,9 @@
 """python-telegram-bot's transport for direct replies, over aiohttp instead of httpx.
 
 Measured on the alert-latency benchmark, PTB's httpx transport took about a third of the bot's CPU per
-update; aiohttp's client costs a fraction of that (bot/telegram_api.py, shared/PERF-NOTES.md). Errors are
-mapped to PTB's own exceptions so handlers see what they would see with the default transport.
+update; aiohttp's client costs a fraction of that (bot/runtime/telegram_api.py,
+shared/PERF-NOTES.md). Errors are mapped to PTB's own exceptions so handlers see what they would see
+with the default transport.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ import signal
 from pathlib import Path
 
 from bot.app import JarchyApp, build_application, dispatch_update
-from bot.clock import Clock
-from bot.instance import lock_transient_keys
-from bot.services.inbox import DurableInbox
+from bot.runtime.clock import Clock
+from bot.runtime.inbox import DurableInbox
+from bot.runtime.instance import lock_transient_keys
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

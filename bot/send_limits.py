@@ -10,8 +10,8 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
-from bot.services.outbox import chat_kind_of
-from bot.services.ratelimit import SendLimiter
+from bot.runtime.outbox import chat_kind_of
+from bot.runtime.ratelimit import SendLimiter
 
 log = logging.getLogger(__name__)
 

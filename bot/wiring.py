@@ -8,41 +8,41 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.clock import Clock
-from bot.instance import InstanceClaim, claim_instance_id
+from bot.runtime.audit import Anchoring, AuditLog
+from bot.runtime.clock import Clock
+from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
+from bot.runtime.flood import FloodGuard
+from bot.runtime.instance import InstanceClaim, claim_instance_id
+from bot.runtime.outbox import Outbox
+from bot.runtime.ratelimit import SendLimiter
+from bot.runtime.telegram_api import TelegramApi
 from bot.security import Cipher, DataKey, Pseudonymizer
 from bot.security.key_guard import guard_key, read_key
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import TransientKeys
-from bot.services.alert_planner import AlertPlanner
-from bot.services.alert_watch import AlertWatch
-from bot.services.alerts import ALERT_KINDS, CARD_KIND, AlertService
-from bot.services.audit import Anchoring, AuditLog
-from bot.services.broadcast import Broadcaster
-from bot.services.campaigns import CampaignService
+from bot.services.access.members import MemberService, bot_id_of
+from bot.services.access.roles import Gate
+from bot.services.access.team import TeamService
+from bot.services.access.users import UserService
+from bot.services.campaigns.broadcast import Broadcaster
+from bot.services.campaigns.compose import CampaignService
+from bot.services.cases.hearings import HearingService
 from bot.services.contact import QUESTION_KIND, UPDATE_KIND, ContactService
-from bot.services.delivery import DeliveryConfig, DeliveryWorker
-from bot.services.desk import DeskService
-from bot.services.duty import DutyService
-from bot.services.evidence import EvidenceStore, evidence_limits
-from bot.services.export import ExportService
-from bot.services.export import sweep as sweep_exports
-from bot.services.flood import FloodGuard
-from bot.services.hearings import HearingService
-from bot.services.history import HistoryScrubber
-from bot.services.members import MemberService, bot_id_of
-from bot.services.outbox import Outbox
-from bot.services.ratelimit import SendLimiter
-from bot.services.report_seal import reseal_legacy_bodies
-from bot.services.reports import Limits, ReporterCodes, ReportService
-from bot.services.retention import Retention
-from bot.services.roles import Gate
-from bot.services.stats import StatsService
-from bot.services.team import TeamService
-from bot.services.triage import TriageService
-from bot.services.users import UserService
+from bot.services.desk.browse import DeskService
+from bot.services.desk.export import ExportService
+from bot.services.desk.export import sweep as sweep_exports
+from bot.services.desk.stats import StatsService
+from bot.services.reports.evidence import EvidenceStore, evidence_limits
+from bot.services.reports.intake import Limits, ReporterCodes, ReportService
+from bot.services.reports.seal import reseal_legacy_bodies
+from bot.services.triage.actions import TriageService
+from bot.services.triage.alerts import ALERT_KINDS, CARD_KIND, AlertService
+from bot.services.triage.duty import DutyService
+from bot.services.triage.planner import AlertPlanner
+from bot.services.triage.watch import AlertWatch
+from bot.services.upkeep.history import HistoryScrubber
+from bot.services.upkeep.retention import Retention
 from bot.settings import Settings
-from bot.telegram_api import TelegramApi
 from messages import catalogs
 from storage import migrations
 from storage.alert_copies import AlertCopyRepository, DutyRepository
@@ -250,7 +250,8 @@ async def open_services(
         key,
         cipher=cipher,
         limits=evidence_limits(settings),
-        # Staged rows name their owner: sealed transiently, rewritten by each scrub (bot.services.history).
+        # Staged rows name their owner: sealed transiently, rewritten by each scrub
+        # (bot.services.upkeep.history).
         transient_staging=True,
     )
     triage = TriageService(

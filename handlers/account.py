@@ -7,7 +7,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
-from bot.services.reports import OwnReport
+from bot.services.reports.intake import OwnReport
 from handlers.start import PRIVATE_MESSAGES
 
 FORGET_YES, FORGET_NO = "forget:yes", "forget:no"

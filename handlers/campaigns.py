@@ -27,8 +27,8 @@ from telegram.ext import (
 )
 
 from bot.context import JarchyContext
-from bot.services.campaigns import Input
-from bot.services.roles import NotAllowed
+from bot.services.access.roles import NotAllowed
+from bot.services.campaigns.compose import Input
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from messages.campaign_screens import (

@@ -12,8 +12,8 @@ from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
-from bot.services.hearings import OFFSET_CHOICES, HearingInputError
-from bot.services.roles import NotAllowed, Refused
+from bot.services.access.roles import NotAllowed, Refused
+from bot.services.cases.hearings import OFFSET_CHOICES, HearingInputError
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import in_workspace, pressed_in_workspace
 from storage.cases import CaseNotFound, Hearing

@@ -7,7 +7,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, ApplicationHandlerStop, CommandHandler, MessageHandler, filters
 
 from bot.context import JarchyContext
-from bot.services.report_body import find_code
+from bot.services.reports.body import find_code
 from handlers.workspace import WorkspaceError, in_workspace, refusal
 
 # Ahead of the report form's input router (group -1): an answer to a question is not draft input.

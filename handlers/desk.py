@@ -9,12 +9,12 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
-from bot.services.desk import decode_query
-from bot.services.evidence import BOUND, EvidenceDamaged
-from bot.services.export import FORMATS
+from bot.services.desk.browse import decode_query
+from bot.services.desk.export import FORMATS
+from bot.services.reports.evidence import BOUND, EvidenceDamaged
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
-from messages.workspace_screens import audit_list, found_list, report_page, report_view, stats_caption
+from handlers.workspace_screens import audit_list, found_list, report_page, report_view, stats_caption
 
 # Telegram bots may upload documents up to 50 MB.
 UPLOAD_LIMIT = 50 * 1024 * 1024

@@ -10,7 +10,7 @@ from telegram.error import NetworkError, TimedOut
 from telegram.ext import Application, ApplicationHandlerStop
 
 from bot.context import JarchyContext
-from bot.services.update_run import AlreadyActed, current_run
+from bot.runtime.update_run import AlreadyActed, current_run
 from storage.database import is_transient
 
 log = logging.getLogger(__name__)

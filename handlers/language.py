@@ -6,7 +6,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
-from bot.services.users import TIMEZONES, UnknownLanguage
+from bot.services.access.users import TIMEZONES, UnknownLanguage
 from handlers.start import PRIVATE_MESSAGES
 from messages.menus import LANGUAGE_CALLBACK_PREFIX, language_keyboard
 

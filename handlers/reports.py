@@ -18,8 +18,8 @@ from telegram.ext import (
 )
 
 from bot.context import JarchyContext
-from bot.services.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
-from bot.services.reports import FileInput, LimitReached, Screen, Stale
+from bot.services.reports.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
+from bot.services.reports.intake import FileInput, LimitReached, Screen, Stale
 from handlers.sos import route_sos_input
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import (

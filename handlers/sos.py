@@ -11,7 +11,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
 from bot.send_limits import URGENT
-from bot.services.reports import LimitReached, Stale
+from bot.services.reports.intake import LimitReached, Stale
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import SOS_PREFIX, render_sos_confirm, render_sos_followup
 

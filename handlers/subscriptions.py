@@ -7,7 +7,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
-from bot.services.campaigns import TOPICS
+from bot.services.campaigns.compose import TOPICS
 from handlers.cases import show_settings as show_reminder_settings
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, refusal

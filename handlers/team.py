@@ -10,10 +10,10 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import JarchyContext
-from bot.services.team import INVITE_PREFIX
+from bot.services.access.team import INVITE_PREFIX
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
-from messages.workspace_screens import team_list
+from handlers.workspace_screens import team_list
 
 _JOIN = PRIVATE_MESSAGES & filters.Regex(rf"^/start(@\w+)? {INVITE_PREFIX}")
 

@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from bot.context import JarchyContext
-from bot.services.flood import Verdict, is_sos
+from bot.runtime.flood import Verdict, is_sos
 
 GROUP = -10
 

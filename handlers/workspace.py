@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.constants import ChatType
 
 from bot.context import JarchyContext
-from bot.services.roles import NotAllowed, Refused
+from bot.services.access.roles import NotAllowed, Refused
 from storage.reports import ReportNotFound
 
 WorkspaceError = (NotAllowed, Refused, ReportNotFound)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.services.report_form import (
+from bot.domain.report_form import (
     CATEGORIES,
     EDITABLE,
     REGIONS,

@@ -116,7 +116,8 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, foreign_keys: b
         cursor.execute("PRAGMA synchronous=FULL")
         # Keep the WAL short: it holds old versions of rows (secure_delete does not reach it). Checkpoint
         # every ~4 MB of changes and cut the file back after each, instead of leaving it at its peak; the
-        # scrub (bot.services.history) checkpoints and truncates after every anonymous report and purge.
+        # scrub (bot.services.upkeep.history) checkpoints and truncates after every anonymous report and
+        # purge.
         cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         cursor.close()

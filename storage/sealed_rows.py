@@ -1,5 +1,5 @@
 """The rows sealed under transient keys (raw updates, drafts, staged evidence, phone clean-ups), read and
-rewritten in bulk by the scrub (bot.services.history)."""
+rewritten in bulk by the scrub (bot.services.upkeep.history)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.clock import FakeClock
+from bot.runtime.clock import FakeClock
 from bot.security import Cipher, DataKey, Pseudonymizer, create_key_file
 from bot.settings import SecretStr, Settings
 from storage import migrations

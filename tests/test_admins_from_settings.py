@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.clock import SystemClock
+from bot.runtime.clock import SystemClock
 from bot.wiring import Services, build_limiter, open_services
 from tests.conftest import make_settings
 

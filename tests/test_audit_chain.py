@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from bot.clock import FakeClock
-from bot.services.audit import ANCHOR_EVERY, HEAD_DELAY, HEAD_KIND
-from bot.services.outbox import NOTICE_KIND, payload_binding
-from bot.services.team import TeamError
+from bot.runtime.audit import ANCHOR_EVERY, HEAD_DELAY, HEAD_KIND
+from bot.runtime.clock import FakeClock
+from bot.runtime.outbox import NOTICE_KIND, payload_binding
+from bot.services.access.team import TeamError
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import catalogs
@@ -354,7 +354,7 @@ async def test_a_wiped_log_and_seal_are_marked_told_and_fail_verify(
         assert any("it was wiped" in p for p in problems), "found before any bot starts on it"
     finally:
         await services.close()
-    with caplog.at_level(logging.ERROR, logger="bot.services.audit"):
+    with caplog.at_level(logging.ERROR, logger="bot.runtime.audit"):
         services = await start(settings, clock)
     try:
         assert (await actions(services.db))[:2] == [("audit.seal_broken", "wiped"), ("audit.start", None)]

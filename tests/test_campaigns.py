@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bot.clock import FakeClock
-from bot.services.broadcast import Broadcaster
-from bot.services.campaigns import APPROVAL_FLOOR, Input, approval_threshold
-from bot.services.outbox import payload_binding
-from bot.services.roles import NotAllowed, Refused
+from bot.runtime.clock import FakeClock
+from bot.runtime.outbox import payload_binding
+from bot.services.access.roles import NotAllowed, Refused
+from bot.services.campaigns.broadcast import Broadcaster
+from bot.services.campaigns.compose import APPROVAL_FLOOR, Input, approval_threshold
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.campaigns import Campaign, CampaignRepository

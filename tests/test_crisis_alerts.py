@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.clock import FakeClock
-from bot.services.alert_planner import DIGEST_SIZE
-from bot.services.alerts import CARD_KIND, DIGEST_KIND, EDIT_KIND
-from bot.services.delivery import Failure, Receipt
-from bot.services.outbox import PRIORITY_SOS, payload_binding
-from bot.services.report_body import alert_input
-from bot.services.roles import NotAllowed
+from bot.runtime.clock import FakeClock
+from bot.runtime.delivery import Failure, Receipt
+from bot.runtime.outbox import PRIORITY_SOS, payload_binding
+from bot.services.access.roles import NotAllowed
+from bot.services.reports.body import alert_input
+from bot.services.triage.alerts import CARD_KIND, DIGEST_KIND, EDIT_KIND
+from bot.services.triage.planner import DIGEST_SIZE
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import LANGUAGES, catalogs

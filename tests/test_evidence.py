@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.security import Cipher, DataKey, create_key_file
-from bot.services.evidence import (
+from bot.services.reports.evidence import (
     BOUND,
     CHUNK,
     LEGACY_MARK,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.clock import FakeClock
-from bot.services.flood import FloodGuard, Verdict
+from bot.runtime.clock import FakeClock
+from bot.runtime.flood import FloodGuard, Verdict
 
 
 def test_a_person_over_the_limit_is_warned_once_then_dropped() -> None:

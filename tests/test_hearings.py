@@ -11,10 +11,10 @@ import pytest
 from icalendar import Calendar
 from sqlalchemy import text
 
-from bot.clock import FakeClock
-from bot.services.hearings import HearingInputError, HearingService
-from bot.services.outbox import payload_binding
-from bot.services.roles import UNNAMED, NotAllowed
+from bot.runtime.clock import FakeClock
+from bot.runtime.outbox import payload_binding
+from bot.services.access.roles import UNNAMED, NotAllowed
+from bot.services.cases.hearings import HearingInputError, HearingService
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.cases import CaseNotFound

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bot.clock import Clock
-from bot.instance import DataDirInUse, lock_transient_keys
+from bot.runtime.clock import Clock
+from bot.runtime.inbox import update_binding
+from bot.runtime.instance import DataDirInUse, lock_transient_keys
 from bot.security import Cipher, DataKey, DecryptionError, KeyFileError
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import RETIRED_GRACE_S, SLOTS, NoFreeSlot, TransientKeys
-from bot.services.history import HistoryScrubber
-from bot.services.inbox import update_binding
-from bot.services.key_rotation import _exclusive
-from bot.services.reports import draft_binding
+from bot.services.reports.intake import draft_binding
+from bot.services.upkeep.history import HistoryScrubber
+from bot.services.upkeep.key_rotation import _exclusive
 from bot.wiring import build_limiter, open_services
 from storage.drafts import DraftRepository
 from tests.conftest import make_settings

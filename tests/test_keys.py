@@ -22,7 +22,8 @@ import pytest
 from nacl.encoding import RawEncoder
 
 from bot.cli import main
-from bot.clock import SystemClock
+from bot.runtime.clock import SystemClock
+from bot.runtime.outbox import OutgoingMessage
 from bot.security.key_guard import KEY_CHECK, KeyGrant
 from bot.security.keys import (
     LONG_LIVED,
@@ -36,7 +37,6 @@ from bot.security.keys import (
     read_key_file,
     write_key_file,
 )
-from bot.services.outbox import OutgoingMessage
 from bot.settings import KEY_BESIDE_DATA_CONSENT, Settings, SettingsError
 from bot.wiring import build_limiter, open_services
 from storage.database import Database

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.clock import FakeClock
-from bot.services.members import BAN_KIND, UNBAN_KIND, ban_verdict, bot_id_of, unban_done
-from bot.services.outbox import NOTICE_KIND, payload_binding
+from bot.runtime.clock import FakeClock
+from bot.runtime.outbox import NOTICE_KIND, payload_binding
+from bot.services.access.members import BAN_KIND, UNBAN_KIND, ban_verdict, bot_id_of, unban_done
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import Safe, catalogs

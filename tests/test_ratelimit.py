@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.clock import FakeClock
-from bot.services.ratelimit import SendLimiter
+from bot.runtime.clock import FakeClock
+from bot.runtime.ratelimit import SendLimiter
 
 
 def _limiter(clock: FakeClock, *, overall: float = 30, private: float = 1, group: float = 20) -> SendLimiter:

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.services.report_form import MAX_PEOPLE, MAX_PLACE, MAX_TEXT, Draft, FormError, telegram_length
+from bot.domain.report_form import MAX_PEOPLE, MAX_PLACE, MAX_TEXT, Draft, FormError, telegram_length
 from messages import LANGUAGES, catalogs
 from messages.report_screens import render_step
 

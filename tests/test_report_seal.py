@@ -8,8 +8,8 @@ import io
 import pytest
 from sqlalchemy import text
 
-from bot.services.report_body import ReportTampered, report_body_binding
-from bot.services.report_seal import SEALED_MARK, reseal_legacy_bodies, tampered_reports
+from bot.services.reports.body import ReportTampered, report_body_binding
+from bot.services.reports.seal import SEALED_MARK, reseal_legacy_bodies, tampered_reports
 from bot.settings import Settings
 from bot.wiring import Services
 from tests.conftest import run_jarchy

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from bot.services.stats_chart import WeeklyPicture, render_png
+from bot.services.desk.chart import WeeklyPicture, render_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 WEEKS = [date(2025, 12, 8) + timedelta(weeks=n) for n in range(12)]  # crosses a year boundary

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import inspect, text
 
-from bot.clock import FakeClock
+from bot.runtime.clock import FakeClock
 from storage import migrations
 from storage.database import Database
 from storage.inbox import InboxRepository
@@ -188,7 +188,7 @@ async def test_cancelling_takes_claimed_rows_from_their_worker_too(db: Database,
 
 
 async def test_retention_purges_only_old_handled_inbox_rows(db: Database, clock: FakeClock) -> None:
-    from bot.services.retention import Retention
+    from bot.services.upkeep.retention import Retention
 
     inbox = InboxRepository()
     async with db.write() as conn:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.services import campaigns as campaign_service
+from bot.domain import report_form
 from bot.services import contact as contact_service
-from bot.services import desk as desk_service
-from bot.services import report_form
-from bot.services.team import NAME_MAX
+from bot.services.access.team import NAME_MAX
+from bot.services.campaigns import compose as campaign_service
+from bot.services.desk import browse as desk_service
 from messages import LANGUAGES, Safe, catalogs
 from messages.catalog import placeholders
 
@@ -44,7 +44,7 @@ NAME = "Ж" * NAME_MAX
 # A Telegram person as the members notices show them: first and last name (64 each) and @username (32).
 TELEGRAM_PERSON = f"{'F' * 64} {'L' * 64} (@{'u' * 32})"
 CAMPAIGN_TITLE = "T" * campaign_service.TITLE_LIMIT
-# bot/services/hearings.py: case titles 300, descriptions 1000, charges 500, courts 200, addresses 300.
+# bot/services/cases/hearings.py: case titles 300, descriptions 1000, charges 500, courts 200, addresses 300.
 CASE_TITLE, DESCRIPTION, CHARGES, COURT, ADDRESS = ("c" * 300, "d" * 1000, "a" * 500, "k" * 200, "s" * 300)
 
 Value = str | Callable[[str], str]
@@ -176,7 +176,7 @@ OVERRIDES: dict[str, dict[str, Value]] = {
         "templates": "en, ru, ky, uz",
         "audience": "a" * 300,
     },
-    # bot/services/desk.py quotes at most 40 characters of what it did not understand.
+    # bot/services/desk/browse.py quotes at most 40 characters of what it did not understand.
     "desk.filter_invalid": {"part": "p" * 40},
     "contact.answer": {"text": "t" * contact_service.MESSAGE_LIMIT},
     "desk.note_answer": {"text": "t" * desk_service.NOTE_LIMIT},

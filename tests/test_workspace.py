@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bot.clock import FakeClock
-from bot.services.delivery import Receipt
-from bot.services.outbox import payload_binding
-from bot.services.roles import NotAllowed, Refused
-from bot.services.team import TeamError
+from bot.runtime.clock import FakeClock
+from bot.runtime.delivery import Receipt
+from bot.runtime.outbox import payload_binding
+from bot.services.access.roles import NotAllowed, Refused
+from bot.services.access.team import TeamError
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.report_queries import ReportQuery

@@ -35,7 +35,9 @@ from storage.state import StateRepository
 log = logging.getLogger(__name__)
 
 KEY_CHECK = "key_check"
-ROTATION = "key_rotation"  # JSON while `jarchy rotate-key` has not finished (see bot.services.key_rotation)
+ROTATION = (
+    "key_rotation"  # JSON while `jarchy rotate-key` has not finished (see bot.services.upkeep.key_rotation)
+)
 ROTATION_UNFINISHED = (
     "a key rotation is unfinished (killed or failed half-way); run `jarchy rotate-key` again to finish it "
     "before starting the bot"
@@ -207,10 +209,10 @@ async def database_state(db: Database) -> DatabaseState:
 
 async def probe(db: Database, key: DataKey, tables: frozenset[str], admin_ids: frozenset[int]) -> bool | None:
     """Tell whether `key` is this database's, from what it holds: True, False, or None (nothing tells)."""
-    from bot.clock import SystemClock
+    from bot.runtime.audit import AuditLog
+    from bot.runtime.clock import SystemClock
     from bot.security.pseudonyms import Pseudonymizer
     from bot.security.sealed_fields import SEALED_FIELDS, open_under, under_data_key
-    from bot.services.audit import AuditLog
     from storage.audit import AuditRepository
 
     cipher, tried = Cipher(key), 0

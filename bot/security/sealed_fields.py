@@ -17,18 +17,18 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, or_, select, update
 from sqlalchemy.sql.dml import Update
 
+from bot.runtime.inbox import update_binding
+from bot.runtime.outbox import payload_binding
 from bot.security.crypto import Cipher, DecryptionError
-from bot.services.alerts import duty_chat_binding
-from bot.services.campaigns import creator_chat_binding, subscriber_chat_binding
+from bot.services.access.members import telegram_id_binding
+from bot.services.campaigns.compose import creator_chat_binding, subscriber_chat_binding
+from bot.services.cases.hearings import follow_chat_binding
 from bot.services.contact import note_binding
-from bot.services.evidence import file_ref_binding, staged_binding
-from bot.services.hearings import follow_chat_binding
-from bot.services.inbox import update_binding
-from bot.services.members import telegram_id_binding
-from bot.services.outbox import payload_binding
-from bot.services.report_body import contact_chat_binding, report_body_binding, sealed_body_binding
-from bot.services.reports import draft_binding
-from bot.services.triage import copy_chat_binding
+from bot.services.reports.body import contact_chat_binding, report_body_binding, sealed_body_binding
+from bot.services.reports.evidence import file_ref_binding, staged_binding
+from bot.services.reports.intake import draft_binding
+from bot.services.triage.actions import copy_chat_binding
+from bot.services.triage.alerts import duty_chat_binding
 from storage import schema
 
 # The first byte of a value sealed under the data key (bot.security.crypto: format 1).

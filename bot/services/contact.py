@@ -12,16 +12,16 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.clock import Clock
+from bot.domain.report_form import clean_text, telegram_length
+from bot.runtime.audit import AuditLog
+from bot.runtime.clock import Clock
+from bot.runtime.delivery import Receipt
+from bot.runtime.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
 from bot.security import Cipher, Pseudonymizer
-from bot.services.alerts import PRIORITY_SOS_UPDATE, AlertService
-from bot.services.audit import AuditLog
-from bot.services.delivery import Receipt
-from bot.services.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
-from bot.services.report_body import contact_chat, find_code, parse_code, safe_code
-from bot.services.report_form import clean_text, telegram_length
-from bot.services.reports import ReporterCodes, find_reporter_code, phone_cleanup
-from bot.services.roles import Gate, Refused
+from bot.services.access.roles import Gate, Refused
+from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
+from bot.services.reports.intake import ReporterCodes, find_reporter_code, phone_cleanup
+from bot.services.triage.alerts import PRIORITY_SOS_UPDATE, AlertService
 from messages import Catalogs
 from storage.database import Database
 from storage.reports import ActionRepository, Report, ReportRepository

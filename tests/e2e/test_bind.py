@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.services.alerts import BIND_REQUEST
-from bot.services.report_body import alert_input
+from bot.services.reports.body import alert_input
+from bot.services.triage.alerts import BIND_REQUEST
 from bot.wiring import Services
 from messages import catalogs
 from storage.database import Database

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.services.alert_planner import OPEN_PREFIX
-from bot.services.roles import UNNAMED
+from bot.services.access.roles import UNNAMED
+from bot.services.triage.planner import OPEN_PREFIX
 from bot.wiring import Services
 from messages import catalogs
 from tests.e2e.conftest import RunningBot

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bot.services.campaigns import Input
+from bot.services.campaigns.compose import Input
 from bot.settings import Settings
 from bot.wiring import Services
 from messages import catalogs

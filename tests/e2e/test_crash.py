@@ -6,8 +6,8 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-from bot.clock import SystemClock
-from bot.services.outbox import PRIORITY_BROADCAST, OutgoingMessage
+from bot.runtime.clock import SystemClock
+from bot.runtime.outbox import PRIORITY_BROADCAST, OutgoingMessage
 from bot.wiring import build_limiter, open_services
 from tests.campaign_seed import ready_campaign, seed_subscribers
 from tests.conftest import make_settings

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from bot.clock import SystemClock
-from bot.services.alerts import CARD_KIND
-from bot.services.report_body import alert_input
+from bot.runtime.clock import SystemClock
+from bot.services.reports.body import alert_input
+from bot.services.triage.alerts import CARD_KIND
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.reports import ReportRepository

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from bot.services.export import UNBOUND_MARK
+from bot.services.desk.export import UNBOUND_MARK
 from messages import catalogs
 from storage.database import Database
 from tests.conftest import make_settings

@@ -16,10 +16,10 @@ from telegram import Update
 from telegram.ext import ApplicationHandlerStop, MessageHandler, filters
 
 from bot.app import build_application
-from bot.clock import SystemClock
 from bot.context import JarchyContext
 from bot.runner import run_polling
-from bot.services.inbox import Dispatch, DispatchResult, DurableInbox
+from bot.runtime.clock import SystemClock
+from bot.runtime.inbox import Dispatch, DispatchResult, DurableInbox
 from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
 from messages import catalogs

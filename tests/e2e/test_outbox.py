@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import text as text_sql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.clock import SystemClock
-from bot.services.delivery import DeliveryConfig, DeliveryWorker, Failure
-from bot.services.outbox import OutgoingMessage
+from bot.runtime.clock import SystemClock
+from bot.runtime.delivery import DeliveryConfig, DeliveryWorker, Failure
+from bot.runtime.outbox import OutgoingMessage
+from bot.runtime.telegram_api import TelegramApi
 from bot.settings import Settings
-from bot.telegram_api import TelegramApi
 from bot.wiring import Services, build_limiter, open_services
 from storage.users import UserRepository
 from tests.conftest import make_settings

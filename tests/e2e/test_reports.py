@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from bot.services.report_form import MAX_TEXT
+from bot.domain.report_form import MAX_TEXT
 from messages import catalogs
 from storage import migrations  # noqa: F401 - keeps the migration package importable in this module
 from storage.database import Database

@@ -15,10 +15,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.app import dispatch_update
-from bot.clock import SystemClock
 from bot.ptb_request import AiohttpRequest
+from bot.runtime.clock import SystemClock
+from bot.runtime.inbox import Dispatch, DispatchResult, DurableInbox
 from bot.services.contact import QUESTION_KIND
-from bot.services.inbox import Dispatch, DispatchResult, DurableInbox
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import catalogs

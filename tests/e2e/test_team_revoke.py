@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.services.team import NAME_MAX
+from bot.services.access.team import NAME_MAX
 from messages import LANGUAGES, catalogs
 from tests.e2e.conftest import RunningBot
 from tests.e2e.reporting import ADMIN, Person, report_settings

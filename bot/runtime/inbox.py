@@ -1,0 +1,402 @@
+"""The durable inbox: store each update before acknowledging it to Telegram, then dispatch and mark done.
+
+python-telegram-bot's own Updater confirms a batch of updates to Telegram before its handlers have run, so
+a crash loses them. Here the offset only moves after the updates are committed to the `inbox` table, and a
+row is marked done only after its handler has returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.runtime.clock import Clock
+from bot.runtime.flood import is_sos
+from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
+from bot.security import Cipher, DecryptionError
+from storage.database import Database
+from storage.inbox import InboxRepository, InboxRow
+
+log = logging.getLogger(__name__)
+
+URGENT_CONCURRENCY = 32
+# A database that stays locked or full is waited for this long, then the update is given up (logged):
+# every retry is bounded, and a person who pressed something six hours ago has long tried again.
+TRANSIENT_WINDOW = timedelta(hours=6)
+ALLOWED_UPDATES = (
+    "message",
+    "edited_message",
+    "callback_query",
+    "channel_post",
+    "my_chat_member",
+    "chat_member",
+)
+
+
+class Dispatch(enum.Enum):
+    """What became of one dispatched update."""
+
+    DONE = "done"
+    RETRY = "retry"  # a transient fault (database locked or full): keep it and try again
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """The outcome of dispatching one update, with the reason for a retry."""
+
+    outcome: Dispatch
+    error: str = ""
+    # Telegram did not answer (rather than the database being locked or full): such a fault is counted
+    # against the attempts, because a reply that timed out may have been delivered and the update's
+    # other effects repeat with every run.
+    counts: bool = False
+
+
+Dispatcher = Callable[[dict[str, Any]], Awaitable[DispatchResult]]
+
+
+class FatalPollingError(Exception):
+    """Telegram refused the token or another instance owns the updates; polling cannot go on."""
+
+
+class DurableInbox:
+    """Fetches updates into the inbox and dispatches them from there."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        repo: InboxRepository,
+        api: TelegramApi,
+        cipher: Cipher,
+        clock: Clock,
+        dispatch: Dispatcher,
+        polling_timeout_s: int = 30,
+        max_attempts: int = 5,
+        concurrency: int = 16,
+    ) -> None:
+        self._db = db
+        self._repo = repo
+        self._api = api
+        self._cipher = cipher
+        self._clock = clock
+        self._dispatch = dispatch
+        self._polling_timeout_s = polling_timeout_s
+        self._max_attempts = max_attempts
+        self._concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._done: list[int] = []
+        self._done_turn = asyncio.Lock()
+        self._slots = asyncio.Semaphore(concurrency)
+        # An SOS has slots of its own: hundreds of submits waiting for Telegram's limits never hold one up.
+        self._urgent_slots = asyncio.Semaphore(URGENT_CONCURRENCY)
+        self._in_flight: set[int] = set()
+        self._finished: set[int] = set()
+        # Handled updates whose done-mark could not be written yet (a locked database): never dispatched
+        # again by this process while the mark is retried.
+        self._unmarked: set[int] = set()
+        self._chains: dict[object, asyncio.Task[None]] = {}
+        self._queues: dict[object, deque[tuple[InboxRow, dict[str, Any] | None]]] = {}
+
+    def stop(self) -> None:
+        """Ask both loops to return after the current step."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch what was left from the last run, then fetch and dispatch until stopped."""
+        dispatcher = asyncio.create_task(self._dispatch_loop())
+        try:
+            await self._fetch_loop()
+        finally:
+            self.stop()
+            await dispatcher
+
+    async def fetch_once(self, timeout_s: int | None = None) -> int:
+        """Fetch one batch, store it, advance the offset; return how many updates came."""
+        async with self._db.read() as conn:
+            offset = await self._repo.offset(conn)
+        params: dict[str, Any] = {
+            "timeout": self._polling_timeout_s if timeout_s is None else timeout_s,
+            "allowed_updates": list(ALLOWED_UPDATES),
+        }
+        if offset is not None:
+            params["offset"] = offset
+        result = await self._api.call("getUpdates", params, read_timeout=params["timeout"] + 15)
+        if not result.ok:
+            if result.error_code in (401, 404):
+                raise FatalPollingError("Telegram rejected the bot token (401); check JARCHY_BOT_TOKEN")
+            if result.error_code == 409:
+                raise FatalPollingError(
+                    "another bot instance or a webhook is taking the updates (409); stop the other one"
+                )
+            raise NotSent(f"getUpdates failed: {result.error_code} {result.description}")
+        updates = [
+            u for u in result.result or [] if isinstance(u, dict) and isinstance(u.get("update_id"), int)
+        ]
+        if not updates:
+            return 0
+        next_offset = max(u["update_id"] for u in updates) + 1
+        async with self._db.write() as conn:
+            # Sealed inside the write transaction under the transient key (see bot.services.upkeep.history).
+            rows = [
+                (
+                    u["update_id"],
+                    self._cipher.encrypt_json(u, binding=_binding(u["update_id"]), transient=True),
+                )
+                for u in updates
+            ]
+            await self._repo.store(conn, rows, next_offset, self._clock.now())
+        self._wake.set()
+        return len(updates)
+
+    async def dispatch_pending(self) -> int:
+        """Dispatch every update that is due now and wait until all are handled (start-up, tests)."""
+        scheduled = await self._schedule_due()
+        await self._drain_chains()
+        return scheduled
+
+    async def _schedule_due(self) -> int:
+        """Hand due updates to their chat's chain; a slow handler delays only its own chat."""
+        # An update finished before this read is seen by it as done; one finishing during the read may
+        # still look pending to it, so it stays marked in flight until the next pass.
+        settled = set(self._finished)
+        if self._unmarked:
+            await self._write_unmarked()
+        async with self._db.read() as conn:
+            rows = await self._repo.due(conn, self._clock.now(), limit=200)
+        self._in_flight -= settled
+        self._finished -= settled
+        scheduled = 0
+        for row in rows:
+            if row.update_id in self._in_flight or row.update_id in self._unmarked:
+                continue
+            try:
+                update: dict[str, Any] | None = self._cipher.decrypt_json(
+                    row.payload, binding=_binding(row.update_id)
+                )
+            except DecryptionError:
+                update = None
+            key = _conversation_key(update) if update else ("update", row.update_id)
+            self._in_flight.add(row.update_id)
+            self._queues.setdefault(key, deque()).append((row, update))
+            if key not in self._chains:
+                task = asyncio.create_task(self._run_chain(key))
+                self._chains[key] = task
+            scheduled += 1
+        return scheduled
+
+    async def _run_chain(self, key: object) -> None:
+        # Updates from one chat stay in order; different chats never wait for each other.
+        queue = self._queues[key]
+        try:
+            while queue:
+                row, update = queue.popleft()
+                slots = self._urgent_slots if update is not None and _is_sos(update) else self._slots
+                try:
+                    async with slots:
+                        await self._handle(row, update)
+                finally:
+                    self._finished.add(row.update_id)
+        finally:
+            del self._chains[key]
+            del self._queues[key]
+            self._wake.set()
+
+    async def _drain_chains(self) -> None:
+        while self._chains:
+            await asyncio.gather(*list(self._chains.values()), return_exceptions=True)
+
+    async def _handle(self, row: InboxRow, update: dict[str, Any] | None) -> None:
+        now = self._clock.now()
+        if update is None:
+            log.error("inbox update %s does not decrypt; dropping it", row.update_id)
+            await self._record(
+                lambda conn: self._repo.mark_failed(conn, row.update_id, now, "does not decrypt")
+            )
+            return
+        counted = False
+        try:
+            result = await self._dispatch(update)
+        except Exception as error:
+            log.exception("dispatching update %s failed", row.update_id)
+            result = DispatchResult(Dispatch.RETRY, f"{type(error).__name__}")
+            counted = True
+        if result.outcome is Dispatch.DONE:
+            await self._mark_done(row.update_id)
+        elif not counted and (not result.counts or _is_sos(update)) and self._within_window(row, now):
+            # An SOS is never given up for Telegram's silence while the window lasts: the network coming
+            # back is exactly when it must still go out.
+            # A transient fault (database locked or full) is retried while it lasts, up to a bound: giving
+            # up early would lose an update Telegram was already told had arrived.
+            delay = timedelta(seconds=min(60.0, 2.0 ** min(row.attempts, 6)))
+            log.warning("update %s will be retried: %s", row.update_id, result.error)
+            await self._record(
+                lambda conn: self._repo.retry_later(
+                    conn, row.update_id, now + delay, result.error, count=False
+                )
+            )
+        elif row.attempts + 1 >= self._max_attempts or not self._within_window(row, now):
+            log.error(
+                "giving up on update %s after %d attempts: %s", row.update_id, row.attempts + 1, result.error
+            )
+            await self._record(lambda conn: self._repo.mark_failed(conn, row.update_id, now, result.error))
+        else:
+            delay = timedelta(seconds=min(60.0, 2.0**row.attempts))
+            log.warning("update %s will be retried: %s", row.update_id, result.error)
+            await self._record(
+                lambda conn: self._repo.retry_later(conn, row.update_id, now + delay, result.error)
+            )
+
+    async def _mark_done(self, update_id: int) -> None:
+        # Updates finishing while a mark is being written are marked together in the next transaction:
+        # under load one write serves many updates, and each caller still waits until its own is durable.
+        self._done.append(update_id)
+        async with self._done_turn:
+            if not self._done:
+                return
+            ids, self._done = self._done, []
+            now = self._clock.now()
+            if not await self._record(lambda conn: self._repo.mark_done(conn, ids, now)):
+                # Running a handled update again would repeat its replies: remember it as handled and
+                # write the mark at the next pass.
+                self._unmarked.update(ids)
+
+    async def _write_unmarked(self) -> None:
+        ids = sorted(self._unmarked)
+        now = self._clock.now()
+        try:
+            async with self._db.write() as conn:
+                await self._repo.mark_done(conn, ids, now)
+        except Exception:
+            log.warning("done-marks for %d updates still not written; trying again", len(ids))
+            return
+        self._unmarked.difference_update(ids)
+
+    def _within_window(self, row: InboxRow, now: datetime) -> bool:
+        return row.received_at is None or now - row.received_at < TRANSIENT_WINDOW
+
+    async def _record(self, write: Callable[[Any], Awaitable[None]]) -> bool:
+        # Recording the outcome may itself hit a locked database: try a few times, then say so.
+        for attempt in range(5):
+            try:
+                async with self._db.write() as conn:
+                    await write(conn)
+                return True
+            except Exception:
+                if attempt == 4:
+                    log.exception("could not record an inbox outcome")
+                    return False
+                await asyncio.sleep(0.2 * (attempt + 1))
+        return False
+
+    async def _fetch_loop(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            fetch = asyncio.create_task(self.fetch_once())
+            stopping = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if fetch not in done:
+                # Stopping mid-poll: what Telegram sends now is not acknowledged, so it comes again.
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+                return
+            stopping.cancel()
+            try:
+                fetch.result()
+                backoff = 1.0
+            except FatalPollingError:
+                raise
+            except (NotSent, OutcomeUnknown) as error:
+                log.warning("getUpdates failed (%s); retrying in %.0f s", error, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception:
+                log.exception("storing updates failed; retrying in %.0f s", backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _dispatch_loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await self._schedule_due()
+                except Exception:
+                    log.exception("inbox dispatch failed; retrying")
+                await self._wait_for_work()
+        finally:
+            # Let handlers that already started finish; what is not started stays pending for next time.
+            for queue in self._queues.values():
+                queue.clear()
+            await self._drain_chains()
+
+    async def _wait_for_work(self) -> None:
+        wait = 1.0
+        try:
+            async with self._db.read() as conn:
+                next_due = await self._repo.next_due_at(conn)
+        except Exception:
+            log.exception("reading the inbox failed; retrying")
+            next_due = None
+        if next_due is not None:
+            until_due = (next_due - self._clock.now()).total_seconds()
+            # Rows being handled right now are still pending and "due": a finishing chain wakes us.
+            if until_due > 0 or not self._in_flight:
+                wait = min(wait, max(0.01, until_due))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+def update_binding(update_id: int) -> str:
+    """Return what a stored update's encryption is bound to."""
+    return f"inbox.payload:{update_id}"
+
+
+_binding = update_binding
+
+
+def _is_sos(update: dict[str, Any]) -> bool:
+    query = update.get("callback_query")
+    if isinstance(query, dict):
+        # Only a press in a private chat can be someone's SOS; one in a group gets no urgent lane.
+        chat = (query.get("message") or {}).get("chat") or {}
+        data = query.get("data")
+        return chat.get("type") == "private" and is_sos(data if isinstance(data, str) else "", None)
+    message = update.get("message")
+    if isinstance(message, dict) and (message.get("chat") or {}).get("type") == "private":
+        text = message.get("text")
+        return is_sos(None, text if isinstance(text, str) else "")
+    return False
+
+
+def _conversation_key(update: dict[str, Any]) -> object:
+    for field in (
+        "message",
+        "edited_message",
+        "channel_post",
+        "callback_query",
+        "my_chat_member",
+        "chat_member",
+    ):
+        body = update.get(field)
+        if isinstance(body, dict):
+            chat = body.get("chat") or (body.get("message") or {}).get("chat")
+            if isinstance(chat, dict) and "id" in chat:
+                return ("chat", chat["id"])
+            sender = body.get("from")
+            if isinstance(sender, dict) and "id" in sender:
+                return ("user", sender["id"])
+    return ("update", update.get("update_id"))

@@ -1,0 +1,157 @@
+"""Role checks, made in the database at the moment of use: nothing cached."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.runtime.audit import AuditLog
+from bot.runtime.clock import Clock
+from bot.runtime.update_run import AlreadyActed, current_run
+from bot.security import Pseudonymizer
+from storage.acted import ActedRepository
+from storage.database import Database
+from storage.reports import ReportNotFound
+from storage.users import UserRepository
+
+COORDINATING = ("admin", "coordinator")
+# The actor of a refusal audited without naming the person.
+UNNAMED = "someone"
+
+
+class NotAllowed(PermissionError):
+    """The person lacks the role the action needs."""
+
+    def __init__(self, pseudonym: str, roles: Sequence[str] = COORDINATING) -> None:
+        super().__init__(pseudonym)
+        self.roles = tuple(roles)
+
+    @property
+    def admins_only(self) -> bool:
+        """Tell whether only admins may take the action."""
+        return "coordinator" not in self.roles
+
+
+class Refused(Exception):
+    """A request turned down with an explanation (bad input, a missing report); `key` names the text."""
+
+    def __init__(self, key: str, **params: object) -> None:
+        super().__init__(key)
+        self.key = key
+        self.params = params
+
+
+async def require_role(
+    conn: AsyncConnection, users: UserRepository, pseudonym: str, roles: Sequence[str]
+) -> str:
+    """Return the pseudonym if the person holds one of `roles`, else raise NotAllowed."""
+    user = await users.get(conn, pseudonym)
+    if user is None or not user.roles.intersection(roles):
+        raise NotAllowed(pseudonym, roles)
+    return pseudonym
+
+
+@dataclass(frozen=True)
+class Acting:
+    """An allowed action in progress: its write transaction and the actor's pseudonym."""
+
+    conn: AsyncConnection
+    actor: str
+
+
+class Gate:
+    """Opens a write transaction for an action only after the database says the person may take it.
+
+    A refusal rolls back whatever the action began, then is written to the audit log on its own. Inside
+    an update, each action also records that update in its own transaction: a retried update finds its
+    earlier actions there and raises AlreadyActed instead of adding a second note, view or campaign.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        users: UserRepository,
+        pseudonyms: Pseudonymizer,
+        audit: AuditLog,
+        clock: Clock,
+        acted: ActedRepository | None = None,
+    ) -> None:
+        self._db = db
+        self._users = users
+        self._pseudonyms = pseudonyms
+        self._audit = audit
+        self._clock = clock
+        self._acted = acted or ActedRepository()
+
+    @asynccontextmanager
+    async def acting(
+        self,
+        user_id: int,
+        action: str,
+        target: str | None = None,
+        roles: Sequence[str] = COORDINATING,
+        *,
+        once: bool = True,
+    ) -> AsyncIterator[Acting]:
+        """Yield the transaction if the person holds one of `roles` now; else audit and raise NotAllowed.
+
+        `once=False` for a plain read that writes and audits nothing (a list's page): it is not recorded,
+        so running the update again shows it again, and a later step of the same update that fails is
+        still retried."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        run = current_run() if once else None
+        if run is not None:
+            run.actions += 1
+            seq = run.actions
+        try:
+            async with self._db.write() as conn:
+                await require_role(conn, self._users, pseudonym, roles)
+                if run is not None and not await self._acted.claim(
+                    conn, run.update_id, seq, action, self._clock.now()
+                ):
+                    raise AlreadyActed(action)
+                yield Acting(conn, pseudonym)
+            if run is not None:
+                run.committed = True
+        except NotAllowed:
+            await self._refused(pseudonym, action, target, "role")
+            raise
+        except Refused as refusal:
+            await self._refused(pseudonym, action, target, refusal.key)
+            raise
+        except ReportNotFound:
+            await self._refused(pseudonym, action, target, "report.not_found")
+            raise
+
+    async def refuse(
+        self,
+        user_id: int,
+        action: str,
+        target: str | None = None,
+        detail: str | None = None,
+        *,
+        name_actor: bool = True,
+    ) -> None:
+        """Audit an attempt refused before it reached the database (a coordinator command in a wrong chat).
+
+        `name_actor=False` for what followers and subscribers do (a stale attendance button): the audit log
+        outlives /forget, so it must not keep tying them to a case."""
+        actor = self._pseudonyms.of_user(user_id) if name_actor else UNNAMED
+        await self._refused(actor, action, target, detail)
+
+    async def _refused(self, actor: str, action: str, target: str | None, detail: str | None) -> None:
+        await self._audit.refused(actor, action, target, detail=detail)
+        run = current_run()
+        if run is not None:
+            # The refusal is in the log: a reply timing out after it must not run the update (and audit
+            # the refusal) again.
+            run.committed = True
+
+    async def holds(self, user_id: int, roles: Sequence[str] = COORDINATING) -> bool:
+        """Tell whether the person holds a role now (to shape menus; never to allow an action)."""
+        async with self._db.read() as conn:
+            user = await self._users.get(conn, self._pseudonyms.of_user(user_id))
+        return user is not None and bool(user.roles.intersection(roles))

@@ -1,0 +1,1 @@
+"""Campaigns: subscriptions, composing and approving a call to action, and the broadcaster."""

@@ -1,0 +1,1 @@
+"""Court cases and hearings, their followers and reminders."""

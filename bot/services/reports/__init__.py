@@ -1,0 +1,1 @@
+"""Reports: the guided draft and the SOS, evidence files, and opening a sealed report."""

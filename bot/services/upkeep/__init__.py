@@ -1,0 +1,1 @@
+"""Keeping a seized server poor: retention, ending history, and rotating the data key."""

@@ -1,0 +1,154 @@
+"""Ending history: short-lived rows move to a fresh epoch key, the old key is overwritten, the WAL cut.
+
+After an anonymous report, the old versions of its draft and of the updates that built it survive in the
+WAL and in free blocks of the disk. A scrub makes them unreadable even to someone who later holds the data
+key: every live transient row is rewritten under a new epoch key and the previous key's slot is
+overwritten (bot.security.transient), then the WAL is checkpointed and truncated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from bot.runtime.inbox import update_binding
+from bot.runtime.outbox import payload_binding
+from bot.security import Cipher, DecryptionError
+from bot.security.owner_tags import OwnerTags
+from bot.security.transient import NoFreeSlot
+from bot.services.reports.evidence import staged_binding
+from bot.services.reports.intake import draft_binding
+from storage.database import Database
+from storage.drafts import owner_binding
+from storage.evidence import staged_owner_binding
+from storage.sealed_rows import Rewrite, SealedRow, SealedRowRepository
+
+log = logging.getLogger(__name__)
+
+SCRUB_DELAY_S = 1.0  # gathers the anonymous reports of a burst into one scrub
+
+
+@dataclass(frozen=True)
+class Scrubbed:
+    """What one scrub did."""
+
+    rewritten: int
+    retired: tuple[int, ...]
+    unreadable: int
+    checkpointed: bool
+
+
+class HistoryScrubber:
+    """Rewrites transient rows under a new epoch, retires the old epochs and truncates the WAL."""
+
+    def __init__(
+        self,
+        db: Database,
+        cipher: Cipher,
+        repo: SealedRowRepository | None = None,
+        delay_s: float = SCRUB_DELAY_S,
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._repo = repo or SealedRowRepository()
+        self._delay_s = delay_s
+        self._pending: asyncio.Task[None] | None = None
+        self._owners = OwnerTags(cipher)
+
+    def request(self) -> None:
+        """Scrub soon (once for a burst of requests)."""
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._later(), name="history-scrub")
+
+    async def close(self) -> None:
+        """Run a pending scrub now (a stop must not leave the last anonymous report's history behind)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+            await self.scrub_quietly()
+
+    async def scrub_quietly(self) -> Scrubbed | None:
+        """Scrub, logging instead of raising (the next scrub catches up)."""
+        try:
+            return await self.scrub()
+        except Exception:
+            log.exception("could not scrub transient history; trying again later")
+            return None
+
+    async def scrub(self) -> Scrubbed:
+        """Move every transient row to a new epoch, retire the others, checkpoint the WAL."""
+        keys = self._cipher.transient_keys
+        if keys is None:
+            return Scrubbed(0, (), 0, await self._db.checkpoint())
+        rewritten: list[Rewrite] = []
+        unreadable = 0
+        # Under the write lock: every transient encryption happens inside a write transaction, so no row
+        # can be sealed under the old epoch after this one has rewritten them all.
+        async with self._db.write() as conn:
+            with contextlib.suppress(NoFreeSlot):
+                # A crash between writing a key and retiring the old ones can leave every slot full; then
+                # this scrub moves rows to the newest key it has and frees the rest.
+                await asyncio.to_thread(keys.begin_epoch)
+            current = keys.current
+            for row in await self._repo.all(conn):
+                if _current(row, current):
+                    continue
+                try:
+                    rewritten.append(self._rewrite(row))
+                except DecryptionError:
+                    unreadable += 1  # already unreadable: leave it for its owner's error handling
+            await self._repo.rewrite(conn, rewritten)
+        retired = await asyncio.to_thread(keys.retire_all_but, current)
+        checkpointed = await self._db.checkpoint()
+        return Scrubbed(len(rewritten), tuple(retired), unreadable, checkpointed)
+
+    def _rewrite(self, row: SealedRow) -> Rewrite:
+        if row.table not in _TAGGED:
+            binding = _binding(row, "")
+            plain = self._cipher.decrypt(row.payload, binding=binding)
+            return Rewrite(row, self._cipher.encrypt(plain, binding=binding, transient=True))
+        # A tagged row: find its owner, re-tag it under the current epoch, reseal owner and payload.
+        old_tag = str(row.key[0] if row.table == "drafts" else row.key[1])
+        owner = self._owners.open(row.owner_seal, old_tag, binding=_owner_binding(row, old_tag))
+        plain = self._cipher.decrypt(row.payload, binding=_binding(row, owner))
+        tag = self._owners.current(owner)
+        return Rewrite(
+            row,
+            self._cipher.encrypt(plain, binding=_binding(row, owner), transient=True),
+            tag=tag,
+            owner_seal=self._owners.seal(owner, binding=_owner_binding(row, tag)),
+        )
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self._delay_s)
+        await self.scrub_quietly()
+
+
+_TAGGED = ("drafts", "evidence_staged")
+
+
+def _current(row: SealedRow, epoch: int) -> bool:
+    if Cipher.epoch_of(row.payload) != epoch:
+        return False
+    if row.table not in _TAGGED:
+        return True
+    # The tag follows the epoch of the sealed owner beside it; a row without one predates tags.
+    return row.owner_seal is not None and Cipher.epoch_of(row.owner_seal) == epoch
+
+
+def _owner_binding(row: SealedRow, tag: str) -> str:
+    return owner_binding(tag, str(row.key[1])) if row.table == "drafts" else staged_owner_binding(tag)
+
+
+def _binding(row: SealedRow, owner: str) -> str:
+    if row.table == "inbox":
+        return update_binding(int(row.key[0]))
+    if row.table == "drafts":
+        return draft_binding(owner, str(row.key[1]), str(row.key[2]))
+    if row.table == "evidence_staged":
+        return staged_binding(owner)
+    return payload_binding(str(row.key[1]))
