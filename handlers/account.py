@@ -7,10 +7,9 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import ForgetPress
 from bot.services.reports.intake import OwnReport
 from handlers.start import PRIVATE_MESSAGES
-
-FORGET_YES, FORGET_NO = "forget:yes", "forget:no"
 
 
 async def list_my_reports(update: Update, context: JarchyContext) -> None:
@@ -54,12 +53,14 @@ async def ask_to_forget(update: Update, context: JarchyContext) -> None:
         [
             [
                 InlineKeyboardButton(
-                    context.texts.plain(context.language, "forget.confirm"), callback_data=FORGET_YES
+                    context.texts.plain(context.language, "forget.confirm"),
+                    callback_data=ForgetPress("yes").pack(),
                 )
             ],
             [
                 InlineKeyboardButton(
-                    context.texts.plain(context.language, "button.cancel"), callback_data=FORGET_NO
+                    context.texts.plain(context.language, "button.cancel"),
+                    callback_data=ForgetPress("no").pack(),
                 )
             ],
         ]
@@ -72,7 +73,7 @@ async def confirm_forget(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or user is None:
         return
-    if query.data == FORGET_YES:
+    if ForgetPress.unpack(query.data).answer == "yes":  # routed only when it unpacks
         if await _holds_a_role(update, context, user.id):
             return
         await context.services.campaigns.unsubscribe(user.id, forget=True)
@@ -104,4 +105,4 @@ def register(app: Application) -> None:
     """Handle /myreports and /forget."""
     app.add_handler(CommandHandler("myreports", list_my_reports, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("forget", ask_to_forget, filters=PRIVATE_MESSAGES))
-    app.add_handler(CallbackQueryHandler(confirm_forget, pattern=f"^({FORGET_YES}|{FORGET_NO})$"))
+    app.add_handler(CallbackQueryHandler(confirm_forget, pattern=ForgetPress.matches))

@@ -27,14 +27,12 @@ from telegram.ext import (
 )
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import ApprovePress, CampaignPress, CampaignPreviewPress, ComposePress, any_of
 from bot.services.access.roles import NotAllowed
 from bot.services.campaigns.compose import Input
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from messages.campaign_screens import (
-    APPROVE_PREFIX,
-    CAMPAIGN_PREFIX,
-    COMPOSE_PREFIX,
     audience_keyboard,
     campaign_message,
     draft_card,
@@ -139,7 +137,10 @@ async def approve_campaign(update: Update, context: JarchyContext) -> None:
     # The button is issued in the coordinators' chat, and its answer is an alert only the presser sees.
     if query is not None and not await pressed_in_workspace(update, context, "campaign.approve"):
         return
-    campaign_id = _campaign_id([(query.data or "").split(":")[1]] if query is not None else context.args)
+    # The button is routed only when its data unpacks.
+    campaign_id = (
+        ApprovePress.unpack(query.data).campaign if query is not None else _campaign_id(context.args)
+    )
     if campaign_id is None:
         await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
         return
@@ -170,8 +171,8 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
     # in any other chat, the press would show a draft there.
     if not await pressed_in_workspace(update, context, "campaign.button", private_only=True):
         return
-    parts = query.data.split(":")
-    campaign_id, action = int(parts[1]), parts[2]
+    press = ComposePress.unpack(query.data)  # routed only when it unpacks
+    campaign_id, action = press.campaign, press.action
     campaigns = context.services.campaigns
     try:
         if action in _PROMPTS:
@@ -187,10 +188,11 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
                 reply_markup=InlineKeyboardMarkup.de_json(markup, context.bot),
             )
         elif action == "tpl":
-            await campaigns.expect(user.id, campaign_id, "template", parts[3])
+            await campaigns.expect(user.id, campaign_id, "template", press.choice)
             await query.answer()
             await chat.send_message(
-                context.text("campaign.ask_template", language=parts[3].upper()), parse_mode=ParseMode.HTML
+                context.text("campaign.ask_template", language=press.choice.upper()),
+                parse_mode=ParseMode.HTML,
             )
         elif action == "audience":
             campaign = (await campaigns.view(user.id, campaign_id)).campaign
@@ -201,7 +203,7 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
                 reply_markup=InlineKeyboardMarkup.de_json(markup, context.bot),
             )
         elif action == "aud":
-            await campaigns.set_audience(user.id, campaign_id, parts[3], parts[4] if len(parts) > 4 else None)
+            await campaigns.set_audience(user.id, campaign_id, press.choice, press.value or None)
             await query.answer(context.plain("campaign.saved"))
             await _show_card(context, chat.id, user.id, campaign_id)
         elif action == "channels":
@@ -288,11 +290,11 @@ async def press_action(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or user is None or query.data is None:
         return
-    prefix, raw_id, action = query.data.split(":")
-    if prefix == "pv":
+    if CampaignPreviewPress.matches(query.data):
         await query.answer(context.plain("campaign.preview_button"), show_alert=True)
         return
-    await _act(update, context, user.id, int(raw_id), action)
+    press = CampaignPress.unpack(query.data)  # routed only when it unpacks
+    await _act(update, context, user.id, press.campaign, press.action)
 
 
 async def template_by_link(update: Update, context: JarchyContext) -> None:
@@ -415,7 +417,7 @@ async def _ask_for_approval(context: JarchyContext, user_id: int, campaign_id: i
     )
     button = {
         "text": context.texts.plain(context.language, "campaign.approve_button"),
-        "callback_data": f"{APPROVE_PREFIX}:{campaign_id}:approve",
+        "callback_data": ApprovePress(campaign_id, "approve").pack(),
     }
     # The approvers see exactly what would go out, then the card with the Approve button.
     campaign, templates = await services.campaigns.for_preview(user_id, campaign_id)
@@ -474,7 +476,7 @@ async def _show_card(context: JarchyContext, chat_id: int, user_id: int, campaig
             [
                 {
                     "text": context.texts.plain(context.language, "campaign.ledger"),
-                    "callback_data": f"{COMPOSE_PREFIX}:{campaign_id}:ledger",
+                    "callback_data": ComposePress(campaign_id, "ledger").pack(),
                 }
             ]
         ]
@@ -483,7 +485,7 @@ async def _show_card(context: JarchyContext, chat_id: int, user_id: int, campaig
                 [
                     {
                         "text": context.texts.plain(context.language, "campaign.cancel_button"),
-                        "callback_data": f"{COMPOSE_PREFIX}:{campaign_id}:cancel",
+                        "callback_data": ComposePress(campaign_id, "cancel").pack(),
                     }
                 ]
             )
@@ -538,14 +540,9 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("campaign", show_campaign))
     app.add_handler(CommandHandler("campaign_cancel", cancel_campaign))
     app.add_handler(CommandHandler("campaign_approve", approve_campaign))
-    compose = rf"^{COMPOSE_PREFIX}:\d{{1,9}}:(\w+|tpl:(en|ru|ky|uz)|aud:(all|language:\w\w|topic:\w+))$"
-    app.add_handler(CallbackQueryHandler(press_compose, pattern=compose))
-    app.add_handler(CallbackQueryHandler(approve_campaign, pattern=rf"^{APPROVE_PREFIX}:\d{{1,9}}:approve$"))
-    app.add_handler(
-        CallbackQueryHandler(
-            press_action, pattern=rf"^({CAMPAIGN_PREFIX}|pv):\d{{1,9}}:(acted|template|remind|stop)$"
-        )
-    )
+    app.add_handler(CallbackQueryHandler(press_compose, pattern=ComposePress.matches))
+    app.add_handler(CallbackQueryHandler(approve_campaign, pattern=ApprovePress.matches))
+    app.add_handler(CallbackQueryHandler(press_action, pattern=any_of(CampaignPress, CampaignPreviewPress)))
     app.add_handler(
         MessageHandler(
             filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND, fill_pending

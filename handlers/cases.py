@@ -12,6 +12,7 @@ from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import AttendPress, BadCallback, CalendarPress, FollowCase, ReminderOffset
 from bot.services.access.roles import NotAllowed, Refused
 from bot.services.cases.hearings import OFFSET_CHOICES, HearingInputError
 from handlers.start import PRIVATE_MESSAGES
@@ -53,7 +54,7 @@ async def list_cases(update: Update, context: JarchyContext) -> None:
             page, buttons = [], []
         page.append(line)
         label = context.texts.plain(context.language, "button.follow", id=case.id)
-        buttons.append([InlineKeyboardButton(label, callback_data=f"cf:{case.id}")])
+        buttons.append([InlineKeyboardButton(label, callback_data=FollowCase(case.id).pack())])
     await message.reply_text("\n\n".join(page), parse_mode=ParseMode.HTML, reply_markup=_markup(buttons))
 
 
@@ -62,7 +63,8 @@ async def follow_case(update: Update, context: JarchyContext) -> None:
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None:
         return
-    case_id = _number(context.args) if update.callback_query is None else _number([_data(update)[1]])
+    query = update.callback_query  # a button is routed only when its data unpacks
+    case_id = _number(context.args) if query is None else FollowCase.unpack(query.data).case
     if case_id is None:
         await _answer(update, context, context.text("cases.usage_id"))
         return
@@ -128,7 +130,7 @@ async def toggle_setting(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or user is None:
         return
-    minutes = _number([_data(update)[1]])
+    minutes = ReminderOffset.unpack(query.data).minutes  # routed only when it unpacks
     try:
         chosen = await context.services.hearings.toggle_offset(user.id, minutes or -1)
     except HearingInputError as refused:
@@ -144,13 +146,15 @@ async def press_attend(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or user is None:
         return
-    hearing_id, sequence = (_number([part]) for part in [*_data(update), "", ""][1:3])
-    if hearing_id is None or sequence is None:
+    # Routed by prefix: malformed data is refused here, audited, with the attendance's own answer.
+    try:
+        press = AttendPress.unpack(query.data)
+    except BadCallback:
         await context.services.gate.refuse(user.id, "hearing.attend", detail="callback.stale")
         await query.answer(context.plain("attend.stale"), show_alert=True)
         return
     try:
-        await context.services.hearings.attend(user.id, hearing_id, sequence)
+        await context.services.hearings.attend(user.id, press.hearing, press.sequence)
     except HearingInputError:
         await query.answer(context.plain("attend.stale"), show_alert=True)
         return
@@ -168,8 +172,8 @@ async def send_calendar(update: Update, context: JarchyContext) -> None:
         update, context, "hearing.calendar", private_only=True, name_actor=False
     ):
         return
-    raw = [_data(update)[1]] if pressed else context.args
-    hearing_id = _number(raw) if raw else None
+    query = update.callback_query  # a button is routed only when its data unpacks
+    hearing_id = CalendarPress.unpack(query.data).hearing if query is not None else _number(context.args)
     try:
         content = await context.services.hearings.calendar(user.id, hearing_id)
     except CaseNotFound:
@@ -410,7 +414,7 @@ def _offset_keyboard(context: JarchyContext, chosen: tuple[int, ...]) -> InlineK
     for minutes in OFFSET_CHOICES:
         mark = "✅ " if minutes in chosen else "▫️ "
         label = mark + context.texts.plain(context.language, f"settings.option.{minutes}")
-        rows.append([InlineKeyboardButton(label, callback_data=f"ro:{minutes}")])
+        rows.append([InlineKeyboardButton(label, callback_data=ReminderOffset(minutes).pack())])
     return InlineKeyboardMarkup(rows)
 
 
@@ -418,11 +422,6 @@ def _when_where(context: JarchyContext, hearing: Hearing) -> dict[str, object]:
     zone = context.bot_data.settings.timezone
     local = hearing.starts_at.astimezone(zone)
     return {"date": f"{local:%d.%m.%Y %H:%M} ({zone})", "court": hearing.court}
-
-
-def _data(update: Update) -> list[str]:
-    query = update.callback_query
-    return (query.data or "").split(":") if query is not None else []
 
 
 def _number(parts: list[str] | None) -> int | None:
@@ -462,7 +461,7 @@ def register(app: Application) -> None:
     ):
         app.add_handler(CommandHandler(name, callback))
     app.add_handler(CommandHandler("bind_channel", bind_channel))
-    app.add_handler(CallbackQueryHandler(follow_case, pattern=r"^cf:\d+$"))
-    app.add_handler(CallbackQueryHandler(toggle_setting, pattern=r"^ro:\d+$"))
-    app.add_handler(CallbackQueryHandler(press_attend, pattern=r"^att:"))
-    app.add_handler(CallbackQueryHandler(send_calendar, pattern=r"^ics:\d+$"))
+    app.add_handler(CallbackQueryHandler(follow_case, pattern=FollowCase.matches))
+    app.add_handler(CallbackQueryHandler(toggle_setting, pattern=ReminderOffset.matches))
+    app.add_handler(CallbackQueryHandler(press_attend, pattern=AttendPress.claims))
+    app.add_handler(CallbackQueryHandler(send_calendar, pattern=CalendarPress.matches))

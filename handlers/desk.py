@@ -9,6 +9,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import ReportListPage
 from bot.services.desk.browse import decode_query
 from bot.services.desk.export import FORMATS
 from bot.services.reports.evidence import BOUND, EvidenceDamaged
@@ -45,15 +46,15 @@ async def next_page(update: Update, context: JarchyContext) -> None:
     # The page is posted where the button is pressed: never into a chat the list was not shown in.
     if not await pressed_in_workspace(update, context, "desk.list"):
         return
-    _, number, before, token = query.data.split(":", 3)
+    press = ReportListPage.unpack(query.data)  # routed only when it unpacks
     try:
-        page = await context.services.desk.page(user.id, decode_query(token), int(before))
+        page = await context.services.desk.page(user.id, decode_query(press.filters), press.before)
     except WorkspaceError as error:
         await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
     await query.answer()
     text, keyboard = report_page(
-        context.texts, context.language, page, context.bot_data.settings.timezone, int(number)
+        context.texts, context.language, page, context.bot_data.settings.timezone, press.page
     )
     if update.effective_chat is not None:
         await update.effective_chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
@@ -201,4 +202,4 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("stats", send_stats))
     app.add_handler(CommandHandler("audit", show_audit, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("export", export_reports, filters=PRIVATE_MESSAGES))
-    app.add_handler(CallbackQueryHandler(next_page, pattern=r"^rl:\d+:\d+:[0-9a-f.\-]*$"))
+    app.add_handler(CallbackQueryHandler(next_page, pattern=ReportListPage.matches))

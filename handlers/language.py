@@ -6,9 +6,10 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import LanguagePress, TimezonePress
 from bot.services.access.users import TIMEZONES, UnknownLanguage
 from handlers.start import PRIVATE_MESSAGES
-from messages.menus import LANGUAGE_CALLBACK_PREFIX, language_keyboard
+from messages.menus import language_keyboard
 
 
 async def ask_language(update: Update, context: JarchyContext) -> None:
@@ -25,7 +26,7 @@ async def choose_language(update: Update, context: JarchyContext) -> None:
     query = update.callback_query
     if query is None or query.data is None:
         return
-    code = query.data.removeprefix(LANGUAGE_CALLBACK_PREFIX)
+    code = LanguagePress.unpack(query.data).code  # routed only when it unpacks
     try:
         context.profile = await context.services.users.choose_language(query.from_user.id, code)
     except UnknownLanguage:
@@ -41,7 +42,10 @@ async def ask_timezone(update: Update, context: JarchyContext) -> None:
     if update.effective_message is None:
         return
     keyboard = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(zone, callback_data=f"tz:{index}")] for index, zone in enumerate(TIMEZONES)]
+        [
+            [InlineKeyboardButton(zone, callback_data=TimezonePress(index).pack())]
+            for index, zone in enumerate(TIMEZONES)
+        ]
     )
     await update.effective_message.reply_text(context.text("timezone.prompt"), reply_markup=keyboard)
 
@@ -51,11 +55,11 @@ async def choose_timezone(update: Update, context: JarchyContext) -> None:
     query = update.callback_query
     if query is None or query.data is None:
         return
-    index = query.data.removeprefix("tz:")
-    if not index.isdigit() or int(index) >= len(TIMEZONES):
+    index = TimezonePress.unpack(query.data).index  # routed only when it unpacks
+    if index >= len(TIMEZONES):
         await query.answer(context.text("callback.stale"), show_alert=True)
         return
-    zone = TIMEZONES[int(index)]
+    zone = TIMEZONES[index]
     await context.services.users.choose_timezone(query.from_user.id, zone)
     if query.message is not None:
         await query.edit_message_text(context.text("timezone.changed", zone=zone))
@@ -65,6 +69,6 @@ async def choose_timezone(update: Update, context: JarchyContext) -> None:
 def register(app: Application) -> None:
     """Handle /language, /timezone and their buttons."""
     app.add_handler(CommandHandler("language", ask_language, filters=PRIVATE_MESSAGES))
-    app.add_handler(CallbackQueryHandler(choose_language, pattern=f"^{LANGUAGE_CALLBACK_PREFIX}"))
+    app.add_handler(CallbackQueryHandler(choose_language, pattern=LanguagePress.matches))
     app.add_handler(CommandHandler("timezone", ask_timezone, filters=PRIVATE_MESSAGES))
-    app.add_handler(CallbackQueryHandler(choose_timezone, pattern=r"^tz:\d+$"))
+    app.add_handler(CallbackQueryHandler(choose_timezone, pattern=TimezonePress.matches))

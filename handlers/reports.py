@@ -18,17 +18,12 @@ from telegram.ext import (
 )
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import MenuPress, ReportPress
 from bot.services.reports.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
 from bot.services.reports.intake import FileInput, LimitReached, Screen, Stale
 from handlers.sos import route_sos_input
 from handlers.start import PRIVATE_MESSAGES
-from messages.report_screens import (
-    REPORT_PREFIX,
-    parse_report_data,
-    render_receipt,
-    render_resume,
-    render_step,
-)
+from messages.report_screens import render_receipt, render_resume, render_step
 
 INPUT_GROUP = -1
 _PRIVATE_INPUT = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND
@@ -59,11 +54,8 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
     query, user, chat = update.callback_query, update.effective_user, update.effective_chat
     if query is None or query.data is None or user is None or chat is None:
         return
-    parsed = parse_report_data(query.data)
-    if parsed is None:
-        await query.answer(context.text("callback.stale"))
-        return
-    nonce, step, action, arg = parsed
+    press = ReportPress.unpack(query.data)  # routed only when it does
+    nonce, step, action, arg = press.draft, press.step, press.action, press.arg
     reports = context.services.reports
     message_id = query.message.message_id if query.message is not None else None
     try:
@@ -196,6 +188,6 @@ def _file_of(message: Message) -> FileInput | None:
 def register(app: Application) -> None:
     """Handle /report, its buttons, and input while a draft waits."""
     app.add_handler(CommandHandler("report", start_report, filters=PRIVATE_MESSAGES))
-    app.add_handler(CallbackQueryHandler(start_report, pattern="^menu:report$"))
-    app.add_handler(CallbackQueryHandler(press_report_button, pattern=f"^{REPORT_PREFIX}:"))
+    app.add_handler(CallbackQueryHandler(start_report, pattern=MenuPress.where(item="report")))
+    app.add_handler(CallbackQueryHandler(press_report_button, pattern=ReportPress.matches))
     app.add_handler(MessageHandler(_PRIVATE_INPUT, route_input), group=INPUT_GROUP)

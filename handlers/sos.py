@@ -10,10 +10,11 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import MenuPress, SosPress
 from bot.send_limits import URGENT
 from bot.services.reports.intake import LimitReached, Stale
 from handlers.start import PRIVATE_MESSAGES
-from messages.report_screens import SOS_PREFIX, render_sos_confirm, render_sos_followup
+from messages.report_screens import render_sos_confirm, render_sos_followup
 
 
 async def start_sos(update: Update, context: JarchyContext) -> None:
@@ -52,11 +53,8 @@ async def press_sos_button(update: Update, context: JarchyContext) -> None:
     query, user, chat = update.callback_query, update.effective_user, update.effective_chat
     if query is None or query.data is None or user is None or chat is None:
         return
-    parts = query.data.split(":")
-    if len(parts) != 3:
-        await query.answer(context.text("callback.stale"))
-        return
-    _, nonce, action = parts
+    press = SosPress.unpack(query.data)  # routed only when it does
+    nonce, action = press.draft, press.action
     reports = context.services.reports
     message_id = query.message.message_id if query.message is not None else None
     try:
@@ -122,5 +120,5 @@ def _urgency(chat_type: str) -> dict[str, object] | None:
 def register(app: Application) -> None:
     """Handle /sos and its buttons."""
     app.add_handler(CommandHandler("sos", start_sos, filters=PRIVATE_MESSAGES))
-    app.add_handler(CallbackQueryHandler(start_sos, pattern="^menu:sos$"))
-    app.add_handler(CallbackQueryHandler(press_sos_button, pattern=f"^{SOS_PREFIX}:"))
+    app.add_handler(CallbackQueryHandler(start_sos, pattern=MenuPress.where(item="sos")))
+    app.add_handler(CallbackQueryHandler(press_sos_button, pattern=SosPress.matches))

@@ -7,6 +7,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import SubscriptionPress
 from bot.services.campaigns.compose import TOPICS
 from handlers.cases import show_settings as show_reminder_settings
 from handlers.start import PRIVATE_MESSAGES
@@ -57,14 +58,15 @@ async def toggle_topic(update: Update, context: JarchyContext) -> None:
     query, user, chat = update.callback_query, update.effective_user, update.effective_chat
     if query is None or user is None or chat is None or query.data is None:
         return
-    if query.data == "sub:lang":
+    topic = SubscriptionPress.unpack(query.data).topic  # routed only when it unpacks
+    if topic == "lang":
         await query.answer()
         await chat.send_message(
             context.text("language.prompt"), reply_markup=language_keyboard(context.language)
         )
         return
     try:
-        topics = await context.services.campaigns.toggle_topic(user.id, chat.id, query.data.split(":")[-1])
+        topics = await context.services.campaigns.toggle_topic(user.id, chat.id, topic)
     except WorkspaceError as error:
         await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
@@ -79,7 +81,7 @@ def _topics_keyboard(context: JarchyContext, topics: frozenset[str]) -> InlineKe
             InlineKeyboardButton(
                 ("✅ " if topic in topics else "▫️ ")
                 + context.texts.plain(context.language, f"subscribe.topic_{topic}"),
-                callback_data=f"sub:{topic}",
+                callback_data=SubscriptionPress(topic).pack(),
             )
         ]
         for topic in TOPICS
@@ -87,7 +89,8 @@ def _topics_keyboard(context: JarchyContext, topics: frozenset[str]) -> InlineKe
     rows.append(
         [
             InlineKeyboardButton(
-                context.texts.plain(context.language, "subscribe.language"), callback_data="sub:lang"
+                context.texts.plain(context.language, "subscribe.language"),
+                callback_data=SubscriptionPress("lang").pack(),
             )
         ]
     )
@@ -99,4 +102,4 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("subscribe", subscribe, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("unsubscribe", unsubscribe, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("settings", show_settings, filters=PRIVATE_MESSAGES))
-    app.add_handler(CallbackQueryHandler(toggle_topic, pattern=r"^sub:(campaigns|hearings|urgent|lang)$"))
+    app.add_handler(CallbackQueryHandler(toggle_topic, pattern=SubscriptionPress.matches))

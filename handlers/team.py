@@ -10,6 +10,7 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import InvitePress, TeamPress
 from bot.services.access.team import INVITE_PREFIX
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
@@ -31,7 +32,8 @@ async def create_invite(update: Update, context: JarchyContext) -> None:
     link = f"https://t.me/{context.bot.username}?start={INVITE_PREFIX}{invite.token}"
     expires = invite.expires_at.astimezone(context.bot_data.settings.timezone).strftime("%d.%m.%Y %H:%M")
     withdraw = InlineKeyboardButton(
-        context.texts.plain(context.language, "team.withdraw_button"), callback_data=f"inv:x:{invite.id}"
+        context.texts.plain(context.language, "team.withdraw_button"),
+        callback_data=InvitePress("x", invite.id).pack(),
     )
     await message.reply_text(
         context.text("team.invite_created", link=link, expires=expires),
@@ -49,12 +51,9 @@ async def withdraw_invite(update: Update, context: JarchyContext) -> None:
     # Invites are made in private: their buttons work only there.
     if not await pressed_in_workspace(update, context, "team.withdraw", private_only=True):
         return
-    invite_id = query.data.rsplit(":", 1)[-1]
-    if not invite_id.isdigit():
-        await query.answer(context.plain("callback.stale"))
-        return
+    invite_id = InvitePress.unpack(query.data).invite  # routed only when it unpacks
     try:
-        done = await context.services.team.withdraw(user.id, int(invite_id))
+        done = await context.services.team.withdraw(user.id, invite_id)
     except WorkspaceError as error:
         await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
@@ -115,13 +114,14 @@ async def confirm_revoke(update: Update, context: JarchyContext) -> None:
     # The question is posted where the button is pressed: only where /team is shown.
     if not await pressed_in_workspace(update, context, "team.revoke"):
         return
-    ref = query.data.rsplit(":", 1)[-1]
+    ref = TeamPress.unpack(query.data).member  # routed only when it unpacks
     if not await context.services.gate.holds(user.id, ("admin",)):
         await context.services.gate.refuse(user.id, "team.revoke", detail="role")
         await query.answer(context.plain("coord.admin_only"), show_alert=True)
         return
     button = InlineKeyboardButton(
-        context.texts.plain(context.language, "team.revoke_confirm_button"), callback_data=f"tm:rvy:{ref}"
+        context.texts.plain(context.language, "team.revoke_confirm_button"),
+        callback_data=TeamPress("rvy", ref).pack(),
     )
     await query.answer()
     if update.effective_chat is not None:
@@ -138,7 +138,7 @@ async def revoke(update: Update, context: JarchyContext) -> None:
     if query is not None:
         if not await pressed_in_workspace(update, context, "team.revoke"):
             return
-        who = (query.data or "").rsplit(":", 1)[-1]
+        who = TeamPress.unpack(query.data).member  # routed only when it unpacks
     else:
         if not await in_workspace(update, context, "team.revoke"):
             return
@@ -172,6 +172,6 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("name", set_name))
     app.add_handler(CommandHandler("team", show_team))
     app.add_handler(CommandHandler("revoke", revoke))
-    app.add_handler(CallbackQueryHandler(withdraw_invite, pattern=r"^inv:x:\d+$"))
-    app.add_handler(CallbackQueryHandler(confirm_revoke, pattern=r"^tm:rv:[0-9a-f]+$"))
-    app.add_handler(CallbackQueryHandler(revoke, pattern=r"^tm:rvy:[0-9a-f]+$"))
+    app.add_handler(CallbackQueryHandler(withdraw_invite, pattern=InvitePress.matches))
+    app.add_handler(CallbackQueryHandler(confirm_revoke, pattern=TeamPress.where(step="rv")))
+    app.add_handler(CallbackQueryHandler(revoke, pattern=TeamPress.where(step="rvy")))

@@ -5,7 +5,6 @@ migration to a supergroup)."""
 from __future__ import annotations
 
 import contextlib
-import re
 
 from telegram import ChatMemberRestricted, Message, Update
 from telegram.constants import ChatType, ParseMode
@@ -20,14 +19,12 @@ from telegram.ext import (
 )
 
 from bot.context import JarchyContext
+from bot.domain.callbacks import DutyPress, OpenCard, TriagePress
 from bot.services.access.roles import NotAllowed, Refused
-from bot.services.triage.planner import OPEN_PREFIX
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from handlers.workspace_screens import duty_screen
 
 _GROUPS = filters.ChatType.GROUPS & filters.UpdateType.MESSAGE
-_OPEN = re.compile(rf"^{OPEN_PREFIX}:(R-[0-9A-Z]{{5}})$")
-_DUTY = re.compile(r"^duty:(on|off)$")
 
 
 async def bind_alert_chat(update: Update, context: JarchyContext) -> None:
@@ -52,11 +49,8 @@ async def press_triage_button(update: Update, context: JarchyContext) -> None:
     query, user = update.callback_query, update.effective_user
     if query is None or query.data is None or user is None:
         return
-    parts = query.data.split(":")
-    if len(parts) != 3:
-        await query.answer(context.plain("callback.stale"))
-        return
-    _, code, action = parts
+    press = TriagePress.unpack(query.data)  # routed only when it unpacks
+    code, action = press.report, press.action
     pressed = query.message if isinstance(query.message, Message) else None
     if pressed is not None and not _carries(pressed, query.data):
         pressed = None  # forged data: the message is not this report's card, so it is never adopted
@@ -81,12 +75,9 @@ async def open_card(update: Update, context: JarchyContext) -> None:
         return
     if not await pressed_in_workspace(update, context, "alerts.open"):
         return
-    match = _OPEN.match(query.data)
-    if match is None:
-        await query.answer(context.plain("callback.stale"))
-        return
+    press = OpenCard.unpack(query.data)  # routed only when it unpacks
     try:
-        code = await context.services.triage.open_card(user.id, match.group(1))
+        code = await context.services.triage.open_card(user.id, press.report)
     except WorkspaceError as error:
         await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
@@ -142,12 +133,9 @@ async def press_duty_button(update: Update, context: JarchyContext) -> None:
         return
     if not await pressed_in_workspace(update, context, "team.duty", private_only=True):
         return
-    match = _DUTY.match(query.data)
-    if match is None:
-        await query.answer(context.plain("callback.stale"))
-        return
+    press = DutyPress.unpack(query.data)  # routed only when it unpacks
     try:
-        state = await context.services.duty.set(user.id, match.group(1) == "on")
+        state = await context.services.duty.set(user.id, press.to == "on")
     except WorkspaceError as error:
         await query.answer(refusal(context, error, plain=True), show_alert=True)
         return
@@ -189,8 +177,8 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("bind", bind_alert_chat, filters=_GROUPS))
     app.add_handler(CommandHandler("duplicate", mark_duplicate))
     app.add_handler(CommandHandler("duty", show_duty, filters=filters.UpdateType.MESSAGE))
-    app.add_handler(CallbackQueryHandler(press_triage_button, pattern=r"^t:"))
-    app.add_handler(CallbackQueryHandler(open_card, pattern=rf"^{OPEN_PREFIX}:"))
-    app.add_handler(CallbackQueryHandler(press_duty_button, pattern=r"^duty:"))
+    app.add_handler(CallbackQueryHandler(press_triage_button, pattern=TriagePress.matches))
+    app.add_handler(CallbackQueryHandler(open_card, pattern=OpenCard.matches))
+    app.add_handler(CallbackQueryHandler(press_duty_button, pattern=DutyPress.matches))
     app.add_handler(ChatMemberHandler(track_membership, ChatMemberHandler.MY_CHAT_MEMBER))
     app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, follow_migration))

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.domain.callbacks import DutyPress, ReportListPage, TeamPress
 from bot.services.access.team import MemberView
 from bot.services.desk.browse import Found, ListLine, Page, ReportView
 from bot.services.desk.stats import WeekCounts
@@ -39,7 +40,7 @@ def team_list(
         )
         if with_buttons and role == "coordinator":
             label = texts.plain(language, "team.revoke_button", name=name)
-            buttons.append([InlineKeyboardButton(label, callback_data=f"tm:rv:{member.ref}")])
+            buttons.append([InlineKeyboardButton(label, callback_data=TeamPress("rv", member.ref).pack())])
     return "\n".join(lines), InlineKeyboardMarkup(buttons) if buttons else None
 
 
@@ -49,9 +50,9 @@ def duty_screen(
     """Return /duty: whether the person is on duty, how many are, and the button that switches it."""
     key = "duty.on" if on_duty else "duty.off"
     button = "duty.button_off" if on_duty else "duty.button_on"
-    target = "off" if on_duty else "on"
+    target = DutyPress("off" if on_duty else "on")
     keyboard = InlineKeyboardMarkup(
-        [[InlineKeyboardButton(texts.plain(language, button), callback_data=f"duty:{target}")]]
+        [[InlineKeyboardButton(texts.plain(language, button), callback_data=target.pack())]]
     )
     return texts.text(language, key, count=count), keyboard
 
@@ -66,7 +67,7 @@ def report_page(
     lines += [report_line(texts, language, line, zone) for line in page.lines]
     keyboard = None
     if page.next_before is not None:
-        data = f"rl:{number + 1}:{page.next_before}:{page.token}"
+        data = ReportListPage(number + 1, page.next_before, page.token).pack()
         label = texts.plain(language, "desk.next_page")
         keyboard = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)]])
     return "\n".join(lines), keyboard

@@ -7,12 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.domain.callbacks import (
+    LANGUAGE_CODES,
+    CampaignAction,
+    CampaignPress,
+    CampaignPreviewPress,
+    ComposeAction,
+    ComposePress,
+)
 from messages.catalog import Catalogs
 from storage.campaigns import Campaign, Reach
-
-CAMPAIGN_PREFIX = "cp"  # recipients' buttons: cp:ID:acted|template|remind|stop
-COMPOSE_PREFIX = "cc"  # coordinators' buttons: cc:ID:field[:value]
-APPROVE_PREFIX = "ca"  # ca:ID:approve
 
 
 def campaign_message(
@@ -31,25 +35,25 @@ def campaign_message(
     People act with one tap; in channels a template is fetched through a link that opens a private chat
     with the bot (a bot cannot write first to someone who never started it)."""
     body = full_text(texts, language, campaign, zone)
-    prefix = "pv" if preview else CAMPAIGN_PREFIX
-    rows: list[list[dict[str, str]]] = [
-        [_button(texts, language, "campaign.button_acted", f"{prefix}:{campaign.id}:acted")]
-    ]
+    family = CampaignPreviewPress if preview else CampaignPress
+
+    def data(action: CampaignAction) -> str:
+        return family(campaign.id, action).pack()
+
+    rows: list[list[dict[str, str]]] = [[_button(texts, language, "campaign.button_acted", data("acted"))]]
     if has_template:
         if for_channel and bot_username:
             url = f"https://t.me/{bot_username}?start=tpl_{campaign.id}"
             rows.append([{"text": texts.plain(language, "campaign.button_template"), "url": url}])
         elif not for_channel:
-            rows.append(
-                [_button(texts, language, "campaign.button_template", f"{prefix}:{campaign.id}:template")]
-            )
+            rows.append([_button(texts, language, "campaign.button_template", data("template"))])
     if campaign.link:
         rows.append([{"text": texts.plain(language, "campaign.button_link"), "url": campaign.link}])
     if not for_channel:
         last = []
         if campaign.deadline is not None:
-            last.append(_button(texts, language, "campaign.button_remind", f"{prefix}:{campaign.id}:remind"))
-        last.append(_button(texts, language, "campaign.button_stop", f"{prefix}:{campaign.id}:stop"))
+            last.append(_button(texts, language, "campaign.button_remind", data("remind")))
+        last.append(_button(texts, language, "campaign.button_stop", data("stop")))
         rows.append(last)
     markup = {"inline_keyboard": rows}
     if campaign.image_file_id:
@@ -111,8 +115,8 @@ def draft_card(
         return text, {"inline_keyboard": []}
     cid = campaign.id
 
-    def b(key: str, action: str) -> dict[str, str]:
-        return _button(texts, language, key, f"{COMPOSE_PREFIX}:{cid}:{action}")
+    def b(key: str, action: ComposeAction) -> dict[str, str]:
+        return _button(texts, language, key, ComposePress(cid, action).pack())
 
     rows = [
         [b("campaign.edit_text", "text"), b("campaign.edit_image", "image")],
@@ -152,8 +156,8 @@ def audience_keyboard(texts: Catalogs, language: str, campaign: Campaign) -> dic
     """Return the audience choices for a draft."""
     cid = campaign.id
 
-    def b(label: str, action: str) -> dict[str, str]:
-        return {"text": label, "callback_data": f"{COMPOSE_PREFIX}:{cid}:{action}"}
+    def b(label: str, action: ComposeAction, choice: str = "", value: str = "") -> dict[str, str]:
+        return {"text": label, "callback_data": ComposePress(cid, action, choice, value).pack()}
 
     plain = texts.plain
     channels = plain(
@@ -163,10 +167,10 @@ def audience_keyboard(texts: Catalogs, language: str, campaign: Campaign) -> dic
     )
     return {
         "inline_keyboard": [
-            [b(plain(language, "campaign.audience_all", value=""), "aud:all")],
-            [b(code.upper(), f"aud:language:{code}") for code in ("en", "ru", "ky", "uz")],
+            [b(plain(language, "campaign.audience_all", value=""), "aud", "all")],
+            [b(code.upper(), "aud", "language", code) for code in LANGUAGE_CODES],
             [
-                b(plain(language, f"subscribe.topic_{t}"), f"aud:topic:{t}")
+                b(plain(language, f"subscribe.topic_{t}"), "aud", "topic", t)
                 for t in ("campaigns", "hearings", "urgent")
             ],
             [b(plain(language, "campaign.audience_case_button"), "case")],
@@ -180,8 +184,8 @@ def template_languages(texts: Catalogs, language: str, campaign: Campaign) -> di
     return {
         "inline_keyboard": [
             [
-                {"text": code.upper(), "callback_data": f"{COMPOSE_PREFIX}:{campaign.id}:tpl:{code}"}
-                for code in ("en", "ru", "ky", "uz")
+                {"text": code.upper(), "callback_data": ComposePress(campaign.id, "tpl", code).pack()}
+                for code in LANGUAGE_CODES
             ]
         ]
     }

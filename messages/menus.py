@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.domain.callbacks import LanguagePress, MenuPress
 from messages.catalog import LANGUAGES, Catalogs, Safe
 
 # Public commands, in the order the menu and /help list them; features append theirs here.
@@ -14,8 +15,6 @@ PUBLIC_COMMANDS: tuple[str, ...] = (
 
 # Each language is named in itself, so a person who cannot read the current one still finds theirs.
 LANGUAGE_NAMES: dict[str, str] = {"en": "English", "ru": "Русский", "ky": "Кыргызча", "uz": "Oʻzbekcha"}
-
-LANGUAGE_CALLBACK_PREFIX = "lang:"
 
 
 def command_list(texts: Catalogs, language: str) -> Safe:
@@ -33,8 +32,12 @@ def start_menu(texts: Catalogs, language: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton(texts.plain(language, "menu.report"), callback_data="menu:report"),
-                InlineKeyboardButton(texts.plain(language, "menu.sos"), callback_data="menu:sos"),
+                InlineKeyboardButton(
+                    texts.plain(language, "menu.report"), callback_data=MenuPress("report").pack()
+                ),
+                InlineKeyboardButton(
+                    texts.plain(language, "menu.sos"), callback_data=MenuPress("sos").pack()
+                ),
             ]
         ]
     )
@@ -45,7 +48,7 @@ def language_keyboard(current: str) -> InlineKeyboardMarkup:
     buttons = [
         InlineKeyboardButton(
             ("✓ " if code == current else "") + LANGUAGE_NAMES[code],
-            callback_data=f"{LANGUAGE_CALLBACK_PREFIX}{code}",
+            callback_data=LanguagePress(code).pack(),
         )
         for code in LANGUAGES
     ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.domain.callbacks import ReportAction, ReportPress, SosPress
 from bot.domain.report_form import (
     CATEGORIES,
     EDITABLE,
@@ -19,29 +21,19 @@ from bot.domain.report_form import (
 )
 from messages.catalog import Catalogs, Safe
 
-REPORT_PREFIX = "r"
-SOS_PREFIX = "s"
 TELEGRAM_TEXT_LIMIT = 4096
 _REVIEW_PREVIEWS = (2500, 1800, 1200, 600, 200)
 _REVIEW_LIMIT = TELEGRAM_TEXT_LIMIT - 96  # room for Telegram's own counting of entities
 
 
-def report_data(draft: Draft, action: str, arg: str = "") -> str:
-    """Return callback data for a button of the draft's current step (64 bytes at most)."""
-    return f"{REPORT_PREFIX}:{draft.nonce}:{draft.step}:{action}:{arg}"
+def report_data(draft: Draft, action: ReportAction, arg: str = "") -> str:
+    """Return callback data for a button of the draft's current step."""
+    return ReportPress(draft.nonce, draft.step, action, arg).pack()
 
 
-def parse_report_data(data: str) -> tuple[str, str, str, str] | None:
-    """Split report callback data into nonce, step, action, arg; None if it is not ours."""
-    parts = data.split(":")
-    if len(parts) != 5 or parts[0] != REPORT_PREFIX:
-        return None
-    return parts[1], parts[2], parts[3], parts[4]
-
-
-def sos_data(draft: Draft, action: str) -> str:
+def sos_data(draft: Draft, action: Literal["go", "cancel", "done"]) -> str:
     """Return callback data for an SOS button."""
-    return f"{SOS_PREFIX}:{draft.nonce}:{action}"
+    return SosPress(draft.nonce, action).pack()
 
 
 def render_step(

@@ -446,6 +446,8 @@ def _loop_values(scope: ast.AST, name: str, depth: int = 0) -> set[str]:
             bindings.append((node.target, node.iter))
         elif isinstance(node, ast.Assign):
             bindings.extend((target, node.value) for target in node.targets)
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            bindings.append((node.target, node.value))  # first: list[TriageAction] = [...]
         for target, source in bindings:
             if isinstance(target, ast.Name) and target.id == name:
                 found |= {

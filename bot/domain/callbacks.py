@@ -1,4 +1,4 @@
-"""Button data, typed: every inline button's `callback_data` is packed and unpacked by one family here.
+r"""Button data, typed: every inline button's `callback_data` is packed and unpacked by one family here.
 
 Telegram hands a button's data back exactly as it was sent, from anyone who can see the message, for as long
 as the message exists: so data is input to check, never a promise. A family is a frozen dataclass whose fields
@@ -16,8 +16,14 @@ are the data's parts, after a prefix that routes it:
 
 The wire format is the one the bot has always written (prefix and parts joined by ":"), so buttons on cards
 sent before an upgrade keep working. Supported part types: int (decimal, as Telegram ids and row ids are), str
-(without ":"; a shape is checked with `Annotated[str, Shape(r"[0-9a-f]+")]`), Literal choices, and trailing
-parts with a default (left out while they hold it).
+(without ":"; a shape is checked with `Annotated[str, Shape(r"[0-9a-f]+")]`, and an int's digits with
+`Annotated[int, Shape(r"\d{1,9}")]`), Literal choices, and trailing parts with a default (left out while they
+hold it). A family whose later parts depend on an earlier one checks them in `__post_init__`, raising
+BadCallback: unpacking refuses such data, and the code cannot build it.
+
+Routing: `pattern=Family.matches` (the data unpacks), `Family.where(action="rv")` (it unpacks with those
+values), `any_of(A, B)` (either unpacks), and `Family.claims` (only the prefix: for a handler that answers
+its own malformed data, audited, with its own text).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
 SEPARATOR = ":"
@@ -114,6 +121,36 @@ class Callback:
             return False
         return True
 
+    @classmethod
+    def claims(cls, data: object) -> bool:
+        """Whether `data` has this family's prefix, well formed or not (the handler unpacks and answers)."""
+        return isinstance(data, str) and data.split(SEPARATOR, 1)[0] == cls.prefix
+
+    @classmethod
+    def where(cls, **values: object) -> Callable[[object], bool]:
+        """Return a pattern for data that unpacks as this family with these parts' values."""
+        names = {part.name for part in _parts(cls)}
+        if not values.keys() <= names:
+            raise TypeError(f"{cls.__name__} has no part {sorted(values.keys() - names)}")
+
+        def matches(data: object) -> bool:
+            try:
+                value = cls.unpack(data)
+            except BadCallback:
+                return False
+            return all(getattr(value, name) == wanted for name, wanted in values.items())
+
+        return matches
+
+
+def any_of(*families: type[Callback]) -> Callable[[object], bool]:
+    """Return a pattern for data that unpacks as any of these families."""
+
+    def matches(data: object) -> bool:
+        return any(family.matches(data) for family in families)
+
+    return matches
+
 
 def _encode(part: _Part, value: Any) -> str:
     if part.kind is int:
@@ -130,8 +167,8 @@ def _encode(part: _Part, value: Any) -> str:
 
 def _decode(part: _Part, text: str) -> Any:
     if part.kind is int:
-        if not _INT.fullmatch(text):
-            raise BadCallback(f"{part.name} is not a number")
+        if not _INT.fullmatch(text) or (part.shape is not None and not part.shape.fullmatch(text)):
+            raise BadCallback(f"{part.name} is not a number of its shape")
         return int(text)
     if isinstance(part.kind, tuple) and text not in part.kind:
         raise BadCallback(f"{part.name} is not one of its choices")
@@ -170,3 +207,195 @@ def _read_parts(cls: type[Callback]) -> tuple[_Part, ...]:
             raise TypeError(f"{cls.__name__}.{field.name}: unsupported part type {hint!r}")
         parts.append(_Part(field.name, kind, shape, field.default))
     return tuple(parts)
+
+
+# ---- The families: every button the bot puts under a message. The prefixes and the order of the parts are
+# the wire format of cards already sitting in chats; change neither.
+
+# A row id as handlers always read one (fewer than 10 digits): longer is forged, and would overflow SQL.
+Id = Annotated[int, Shape(r"\d{1,9}")]
+# A draft's nonce (secrets.token_hex(8)).
+Nonce = Annotated[str, Shape(r"[0-9a-f]{16}")]
+# A report's code as coordinators see it.
+Code = Annotated[str, Shape(r"R-[0-9A-Z]{5}")]
+Word = Annotated[str, Shape(r"[a-z_]+")]
+
+
+# Menu: the one-tap buttons under /start.
+@dataclasses.dataclass(frozen=True)
+class MenuPress(Callback, prefix="menu"):
+    item: Literal["report", "sos"]
+
+
+# Reports: a button of the guided form names its draft and the step it belongs to, so an old one changes
+# nothing; `arg` is always written, empty when the action takes none ("r:NONCE:STEP:keep:").
+ReportAction = Literal[
+    "resume", "restart", "cat", "when", "region", "keep", "skip", "done", "contact", "back", "edit", "submit",
+    "cancel",
+]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportPress(Callback, prefix="r"):
+    draft: Nonce
+    step: Word
+    action: ReportAction
+    arg: Annotated[str, Shape(r"[a-z_]*")]
+
+
+# SOS: send (the second tap), cancel, and done on the follow-up screen.
+@dataclasses.dataclass(frozen=True)
+class SosPress(Callback, prefix="s"):
+    draft: Nonce
+    action: Literal["go", "cancel", "done"]
+
+
+# Triage: the buttons on an alert card in the coordinators' chat.
+TriageAction = Literal["ack", "take", "verify", "close", "spam", "reopen"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TriagePress(Callback, prefix="t"):
+    report: Code
+    action: TriageAction
+
+
+# Digest: open one report's full card in private.
+@dataclasses.dataclass(frozen=True)
+class OpenCard(Callback, prefix="o"):
+    report: Code
+
+
+# Duty: the /duty switch.
+@dataclasses.dataclass(frozen=True)
+class DutyPress(Callback, prefix="duty"):
+    to: Literal["on", "off"]
+
+
+# Desk lists: /reports' Next button carries the page to show, the id to continue before, and the filters
+# packed by bot.services.desk.browse.encode_query ("" for none).
+@dataclasses.dataclass(frozen=True)
+class ReportListPage(Callback, prefix="rl"):
+    page: Id
+    before: Id
+    filters: Annotated[str, Shape(r"[0-9a-f.\-]*")]
+
+
+# Team: Revoke under /team ("rv"), then its confirmation ("rvy"), by member reference.
+@dataclasses.dataclass(frozen=True)
+class TeamPress(Callback, prefix="tm"):
+    step: Literal["rv", "rvy"]
+    member: Annotated[str, Shape(r"[0-9a-f]+")]
+
+
+# Invites: withdraw an unused invite.
+@dataclasses.dataclass(frozen=True)
+class InvitePress(Callback, prefix="inv"):
+    action: Literal["x"]
+    invite: Id
+
+
+# Campaigns, as recipients see them ("cp"), and the same buttons on an author's preview ("pv"), which only
+# say they are a preview.
+CampaignAction = Literal["acted", "template", "remind", "stop"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignPress(Callback, prefix="cp"):
+    campaign: Id
+    action: CampaignAction
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignPreviewPress(Callback, prefix="pv"):
+    campaign: Id
+    action: CampaignAction
+
+
+# Compose: the draft card's buttons. Two carry a choice: "tpl" a template language (cc:ID:tpl:ru), "aud" an
+# audience (cc:ID:aud:all, cc:ID:aud:language:uz, cc:ID:aud:topic:urgent).
+LANGUAGE_CODES = ("en", "ru", "ky", "uz")
+
+
+ComposeAction = Literal[
+    "text", "image", "link", "deadline", "schedule", "case", "template", "tpl", "audience", "aud", "channels",
+    "preview", "send", "cancel", "ledger",
+]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ComposePress(Callback, prefix="cc"):
+    campaign: Id
+    action: ComposeAction
+    choice: Annotated[str, Shape(r"\w+")] = ""
+    value: Annotated[str, Shape(r"\w+")] = ""
+
+    def __post_init__(self) -> None:
+        if self.action == "tpl":
+            valid = self.choice in LANGUAGE_CODES and not self.value
+        elif self.action == "aud":
+            valid = (
+                (self.choice == "all" and not self.value)
+                or (self.choice == "language" and re.fullmatch(r"\w\w", self.value) is not None)
+                or (self.choice == "topic" and bool(self.value))
+            )
+        else:
+            valid = not self.choice and not self.value
+        if not valid:
+            raise BadCallback(f"{self.action} does not take {self.choice!r}, {self.value!r}")
+
+
+# Approval: the second coordinator's Approve under a campaign awaiting it.
+@dataclasses.dataclass(frozen=True)
+class ApprovePress(Callback, prefix="ca"):
+    campaign: Id
+    action: Literal["approve"]
+
+
+# Subscriptions: toggle a topic, or open the language choice.
+Topic = Literal["campaigns", "hearings", "urgent"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriptionPress(Callback, prefix="sub"):
+    topic: Literal[Topic, "lang"]
+
+
+# Language and time zone. The language code is checked by the service (its refusal is an alert).
+@dataclasses.dataclass(frozen=True)
+class LanguagePress(Callback, prefix="lang"):
+    code: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TimezonePress(Callback, prefix="tz"):
+    index: Id
+
+
+# Cases: follow a case, "I will attend" a hearing (its sequence tells a moved hearing's old reminder), its
+# calendar file, and the reminder offsets in /settings.
+@dataclasses.dataclass(frozen=True)
+class FollowCase(Callback, prefix="cf"):
+    case: Id
+
+
+@dataclasses.dataclass(frozen=True)
+class AttendPress(Callback, prefix="att"):
+    hearing: Id
+    sequence: Id
+
+
+@dataclasses.dataclass(frozen=True)
+class CalendarPress(Callback, prefix="ics"):
+    hearing: Id
+
+
+@dataclasses.dataclass(frozen=True)
+class ReminderOffset(Callback, prefix="ro"):
+    minutes: Id
+
+
+# Forget: confirm or keep everything.
+@dataclasses.dataclass(frozen=True)
+class ForgetPress(Callback, prefix="forget"):
+    answer: Literal["yes", "no"]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import enum
-import re
 from collections import deque
 
+from bot.domain.callbacks import MenuPress, SosPress
 from bot.runtime.clock import Clock
 
 WINDOW_S = 60.0
 # What starts or sends an SOS: the menu's SOS button and a well-formed confirmation of one.
-SOS_PRESS = re.compile(r"^(menu:sos|s:[0-9a-f]{16}:go)$")
+_SOS_MENU, _SOS_SEND = MenuPress.where(item="sos"), SosPress.where(action="go")
 # A real SOS takes two updates (/sos, then its confirmation); a few more leave room for a retry.
 URGENT_PER_MINUTE = 4
 
@@ -74,5 +74,5 @@ class FloodGuard:
 def is_sos(data: str | None, text: str | None) -> bool:
     """Tell whether a button press (its data) or a message (its text) starts or sends an SOS."""
     if data is not None:
-        return SOS_PRESS.match(data) is not None
+        return _SOS_MENU(data) or _SOS_SEND(data)
     return (text or "").split("@")[0].strip() == "/sos"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from bot.domain.callbacks import OpenCard
 from bot.services.access.roles import UNNAMED
-from bot.services.triage.planner import OPEN_PREFIX
 from bot.wiring import Services
 from messages import catalogs
 from tests.e2e.conftest import RunningBot
@@ -97,7 +97,7 @@ async def test_coordinators_buttons_pressed_in_a_foreign_chat_are_refused(
         "tm:rv:0123456789": "team.revoke",
         "tm:rvy:0123456789": "team.revoke",
         f"inv:x:{invite.id}": "team.withdraw",
-        f"{OPEN_PREFIX}:R-ABCDE": "alerts.open",
+        OpenCard("R-ABCDE").pack(): "alerts.open",
         "duty:on": "team.duty",
         f"ics:{hearing.id}": "hearing.calendar",
     }

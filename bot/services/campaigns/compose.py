@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.callbacks import Topic
 from bot.domain.report_form import clean_text, telegram_length
 from bot.domain.telegram_html import CAPTION_LIMIT, TEXT_LIMIT, HtmlProblem, check_html
 from bot.runtime.audit import AuditLog
@@ -31,7 +32,7 @@ from storage.database import Database
 from storage.outbox import OutboxRepository
 from storage.users import UserRepository
 
-TOPICS = ("campaigns", "hearings", "urgent")
+TOPICS: tuple[Topic, ...] = ("campaigns", "hearings", "urgent")
 # What /unsubscribe and "Stop these messages" withdraw: everything sent to many, nothing personal.
 BROADCAST_KINDS = ("campaign", "campaign_reminder", "reminder", "announcement")
 # A campaign's buttons work once it is going out, not on a draft nobody approved yet.

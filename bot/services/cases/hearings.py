@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.callbacks import AttendPress, CalendarPress
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
@@ -615,11 +616,11 @@ class HearingService:
                     [
                         {
                             "text": self._texts.plain(lang, "button.attend"),
-                            "callback_data": f"att:{hearing.id}:{hearing.sequence}",
+                            "callback_data": AttendPress(hearing.id, hearing.sequence).pack(),
                         },
                         {
                             "text": self._texts.plain(lang, "button.calendar"),
-                            "callback_data": f"ics:{hearing.id}",
+                            "callback_data": CalendarPress(hearing.id).pack(),
                         },
                     ]
                 ]

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.callbacks import TriageAction, TriagePress
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
@@ -429,6 +430,7 @@ class AlertService:
         return line
 
     def _keyboard(self, code: str, state: CardState) -> dict[str, Any]:
+        rows: list[list[TriageAction]]
         if state.status in FINAL_STATUSES:
             rows = [["reopen"]]
         elif state.status == "verified":
@@ -436,7 +438,9 @@ class AlertService:
         elif state.status == "in_progress":
             rows = [["verify", "close"], ["spam"]]
         else:
-            first = ["take", "close"] if state.acknowledged_by else ["ack", "take", "close"]
+            first: list[TriageAction] = (
+                ["take", "close"] if state.acknowledged_by else ["ack", "take", "close"]
+            )
             rows = [first, ["spam"]]
         lang = self._language
         return {
@@ -444,7 +448,7 @@ class AlertService:
                 [
                     {
                         "text": self._texts.plain(lang, f"triage.{action}"),
-                        "callback_data": f"t:{code}:{action}",
+                        "callback_data": TriagePress(code, action).pack(),
                     }
                     for action in row
                 ]

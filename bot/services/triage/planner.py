@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.callbacks import OpenCard
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_SOS, Outbox, OutgoingMessage
 from bot.runtime.ratelimit import SendLimiter
@@ -47,7 +48,6 @@ WINDOW_S = 60.0
 DIGEST_SIZE = 60
 TEXT_LIMIT = 4096
 DIGEST_ROW = 5
-OPEN_PREFIX = "o"
 MIN_GAP_S = 0.2
 
 
@@ -259,7 +259,7 @@ class AlertPlanner:
         buttons = [
             {
                 "text": ("🆘 " if report.kind == "sos" else "") + report.code,
-                "callback_data": f"{OPEN_PREFIX}:{report.code}",
+                "callback_data": OpenCard(report.code).pack(),
             }
             for report in reports
         ]
