@@ -187,7 +187,7 @@ def test_forged_numbers_and_choices_that_depend_on_an_action_are_refused() -> No
         "cc:12:aud:topic",
         "cc:12:aud:case:1",
         "cc:12:send:now",  # an action that takes no choice
-        "r:0123:category:cat:detention",  # not a nonce
+        "r:0123XYZ:category:cat:detention",  # not a nonce
         "r:" + NONCE + ":category:cat",  # arg is always written
         "t:r-7k3qx:take",
     ):
@@ -216,7 +216,15 @@ def test_a_family_with_dependent_parts_cannot_be_built_wrong() -> None:
 
 def test_only_a_real_sos_counts_as_urgent() -> None:
     assert is_sos("menu:sos", None) and is_sos(f"s:{NONCE}:go", None)
-    for data in ("menu:report", f"s:{NONCE}:cancel", "s:0123:go", f"s:{NONCE}:go:x", "menu:sos:x", ""):
+    for data in (
+        "menu:report",
+        f"s:{NONCE}:cancel",
+        "s:0123:go",
+        f"s:{NONCE}0:go",
+        f"s:{NONCE}:go:x",
+        "menu:sos:x",
+        "",
+    ):
         assert not is_sos(data, None), data
     assert is_sos(None, "/sos@jarchy_bot") and not is_sos(None, "/report")
 

@@ -214,8 +214,10 @@ def _read_parts(cls: type[Callback]) -> tuple[_Part, ...]:
 
 # A row id as handlers always read one (fewer than 10 digits): longer is forged, and would overflow SQL.
 Id = Annotated[int, Shape(r"\d{1,9}")]
-# A draft's nonce (secrets.token_hex(8)).
-Nonce = Annotated[str, Shape(r"[0-9a-f]{16}")]
+# A draft's nonce (secrets.token_hex(8), NONCE_LENGTH digits); any hex reaches the service, whose answer to
+# a draft it does not know ("expired, send /report") is what a press of an unknown draft always got.
+NONCE_LENGTH = 16
+Nonce = Annotated[str, Shape(r"[0-9a-f]+")]
 # A report's code as coordinators see it.
 Code = Annotated[str, Shape(r"R-[0-9A-Z]{5}")]
 Word = Annotated[str, Shape(r"[a-z_]+")]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import enum
 from collections import deque
 
-from bot.domain.callbacks import MenuPress, SosPress
+from bot.domain.callbacks import NONCE_LENGTH, BadCallback, MenuPress, SosPress
 from bot.runtime.clock import Clock
 
 WINDOW_S = 60.0
-# What starts or sends an SOS: the menu's SOS button and a well-formed confirmation of one.
-_SOS_MENU, _SOS_SEND = MenuPress.where(item="sos"), SosPress.where(action="go")
+_SOS_MENU = MenuPress.where(item="sos")
 # A real SOS takes two updates (/sos, then its confirmation); a few more leave room for a retry.
 URGENT_PER_MINUTE = 4
 
@@ -74,5 +73,14 @@ class FloodGuard:
 def is_sos(data: str | None, text: str | None) -> bool:
     """Tell whether a button press (its data) or a message (its text) starts or sends an SOS."""
     if data is not None:
-        return _SOS_MENU(data) or _SOS_SEND(data)
+        return _SOS_MENU(data) or _sends_sos(data)
     return (text or "").split("@")[0].strip() == "/sos"
+
+
+def _sends_sos(data: str) -> bool:
+    # Only a well-formed confirmation, with a nonce as the bot makes them, gets past a flood.
+    try:
+        press = SosPress.unpack(data)
+    except BadCallback:
+        return False
+    return press.action == "go" and len(press.draft) == NONCE_LENGTH

@@ -4,12 +4,13 @@ without telling what exists, and is audited; a stranger's /bind_channel never ma
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from bot.domain.callbacks import OpenCard
+from bot.domain.callbacks import AttendPress, Callback, OpenCard
 from bot.services.access.roles import UNNAMED
 from bot.wiring import Services
 from messages import catalogs
@@ -162,3 +163,35 @@ async def test_bad_input_to_hearing_commands_is_audited_once(fake: FakeBotApi, b
     ]
     async with services.db.read() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM hearings"))).scalar() == 0
+
+
+@pytest.fixture
+async def roomy_bot(fake: FakeBotApi, report_settings: Any) -> AsyncIterator[RunningBot]:
+    """The running bot with an admin, and room for more presses a minute than the flood guard allows."""
+    running = RunningBot(replace(report_settings, flood_per_minute=1000))
+    await running.start()
+    await Person(fake, ADMIN).say("/help")
+    yield running
+    await running.stop()
+
+
+async def test_a_malformed_press_of_every_family_is_answered_and_changes_nothing(
+    fake: FakeBotApi, roomy_bot: RunningBot
+) -> None:
+    services = roomy_bot.app_services()
+    en = catalogs()
+    families = [f for prefix, f in Callback.families().items() if not prefix.startswith("test-")]
+    assert len(families) > 20
+    before = await refused(services)
+    sent_before = len(fake.sent())
+    for family in families:
+        # The prefix alone, and too many parts of the wrong type: no family unpacks either.
+        for data in (family.prefix, f"{family.prefix}:Z!:Z!:Z!:Z!:Z!:Z!"):
+            assert not family.matches(data)
+            # Attendance answers its own malformed data (and audits it); the rest get the fallback's answer.
+            expected = "attend.stale" if family is AttendPress else "callback.stale"
+            assert await press(fake, ADMIN, data) == en.plain("en", expected), data
+    await settle(0.3)
+    assert {c.method for c in fake.sent()[sent_before:]} <= {"answerCallbackQuery", "getUpdates"}
+    admin = services.pseudonyms.of_user(ADMIN)
+    assert (await refused(services))[len(before) :] == [(admin, "hearing.attend", None, "callback.stale")] * 2
