@@ -16,10 +16,11 @@ from bot.wiring import Services
 from messages import catalogs
 from storage.database import Database
 from storage.reports import ReportRepository
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, settle
+from tests.e2e.reporting import settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS
+from tests.support.settings import make_settings
 from tests.workspace_seed import Seed, seed_reports
 
 SECOND = 5002

@@ -13,9 +13,10 @@ from bot.services.access.roles import UNNAMED
 from bot.services.triage.planner import OPEN_PREFIX
 from bot.wiring import Services
 from messages import catalogs
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, Person, report_settings, settle
+from tests.e2e.reporting import report_settings, settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, Person
 
 __all__ = ["report_settings"]
 

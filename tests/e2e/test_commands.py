@@ -10,8 +10,9 @@ import pytest
 from bot.settings import Settings
 from messages import LANGUAGES, catalogs
 from messages.menus import PUBLIC_COMMANDS, command_list
-from tests.e2e.conftest import RunningBot, next_reply, reply_texts
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.replies import next_reply, reply_texts
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

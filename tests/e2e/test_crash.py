@@ -10,9 +10,9 @@ from bot.runtime.clock import SystemClock
 from bot.runtime.outbox import PRIORITY_BROADCAST, OutgoingMessage
 from bot.wiring import build_limiter, open_services
 from tests.campaign_seed import ready_campaign, seed_subscribers
-from tests.conftest import make_settings
-from tests.e2e.conftest import BotProcess
 from tests.fakebot import FakeBotApi
+from tests.support.bots import BotProcess
+from tests.support.settings import make_settings
 
 RECIPIENTS = range(700_000, 700_300)
 CONCURRENCY = 4

@@ -20,10 +20,11 @@ from bot.services.triage.alerts import CARD_KIND
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.reports import ReportRepository
-from tests.conftest import make_settings
-from tests.e2e.conftest import BotProcess, RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, settle
+from tests.e2e.reporting import settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import BotProcess, RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import make_settings
 from tests.workspace_seed import Seed, seed_reports
 
 CODE = re.compile(r"R-[0-9A-Z]{5}")

@@ -13,10 +13,12 @@ from sqlalchemy import text
 
 from bot.wiring import Services
 from messages import Safe, catalogs
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot, reply_texts
-from tests.e2e.reporting import ADMIN, Person, settle
+from tests.e2e.reporting import settle
 from tests.fakebot import ApiCall, FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, Person
+from tests.support.replies import reply_texts
+from tests.support.settings import make_settings
 
 GROUP = -1_001_234_500_777  # a supergroup: removed users stay banned until unbanned
 CORA, REX, EVE = 7101, 7102, 7103

@@ -14,9 +14,10 @@ from bot.domain.report_form import MAX_TEXT
 from messages import catalogs
 from storage import migrations  # noqa: F401 - keeps the migration package importable in this module
 from storage.database import Database
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import COORDINATORS, Person, report_settings, reporting_bot, settle
+from tests.e2e.reporting import report_settings, reporting_bot, settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import COORDINATORS, Person
 
 __all__ = ["report_settings", "reporting_bot"]  # fixtures used by these tests
 

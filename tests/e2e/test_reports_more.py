@@ -11,11 +11,12 @@ from sqlalchemy import text
 from bot.settings import Settings
 from messages import catalogs
 from storage.database import Database
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, report_settings, reporting_bot, settle
+from tests.e2e.reporting import report_settings, reporting_bot, settle
 from tests.e2e.test_reports import walk_to_review
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import make_settings
 
 __all__ = ["report_settings", "reporting_bot"]
 

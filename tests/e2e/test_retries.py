@@ -23,9 +23,10 @@ from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import catalogs
 from storage.inbox import InboxRepository
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, report_settings, settle
+from tests.e2e.reporting import report_settings, settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN
 from tests.workspace_seed import Seed, seed_reports
 
 __all__ = ["report_settings"]

@@ -14,11 +14,12 @@ from sqlalchemy import text
 
 from bot.settings import Settings
 from messages import catalogs
-from tests.conftest import run_jarchy
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, report_settings, reporting_bot, settle
+from tests.e2e.reporting import report_settings, reporting_bot, settle
 from tests.e2e.test_reports import walk_to_review
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import run_jarchy
 from tests.workspace_seed import Seed, seed_reports
 
 __all__ = ["report_settings", "reporting_bot"]
