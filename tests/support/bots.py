@@ -14,6 +14,7 @@ from bot.runner import run_polling
 from bot.settings import Settings
 from bot.wiring import Services
 from tests.fakebot import FakeBotApi
+from tests.support.barrier import Pending, quiet
 from tests.support.database import seed_database, seed_file
 from tests.support.settings import TEST_TOKEN
 
@@ -70,6 +71,10 @@ class RunningBot:
             if loop.time() > deadline:
                 raise TimeoutError(f"the bot did not start within {timeout} s")
             await asyncio.sleep(0.01)
+
+    async def quiet(self, fake: FakeBotApi, *, timeout: float = 15.0) -> Pending:
+        """Wait until this bot has handled every update and sent everything due (tests.support.barrier)."""
+        return await quiet(fake, self.app_services(), timeout=timeout)
 
     async def restart(self) -> None:
         """Stop and start again on the same data."""
