@@ -39,7 +39,7 @@ FIRST_USER = 3_000_000
 
 async def walk(person: object, fake: object) -> None:
     """Walk one reporter to the review screen the shortest way."""
-    from tests.e2e.reporting import Person
+    from tests.support.people import Person
 
     assert isinstance(person, Person)
     fake.add_message(user_id=person.user_id, text="/report")  # type: ignore[attr-defined]
@@ -57,9 +57,9 @@ async def walk(person: object, fake: object) -> None:
 
 async def one_run(reporters: int, cap: float, group_limit: float) -> dict[str, float]:
     """Start the fake server and the bot, walk everyone, submit at once, measure."""
-    from tests.e2e.conftest import BotProcess
-    from tests.e2e.reporting import Person
     from tests.fakebot import FakeBotApi
+    from tests.support.bots import BotProcess
+    from tests.support.people import Person
 
     async with FakeBotApi() as fake:
         with tempfile.TemporaryDirectory() as data_dir:
@@ -123,9 +123,9 @@ async def crisis_run(reporters: int) -> dict[str, float]:
     """Telegram's real limits, R reporters and R/10 SOS pressed at one moment; see the docstring."""
     from bot.security.keys import read_key_file
     from bot.services.reports.intake import ReporterCodes
-    from tests.e2e.conftest import BotProcess
-    from tests.e2e.reporting import Person
     from tests.fakebot import FakeBotApi
+    from tests.support.bots import BotProcess
+    from tests.support.people import Person
 
     async with FakeBotApi() as fake:
         with tempfile.TemporaryDirectory() as data_dir:
@@ -247,7 +247,7 @@ def timeline(fake: Any, start: float, sos: set[str], pressed: dict[int, float]) 
 
 async def open_sos(person: object, fake: object) -> tuple[str, int]:
     """Open an SOS (its confirmation screen); return the confirm button's data and message id."""
-    from tests.e2e.reporting import Person
+    from tests.support.people import Person
 
     assert isinstance(person, Person)
     before = len(fake.sent("sendMessage", chat_id=person.user_id))  # type: ignore[attr-defined]

@@ -186,8 +186,8 @@ async def watch(fake: Any, tally: Tally, deadline_s: float, on_tick: Any = None)
 
 async def jarchy_run(template: Path, n: int, cap: float, bot_settings: dict[str, str]) -> dict[str, Any]:
     """Copy the seeded database, run the real bot against a capped fake server, measure."""
-    from tests.e2e.conftest import BotProcess
     from tests.fakebot import FakeBotApi
+    from tests.support.bots import BotProcess
 
     async with FakeBotApi(TOKEN) as fake:
         if cap > 0:

@@ -38,7 +38,7 @@ def proc_status(pid: int, field: str) -> float:
 
 async def walk(person: object, fake: object) -> None:
     """Walk one reporter to the evidence step the shortest way."""
-    from tests.e2e.reporting import Person
+    from tests.support.people import Person
 
     assert isinstance(person, Person)
     fake.add_message(user_id=person.user_id, text="/report")  # type: ignore[attr-defined]
@@ -53,9 +53,9 @@ async def walk(person: object, fake: object) -> None:
 
 async def one_run(uploads: int, size_mb: int, downloads: int) -> dict[str, float]:
     """Start the fake server and the bot, walk everyone, send every file at once, measure."""
-    from tests.e2e.conftest import BotProcess
-    from tests.e2e.reporting import Person
     from tests.fakebot import FakeBotApi
+    from tests.support.bots import BotProcess
+    from tests.support.people import Person
 
     async with FakeBotApi() as fake:
         with tempfile.TemporaryDirectory() as data_dir:

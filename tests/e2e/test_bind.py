@@ -16,10 +16,10 @@ from bot.wiring import Services
 from messages import catalogs
 from storage.database import Database
 from storage.reports import ReportRepository
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS
+from tests.support.settings import make_settings
 from tests.workspace_seed import Seed, seed_reports
 
 SECOND = 5002
@@ -104,7 +104,7 @@ async def test_the_configured_chat_cannot_be_moved_from_telegram(fake: FakeBotAp
         assert await services.alerts.is_coordinator_chat(COORDINATORS)
         answer = await bind(fake, ADMIN, SECOND_GROUP)
         assert answer == catalogs().text("en", "bind.pinned")
-        await settle(0.5)
+        await bot.quiet(fake)
         assert await stored_chat(services) == str(FIRST_GROUP)
         assert await services.alerts.is_coordinator_chat(COORDINATORS)
         assert not await services.alerts.is_coordinator_chat(SECOND_GROUP)

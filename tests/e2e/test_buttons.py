@@ -14,9 +14,10 @@ from bot.domain.callbacks import AttendPress, Callback, OpenCard
 from bot.services.access.roles import UNNAMED
 from bot.wiring import Services
 from messages import catalogs
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, Person, report_settings, settle
+from tests.e2e.reporting import report_settings
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, Person
 
 __all__ = ["report_settings"]
 
@@ -108,7 +109,7 @@ async def test_coordinators_buttons_pressed_in_a_foreign_chat_are_refused(
         # The calendar button is a follower's: its refusal does not name the presser.
         actor = UNNAMED if action == "hearing.calendar" else admin
         assert (await refused(services))[len(before) :] == [(actor, action, None, "wrong chat")], data
-    await settle(0.5)
+    await bot.quiet(fake)
     # Nothing was posted, sent or edited in the foreign chat, and nothing changed.
     assert not [c for c in fake.sent() if c.params.get("chat_id") == FOREIGN and c.method != "getUpdates"]
     async with services.db.read() as conn:
@@ -130,7 +131,7 @@ async def test_a_strangers_bind_channel_asks_telegram_nothing(fake: FakeBotApi, 
     assert answer.params["text"] == catalogs().text("en", "channel.refused")
     in_private = await Person(fake, STRANGER).say("/bind_channel @somechannel")
     assert in_private["text"] == catalogs().text("en", "channel.refused")
-    await settle(0.3)
+    await bot.quiet(fake)
     assert not [c for c in fake.calls if c.method in ("getChat", "getChatMember")]
     stranger = services.pseudonyms.of_user(STRANGER)
     assert (await refused(services))[len(before) :] == [

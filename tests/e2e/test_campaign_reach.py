@@ -19,11 +19,11 @@ from messages import catalogs
 from storage.campaigns import CampaignRepository
 from storage.users import UserRepository
 from tests.campaign_seed import seed_subscribers
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import Person
 from tests.e2e.test_campaigns import campaign_posts, press_and_wait
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import Person
+from tests.support.settings import make_settings
 
 ADMIN, SECOND_ADMIN, COORDINATOR, OTHER_COORDINATOR = 5001, 5002, 6001, 6002
 COORDINATORS = -100777

@@ -13,11 +13,11 @@ import pytest
 from bot.settings import Settings
 from messages import catalogs
 from tests.campaign_seed import seed_subscribers
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import Person
 from tests.fakebot import FakeBotApi
 from tests.fakebot.server import ApiCall
+from tests.support.bots import RunningBot
+from tests.support.people import Person
+from tests.support.settings import make_settings
 
 ADMIN, SECOND_ADMIN = 5001, 5002
 COORDINATORS = -100777

@@ -13,10 +13,10 @@ from sqlalchemy import text
 from messages import catalogs
 from storage.database import Database
 from storage.types import to_micros
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import Person
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import Person
+from tests.support.settings import make_settings
 
 COORDINATOR = 5101
 FOLLOWER = 5102

@@ -20,10 +20,10 @@ from bot.services.triage.alerts import CARD_KIND
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.reports import ReportRepository
-from tests.conftest import make_settings
-from tests.e2e.conftest import BotProcess, RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import BotProcess, RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import make_settings
 from tests.workspace_seed import Seed, seed_reports
 
 CODE = re.compile(r"R-[0-9A-Z]{5}")
@@ -107,7 +107,7 @@ async def test_a_kicked_bot_holds_alerts_tells_the_admins_and_delivers_when_adde
     await fake.wait_for("sendMessage", chat_id=ADMIN, timeout=15)
     assert "cannot reach the coordinators" in admin_texts(fake)[0]
     codes = await queue_reports(services, 3)
-    await settle(1.0)
+    await crisis_bot.quiet(fake)
     held = await outbox_rows(services, f"kind = '{CARD_KIND}'")
     assert {row["status"] for row in held} == {"held"}
     assert all(row["payload"] is not None for row in held), "a held alert keeps its payload"
@@ -223,7 +223,7 @@ async def test_many_reports_at_once_are_all_visible_through_digests_without_a_42
     fake.add_callback_query(
         user_id=9999, data=button["callback_data"], message_id=message_id, chat_id=COORDINATORS
     )
-    await settle(1.0)
+    await crisis_bot.quiet(fake)
     assert not fake.sent("sendMessage", chat_id=9999)
 
 
@@ -248,7 +248,7 @@ async def test_forged_sos_presses_are_held_back_and_a_real_sos_still_goes(
     await fake.wait_for(
         "sendMessage", chat_id=COORDINATORS, timeout=20, predicate=lambda c: "SOS" in str(c.params["text"])
     )
-    await settle(2.0)
+    await crisis_bot.quiet(fake)
     answered = len(fake.sent("answerCallbackQuery")) - before
     # The flooder's presses count like any update: about a minute's allowance answered, the rest dropped.
     assert answered <= 4 + crisis_bot.settings.flood_per_minute + 1
@@ -282,7 +282,7 @@ async def test_a_double_tap_on_submit_gives_one_receipt_and_one_alert(
         predicate=lambda c: str(c.params.get("callback_query_id")) in taps,
     )
     await fake.wait_for("deleteMessages", chat_id=8201, timeout=15)
-    await settle(1.0)
+    await crisis_bot.quiet(fake)
     with_code = [m for m in fake.chat_messages(8201) if SHOWN_CODE.search(str(m.get("text", "")))]
     assert len(with_code) == 1, "one receipt"
     shown = SHOWN_CODE.findall(str(with_code[0]["text"]))[0]
@@ -351,7 +351,7 @@ async def test_a_forged_press_on_another_card_never_makes_it_a_copy(
         chat_id=COORDINATORS,
     )
     edits = await fake.wait_for("editMessageText", chat_id=COORDINATORS, timeout=15)
-    await settle(1.0)
+    await crisis_bot.quiet(fake)
     assert {c.params["message_id"] for c in fake.sent("editMessageText", chat_id=COORDINATORS)} == {
         card_of[first]["message_id"]
     }

@@ -11,10 +11,11 @@ from sqlalchemy import text
 from bot.services.desk.export import UNBOUND_MARK
 from messages import catalogs
 from storage.database import Database
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, report_settings, reporting_bot, settle
+from tests.e2e.reporting import report_settings, reporting_bot
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import make_settings
 
 __all__ = ["report_settings", "reporting_bot"]  # fixtures used by these tests
 
@@ -125,7 +126,7 @@ async def test_a_moved_file_and_an_edited_row_are_caught_by_r_and_the_export(
     await send_file(fake, second, b"%PDF-1.4 second report, its own file")
     await submit(second)
     await fake.wait_for("sendDocument", chat_id=COORDINATORS, count=3, timeout=15)
-    await settle()
+    await reporting_bot.quiet(fake)
 
     db = Database.connect(reporting_bot.settings.database_url)
     try:
@@ -150,7 +151,7 @@ async def test_a_moved_file_and_an_edited_row_are_caught_by_r_and_the_export(
         "sendMessage", chat_id=ADMIN, timeout=15, predicate=lambda c: c.params["text"] == warning
     )
     await fake.wait_for("sendDocument", chat_id=ADMIN, count=1, timeout=15)
-    await settle()
+    await reporting_bot.quiet(fake)
     sent = fake.sent("sendDocument", chat_id=ADMIN)
     assert [call.params["document"].content for call in sent] == [b"%PDF-1.4 second report, its own file"]
 
@@ -159,7 +160,7 @@ async def test_a_moved_file_and_an_edited_row_are_caught_by_r_and_the_export(
     await fake.wait_for(
         "sendMessage", chat_id=ADMIN, timeout=15, predicate=lambda c: c.params["text"] == warning
     )
-    await settle()
+    await reporting_bot.quiet(fake)
     assert len(fake.sent("sendDocument", chat_id=ADMIN)) == 1  # the edited one was not sent
 
     fake.add_message(user_id=ADMIN, text="/export")

@@ -13,10 +13,11 @@ from sqlalchemy import text
 
 from bot.wiring import Services
 from messages import Safe, catalogs
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot, reply_texts
-from tests.e2e.reporting import ADMIN, Person, settle
 from tests.fakebot import ApiCall, FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, Person
+from tests.support.replies import reply_texts
+from tests.support.settings import make_settings
 
 GROUP = -1_001_234_500_777  # a supergroup: removed users stay banned until unbanned
 CORA, REX, EVE = 7101, 7102, 7103
@@ -87,7 +88,8 @@ async def test_a_revoked_coordinator_is_removed_from_the_group_and_forgotten(
     services = bot.app_services()
     await coordinator(services, CORA, "Cora")
     fake.add_chat_member(GROUP, CORA, first_name="Cora", username="cora_t")  # a coordinator: no notice
-    await settle(1.0)  # handled while Cora still holds the role (the group and the admin's chat run apart)
+    # Handled while Cora still holds the role (the group and the admin's chat run apart).
+    await bot.quiet(fake)
     assert await stored_id(services, CORA) is not None
     assert str(CORA).encode() not in (await stored_id(services, CORA) or b""), "sealed, not in the clear"
 
@@ -135,7 +137,7 @@ async def test_someone_without_a_role_joining_is_reported_and_removed_when_set(
             assert [c.ok for c in calls_of(fake, "banChatMember", EVE)] == [True]
             assert fake.chat_members(GROUP)[EVE] == "left"
         else:
-            await settle(1.0)
+            await bot.quiet(fake)
             assert not calls_of(fake, "banChatMember", EVE)
             assert fake.chat_members(GROUP)[EVE] == "member"
         # A coordinator joining was no news; the stranger is audited by pseudonym, never by their id.
@@ -169,7 +171,7 @@ async def test_the_member_check_reports_more_members_than_role_holders_once(
     assert await notice(fake, lambda t: t == expected) == expected
     again = await services.members.check()
     assert again is not None and again.excess == 2
-    await settle(1.0)
+    await bot.quiet(fake)
     assert reply_texts(fake, ADMIN).count(expected) == 1, "the same figure is not told twice"
 
     fake.add_chat_member(GROUP, STRANGERS[2], update=False)
@@ -244,7 +246,7 @@ async def test_a_coordinator_cannot_slip_out_of_the_team_with_forget(
     reply = await cora.say("/forget")
     assert reply["text"] == T.text("en", "forget.has_role")
     await cora.press("forget:yes", 1)
-    await settle(0.5)
+    await bot.quiet(fake)
     async with services.db.read() as conn:
         roles = (
             (

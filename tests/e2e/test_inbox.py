@@ -25,8 +25,9 @@ from bot.wiring import build_limiter, open_services
 from messages import catalogs
 from messages.menus import command_list
 from storage.database import Database
-from tests.e2e.conftest import BotProcess, RunningBot, next_reply, reply_texts
 from tests.fakebot import FakeBotApi
+from tests.support.bots import BotProcess, RunningBot
+from tests.support.replies import next_reply, reply_texts
 
 
 @asynccontextmanager
@@ -137,7 +138,7 @@ async def test_a_transient_fault_keeps_the_update_for_another_try(
 
 
 async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_path: Path) -> None:
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     settings = make_settings(tmp_path, api_url=fake.url, db_busy_timeout_ms=100)
     running = RunningBot(settings)

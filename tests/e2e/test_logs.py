@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import TEST_TOKEN
-from tests.e2e.conftest import BotProcess
 from tests.fakebot import FakeBotApi
+from tests.support.bots import BotProcess
+from tests.support.settings import TEST_TOKEN
 
 CANARY = "CANARY-zq81-detained-at-checkpoint"
 USER_ID = 987654321

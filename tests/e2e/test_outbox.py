@@ -22,8 +22,8 @@ from bot.runtime.telegram_api import TelegramApi
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.users import UserRepository
-from tests.conftest import make_settings
 from tests.fakebot import FakeBotApi
+from tests.support.settings import make_settings
 
 FAST = DeliveryConfig(backoff_base_s=0.05, unknown_retry_s=0.05, idle_poll_s=0.05, flush_interval_s=0.02)
 

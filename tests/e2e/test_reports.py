@@ -14,9 +14,10 @@ from bot.domain.report_form import MAX_TEXT
 from messages import catalogs
 from storage import migrations  # noqa: F401 - keeps the migration package importable in this module
 from storage.database import Database
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import COORDINATORS, Person, report_settings, reporting_bot, settle
+from tests.e2e.reporting import report_settings, reporting_bot
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import COORDINATORS, Person
 
 __all__ = ["report_settings", "reporting_bot"]  # fixtures used by these tests
 
@@ -97,7 +98,7 @@ async def test_the_whole_guided_report_reaches_the_coordinators(
 
     # Nothing left on the phone but the neutral receipt.
     await fake.wait_for("deleteMessages", chat_id=person.user_id, timeout=15)
-    await settle()
+    await reporting_bot.quiet(fake)
     remaining = fake.chat_messages(person.user_id)
     assert [m.get("text") for m in remaining] == [receipt]
 
@@ -111,7 +112,7 @@ async def test_a_double_submit_makes_one_report(fake: FakeBotApi, reporting_bot:
         person.press(submit, message["message_id"]), person.press(submit, message["message_id"])
     )
     await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
-    await settle(0.5)
+    await reporting_bot.quiet(fake)
     alerts = [c for c in fake.sent("sendMessage", chat_id=COORDINATORS) if "reply_markup" in c.params]
     assert len(alerts) == 1
     async with _db(reporting_bot) as db, db.read() as conn:

@@ -11,11 +11,12 @@ from sqlalchemy import text
 from bot.settings import Settings
 from messages import catalogs
 from storage.database import Database
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, report_settings, reporting_bot, settle
+from tests.e2e.reporting import report_settings, reporting_bot
 from tests.e2e.test_reports import walk_to_review
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import make_settings
 
 __all__ = ["report_settings", "reporting_bot"]
 
@@ -69,7 +70,7 @@ async def test_sos_limit_is_said_plainly(fake: FakeBotApi, reporting_bot: Runnin
     await person.tap("go", prefix="s")
     assert person.answers()[-1] == catalogs().text("en", "sos.limit")
     await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
-    await settle(0.5)
+    await reporting_bot.quiet(fake)
     assert len([c for c in fake.sent("sendMessage", chat_id=COORDINATORS) if "reply_markup" in c.params]) == 1
 
 
@@ -108,7 +109,7 @@ async def test_alerts_wait_for_a_chat_and_go_out_on_bind(fake: FakeBotApi, tmp_p
         reporter = Person(fake, 720)
         await walk_to_review(fake, reporter)
         await reporter.tap("submit")
-        await settle(0.5)
+        await bot.quiet(fake)
         assert not [
             c for c in fake.calls if c.method == "sendMessage" and c.params.get("chat_id") == COORDINATORS
         ]
@@ -180,7 +181,7 @@ async def test_nothing_readable_on_disk(fake: FakeBotApi, report_settings: Setti
         await person.tap("submit")
         await fake.wait_for("sendDocument", chat_id=COORDINATORS, timeout=15)
         await fake.wait_for("deleteMessages", chat_id=person.user_id, timeout=15)
-        await settle(0.5)
+        await bot.quiet(fake)
         # Scanned while the bot runs (the WAL still holds recent pages) and again after it stopped.
         _assert_no_canaries(report_settings.data_dir, person.user_id)
     finally:

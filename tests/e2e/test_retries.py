@@ -23,9 +23,10 @@ from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import catalogs
 from storage.inbox import InboxRepository
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, report_settings, settle
+from tests.e2e.reporting import report_settings
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN
 from tests.workspace_seed import Seed, seed_reports
 
 __all__ = ["report_settings"]
@@ -88,7 +89,8 @@ async def test_a_note_whose_reply_times_out_is_added_once(
     fake.timeout_next("sendMessage", delay=3.0, deliver=True)
     update = fake.add_message(user_id=ADMIN, text=f"/note {code} the lawyer is on the way")
     await wait_until_handled(services, update["update_id"])
-    await settle(2.5)  # a retry, if there were one, would run within this (the first delay is 1 s)
+    # A retry would keep the update pending for later: none is, and a done update never runs again.
+    assert (await bot.quiet(fake)).inbox_later == 0
     notes = await count(services, "SELECT count(*) FROM report_notes WHERE kind = 'note'")
     assert notes == 1
     assert await audited(services, "desk.note") == 1
@@ -108,7 +110,8 @@ async def test_a_report_view_whose_reply_times_out_is_shown_and_audited_once(
     fake.timeout_next("sendMessage", delay=3.0, deliver=True)
     update = fake.add_message(user_id=ADMIN, text=f"/r {code}")
     await wait_until_handled(services, update["update_id"])
-    await settle(2.5)
+    # A retry would keep the update pending for later: none is, and a done update never runs again.
+    assert (await bot.quiet(fake)).inbox_later == 0
     assert await audited(services, "desk.view") == 1
     views = [c for c in fake.sent("sendMessage", chat_id=ADMIN) if code in str(c.params.get("text", ""))]
     assert len(views) == 1
@@ -134,7 +137,7 @@ async def test_an_update_run_again_after_a_crash_acts_once(
     for command in commands.values():
         update = fake.add_message(user_id=ADMIN, text=command)
         await wait_until_handled(services, update["update_id"])
-        await settle(1.0)  # some answers go through the outbox
+        await bot.quiet(fake)  # some answers go through the outbox
         sent = len(fake.sent("sendMessage", chat_id=ADMIN))
         result = await dispatch_update(bot.app, update)
         assert result == DispatchResult(Dispatch.DONE)
@@ -247,7 +250,7 @@ async def test_a_revoked_coordinators_queued_question_never_reaches_the_reporter
     await services.contact.ask(rex, code, "Meet me at the back gate at 18:00")
     await services.team.revoke(ADMIN, "Rex")
     fake.heal_chat(REPORTER)
-    await settle(3.0)
+    await bot.quiet(fake)
     assert not [c for c in fake.sent("sendMessage", chat_id=REPORTER) if "back gate" in str(c.params)]
     pending = await count(
         services, "SELECT count(*) FROM outbox WHERE kind = :k AND status = 'pending'", k=QUESTION_KIND

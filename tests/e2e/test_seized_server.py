@@ -23,10 +23,11 @@ from bot.security import Pseudonymizer
 from bot.security.keys import create_key_file, read_key_file
 from bot.security.transient import TransientKeys
 from bot.wiring import TRANSIENT_KEYS_FILE
-from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, settle
+from tests.e2e.reporting import settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import make_settings
 
 REPORTER = 4242
 

@@ -15,9 +15,10 @@ import pytest
 
 from bot.services.access.team import NAME_MAX
 from messages import LANGUAGES, catalogs
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, Person, report_settings
+from tests.e2e.reporting import report_settings
 from tests.fakebot import ApiCall, FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, Person
 
 __all__ = ["report_settings"]
 

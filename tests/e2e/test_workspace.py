@@ -14,11 +14,12 @@ from sqlalchemy import text
 
 from bot.settings import Settings
 from messages import catalogs
-from tests.conftest import run_jarchy
-from tests.e2e.conftest import RunningBot
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, report_settings, reporting_bot, settle
+from tests.e2e.reporting import report_settings, reporting_bot
 from tests.e2e.test_reports import walk_to_review
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import ADMIN, COORDINATORS, Person
+from tests.support.settings import run_jarchy
 from tests.workspace_seed import Seed, seed_reports
 
 __all__ = ["report_settings", "reporting_bot"]
@@ -85,7 +86,7 @@ async def test_invite_take_ask_answer_close_and_the_reporter_hears(
     )
     card_id = card.result["message_id"]
     code = re.search(r"R-\w{5}", card.params["text"]).group(0)  # type: ignore[union-attr]
-    await settle(0.5)  # the card's message id is recorded when its outcome is written
+    await reporting_bot.quiet(fake)  # the card's message id is recorded when its outcome is written
 
     assert await press_card(fake, AIDA, f"t:{code}:take", card_id) == T.text(
         "en", "triage.done_take", code=code
