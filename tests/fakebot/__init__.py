@@ -1,5 +1,6 @@
 """Local stand-in for the Telegram Bot API, for end-to-end tests and benchmarks."""
 
-from .server import RATE_LIMITED_METHODS, ApiCall, FakeBotApi, StoredFile, UploadedFile
+from .api import FakeBotApi
+from .wire import RATE_LIMITED_METHODS, ApiCall, StoredFile, UploadedFile
 
 __all__ = ["RATE_LIMITED_METHODS", "ApiCall", "FakeBotApi", "StoredFile", "UploadedFile"]
