@@ -170,3 +170,31 @@ def _read_parts(cls: type[Callback]) -> tuple[_Part, ...]:
             raise TypeError(f"{cls.__name__}.{field.name}: unsupported part type {hint!r}")
         parts.append(_Part(field.name, kind, shape, field.default))
     return tuple(parts)
+
+
+# Guided command flows
+# Every button carries the flow's nonce and the step it was shown for: a press on an older step of this
+# flow, on an ended flow or on someone else's flow finds no flow to match and changes nothing.
+
+_NONCE = Annotated[str, Shape(r"[0-9a-f]{16}")]
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowPress(Callback, prefix="gf"):
+    """A button of a guided command's step: pick a choice or a case, skip, go back, cancel, save."""
+
+    nonce: _NONCE
+    step: int
+    action: Literal["pick", "skip", "back", "cancel", "save"]
+    value: Annotated[str, Shape(r"[0-9a-z_]{1,24}")] = "-"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatePress(Callback, prefix="dp"):
+    """A button of the date and time picker: a month (yyyymm), a day (yyyymmdd), an hour, a minute, or
+    "type it" (value 0)."""
+
+    nonce: _NONCE
+    step: int
+    action: Literal["month", "day", "hour", "minute", "type"]
+    value: int = 0

@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from bot.services.access.roles import UNNAMED
+from bot.services.cases.commands import HEARING_ADD
 from bot.services.triage.planner import OPEN_PREFIX
 from bot.wiring import Services
-from messages import catalogs
+from messages import Safe, catalogs
+from messages.command_screens import render_usage
 from tests.e2e.conftest import RunningBot
 from tests.e2e.reporting import ADMIN, Person, report_settings, settle
 from tests.fakebot import FakeBotApi
@@ -145,9 +147,13 @@ async def test_bad_input_to_hearing_commands_is_audited_once(fake: FakeBotApi, b
     en = catalogs()
     before = await refused(services)
     reply = await admin.say(f"/hearing_add {case_id} | next Tuesday | Court | Address")
-    assert reply["text"] == en.text("en", "hearings.bad_time")
+    # The field that could not be read, why, and the usage assembled from the declaration.
+    usage = render_usage(en, "en", HEARING_ADD)
+    problem = Safe(en.text("en", "hearings.bad_time"))
+    field = en.text("en", "cmd.field_error", field=en.plain("en", "field.when"), problem=problem)
+    assert reply["text"] == field + "\n\n" + usage
     reply = await admin.say("/hearing_add oops")
-    assert reply["text"] == en.text("en", "hearings.usage_add")
+    assert reply["text"] == usage
     reply = await admin.say("/hearing_postpone 999 | 10.03.2031 12:00")
     assert reply["text"] == en.text("en", "hearings.not_found")
     # A stranger's unreadable command is refused for the role (no syntax shown), and audited once.
