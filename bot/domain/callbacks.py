@@ -176,7 +176,7 @@ def _read_parts(cls: type[Callback]) -> tuple[_Part, ...]:
 # Every button carries the flow's nonce and the step it was shown for: a press on an older step of this
 # flow, on an ended flow or on someone else's flow finds no flow to match and changes nothing.
 
-_NONCE = Annotated[str, Shape(r"[0-9a-f]{16}")]
+_NONCE = Annotated[str, Shape(r"[0-9a-f]{1,16}")]  # 16 in use; the stored nonce is what counts
 
 
 @dataclasses.dataclass(frozen=True)
