@@ -20,6 +20,7 @@ from bot.wiring import build_limiter, open_services
 from handlers import (
     account,
     campaigns,
+    case_commands,
     cases,
     contact,
     desk,
@@ -101,6 +102,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     contact.register(app)
     subscriptions.register(app)
     cases.register(app)
+    case_commands.register(app)
     membership.register(app)
     fallback.register(app)
     errors.register(app)

@@ -26,6 +26,7 @@ from bot.services.access.team import TeamService
 from bot.services.access.users import UserService
 from bot.services.campaigns.broadcast import Broadcaster
 from bot.services.campaigns.compose import CampaignService
+from bot.services.cases.flows import CommandFlows
 from bot.services.cases.hearings import HearingService
 from bot.services.contact import QUESTION_KIND, UPDATE_KIND, ContactService
 from bot.services.desk.browse import DeskService
@@ -86,6 +87,7 @@ class Services:
     alerts: AlertService
     reports: ReportService
     hearings: HearingService
+    flows: CommandFlows
     flood: FloodGuard
     audit: AuditLog
     gate: Gate
@@ -272,9 +274,10 @@ async def open_services(
         evidence=evidence,
     )
     delivery.on_sent(CARD_KIND, triage.card_sent)
+    drafts = DraftRepository(OwnerTags(cipher))
     reports = ReportService(
         db=db,
-        drafts=DraftRepository(OwnerTags(cipher)),
+        drafts=drafts,
         reports=report_repo,
         actions=ActionRepository(),
         users=user_repo,
@@ -341,6 +344,16 @@ async def open_services(
         interval=timedelta(seconds=settings.reminder_interval_s),
         audit=audit,
         gate=gate,
+    )
+    flows = CommandFlows(
+        gate=gate,
+        drafts=drafts,
+        cases=CaseRepository(),
+        cipher=cipher,
+        pseudonyms=pseudonyms,
+        hearings=hearings,
+        clock=clock,
+        zone=settings.timezone,
     )
     campaign_repo = CampaignRepository()
     campaigns = CampaignService(
@@ -454,6 +467,7 @@ async def open_services(
         exports=exports,
         stats=stats,
         hearings=hearings,
+        flows=flows,
         campaigns=campaigns,
         broadcaster=broadcaster,
         planner=planner,

@@ -1,6 +1,7 @@
 """Court cases: /cases, /follow, /unfollow, /following, /settings, /calendar, "I will attend", and the
-coordinators' /case_new, /case_close, /hearing_add, /hearing_postpone, /hearing_move, /hearing_cancel,
-/hearing_outcome, /hearings."""
+coordinators' /case_close, /hearing_cancel, /hearings and /bind_channel; the commands with fields (/case_new,
+/case_edit, /hearing_add, /hearing_postpone, /hearing_move, /hearing_outcome) are run from here for
+handlers.case_commands, which reads them."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
 from bot.domain.callbacks import AttendPress, BadCallback, CalendarPress, FollowCase, ReminderOffset
+from bot.domain.commands import CommandSpec
 from bot.services.access.roles import NotAllowed, Refused
+from bot.services.cases.commands import (
+    CASE_EDIT,
+    CASE_NEW,
+    HEARING_ADD,
+    HEARING_MOVE,
+    HEARING_OUTCOME,
+    HEARING_POSTPONE,
+)
 from bot.services.cases.hearings import OFFSET_CHOICES, HearingInputError
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import in_workspace, pressed_in_workspace
+from messages.command_screens import render_usage
 from storage.cases import CaseNotFound, Hearing
 
 Action = Callable[[list[str]], Awaitable[str]]
@@ -191,35 +202,6 @@ async def send_calendar(update: Update, context: JarchyContext) -> None:
 # ---------------------------------------------------------------------- coordinators
 
 
-async def new_case(update: Update, context: JarchyContext) -> None:
-    """/case_new names | description | charges | public|private"""
-
-    async def act(parts: list[str]) -> str:
-        if len(parts) != 4 or parts[3].lower() not in ("public", "private"):
-            raise Unreadable("cases.usage_new")
-        case_id = await context.services.hearings.create_case(
-            _user_id(update), parts[0], parts[1], parts[2], parts[3].lower() == "public"
-        )
-        return context.text("cases.created", id=case_id)
-
-    await _coordinate(update, context, "case.new", act)
-
-
-async def edit_case(update: Update, context: JarchyContext) -> None:
-    """/case_edit N | names | description | charges | public|private"""
-
-    async def act(parts: list[str]) -> str:
-        case_id = _number(parts[:1])
-        if case_id is None or len(parts) != 5 or parts[4].lower() not in ("public", "private"):
-            raise Unreadable("cases.usage_edit")
-        await context.services.hearings.edit_case(
-            _user_id(update), case_id, parts[1], parts[2], parts[3], parts[4].lower() == "public"
-        )
-        return context.text("cases.edited", id=case_id)
-
-    await _coordinate(update, context, "case.edit", act)
-
-
 async def bind_channel(update: Update, context: JarchyContext) -> None:
     """/bind_channel in a group, or /bind_channel @channel (or its id) in private: announcements go there."""
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
@@ -270,48 +252,6 @@ async def close_case(update: Update, context: JarchyContext) -> None:
     await _coordinate(update, context, "case.close", act)
 
 
-async def add_hearing(update: Update, context: JarchyContext) -> None:
-    """/hearing_add case | time | court | address [| room or judge [| note]]"""
-
-    async def act(parts: list[str]) -> str:
-        case_id = _number(parts[:1])
-        if case_id is None or not 4 <= len(parts) <= 6:
-            raise Unreadable("hearings.usage_add")
-        extra = [*parts[4:], None, None]
-        hearing = await context.services.hearings.add_hearing(
-            _user_id(update), case_id, parts[1], parts[2], parts[3], extra[0], extra[1]
-        )
-        return context.text("hearings.added", id=hearing.id, date=_when_where(context, hearing)["date"])
-
-    await _coordinate(update, context, "hearing.add", act)
-
-
-async def postpone_hearing(update: Update, context: JarchyContext) -> None:
-    """/hearing_postpone N | new time"""
-
-    async def act(parts: list[str]) -> str:
-        hearing_id = _number(parts[:1])
-        if hearing_id is None or len(parts) != 2:
-            raise Unreadable("hearings.usage_postpone")
-        hearing = await context.services.hearings.postpone(_user_id(update), hearing_id, parts[1])
-        return context.text("hearings.changed", id=hearing.id)
-
-    await _coordinate(update, context, "hearing.change", act)
-
-
-async def move_hearing(update: Update, context: JarchyContext) -> None:
-    """/hearing_move N | court | address"""
-
-    async def act(parts: list[str]) -> str:
-        hearing_id = _number(parts[:1])
-        if hearing_id is None or len(parts) != 3:
-            raise Unreadable("hearings.usage_move")
-        hearing = await context.services.hearings.move(_user_id(update), hearing_id, parts[1], parts[2])
-        return context.text("hearings.changed", id=hearing.id)
-
-    await _coordinate(update, context, "hearing.change", act)
-
-
 async def cancel_hearing(update: Update, context: JarchyContext) -> None:
     """/hearing_cancel N"""
 
@@ -320,20 +260,6 @@ async def cancel_hearing(update: Update, context: JarchyContext) -> None:
         if hearing_id is None:
             raise Unreadable("hearings.usage_id")
         hearing = await context.services.hearings.cancel(_user_id(update), hearing_id)
-        return context.text("hearings.changed", id=hearing.id)
-
-    await _coordinate(update, context, "hearing.change", act)
-
-
-async def record_outcome(update: Update, context: JarchyContext) -> None:
-    """/hearing_outcome N | what was decided"""
-
-    async def act(parts: list[str]) -> str:
-        hearing_id = _number(parts[:1])
-        if hearing_id is None or len(parts) < 2:
-            raise Unreadable("hearings.usage_outcome")
-        outcome = " | ".join(parts[1:])
-        hearing = await context.services.hearings.record_outcome(_user_id(update), hearing_id, outcome)
         return context.text("hearings.changed", id=hearing.id)
 
     await _coordinate(update, context, "hearing.change", act)
@@ -366,6 +292,63 @@ async def list_hearings(update: Update, context: JarchyContext) -> None:
         return "\n".join(lines)
 
     await _coordinate(update, context, "hearing.list", act)
+
+
+async def execute_command(
+    context: JarchyContext, user_id: int, spec: CommandSpec, values: dict[str, object]
+) -> str:
+    """Run a declared command (bot.services.cases.commands) with its parsed values and return the reply;
+    the one-liner and the guided flow's Save both come here. Raises NotAllowed or Refused."""
+    hearings = context.services.hearings
+    value = values.get
+    if spec is CASE_NEW:
+        case_id = await hearings.create_case(
+            user_id,
+            _str(value("names")),
+            _str(value("description")),
+            _str(value("charges")),
+            value("visibility") == "public",
+        )
+        return context.text("cases.created", id=case_id)
+    if spec is CASE_EDIT:
+        case_id = _int(value("case"))
+        await hearings.edit_case(
+            user_id,
+            case_id,
+            _str(value("names")),
+            _str(value("description")),
+            _str(value("charges")),
+            value("visibility") == "public",
+        )
+        return context.text("cases.edited", id=case_id)
+    if spec is HEARING_ADD:
+        hearing = await hearings.add_hearing(
+            user_id,
+            _int(value("case")),
+            _str(value("when")),
+            _str(value("court")),
+            _str(value("address")),
+            _optional(value("details")),
+            _optional(value("note")),
+        )
+        return context.text("hearings.added", id=hearing.id, date=_when_where(context, hearing)["date"])
+    hearing_id = _int(value("hearing"))
+    if spec is HEARING_POSTPONE:
+        hearing = await hearings.postpone(user_id, hearing_id, _str(value("when")))
+    elif spec is HEARING_MOVE:
+        hearing = await hearings.move(user_id, hearing_id, _str(value("court")), _str(value("address")))
+    elif spec is HEARING_OUTCOME:
+        hearing = await hearings.record_outcome(user_id, hearing_id, _str(value("outcome")))
+    else:
+        raise LookupError(spec.name)
+    return context.text("hearings.changed", id=hearing.id)  # fmt: skip
+
+
+def refusal_text(context: JarchyContext, spec: CommandSpec, refused: Refused) -> str:
+    """Return the answer to a declared command the service refused; its usage is assembled, not stored."""
+    if refused.key == spec.usage_key:
+        return render_usage(context.texts, context.language, spec)
+    return context.text(refused.key, **refused.params)
 
 
 # ---------------------------------------------------------------------- glue
@@ -431,6 +414,20 @@ def _number(parts: list[str] | None) -> int | None:
     return int(value) if value.isdigit() and len(value) < 10 else None
 
 
+def _str(value: object) -> str:
+    return str(value)
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"expected a number, got {value!r}")
+    return value
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _user_id(update: Update) -> int:
     user = update.effective_user
     if user is None:
@@ -448,15 +445,10 @@ def register(app: Application) -> None:
         ("calendar", send_calendar),
     ):
         app.add_handler(CommandHandler(name, callback, filters=PRIVATE_MESSAGES))
+    # /case_new, /case_edit and the hearing commands with fields are declared: handlers.case_commands.
     for name, callback in (
-        ("case_new", new_case),
-        ("case_edit", edit_case),
         ("case_close", close_case),
-        ("hearing_add", add_hearing),
-        ("hearing_postpone", postpone_hearing),
-        ("hearing_move", move_hearing),
         ("hearing_cancel", cancel_hearing),
-        ("hearing_outcome", record_outcome),
         ("hearings", list_hearings),
     ):
         app.add_handler(CommandHandler(name, callback))

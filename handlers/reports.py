@@ -21,6 +21,7 @@ from bot.context import JarchyContext
 from bot.domain.callbacks import MenuPress, ReportPress
 from bot.services.reports.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
 from bot.services.reports.intake import FileInput, LimitReached, Screen, Stale
+from handlers.case_commands import route_flow_input
 from handlers.sos import route_sos_input
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import render_receipt, render_resume, render_step
@@ -111,11 +112,15 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
 
 
 async def route_input(update: Update, context: JarchyContext) -> None:
-    """Give what the person typed or sent to the SOS follow-up or the report that waits for it."""
+    """Give what the person typed or sent to the SOS follow-up, the guided command or the report that waits
+    for it, in that order."""
     message, user = update.effective_message, update.effective_user
     if message is None or user is None:
         return
     if await route_sos_input(update, context):
+        raise ApplicationHandlerStop
+    # A coordinator's guided command next: it waits only while one was started, and only for text.
+    if await route_flow_input(update, context):
         raise ApplicationHandlerStop
     reports = context.services.reports
     screen: Screen | None

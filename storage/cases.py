@@ -141,6 +141,13 @@ class CaseRepository:
         )
         return [Case(r.id, r.title, r.description, r.charges, True, r.status) for r in rows]
 
+    async def open_cases(self, conn: AsyncConnection, limit: int) -> list[Case]:
+        """Return open cases, public and private, newest first (for coordinators to pick from)."""
+        rows = await conn.execute(
+            select(cases).where(cases.c.status == "open").order_by(cases.c.id.desc()).limit(limit)
+        )
+        return [Case(r.id, r.title, r.description, r.charges, r.public, r.status) for r in rows]
+
     async def set_case_status(self, conn: AsyncConnection, case_id: int, status: str, now: datetime) -> None:
         """Open or close a case."""
         result = await conn.execute(

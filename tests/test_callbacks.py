@@ -19,7 +19,9 @@ from bot.domain.callbacks import (
     CampaignPress,
     CampaignPreviewPress,
     ComposePress,
+    DatePress,
     DutyPress,
+    FlowPress,
     FollowCase,
     ForgetPress,
     InvitePress,
@@ -139,6 +141,15 @@ WIRE: dict[type[Callback], list[tuple[Callback, str]]] = {
     CalendarPress: [(CalendarPress(9), "ics:9")],
     ReminderOffset: [(ReminderOffset(1440), "ro:1440")],
     ForgetPress: [(ForgetPress("yes"), "forget:yes"), (ForgetPress("no"), "forget:no")],
+    # New with the guided flows: pinned from their first release on.
+    FlowPress: [
+        (FlowPress("0123456789abcdef", 2, "pick", "public"), "gf:0123456789abcdef:2:pick:public"),
+        (FlowPress("0123456789abcdef", 2, "skip"), "gf:0123456789abcdef:2:skip"),
+    ],
+    DatePress: [
+        (DatePress("0123456789abcdef", 3, "day", 20310310), "dp:0123456789abcdef:3:day:20310310"),
+        (DatePress("0123456789abcdef", 3, "type"), "dp:0123456789abcdef:3:type"),
+    ],
 }
 
 
@@ -271,6 +282,8 @@ LONGEST: dict[type[Callback], dict[str, object]] = {
     # The longest choice the action takes ("aud:language:uz" is shorter).
     ComposePress: {"action": "aud", "choice": "topic", "value": "campaigns"},
     LanguagePress: {"code": _longest(LANGUAGES)},
+    FlowPress: {"nonce": "f" * 16, "step": 99, "action": "pick", "value": "z" * 24},
+    DatePress: {"nonce": "f" * 16, "step": 99, "action": "day", "value": 99991231},
 }
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from bot.domain import report_form
+from bot.domain.commands import usage_line
 from bot.services import contact as contact_service
 from bot.services.access.team import NAME_MAX
 from bot.services.campaigns import compose as campaign_service
+from bot.services.cases.commands import COMMANDS
 from bot.services.desk import browse as desk_service
 from messages import LANGUAGES, Safe, catalogs
 from messages.catalog import placeholders
@@ -69,6 +71,13 @@ def _commands(language: str) -> str:
     texts = catalogs().keys(language)
     return "\n".join(
         f"/{k.removeprefix('command.')} — {v}" for k, v in texts.items() if k.startswith("command.")
+    )
+
+
+def _usage_line(language: str) -> str:
+    # The longest line a declared command's usage assembles from its fields' labels.
+    return max(
+        (usage_line(spec, lambda key: catalogs().plain(language, key)) for spec in COMMANDS.values()), key=len
     )
 
 
@@ -160,6 +169,15 @@ LONGEST: dict[str, Value] = {
     "audience": "a" * 300,
     "channels": _longest_among("campaign.yes", "campaign.no"),
     "image": "yes",
+    "line": _usage_line,
+    "command": max(COMMANDS, key=len),
+    "field": _longest_of("field."),
+    "problem": _longest_among(
+        "hearings.bad_time", *(k for k in catalogs().keys("en") if k.startswith("cmd."))
+    ),
+    "step": NUMBER,
+    "day": DATE.split()[0],
+    "hour": "23",
 }
 
 # Per key, where a placeholder means something else there.

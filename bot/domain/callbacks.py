@@ -401,3 +401,41 @@ class ReminderOffset(Callback, prefix="ro"):
 @dataclasses.dataclass(frozen=True)
 class ForgetPress(Callback, prefix="forget"):
     answer: Literal["yes", "no"]
+
+
+# Guided command flows
+# Every button carries the flow's nonce and the step it was shown for: a press on an older step of this
+# flow, on an ended flow or on someone else's flow finds no flow to match and changes nothing.
+
+_NONCE = Annotated[str, Shape(r"[0-9a-f]{1,16}")]  # 16 in use; the stored nonce is what counts
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowPress(Callback, prefix="gf"):
+    """A button of a guided command's step: pick a choice or a case, skip, go back, cancel, save."""
+
+    nonce: _NONCE
+    step: Annotated[int, Shape(r"\d{1,2}")]
+    action: Literal["pick", "skip", "back", "cancel", "save"]
+    value: Annotated[str, Shape(r"[0-9a-z_]{1,24}")] = "-"
+
+    def __post_init__(self) -> None:
+        # Only a pick carries a value: a pick cut short, or another action with one, was not written here.
+        if (self.action == "pick") == (self.value == "-"):
+            raise BadCallback(f"{self.action} with {self.value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatePress(Callback, prefix="dp"):
+    """A button of the date and time picker: a month (yyyymm), a day (yyyymmdd), an hour, a minute, or
+    "type it" (no value)."""
+
+    nonce: _NONCE
+    step: Annotated[int, Shape(r"\d{1,2}")]
+    action: Literal["month", "day", "hour", "minute", "type"]
+    value: Annotated[int, Shape(r"\d{1,8}")] = -1
+
+    def __post_init__(self) -> None:
+        # "type" carries nothing, the rest a value (minute 0 included): a press cut short is refused.
+        if (self.action == "type") != (self.value == -1):
+            raise BadCallback(f"{self.action} with {self.value!r}")

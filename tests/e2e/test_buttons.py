@@ -12,8 +12,10 @@ from sqlalchemy import text
 
 from bot.domain.callbacks import AttendPress, Callback, OpenCard
 from bot.services.access.roles import UNNAMED
+from bot.services.cases.commands import HEARING_ADD
 from bot.wiring import Services
-from messages import catalogs
+from messages import Safe, catalogs
+from messages.command_screens import render_usage
 from tests.e2e.reporting import report_settings
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
@@ -147,9 +149,13 @@ async def test_bad_input_to_hearing_commands_is_audited_once(fake: FakeBotApi, b
     en = catalogs()
     before = await refused(services)
     reply = await admin.say(f"/hearing_add {case_id} | next Tuesday | Court | Address")
-    assert reply["text"] == en.text("en", "hearings.bad_time")
+    # The field that could not be read, why, and the usage assembled from the declaration.
+    usage = render_usage(en, "en", HEARING_ADD)
+    problem = Safe(en.text("en", "hearings.bad_time"))
+    field = en.text("en", "cmd.field_error", field=en.plain("en", "field.when"), problem=problem)
+    assert reply["text"] == field + "\n\n" + usage
     reply = await admin.say("/hearing_add oops")
-    assert reply["text"] == en.text("en", "hearings.usage_add")
+    assert reply["text"] == usage
     reply = await admin.say("/hearing_postpone 999 | 10.03.2031 12:00")
     assert reply["text"] == en.text("en", "hearings.not_found")
     # A stranger's unreadable command is refused for the role (no syntax shown), and audited once.
@@ -192,7 +198,7 @@ async def test_a_malformed_press_of_every_family_is_answered_and_changes_nothing
             # Attendance answers its own malformed data (and audits it); the rest get the fallback's answer.
             expected = "attend.stale" if family is AttendPress else "callback.stale"
             assert await press(fake, ADMIN, data) == en.plain("en", expected), data
-    await settle(0.3)
+    await roomy_bot.quiet(fake)
     assert {c.method for c in fake.sent()[sent_before:]} <= {"answerCallbackQuery", "getUpdates"}
     admin = services.pseudonyms.of_user(ADMIN)
     assert (await refused(services))[len(before) :] == [(admin, "hearing.attend", None, "callback.stale")] * 2

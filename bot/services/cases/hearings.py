@@ -4,7 +4,6 @@ at once when one moves. Reminders are data: each pass derives what falls due fro
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from icalendar import Calendar, Event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.callbacks import AttendPress, CalendarPress
+from bot.domain.commands import FieldError, local_time
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
@@ -39,7 +39,6 @@ PRIORITY_NOTICE = 60  # a moved hearing must reach everyone before the old time 
 LATE_AFTER = timedelta(minutes=1)
 HEARING_LENGTH = timedelta(hours=2)
 STATE_KEY = "reminders_until"
-_FORMATS = ("%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
 _MAX_FIELD = 300
 
 
@@ -196,11 +195,12 @@ class HearingService:
 
         return await self._change(user_id, hearing_id, "notice.outcome", values)
 
-    async def refuse(self, user_id: int, action: str, key: str) -> None:
+    async def refuse(self, user_id: int, action: str, key: str, target: str | None = None) -> None:
         """Refuse a command whose arguments could not even be read, as the service refuses its own: through
         the gate, the role first (a stranger learns nothing of the syntax), then the usage. Either way one
-        refusal is audited, and NotAllowed or HearingInputError is raised."""
-        async with self._gate.acting(user_id, action):
+        refusal is audited (under `target` when the case or hearing was read), and NotAllowed or
+        HearingInputError is raised."""
+        async with self._gate.acting(user_id, action, target):
             raise HearingInputError(key)
 
     async def coordinator_view(self, user_id: int, case_id: int) -> tuple[Case, list[tuple[Hearing, int]]]:
@@ -429,17 +429,14 @@ class HearingService:
 
     def parse_time(self, text: str) -> datetime:
         """Parse a hearing time in the organisation's zone; refuse the past and impossible dates."""
-        typed = re.sub(r"\s+", " ", text.strip())
-        for fmt in _FORMATS:
-            try:
-                parsed = datetime.strptime(typed, fmt)  # noqa: DTZ007 - the zone is attached just below
-            except ValueError:
-                continue
-            moment = parsed.replace(tzinfo=self._zone)
-            if moment <= self._clock.now():
-                raise HearingInputError("hearings.past")
-            return moment.astimezone(UTC)
-        raise HearingInputError("hearings.bad_time")
+        try:
+            parsed = local_time(text)
+        except FieldError as error:
+            raise HearingInputError(error.key) from None
+        moment = parsed.replace(tzinfo=self._zone)
+        if moment <= self._clock.now():
+            raise HearingInputError("hearings.past")
+        return moment.astimezone(UTC)
 
     # ------------------------------------------------------------------ internals
 

@@ -1,0 +1,108 @@
+"""Guided command flows as a service, on a fake clock: the past refused at its step, expiry, the drafts'
+purge and /forget handling a flow's row, and a Save that runs once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bot.domain.callbacks import DatePress, FlowPress
+from bot.domain.commands import CommandSpec
+from bot.runtime.clock import FakeClock
+from bot.services.cases.flows import FLOW_TTL, FlowEnded
+from bot.wiring import Services, build_limiter, open_services
+from tests.conftest import make_settings
+
+COORDINATOR = 910
+START = datetime.fromisoformat("2026-03-01T06:00:00+00:00")  # 12:00 in Bishkek
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Services, FakeClock]]:
+    clock = FakeClock(START)
+    settings = make_settings(tmp_path, admin_ids=frozenset({COORDINATOR}))
+    services = await open_services(settings, clock, build_limiter(settings, clock))
+    yield services, clock
+    await services.close()
+
+
+async def _flows(services: Services) -> int:
+    async with services.db.read() as conn:
+        return int(
+            (await conn.execute(text("SELECT count(*) FROM drafts WHERE kind = 'flow'"))).scalar() or 0
+        )
+
+
+async def test_a_past_time_is_refused_at_its_step(world: tuple[Services, FakeClock]) -> None:
+    services, _ = world
+    case_id = await services.hearings.create_case(COORDINATOR, "A", "B", "C", True)
+    screen = await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_add")
+    nonce = screen.flow.nonce
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 0, "pick", str(case_id)))
+    # Today is selectable, but 08:00 today (Bishkek) is already past at noon.
+    screen = await services.flows.press(COORDINATOR, DatePress(nonce, 1, "day", 20260301))
+    screen = await services.flows.press(COORDINATOR, DatePress(nonce, 1, "hour", 8))
+    screen = await services.flows.press(COORDINATOR, DatePress(nonce, 1, "minute", 0))
+    assert screen.error == "hearings.past" and screen.flow.step == 1
+    # Yesterday is no button at all.
+    with pytest.raises(FlowEnded):
+        await services.flows.press(COORDINATOR, DatePress(nonce, 1, "day", 20260228))
+    screen = await services.flows.input_text(COORDINATOR, "01.03.2026 18:00", 1) or screen
+    assert screen.error is None and screen.flow.step == 2
+
+
+async def test_a_save_runs_the_command_once_and_ends_the_flow(world: tuple[Services, FakeClock]) -> None:
+    services, _ = world
+    screen = await services.flows.begin(COORDINATOR, COORDINATOR, "case_new")
+    nonce = screen.flow.nonce
+    for message_id, typed in enumerate(("Aida K.", "Line one\nline two", "Art. 1"), start=1):
+        await services.flows.input_text(COORDINATOR, typed, message_id)
+    # The same message again (a retried update) is not taken twice.
+    again = await services.flows.input_text(COORDINATOR, "Art. 1", 3)
+    assert again is not None and again.flow.step == 3
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 3, "pick", "private"))
+    assert screen.flow.at_summary
+    ran: list[dict[str, object]] = []
+
+    async def execute(spec: CommandSpec, values: dict[str, object]) -> int:
+        ran.append(values)
+        return await services.hearings.create_case(
+            COORDINATOR, str(values["names"]), str(values["description"]), str(values["charges"]), False
+        )
+
+    case_id = await services.flows.save(COORDINATOR, nonce, 4, execute)
+    assert ran == [
+        {
+            "names": "Aida K.",
+            "description": "Line one\nline two",
+            "charges": "Art. 1",
+            "visibility": "private",
+        }
+    ]
+    with pytest.raises(FlowEnded):
+        await services.flows.save(COORDINATOR, nonce, 4, execute)
+    assert len(ran) == 1 and await _flows(services) == 0
+    async with services.db.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM cases"))).scalar() == case_id == 1
+
+
+async def test_an_expired_flow_is_purged_with_the_drafts(world: tuple[Services, FakeClock]) -> None:
+    services, clock = world
+    screen = await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_move")
+    clock.advance(FLOW_TTL.total_seconds() + 3600)
+    with pytest.raises(FlowEnded):
+        await services.flows.press(COORDINATOR, FlowPress(screen.flow.nonce, 0, "back"))
+    assert await services.flows.input_text(COORDINATOR, "12", 1) is None
+    assert await services.reports.purge_expired() == 1
+    assert await _flows(services) == 0
+
+
+async def test_forget_drops_a_flow(world: tuple[Services, FakeClock]) -> None:
+    services, _ = world
+    await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_outcome")
+    await services.reports.forget(COORDINATOR)
+    assert await _flows(services) == 0
