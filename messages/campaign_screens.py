@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.domain.languages import LANGUAGES
 from messages.catalog import Catalogs
 from storage.campaigns import Campaign, Reach
 
@@ -164,7 +165,7 @@ def audience_keyboard(texts: Catalogs, language: str, campaign: Campaign) -> dic
     return {
         "inline_keyboard": [
             [b(plain(language, "campaign.audience_all", value=""), "aud:all")],
-            [b(code.upper(), f"aud:language:{code}") for code in ("en", "ru", "ky", "uz")],
+            [b(code.upper(), f"aud:language:{code}") for code in LANGUAGES],
             [
                 b(plain(language, f"subscribe.topic_{t}"), f"aud:topic:{t}")
                 for t in ("campaigns", "hearings", "urgent")
@@ -181,7 +182,7 @@ def template_languages(texts: Catalogs, language: str, campaign: Campaign) -> di
         "inline_keyboard": [
             [
                 {"text": code.upper(), "callback_data": f"{COMPOSE_PREFIX}:{campaign.id}:tpl:{code}"}
-                for code in ("en", "ru", "ky", "uz")
+                for code in LANGUAGES
             ]
         ]
     }
