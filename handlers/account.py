@@ -7,6 +7,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain import dates
 from bot.services.reports.intake import OwnReport
 from handlers.start import PRIVATE_MESSAGES
 
@@ -36,7 +37,7 @@ def _listing(context: JarchyContext, reports: list[OwnReport]) -> str:
             code=r.code,
             category=context.text(f"category.{r.category}"),
             status=context.text(f"status.{r.status}"),
-            date=r.created_at.astimezone(zone).strftime("%d.%m.%Y"),
+            date=dates.day(r.created_at, zone),
         )
         for r in reports
     ]

@@ -27,6 +27,7 @@ from telegram.ext import (
 )
 
 from bot.context import JarchyContext
+from bot.domain import dates
 from bot.services.access.roles import NotAllowed
 from bot.services.campaigns.compose import Input
 from handlers.start import PRIVATE_MESSAGES
@@ -387,7 +388,7 @@ async def _send(
         text = context.text(
             "campaign.scheduled",
             code=campaign.ref,
-            when=campaign.send_at.astimezone(zone).strftime("%d.%m.%Y %H:%M"),
+            when=dates.moment(campaign.send_at, zone),
         )
     else:
         text = progress_text(context.texts, context.language, campaign, {}, {})

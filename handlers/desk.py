@@ -9,6 +9,7 @@ from telegram.constants import ParseMode
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
+from bot.domain import dates
 from bot.services.desk.browse import decode_query
 from bot.services.desk.export import FORMATS
 from bot.services.reports.evidence import BOUND, EvidenceDamaged
@@ -160,7 +161,7 @@ async def export_reports(update: Update, context: JarchyContext) -> None:
         await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     await message.reply_text(context.text("export.started"), parse_mode=ParseMode.HTML)
-    stamp = services.clock.now().strftime("%Y%m%d-%H%M")
+    stamp = dates.file_stamp(services.clock.now())
     async with services.exports.files(context.bot_data.settings.data_dir / "exports", FORMATS) as files:
         summary = await services.exports.write(query, files.handles)
         ready = await asyncio.to_thread(files.fit, UPLOAD_LIMIT)

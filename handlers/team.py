@@ -10,6 +10,7 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import JarchyContext
+from bot.domain import dates
 from bot.services.access.team import INVITE_PREFIX
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
@@ -29,7 +30,7 @@ async def create_invite(update: Update, context: JarchyContext) -> None:
         await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
         return
     link = f"https://t.me/{context.bot.username}?start={INVITE_PREFIX}{invite.token}"
-    expires = invite.expires_at.astimezone(context.bot_data.settings.timezone).strftime("%d.%m.%Y %H:%M")
+    expires = dates.moment(invite.expires_at, context.bot_data.settings.timezone)
     withdraw = InlineKeyboardButton(
         context.texts.plain(context.language, "team.withdraw_button"), callback_data=f"inv:x:{invite.id}"
     )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.domain import dates
 from bot.domain.languages import LANGUAGES
 from messages.catalog import Catalogs
 from storage.campaigns import Campaign, Reach
@@ -72,7 +73,7 @@ def full_text(texts: Catalogs, language: str, campaign: Campaign, zone: ZoneInfo
     """Return the title, the (already validated) HTML body and the deadline line."""
     parts = [f"<b>{html.escape(campaign.title)}</b>", campaign.body or ""]
     if campaign.deadline is not None:
-        when = campaign.deadline.astimezone(zone).strftime("%d.%m.%Y %H:%M")
+        when = dates.moment(campaign.deadline, zone)
         parts.append(texts.text(language, "campaign.deadline_line", when=when))
     return "\n\n".join(parts)
 
@@ -101,7 +102,7 @@ def draft_card(
         image=texts.plain(language, "campaign.set" if campaign.image_file_id else "campaign.unset"),
         templates=", ".join(templates) or "—",
         link=campaign.link or "—",
-        deadline=campaign.deadline.astimezone(zone).strftime("%d.%m.%Y %H:%M") if campaign.deadline else "—",
+        deadline=dates.moment(campaign.deadline, zone) if campaign.deadline else "—",
         audience=audience,
         size=audience_size,
         channels=texts.plain(language, "campaign.yes" if campaign.include_channels else "campaign.no"),

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, Outbox, OutgoingMessage
@@ -315,7 +316,7 @@ class Broadcaster:
                         log.warning("skipped a reminder whose chat does not decrypt")
                         continue
                     language = spoken if spoken in LANGUAGES else self._language
-                    when = campaign.deadline.astimezone(self._zone).strftime("%d.%m.%Y %H:%M")
+                    when = dates.moment(campaign.deadline, self._zone)
                     text = self._texts.text(language, "campaign.reminder", title=campaign.title, when=when)
                     messages.append(
                         OutgoingMessage(

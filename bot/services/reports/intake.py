@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.domain import report_form as form
 from bot.domain.report_form import Draft, FormError
 from bot.runtime.allowance import Allowance
@@ -595,7 +596,7 @@ class ReportService:
         report = await self._reports.by_code(conn, code)
         body = open_raw_body(self._cipher, report)
         if line is not None:
-            at = self._clock.now().astimezone(self._zone).strftime("%H:%M")
+            at = dates.clock(self._clock.now(), self._zone)
             updates = [*(body.get("updates") or []), f"{at} {line}"]
             body["updates"] = updates[-MAX_SOS_UPDATES:]
         if location is not None:

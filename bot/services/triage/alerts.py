@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
@@ -421,7 +422,7 @@ class AlertService:
         else:
             line = self._texts.text(lang, f"triage.state_{state.status}", who=state.assignee or "—")
         if state.acknowledged_by is not None and state.acknowledged_at is not None:
-            when = state.acknowledged_at.astimezone(self._zone).strftime("%d.%m %H:%M")
+            when = dates.recent(state.acknowledged_at, self._zone)
             seen = self._texts.text(lang, "triage.acknowledged", who=state.acknowledged_by, when=when)
             line = f"{line}\n{seen}"
         elif state.waiting_min is not None:
@@ -601,8 +602,7 @@ class AlertService:
     def _when(self, alert: AlertInput) -> str:
         if alert.occurred_at is None:
             return "—"
-        local = alert.occurred_at.astimezone(self._zone)
-        return local.strftime("%d.%m.%Y") if alert.precision == "date" else local.strftime("%d.%m.%Y %H:%M")
+        return dates.occurred(alert.occurred_at, self._zone, alert.precision)
 
     def _message(
         self,

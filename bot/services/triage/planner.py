@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_SOS, Outbox, OutgoingMessage
 from bot.runtime.ratelimit import SendLimiter
@@ -303,9 +304,8 @@ def _units(text: str) -> int:
 
 
 def _local(moment: datetime, now: datetime, zone: ZoneInfo) -> str:
-    local = moment.astimezone(zone)
     # A digest is about now: today's time alone keeps its lines short.
-    return local.strftime("%H:%M" if local.date() == now.astimezone(zone).date() else "%d.%m %H:%M")
+    return dates.since(moment, now, zone)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
