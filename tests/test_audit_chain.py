@@ -18,7 +18,8 @@ from sqlalchemy import select, text
 
 from bot.runtime.audit import ANCHOR_EVERY, HEAD_DELAY, HEAD_KIND
 from bot.runtime.clock import FakeClock
-from bot.runtime.outbox import NOTICE_KIND, payload_binding
+from bot.runtime.outbox import NOTICE_KIND
+from bot.security.bindings import payload_binding
 from bot.services.access.team import TeamError
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services

@@ -22,6 +22,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import SystemClock
 from bot.runtime.inbox import DispatchResult, DurableInbox
 from bot.runtime.outbox import OutgoingMessage
+from bot.security.bindings import draft_binding, staged_binding
 from bot.security.crypto import Cipher
 from bot.security.key_guard import KEY_CHECK, ROTATION
 from bot.security.keys import (
@@ -36,8 +37,7 @@ from bot.security.keys import (
 from bot.security.owner_tags import OwnerTags
 from bot.security.sealed_fields import NOT_SEALED, SEALED_FIELDS, open_under, under_data_key
 from bot.security.transient import TransientKeys
-from bot.services.reports.evidence import EvidenceDamaged, EvidenceStore, staged_binding
-from bot.services.reports.intake import draft_binding
+from bot.services.reports.evidence import EvidenceDamaged, EvidenceStore
 from bot.services.upkeep.key_rotation import rotate_key
 from bot.settings import Settings
 from bot.wiring import TRANSIENT_KEYS_FILE, Services, build_limiter, open_services

@@ -21,8 +21,8 @@ from sqlalchemy import select, text
 
 from bot.app import build_application
 from bot.runner import run_polling
-from bot.runtime.outbox import payload_binding
 from bot.security import DataKey
+from bot.security.bindings import payload_binding
 from bot.services.reports.intake import ReporterCodes, find_reporter_code
 from bot.settings import Settings, SettingsError
 from bot.wiring import Services

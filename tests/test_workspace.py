@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from bot.runtime.clock import FakeClock
 from bot.runtime.delivery import Receipt
-from bot.runtime.outbox import payload_binding
+from bot.security.bindings import payload_binding
 from bot.services.access.roles import NotAllowed, Refused
 from bot.services.access.team import TeamError
 from bot.settings import Settings

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.clock import Clock
 from bot.security import Cipher, DecryptionError, Pseudonymizer
+from bot.security.bindings import payload_binding
 from storage.outbox import NewOutboxRow, OutboxRepository
 
 PRIORITY_SOS = 100
@@ -23,11 +24,6 @@ PRIORITY_BROADCAST = 0
 
 # Kind of the private notices admins get (the coordinators' chat unreachable, the audit chain broken).
 NOTICE_KIND = "admin_notice"
-
-
-def payload_binding(uid: str) -> str:
-    """Return what an outbox payload's encryption is bound to."""
-    return f"outbox.payload:{uid}"
 
 
 def chat_kind_of(chat_id: int | str) -> str:

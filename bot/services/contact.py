@@ -18,6 +18,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.delivery import Receipt
 from bot.runtime.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import note_binding
 from bot.services.access.roles import Gate, Refused
 from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
 from bot.services.reports.intake import ReporterCodes, find_reporter_code, phone_cleanup
@@ -255,11 +256,6 @@ class ContactService:
         if user is None:
             return self._default_language
         return user.spoken or self._default_language
-
-
-def note_binding(code: str, kind: str) -> str:
-    """Return what a note's encryption is bound to."""
-    return f"report_notes.body:{code}:{kind}"
 
 
 def _bounded(raw: str, empty_key: str) -> str:

@@ -25,9 +25,9 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, Outbox, OutgoingMessage
 from bot.security import Cipher
+from bot.security.bindings import creator_chat_binding, follow_chat_binding, subscriber_chat_binding
 from bot.services.access.roles import COORDINATING
-from bot.services.campaigns.compose import creator_chat_binding, reminder_ref, subscriber_chat_binding
-from bot.services.cases.hearings import follow_chat_binding
+from bot.services.campaigns.compose import reminder_ref
 from messages import LANGUAGES, Catalogs
 from messages.campaign_screens import campaign_message, progress_text
 from storage.campaigns import Campaign, CampaignRepository, Recipient, subscriber_filter

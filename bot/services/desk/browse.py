@@ -14,9 +14,9 @@ from bot.domain.report_form import CATEGORIES, REGIONS, clean_text, telegram_len
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.security import Cipher
+from bot.security.bindings import note_binding
 from bot.services.access.roles import Gate, Refused
 from bot.services.access.team import MEMBER_REF_LENGTH, TeamService, member_label
-from bot.services.contact import note_binding
 from bot.services.reports.body import ReportBody, open_body, parse_code, safe_code
 from bot.services.reports.evidence import EvidenceStore
 from storage.database import Database

@@ -22,14 +22,15 @@ from bot.runtime.allowance import Allowance
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import Outbox, OutgoingMessage
 from bot.security import Cipher, DataKey, Pseudonymizer
-from bot.services.reports.body import (
-    CODE_ALPHABET,
+from bot.security.bindings import (
     body_binding,
     contact_chat_binding,
-    open_raw_body,
+    draft_binding,
+    file_ref_binding,
     sealed_body_binding,
 )
-from bot.services.reports.evidence import DownloadFailed, EvidenceRefused, EvidenceStore, file_ref_binding
+from bot.services.reports.body import CODE_ALPHABET, open_raw_body
+from bot.services.reports.evidence import DownloadFailed, EvidenceRefused, EvidenceStore
 from bot.services.triage.alerts import PRIORITY_SOS_UPDATE, AlertInput, AlertService
 from storage.database import Database
 from storage.drafts import DraftRepository, StoredDraft
@@ -677,7 +678,7 @@ class ReportService:
 
     def _decode(self, pseudonym: str, stored: StoredDraft) -> Draft:
         data = self._cipher.decrypt_json(
-            stored.payload, binding=_binding(pseudonym, stored.kind, stored.nonce)
+            stored.payload, binding=draft_binding(pseudonym, stored.kind, stored.nonce)
         )
         return Draft.from_json(data)
 
@@ -712,7 +713,7 @@ class ReportService:
         # Transient: once submitted or dropped, a draft's old copies must not decrypt
         # (bot.services.upkeep.history).
         payload = self._cipher.encrypt_json(
-            draft.to_json(), binding=_binding(pseudonym, draft.kind, draft.nonce), transient=True
+            draft.to_json(), binding=draft_binding(pseudonym, draft.kind, draft.nonce), transient=True
         )
         if create:
             await self._drafts.put(
@@ -780,14 +781,6 @@ class ReportService:
             evidence=items,
             evidence_file_ids=file_ids,
         )
-
-
-def draft_binding(pseudonym: str, kind: str, nonce: str) -> str:
-    """Return what a draft's encryption is bound to."""
-    return f"drafts.payload:{pseudonym}:{kind}:{nonce}"
-
-
-_binding = draft_binding
 
 
 def _expects(step: str) -> str:

@@ -19,6 +19,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import duty_chat_binding
 from bot.services.access.roles import Gate, Refused
 from messages import Catalogs, Safe
 from storage.alert_copies import DutyRepository
@@ -621,11 +622,6 @@ class AlertService:
             held=chat is None,
             ref=code,
         )
-
-
-def duty_chat_binding(pseudonym: str) -> str:
-    """Return what an on-duty coordinator's encrypted chat is bound to."""
-    return f"duty.chat:{pseudonym}"
 
 
 def _hours(span: timedelta) -> int:
