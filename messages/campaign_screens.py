@@ -58,12 +58,10 @@ def campaign_message(
         return "sendPhoto", {
             "photo": campaign.image_file_id,
             "caption": body,
-            "parse_mode": "HTML",
             "reply_markup": markup,
         }
     return "sendMessage", {
         "text": body,
-        "parse_mode": "HTML",
         "reply_markup": markup,
         "link_preview_options": {"is_disabled": True},
     }

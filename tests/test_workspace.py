@@ -316,7 +316,7 @@ async def deliver_question(services: Services, code: str) -> int:
                 text("SELECT id, ref FROM outbox WHERE kind='contact_question' ORDER BY id DESC LIMIT 1")
             )
         ).one()
-        message_id = 700 + row.id
+        message_id: int = 700 + row.id
         await services.contact.question_sent(
             conn, [Receipt("contact_question", row.ref, REPORTER, message_id)]
         )

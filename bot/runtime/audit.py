@@ -269,7 +269,7 @@ class AuditLog:
         messages = [
             OutgoingMessage(
                 "sendMessage",
-                {"chat_id": admin, "text": text, "parse_mode": "HTML"},
+                {"chat_id": admin, "text": text},
                 kind=kind,
                 recipient_user_id=admin,
                 priority=priority,

@@ -106,7 +106,6 @@ class ContactService:
             placeholder = self._texts.plain(language, "contact.answer_placeholder")
             params = {
                 "text": text,
-                "parse_mode": "HTML",
                 "reply_markup": {"force_reply": True, "input_field_placeholder": placeholder},
             }
             message = self._to_reporter(chat, params, f"{code}:q{note_id}", kind=QUESTION_KIND)
@@ -216,7 +215,7 @@ class ContactService:
             return
         language = await self._language_of(conn, report)
         text = self._texts.text(language, f"contact.update_{event}", code=self._codes.of(report.code))
-        message = self._to_reporter(chat, {"text": text, "parse_mode": "HTML"}, report.code, UPDATE_KIND)
+        message = self._to_reporter(chat, {"text": text}, report.code, UPDATE_KIND)
         await self._outbox.enqueue(conn, [message])
 
     async def _to_coordinators(
@@ -224,7 +223,7 @@ class ContactService:
     ) -> None:
         chat = await self._alerts.coordinator_chat(conn)
         text = self._texts.text(self._default_language, key, code=report.code, **params)
-        payload: dict[str, object] = {"chat_id": chat or 0, "text": text, "parse_mode": "HTML"}
+        payload: dict[str, object] = {"chat_id": chat or 0, "text": text}
         if report.alert_message_id is not None and report.alert_chat == chat:
             payload["reply_parameters"] = {
                 "message_id": report.alert_message_id,

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from bot.app import JarchyApp, build_application
+from bot.app import build_application
+from bot.context import JarchyApp
 from bot.runner import run_polling
 from bot.settings import Settings
 from bot.wiring import Services
@@ -47,7 +48,7 @@ class RunningBot:
 
     def app_services(self) -> Services:
         """Return the running bot's services (for tests that drive a periodic job by hand)."""
-        services = self.app.bot_data.services if self.app is not None else None
+        services: Services | None = self.app.bot_data.services if self.app is not None else None
         if services is None:
             raise RuntimeError("the bot has not started yet")
         return services

@@ -279,7 +279,7 @@ class Broadcaster:
         await self._outbox.cancel_ref(conn, f"{campaign.ref}:p", kinds=(PROGRESS_KIND,))
         edit = OutgoingMessage(
             "editMessageText",
-            {"chat_id": chat, "message_id": campaign.progress_message_id, "text": text, "parse_mode": "HTML"},
+            {"chat_id": chat, "message_id": campaign.progress_message_id, "text": text},
             kind=PROGRESS_KIND,
             priority=PRIORITY_ALERT,
             ref=f"{campaign.ref}:p",
@@ -321,7 +321,7 @@ class Broadcaster:
                     messages.append(
                         OutgoingMessage(
                             "sendMessage",
-                            {"chat_id": chat, "text": text, "parse_mode": "HTML"},
+                            {"chat_id": chat, "text": text},
                             kind="campaign_reminder",
                             recipient_user_id=chat,
                             priority=PRIORITY_REMINDER,

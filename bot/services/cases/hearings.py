@@ -530,7 +530,7 @@ class HearingService:
     ) -> OutgoingMessage:
         return OutgoingMessage(
             "sendMessage",
-            {"chat_id": chat, "text": text, "parse_mode": "HTML"},
+            {"chat_id": chat, "text": text},
             kind="announcement",
             priority=PRIORITY_REMINDER,
             due_at=due,
@@ -608,7 +608,7 @@ class HearingService:
                 follower.chat, binding=follow_chat_binding(follower.pseudonym, hearing.case_id)
             )
         )
-        params: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML"}
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
         if buttons:
             lang = self._lang(follower)
             params["reply_markup"] = {

@@ -162,7 +162,10 @@ class DeskService:
             ]
             names = await self._team.names(act.conn, people)
             await self._audit.record(act.conn, act.actor, "desk.view", code)
-        label = lambda p: member_label(names.get(p), p) if p else None  # noqa: E731
+
+        def label(pseudonym: str | None) -> str | None:
+            return member_label(names.get(pseudonym), pseudonym) if pseudonym else None
+
         return ReportView(
             report=report,
             body=open_body(self._cipher, report),

@@ -110,7 +110,7 @@ def render_png(picture: WeeklyPicture) -> bytes:
 
     buffer = io.BytesIO()
     # No "Software" entry: the PNG should not advertise the matplotlib version, and it keeps output stable.
-    canvas.print_png(buffer, metadata={"Software": None})
+    canvas.print_png(buffer, metadata={"Software": None})  # type: ignore[no-untyped-call]  # untyped in matplotlib
     return buffer.getvalue()
 
 

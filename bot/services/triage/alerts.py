@@ -313,7 +313,7 @@ class AlertService:
             card = f"{heading}\n\n{card}"
         return OutgoingMessage(
             "sendMessage",
-            {"chat_id": chat_id, "text": card, "parse_mode": "HTML", "reply_markup": markup},
+            {"chat_id": chat_id, "text": card, "reply_markup": markup},
             kind=CARD_KIND,
             recipient_user_id=chat_id,
             priority=priority,
@@ -338,7 +338,7 @@ class AlertService:
         messages = [
             self._message(
                 "sendMessage",
-                {"text": card, "parse_mode": "HTML", "reply_markup": markup},
+                {"text": card, "reply_markup": markup},
                 chat,
                 card_priority,
                 alert.code,
@@ -351,9 +351,8 @@ class AlertService:
             # Long texts go as plain text of their own: escaping could push them past Telegram's limit.
             for key, value in fields:
                 heading = self._texts.plain(lang, f"alert.{key}_heading", code=alert.code)
-                messages.append(
-                    self._message("sendMessage", {"text": f"{heading}\n{value}"}, chat, priority, alert.code)
-                )
+                plain = {"text": f"{heading}\n{value}", "parse_mode": None}
+                messages.append(self._message("sendMessage", plain, chat, priority, alert.code))
         if alert.location is not None:
             where: dict[str, Any] = {"latitude": alert.location[0], "longitude": alert.location[1]}
             messages.append(self._message("sendLocation", where, chat, priority, alert.code))
@@ -366,10 +365,10 @@ class AlertService:
             # Re-sent by file id: never forwarded, which would show the author.
             if item.kind in _NO_CAPTION:
                 messages.append(self._message(method, {field: file_id}, chat, priority, alert.code))
-                note = {"text": caption, "parse_mode": "HTML"}
+                note = {"text": caption}
                 messages.append(self._message("sendMessage", note, chat, priority, alert.code))
                 continue
-            media: dict[str, Any] = {field: file_id, "caption": caption, "parse_mode": "HTML"}
+            media: dict[str, Any] = {field: file_id, "caption": caption}
             messages.append(self._message(method, media, chat, priority, alert.code))
         return messages
 
@@ -383,7 +382,7 @@ class AlertService:
     ) -> OutgoingMessage:
         """Return the edit that makes a sent card show `state`."""
         card, markup, _ = self._card(alert, state)
-        params = {"message_id": message_id, "text": card, "parse_mode": "HTML", "reply_markup": markup}
+        params = {"message_id": message_id, "text": card, "reply_markup": markup}
         return self._message("editMessageText", params, chat_id, priority, alert.code, kind=EDIT_KIND)
 
     def _card(self, alert: AlertInput, state: CardState) -> tuple[str, dict[str, Any], bool]:
@@ -530,7 +529,7 @@ class AlertService:
                 [
                     OutgoingMessage(
                         "sendMessage",
-                        {"chat_id": old, "text": text, "parse_mode": "HTML"},
+                        {"chat_id": old, "text": text},
                         kind=MOVED_KIND,
                         priority=PRIORITY_NOTICE,
                     )
@@ -560,7 +559,7 @@ class AlertService:
             [
                 OutgoingMessage(
                     "sendMessage",
-                    {"chat_id": admin, "text": text, "parse_mode": "HTML"},
+                    {"chat_id": admin, "text": text},
                     kind=NOTICE_KIND,
                     recipient_user_id=admin,
                     priority=PRIORITY_NOTICE,

@@ -268,7 +268,7 @@ class AlertPlanner:
         sos = any(report.kind == "sos" for report in reports)
         return OutgoingMessage(
             "sendMessage",
-            {"chat_id": chat, "text": "\n".join(lines), "parse_mode": "HTML", "reply_markup": keyboard},
+            {"chat_id": chat, "text": "\n".join(lines), "reply_markup": keyboard},
             kind=DIGEST_KIND,
             priority=PRIORITY_SOS if sos else PRIORITY_DIGEST,
         )
