@@ -136,8 +136,7 @@ async def build(services: Services, count: int) -> list[str]:
     from sqlalchemy import insert
 
     from bot.domain.report_form import CATEGORIES, REGIONS
-    from bot.services.contact import note_binding
-    from bot.services.reports.body import contact_chat_binding, sealed_body_binding
+    from bot.security.bindings import contact_chat_binding, note_binding, sealed_body_binding
     from storage.schema import evidence, report_events, report_notes, reports
 
     await services.users.seen(COORDINATOR, "en")

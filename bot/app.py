@@ -6,10 +6,11 @@ import logging
 from typing import Any
 
 from telegram import BotCommandScopeAllPrivateChats, Update
+from telegram.constants import ParseMode
 from telegram.error import TelegramError
-from telegram.ext import Application, ApplicationBuilder, ContextTypes
+from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
 
-from bot.context import BotData, JarchyContext
+from bot.context import BotData, JarchyApp, JarchyContext
 from bot.ptb_request import AiohttpRequest
 from bot.runtime.clock import Clock, SystemClock
 from bot.runtime.inbox import Dispatch, DispatchResult
@@ -55,8 +56,6 @@ REMOVALS_INTERVAL_S = 5
 # The first member check after a start: soon, so frequent restarts cannot keep putting it off.
 MEMBER_CHECK_FIRST_S = 120
 
-JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], Any, Any]
-
 
 def build_application(settings: Settings, clock: Clock | None = None) -> JarchyApp:
     """Build the Application; nothing is opened until post_init."""
@@ -82,6 +81,9 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
         .request(AiohttpRequest(settings.bot_token))
         .get_updates_request(AiohttpRequest(settings.bot_token, connections=1))
         .context_types(ContextTypes(context=JarchyContext, bot_data=AppBotData))
+        # Every text is rendered by messages/ with its placeholders escaped; a plain one says parse_mode=None.
+        # The outbox applies the same default when it queues (bot.runtime.outbox.with_parse_mode).
+        .defaults(Defaults(parse_mode=ParseMode.HTML))
         .rate_limiter(SharedRateLimiter(limiter, chat_key))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)

@@ -66,3 +66,7 @@ class JarchyContext(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any]
     def plain(self, key: str, /, **params: object) -> str:
         """Render a text in the caller's language for places that show text as it is (button answers)."""
         return catalogs().plain(self.language, key, **params)
+
+
+# The Application as built in bot.app, for the handlers' register(app).
+JarchyApp = Application[Any, JarchyContext, dict[Any, Any], dict[Any, Any], Any, Any]

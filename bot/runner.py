@@ -8,7 +8,8 @@ import logging
 import signal
 from pathlib import Path
 
-from bot.app import JarchyApp, build_application, dispatch_update
+from bot.app import build_application, dispatch_update
+from bot.context import JarchyApp
 from bot.runtime.clock import Clock
 from bot.runtime.inbox import DurableInbox
 from bot.runtime.instance import lock_transient_keys

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-LANGUAGES: tuple[str, ...] = ("en", "ru", "ky", "uz")
+from bot.domain.languages import LANGUAGES
+
 DEFAULT_API_URL = "https://api.telegram.org"
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{10,100}$")
 _T = TypeVar("_T")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.constants import ParseMode
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
+from bot.domain import dates
 from bot.domain.callbacks import ForgetPress
 from bot.services.reports.intake import OwnReport
 from handlers.start import PRIVATE_MESSAGES
@@ -20,9 +20,9 @@ async def list_my_reports(update: Update, context: JarchyContext) -> None:
     service = context.services.reports
     reports = await service.my_reports(user.id)
     if not reports:
-        sent = await message.reply_text(context.text("myreports.empty"), parse_mode=ParseMode.HTML)
+        sent = await message.reply_text(context.text("myreports.empty"))
     else:
-        sent = await message.reply_text(_listing(context, reports), parse_mode=ParseMode.HTML)
+        sent = await message.reply_text(_listing(context, reports))
     # The answer and the command that asked for it leave the phone after the keep time.
     await service.delete_after_keep(message.chat_id, [message.message_id, sent.message_id])
 
@@ -35,7 +35,7 @@ def _listing(context: JarchyContext, reports: list[OwnReport]) -> str:
             code=r.code,
             category=context.text(f"category.{r.category}"),
             status=context.text(f"status.{r.status}"),
-            date=r.created_at.astimezone(zone).strftime("%d.%m.%Y"),
+            date=dates.day(r.created_at, zone),
         )
         for r in reports
     ]
@@ -65,7 +65,7 @@ async def ask_to_forget(update: Update, context: JarchyContext) -> None:
             ],
         ]
     )
-    await message.reply_text(context.text("forget.ask"), reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await message.reply_text(context.text("forget.ask"), reply_markup=keyboard)
 
 
 async def confirm_forget(update: Update, context: JarchyContext) -> None:
@@ -97,11 +97,11 @@ async def _holds_a_role(update: Update, context: JarchyContext, user_id: int) ->
     if update.callback_query is not None:
         await update.callback_query.answer(context.plain("forget.has_role"), show_alert=True)
     elif update.effective_message is not None:
-        await update.effective_message.reply_text(context.text("forget.has_role"), parse_mode=ParseMode.HTML)
+        await update.effective_message.reply_text(context.text("forget.has_role"))
     return True
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle /myreports and /forget."""
     app.add_handler(CommandHandler("myreports", list_my_reports, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("forget", ask_to_forget, filters=PRIVATE_MESSAGES))

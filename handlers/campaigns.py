@@ -15,10 +15,8 @@ from telegram import (
     MessageOriginChannel,
     Update,
 )
-from telegram.constants import ParseMode
 from telegram.error import TelegramError
 from telegram.ext import (
-    Application,
     ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
@@ -26,7 +24,8 @@ from telegram.ext import (
     filters,
 )
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
+from bot.domain import dates
 from bot.domain.callbacks import ApprovePress, CampaignPress, CampaignPreviewPress, ComposePress, any_of
 from bot.services.access.roles import NotAllowed
 from bot.services.campaigns.compose import Input
@@ -72,7 +71,7 @@ async def new_campaign(update: Update, context: JarchyContext) -> None:
     try:
         campaign = await context.services.campaigns.create(user.id, chat.id, title)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     await _show_card(context, chat.id, user.id, campaign.id)
 
@@ -85,10 +84,10 @@ async def list_campaigns(update: Update, context: JarchyContext) -> None:
     try:
         recent = await context.services.campaigns.recent(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     if not recent:
-        await message.reply_text(context.text("campaign.none"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("campaign.none"))
         return
     lines = [
         context.text(
@@ -99,7 +98,7 @@ async def list_campaigns(update: Update, context: JarchyContext) -> None:
         )
         for c in recent
     ]
-    await message.reply_text("\n".join(lines), parse_mode=ParseMode.HTML)
+    await message.reply_text("\n".join(lines))
 
 
 async def show_campaign(update: Update, context: JarchyContext) -> None:
@@ -124,7 +123,8 @@ async def cancel_campaign(update: Update, context: JarchyContext) -> None:
         return
     campaign_id = await _campaign_id_or_usage(message, context)
     if campaign_id is not None:
-        await message.reply_text(await _cancel(context, user.id, campaign_id))
+        # Rendered plain (it doubles as a callback answer): shown as it is, not as HTML.
+        await message.reply_text(await _cancel(context, user.id, campaign_id), parse_mode=None)
 
 
 async def approve_campaign(update: Update, context: JarchyContext) -> None:
@@ -142,7 +142,7 @@ async def approve_campaign(update: Update, context: JarchyContext) -> None:
         ApprovePress.unpack(query.data).campaign if query is not None else _campaign_id(context.args)
     )
     if campaign_id is None:
-        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("campaign.usage_id"))
         return
     try:
         campaign, reach = await context.services.campaigns.approve(user.id, campaign_id)
@@ -150,16 +150,14 @@ async def approve_campaign(update: Update, context: JarchyContext) -> None:
         if query is not None:
             await query.answer(refusal(context, error, plain=True), show_alert=True)
         else:
-            await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+            await message.reply_text(refusal(context, error))
         return
     if query is not None:
         # The card above the button showed the reach; an alert holds 200 characters at most.
         await query.answer(context.plain("campaign.approved", code=campaign.ref), show_alert=True)
     else:
         text = context.text("campaign.approved", code=campaign.ref)
-        await message.reply_text(
-            text + "\n" + reach_line(context.texts, context.language, reach), parse_mode=ParseMode.HTML
-        )
+        await message.reply_text(text + "\n" + reach_line(context.texts, context.language, reach))
 
 
 async def press_compose(update: Update, context: JarchyContext) -> None:
@@ -178,7 +176,7 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
         if action in _PROMPTS:
             await campaigns.expect(user.id, campaign_id, action)
             await query.answer()
-            await chat.send_message(context.text(_PROMPTS[action]), parse_mode=ParseMode.HTML)
+            await chat.send_message(context.text(_PROMPTS[action]))
         elif action == "template":
             campaign = (await campaigns.view(user.id, campaign_id)).campaign
             await query.answer()
@@ -190,10 +188,7 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
         elif action == "tpl":
             await campaigns.expect(user.id, campaign_id, "template", press.choice)
             await query.answer()
-            await chat.send_message(
-                context.text("campaign.ask_template", language=press.choice.upper()),
-                parse_mode=ParseMode.HTML,
-            )
+            await chat.send_message(context.text("campaign.ask_template", language=press.choice.upper()))
         elif action == "audience":
             campaign = (await campaigns.view(user.id, campaign_id)).campaign
             await query.answer()
@@ -226,13 +221,13 @@ async def press_compose(update: Update, context: JarchyContext) -> None:
             try:
                 await _send_raw(context, chat.id, method, params)
             except TelegramError:
-                await chat.send_message(context.text("campaign.preview_failed"), parse_mode=ParseMode.HTML)
+                await chat.send_message(context.text("campaign.preview_failed"))
         elif action == "send":
             await query.answer()
             await _send(context, chat.id, user.id, campaign_id)
         elif action == "cancel":
             await query.answer()
-            await chat.send_message(await _cancel(context, user.id, campaign_id))
+            await chat.send_message(await _cancel(context, user.id, campaign_id), parse_mode=None)  # plain
         elif action == "ledger":
             if chat.type != "private":
                 # Pseudonymous, but still who-got-what: not for a group's history.
@@ -274,7 +269,7 @@ async def fill_pending(update: Update, context: JarchyContext) -> None:
     try:
         campaign = await campaigns.fill(user.id, value)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         raise ApplicationHandlerStop from None
     if campaign is None:
         return  # the draft was sent or cancelled meanwhile: the message is for whoever else wants it
@@ -317,7 +312,7 @@ async def register_forwarded_channel(update: Update, context: JarchyContext) -> 
         or "admin" not in context.profile.roles
     ):
         # A forwarded post from anyone else is just a message (this handler took it, so answer here).
-        await message.reply_text(context.text("fallback.not_understood"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("fallback.not_understood"))
         return
     channel = origin.chat
     try:
@@ -325,17 +320,15 @@ async def register_forwarded_channel(update: Update, context: JarchyContext) -> 
     except TelegramError:
         member = None
     if member is None or member.status not in ("administrator", "creator"):
-        await message.reply_text(context.text("channel.unreachable"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("channel.unreachable"))
         raise ApplicationHandlerStop
     try:
         added = await context.services.hearings.register_channel(user.id, channel.id)
     except NotAllowed:
         # The gate audited it already.
-        await message.reply_text(context.text("channel.refused"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("channel.refused"))
         raise ApplicationHandlerStop from None
-    await message.reply_text(
-        context.text("channel.done" if added else "channel.already"), parse_mode=ParseMode.HTML
-    )
+    await message.reply_text(context.text("channel.done" if added else "channel.already"))
     raise ApplicationHandlerStop
 
 
@@ -357,7 +350,8 @@ async def _act(update: Update, context: JarchyContext, user_id: int, campaign_id
         text = context.texts.plain(context.language, key, title=campaign.title, code=campaign.ref)
     if template is not None:
         try:
-            await context.bot.send_message(private_chat, template)
+            # A template is the author's plain text, to copy as it is: "<" and "&" in it are letters.
+            await context.bot.send_message(private_chat, template, parse_mode=None)
         except TelegramError:
             # They never started the bot (a channel reader): the link opens the chat and sends it there.
             if query is not None and context.bot.username:
@@ -366,7 +360,7 @@ async def _act(update: Update, context: JarchyContext, user_id: int, campaign_id
     if query is not None:
         await query.answer(text, show_alert=action != "acted" or key != "campaign.acted")
     elif update.effective_message is not None:
-        await update.effective_message.reply_text(text)
+        await update.effective_message.reply_text(text, parse_mode=None)  # rendered plain, as the answer
 
 
 async def _send(
@@ -376,7 +370,7 @@ async def _send(
     try:
         campaign = await campaigns.send(user_id, campaign_id, when)
     except WorkspaceError as error:
-        await context.bot.send_message(chat_id, refusal(context, error), parse_mode=ParseMode.HTML)
+        await context.bot.send_message(chat_id, refusal(context, error))
         return
     zone = context.bot_data.settings.timezone
     if campaign.status == "awaiting_approval":
@@ -389,11 +383,11 @@ async def _send(
         text = context.text(
             "campaign.scheduled",
             code=campaign.ref,
-            when=campaign.send_at.astimezone(zone).strftime("%d.%m.%Y %H:%M"),
+            when=dates.moment(campaign.send_at, zone),
         )
     else:
         text = progress_text(context.texts, context.language, campaign, {}, {})
-    sent = await context.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+    sent = await context.bot.send_message(chat_id, text)
     await campaigns.set_progress_message(campaign.id, sent.message_id)
     if campaign.status == "awaiting_approval":
         await _ask_for_approval(context, user_id, campaign.id)
@@ -436,7 +430,6 @@ async def _ask_for_approval(context: JarchyContext, user_id: int, campaign_id: i
     await context.bot.send_message(
         target,
         context.text("campaign.approval_request") + "\n\n" + text,
-        parse_mode=ParseMode.HTML,
         reply_markup=InlineKeyboardMarkup.de_json({"inline_keyboard": [[button]]}, context.bot),
     )
 
@@ -456,7 +449,7 @@ async def _show_card(context: JarchyContext, chat_id: int, user_id: int, campaig
     try:
         summary = await context.services.campaigns.view(user_id, campaign_id)
     except WorkspaceError as error:
-        await context.bot.send_message(chat_id, refusal(context, error), parse_mode=ParseMode.HTML)
+        await context.bot.send_message(chat_id, refusal(context, error))
         return
     zone = context.bot_data.settings.timezone
     text, markup = draft_card(
@@ -493,7 +486,6 @@ async def _show_card(context: JarchyContext, chat_id: int, user_id: int, campaig
     await context.bot.send_message(
         chat_id,
         text,
-        parse_mode=ParseMode.HTML,
         reply_markup=InlineKeyboardMarkup.de_json(markup, context.bot),
     )
 
@@ -505,13 +497,11 @@ async def _send_raw(context: JarchyContext, chat_id: int, method: str, params: d
             chat_id,
             params["photo"],
             caption=params["caption"],
-            parse_mode=ParseMode.HTML,
             reply_markup=markup,
         )
     return await context.bot.send_message(
         chat_id,
         params["text"],
-        parse_mode=ParseMode.HTML,
         reply_markup=markup,
         link_preview_options=LinkPreviewOptions(is_disabled=True),
     )
@@ -521,7 +511,7 @@ async def _campaign_id_or_usage(message: Message, context: JarchyContext) -> int
     """Return the campaign number typed after the command, or say how to type it."""
     campaign_id = _campaign_id(context.args)
     if campaign_id is None:
-        await message.reply_text(context.text("campaign.usage_id"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("campaign.usage_id"))
     return campaign_id
 
 
@@ -532,7 +522,7 @@ def _campaign_id(args: list[str] | None) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 10 else None
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle the campaign commands, buttons, pending input and forwarded channel posts."""
     app.add_handler(CommandHandler("start", template_by_link, filters=_TEMPLATE_LINK))
     app.add_handler(CommandHandler("campaign_new", new_campaign))

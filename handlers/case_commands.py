@@ -10,9 +10,9 @@ from typing import Any
 from telegram import InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatType, ParseMode
 from telegram.error import BadRequest
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import BadCallback, DatePress, FlowPress
 from bot.domain.commands import CommandError, CommandSpec, arguments, parse_command
 from bot.services.access.roles import NotAllowed, Refused
@@ -190,7 +190,7 @@ async def _show(
     await context.bot.send_message(chat_id, text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle the declared commands and their flows' buttons (typed input: handlers.reports.route_input)."""
     for spec in COMMANDS.values():
         app.add_handler(CommandHandler(spec.name, declared(spec)))

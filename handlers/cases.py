@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
-from telegram.constants import ParseMode
 from telegram.error import TelegramError
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import AttendPress, BadCallback, CalendarPress, FollowCase, ReminderOffset
 from bot.domain.commands import CommandSpec
 from bot.services.access.roles import NotAllowed, Refused
@@ -59,14 +58,12 @@ async def list_cases(update: Update, context: JarchyContext) -> None:
             "cases.line", id=case.id, title=case.title, description=case.description, charges=case.charges
         )
         if len("\n\n".join([*page, line])) > _PAGE_LIMIT:
-            await message.reply_text(
-                "\n\n".join(page), parse_mode=ParseMode.HTML, reply_markup=_markup(buttons)
-            )
+            await message.reply_text("\n\n".join(page), reply_markup=_markup(buttons))
             page, buttons = [], []
         page.append(line)
         label = context.texts.plain(context.language, "button.follow", id=case.id)
         buttons.append([InlineKeyboardButton(label, callback_data=FollowCase(case.id).pack())])
-    await message.reply_text("\n\n".join(page), parse_mode=ParseMode.HTML, reply_markup=_markup(buttons))
+    await message.reply_text("\n\n".join(page), reply_markup=_markup(buttons))
 
 
 async def follow_case(update: Update, context: JarchyContext) -> None:
@@ -121,10 +118,10 @@ async def list_following(update: Update, context: JarchyContext) -> None:
         if upcoming:
             entry += "\n" + context.text("cases.next_hearing", **_when_where(context, upcoming[0]))
         if len("\n\n".join([*page, entry])) > _PAGE_LIMIT:
-            await message.reply_text("\n\n".join(page), parse_mode=ParseMode.HTML)
+            await message.reply_text("\n\n".join(page))
             page = []
         page.append(entry)
-    await message.reply_text("\n\n".join(page), parse_mode=ParseMode.HTML)
+    await message.reply_text("\n\n".join(page))
 
 
 async def show_settings(update: Update, context: JarchyContext) -> None:
@@ -217,7 +214,7 @@ async def bind_channel(update: Update, context: JarchyContext) -> None:
     target: int | str = chat.id
     if chat.type == "private":
         if not context.args:
-            await message.reply_text(context.text("channel.usage"), parse_mode=ParseMode.HTML)
+            await message.reply_text(context.text("channel.usage"))
             return
         name = context.args[0]
         target = int(name) if name.lstrip("-").isdigit() else name
@@ -374,7 +371,7 @@ async def _coordinate(update: Update, context: JarchyContext, action: str, act: 
         reply = context.text("cases.refused")
     except Refused as refused:
         reply = context.text(refused.key, **refused.params)
-    await message.reply_text(reply, parse_mode=ParseMode.HTML)
+    await message.reply_text(reply)
 
 
 async def _answer(
@@ -383,7 +380,7 @@ async def _answer(
     # Callback alerts hold 200 characters of plain text: the answer goes in a message of its own.
     chat = update.effective_chat
     if chat is not None:
-        await chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+        await chat.send_message(text, reply_markup=keyboard)
     if update.callback_query is not None:
         await update.callback_query.answer()
 
@@ -435,7 +432,7 @@ def _user_id(update: Update) -> int:
     return user.id
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle case commands and buttons."""
     for name, callback in (
         ("cases", list_cases),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from telegram import Message, Update
-from telegram.constants import ParseMode
-from telegram.ext import Application, ApplicationHandlerStop, CommandHandler, MessageHandler, filters
+from telegram.ext import ApplicationHandlerStop, CommandHandler, MessageHandler, filters
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.services.reports.body import find_code
 from handlers.workspace import WorkspaceError, in_workspace, refusal
 
@@ -24,7 +23,7 @@ async def ask_reporter(update: Update, context: JarchyContext) -> None:
     rest = parts[1] if len(parts) > 1 else ""
     code, question = _code_and_text(rest, _bot_message_text(message, context))
     if code is None or not question.strip():
-        await message.reply_text(context.text("contact.ask_usage"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("contact.ask_usage"))
         return
     await _ask(message, context, user.id, code, question)
 
@@ -61,13 +60,11 @@ async def answer_question(update: Update, context: JarchyContext) -> None:
             user.id, chat.id, replied.message_id, text, message.message_id, message.text
         )
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         raise ApplicationHandlerStop from None
     if answered is None:
         return  # not an answer to one of their questions: other handlers decide
-    await message.reply_text(
-        context.text("contact.answer_passed", code=answered.code), parse_mode=ParseMode.HTML
-    )
+    await message.reply_text(context.text("contact.answer_passed", code=answered.code))
     raise ApplicationHandlerStop
 
 
@@ -75,9 +72,9 @@ async def _ask(message: Message, context: JarchyContext, user_id: int, code: str
     try:
         sent = await context.services.contact.ask(user_id, code, question)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
-    await message.reply_text(context.text("contact.asked", code=sent), parse_mode=ParseMode.HTML)
+    await message.reply_text(context.text("contact.asked", code=sent))
 
 
 def _code_and_text(rest: str, replied: str | None) -> tuple[str | None, str]:
@@ -95,7 +92,7 @@ def _bot_message_text(message: Message, context: JarchyContext) -> str | None:
     return replied.text or replied.caption
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle /ask, replies to cards in the coordinators' chat, and reporters' answers."""
     app.add_handler(CommandHandler("ask", ask_reporter))
     app.add_handler(MessageHandler(_REPLY_TEXT & filters.ChatType.GROUPS, reply_to_card))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from telegram import InputFile, Update
-from telegram.constants import ParseMode
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
+from bot.domain import dates
 from bot.domain.callbacks import ReportListPage
 from bot.services.desk.browse import decode_query
 from bot.services.desk.export import FORMATS
@@ -32,10 +32,10 @@ async def list_reports(update: Update, context: JarchyContext) -> None:
         query = await desk.parse_query(user.id, context.args or [])
         page = await desk.page(user.id, query)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     text, keyboard = report_page(context.texts, context.language, page, context.bot_data.settings.timezone, 1)
-    await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+    await message.reply_text(text, reply_markup=keyboard)
 
 
 async def next_page(update: Update, context: JarchyContext) -> None:
@@ -57,7 +57,7 @@ async def next_page(update: Update, context: JarchyContext) -> None:
         context.texts, context.language, page, context.bot_data.settings.timezone, press.page
     )
     if update.effective_chat is not None:
-        await update.effective_chat.send_message(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+        await update.effective_chat.send_message(text, reply_markup=keyboard)
 
 
 async def show_report(update: Update, context: JarchyContext) -> None:
@@ -66,23 +66,23 @@ async def show_report(update: Update, context: JarchyContext) -> None:
     if message is None or user is None or not await in_workspace(update, context, "desk.view"):
         return
     if not context.args:
-        await message.reply_text(context.text("desk.view_usage"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("desk.view_usage"))
         return
     desk = context.services.desk
     try:
         view = await desk.view(user.id, context.args[0])
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     for text in report_view(context.texts, context.language, view, context.bot_data.settings.timezone):
-        await message.reply_text(text, parse_mode=ParseMode.HTML)
+        await message.reply_text(text)
     code, total = view.report.code, len(view.evidence)
     for index, (item, check) in enumerate(zip(view.evidence, view.evidence_checks, strict=True), 1):
         if check != BOUND:
             # Its record was moved here from another report or edited: sending it would present another
             # report's file, or a changed one, as this report's evidence.
             warning = context.text("evidence.moved", index=index, total=total, sha256=item.sha256)
-            await message.reply_text(warning, parse_mode=ParseMode.HTML)
+            await message.reply_text(warning)
             continue
         name = f"{code}-{index}.{_EXTENSIONS.get(item.kind, 'bin')}"
         caption = context.text(
@@ -90,12 +90,10 @@ async def show_report(update: Update, context: JarchyContext) -> None:
         )
         try:
             async with desk.open_evidence(item) as content:
-                await message.reply_document(
-                    InputFile(content, filename=name), caption=caption, parse_mode=ParseMode.HTML
-                )
+                await message.reply_document(InputFile(content, filename=name), caption=caption)
         except EvidenceDamaged:
             damaged = context.text("evidence.damaged", index=index, total=total, sha256=item.sha256)
-            await message.reply_text(damaged, parse_mode=ParseMode.HTML)
+            await message.reply_text(damaged)
 
 
 async def add_note(update: Update, context: JarchyContext) -> None:
@@ -106,14 +104,14 @@ async def add_note(update: Update, context: JarchyContext) -> None:
     # The note keeps its line breaks: take it from the text, not from the space-split arguments.
     parts = (message.text or "").split(maxsplit=2)
     if len(parts) < 3:
-        await message.reply_text(context.text("desk.note_usage"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("desk.note_usage"))
         return
     try:
         code = await context.services.desk.note(user.id, parts[1], parts[2])
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
-    await message.reply_text(context.text("desk.note_added", code=code), parse_mode=ParseMode.HTML)
+    await message.reply_text(context.text("desk.note_added", code=code))
 
 
 async def find_reports(update: Update, context: JarchyContext) -> None:
@@ -124,12 +122,12 @@ async def find_reports(update: Update, context: JarchyContext) -> None:
     try:
         hits, scanned = await context.services.desk.find(user.id, " ".join(context.args or []))
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     for text in found_list(
         context.texts, context.language, hits, scanned, context.bot_data.settings.timezone
     ):
-        await message.reply_text(text, parse_mode=ParseMode.HTML)
+        await message.reply_text(text)
 
 
 async def show_audit(update: Update, context: JarchyContext) -> None:
@@ -141,11 +139,9 @@ async def show_audit(update: Update, context: JarchyContext) -> None:
     try:
         entries, names = await services.team.recent_audit(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
-    await message.reply_text(
-        audit_list(context.texts, context.language, entries, names), parse_mode=ParseMode.HTML
-    )
+    await message.reply_text(audit_list(context.texts, context.language, entries, names))
 
 
 async def export_reports(update: Update, context: JarchyContext) -> None:
@@ -158,15 +154,15 @@ async def export_reports(update: Update, context: JarchyContext) -> None:
         query = await services.desk.parse_query(user.id, context.args or [])
         await services.exports.allow(user.id, query, FORMATS)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
-    await message.reply_text(context.text("export.started"), parse_mode=ParseMode.HTML)
-    stamp = services.clock.now().strftime("%Y%m%d-%H%M")
+    await message.reply_text(context.text("export.started"))
+    stamp = dates.file_stamp(services.clock.now())
     async with services.exports.files(context.bot_data.settings.data_dir / "exports", FORMATS) as files:
         summary = await services.exports.write(query, files.handles)
         ready = await asyncio.to_thread(files.fit, UPLOAD_LIMIT)
         if ready is None:
-            await message.reply_text(context.text("export.too_large"), parse_mode=ParseMode.HTML)
+            await message.reply_text(context.text("export.too_large"))
             return
         for fmt, (path, suffix) in ready.items():
             # Telegram's upload takes the bytes in memory: at most UPLOAD_LIMIT, checked just above.
@@ -174,6 +170,7 @@ async def export_reports(update: Update, context: JarchyContext) -> None:
             await message.reply_document(
                 InputFile(content, filename=f"jarchy-reports-{stamp}.{fmt}{suffix}"),
                 caption=context.plain("export.done", rows=summary.rows, format=fmt.upper()),
+                parse_mode=None,  # a plain rendering
             )
 
 
@@ -185,15 +182,16 @@ async def send_stats(update: Update, context: JarchyContext) -> None:
     try:
         picture = await context.services.stats.picture(user.id, context.language)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     await message.reply_photo(
         InputFile(picture.png, filename="jarchy-weeks.png"),
         caption=stats_caption(context.texts, context.language, picture.counts),
+        parse_mode=None,  # stats_caption renders plain
     )
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle the desk commands; /audit and /export only in private chats."""
     app.add_handler(CommandHandler("reports", list_reports))
     app.add_handler(CommandHandler("r", show_report))

@@ -7,9 +7,9 @@ import traceback
 
 from telegram import Update
 from telegram.error import NetworkError, TimedOut
-from telegram.ext import Application, ApplicationHandlerStop
+from telegram.ext import ApplicationHandlerStop
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.runtime.update_run import AlreadyActed, current_run
 from storage.database import is_transient
 
@@ -79,6 +79,6 @@ async def _tell_user(update: Update, context: JarchyContext, key: str, *, alert:
         log.warning("could not tell the user about an error", exc_info=True)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Install the error handler."""
     app.add_error_handler(report_error)

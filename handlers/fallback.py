@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import Application, CallbackQueryHandler, MessageHandler, filters
+from telegram.ext import CallbackQueryHandler, MessageHandler, filters
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 
 _PRIVATE_NEW = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
 
@@ -28,7 +28,7 @@ async def answer_stale_button(update: Update, context: JarchyContext) -> None:
         await update.callback_query.answer(context.text("callback.stale"), show_alert=False)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Register last, so every feature handler gets its chance first."""
     app.add_handler(MessageHandler(_PRIVATE_NEW & filters.COMMAND, answer_unknown_command))
     app.add_handler(MessageHandler(_PRIVATE_NEW & ~filters.COMMAND, answer_not_understood))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import LanguagePress, TimezonePress
 from bot.services.access.users import TIMEZONES, UnknownLanguage
 from handlers.start import PRIVATE_MESSAGES
@@ -66,7 +66,7 @@ async def choose_timezone(update: Update, context: JarchyContext) -> None:
     await query.answer()
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle /language, /timezone and their buttons."""
     app.add_handler(CommandHandler("language", ask_language, filters=PRIVATE_MESSAGES))
     app.add_handler(CallbackQueryHandler(choose_language, pattern=LanguagePress.matches))

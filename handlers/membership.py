@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from telegram import ChatMember, ChatMemberRestricted, Update, User
-from telegram.ext import Application, ChatMemberHandler
+from telegram.ext import ChatMemberHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 
 _INSIDE = frozenset({ChatMember.OWNER, ChatMember.ADMINISTRATOR, ChatMember.MEMBER})
 _ADMINISTRATORS = frozenset({ChatMember.OWNER, ChatMember.ADMINISTRATOR})
@@ -38,6 +38,6 @@ def _who(user: User) -> str:
     return " ".join(part for part in (user.full_name, f"@{user.username}" if user.username else "") if part)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Watch the members of the groups the bot administers."""
     app.add_handler(ChatMemberHandler(watch_members, ChatMemberHandler.CHAT_MEMBER))

@@ -6,10 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from telegram import InlineKeyboardMarkup, Message, Update
-from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
-    Application,
     ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
@@ -17,7 +15,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import MenuPress, ReportPress
 from bot.services.reports.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
 from bot.services.reports.intake import FileInput, LimitReached, Screen, Stale
@@ -43,7 +41,7 @@ async def start_report(update: Update, context: JarchyContext) -> None:
         text, keyboard = render_resume(texts, lang, screen.draft)
     else:
         text, keyboard = render_step(texts, lang, screen.draft, context.bot_data.settings.timezone)
-    sent = await chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    sent = await chat.send_message(text, reply_markup=keyboard)
     # The /report command itself goes with the conversation too.
     command = update.message.message_id if update.message is not None else None
     tracked = [m for m in (command, sent.message_id) if m is not None]
@@ -75,15 +73,15 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
             # receipt), and the report's summary leaves the phone with it.
             if isinstance(query.message, Message):
                 try:
-                    await query.message.edit_text(receipt, parse_mode=ParseMode.HTML)
+                    await query.message.edit_text(receipt)
                 except BadRequest as error:
                     if "not modified" not in str(error).lower():
                         # The review (the report's summary) must not stay on the phone.
                         await reports.delete_later(chat.id, [query.message.message_id])
-                        sent = await chat.send_message(receipt, parse_mode=ParseMode.HTML)
+                        sent = await chat.send_message(receipt)
                         await reports.delete_after_keep(chat.id, [sent.message_id])
             elif not submitted.already:
-                sent = await chat.send_message(receipt, parse_mode=ParseMode.HTML)
+                sent = await chat.send_message(receipt)
                 await reports.delete_after_keep(chat.id, [sent.message_id])
             await query.answer()
             return
@@ -158,7 +156,7 @@ async def route_input(update: Update, context: JarchyContext) -> None:
     text, keyboard = render_step(
         context.texts, context.language, screen.draft, context.bot_data.settings.timezone, screen.error
     )
-    sent = await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    sent = await message.reply_text(text, reply_markup=keyboard)
     await reports.track(user.id, "report", screen.draft.nonce, [sent.message_id])
     raise ApplicationHandlerStop
 
@@ -172,10 +170,10 @@ async def _edit_or_send(
     screen: Screen,
 ) -> None:
     try:
-        await message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+        await message.edit_text(text, reply_markup=keyboard)
     except BadRequest:
         # Too old to edit, or unchanged: a fresh prompt does the same job.
-        sent = await message.chat.send_message(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+        sent = await message.chat.send_message(text, reply_markup=keyboard)
         await context.services.reports.track(user_id, "report", screen.draft.nonce, [sent.message_id])
 
 
@@ -190,7 +188,7 @@ def _file_of(message: Message) -> FileInput | None:
     return None
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle /report, its buttons, and input while a draft waits."""
     app.add_handler(CommandHandler("report", start_report, filters=PRIVATE_MESSAGES))
     app.add_handler(CallbackQueryHandler(start_report, pattern=MenuPress.where(item="report")))

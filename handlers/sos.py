@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 
 from telegram import Message, Update
-from telegram.constants import ParseMode
 from telegram.error import BadRequest
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import MenuPress, SosPress
 from bot.send_limits import URGENT
 from bot.services.reports.intake import LimitReached, Stale
@@ -37,7 +36,6 @@ async def start_sos(update: Update, context: JarchyContext) -> None:
         chat.id,
         text,
         reply_markup=keyboard,
-        parse_mode=ParseMode.HTML,
         rate_limit_args=_urgency(chat.type),  # type: ignore[arg-type]
     )
     command = update.message.message_id if update.message is not None else None
@@ -73,7 +71,6 @@ async def press_sos_button(update: Update, context: JarchyContext) -> None:
                         chat_id=chat.id,
                         message_id=query.message.message_id,
                         reply_markup=keyboard,
-                        parse_mode=ParseMode.HTML,
                         rate_limit_args=_urgency(chat.type),  # type: ignore[arg-type]
                     )
             await query.answer()
@@ -107,7 +104,7 @@ async def route_sos_input(update: Update, context: JarchyContext) -> bool:
     text, keyboard = render_sos_followup(
         context.texts, context.language, screen.draft, "sos.followup_sent", screen.error
     )
-    sent = await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    sent = await message.reply_text(text, reply_markup=keyboard)
     await context.services.reports.track(user.id, "sos", screen.draft.nonce, [sent.message_id])
     return True
 
@@ -117,7 +114,7 @@ def _urgency(chat_type: str) -> dict[str, object] | None:
     return URGENT if chat_type == "private" else None
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle /sos and its buttons."""
     app.add_handler(CommandHandler("sos", start_sos, filters=PRIVATE_MESSAGES))
     app.add_handler(CallbackQueryHandler(start_sos, pattern=MenuPress.where(item="sos")))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.constants import ParseMode
-from telegram.ext import Application, CommandHandler, filters
+from telegram.ext import CommandHandler, filters
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from messages.menus import command_list, start_menu
 
 PRIVATE_MESSAGES = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
@@ -26,9 +25,7 @@ async def show_welcome(update: Update, context: JarchyContext) -> None:
         if held.reason is not None:
             reason = context.text(f"alerts.reason_{held.reason}")
             text += "\n\n" + context.text("start.held_alerts", count=held.count, reason=reason)
-    await update.effective_message.reply_text(
-        text, parse_mode=ParseMode.HTML, reply_markup=start_menu(context.texts, context.language)
-    )
+    await update.effective_message.reply_text(text, reply_markup=start_menu(context.texts, context.language))
 
 
 async def show_help(update: Update, context: JarchyContext) -> None:
@@ -43,10 +40,10 @@ async def show_help(update: Update, context: JarchyContext) -> None:
         text += "\n\n" + context.text("help.coordinators")
     if "admin" in roles:
         text += "\n\n" + context.text("help.admins")
-    await update.effective_message.reply_text(text, parse_mode=ParseMode.HTML)
+    await update.effective_message.reply_text(text)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Answer /start and /help in private chats."""
     app.add_handler(CommandHandler("start", show_welcome, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("help", show_help, filters=PRIVATE_MESSAGES))

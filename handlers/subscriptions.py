@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.constants import ParseMode
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler
+from telegram.ext import CallbackQueryHandler, CommandHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import SubscriptionPress
 from bot.services.campaigns.compose import TOPICS
 from handlers.cases import show_settings as show_reminder_settings
@@ -23,7 +22,6 @@ async def subscribe(update: Update, context: JarchyContext) -> None:
     topics = await context.services.campaigns.subscribe(user.id, chat.id)
     await message.reply_text(
         context.text("subscribe.done"),
-        parse_mode=ParseMode.HTML,
         reply_markup=_topics_keyboard(context, topics),
     )
 
@@ -34,9 +32,7 @@ async def unsubscribe(update: Update, context: JarchyContext) -> None:
     if message is None or user is None:
         return
     withdrawn = await context.services.campaigns.unsubscribe(user.id)
-    await message.reply_text(
-        context.text("subscribe.stopped", withdrawn=withdrawn), parse_mode=ParseMode.HTML
-    )
+    await message.reply_text(context.text("subscribe.stopped", withdrawn=withdrawn))
 
 
 async def show_settings(update: Update, context: JarchyContext) -> None:
@@ -47,7 +43,6 @@ async def show_settings(update: Update, context: JarchyContext) -> None:
     topics = await context.services.campaigns.topics(user.id) or frozenset()
     await message.reply_text(
         context.text("subscribe.settings"),
-        parse_mode=ParseMode.HTML,
         reply_markup=_topics_keyboard(context, topics),
     )
     await show_reminder_settings(update, context)
@@ -97,7 +92,7 @@ def _topics_keyboard(context: JarchyContext, topics: frozenset[str]) -> InlineKe
     return InlineKeyboardMarkup(rows)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle the subscriber commands (private chats) and the topic buttons."""
     app.add_handler(CommandHandler("subscribe", subscribe, filters=PRIVATE_MESSAGES))
     app.add_handler(CommandHandler("unsubscribe", unsubscribe, filters=PRIVATE_MESSAGES))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.constants import ParseMode
 from telegram.error import BadRequest
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
+from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
+from bot.domain import dates
 from bot.domain.callbacks import InvitePress, TeamPress
 from bot.services.access.team import INVITE_PREFIX
 from handlers.start import PRIVATE_MESSAGES
@@ -27,17 +27,16 @@ async def create_invite(update: Update, context: JarchyContext) -> None:
     try:
         invite = await context.services.team.invite(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     link = f"https://t.me/{context.bot.username}?start={INVITE_PREFIX}{invite.token}"
-    expires = invite.expires_at.astimezone(context.bot_data.settings.timezone).strftime("%d.%m.%Y %H:%M")
+    expires = dates.moment(invite.expires_at, context.bot_data.settings.timezone)
     withdraw = InlineKeyboardButton(
         context.texts.plain(context.language, "team.withdraw_button"),
         callback_data=InvitePress("x", invite.id).pack(),
     )
     await message.reply_text(
         context.text("team.invite_created", link=link, expires=expires),
-        parse_mode=ParseMode.HTML,
         reply_markup=InlineKeyboardMarkup([[withdraw]]),
         disable_web_page_preview=True,
     )
@@ -71,9 +70,9 @@ async def join_team(update: Update, context: JarchyContext) -> None:
     try:
         await context.services.team.join(user.id, token)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
-    await message.reply_text(context.text("team.joined"), parse_mode=ParseMode.HTML)
+    await message.reply_text(context.text("team.joined"))
 
 
 async def set_name(update: Update, context: JarchyContext) -> None:
@@ -84,9 +83,9 @@ async def set_name(update: Update, context: JarchyContext) -> None:
     try:
         name = await context.services.team.set_name(user.id, " ".join(context.args or []))
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
-    await message.reply_text(context.text("team.name_set", name=name), parse_mode=ParseMode.HTML)
+    await message.reply_text(context.text("team.name_set", name=name))
 
 
 async def show_team(update: Update, context: JarchyContext) -> None:
@@ -97,13 +96,13 @@ async def show_team(update: Update, context: JarchyContext) -> None:
     try:
         members = await context.services.team.members(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     is_admin = context.profile is not None and "admin" in context.profile.roles
     text, keyboard = team_list(
         context.texts, context.language, members, context.bot_data.settings.timezone, with_buttons=is_admin
     )
-    await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=keyboard)
+    await message.reply_text(text, reply_markup=keyboard)
 
 
 async def confirm_revoke(update: Update, context: JarchyContext) -> None:
@@ -144,7 +143,7 @@ async def revoke(update: Update, context: JarchyContext) -> None:
             return
         who = " ".join(context.args or [])
         if not who.strip():
-            await message.reply_text(context.text("team.revoke_usage"), parse_mode=ParseMode.HTML)
+            await message.reply_text(context.text("team.revoke_usage"))
             return
     try:
         name, freed = await context.services.team.revoke(user.id, who)
@@ -155,17 +154,18 @@ async def revoke(update: Update, context: JarchyContext) -> None:
         else:
             await message.reply_text(text)
         return
+    # Rendered plain, as the answer it may also be: a name is shown as it is, "<" and "&" included.
     done = context.texts.plain(context.language, "team.revoked", name=name or who, freed=freed)
     if query is not None:
         # An alert holds 200 characters: the whole answer replaces the confirmation instead.
         await query.answer(context.texts.plain(context.language, "team.revoked_short", name=name or who))
         with contextlib.suppress(BadRequest):
-            await message.edit_text(done)
+            await message.edit_text(done, parse_mode=None)
     else:
-        await message.reply_text(done)
+        await message.reply_text(done, parse_mode=None)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle the team commands; the invite link's /start comes before the plain /start."""
     app.add_handler(CommandHandler("start", join_team, filters=_JOIN))
     app.add_handler(CommandHandler("invite", create_invite, filters=PRIVATE_MESSAGES))

@@ -7,10 +7,9 @@ from __future__ import annotations
 import contextlib
 
 from telegram import ChatMemberRestricted, Message, Update
-from telegram.constants import ChatType, ParseMode
+from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import (
-    Application,
     CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
@@ -18,7 +17,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import DutyPress, OpenCard, TriagePress
 from bot.services.access.roles import NotAllowed, Refused
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
@@ -36,12 +35,12 @@ async def bind_alert_chat(update: Update, context: JarchyContext) -> None:
     try:
         binding = await context.services.alerts.bind(user.id, chat.id, chat.title)
     except NotAllowed:
-        await message.reply_text(context.text("bind.refused"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("bind.refused"))
         return
     except Refused as refused:
-        await message.reply_text(refusal(context, refused), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, refused))
         return
-    await message.reply_text(context.text(binding.key, **binding.params), parse_mode=ParseMode.HTML)
+    await message.reply_text(context.text(binding.key, **binding.params))
 
 
 async def press_triage_button(update: Update, context: JarchyContext) -> None:
@@ -91,14 +90,14 @@ async def mark_duplicate(update: Update, context: JarchyContext) -> None:
         return
     args = context.args or []
     if len(args) != 2:
-        await message.reply_text(context.text("triage.duplicate_usage"), parse_mode=ParseMode.HTML)
+        await message.reply_text(context.text("triage.duplicate_usage"))
         return
     try:
         answer = await context.services.triage.mark_duplicate(user.id, args[0], args[1])
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
-    await message.reply_text(context.text(answer.key, **answer.params), parse_mode=ParseMode.HTML)
+    await message.reply_text(context.text(answer.key, **answer.params))
 
 
 async def show_duty(update: Update, context: JarchyContext) -> None:
@@ -111,7 +110,7 @@ async def show_duty(update: Update, context: JarchyContext) -> None:
         # in any other group the bot stays silent (a stranger's group gets nothing to flood with).
         await context.services.gate.refuse(user.id, "team.duty", detail="wrong chat")
         if await context.services.alerts.is_coordinator_chat(chat.id):
-            await message.reply_text(context.text("duty.private_only"), parse_mode=ParseMode.HTML)
+            await message.reply_text(context.text("duty.private_only"))
         return
     args = [a.lower() for a in context.args or []]
     try:
@@ -120,10 +119,10 @@ async def show_duty(update: Update, context: JarchyContext) -> None:
         else:
             state = await context.services.duty.status(user.id)
     except WorkspaceError as error:
-        await message.reply_text(refusal(context, error), parse_mode=ParseMode.HTML)
+        await message.reply_text(refusal(context, error))
         return
     text, keyboard = duty_screen(context.texts, context.language, state.on_duty, state.on_duty_count)
-    await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await message.reply_text(text, reply_markup=keyboard)
 
 
 async def press_duty_button(update: Update, context: JarchyContext) -> None:
@@ -143,7 +142,7 @@ async def press_duty_button(update: Update, context: JarchyContext) -> None:
     if isinstance(query.message, Message):
         # A double tap finds the screen already showing this.
         with contextlib.suppress(BadRequest):
-            await query.message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+            await query.message.edit_text(text, reply_markup=keyboard)
     await query.answer()
 
 
@@ -172,7 +171,7 @@ def _carries(message: Message, data: str) -> bool:
     return any(button.callback_data == data for row in markup.inline_keyboard for button in row)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Handle /bind in groups, /duplicate, /duty, the triage and digest buttons, and the chat's fate."""
     app.add_handler(CommandHandler("bind", bind_alert_chat, filters=_GROUPS))
     app.add_handler(CommandHandler("duplicate", mark_duplicate))

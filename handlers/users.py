@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from telegram import Update
-from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
+from telegram.ext import ApplicationHandlerStop, TypeHandler
 
-from bot.context import JarchyContext
+from bot.context import JarchyApp, JarchyContext
 from bot.runtime.flood import Verdict, is_sos
 
 GROUP = -10
@@ -44,6 +44,6 @@ def _urgent(update: Update) -> bool:
     return message is not None and is_sos(None, message.text)
 
 
-def register(app: Application) -> None:
+def register(app: JarchyApp) -> None:
     """Run recognise_user first for every update."""
     app.add_handler(TypeHandler(Update, recognise_user), group=GROUP)

@@ -64,8 +64,8 @@ async def pressed_in_workspace(
 
 
 def refusal(context: JarchyContext, error: Exception, *, plain: bool = False) -> str:
-    """Return the text explaining why an action was refused: HTML for messages sent with
-    ParseMode.HTML, `plain` for callback answers (which show text as it is)."""
+    """Return the text explaining why an action was refused: HTML for messages (the default parse mode),
+    `plain` for callback answers and the messages that reuse them (sent with parse_mode=None)."""
     render = (lambda key, **p: context.texts.plain(context.language, key, **p)) if plain else context.text
     if isinstance(error, NotAllowed):
         return render("coord.admin_only" if error.admins_only else "coord.refused")

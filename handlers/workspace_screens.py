@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.domain import dates
 from bot.domain.callbacks import DutyPress, ReportListPage, TeamPress
 from bot.services.access.team import MemberView
 from bot.services.desk.browse import Found, ListLine, Page, ReportView
@@ -33,7 +33,7 @@ def team_list(
                 "team.line",
                 name=name,
                 role=texts.plain(language, f"team.role_{role}"),
-                since=_day(member.since, zone),
+                since=dates.day(member.since, zone),
                 ref=member.ref,
             )
             + (" " + texts.text(language, "team.on_duty") if member.on_duty else "")
@@ -83,7 +83,7 @@ def report_line(texts: Catalogs, language: str, line: ListLine, zone: ZoneInfo) 
         status=texts.plain(language, f"status.{report.status}"),
         category=texts.plain(language, f"category.{report.category}"),
         region=texts.plain(language, f"region.{report.region}") if report.region else "—",
-        date=_moment(report.created_at, zone),
+        date=dates.moment(report.created_at, zone),
         assignee=line.assignee or "—",
     )
 
@@ -117,8 +117,12 @@ def report_view(texts: Catalogs, language: str, view: ReportView, zone: ZoneInfo
             status=status,
             assignee=view.assignee or "—",
             acknowledged=view.acknowledged_by or "—",
-            created=_moment(report.created_at, zone),
-            occurred=_moment(report.occurred_at, zone) if report.occurred_at else "—",
+            created=dates.moment(report.created_at, zone),
+            occurred=(
+                dates.occurred(report.occurred_at, zone, report.occurred_precision)
+                if report.occurred_at
+                else "—"
+            ),
             region=texts.plain(language, f"region.{report.region}") if report.region else "—",
             place=body.place or "—",
             location=f"{body.location[0]}, {body.location[1]}" if body.location else "—",
@@ -136,7 +140,7 @@ def report_view(texts: Catalogs, language: str, view: ReportView, zone: ZoneInfo
                 language,
                 f"desk.note_{note.kind}",
                 who=note.author or "—",
-                at=_moment(note.at, zone),
+                at=dates.moment(note.at, zone),
                 text=note.text,
             )
         )
@@ -145,7 +149,7 @@ def report_view(texts: Catalogs, language: str, view: ReportView, zone: ZoneInfo
             texts.text(
                 language,
                 "desk.event",
-                at=_moment(at, zone),
+                at=dates.moment(at, zone),
                 who=who,
                 action=texts.plain(language, f"desk.action_{action}"),
             )
@@ -169,7 +173,7 @@ def audit_list(texts: Catalogs, language: str, entries: Sequence[AuditEntry], na
                 language,
                 "audit.line" if entry.outcome == "ok" else "audit.line_refused",
                 id=entry.id,
-                at=entry.at.strftime("%d.%m %H:%M UTC"),
+                at=dates.utc_moment(entry.at),
                 actor=actor,
                 action=entry.action,
                 target=entry.target or "",
@@ -237,11 +241,3 @@ def _cut(text: str, limit: int) -> int:
 
 def _units(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
-
-
-def _moment(value: datetime, zone: ZoneInfo) -> str:
-    return value.astimezone(zone).strftime("%d.%m.%Y %H:%M")
-
-
-def _day(value: datetime, zone: ZoneInfo) -> str:
-    return value.astimezone(zone).strftime("%d.%m.%Y")

@@ -8,7 +8,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 
-class CompileCatalogsHook(BuildHookInterface):
+class CompileCatalogsHook(BuildHookInterface):  # type: ignore[misc]  # hatchling ships no type hints
     """Write messages/locale/<lang>/LC_MESSAGES/messages.mo next to each .po."""
 
     PLUGIN_NAME = "custom"

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.domain import dates
 from bot.domain.callbacks import (
     LANGUAGE_CODES,
     CampaignAction,
@@ -60,12 +61,10 @@ def campaign_message(
         return "sendPhoto", {
             "photo": campaign.image_file_id,
             "caption": body,
-            "parse_mode": "HTML",
             "reply_markup": markup,
         }
     return "sendMessage", {
         "text": body,
-        "parse_mode": "HTML",
         "reply_markup": markup,
         "link_preview_options": {"is_disabled": True},
     }
@@ -75,7 +74,7 @@ def full_text(texts: Catalogs, language: str, campaign: Campaign, zone: ZoneInfo
     """Return the title, the (already validated) HTML body and the deadline line."""
     parts = [f"<b>{html.escape(campaign.title)}</b>", campaign.body or ""]
     if campaign.deadline is not None:
-        when = campaign.deadline.astimezone(zone).strftime("%d.%m.%Y %H:%M")
+        when = dates.moment(campaign.deadline, zone)
         parts.append(texts.text(language, "campaign.deadline_line", when=when))
     return "\n\n".join(parts)
 
@@ -104,7 +103,7 @@ def draft_card(
         image=texts.plain(language, "campaign.set" if campaign.image_file_id else "campaign.unset"),
         templates=", ".join(templates) or "—",
         link=campaign.link or "—",
-        deadline=campaign.deadline.astimezone(zone).strftime("%d.%m.%Y %H:%M") if campaign.deadline else "—",
+        deadline=dates.moment(campaign.deadline, zone) if campaign.deadline else "—",
         audience=audience,
         size=audience_size,
         channels=texts.plain(language, "campaign.yes" if campaign.include_channels else "campaign.no"),

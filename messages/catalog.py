@@ -9,7 +9,8 @@ import string
 from functools import cache
 from pathlib import Path
 
-LANGUAGES: tuple[str, ...] = ("en", "ru", "ky", "uz")
+from bot.domain.languages import LANGUAGES
+
 DOMAIN = "messages"
 LOCALE_DIR = Path(__file__).parent / "locale"
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.domain.callbacks import LanguagePress, MenuPress
-from messages.catalog import LANGUAGES, Catalogs, Safe
+from bot.domain.languages import LANGUAGE_NAMES, LANGUAGES
+from messages.catalog import Catalogs, Safe
 
 # Public commands, in the order the menu and /help list them; features append theirs here.
 PUBLIC_COMMANDS: tuple[str, ...] = (
     "start", "report", "sos", "cases", "following", "calendar", "subscribe",
     "settings", "timezone", "myreports", "unsubscribe", "forget", "language", "help",
 )  # fmt: skip
-
-# Each language is named in itself, so a person who cannot read the current one still finds theirs.
-LANGUAGE_NAMES: dict[str, str] = {"en": "English", "ru": "Русский", "ky": "Кыргызча", "uz": "Oʻzbekcha"}
 
 
 def command_list(texts: Catalogs, language: str) -> Safe:

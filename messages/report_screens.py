@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.domain import dates
 from bot.domain.callbacks import ReportAction, ReportPress, SosPress
 from bot.domain.report_form import (
     CATEGORIES,
@@ -171,8 +172,7 @@ def _review(
 def _when(draft: Draft, zone: ZoneInfo) -> str | None:
     if draft.occurred_at is None:
         return None
-    local = datetime.fromisoformat(draft.occurred_at).astimezone(zone)
-    return local.strftime("%d.%m.%Y") if draft.precision == "date" else local.strftime("%d.%m.%Y %H:%M")
+    return dates.occurred(datetime.fromisoformat(draft.occurred_at), zone, draft.precision)
 
 
 def _button(texts: Catalogs, lang: str, key: str, data: str) -> InlineKeyboardButton:

@@ -79,9 +79,10 @@ class InboxRepository:
 
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
         """Return when the earliest pending update is due, or None."""
-        return (
+        due: datetime | None = (
             await conn.execute(select(func.min(inbox.c.next_attempt_at)).where(inbox.c.status == "pending"))
         ).scalar()
+        return due
 
     async def mark_done(self, conn: AsyncConnection, update_ids: Sequence[int], now: datetime) -> None:
         """Mark updates handled and drop their payloads (they hold message text and ids)."""

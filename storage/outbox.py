@@ -428,9 +428,10 @@ class OutboxRepository:
 
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
         """Return when the earliest pending row is due."""
-        return (
+        due: datetime | None = (
             await conn.execute(select(func.min(outbox.c.due_at)).where(outbox.c.status == "pending"))
         ).scalar()
+        return due
 
     async def counts(self, conn: AsyncConnection, ref: str | None = None) -> dict[str, int]:
         """Return how many rows are in each status (optionally for one aggregate)."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import insert
 
-from bot.services.campaigns.compose import subscriber_chat_binding
+from bot.security.bindings import subscriber_chat_binding
 from bot.wiring import Services
 from storage.campaigns import CampaignRepository
 from storage.schema import subscriptions, users

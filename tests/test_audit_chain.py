@@ -18,7 +18,8 @@ from sqlalchemy import select, text
 
 from bot.runtime.audit import ANCHOR_EVERY, HEAD_DELAY, HEAD_KIND
 from bot.runtime.clock import FakeClock
-from bot.runtime.outbox import NOTICE_KIND, payload_binding
+from bot.runtime.outbox import NOTICE_KIND
+from bot.security.bindings import payload_binding
 from bot.services.access.team import TeamError
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
@@ -26,8 +27,8 @@ from messages import catalogs
 from storage.database import Database
 from storage.schema import outbox
 from tests.conftest import TEST_TOKEN, make_settings, run_jarchy
-from tests.e2e.conftest import RunningBot
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
 from tests.workspace_seed import Seed, seed_reports
 
 ADMIN, OTHER_ADMIN = 5001, 5002

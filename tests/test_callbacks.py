@@ -40,10 +40,10 @@ from bot.domain.callbacks import (
     _parts,
     any_of,
 )
+from bot.domain.languages import LANGUAGES
 from bot.runtime.flood import is_sos
 from bot.services.access.team import MEMBER_REF_LENGTH
 from bot.services.desk.browse import STATUS_FILTERS, encode_query
-from messages.catalog import LANGUAGES
 from storage.report_queries import ReportQuery
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.runtime.clock import FakeClock
-from bot.runtime.outbox import payload_binding
+from bot.security.bindings import payload_binding
 from bot.services.access.roles import NotAllowed, Refused
 from bot.services.campaigns.broadcast import Broadcaster
 from bot.services.campaigns.compose import APPROVAL_FLOOR, Input, approval_threshold

@@ -16,7 +16,8 @@ from sqlalchemy import text
 
 from bot.runtime.clock import FakeClock
 from bot.runtime.delivery import Failure, Receipt
-from bot.runtime.outbox import PRIORITY_SOS, payload_binding
+from bot.runtime.outbox import PRIORITY_SOS
+from bot.security.bindings import payload_binding
 from bot.services.access.roles import NotAllowed
 from bot.services.reports.body import alert_input
 from bot.services.triage.alerts import CARD_KIND, DIGEST_KIND, EDIT_KIND

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from bot.security import Cipher, DataKey, create_key_file
+from bot.security.bindings import file_ref_binding
 from bot.services.reports.evidence import (
     BOUND,
     CHUNK,
@@ -27,7 +28,6 @@ from bot.services.reports.evidence import (
     EvidenceRefused,
     EvidenceStore,
     SavedFile,
-    file_ref_binding,
     verify_evidence,
 )
 from storage import migrations

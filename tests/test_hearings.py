@@ -12,7 +12,7 @@ from icalendar import Calendar
 from sqlalchemy import text
 
 from bot.runtime.clock import FakeClock
-from bot.runtime.outbox import payload_binding
+from bot.security.bindings import payload_binding
 from bot.services.access.roles import UNNAMED, NotAllowed
 from bot.services.cases.hearings import HearingInputError, HearingService
 from bot.settings import Settings

@@ -8,12 +8,11 @@ import pytest
 from sqlalchemy import text
 
 from bot.runtime.clock import Clock
-from bot.runtime.inbox import update_binding
 from bot.runtime.instance import DataDirInUse, lock_transient_keys
 from bot.security import Cipher, DataKey, DecryptionError, KeyFileError
+from bot.security.bindings import draft_binding, update_binding
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import RETIRED_GRACE_S, SLOTS, NoFreeSlot, TransientKeys
-from bot.services.reports.intake import draft_binding
 from bot.services.upkeep.history import HistoryScrubber
 from bot.services.upkeep.key_rotation import _exclusive
 from bot.wiring import build_limiter, open_services

@@ -22,6 +22,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import SystemClock
 from bot.runtime.inbox import DispatchResult, DurableInbox
 from bot.runtime.outbox import OutgoingMessage
+from bot.security.bindings import draft_binding, staged_binding
 from bot.security.crypto import Cipher
 from bot.security.key_guard import KEY_CHECK, ROTATION
 from bot.security.keys import (
@@ -36,8 +37,7 @@ from bot.security.keys import (
 from bot.security.owner_tags import OwnerTags
 from bot.security.sealed_fields import NOT_SEALED, SEALED_FIELDS, open_under, under_data_key
 from bot.security.transient import TransientKeys
-from bot.services.reports.evidence import EvidenceDamaged, EvidenceStore, staged_binding
-from bot.services.reports.intake import draft_binding
+from bot.services.reports.evidence import EvidenceDamaged, EvidenceStore
 from bot.services.upkeep.key_rotation import rotate_key
 from bot.settings import Settings
 from bot.wiring import TRANSIENT_KEYS_FILE, Services, build_limiter, open_services
@@ -50,10 +50,10 @@ from storage.evidence import staged_owner_binding
 from storage.state import StateRepository
 from tests.campaign_seed import ready_campaign
 from tests.conftest import TEST_TOKEN, make_settings
-from tests.e2e.conftest import RunningBot
 from tests.e2e.reporting import ADMIN, COORDINATORS, Person, settle
 from tests.e2e.test_reports import DOCUMENT, PHOTO, walk_to_review
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
 from tests.workspace_seed import Seed, seed_reports
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -57,8 +57,8 @@ RULES: dict[str, tuple[str, ...]] = {
         "bot.ptb_request",
         "bot.send_limits",
     ),
-    # Keys and ciphers know nothing of features or Telegram.
-    "bot.security": ("handlers", "telegram", "messages"),
+    # Keys, ciphers and bindings know nothing of features, of the machinery that uses them, or Telegram.
+    "bot.security": ("handlers", "telegram", "messages", "bot.services", "bot.runtime"),
     # Texts and screens render records; they never call a service or route an update.
     "messages": ("handlers", "bot.services", "bot.runtime", "bot.app", "bot.wiring"),
     # Glue calls services; SQL and transactions are theirs.
@@ -71,6 +71,8 @@ KNOWN: dict[tuple[str, str], str] = {
         "bot.services.upkeep.key_rotation",
         "bot.wiring",
     ): "rotation opens the same services as a start to re-seal",
+    ("bot.security.key_guard", "bot.runtime.audit"): "a key is checked against the audit chain's MACs",
+    ("bot.security.key_guard", "bot.runtime.clock"): "the audit chain it checks needs a clock",
     ("handlers.cases", "storage.cases"): "CaseNotFound and Hearing until the error tree moves them",
     ("handlers.errors", "storage.database"): "is_transient until the error tree names a database fault",
     ("handlers.workspace", "storage.reports"): "ReportNotFound until the error tree moves it",
@@ -135,6 +137,8 @@ def test_every_known_exception_still_exists() -> None:
         ("bot.runtime.outbox", "bot.services.triage.alerts"),
         ("bot.domain.report_form", "storage.reports"),
         ("handlers.desk", "sqlalchemy"),
+        ("bot.security.sealed_fields", "bot.services.contact"),
+        ("bot.security.bindings", "bot.runtime.outbox"),
     ],
 )
 def test_the_rules_catch_a_crossing(importer: str, imported: str) -> None:

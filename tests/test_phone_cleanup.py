@@ -21,17 +21,18 @@ from sqlalchemy import select, text
 
 from bot.app import build_application
 from bot.runner import run_polling
-from bot.runtime.outbox import payload_binding
 from bot.security import DataKey
+from bot.security.bindings import payload_binding
 from bot.services.reports.intake import ReporterCodes, find_reporter_code
 from bot.settings import Settings, SettingsError
 from bot.wiring import Services
 from messages import catalogs
 from storage.schema import outbox
 from tests.conftest import make_settings
-from tests.e2e.conftest import RunningBot, fake
+from tests.e2e.conftest import fake
 from tests.e2e.reporting import ADMIN, COORDINATORS, Person, settle
 from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
 
 __all__ = ["fake"]  # the fixture these tests use
 

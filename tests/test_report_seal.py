@@ -8,7 +8,8 @@ import io
 import pytest
 from sqlalchemy import text
 
-from bot.services.reports.body import ReportTampered, report_body_binding
+from bot.security.bindings import report_body_binding
+from bot.services.reports.body import ReportTampered
 from bot.services.reports.seal import SEALED_MARK, reseal_legacy_bodies, tampered_reports
 from bot.settings import Settings
 from bot.wiring import Services

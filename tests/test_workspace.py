@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from bot.runtime.clock import FakeClock
 from bot.runtime.delivery import Receipt
-from bot.runtime.outbox import payload_binding
+from bot.security.bindings import payload_binding
 from bot.services.access.roles import NotAllowed, Refused
 from bot.services.access.team import TeamError
 from bot.settings import Settings
@@ -316,7 +316,7 @@ async def deliver_question(services: Services, code: str) -> int:
                 text("SELECT id, ref FROM outbox WHERE kind='contact_question' ORDER BY id DESC LIMIT 1")
             )
         ).one()
-        message_id = 700 + row.id
+        message_id: int = 700 + row.id
         await services.contact.question_sent(
             conn, [Receipt("contact_question", row.ref, REPORTER, message_id)]
         )

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.security import Cipher
-from bot.services.reports.body import CODE_ALPHABET, contact_chat_binding, sealed_body_binding
+from bot.security.bindings import contact_chat_binding, sealed_body_binding
+from bot.services.reports.body import CODE_ALPHABET
 from storage.database import Database
 from storage.reports import NewReport, ReportRepository
 

@@ -35,6 +35,8 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
+from bot.domain.languages import LANGUAGES
+
 SEPARATOR = ":"
 MAX_BYTES = 64  # Telegram refuses longer data with BUTTON_DATA_INVALID
 _INT = re.compile(r"-?\d{1,19}")
@@ -316,7 +318,7 @@ class CampaignPreviewPress(Callback, prefix="pv"):
 
 # Compose: the draft card's buttons. Two carry a choice: "tpl" a template language (cc:ID:tpl:ru), "aud" an
 # audience (cc:ID:aud:all, cc:ID:aud:language:uz, cc:ID:aud:topic:urgent).
-LANGUAGE_CODES = ("en", "ru", "ky", "uz")
+LANGUAGE_CODES = LANGUAGES
 
 
 ComposeAction = Literal[

@@ -22,10 +22,11 @@ import json
 import logging
 import string
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_PERSONAL, Outbox, OutgoingMessage
 from bot.security import DataKey
@@ -244,7 +245,7 @@ class AuditLog:
             "audit.head",
             hash=entry.hash,
             entry=entry.id,
-            at=_utc(entry.at),
+            at=dates.utc_moment(entry.at),
             why=Safe(anchoring.texts.text(language, f"audit.head_why_{why}")),
         )
         queued = await self._tell_admins(
@@ -268,7 +269,7 @@ class AuditLog:
         messages = [
             OutgoingMessage(
                 "sendMessage",
-                {"chat_id": admin, "text": text, "parse_mode": "HTML"},
+                {"chat_id": admin, "text": text},
                 kind=kind,
                 recipient_user_id=admin,
                 priority=priority,
@@ -390,10 +391,6 @@ class AuditLog:
             return None
 
 
-def _utc(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _break_problem(entry: AuditEntry) -> str:
     if entry.detail == BREAK_WIPED:
         return f"entry {entry.id}: the log and its seal were wiped from a database in use, a new log begun"
@@ -403,7 +400,7 @@ def _break_problem(entry: AuditEntry) -> str:
 
 
 def _anchor_problems(wanted: str, anchors: list[AuditEntry], last: AuditEntry | None) -> list[str]:
-    ends = f"entry {last.id}, {_utc(last.at)}" if last is not None else "no entries"
+    ends = f"entry {last.id}, {dates.utc_moment(last.at)}" if last is not None else "no entries"
     if not anchors:
         return [
             f"the expected head {wanted[:HEAD_PREFIX_MIN]}… is not in the log: it was cut back to before "

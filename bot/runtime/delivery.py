@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.clock import Clock
-from bot.runtime.outbox import PRIORITY_SOS, payload_binding
+from bot.runtime.outbox import PRIORITY_SOS
 from bot.runtime.ratelimit import SendLimiter
 from bot.runtime.telegram_api import ApiResult, NotSent, OutcomeUnknown, TelegramApi
 from bot.security import Cipher, DecryptionError
+from bot.security.bindings import payload_binding
 from storage.database import Database
 from storage.outbox import ClaimedRow, OutboxRepository, Outcome
 from storage.users import UserRepository

@@ -21,6 +21,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.flood import is_sos
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from bot.security import Cipher, DecryptionError
+from bot.security.bindings import update_binding
 from storage.database import Database
 from storage.inbox import InboxRepository, InboxRow
 
@@ -150,7 +151,7 @@ class DurableInbox:
             rows = [
                 (
                     u["update_id"],
-                    self._cipher.encrypt_json(u, binding=_binding(u["update_id"]), transient=True),
+                    self._cipher.encrypt_json(u, binding=update_binding(u["update_id"]), transient=True),
                 )
                 for u in updates
             ]
@@ -181,7 +182,7 @@ class DurableInbox:
                 continue
             try:
                 update: dict[str, Any] | None = self._cipher.decrypt_json(
-                    row.payload, binding=_binding(row.update_id)
+                    row.payload, binding=update_binding(row.update_id)
                 )
             except DecryptionError:
                 update = None
@@ -358,14 +359,6 @@ class DurableInbox:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-
-def update_binding(update_id: int) -> str:
-    """Return what a stored update's encryption is bound to."""
-    return f"inbox.payload:{update_id}"
-
-
-_binding = update_binding
 
 
 def _is_sos(update: dict[str, Any]) -> bool:

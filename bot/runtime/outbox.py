@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.clock import Clock
 from bot.security import Cipher, DecryptionError, Pseudonymizer
+from bot.security.bindings import payload_binding
 from storage.outbox import NewOutboxRow, OutboxRepository
 
 PRIORITY_SOS = 100
@@ -25,9 +26,30 @@ PRIORITY_BROADCAST = 0
 NOTICE_KIND = "admin_notice"
 
 
-def payload_binding(uid: str) -> str:
-    """Return what an outbox payload's encryption is bound to."""
-    return f"outbox.payload:{uid}"
+# Methods whose text or caption Telegram reads by parse_mode.
+_FORMATTED_METHODS = frozenset(
+    {
+        "sendMessage", "editMessageText", "editMessageCaption", "copyMessage", "sendPhoto", "sendDocument",
+        "sendVideo", "sendAnimation", "sendAudio", "sendVoice",
+    }
+)  # fmt: skip
+
+
+def with_parse_mode(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Return the params to store: Telegram HTML unless they say `"parse_mode": None` (plain text).
+
+    Every text the bot queues is rendered by messages/ with its placeholders escaped, so HTML is the
+    default, as Defaults makes it for the replies sent through python-telegram-bot. The choice is written
+    into the row when it is queued, not made when it is sent: a row queued without parse_mode was plain
+    and stays plain, and one that says "HTML" sends as HTML, whichever code queued it.
+    """
+    if method not in _FORMATTED_METHODS or ("text" not in params and "caption" not in params):
+        return params
+    if "parse_mode" not in params:
+        return {**params, "parse_mode": "HTML"}
+    if params["parse_mode"] is None:
+        return {key: value for key, value in params.items() if key != "parse_mode"}
+    return params
 
 
 def chat_kind_of(chat_id: int | str) -> str:
@@ -90,7 +112,7 @@ class Outbox:
                     kind=message.kind,
                     method=message.method,
                     payload=self._cipher.encrypt_json(
-                        message.params,
+                        with_parse_mode(message.method, message.params),
                         binding=payload_binding(message.uid),
                         # A clean-up names the chat it cleans: its old copies must not outlive it.
                         transient=message.unlinked or message.kind == "cleanup",

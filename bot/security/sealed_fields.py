@@ -17,18 +17,25 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, and_, or_, select, update
 from sqlalchemy.sql.dml import Update
 
-from bot.runtime.inbox import update_binding
-from bot.runtime.outbox import payload_binding
+from bot.security.bindings import (
+    contact_chat_binding,
+    copy_chat_binding,
+    creator_chat_binding,
+    draft_binding,
+    duty_chat_binding,
+    file_ref_binding,
+    follow_chat_binding,
+    note_binding,
+    payload_binding,
+    report_body_binding,
+    sealed_body_binding,
+    staged_binding,
+    subscriber_chat_binding,
+    team_name_binding,
+    telegram_id_binding,
+    update_binding,
+)
 from bot.security.crypto import Cipher, DecryptionError
-from bot.services.access.members import telegram_id_binding
-from bot.services.campaigns.compose import creator_chat_binding, subscriber_chat_binding
-from bot.services.cases.hearings import follow_chat_binding
-from bot.services.contact import note_binding
-from bot.services.reports.body import contact_chat_binding, report_body_binding, sealed_body_binding
-from bot.services.reports.evidence import file_ref_binding, staged_binding
-from bot.services.reports.intake import draft_binding
-from bot.services.triage.actions import copy_chat_binding
-from bot.services.triage.alerts import duty_chat_binding
 from storage import schema
 
 # The first byte of a value sealed under the data key (bot.security.crypto: format 1).
@@ -113,13 +120,8 @@ def _after(keys: list[Any], after: list[Any]) -> ColumnElement[bool]:
     return or_(*clauses)
 
 
-def _team_name(pseudonym: str) -> str:
-    # As bot.services.team._name_binding.
-    return f"team.display_name:{pseudonym}"
-
-
 def _report_body(r: Any) -> tuple[str, ...]:
-    # Bound to the clear columns since bot.services.report_body.sealed_body_binding; to the code before.
+    # Bound to the clear columns since sealed_body_binding; to the code alone before.
     columns = (r.kind, r.category, r.occurred_at, r.occurred_precision, r.region, r.contactable, r.created_at)
     return sealed_body_binding(r.code, *columns), report_body_binding(r.code)
 
@@ -171,7 +173,7 @@ SEALED_FIELDS: tuple[SealedField, ...] = (
     ),
     SealedField(schema.alert_copies, "chat", ("id",), lambda r: (copy_chat_binding(r.uid),), ("uid",)),
     SealedField(schema.duty, "chat", ("pseudonym",), lambda r: (duty_chat_binding(r.pseudonym),)),
-    SealedField(schema.team, "display_name", ("pseudonym",), lambda r: (_team_name(r.pseudonym),)),
+    SealedField(schema.team, "display_name", ("pseudonym",), lambda r: (team_name_binding(r.pseudonym),)),
     SealedField(
         schema.coordinator_ids, "telegram_id", ("pseudonym",), lambda r: (telegram_id_binding(r.pseudonym),)
     ),

@@ -18,6 +18,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.delivery import Receipt
 from bot.runtime.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import note_binding
 from bot.services.access.roles import Gate, Refused
 from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
 from bot.services.reports.intake import ReporterCodes, find_reporter_code, phone_cleanup
@@ -105,7 +106,6 @@ class ContactService:
             placeholder = self._texts.plain(language, "contact.answer_placeholder")
             params = {
                 "text": text,
-                "parse_mode": "HTML",
                 "reply_markup": {"force_reply": True, "input_field_placeholder": placeholder},
             }
             message = self._to_reporter(chat, params, f"{code}:q{note_id}", kind=QUESTION_KIND)
@@ -215,7 +215,7 @@ class ContactService:
             return
         language = await self._language_of(conn, report)
         text = self._texts.text(language, f"contact.update_{event}", code=self._codes.of(report.code))
-        message = self._to_reporter(chat, {"text": text, "parse_mode": "HTML"}, report.code, UPDATE_KIND)
+        message = self._to_reporter(chat, {"text": text}, report.code, UPDATE_KIND)
         await self._outbox.enqueue(conn, [message])
 
     async def _to_coordinators(
@@ -223,7 +223,7 @@ class ContactService:
     ) -> None:
         chat = await self._alerts.coordinator_chat(conn)
         text = self._texts.text(self._default_language, key, code=report.code, **params)
-        payload: dict[str, object] = {"chat_id": chat or 0, "text": text, "parse_mode": "HTML"}
+        payload: dict[str, object] = {"chat_id": chat or 0, "text": text}
         if report.alert_message_id is not None and report.alert_chat == chat:
             payload["reply_parameters"] = {
                 "message_id": report.alert_message_id,
@@ -255,11 +255,6 @@ class ContactService:
         if user is None:
             return self._default_language
         return user.spoken or self._default_language
-
-
-def note_binding(code: str, kind: str) -> str:
-    """Return what a note's encryption is bound to."""
-    return f"report_notes.body:{code}:{kind}"
 
 
 def _bounded(raw: str, empty_key: str) -> str:

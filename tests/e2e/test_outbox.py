@@ -19,8 +19,10 @@ from bot.runtime.clock import SystemClock
 from bot.runtime.delivery import DeliveryConfig, DeliveryWorker, Failure
 from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.telegram_api import TelegramApi
+from bot.security.bindings import payload_binding
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
+from storage.outbox import NewOutboxRow
 from storage.users import UserRepository
 from tests.fakebot import FakeBotApi
 from tests.support.settings import make_settings
@@ -295,6 +297,55 @@ async def test_a_bad_request_is_dead_at_once(services: Services, fake: FakeBotAp
     async with services.db.read() as conn:
         (row,) = await services.outbox_repo.statuses(conn)
     assert row.status == "dead" and row.attempts == 1 and "400" in (row.last_error or "")
+
+
+async def test_a_queued_text_is_html_unless_it_says_plain(services: Services, fake: FakeBotApi) -> None:
+    # A plain text (a reporter's long words, a template) with "<" and "&" must reach Telegram as it is:
+    # sent as HTML it would be refused ("can't parse entities") or show something else.
+    plain = OutgoingMessage(
+        "sendMessage", {"chat_id": 102, "text": "a <b> & b", "parse_mode": None}, kind="test"
+    )
+    where = OutgoingMessage(
+        "sendLocation", {"chat_id": 103, "latitude": 42.87, "longitude": 74.59}, kind="test"
+    )
+    await enqueue(services, [text_to(101, "<b>bold</b> &amp;"), plain, where])
+    await run_until_settled(services, worker(services), 3)
+    (html,) = fake.sent("sendMessage", chat_id=101)
+    assert html.params["parse_mode"] == "HTML"
+    (sent,) = fake.sent("sendMessage", chat_id=102)
+    assert sent.params["text"] == "a <b> & b" and "parse_mode" not in sent.params
+    (location,) = fake.sent("sendLocation", chat_id=103)
+    assert "parse_mode" not in location.params
+
+
+async def test_rows_queued_before_the_default_send_as_they_were(services: Services, fake: FakeBotApi) -> None:
+    # Rows written by older code: an HTML one says so, a plain one has no parse_mode at all.
+    now = services.clock.now()
+    old = {
+        101: {"chat_id": 101, "text": "<b>old</b>", "parse_mode": "HTML"},
+        102: {"chat_id": 102, "text": "x<y"},
+    }
+    rows = [
+        NewOutboxRow(
+            uid=f"old{chat}",
+            kind="test",
+            method="sendMessage",
+            payload=services.cipher.encrypt_json(params, binding=payload_binding(f"old{chat}")),
+            chat_key=services.pseudonyms.of_chat(chat),
+            chat_kind="private",
+            recipient=None,
+            priority=0,
+            due_at=now,
+        )
+        for chat, params in old.items()
+    ]
+    async with services.db.write() as conn:
+        await services.outbox_repo.insert(conn, rows, now)
+    await run_until_settled(services, worker(services), 2)
+    (html,) = fake.sent("sendMessage", chat_id=101)
+    assert html.params["parse_mode"] == "HTML"
+    (plain,) = fake.sent("sendMessage", chat_id=102)
+    assert plain.params["text"] == "x<y" and "parse_mode" not in plain.params
 
 
 async def test_sent_rows_store_telegrams_message_id(services: Services, fake: FakeBotApi) -> None:

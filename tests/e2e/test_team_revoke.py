@@ -95,3 +95,31 @@ async def test_revoke_from_the_team_buttons_in_every_language(
     changed = next(m for m in admin.bot_messages() if m["message_id"] == confirmation["message_id"])
     assert changed["text"] == full
     assert not await services.gate.holds(COORDINATOR, ("coordinator",))
+
+
+async def test_a_name_with_html_characters_is_shown_as_it_is(fake: FakeBotApi, running: RunningBot) -> None:
+    # The revoke text is rendered plain (it doubles as the button's answer): sent under the HTML default,
+    # "<b>" would turn bold or, unclosed, make Telegram refuse the whole message.
+    name = "Tom & <b>Jerry"
+    admin = Person(fake, ADMIN, "en")
+    await admin.say("/start")
+    services = running.app_services()
+    await services.users.seen(COORDINATOR, "en")
+    invite = await services.team.invite(ADMIN)
+    await services.team.join(COORDINATOR, invite.token)
+    assert await services.team.set_name(COORDINATOR, name) == name
+
+    await admin.say("/team")
+    (revoke_button,) = [d for d in admin.buttons() if d.startswith("tm:rv:")]
+    ref = revoke_button.rsplit(":", 1)[-1]
+    await _press(fake, admin, revoke_button, admin.keyboard_message()["message_id"])
+    await fake.wait_for("sendMessage", chat_id=ADMIN, predicate=lambda c: "tm:rvy:" in str(c.params))
+    confirmation = admin.keyboard_message()
+    await _press(fake, admin, f"tm:rvy:{ref}", confirmation["message_id"])
+
+    (edited,) = await fake.wait_for("editMessageText", chat_id=ADMIN)
+    assert edited.params["text"] == catalogs().plain("en", "team.revoked", name=name, freed=0)
+    assert "parse_mode" not in edited.params
+    # The confirmation above it is rendered as HTML and sent as HTML.
+    (asked,) = [c for c in fake.sent("sendMessage", chat_id=ADMIN) if "tm:rvy:" in str(c.params)]
+    assert asked.params["parse_mode"] == "HTML"

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.app import JarchyApp, build_application
+from bot.app import build_application
+from bot.context import JarchyApp
 from bot.runner import run_polling
 from bot.settings import Settings
 from bot.wiring import Services
@@ -52,7 +53,7 @@ class RunningBot:
 
     def app_services(self) -> Services:
         """Return the running bot's services (for tests that drive a periodic job by hand)."""
-        services = self.app.bot_data.services if self.app is not None else None
+        services: Services | None = self.app.bot_data.services if self.app is not None else None
         if services is None:
             raise RuntimeError("the bot has not started yet")
         return services
@@ -62,7 +63,7 @@ class RunningBot:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            services = self.app.bot_data.services if self.app is not None else None
+            services: Services | None = self.app.bot_data.services if self.app is not None else None
             if services is not None:
                 return services
             if self._task is not None and self._task.done():

@@ -27,7 +27,8 @@ class Person:
         """The newest bot message with buttons."""
         for message in reversed(self.bot_messages()):
             if (message.get("reply_markup") or {}).get("inline_keyboard"):
-                return message
+                found: dict[str, Any] = message
+                return found
         raise AssertionError("no message with buttons")
 
     def buttons(self) -> list[str]:

@@ -36,6 +36,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.outbox import Outbox, OutgoingMessage
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from bot.security import Cipher, DecryptionError, Pseudonymizer
+from bot.security.bindings import telegram_id_binding
 from bot.services.access.team import MEMBER_REF_LENGTH, member_label, open_display_name
 from bot.services.triage.alerts import PRIORITY_NOTICE, AlertService
 from messages import Catalogs, Safe
@@ -79,11 +80,6 @@ class MemberCheck:
     excess: int  # members beyond the bot and those role holders
     lingering: int  # former role holders still in it
     queued: int  # removals queued by this pass
-
-
-def telegram_id_binding(pseudonym: str) -> str:
-    """Return what a stored Telegram id's encryption is bound to."""
-    return f"coordinator_ids.telegram_id:{pseudonym}"
 
 
 def ban_verdict(status: str, error: str | None) -> str:

@@ -16,6 +16,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import Outbox
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import team_name_binding
 from bot.services.access.roles import Gate, Refused
 from storage.alert_copies import AlertCopyRepository, DutyRepository
 from storage.audit import AuditEntry, AuditRepository
@@ -171,7 +172,7 @@ class TeamService:
                 taken = self._open_name(member.pseudonym, member.display_name)
                 if member.pseudonym != act.actor and taken is not None and _fold(taken) == _fold(name):
                     raise TeamError("team.name_taken")
-            sealed = self._cipher.encrypt_text(name, binding=_name_binding(act.actor))
+            sealed = self._cipher.encrypt_text(name, binding=team_name_binding(act.actor))
             await self._repo.set_name(act.conn, act.actor, sealed, self._clock.now())
             await self._audit.record(act.conn, act.actor, "team.name", act.actor)
         return name
@@ -286,7 +287,7 @@ def open_display_name(cipher: Cipher, pseudonym: str, sealed: bytes | None) -> s
     """Decrypt a display name stored for this person (None if they never chose one)."""
     if sealed is None:
         return None
-    return cipher.decrypt_text(sealed, binding=_name_binding(pseudonym))
+    return cipher.decrypt_text(sealed, binding=team_name_binding(pseudonym))
 
 
 def clean_name(raw: str) -> str:
@@ -318,7 +319,3 @@ def _plausible(token: str) -> bool:
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _name_binding(pseudonym: str) -> str:
-    return f"team.display_name:{pseudonym}"

@@ -20,13 +20,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, Outbox, OutgoingMessage
 from bot.security import Cipher
+from bot.security.bindings import creator_chat_binding, follow_chat_binding, subscriber_chat_binding
 from bot.services.access.roles import COORDINATING
-from bot.services.campaigns.compose import creator_chat_binding, reminder_ref, subscriber_chat_binding
-from bot.services.cases.hearings import follow_chat_binding
+from bot.services.campaigns.compose import reminder_ref
 from messages import LANGUAGES, Catalogs
 from messages.campaign_screens import campaign_message, progress_text
 from storage.campaigns import Campaign, CampaignRepository, Recipient, subscriber_filter
@@ -278,7 +279,7 @@ class Broadcaster:
         await self._outbox.cancel_ref(conn, f"{campaign.ref}:p", kinds=(PROGRESS_KIND,))
         edit = OutgoingMessage(
             "editMessageText",
-            {"chat_id": chat, "message_id": campaign.progress_message_id, "text": text, "parse_mode": "HTML"},
+            {"chat_id": chat, "message_id": campaign.progress_message_id, "text": text},
             kind=PROGRESS_KIND,
             priority=PRIORITY_ALERT,
             ref=f"{campaign.ref}:p",
@@ -315,12 +316,12 @@ class Broadcaster:
                         log.warning("skipped a reminder whose chat does not decrypt")
                         continue
                     language = spoken if spoken in LANGUAGES else self._language
-                    when = campaign.deadline.astimezone(self._zone).strftime("%d.%m.%Y %H:%M")
+                    when = dates.moment(campaign.deadline, self._zone)
                     text = self._texts.text(language, "campaign.reminder", title=campaign.title, when=when)
                     messages.append(
                         OutgoingMessage(
                             "sendMessage",
-                            {"chat_id": chat, "text": text, "parse_mode": "HTML"},
+                            {"chat_id": chat, "text": text},
                             kind="campaign_reminder",
                             recipient_user_id=chat,
                             priority=PRIORITY_REMINDER,

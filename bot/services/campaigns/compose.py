@@ -22,6 +22,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import Outbox
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import creator_chat_binding, subscriber_chat_binding
 from bot.services.access.roles import Gate, Refused
 from bot.services.cases.hearings import HearingInputError, HearingService
 from messages import LANGUAGES, Catalogs
@@ -593,13 +594,3 @@ def approval_threshold(approval_reach: int, everyone: int) -> int:
 def reminder_ref(campaign: Campaign) -> str:
     """Return the outbox ref of a campaign's deadline reminders (kept apart from its delivery counts)."""
     return f"{campaign.ref}:r"
-
-
-def subscriber_chat_binding(pseudonym: str) -> str:
-    """Return what a subscriber's (or reminder-seeker's) encrypted chat is bound to."""
-    return f"subscriptions.chat:{pseudonym}"
-
-
-def creator_chat_binding(author: str) -> str:
-    """Return what the encrypted chat of a campaign's author (where its progress goes) is bound to."""
-    return f"campaigns.creator_chat:{author}"

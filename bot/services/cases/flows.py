@@ -24,10 +24,10 @@ from bot.domain.commands import CommandError, CommandSpec, Field, parse_field
 from bot.runtime.clock import Clock
 from bot.runtime.update_run import current_run
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import draft_binding
 from bot.services.access.roles import Gate, Refused
 from bot.services.cases.commands import COMMANDS
 from bot.services.cases.hearings import HearingInputError, HearingService
-from bot.services.reports.intake import draft_binding
 from storage.cases import Case, CaseRepository
 from storage.drafts import DraftRepository, StoredDraft
 

@@ -21,6 +21,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import follow_chat_binding
 from bot.services.access.roles import COORDINATING, Acting, Gate, NotAllowed, Refused
 from messages import LANGUAGES, Catalogs
 from storage.cases import Case, CaseNotFound, CaseRepository, Follower, Hearing, HearingExists
@@ -527,7 +528,7 @@ class HearingService:
     ) -> OutgoingMessage:
         return OutgoingMessage(
             "sendMessage",
-            {"chat_id": chat, "text": text, "parse_mode": "HTML"},
+            {"chat_id": chat, "text": text},
             kind="announcement",
             priority=PRIORITY_REMINDER,
             due_at=due,
@@ -605,7 +606,7 @@ class HearingService:
                 follower.chat, binding=follow_chat_binding(follower.pseudonym, hearing.case_id)
             )
         )
-        params: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML"}
+        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
         if buttons:
             lang = self._lang(follower)
             params["reply_markup"] = {
@@ -683,11 +684,6 @@ def _offsets(stored: str | None) -> tuple[int, ...]:
         return DEFAULT_OFFSETS
     chosen = {int(part) for part in stored.split(",") if part.strip().isdigit()}
     return tuple(m for m in OFFSET_CHOICES if m in chosen) or DEFAULT_OFFSETS
-
-
-def follow_chat_binding(pseudonym: str, case_id: int) -> str:
-    """Return what a follower's encrypted chat is bound to."""
-    return f"follows.chat:{case_id}:{pseudonym}"
 
 
 def _ref(hearing_id: int) -> str:

@@ -14,9 +14,9 @@ from bot.domain.report_form import CATEGORIES, REGIONS, clean_text, telegram_len
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.security import Cipher
+from bot.security.bindings import note_binding
 from bot.services.access.roles import Gate, Refused
 from bot.services.access.team import MEMBER_REF_LENGTH, TeamService, member_label
-from bot.services.contact import note_binding
 from bot.services.reports.body import ReportBody, open_body, parse_code, safe_code
 from bot.services.reports.evidence import EvidenceStore
 from storage.database import Database
@@ -162,7 +162,10 @@ class DeskService:
             ]
             names = await self._team.names(act.conn, people)
             await self._audit.record(act.conn, act.actor, "desk.view", code)
-        label = lambda p: member_label(names.get(p), p) if p else None  # noqa: E731
+
+        def label(pseudonym: str | None) -> str | None:
+            return member_label(names.get(pseudonym), pseudonym) if pseudonym else None
+
         return ReportView(
             report=report,
             body=open_body(self._cipher, report),

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
+from bot.domain import dates
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.font_manager import FontProperties
@@ -95,9 +97,7 @@ def render_png(picture: WeeklyPicture) -> bytes:
     stride = max(1, math.ceil(len(positions) / MAX_LABELLED_WEEKS))
     last = len(positions) - 1
     # Counted back from the newest week, which is the one coordinators look for.
-    ticks = [
-        week.strftime("%d.%m") if (last - n) % stride == 0 else "" for n, week in enumerate(picture.weeks)
-    ]
+    ticks = [dates.week(week) if (last - n) % stride == 0 else "" for n, week in enumerate(picture.weeks)]
     _draw_categories(top, picture, positions, fonts)
     _draw_open_closed(bottom, picture, positions, fonts)
     for axes in (top, bottom):
@@ -110,7 +110,7 @@ def render_png(picture: WeeklyPicture) -> bytes:
 
     buffer = io.BytesIO()
     # No "Software" entry: the PNG should not advertise the matplotlib version, and it keeps output stable.
-    canvas.print_png(buffer, metadata={"Software": None})
+    canvas.print_png(buffer, metadata={"Software": None})  # type: ignore[no-untyped-call]  # untyped in matplotlib
     return buffer.getvalue()
 
 

@@ -31,9 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.audit import AuditLog
 from bot.security import Cipher
+from bot.security.bindings import note_binding
 from bot.services.access.roles import Gate
 from bot.services.access.team import TeamService, member_label
-from bot.services.contact import note_binding
 from bot.services.reports.body import ReportBody, ReportTampered, open_body
 from bot.services.reports.evidence import BOUND, EvidenceStore
 from storage.database import Database

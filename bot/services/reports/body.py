@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from bot.security import Cipher, DecryptionError
+from bot.security.bindings import body_binding, contact_chat_binding, file_ref_binding
 from bot.services.access.roles import Refused
 from bot.services.triage.alerts import AlertInput
 from storage.reports import Evidence, Report
-from storage.types import to_micros
 
 # Unambiguous letters and digits (no 0/O, 1/I/L): a code read aloud over a bad line still works.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -70,51 +68,6 @@ class ReportTampered(Refused):
         super().__init__("desk.tampered", code=code)
 
 
-def report_body_binding(code: str) -> str:
-    """Return what a report body's encryption was bound to before its clear columns were (legacy rows)."""
-    return f"reports.body:{code}"
-
-
-def sealed_body_binding(
-    code: str,
-    kind: str,
-    category: str,
-    occurred_at: datetime | None,
-    precision: str | None,
-    region: str | None,
-    contactable: bool,
-    created_at: datetime,
-) -> str:
-    """Return what a report body is bound to: its code and every clear column triage filters on, so an
-    edited category, region, kind or time makes the body fail to open instead of passing unnoticed."""
-    occurred = to_micros(occurred_at) if occurred_at is not None else ""
-    parts = [
-        code,
-        kind,
-        category,
-        occurred,
-        precision or "",
-        region or "",
-        int(contactable),
-        to_micros(created_at),
-    ]
-    return "reports.body.v2:" + json.dumps(parts, separators=(",", ":"))
-
-
-def body_binding(report: Report) -> str:
-    """Return the binding of a stored report's body."""
-    return sealed_body_binding(
-        report.code,
-        report.kind,
-        report.category,
-        report.occurred_at,
-        report.occurred_precision,
-        report.region,
-        report.contactable,
-        report.created_at,
-    )
-
-
 def open_raw_body(cipher: Cipher, report: Report) -> dict[str, Any]:
     """Decrypt a report's body as stored; raise ReportTampered if it does not match its clear columns."""
     try:
@@ -122,11 +75,6 @@ def open_raw_body(cipher: Cipher, report: Report) -> dict[str, Any]:
     except DecryptionError:
         raise ReportTampered(report.code) from None
     return body
-
-
-def contact_chat_binding(code: str) -> str:
-    """Return what a report's contact chat encryption is bound to."""
-    return f"reports.contact_chat:{code}"
 
 
 def open_body(cipher: Cipher, report: Report) -> ReportBody:
@@ -154,7 +102,7 @@ def alert_input(
     sent again: an opened card)."""
     raw = open_raw_body(cipher, report)
     file_ids = (
-        [cipher.decrypt_text(e.file_ref, binding=f"evidence.file_ref:{e.uid}") for e in evidence]
+        [cipher.decrypt_text(e.file_ref, binding=file_ref_binding(e.uid)) for e in evidence]
         if with_files
         else []
     )

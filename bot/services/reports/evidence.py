@@ -48,6 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.security import Cipher, DataKey, DecryptionError
+from bot.security.bindings import evidence_file_binding, file_ref_binding, staged_binding
 from bot.security.owner_tags import OwnerTags
 from bot.settings import Settings
 from storage.database import Database
@@ -714,7 +715,7 @@ class _OpeningReader:
             elif version == _V1:
                 # Written whole before streaming existed: at most 20 MB, opened in one piece.
                 sealed = version + self._file.read()
-                self._legacy = memoryview(cipher.decrypt(sealed, binding=_binding(uid)))
+                self._legacy = memoryview(cipher.decrypt(sealed, binding=evidence_file_binding(uid)))
             else:
                 raise EvidenceDamaged(f"evidence file {uid} has an unknown format")
         except DecryptionError:
@@ -812,22 +813,8 @@ async def verify_evidence(
     return EvidenceAudit(checked, problems)
 
 
-def file_ref_binding(uid: str) -> str:
-    """Return the binding of an evidence row's encrypted Telegram file_id."""
-    return f"evidence.file_ref:{uid}"
-
-
-def _binding(uid: str) -> str:
-    return f"evidence.file:{uid}"
-
-
 def _associated(uid: str) -> bytes:
-    return _V2 + _binding(uid).encode()
-
-
-def staged_binding(owner: str) -> str:
-    """Return the binding of a staged row's sealed details (bot.services.upkeep.history rewrites them)."""
-    return f"evidence_staged.details:{owner}"
+    return _V2 + evidence_file_binding(uid).encode()
 
 
 def _fsync_directory(directory: Path) -> None:

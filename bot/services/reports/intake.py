@@ -15,20 +15,22 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.domain import report_form as form
 from bot.domain.report_form import Draft, FormError
 from bot.runtime.allowance import Allowance
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import Outbox, OutgoingMessage
 from bot.security import Cipher, DataKey, Pseudonymizer
-from bot.services.reports.body import (
-    CODE_ALPHABET,
+from bot.security.bindings import (
     body_binding,
     contact_chat_binding,
-    open_raw_body,
+    draft_binding,
+    file_ref_binding,
     sealed_body_binding,
 )
-from bot.services.reports.evidence import DownloadFailed, EvidenceRefused, EvidenceStore, file_ref_binding
+from bot.services.reports.body import CODE_ALPHABET, open_raw_body
+from bot.services.reports.evidence import DownloadFailed, EvidenceRefused, EvidenceStore
 from bot.services.triage.alerts import PRIORITY_SOS_UPDATE, AlertInput, AlertService
 from storage.database import Database
 from storage.drafts import DraftRepository, StoredDraft
@@ -595,7 +597,7 @@ class ReportService:
         report = await self._reports.by_code(conn, code)
         body = open_raw_body(self._cipher, report)
         if line is not None:
-            at = self._clock.now().astimezone(self._zone).strftime("%H:%M")
+            at = dates.clock(self._clock.now(), self._zone)
             updates = [*(body.get("updates") or []), f"{at} {line}"]
             body["updates"] = updates[-MAX_SOS_UPDATES:]
         if location is not None:
@@ -676,7 +678,7 @@ class ReportService:
 
     def _decode(self, pseudonym: str, stored: StoredDraft) -> Draft:
         data = self._cipher.decrypt_json(
-            stored.payload, binding=_binding(pseudonym, stored.kind, stored.nonce)
+            stored.payload, binding=draft_binding(pseudonym, stored.kind, stored.nonce)
         )
         return Draft.from_json(data)
 
@@ -711,7 +713,7 @@ class ReportService:
         # Transient: once submitted or dropped, a draft's old copies must not decrypt
         # (bot.services.upkeep.history).
         payload = self._cipher.encrypt_json(
-            draft.to_json(), binding=_binding(pseudonym, draft.kind, draft.nonce), transient=True
+            draft.to_json(), binding=draft_binding(pseudonym, draft.kind, draft.nonce), transient=True
         )
         if create:
             await self._drafts.put(
@@ -779,14 +781,6 @@ class ReportService:
             evidence=items,
             evidence_file_ids=file_ids,
         )
-
-
-def draft_binding(pseudonym: str, kind: str, nonce: str) -> str:
-    """Return what a draft's encryption is bound to."""
-    return f"drafts.payload:{pseudonym}:{kind}:{nonce}"
-
-
-_binding = draft_binding
 
 
 def _expects(step: str) -> str:

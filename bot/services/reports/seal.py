@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from bot.security import Cipher, DecryptionError
-from bot.services.reports.body import body_binding, report_body_binding
+from bot.security.bindings import body_binding, report_body_binding
 from storage.database import Database
 from storage.reports import ReportRepository
 from storage.state import StateRepository

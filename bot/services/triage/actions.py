@@ -18,6 +18,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.delivery import Receipt
 from bot.runtime.outbox import Outbox
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import copy_chat_binding
 from bot.services.access.roles import COORDINATING, Gate, Refused
 from bot.services.access.team import TeamService, member_label
 from bot.services.contact import ContactService
@@ -349,11 +350,6 @@ class TriageService:
     async def _still_on_team(self, conn: AsyncConnection, pseudonym: str) -> bool:
         user = await self._users.get(conn, pseudonym)
         return user is not None and bool(user.roles.intersection(COORDINATING))
-
-
-def copy_chat_binding(uid: str) -> str:
-    """Return what a card copy's encrypted chat is bound to."""
-    return f"alert_copies.chat:{uid}"
 
 
 __all__ = ["CARD_KIND", "EDIT_KIND", "Answer", "TriageService"]

@@ -14,11 +14,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.domain.callbacks import TriageAction, TriagePress
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
 from bot.security import Cipher, Pseudonymizer
+from bot.security.bindings import duty_chat_binding
 from bot.services.access.roles import Gate, Refused
 from messages import Catalogs, Safe
 from storage.alert_copies import DutyRepository
@@ -312,7 +314,7 @@ class AlertService:
             card = f"{heading}\n\n{card}"
         return OutgoingMessage(
             "sendMessage",
-            {"chat_id": chat_id, "text": card, "parse_mode": "HTML", "reply_markup": markup},
+            {"chat_id": chat_id, "text": card, "reply_markup": markup},
             kind=CARD_KIND,
             recipient_user_id=chat_id,
             priority=priority,
@@ -337,7 +339,7 @@ class AlertService:
         messages = [
             self._message(
                 "sendMessage",
-                {"text": card, "parse_mode": "HTML", "reply_markup": markup},
+                {"text": card, "reply_markup": markup},
                 chat,
                 card_priority,
                 alert.code,
@@ -350,9 +352,8 @@ class AlertService:
             # Long texts go as plain text of their own: escaping could push them past Telegram's limit.
             for key, value in fields:
                 heading = self._texts.plain(lang, f"alert.{key}_heading", code=alert.code)
-                messages.append(
-                    self._message("sendMessage", {"text": f"{heading}\n{value}"}, chat, priority, alert.code)
-                )
+                plain = {"text": f"{heading}\n{value}", "parse_mode": None}
+                messages.append(self._message("sendMessage", plain, chat, priority, alert.code))
         if alert.location is not None:
             where: dict[str, Any] = {"latitude": alert.location[0], "longitude": alert.location[1]}
             messages.append(self._message("sendLocation", where, chat, priority, alert.code))
@@ -365,10 +366,10 @@ class AlertService:
             # Re-sent by file id: never forwarded, which would show the author.
             if item.kind in _NO_CAPTION:
                 messages.append(self._message(method, {field: file_id}, chat, priority, alert.code))
-                note = {"text": caption, "parse_mode": "HTML"}
+                note = {"text": caption}
                 messages.append(self._message("sendMessage", note, chat, priority, alert.code))
                 continue
-            media: dict[str, Any] = {field: file_id, "caption": caption, "parse_mode": "HTML"}
+            media: dict[str, Any] = {field: file_id, "caption": caption}
             messages.append(self._message(method, media, chat, priority, alert.code))
         return messages
 
@@ -382,7 +383,7 @@ class AlertService:
     ) -> OutgoingMessage:
         """Return the edit that makes a sent card show `state`."""
         card, markup, _ = self._card(alert, state)
-        params = {"message_id": message_id, "text": card, "parse_mode": "HTML", "reply_markup": markup}
+        params = {"message_id": message_id, "text": card, "reply_markup": markup}
         return self._message("editMessageText", params, chat_id, priority, alert.code, kind=EDIT_KIND)
 
     def _card(self, alert: AlertInput, state: CardState) -> tuple[str, dict[str, Any], bool]:
@@ -422,7 +423,7 @@ class AlertService:
         else:
             line = self._texts.text(lang, f"triage.state_{state.status}", who=state.assignee or "—")
         if state.acknowledged_by is not None and state.acknowledged_at is not None:
-            when = state.acknowledged_at.astimezone(self._zone).strftime("%d.%m %H:%M")
+            when = dates.recent(state.acknowledged_at, self._zone)
             seen = self._texts.text(lang, "triage.acknowledged", who=state.acknowledged_by, when=when)
             line = f"{line}\n{seen}"
         elif state.waiting_min is not None:
@@ -532,7 +533,7 @@ class AlertService:
                 [
                     OutgoingMessage(
                         "sendMessage",
-                        {"chat_id": old, "text": text, "parse_mode": "HTML"},
+                        {"chat_id": old, "text": text},
                         kind=MOVED_KIND,
                         priority=PRIORITY_NOTICE,
                     )
@@ -562,7 +563,7 @@ class AlertService:
             [
                 OutgoingMessage(
                     "sendMessage",
-                    {"chat_id": admin, "text": text, "parse_mode": "HTML"},
+                    {"chat_id": admin, "text": text},
                     kind=NOTICE_KIND,
                     recipient_user_id=admin,
                     priority=PRIORITY_NOTICE,
@@ -605,8 +606,7 @@ class AlertService:
     def _when(self, alert: AlertInput) -> str:
         if alert.occurred_at is None:
             return "—"
-        local = alert.occurred_at.astimezone(self._zone)
-        return local.strftime("%d.%m.%Y") if alert.precision == "date" else local.strftime("%d.%m.%Y %H:%M")
+        return dates.occurred(alert.occurred_at, self._zone, alert.precision)
 
     def _message(
         self,
@@ -625,11 +625,6 @@ class AlertService:
             held=chat is None,
             ref=code,
         )
-
-
-def duty_chat_binding(pseudonym: str) -> str:
-    """Return what an on-duty coordinator's encrypted chat is bound to."""
-    return f"duty.chat:{pseudonym}"
 
 
 def _hours(span: timedelta) -> int:

@@ -19,10 +19,11 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import Outbox
 from bot.security import Cipher
+from bot.security.bindings import duty_chat_binding
 from bot.services.access.roles import Gate
 from bot.services.reports.body import alert_input
 from bot.services.triage.actions import TriageService
-from bot.services.triage.alerts import PRIORITY_NOTICE, PRIORITY_SOS_UPDATE, AlertService, duty_chat_binding
+from bot.services.triage.alerts import PRIORITY_NOTICE, PRIORITY_SOS_UPDATE, AlertService
 from messages import Catalogs
 from storage.alert_copies import DutyRepository
 from storage.database import Database

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import dates
 from bot.domain.callbacks import OpenCard
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_SOS, Outbox, OutgoingMessage
@@ -267,7 +268,7 @@ class AlertPlanner:
         sos = any(report.kind == "sos" for report in reports)
         return OutgoingMessage(
             "sendMessage",
-            {"chat_id": chat, "text": "\n".join(lines), "parse_mode": "HTML", "reply_markup": keyboard},
+            {"chat_id": chat, "text": "\n".join(lines), "reply_markup": keyboard},
             kind=DIGEST_KIND,
             priority=PRIORITY_SOS if sos else PRIORITY_DIGEST,
         )
@@ -303,9 +304,8 @@ def _units(text: str) -> int:
 
 
 def _local(moment: datetime, now: datetime, zone: ZoneInfo) -> str:
-    local = moment.astimezone(zone)
     # A digest is about now: today's time alone keeps its lines short.
-    return local.strftime("%H:%M" if local.date() == now.astimezone(zone).date() else "%d.%m %H:%M")
+    return dates.since(moment, now, zone)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:

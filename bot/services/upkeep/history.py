@@ -13,13 +13,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from bot.runtime.inbox import update_binding
-from bot.runtime.outbox import payload_binding
 from bot.security import Cipher, DecryptionError
+from bot.security.bindings import draft_binding, payload_binding, staged_binding, update_binding
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import NoFreeSlot
-from bot.services.reports.evidence import staged_binding
-from bot.services.reports.intake import draft_binding
 from storage.database import Database
 from storage.drafts import owner_binding
 from storage.evidence import staged_owner_binding
