@@ -8,7 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from telegram import InlineKeyboardMarkup, Message, Update
-from telegram.constants import ChatType, ParseMode
+from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
@@ -50,7 +50,7 @@ async def run_declared(update: Update, context: JarchyContext, spec: CommandSpec
         reply = await _unreadable(context, user.id, error)
     else:
         reply = await _executed(context, user.id, spec, values)
-    await message.reply_text(reply, parse_mode=ParseMode.HTML)
+    await message.reply_text(reply)
 
 
 async def start_flow(update: Update, context: JarchyContext, spec: CommandSpec) -> None:
@@ -64,7 +64,7 @@ async def start_flow(update: Update, context: JarchyContext, spec: CommandSpec) 
         await message.reply_text(context.text("cases.refused"))
         return
     text, keyboard = _render(context, screen)
-    await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await message.reply_text(text, reply_markup=keyboard)
 
 
 async def press_flow_button(update: Update, context: JarchyContext) -> None:
@@ -112,7 +112,7 @@ async def route_flow_input(update: Update, context: JarchyContext) -> bool:
     if screen is None:
         return False
     text, keyboard = _render(context, screen)
-    await message.reply_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await message.reply_text(text, reply_markup=keyboard)
     return True
 
 
@@ -130,14 +130,12 @@ async def _save(update: Update, context: JarchyContext, data: FlowPress, message
     try:
         reply = await context.services.flows.save(user.id, data.nonce, data.step, execute)
     except CommandError as error:
-        await chat.send_message(
-            render_refusal(context.texts, context.language, error), parse_mode=ParseMode.HTML
-        )
+        await chat.send_message(render_refusal(context.texts, context.language, error))
         return
     except Refused as refused:
         # The summary stays, with its buttons: Back to the field, or Cancel.
         text = refusal_text(context, ran[0], refused) if ran else context.text(refused.key, **refused.params)
-        await chat.send_message(text, parse_mode=ParseMode.HTML)
+        await chat.send_message(text)
         return
     await _show(context, message, chat.id, reply, None)
 
@@ -182,12 +180,12 @@ async def _show(
     """Edit the pressed message into the next step; send it anew if Telegram will not edit it."""
     if message is not None:
         try:
-            await message.edit_text(text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+            await message.edit_text(text, reply_markup=keyboard)
             return
         except BadRequest as error:
             if "not modified" in str(error).lower():
                 return
-    await context.bot.send_message(chat_id, text, reply_markup=keyboard, parse_mode=ParseMode.HTML)
+    await context.bot.send_message(chat_id, text, reply_markup=keyboard)
 
 
 def register(app: JarchyApp) -> None:
