@@ -13,10 +13,9 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyContext
 from bot.services.access.roles import NotAllowed, Refused
-from bot.services.cases.hearings import OFFSET_CHOICES, HearingInputError
+from bot.services.cases.hearings import OFFSET_CHOICES, CaseNotFound, Hearing, HearingInputError
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import in_workspace, pressed_in_workspace
-from storage.cases import CaseNotFound, Hearing
 
 Action = Callable[[list[str]], Awaitable[str]]
 _PAGE_LIMIT = 3500  # characters per message, below Telegram's 4,096 with room for escaping
@@ -221,11 +220,12 @@ async def bind_channel(update: Update, context: JarchyContext) -> None:
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     if message is None or user is None or chat is None:
         return
-    if not await context.services.gate.holds(user.id, ("admin",)):
+    try:
         # Refused before Telegram is asked: whether it could reach the chat would tell a stranger whether
         # the bot is in it. The service checks the role again when it registers the chat.
         where = str(chat.id) if chat.type != "private" else None
-        await context.services.gate.refuse(user.id, "channel.bind", where, detail="role")
+        await context.services.gate.require(user.id, "channel.bind", where, ("admin",))
+    except NotAllowed:
         await message.reply_text(context.text("channel.refused"))
         return
     target: int | str = chat.id

@@ -10,6 +10,7 @@ from telegram.error import BadRequest
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, filters
 
 from bot.context import JarchyContext
+from bot.domain.errors import NotAllowed
 from bot.services.access.team import INVITE_PREFIX
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
@@ -116,8 +117,9 @@ async def confirm_revoke(update: Update, context: JarchyContext) -> None:
     if not await pressed_in_workspace(update, context, "team.revoke"):
         return
     ref = query.data.rsplit(":", 1)[-1]
-    if not await context.services.gate.holds(user.id, ("admin",)):
-        await context.services.gate.refuse(user.id, "team.revoke", detail="role")
+    try:
+        await context.services.gate.require(user.id, "team.revoke", roles=("admin",))
+    except NotAllowed:
         await query.answer(context.plain("coord.admin_only"), show_alert=True)
         return
     button = InlineKeyboardButton(

@@ -71,9 +71,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "bot.services.upkeep.key_rotation",
         "bot.wiring",
     ): "rotation opens the same services as a start to re-seal",
-    ("handlers.cases", "storage.cases"): "CaseNotFound and Hearing until the error tree moves them",
-    ("handlers.errors", "storage.database"): "is_transient until the error tree names a database fault",
-    ("handlers.workspace", "storage.reports"): "ReportNotFound until the error tree moves it",
     ("handlers.workspace_screens", "storage.audit"): "the audit log is shown as stored",
 }
 

@@ -15,12 +15,13 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.errors import BadInput
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
 from bot.security import Cipher, Pseudonymizer
-from bot.services.access.roles import COORDINATING, Acting, Gate, NotAllowed, Refused
+from bot.services.access.roles import COORDINATING, Acting, Gate, NotAllowed
 from messages import LANGUAGES, Catalogs
 from storage.cases import Case, CaseNotFound, CaseRepository, Follower, Hearing, HearingExists
 from storage.channels import ChannelRepository
@@ -42,7 +43,7 @@ _FORMATS = ("%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
 _MAX_FIELD = 300
 
 
-class HearingInputError(Refused):
+class HearingInputError(BadInput):
     """Input a coordinator must correct, or a button that no longer counts; `key` names the text that says
     how. A refusal like any other: raised inside the gate, it is audited by the gate."""
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bot.domain.errors import BadInput, Tampered
 from bot.security import Cipher, DecryptionError
 from bot.services.access.roles import Refused
 from bot.services.triage.alerts import AlertInput
@@ -21,7 +22,7 @@ CODE_PATTERN = re.compile(rf"\bR-[{CODE_ALPHABET}]{{5}}\b")
 _LOOSE_CODE = re.compile(rf"^R-?([{CODE_ALPHABET}]{{5}})$")
 
 
-class MalformedCode(Refused):
+class MalformedCode(BadInput):
     """Text that cannot be a report's reference code."""
 
     def __init__(self) -> None:
@@ -63,7 +64,7 @@ def find_code(text: str | None) -> str | None:
     return match.group(0) if match else None
 
 
-class ReportTampered(Refused):
+class ReportTampered(Refused, Tampered):
     """A report whose clear columns (category, region, times…) no longer match its sealed body."""
 
     def __init__(self, code: str) -> None:

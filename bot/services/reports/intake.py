@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import report_form as form
+from bot.domain.errors import Conflict, LimitReached
 from bot.domain.report_form import Draft, FormError
 from bot.runtime.allowance import Allowance
 from bot.runtime.clock import Clock
@@ -106,17 +107,11 @@ class CardRefresher(Protocol):
         """Queue the card's current look on every copy."""
 
 
-class Stale(Exception):
+class Stale(Conflict):
     """A button of an old or expired draft: nothing changes."""
 
-
-class LimitReached(Exception):
-    """Too many reports or SOS in the window; `key` explains it to the person."""
-
-    def __init__(self, key: str, **params: object) -> None:
-        super().__init__(key)
-        self.key = key
-        self.params = params
+    def __init__(self) -> None:
+        super().__init__("report.expired")
 
 
 @dataclass(frozen=True)
