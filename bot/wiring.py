@@ -164,6 +164,11 @@ async def open_services(
     )
     report_repo = ReportRepository()
     duty_repo, copies_repo = DutyRepository(), AlertCopyRepository()
+    state = StateRepository()
+    audit_repo = AuditRepository()
+    anchoring = Anchoring(outbox, catalogs(), settings.default_language, settings.admin_ids)
+    audit = AuditLog(db, audit_repo, state, key, clock, anchoring)
+    gate = Gate(db, user_repo, pseudonyms, audit, clock, outbox)
     alerts = AlertService(
         cipher=cipher,
         duty=duty_repo,
@@ -180,15 +185,9 @@ async def open_services(
         language=settings.default_language,
         zone=settings.timezone,
         configured_chat=settings.coordinator_chat_id,
+        gate=gate,
         admin_ids=settings.admin_ids,
     )
-    state = StateRepository()
-    audit_repo = AuditRepository()
-    anchoring = Anchoring(outbox, catalogs(), settings.default_language, settings.admin_ids)
-    audit = AuditLog(db, audit_repo, state, key, clock, anchoring)
-    gate = Gate(db, user_repo, pseudonyms, audit, clock)
-    alerts.audit = audit
-    alerts.gate = gate
     team_repo = TeamRepository()
     members = MemberService(
         db=db,

@@ -17,6 +17,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.delivery import Receipt
 from bot.runtime.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import Cipher, Pseudonymizer
 from bot.services.access.roles import Gate, Refused
 from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
@@ -111,7 +112,7 @@ class ContactService:
             message = self._to_reporter(chat, params, f"{code}:q{note_id}", kind=QUESTION_KIND)
             await self._outbox.enqueue(act.conn, [message])
             await self._audit.record(act.conn, act.actor, "contact.ask", code)
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return code
 
     async def withdraw_questions(self, conn: AsyncConnection, author: str) -> int:
@@ -160,7 +161,8 @@ class ContactService:
         if find_code(replied_text) is None and find_reporter_code(replied_text) is None:
             return None
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             code = await self._replied_code(conn, pseudonym, replied_text)
             if code is None:
                 return None  # a reporter's code of none of their reports: not theirs, or /forget
@@ -191,7 +193,8 @@ class ContactService:
                 priority=PRIORITY_PERSONAL,
             )
             await self._outbox.enqueue(conn, [cleanup])
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         return Answered(code)
 
     async def _replied_code(

@@ -12,6 +12,8 @@ from bot.domain import errors
 from bot.domain.errors import Refused
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
+from bot.runtime.outbox import Outbox
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.runtime.update_run import AlreadyActed, current_run
 from bot.security import Pseudonymizer
 from storage.acted import ActedRepository
@@ -40,14 +42,15 @@ class NotAllowed(errors.NotAllowed):
 
 @dataclass(frozen=True)
 class Acting:
-    """An allowed action in progress: its write transaction and the actor's pseudonym."""
+    """An allowed action in progress: its unit of work (and that work's connection) and the actor."""
 
     conn: AsyncConnection
     actor: str
+    uow: UnitOfWork
 
 
 class Gate:
-    """Opens a write transaction for an action only after the database says the person may take it.
+    """Opens a unit of work for an action only after the database says the person may take it.
 
     The one place a role is checked: `acting` for an action, `require` for a check made before Telegram
     is asked anything. A refusal rolls back whatever the action began, then is written to the audit log
@@ -63,9 +66,11 @@ class Gate:
         pseudonyms: Pseudonymizer,
         audit: AuditLog,
         clock: Clock,
+        outbox: Outbox,
         acted: ActedRepository | None = None,
     ) -> None:
         self._db = db
+        self._outbox = outbox
         self._users = users
         self._pseudonyms = pseudonyms
         self._audit = audit
@@ -93,13 +98,15 @@ class Gate:
             run.actions += 1
             seq = run.actions
         try:
-            async with self._db.write() as conn:
+            async with UnitOfWork(self._db, self._outbox, self._audit) as uow:
+                conn = uow.conn
                 await self._require_role(conn, pseudonym, roles)
                 if run is not None and not await self._acted.claim(
                     conn, run.update_id, seq, action, self._clock.now()
                 ):
                     raise AlreadyActed(action)
-                yield Acting(conn, pseudonym)
+                yield Acting(conn, pseudonym, uow)
+                await uow.commit()
             if run is not None:
                 run.committed = True
         except errors.NotAllowed:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, Outbox, OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import Cipher
 from bot.services.access.roles import COORDINATING
 from bot.services.campaigns.compose import creator_chat_binding, reminder_ref, subscriber_chat_binding
@@ -258,6 +259,13 @@ class Broadcaster:
             if person is None or not person.roles.intersection(COORDINATING):
                 return label
         return None
+
+    async def show_progress(self, campaign: Campaign) -> None:
+        """Queue an edit of the author's status message now, in a transaction of its own (after a cancel)."""
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            await self.queue_progress(uow.conn, campaign)
+            uow.wake_delivery()
+            await uow.commit()
 
     async def queue_progress(
         self, conn: AsyncConnection, campaign: Campaign, counts: dict[str, int] | None = None

@@ -20,6 +20,7 @@ from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import Cipher, Pseudonymizer
 from bot.services.access.roles import COORDINATING, Acting, Gate, NotAllowed
 from messages import LANGUAGES, Catalogs
@@ -158,7 +159,7 @@ class HearingService:
             hearing = await self._cases.hearing(conn, hearing_id)
             await self._notify(conn, hearing, "notice.new")
             await self._catch_up(conn, [hearing])
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return hearing
 
     async def postpone(self, user_id: int, hearing_id: int, when: str) -> Hearing:
@@ -231,7 +232,8 @@ class HearingService:
     async def follow(self, user_id: int, chat_id: int, case_id: int) -> bool:
         """Follow a public, open case; return False if already following."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             case = await self._cases.case(conn, case_id)
             if not case.public or case.status != "open":
                 raise LookupError(case_id)
@@ -240,7 +242,8 @@ class HearingService:
             if added:
                 upcoming = await self._cases.upcoming_for(conn, [case_id], self._clock.now())
                 await self._catch_up(conn, upcoming, follower=pseudonym)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         return added
 
     async def unfollow(self, user_id: int, case_id: int) -> bool:
@@ -389,7 +392,8 @@ class HearingService:
         now = self._clock.now()
         window_end = now + self.interval
         queued = late = 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             stored = await self._state.get(conn, STATE_KEY)
             since = datetime.fromisoformat(stored) if stored else now
             if since > window_end + self.interval:
@@ -423,8 +427,9 @@ class HearingService:
                 conn, await self._channel_reminders(conn, since, window_end, now)
             )
             await self._state.put(conn, STATE_KEY, window_end.isoformat())
-        if queued:
-            self._outbox.notify()
+            if queued:
+                uow.wake_delivery()
+            await uow.commit()
         return PassResult(queued, late)
 
     def parse_time(self, text: str) -> datetime:
@@ -472,7 +477,7 @@ class HearingService:
             await self._notify(conn, hearing, notice)
             # ...and those the last pass had already queued ahead are queued again for the new version.
             await self._catch_up(conn, [hearing])
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return hearing
 
     async def _catch_up(

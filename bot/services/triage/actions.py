@@ -106,8 +106,8 @@ class TriageService:
             if chat_id is not None and message_id is not None:
                 await self._adopt(act.conn, report, user_id, act.actor, chat_id, message_id)
             answer = await self._decide(act.conn, report, act.actor, action)
-        if answer.changed:
-            self._outbox.notify()
+            if answer.changed:
+                act.uow.wake_delivery()
         return answer
 
     async def mark_duplicate(self, user_id: int, raw_code: str, raw_original: str) -> Answer:
@@ -128,7 +128,7 @@ class TriageService:
                 "closed_at": self._clock.now(),
             }
             answer = await self._apply(act.conn, report, act.actor, "duplicate", values, "closed")
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return answer
 
     async def is_card(self, code: str, chat_id: int, message_id: int) -> bool:
@@ -318,7 +318,7 @@ class TriageService:
             extras = self._alerts.extras(shown, user_id, PRIORITY_DIGEST)
             await self._outbox.enqueue(act.conn, [card, *extras])
             await self._audit.record(act.conn, act.actor, "alerts.open", code)
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return code
 
     async def card_state(self, conn: AsyncConnection, report: Report) -> CardState:

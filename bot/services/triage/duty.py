@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import Outbox
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import Cipher
 from bot.services.access.roles import Gate
 from bot.services.reports.body import alert_input
@@ -102,7 +103,8 @@ class DutyService:
         """Escalate every SOS whose time has come; return how many were."""
         now = self._clock.now()
         escalated = 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             for report in await self._reports.due_escalations(conn, now):
                 try:
                     async with conn.begin_nested():
@@ -112,8 +114,9 @@ class DutyService:
                     log.exception("SOS %s could not be escalated; trying again next pass", report.code)
                     continue
                 escalated += 1
-        if escalated:
-            self._outbox.notify()
+            if escalated:
+                uow.wake_delivery()
+            await uow.commit()
         return escalated
 
     async def _escalate_one(self, conn: AsyncConnection, report: Report, now: datetime) -> None:

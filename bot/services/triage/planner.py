@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.runtime.clock import Clock
 from bot.runtime.outbox import PRIORITY_SOS, Outbox, OutgoingMessage
 from bot.runtime.ratelimit import SendLimiter
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.services.triage.alerts import (
     CARD_KIND,
     DIGEST_KIND,
@@ -149,10 +150,12 @@ class AlertPlanner:
         fold = self._decide(key, limit, waiting)
         if fold is None:
             return 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             digests = await self._fold(conn, chat, waiting, *fold)
-        if digests:
-            self._outbox.notify()
+            if digests:
+                uow.wake_delivery()
+            await uow.commit()
         return digests
 
     def _decide(

@@ -23,6 +23,7 @@ from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.delivery import Failure, Receipt
 from bot.runtime.outbox import Outbox
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import Pseudonymizer
 from bot.services.triage.alerts import ALERT_KINDS, AlertService
 from messages import Catalogs
@@ -126,7 +127,8 @@ class AlertWatch:
 
     async def membership_changed(self, chat_id: int, status: str, can_send: bool) -> None:
         """The bot's status in a chat changed (my_chat_member); only the coordinators' chat matters."""
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             if chat_id != await self._alerts.coordinator_chat(conn):
                 return
             if status in ("left", "kicked"):
@@ -135,13 +137,16 @@ class AlertWatch:
                 await self._open(conn, "restricted")
             elif await self._incident_open(conn):
                 await self._close(conn, chat_id)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
 
     async def migrated(self, old_chat: int, new_chat: int) -> None:
         """The coordinators' group became a supergroup (a service message told us)."""
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             await self._migrate(conn, self._pseudonyms.of_chat(old_chat), new_chat)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
 
     # ------------------------------------------------------------------ periodic
 
@@ -150,15 +155,17 @@ class AlertWatch:
 
         One at a time: a group that still refuses costs one refused send per probe, not one per alert.
         """
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             chat = await self._alerts.coordinator_chat(conn)
             if chat is None:
                 return 0
             released = await self._outbox.release_held(
                 conn, ALERT_KINDS, chat, limit=1, due_before=self._clock.now()
             )
-        if released:
-            self._outbox.notify()
+            if released:
+                uow.wake_delivery()
+            await uow.commit()
         return released
 
     # ------------------------------------------------------------------ internals
