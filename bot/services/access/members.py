@@ -31,16 +31,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox, OutgoingMessage
+from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from bot.runtime.unit_of_work import UnitOfWork
-from bot.security import Cipher, DecryptionError, Pseudonymizer
+from bot.security import DecryptionError
 from bot.services.access.team import MEMBER_REF_LENGTH, member_label, open_display_name
+from bot.services.core import Core
 from bot.services.triage.alerts import PRIORITY_NOTICE, AlertService
-from messages import Catalogs, Safe
-from storage.database import Database
+from messages import Safe
 from storage.members import MemberRepository, Removal, RowOutcome, StoredId
 from storage.state import StateRepository
 from storage.team import TeamRepository
@@ -115,39 +113,32 @@ class MemberService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         repo: MemberRepository,
         users: UserRepository,
         team: TeamRepository,
         alerts: AlertService,
-        outbox: Outbox,
         state: StateRepository,
-        audit: AuditLog,
         api: TelegramApi,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
         admin_ids: frozenset[int],
         bot_id: int,
         remove_strangers: bool,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._repo = repo
         self._users = users
         self._team = team
         self._alerts = alerts
-        self._outbox = outbox
+        self._outbox = core.outbox
         self._state = state
-        self._audit = audit
+        self._audit = core.audit
         self._api = api
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._texts = texts
-        self._clock = clock
-        self._language = language
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
         self._admin_ids = admin_ids
         self._bot_id = bot_id
         self._remove_strangers = remove_strangers

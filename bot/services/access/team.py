@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox
-from bot.security import Cipher, Pseudonymizer
-from bot.services.access.roles import Gate, Refused
+from bot.security import Cipher
+from bot.services.access.roles import Refused
+from bot.services.core import Core
 from storage.alert_copies import AlertCopyRepository, DutyRepository
 from storage.audit import AuditEntry, AuditRepository
-from storage.database import Database
 from storage.reports import ReportRepository
 from storage.team import TeamRepository
 from storage.users import UserRepository
@@ -71,40 +68,34 @@ class TeamService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         repo: TeamRepository,
         users: UserRepository,
-        gate: Gate,
-        audit: AuditLog,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        clock: Clock,
         audit_repo: AuditRepository,
         reports: ReportRepository,
         invite_ttl: timedelta,
         settings_admins: frozenset[int],
         duty: DutyRepository | None = None,
         copies: AlertCopyRepository | None = None,
-        outbox: Outbox | None = None,
         members: MemberService | None = None,
     ) -> None:
         self._members = members
         self._duty = duty
         self._copies = copies
-        self._outbox = outbox
-        self._db = db
+        self._outbox = core.outbox
+        self._db = core.db
         self._repo = repo
         self._users = users
-        self._gate = gate
-        self._audit = audit
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._clock = clock
+        self._gate = core.gate
+        self._audit = core.audit
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._clock = core.clock
         self._audit_repo = audit_repo
         self._reports = reports
         self._invite_ttl = invite_ttl
-        self._settings_admins = frozenset(pseudonyms.of_user(i) for i in settings_admins)
+        self._settings_admins = frozenset(core.pseudonyms.of_user(i) for i in settings_admins)
 
     async def invite(self, user_id: int) -> NewInvite:
         """Create a single-use invite that makes its user a coordinator (admins only)."""

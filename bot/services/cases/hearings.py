@@ -17,16 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.errors import BadInput
 from bot.domain.report_form import clean_text, telegram_length
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
+from bot.runtime.outbox import PRIORITY_REMINDER, OutgoingMessage
 from bot.runtime.unit_of_work import UnitOfWork
-from bot.security import Cipher, Pseudonymizer
-from bot.services.access.roles import COORDINATING, Acting, Gate, NotAllowed
-from messages import LANGUAGES, Catalogs
+from bot.services.access.roles import COORDINATING, Acting, NotAllowed
+from bot.services.core import Core
+from messages import LANGUAGES
 from storage.cases import Case, CaseNotFound, CaseRepository, Follower, Hearing, HearingExists
 from storage.channels import ChannelRepository
-from storage.database import Database
 from storage.state import StateRepository
 from storage.users import UserRepository
 
@@ -62,35 +59,26 @@ class HearingService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         cases: CaseRepository,
         state: StateRepository,
         users: UserRepository,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        outbox: Outbox,
-        texts: Catalogs,
-        clock: Clock,
-        zone: ZoneInfo,
-        language: str,
         interval: timedelta,
-        audit: AuditLog,
-        gate: Gate,
     ) -> None:
-        self._db = db
-        self._audit = audit
-        self._gate = gate
+        self._db = core.db
+        self._audit = core.audit
+        self._gate = core.gate
         self._cases = cases
         self._state = state
         self._users = users
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._outbox = outbox
-        self._texts = texts
-        self._clock = clock
-        self._zone = zone
-        self._language = language
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._outbox = core.outbox
+        self._texts = core.texts
+        self._clock = core.clock
+        self._zone = core.zone
+        self._language = core.language
         self.interval = interval
         self._channels = ChannelRepository()
 

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,10 +18,10 @@ from bot.domain import report_form as form
 from bot.domain.errors import Conflict, LimitReached
 from bot.domain.report_form import Draft, FormError
 from bot.runtime.allowance import Allowance
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox, OutgoingMessage
+from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.unit_of_work import UnitOfWork
-from bot.security import Cipher, DataKey, Pseudonymizer
+from bot.security import DataKey
+from bot.services.core import Core
 from bot.services.reports.body import (
     CODE_ALPHABET,
     body_binding,
@@ -32,7 +31,6 @@ from bot.services.reports.body import (
 )
 from bot.services.reports.evidence import DownloadFailed, EvidenceRefused, EvidenceStore, file_ref_binding
 from bot.services.triage.alerts import PRIORITY_SOS_UPDATE, AlertInput, AlertService
-from storage.database import Database
 from storage.drafts import DraftRepository, StoredDraft
 from storage.reports import ActionRepository, NewReport, Report, ReportRepository
 from storage.types import to_micros
@@ -174,41 +172,36 @@ class ReportService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         drafts: DraftRepository,
         reports: ReportRepository,
         actions: ActionRepository,
         users: UserRepository,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        clock: Clock,
-        outbox: Outbox,
         alerts: AlertService,
         evidence: EvidenceStore,
-        zone: ZoneInfo,
         limits: Limits,
         codes: ReporterCodes,
         cards: CardRefresher | None = None,
         on_anonymous: Callable[[], None] | None = None,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._drafts = drafts
         self._reports = reports
         self._actions = actions
         self._users = users
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._clock = clock
-        self._outbox = outbox
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._clock = core.clock
+        self._outbox = core.outbox
         self._alerts = alerts
         self._evidence = evidence
-        self._zone = zone
+        self._zone = core.zone
         self._limits = limits
         self._codes = codes
         self._cards = cards
         self._on_anonymous = on_anonymous
-        self._submits = Allowance(clock, limits.reports_per_hour)
+        self._submits = Allowance(core.clock, limits.reports_per_hour)
         # Anonymous submissions by draft nonce, for double taps only; never stored (see `_new_report`).
         self._recent: OrderedDict[str, str] = OrderedDict()
 

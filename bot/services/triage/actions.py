@@ -13,14 +13,11 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
 from bot.runtime.delivery import Receipt
-from bot.runtime.outbox import Outbox
-from bot.security import Cipher, Pseudonymizer
-from bot.services.access.roles import COORDINATING, Gate, Refused
+from bot.services.access.roles import COORDINATING, Refused
 from bot.services.access.team import TeamService, member_label
 from bot.services.contact import ContactService
+from bot.services.core import Core
 from bot.services.reports.body import alert_input, parse_code, safe_code
 from bot.services.reports.evidence import BOUND, EvidenceStore
 from bot.services.triage.alerts import (
@@ -34,7 +31,6 @@ from bot.services.triage.alerts import (
     CardState,
 )
 from storage.alert_copies import AlertCopyRepository, CardCopy
-from storage.database import Database
 from storage.reports import Report, ReportRepository
 from storage.users import UserRepository
 
@@ -53,37 +49,31 @@ class TriageService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        gate: Gate,
-        audit: AuditLog,
         reports: ReportRepository,
         users: UserRepository,
         team: TeamService,
         alerts: AlertService,
         contact: ContactService,
-        outbox: Outbox,
-        cipher: Cipher,
-        clock: Clock,
         reporter_updates: frozenset[str],
         copies: AlertCopyRepository,
-        pseudonyms: Pseudonymizer,
         evidence: EvidenceStore | None = None,
     ) -> None:
-        self._db = db
-        self._gate = gate
-        self._audit = audit
+        self._db = core.db
+        self._gate = core.gate
+        self._audit = core.audit
         self._reports = reports
         self._users = users
         self._team = team
         self._alerts = alerts
         self._contact = contact
-        self._outbox = outbox
-        self._cipher = cipher
-        self._clock = clock
+        self._outbox = core.outbox
+        self._cipher = core.cipher
+        self._clock = core.clock
         self._reporter_updates = reporter_updates
         self._copies = copies
-        self._pseudonyms = pseudonyms
+        self._pseudonyms = core.pseudonyms
         self._evidence = evidence
 
     async def press(

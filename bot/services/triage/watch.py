@@ -19,15 +19,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
 from bot.runtime.delivery import Failure, Receipt
-from bot.runtime.outbox import Outbox
 from bot.runtime.unit_of_work import UnitOfWork
-from bot.security import Pseudonymizer
+from bot.services.core import Core
 from bot.services.triage.alerts import ALERT_KINDS, AlertService
-from messages import Catalogs
-from storage.database import Database
 from storage.outbox import OutboxRepository
 from storage.state import StateRepository
 
@@ -55,28 +50,22 @@ class AlertWatch:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         alerts: AlertService,
-        outbox: Outbox,
         outbox_repo: OutboxRepository,
         state: StateRepository,
-        audit: AuditLog,
-        pseudonyms: Pseudonymizer,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._alerts = alerts
-        self._outbox = outbox
+        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._state = state
-        self._audit = audit
-        self._pseudonyms = pseudonyms
-        self._texts = texts
-        self._clock = clock
-        self._language = language
+        self._audit = core.audit
+        self._pseudonyms = core.pseudonyms
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
         self._incident: str | None = None
         self._loaded = False
 
