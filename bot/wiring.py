@@ -172,22 +172,14 @@ async def open_services(
     gate = Gate(db, user_repo, pseudonyms, audit, clock, outbox)
     core = Core(settings, clock, db, cipher, pseudonyms, outbox, audit, gate, catalogs())
     alerts = AlertService(
-        cipher=cipher,
+        core,
         duty=duty_repo,
         sos_reserve=settings.alert_sos_reserve,
         digest_reserve=settings.alert_digest_reserve,
-        db=db,
-        outbox=outbox,
         state=StateRepository(),
         reports=report_repo,
         users=user_repo,
-        pseudonyms=pseudonyms,
-        texts=catalogs(),
-        clock=clock,
-        language=settings.default_language,
-        zone=settings.timezone,
         configured_chat=settings.coordinator_chat_id,
-        gate=gate,
         admin_ids=settings.admin_ids,
     )
     team_repo = TeamRepository()
@@ -203,6 +195,33 @@ async def open_services(
         bot_id=bot_id_of(settings.bot_token.get_secret_value()),
         remove_strangers=settings.remove_strangers,
     )
+    contact = ContactService(
+        core,
+        reports=report_repo,
+        actions=ActionRepository(),
+        users=user_repo,
+        alerts=alerts,
+        codes=ReporterCodes(key),
+        phone_keep=timedelta(hours=settings.phone_keep_hours),
+    )
+    hearings = HearingService(
+        core,
+        cases=CaseRepository(),
+        state=StateRepository(),
+        users=user_repo,
+        interval=timedelta(seconds=settings.reminder_interval_s),
+    )
+    campaign_repo = CampaignRepository()
+    campaigns = CampaignService(
+        core,
+        repo=campaign_repo,
+        users=user_repo,
+        outbox_repo=outbox_repo,
+        hearings=hearings,
+        four_eyes=settings.four_eyes,
+        approval_reach=settings.approval_reach,
+        approval_window=timedelta(hours=settings.approval_window_h),
+    )
     team = TeamService(
         core,
         repo=team_repo,
@@ -214,15 +233,8 @@ async def open_services(
         duty=duty_repo,
         copies=copies_repo,
         members=members,
-    )
-    contact = ContactService(
-        core,
-        reports=report_repo,
-        actions=ActionRepository(),
-        users=user_repo,
-        alerts=alerts,
-        codes=ReporterCodes(key),
-        phone_keep=timedelta(hours=settings.phone_keep_hours),
+        campaigns=campaigns,
+        contact=contact,
     )
     # One store for every service: its download slots and quotas are per process, not per service.
     evidence = EvidenceStore(
@@ -284,26 +296,6 @@ async def open_services(
         evidence=evidence,
     )
     stats = StatsService(core, queries=queries)
-    hearings = HearingService(
-        core,
-        cases=CaseRepository(),
-        state=StateRepository(),
-        users=user_repo,
-        interval=timedelta(seconds=settings.reminder_interval_s),
-    )
-    campaign_repo = CampaignRepository()
-    campaigns = CampaignService(
-        core,
-        repo=campaign_repo,
-        users=user_repo,
-        outbox_repo=outbox_repo,
-        hearings=hearings,
-        four_eyes=settings.four_eyes,
-        approval_reach=settings.approval_reach,
-        approval_window=timedelta(hours=settings.approval_window_h),
-    )
-    team.campaigns = campaigns
-    team.contact = contact
     broadcaster = Broadcaster(
         core,
         repo=campaign_repo,

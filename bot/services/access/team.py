@@ -62,10 +62,6 @@ class MemberView:
 class TeamService:
     """Invites, display names, the team list and revocation; every change is audited."""
 
-    # Set by the wiring (campaigns are built after the team): revoking someone withdraws their campaigns.
-    campaigns: CampaignService | None = None
-    contact: ContactService | None = None
-
     def __init__(
         self,
         core: Core,
@@ -79,7 +75,12 @@ class TeamService:
         duty: DutyRepository | None = None,
         copies: AlertCopyRepository | None = None,
         members: MemberService | None = None,
+        campaigns: CampaignService,
+        contact: ContactService,
     ) -> None:
+        # Revoking someone withdraws their campaigns and the questions they asked.
+        self.campaigns = campaigns
+        self.contact = contact
         self._members = members
         self._duty = duty
         self._copies = copies
@@ -217,11 +218,8 @@ class TeamService:
             # No more SOS in their private chat, and the cards they hold there are no longer kept current.
             await self.retire(act.conn, member.pseudonym)
             # What they composed, sent or approved and what is still queued of it never goes out.
-            withdrawn = questions = 0
-            if self.campaigns is not None:
-                withdrawn = await self.campaigns.withdraw_author(act.conn, member.pseudonym, act.actor)
-            if self.contact is not None:
-                questions = await self.contact.withdraw_questions(act.conn, member.pseudonym)
+            withdrawn = await self.campaigns.withdraw_author(act.conn, member.pseudonym, act.actor)
+            questions = await self.contact.withdraw_questions(act.conn, member.pseudonym)
             await self._audit.record(
                 act.conn,
                 act.actor,

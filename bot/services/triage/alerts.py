@@ -10,19 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
+from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, OutgoingMessage
 from bot.runtime.unit_of_work import UnitOfWork
-from bot.security import Cipher, Pseudonymizer
-from bot.services.access.roles import Gate, Refused
-from messages import Catalogs, Safe
+from bot.services.access.roles import Refused
+from bot.services.core import Core
+from messages import Safe
 from storage.alert_copies import DutyRepository
-from storage.database import Database
 from storage.outbox import ClaimedRow
 from storage.reports import Evidence, ReportRepository
 from storage.state import COORDINATOR_CHAT, StateRepository
@@ -125,39 +122,31 @@ class AlertService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        outbox: Outbox,
         state: StateRepository,
         reports: ReportRepository,
         users: UserRepository,
-        pseudonyms: Pseudonymizer,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
-        zone: ZoneInfo,
         configured_chat: int | None,
-        gate: Gate,
         admin_ids: frozenset[int] = frozenset(),
-        cipher: Cipher | None = None,
         duty: DutyRepository | None = None,
         sos_reserve: int = 0,
         digest_reserve: int = 0,
     ) -> None:
-        self._db = db
-        self._outbox = outbox
+        self._db = core.db
+        self._outbox = core.outbox
         self._state = state
         self._reports = reports
         self._users = users
-        self._pseudonyms = pseudonyms
-        self._texts = texts
-        self._clock = clock
-        self._language = language
-        self._zone = zone
+        self._pseudonyms = core.pseudonyms
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
+        self._zone = core.zone
         self._configured_chat = configured_chat
         self._admin_ids = admin_ids
-        self._gate = gate
-        self._cipher = cipher
+        self._gate = core.gate
+        self._cipher = core.cipher
         self._duty = duty
         self._sos_reserve = sos_reserve
         self._digest_reserve = digest_reserve
