@@ -372,8 +372,8 @@ async def _audit_verify(settings: Settings, expect_head: str | None = None) -> i
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.domain.errors import Refused
     from bot.runtime.clock import SystemClock
-    from bot.services.access.roles import Refused
     from bot.wiring import build_limiter, open_services
 
     clock = SystemClock()

@@ -29,6 +29,7 @@ from bot.services.campaigns.compose import CampaignService
 from bot.services.cases.flows import CommandFlows
 from bot.services.cases.hearings import HearingService
 from bot.services.contact import QUESTION_KIND, UPDATE_KIND, ContactService
+from bot.services.core import Core
 from bot.services.desk.browse import DeskService
 from bot.services.desk.export import ExportService
 from bot.services.desk.export import sweep as sweep_exports
@@ -166,85 +167,76 @@ async def open_services(
     )
     report_repo = ReportRepository()
     duty_repo, copies_repo = DutyRepository(), AlertCopyRepository()
-    alerts = AlertService(
-        cipher=cipher,
-        duty=duty_repo,
-        sos_reserve=settings.alert_sos_reserve,
-        digest_reserve=settings.alert_digest_reserve,
-        db=db,
-        outbox=outbox,
-        state=StateRepository(),
-        reports=report_repo,
-        users=user_repo,
-        pseudonyms=pseudonyms,
-        texts=catalogs(),
-        clock=clock,
-        language=settings.default_language,
-        zone=settings.timezone,
-        configured_chat=settings.coordinator_chat_id,
-        admin_ids=settings.admin_ids,
-    )
     state = StateRepository()
     audit_repo = AuditRepository()
     anchoring = Anchoring(outbox, catalogs(), settings.default_language, settings.admin_ids)
     audit = AuditLog(db, audit_repo, state, key, clock, anchoring)
-    gate = Gate(db, user_repo, pseudonyms, audit, clock)
-    alerts.audit = audit
-    alerts.gate = gate
+    gate = Gate(db, user_repo, pseudonyms, audit, clock, outbox)
+    core = Core(settings, clock, db, cipher, pseudonyms, outbox, audit, gate, catalogs())
+    alerts = AlertService(
+        core,
+        duty=duty_repo,
+        sos_reserve=settings.alert_sos_reserve,
+        digest_reserve=settings.alert_digest_reserve,
+        state=StateRepository(),
+        reports=report_repo,
+        users=user_repo,
+        configured_chat=settings.coordinator_chat_id,
+        admin_ids=settings.admin_ids,
+    )
     team_repo = TeamRepository()
     members = MemberService(
-        db=db,
+        core,
         repo=MemberRepository(),
         users=user_repo,
         team=team_repo,
         alerts=alerts,
-        outbox=outbox,
         state=state,
-        audit=audit,
         api=api,
-        cipher=cipher,
-        pseudonyms=pseudonyms,
-        texts=catalogs(),
-        clock=clock,
-        language=settings.default_language,
         admin_ids=settings.admin_ids,
         bot_id=bot_id_of(settings.bot_token.get_secret_value()),
         remove_strangers=settings.remove_strangers,
     )
+    contact = ContactService(
+        core,
+        reports=report_repo,
+        actions=ActionRepository(),
+        users=user_repo,
+        alerts=alerts,
+        codes=ReporterCodes(key),
+        phone_keep=timedelta(hours=settings.phone_keep_hours),
+    )
+    hearings = HearingService(
+        core,
+        cases=CaseRepository(),
+        state=StateRepository(),
+        users=user_repo,
+        interval=timedelta(seconds=settings.reminder_interval_s),
+    )
+    campaign_repo = CampaignRepository()
+    campaigns = CampaignService(
+        core,
+        repo=campaign_repo,
+        users=user_repo,
+        outbox_repo=outbox_repo,
+        hearings=hearings,
+        four_eyes=settings.four_eyes,
+        approval_reach=settings.approval_reach,
+        approval_window=timedelta(hours=settings.approval_window_h),
+    )
     team = TeamService(
-        db=db,
+        core,
         repo=team_repo,
         users=user_repo,
-        gate=gate,
-        audit=audit,
-        cipher=cipher,
-        pseudonyms=pseudonyms,
-        clock=clock,
         audit_repo=audit_repo,
         reports=report_repo,
         invite_ttl=timedelta(hours=settings.invite_ttl_h),
         settings_admins=settings.admin_ids,
         duty=duty_repo,
         copies=copies_repo,
-        outbox=outbox,
         members=members,
-    )
-    contact = ContactService(
-        db=db,
-        gate=gate,
-        audit=audit,
-        reports=report_repo,
-        actions=ActionRepository(),
-        users=user_repo,
-        alerts=alerts,
-        outbox=outbox,
-        cipher=cipher,
-        pseudonyms=pseudonyms,
-        texts=catalogs(),
-        clock=clock,
-        default_language=settings.default_language,
-        codes=ReporterCodes(key),
-        phone_keep=timedelta(hours=settings.phone_keep_hours),
+        campaigns=campaigns,
+        contact=contact,
     )
     # One store for every service: its download slots and quotas are per process, not per service.
     evidence = EvidenceStore(
@@ -257,37 +249,26 @@ async def open_services(
         transient_staging=True,
     )
     triage = TriageService(
-        db=db,
-        gate=gate,
-        audit=audit,
+        core,
         reports=report_repo,
         users=user_repo,
         team=team,
         alerts=alerts,
         contact=contact,
-        outbox=outbox,
-        cipher=cipher,
-        clock=clock,
         reporter_updates=settings.reporter_updates,
         copies=copies_repo,
-        pseudonyms=pseudonyms,
         evidence=evidence,
     )
     delivery.on_sent(CARD_KIND, triage.card_sent)
     drafts = DraftRepository(OwnerTags(cipher))
     reports = ReportService(
-        db=db,
+        core,
         drafts=drafts,
         reports=report_repo,
         actions=ActionRepository(),
         users=user_repo,
-        cipher=cipher,
-        pseudonyms=pseudonyms,
-        clock=clock,
-        outbox=outbox,
         alerts=alerts,
         evidence=evidence,
-        zone=settings.timezone,
         limits=Limits(
             draft_ttl=timedelta(hours=settings.draft_ttl_h),
             reports_per_hour=settings.reports_per_hour,
@@ -304,130 +285,57 @@ async def open_services(
     delivery.on_sent(UPDATE_KIND, contact.update_sent)
     queries = ReportQueries()
     desk = DeskService(
-        db=db,
-        gate=gate,
-        audit=audit,
+        core,
         reports=report_repo,
         queries=queries,
         team=team,
         team_repo=team_repo,
         evidence=evidence,
-        cipher=cipher,
-        clock=clock,
-        zone=settings.timezone,
     )
     exports = ExportService(
-        db=db,
-        gate=gate,
-        audit=audit,
+        core,
         queries=queries,
         team=team,
-        cipher=cipher,
-        zone=settings.timezone,
         evidence=evidence,
     )
-    stats = StatsService(
-        gate=gate, audit=audit, queries=queries, texts=catalogs(), clock=clock, zone=settings.timezone
-    )
-    hearings = HearingService(
-        db=db,
-        cases=CaseRepository(),
-        state=StateRepository(),
-        users=user_repo,
-        cipher=cipher,
-        pseudonyms=pseudonyms,
-        outbox=outbox,
-        texts=catalogs(),
-        clock=clock,
-        zone=settings.timezone,
-        language=settings.default_language,
-        interval=timedelta(seconds=settings.reminder_interval_s),
-        audit=audit,
-        gate=gate,
-    )
+    stats = StatsService(core, queries=queries)
     flows = CommandFlows(
-        gate=gate,
+        gate=core.gate,
         drafts=drafts,
         cases=CaseRepository(),
-        cipher=cipher,
-        pseudonyms=pseudonyms,
+        cipher=core.cipher,
+        pseudonyms=core.pseudonyms,
         hearings=hearings,
-        clock=clock,
+        clock=core.clock,
         zone=settings.timezone,
     )
-    campaign_repo = CampaignRepository()
-    campaigns = CampaignService(
-        db=db,
-        repo=campaign_repo,
-        users=user_repo,
-        gate=gate,
-        audit=audit,
-        outbox=outbox,
-        outbox_repo=outbox_repo,
-        hearings=hearings,
-        cipher=cipher,
-        pseudonyms=pseudonyms,
-        clock=clock,
-        four_eyes=settings.four_eyes,
-        approval_reach=settings.approval_reach,
-        approval_window=timedelta(hours=settings.approval_window_h),
-        texts=catalogs(),
-        zone=settings.timezone,
-    )
-    team.campaigns = campaigns
-    team.contact = contact
     broadcaster = Broadcaster(
-        db=db,
+        core,
         repo=campaign_repo,
-        outbox=outbox,
         outbox_repo=outbox_repo,
         users=user_repo,
-        audit=audit,
-        cipher=cipher,
-        texts=catalogs(),
-        clock=clock,
-        zone=settings.timezone,
-        language=settings.default_language,
     )
     watch = AlertWatch(
-        db=db,
+        core,
         alerts=alerts,
-        outbox=outbox,
         outbox_repo=outbox_repo,
         state=state,
-        audit=audit,
-        pseudonyms=pseudonyms,
-        texts=catalogs(),
-        clock=clock,
-        language=settings.default_language,
     )
     planner = AlertPlanner(
-        db=db,
+        core,
         alerts=alerts,
-        outbox=outbox,
         outbox_repo=outbox_repo,
         reports=report_repo,
         limiter=limiter,
-        texts=catalogs(),
-        clock=clock,
-        language=settings.default_language,
-        zone=settings.timezone,
         sos_reserve=settings.alert_sos_reserve,
         digest_reserve=settings.alert_digest_reserve,
     )
     duty = DutyService(
-        db=db,
-        gate=gate,
-        audit=audit,
+        core,
         duty=duty_repo,
         reports=report_repo,
         alerts=alerts,
         triage=triage,
-        outbox=outbox,
-        cipher=cipher,
-        texts=catalogs(),
-        clock=clock,
-        language=settings.default_language,
         admin_ids=settings.admin_ids,
         escalate_after=timedelta(minutes=settings.sos_escalate_after_min),
         escalate_cap=timedelta(minutes=settings.sos_escalate_cap_min),

@@ -439,9 +439,7 @@ async def _cancel(context: JarchyContext, user_id: int, campaign_id: int) -> str
         campaign, withdrawn = await context.services.campaigns.cancel(user_id, campaign_id)
     except WorkspaceError as error:
         return refusal(context, error, plain=True)
-    async with context.services.db.write() as conn:
-        await context.services.broadcaster.queue_progress(conn, campaign)
-    context.services.outbox.notify()
+    await context.services.broadcaster.show_progress(campaign)
     return context.texts.plain(context.language, "campaign.cancelled", code=campaign.ref, withdrawn=withdrawn)
 
 

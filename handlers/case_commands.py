@@ -15,7 +15,8 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import BadCallback, DatePress, FlowPress
 from bot.domain.commands import CommandError, CommandSpec, arguments, parse_command
-from bot.services.access.roles import NotAllowed, Refused
+from bot.domain.errors import Refused
+from bot.services.access.roles import NotAllowed
 from bot.services.cases.commands import COMMANDS
 from bot.services.cases.flows import FlowEnded, FlowScreen
 from handlers.cases import execute_command, refusal_text

@@ -14,7 +14,8 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import AttendPress, BadCallback, CalendarPress, FollowCase, ReminderOffset
 from bot.domain.commands import CommandSpec
-from bot.services.access.roles import NotAllowed, Refused
+from bot.domain.errors import Refused
+from bot.services.access.roles import NotAllowed
 from bot.services.cases.commands import (
     CASE_EDIT,
     CASE_NEW,
@@ -23,11 +24,10 @@ from bot.services.cases.commands import (
     HEARING_OUTCOME,
     HEARING_POSTPONE,
 )
-from bot.services.cases.hearings import OFFSET_CHOICES, HearingInputError
+from bot.services.cases.hearings import OFFSET_CHOICES, CaseNotFound, Hearing, HearingInputError
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import in_workspace, pressed_in_workspace
 from messages.command_screens import render_usage
-from storage.cases import CaseNotFound, Hearing
 
 Action = Callable[[list[str]], Awaitable[str]]
 _PAGE_LIMIT = 3500  # characters per message, below Telegram's 4,096 with room for escaping
@@ -204,11 +204,12 @@ async def bind_channel(update: Update, context: JarchyContext) -> None:
     message, user, chat = update.effective_message, update.effective_user, update.effective_chat
     if message is None or user is None or chat is None:
         return
-    if not await context.services.gate.holds(user.id, ("admin",)):
+    try:
         # Refused before Telegram is asked: whether it could reach the chat would tell a stranger whether
         # the bot is in it. The service checks the role again when it registers the chat.
         where = str(chat.id) if chat.type != "private" else None
-        await context.services.gate.refuse(user.id, "channel.bind", where, detail="role")
+        await context.services.gate.require(user.id, "channel.bind", where, ("admin",))
+    except NotAllowed:
         await message.reply_text(context.text("channel.refused"))
         return
     target: int | str = chat.id

@@ -10,8 +10,7 @@ from telegram.error import NetworkError, TimedOut
 from telegram.ext import ApplicationHandlerStop
 
 from bot.context import JarchyApp, JarchyContext
-from bot.runtime.update_run import AlreadyActed, current_run
-from storage.database import is_transient
+from bot.runtime.update_run import AlreadyActed, current_run, may_pass_on_retry
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ async def report_error(update: object, context: JarchyContext) -> None:
             await _tell_user(update, context, "update.already_done", alert=False)
         raise ApplicationHandlerStop
     unreachable = error is not None and _telegram_unreachable(error)
-    transient = error is not None and (is_transient(error) or unreachable)
+    transient = error is not None and (may_pass_on_retry(error) or unreachable)
     run = current_run()
     done_before_failing = run is not None and run.committed
     if isinstance(update, Update) and transient and not done_before_failing:

@@ -17,8 +17,9 @@ from telegram.ext import (
 
 from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import MenuPress, ReportPress
+from bot.domain.errors import LimitReached
 from bot.services.reports.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
-from bot.services.reports.intake import FileInput, LimitReached, Screen, Stale
+from bot.services.reports.intake import FileInput, Screen, Stale
 from handlers.case_commands import route_flow_input
 from handlers.sos import route_sos_input
 from handlers.start import PRIVATE_MESSAGES

@@ -10,8 +10,9 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import MenuPress, SosPress
+from bot.domain.errors import LimitReached
 from bot.send_limits import URGENT
-from bot.services.reports.intake import LimitReached, Stale
+from bot.services.reports.intake import Stale
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import render_sos_confirm, render_sos_followup
 

@@ -11,6 +11,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, filters
 from bot.context import JarchyApp, JarchyContext
 from bot.domain import dates
 from bot.domain.callbacks import InvitePress, TeamPress
+from bot.domain.errors import NotAllowed
 from bot.services.access.team import INVITE_PREFIX
 from handlers.start import PRIVATE_MESSAGES
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
@@ -114,8 +115,9 @@ async def confirm_revoke(update: Update, context: JarchyContext) -> None:
     if not await pressed_in_workspace(update, context, "team.revoke"):
         return
     ref = TeamPress.unpack(query.data).member  # routed only when it unpacks
-    if not await context.services.gate.holds(user.id, ("admin",)):
-        await context.services.gate.refuse(user.id, "team.revoke", detail="role")
+    try:
+        await context.services.gate.require(user.id, "team.revoke", roles=("admin",))
+    except NotAllowed:
         await query.answer(context.plain("coord.admin_only"), show_alert=True)
         return
     button = InlineKeyboardButton(

@@ -19,7 +19,8 @@ from telegram.ext import (
 
 from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import DutyPress, OpenCard, TriagePress
-from bot.services.access.roles import NotAllowed, Refused
+from bot.domain.errors import Refused
+from bot.services.access.roles import NotAllowed
 from handlers.workspace import WorkspaceError, in_workspace, pressed_in_workspace, refusal
 from handlers.workspace_screens import duty_screen
 

@@ -6,10 +6,10 @@ from telegram import Update
 from telegram.constants import ChatType
 
 from bot.context import JarchyContext
-from bot.services.access.roles import NotAllowed, Refused
-from storage.reports import ReportNotFound
+from bot.domain.errors import Refused
 
-WorkspaceError = (NotAllowed, Refused, ReportNotFound)
+# Every refusal a coordinators' action can end in: no role (NotAllowed), bad input, a missing report...
+WorkspaceError = (Refused,)
 # Refusals whose full text is longer than a callback alert's 200 characters: a button shows the short form.
 ALERT_VARIANTS = {"desk.tampered": "desk.tampered_alert"}
 
@@ -67,11 +67,7 @@ def refusal(context: JarchyContext, error: Exception, *, plain: bool = False) ->
     """Return the text explaining why an action was refused: HTML for messages (the default parse mode),
     `plain` for callback answers and the messages that reuse them (sent with parse_mode=None)."""
     render = (lambda key, **p: context.texts.plain(context.language, key, **p)) if plain else context.text
-    if isinstance(error, NotAllowed):
-        return render("coord.admin_only" if error.admins_only else "coord.refused")
     if isinstance(error, Refused):
         key = ALERT_VARIANTS.get(error.key, error.key) if plain else error.key
         return render(key, **error.params)
-    if isinstance(error, ReportNotFound):
-        return render("desk.not_found", code=str(error))
     raise error

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.errors import NotFound
 from storage.dialect import insert_or, new_id
 from storage.schema import (
     audit_log,
@@ -89,8 +90,12 @@ def _ref() -> ColumnElement[str]:
     return literal("C-", String) + cast(campaigns.c.id, String)
 
 
-class CampaignNotFound(LookupError):
+class CampaignNotFound(NotFound, LookupError):
     """No campaign has that number."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__("campaign.not_found", code=f"C-{number}")
+        self.number = number
 
 
 @dataclass(frozen=True)

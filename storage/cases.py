@@ -11,16 +11,24 @@ from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.errors import Conflict, NotFound
 from storage.dialect import insert_or, new_id
 from storage.schema import attendance, cases, follows, hearings, reminder_prefs, users
 
 
-class CaseNotFound(LookupError):
+class CaseNotFound(NotFound, LookupError):
     """No case (or no hearing) with that number."""
 
+    def __init__(self, number: int) -> None:
+        super().__init__("cases.not_found", id=number)
+        self.number = number
 
-class HearingExists(ValueError):
+
+class HearingExists(Conflict, ValueError):
     """That case already has a hearing at that time."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__("hearings.exists", id=number)
 
 
 @dataclass(frozen=True)

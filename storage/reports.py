@@ -10,14 +10,19 @@ from typing import Any
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.errors import NotFound
 from storage.dialect import new_id
 from storage.evidence import Evidence as Evidence  # re-exported: alerts and report bodies use it
 from storage.evidence import EvidenceRepository
 from storage.schema import report_events, report_notes, reports, user_actions
 
 
-class ReportNotFound(LookupError):
+class ReportNotFound(NotFound, LookupError):
     """No report has that code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__("desk.not_found", code=code)
+        self.code = code
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from bot.domain.errors import Refused
 from bot.runtime.clock import FakeClock
 from bot.security.bindings import payload_binding
-from bot.services.access.roles import NotAllowed, Refused
+from bot.services.access.roles import NotAllowed
 from bot.services.campaigns.broadcast import Broadcaster
 from bot.services.campaigns.compose import APPROVAL_FLOOR, Input, approval_threshold
 from bot.settings import Settings

@@ -73,9 +73,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ): "rotation opens the same services as a start to re-seal",
     ("bot.security.key_guard", "bot.runtime.audit"): "a key is checked against the audit chain's MACs",
     ("bot.security.key_guard", "bot.runtime.clock"): "the audit chain it checks needs a clock",
-    ("handlers.cases", "storage.cases"): "CaseNotFound and Hearing until the error tree moves them",
-    ("handlers.errors", "storage.database"): "is_transient until the error tree names a database fault",
-    ("handlers.workspace", "storage.reports"): "ReportNotFound until the error tree moves it",
     ("handlers.workspace_screens", "storage.audit"): "the audit log is shown as stored",
 }
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from bot.domain.errors import Refused
 from bot.runtime.clock import FakeClock
 from bot.runtime.delivery import Receipt
 from bot.security.bindings import payload_binding
-from bot.services.access.roles import NotAllowed, Refused
+from bot.services.access.roles import NotAllowed
 from bot.services.access.team import TeamError
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services

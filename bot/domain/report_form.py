@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.domain.errors import BadInput
+
 CATEGORIES: tuple[str, ...] = (
     "detention", "summons", "search", "violence", "threats",
     "surveillance", "journalist", "court", "online", "other",
@@ -74,13 +76,8 @@ _FORMATS = (
 )
 
 
-class FormError(ValueError):
+class FormError(BadInput, ValueError):
     """Input a step refuses; `key` names the text that explains why."""
-
-    def __init__(self, key: str, **params: object) -> None:
-        super().__init__(key)
-        self.key = key
-        self.params = params
 
 
 @dataclass

@@ -10,6 +10,8 @@ import html
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+from bot.domain.errors import BadInput
+
 # https://core.telegram.org/bots/api#html-style
 _ALLOWED: dict[str, frozenset[str]] = {
     "b": frozenset(), "strong": frozenset(), "i": frozenset(), "em": frozenset(), "u": frozenset(),
@@ -22,12 +24,11 @@ TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 
 
-class HtmlProblem(ValueError):
+class HtmlProblem(BadInput, ValueError):
     """Why the text would be refused; `key` names the explanation, `detail` the offending part."""
 
     def __init__(self, key: str, detail: str = "") -> None:
-        super().__init__(key)
-        self.key = key
+        super().__init__(key, detail=detail)
         self.detail = detail
 
 

@@ -13,6 +13,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from bot.domain.errors import JarchyError, Unavailable
+from storage.database import is_transient
+
 
 @dataclass
 class UpdateRun:
@@ -23,7 +26,7 @@ class UpdateRun:
     committed: bool = False  # at least one of them committed: running the update again would repeat it
 
 
-class AlreadyActed(Exception):
+class AlreadyActed(JarchyError):
     """An earlier run of this update already committed this action; it is not done twice."""
 
     def __init__(self, action: str) -> None:
@@ -48,3 +51,9 @@ def handling(update_id: int) -> Iterator[UpdateRun]:
 def current_run() -> UpdateRun | None:
     """Return the run of the update being handled, or None outside an update (jobs, the command line)."""
     return _current.get()
+
+
+def may_pass_on_retry(error: BaseException) -> bool:
+    """Tell whether running the update again may succeed: an Unavailable, or a busy, locked or full
+    database."""
+    return isinstance(error, Unavailable) or is_transient(error)

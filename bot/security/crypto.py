@@ -10,6 +10,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.utils
 
+from bot.domain.errors import Damaged
 from bot.security.keys import DataKey
 from bot.security.transient import TransientKeys
 
@@ -18,7 +19,7 @@ _TRANSIENT = b"\x02"  # followed by the epoch (4 bytes): sealed under a short-li
 _NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 
 
-class DecryptionError(Exception):
+class DecryptionError(Damaged):
     """A ciphertext was tampered with, moved to another row, or made under another key."""
 
 

@@ -12,19 +12,16 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.errors import Refused
 from bot.domain.report_form import clean_text, telegram_length
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
 from bot.runtime.delivery import Receipt
-from bot.runtime.outbox import PRIORITY_PERSONAL, Outbox, OutgoingMessage
-from bot.security import Cipher, Pseudonymizer
+from bot.runtime.outbox import PRIORITY_PERSONAL, OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import note_binding
-from bot.services.access.roles import Gate, Refused
+from bot.services.core import Core
 from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
 from bot.services.reports.intake import ReporterCodes, find_reporter_code, phone_cleanup
 from bot.services.triage.alerts import PRIORITY_SOS_UPDATE, AlertService
-from messages import Catalogs
-from storage.database import Database
 from storage.reports import ActionRepository, Report, ReportRepository
 from storage.users import UserRepository
 
@@ -52,36 +49,28 @@ class ContactService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        gate: Gate,
-        audit: AuditLog,
         reports: ReportRepository,
         actions: ActionRepository,
         users: UserRepository,
         alerts: AlertService,
-        outbox: Outbox,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        texts: Catalogs,
-        clock: Clock,
-        default_language: str,
         codes: ReporterCodes,
         phone_keep: timedelta,
     ) -> None:
-        self._db = db
-        self._gate = gate
-        self._audit = audit
+        self._db = core.db
+        self._gate = core.gate
+        self._audit = core.audit
         self._reports = reports
         self._actions = actions
         self._users = users
         self._alerts = alerts
-        self._outbox = outbox
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._texts = texts
-        self._clock = clock
-        self._default_language = default_language
+        self._outbox = core.outbox
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._texts = core.texts
+        self._clock = core.clock
+        self._default_language = core.language
         self._codes = codes
         self._phone_keep = phone_keep
 
@@ -111,7 +100,7 @@ class ContactService:
             message = self._to_reporter(chat, params, f"{code}:q{note_id}", kind=QUESTION_KIND)
             await self._outbox.enqueue(act.conn, [message])
             await self._audit.record(act.conn, act.actor, "contact.ask", code)
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return code
 
     async def withdraw_questions(self, conn: AsyncConnection, author: str) -> int:
@@ -160,7 +149,8 @@ class ContactService:
         if find_code(replied_text) is None and find_reporter_code(replied_text) is None:
             return None
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             code = await self._replied_code(conn, pseudonym, replied_text)
             if code is None:
                 return None  # a reporter's code of none of their reports: not theirs, or /forget
@@ -191,7 +181,8 @@ class ContactService:
                 priority=PRIORITY_PERSONAL,
             )
             await self._outbox.enqueue(conn, [cleanup])
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         return Answered(code)
 
     async def _replied_code(

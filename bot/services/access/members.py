@@ -31,16 +31,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox, OutgoingMessage
+from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
-from bot.security import Cipher, DecryptionError, Pseudonymizer
+from bot.runtime.unit_of_work import UnitOfWork
+from bot.security import DecryptionError
 from bot.security.bindings import telegram_id_binding
 from bot.services.access.team import MEMBER_REF_LENGTH, member_label, open_display_name
+from bot.services.core import Core
 from bot.services.triage.alerts import PRIORITY_NOTICE, AlertService
-from messages import Catalogs, Safe
-from storage.database import Database
+from messages import Safe
 from storage.members import MemberRepository, Removal, RowOutcome, StoredId
 from storage.state import StateRepository
 from storage.team import TeamRepository
@@ -110,39 +109,32 @@ class MemberService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         repo: MemberRepository,
         users: UserRepository,
         team: TeamRepository,
         alerts: AlertService,
-        outbox: Outbox,
         state: StateRepository,
-        audit: AuditLog,
         api: TelegramApi,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
         admin_ids: frozenset[int],
         bot_id: int,
         remove_strangers: bool,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._repo = repo
         self._users = users
         self._team = team
         self._alerts = alerts
-        self._outbox = outbox
+        self._outbox = core.outbox
         self._state = state
-        self._audit = audit
+        self._audit = core.audit
         self._api = api
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._texts = texts
-        self._clock = clock
-        self._language = language
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
         self._admin_ids = admin_ids
         self._bot_id = bot_id
         self._remove_strangers = remove_strangers
@@ -219,13 +211,15 @@ class MemberService:
         if user_id == self._bot_id or not await self._alerts.is_coordinator_chat(chat_id):
             return False
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             if await self._alerts.coordinator_chat(conn) != chat_id:
                 return False
             user = await self._users.get(conn, pseudonym)
             if user is not None and user.roles:
                 if not await self._repo.has(conn, pseudonym):
                     await self.capture(conn, pseudonym, user_id)
+                await uow.commit()
                 return False
             # Someone whose role was taken away coming back (an old invite link) is always removed: the
             # setting is about people nobody has judged yet.
@@ -241,7 +235,8 @@ class MemberService:
                 await self._audit.record(
                     conn, "system", "members.stranger", pseudonym, detail="removed" if remove else "reported"
                 )
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         log.warning(
             "someone without a role is in the coordinators' group%s", "; removing them" if remove else ""
         )
@@ -256,11 +251,13 @@ class MemberService:
             if not await self._repo.removals(conn):
                 return 0
         moved = 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             for removal in await self._repo.removals(conn):
                 moved += await self._follow(conn, removal)
-        if moved:
-            self._outbox.notify()
+            if moved:
+                uow.wake_delivery()
+            await uow.commit()
         return moved
 
     async def _follow(self, conn: AsyncConnection, removal: Removal) -> int:
@@ -382,7 +379,8 @@ class MemberService:
             }
         )
         queued = 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             for pseudonym in gone:
                 await self._repo.delete_if_roleless(conn, pseudonym)  # out of the group: nothing to keep
             previous = await self._state.get(conn, CHECK_STATE)
@@ -403,7 +401,8 @@ class MemberService:
                             conn, "system", "members.remove", row.pseudonym, detail="check"
                         )
                         queued += 1
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         return MemberCheck(count, holders, excess, len(lingering), queued)
 
     async def _tell_figure(

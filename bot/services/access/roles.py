@@ -8,8 +8,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain import errors
+from bot.domain.errors import Refused
 from bot.runtime.audit import AuditLog
 from bot.runtime.clock import Clock
+from bot.runtime.outbox import Outbox
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.runtime.update_run import AlreadyActed, current_run
 from bot.security import Pseudonymizer
 from storage.acted import ActedRepository
@@ -22,12 +26,13 @@ COORDINATING = ("admin", "coordinator")
 UNNAMED = "someone"
 
 
-class NotAllowed(PermissionError):
+class NotAllowed(errors.NotAllowed):
     """The person lacks the role the action needs."""
 
     def __init__(self, pseudonym: str, roles: Sequence[str] = COORDINATING) -> None:
-        super().__init__(pseudonym)
         self.roles = tuple(roles)
+        super().__init__("coord.admin_only" if self.admins_only else "coord.refused")
+        self.pseudonym = pseudonym
 
     @property
     def admins_only(self) -> bool:
@@ -35,37 +40,21 @@ class NotAllowed(PermissionError):
         return "coordinator" not in self.roles
 
 
-class Refused(Exception):
-    """A request turned down with an explanation (bad input, a missing report); `key` names the text."""
-
-    def __init__(self, key: str, **params: object) -> None:
-        super().__init__(key)
-        self.key = key
-        self.params = params
-
-
-async def require_role(
-    conn: AsyncConnection, users: UserRepository, pseudonym: str, roles: Sequence[str]
-) -> str:
-    """Return the pseudonym if the person holds one of `roles`, else raise NotAllowed."""
-    user = await users.get(conn, pseudonym)
-    if user is None or not user.roles.intersection(roles):
-        raise NotAllowed(pseudonym, roles)
-    return pseudonym
-
-
 @dataclass(frozen=True)
 class Acting:
-    """An allowed action in progress: its write transaction and the actor's pseudonym."""
+    """An allowed action in progress: its unit of work (and that work's connection) and the actor."""
 
     conn: AsyncConnection
     actor: str
+    uow: UnitOfWork
 
 
 class Gate:
-    """Opens a write transaction for an action only after the database says the person may take it.
+    """Opens a unit of work for an action only after the database says the person may take it.
 
-    A refusal rolls back whatever the action began, then is written to the audit log on its own. Inside
+    The one place a role is checked: `acting` for an action, `require` for a check made before Telegram
+    is asked anything. A refusal rolls back whatever the action began, then is written to the audit log
+    on its own. Inside
     an update, each action also records that update in its own transaction: a retried update finds its
     earlier actions there and raises AlreadyActed instead of adding a second note, view or campaign.
     """
@@ -77,9 +66,11 @@ class Gate:
         pseudonyms: Pseudonymizer,
         audit: AuditLog,
         clock: Clock,
+        outbox: Outbox,
         acted: ActedRepository | None = None,
     ) -> None:
         self._db = db
+        self._outbox = outbox
         self._users = users
         self._pseudonyms = pseudonyms
         self._audit = audit
@@ -107,24 +98,49 @@ class Gate:
             run.actions += 1
             seq = run.actions
         try:
-            async with self._db.write() as conn:
-                await require_role(conn, self._users, pseudonym, roles)
+            async with UnitOfWork(self._db, self._outbox, self._audit) as uow:
+                conn = uow.conn
+                await self._require_role(conn, pseudonym, roles)
                 if run is not None and not await self._acted.claim(
                     conn, run.update_id, seq, action, self._clock.now()
                 ):
                     raise AlreadyActed(action)
-                yield Acting(conn, pseudonym)
+                yield Acting(conn, pseudonym, uow)
+                await uow.commit()
             if run is not None:
                 run.committed = True
-        except NotAllowed:
+        except errors.NotAllowed:
             await self._refused(pseudonym, action, target, "role")
+            raise
+        except ReportNotFound:
+            # Its audited name predates the error tree; the log keeps one name for one refusal.
+            await self._refused(pseudonym, action, target, "report.not_found")
             raise
         except Refused as refusal:
             await self._refused(pseudonym, action, target, refusal.key)
             raise
-        except ReportNotFound:
-            await self._refused(pseudonym, action, target, "report.not_found")
+
+    async def require(
+        self, user_id: int, action: str, target: str | None = None, roles: Sequence[str] = COORDINATING
+    ) -> str:
+        """Return the person's pseudonym if they hold one of `roles` now; else audit and raise NotAllowed.
+
+        For a check before the bot asks Telegram anything on the person's behalf (whether it can reach a
+        chat would tell a stranger whether it is there); the action itself still goes through `acting`,
+        which checks again in its own transaction."""
+        pseudonym = self._pseudonyms.of_user(user_id)
+        try:
+            async with self._db.read() as conn:
+                return await self._require_role(conn, pseudonym, roles)
+        except NotAllowed:
+            await self._refused(pseudonym, action, target, "role")
             raise
+
+    async def _require_role(self, conn: AsyncConnection, pseudonym: str, roles: Sequence[str]) -> str:
+        user = await self._users.get(conn, pseudonym)
+        if user is None or not user.roles.intersection(roles):
+            raise NotAllowed(pseudonym, roles)
+        return pseudonym
 
     async def refuse(
         self,

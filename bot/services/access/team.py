@@ -12,15 +12,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox
-from bot.security import Cipher, Pseudonymizer
+from bot.domain.errors import Refused
+from bot.security import Cipher
 from bot.security.bindings import team_name_binding
-from bot.services.access.roles import Gate, Refused
+from bot.services.core import Core
 from storage.alert_copies import AlertCopyRepository, DutyRepository
 from storage.audit import AuditEntry, AuditRepository
-from storage.database import Database
 from storage.reports import ReportRepository
 from storage.team import TeamRepository
 from storage.users import UserRepository
@@ -66,46 +63,41 @@ class MemberView:
 class TeamService:
     """Invites, display names, the team list and revocation; every change is audited."""
 
-    # Set by the wiring (campaigns are built after the team): revoking someone withdraws their campaigns.
-    campaigns: CampaignService | None = None
-    contact: ContactService | None = None
-
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         repo: TeamRepository,
         users: UserRepository,
-        gate: Gate,
-        audit: AuditLog,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        clock: Clock,
         audit_repo: AuditRepository,
         reports: ReportRepository,
         invite_ttl: timedelta,
         settings_admins: frozenset[int],
         duty: DutyRepository | None = None,
         copies: AlertCopyRepository | None = None,
-        outbox: Outbox | None = None,
         members: MemberService | None = None,
+        campaigns: CampaignService,
+        contact: ContactService,
     ) -> None:
+        # Revoking someone withdraws their campaigns and the questions they asked.
+        self.campaigns = campaigns
+        self.contact = contact
         self._members = members
         self._duty = duty
         self._copies = copies
-        self._outbox = outbox
-        self._db = db
+        self._outbox = core.outbox
+        self._db = core.db
         self._repo = repo
         self._users = users
-        self._gate = gate
-        self._audit = audit
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._clock = clock
+        self._gate = core.gate
+        self._audit = core.audit
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._clock = core.clock
         self._audit_repo = audit_repo
         self._reports = reports
         self._invite_ttl = invite_ttl
-        self._settings_admins = frozenset(pseudonyms.of_user(i) for i in settings_admins)
+        self._settings_admins = frozenset(core.pseudonyms.of_user(i) for i in settings_admins)
 
     async def invite(self, user_id: int) -> NewInvite:
         """Create a single-use invite that makes its user a coordinator (admins only)."""
@@ -227,11 +219,8 @@ class TeamService:
             # No more SOS in their private chat, and the cards they hold there are no longer kept current.
             await self.retire(act.conn, member.pseudonym)
             # What they composed, sent or approved and what is still queued of it never goes out.
-            withdrawn = questions = 0
-            if self.campaigns is not None:
-                withdrawn = await self.campaigns.withdraw_author(act.conn, member.pseudonym, act.actor)
-            if self.contact is not None:
-                questions = await self.contact.withdraw_questions(act.conn, member.pseudonym)
+            withdrawn = await self.campaigns.withdraw_author(act.conn, member.pseudonym, act.actor)
+            questions = await self.contact.withdraw_questions(act.conn, member.pseudonym)
             await self._audit.record(
                 act.conn,
                 act.actor,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.errors import BadInput
 from bot.runtime.clock import Clock
 from bot.security import Pseudonymizer
 from messages import LANGUAGES
@@ -19,8 +20,12 @@ TIMEZONES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class UnknownLanguage(ValueError):
-    """A language the bot has no catalog for."""
+class UnknownLanguage(BadInput, ValueError):
+    """A language (or time zone) the bot has no catalog for: an old or forged button."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__("callback.stale")
+        self.code = code
 
 
 @dataclass(frozen=True)

@@ -16,23 +16,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import dates
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, Outbox, OutgoingMessage
-from bot.security import Cipher
+from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import creator_chat_binding, follow_chat_binding, subscriber_chat_binding
 from bot.services.access.roles import COORDINATING
 from bot.services.campaigns.compose import reminder_ref
-from messages import LANGUAGES, Catalogs
+from bot.services.core import Core
+from messages import LANGUAGES
 from messages.campaign_screens import campaign_message, progress_text
 from storage.campaigns import Campaign, CampaignRepository, Recipient, subscriber_filter
 from storage.channels import ChannelRepository
-from storage.database import Database
 from storage.outbox import OutboxRepository
 from storage.users import UserRepository
 
@@ -57,33 +54,26 @@ class Broadcaster:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         repo: CampaignRepository,
-        outbox: Outbox,
         outbox_repo: OutboxRepository,
         users: UserRepository,
-        audit: AuditLog,
-        cipher: Cipher,
-        texts: Catalogs,
-        clock: Clock,
-        zone: ZoneInfo,
-        language: str,
         batch: int = BATCH,
         batches_per_pass: int = 20,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._repo = repo
         self._channels = ChannelRepository()
-        self._outbox = outbox
+        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._users = users
-        self._audit = audit
-        self._cipher = cipher
-        self._texts = texts
-        self._clock = clock
-        self._zone = zone
-        self._language = language
+        self._audit = core.audit
+        self._cipher = core.cipher
+        self._texts = core.texts
+        self._clock = core.clock
+        self._zone = core.zone
+        self._language = core.language
         self._batch = batch
         self._batches_per_pass = batches_per_pass
         self.bot_username: str | None = None  # set once the bot knows it (getMe), for channel links
@@ -259,6 +249,13 @@ class Broadcaster:
             if person is None or not person.roles.intersection(COORDINATING):
                 return label
         return None
+
+    async def show_progress(self, campaign: Campaign) -> None:
+        """Queue an edit of the author's status message now, in a transaction of its own (after a cancel)."""
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            await self.queue_progress(uow.conn, campaign)
+            uow.wake_delivery()
+            await uow.commit()
 
     async def queue_progress(
         self, conn: AsyncConnection, campaign: Campaign, counts: dict[str, int] | None = None

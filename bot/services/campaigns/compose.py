@@ -11,25 +11,20 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.callbacks import Topic
+from bot.domain.errors import Refused
 from bot.domain.report_form import clean_text, telegram_length
 from bot.domain.telegram_html import CAPTION_LIMIT, TEXT_LIMIT, HtmlProblem, check_html
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox
-from bot.security import Cipher, Pseudonymizer
 from bot.security.bindings import creator_chat_binding, subscriber_chat_binding
-from bot.services.access.roles import Gate, Refused
 from bot.services.cases.hearings import HearingInputError, HearingService
-from messages import LANGUAGES, Catalogs
+from bot.services.core import Core
+from messages import LANGUAGES
 from messages.campaign_screens import full_text
 from storage.campaigns import Campaign, CampaignNotFound, CampaignRepository, PendingInput, Reach
 from storage.cases import CaseNotFound, CaseRepository
-from storage.database import Database
 from storage.outbox import OutboxRepository
 from storage.users import UserRepository
 
@@ -80,40 +75,32 @@ class CampaignService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         repo: CampaignRepository,
         users: UserRepository,
-        gate: Gate,
-        audit: AuditLog,
-        outbox: Outbox,
         outbox_repo: OutboxRepository,
         hearings: HearingService,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        clock: Clock,
         four_eyes: str,
         approval_reach: int,
         approval_window: timedelta,
-        texts: Catalogs,
-        zone: ZoneInfo,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._repo = repo
         self._users = users
-        self._gate = gate
-        self._audit = audit
-        self._outbox = outbox
+        self._gate = core.gate
+        self._audit = core.audit
+        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._hearings = hearings
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._clock = clock
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._clock = core.clock
         self._four_eyes = four_eyes
         self._approval_reach = approval_reach
         self._approval_window = approval_window
-        self._texts = texts
-        self._zone = zone
+        self._texts = core.texts
+        self._zone = core.zone
         self._cases = CaseRepository()
 
     # ------------------------------------------------------------------ subscribers

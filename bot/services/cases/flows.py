@@ -21,11 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain import date_picker
 from bot.domain.callbacks import DatePress, FlowPress
 from bot.domain.commands import CommandError, CommandSpec, Field, parse_field
+from bot.domain.errors import Refused
 from bot.runtime.clock import Clock
 from bot.runtime.update_run import current_run
 from bot.security import Cipher, Pseudonymizer
 from bot.security.bindings import draft_binding
-from bot.services.access.roles import Gate, Refused
+from bot.services.access.roles import Gate
 from bot.services.cases.commands import COMMANDS
 from bot.services.cases.hearings import HearingInputError, HearingService
 from storage.cases import Case, CaseRepository

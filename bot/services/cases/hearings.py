@@ -16,17 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.callbacks import AttendPress, CalendarPress
 from bot.domain.commands import FieldError, local_time
+from bot.domain.errors import BadInput
 from bot.domain.report_form import clean_text, telegram_length
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import PRIORITY_REMINDER, Outbox, OutgoingMessage
-from bot.security import Cipher, Pseudonymizer
+from bot.runtime.outbox import PRIORITY_REMINDER, OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import follow_chat_binding
-from bot.services.access.roles import COORDINATING, Acting, Gate, NotAllowed, Refused
-from messages import LANGUAGES, Catalogs
-from storage.cases import Case, CaseNotFound, CaseRepository, Follower, Hearing, HearingExists
+from bot.services.access.roles import COORDINATING, Acting, NotAllowed
+from bot.services.core import Core
+from messages import LANGUAGES
+from storage.cases import Case, CaseRepository, Follower, HearingExists
+from storage.cases import CaseNotFound as CaseNotFound  # handlers catch it from here
+from storage.cases import Hearing as Hearing  # and render it
 from storage.channels import ChannelRepository
-from storage.database import Database
 from storage.state import StateRepository
 from storage.users import UserRepository
 
@@ -43,7 +44,7 @@ STATE_KEY = "reminders_until"
 _MAX_FIELD = 300
 
 
-class HearingInputError(Refused):
+class HearingInputError(BadInput):
     """Input a coordinator must correct, or a button that no longer counts; `key` names the text that says
     how. A refusal like any other: raised inside the gate, it is audited by the gate."""
 
@@ -61,35 +62,26 @@ class HearingService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         cases: CaseRepository,
         state: StateRepository,
         users: UserRepository,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        outbox: Outbox,
-        texts: Catalogs,
-        clock: Clock,
-        zone: ZoneInfo,
-        language: str,
         interval: timedelta,
-        audit: AuditLog,
-        gate: Gate,
     ) -> None:
-        self._db = db
-        self._audit = audit
-        self._gate = gate
+        self._db = core.db
+        self._audit = core.audit
+        self._gate = core.gate
         self._cases = cases
         self._state = state
         self._users = users
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._outbox = outbox
-        self._texts = texts
-        self._clock = clock
-        self._zone = zone
-        self._language = language
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._outbox = core.outbox
+        self._texts = core.texts
+        self._clock = core.clock
+        self._zone = core.zone
+        self._language = core.language
         self.interval = interval
         self._channels = ChannelRepository()
 
@@ -158,7 +150,7 @@ class HearingService:
             hearing = await self._cases.hearing(conn, hearing_id)
             await self._notify(conn, hearing, "notice.new")
             await self._catch_up(conn, [hearing])
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return hearing
 
     async def postpone(self, user_id: int, hearing_id: int, when: str) -> Hearing:
@@ -232,7 +224,8 @@ class HearingService:
     async def follow(self, user_id: int, chat_id: int, case_id: int) -> bool:
         """Follow a public, open case; return False if already following."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             case = await self._cases.case(conn, case_id)
             if not case.public or case.status != "open":
                 raise LookupError(case_id)
@@ -241,7 +234,8 @@ class HearingService:
             if added:
                 upcoming = await self._cases.upcoming_for(conn, [case_id], self._clock.now())
                 await self._catch_up(conn, upcoming, follower=pseudonym)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         return added
 
     async def unfollow(self, user_id: int, case_id: int) -> bool:
@@ -390,7 +384,8 @@ class HearingService:
         now = self._clock.now()
         window_end = now + self.interval
         queued = late = 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             stored = await self._state.get(conn, STATE_KEY)
             since = datetime.fromisoformat(stored) if stored else now
             if since > window_end + self.interval:
@@ -424,8 +419,9 @@ class HearingService:
                 conn, await self._channel_reminders(conn, since, window_end, now)
             )
             await self._state.put(conn, STATE_KEY, window_end.isoformat())
-        if queued:
-            self._outbox.notify()
+            if queued:
+                uow.wake_delivery()
+            await uow.commit()
         return PassResult(queued, late)
 
     def parse_time(self, text: str) -> datetime:
@@ -470,7 +466,7 @@ class HearingService:
             await self._notify(conn, hearing, notice)
             # ...and those the last pass had already queued ahead are queued again for the new version.
             await self._catch_up(conn, [hearing])
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return hearing
 
     async def _catch_up(

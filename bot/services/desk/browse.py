@@ -10,16 +10,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from bot.domain.errors import Refused
 from bot.domain.report_form import CATEGORIES, REGIONS, clean_text, telegram_length
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.security import Cipher
 from bot.security.bindings import note_binding
-from bot.services.access.roles import Gate, Refused
 from bot.services.access.team import MEMBER_REF_LENGTH, TeamService, member_label
+from bot.services.core import Core
 from bot.services.reports.body import ReportBody, open_body, parse_code, safe_code
 from bot.services.reports.evidence import EvidenceStore
-from storage.database import Database
 from storage.report_queries import UNASSIGNED, ListedReport, ReportQueries, ReportQuery
 from storage.reports import Evidence, Report, ReportRepository
 from storage.team import TeamRepository
@@ -90,30 +87,25 @@ class DeskService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        gate: Gate,
-        audit: AuditLog,
         reports: ReportRepository,
         queries: ReportQueries,
         team: TeamService,
         team_repo: TeamRepository,
         evidence: EvidenceStore,
-        cipher: Cipher,
-        clock: Clock,
-        zone: ZoneInfo,
     ) -> None:
-        self._db = db
-        self._gate = gate
-        self._audit = audit
+        self._db = core.db
+        self._gate = core.gate
+        self._audit = core.audit
         self._reports = reports
         self._queries = queries
         self._team = team
         self._team_repo = team_repo
         self._evidence = evidence
-        self._cipher = cipher
-        self._clock = clock
-        self._zone = zone
+        self._cipher = core.cipher
+        self._clock = core.clock
+        self._zone = core.zone
 
     async def parse_query(self, user_id: int, args: Sequence[str]) -> ReportQuery:
         """Read filters like `status=new region=osh_city assignee=me since=7d` (bare values work too)."""

@@ -29,14 +29,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.security import Cipher
 from bot.security.bindings import note_binding
-from bot.services.access.roles import Gate
 from bot.services.access.team import TeamService, member_label
+from bot.services.core import Core
 from bot.services.reports.body import ReportBody, ReportTampered, open_body
 from bot.services.reports.evidence import BOUND, EvidenceStore
-from storage.database import Database
 from storage.evidence import Evidence
 from storage.report_queries import ReportQueries, ReportQuery
 from storage.reports import Note, Report
@@ -65,23 +62,19 @@ class ExportService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        gate: Gate,
-        audit: AuditLog,
         queries: ReportQueries,
         team: TeamService,
-        cipher: Cipher,
-        zone: ZoneInfo,
         evidence: EvidenceStore,
     ) -> None:
-        self._db = db
-        self._gate = gate
-        self._audit = audit
+        self._db = core.db
+        self._gate = core.gate
+        self._audit = core.audit
         self._queries = queries
         self._team = team
-        self._cipher = cipher
-        self._zone = zone
+        self._cipher = core.cipher
+        self._zone = core.zone
         self._evidence = evidence
 
     async def allow(self, user_id: int, query: ReportQuery, formats: Sequence[str]) -> None:

@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from bot.domain.report_form import CATEGORIES
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.services.access.roles import Gate
+from bot.services.core import Core
 from bot.services.desk.chart import WeeklyPicture, render_png
-from messages import Catalogs
 from storage.report_queries import OPEN_STATUSES, ReportQueries
 
 WEEKS = 12
@@ -46,20 +42,16 @@ class StatsService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        gate: Gate,
-        audit: AuditLog,
         queries: ReportQueries,
-        texts: Catalogs,
-        clock: Clock,
-        zone: ZoneInfo,
     ) -> None:
-        self._gate = gate
-        self._audit = audit
+        self._gate = core.gate
+        self._audit = core.audit
         self._queries = queries
-        self._texts = texts
-        self._clock = clock
-        self._zone = zone
+        self._texts = core.texts
+        self._clock = core.clock
+        self._zone = core.zone
         self._drawing = asyncio.Lock()
 
     async def picture(self, user_id: int, language: str) -> Picture:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.domain.errors import BadInput, Refused, Tampered
 from bot.security import Cipher, DecryptionError
 from bot.security.bindings import body_binding, contact_chat_binding, file_ref_binding
-from bot.services.access.roles import Refused
 from bot.services.triage.alerts import AlertInput
 from storage.reports import Evidence, Report
 
@@ -19,7 +19,7 @@ CODE_PATTERN = re.compile(rf"\bR-[{CODE_ALPHABET}]{{5}}\b")
 _LOOSE_CODE = re.compile(rf"^R-?([{CODE_ALPHABET}]{{5}})$")
 
 
-class MalformedCode(Refused):
+class MalformedCode(BadInput):
     """Text that cannot be a report's reference code."""
 
     def __init__(self) -> None:
@@ -61,7 +61,7 @@ def find_code(text: str | None) -> str | None:
     return match.group(0) if match else None
 
 
-class ReportTampered(Refused):
+class ReportTampered(Refused, Tampered):
     """A report whose clear columns (category, region, times…) no longer match its sealed body."""
 
     def __init__(self, code: str) -> None:

@@ -47,6 +47,7 @@ from nacl.encoding import RawEncoder
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.domain.errors import Damaged, JarchyError, LimitReached
 from bot.security import Cipher, DataKey, DecryptionError
 from bot.security.bindings import evidence_file_binding, file_ref_binding, staged_binding
 from bot.security.owner_tags import OwnerTags
@@ -77,20 +78,15 @@ _READS_AT_ONCE = 2  # /r holds a whole file in memory to upload it (python-teleg
 _PARTIAL_AGE_S = 3600.0
 
 
-class EvidenceRefused(Exception):
+class EvidenceRefused(LimitReached):
     """A file is not taken (too big, a quota, the free-space floor, too many at once); `key` says why."""
 
-    def __init__(self, key: str, **params: object) -> None:
-        super().__init__(key)
-        self.key = key
-        self.params = params
 
-
-class DownloadFailed(Exception):
+class DownloadFailed(JarchyError):
     """Telegram did not hand the file over; the message never carries the URL (it holds the bot token)."""
 
 
-class EvidenceDamaged(Exception):
+class EvidenceDamaged(Damaged):
     """A stored file is missing, does not open under this key and uid, or does not match its digest."""
 
 

@@ -11,17 +11,17 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import dates
 from bot.domain import report_form as form
+from bot.domain.errors import Conflict, LimitReached
 from bot.domain.report_form import Draft, FormError
 from bot.runtime.allowance import Allowance
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox, OutgoingMessage
-from bot.security import Cipher, DataKey, Pseudonymizer
+from bot.runtime.outbox import OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
+from bot.security import DataKey
 from bot.security.bindings import (
     body_binding,
     contact_chat_binding,
@@ -29,10 +29,10 @@ from bot.security.bindings import (
     file_ref_binding,
     sealed_body_binding,
 )
+from bot.services.core import Core
 from bot.services.reports.body import CODE_ALPHABET, open_raw_body
 from bot.services.reports.evidence import DownloadFailed, EvidenceRefused, EvidenceStore
 from bot.services.triage.alerts import PRIORITY_SOS_UPDATE, AlertInput, AlertService
-from storage.database import Database
 from storage.drafts import DraftRepository, StoredDraft
 from storage.reports import ActionRepository, NewReport, Report, ReportRepository
 from storage.types import to_micros
@@ -108,17 +108,11 @@ class CardRefresher(Protocol):
         """Queue the card's current look on every copy."""
 
 
-class Stale(Exception):
+class Stale(Conflict):
     """A button of an old or expired draft: nothing changes."""
 
-
-class LimitReached(Exception):
-    """Too many reports or SOS in the window; `key` explains it to the person."""
-
-    def __init__(self, key: str, **params: object) -> None:
-        super().__init__(key)
-        self.key = key
-        self.params = params
+    def __init__(self) -> None:
+        super().__init__("report.expired")
 
 
 @dataclass(frozen=True)
@@ -180,41 +174,36 @@ class ReportService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         drafts: DraftRepository,
         reports: ReportRepository,
         actions: ActionRepository,
         users: UserRepository,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
-        clock: Clock,
-        outbox: Outbox,
         alerts: AlertService,
         evidence: EvidenceStore,
-        zone: ZoneInfo,
         limits: Limits,
         codes: ReporterCodes,
         cards: CardRefresher | None = None,
         on_anonymous: Callable[[], None] | None = None,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._drafts = drafts
         self._reports = reports
         self._actions = actions
         self._users = users
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._clock = clock
-        self._outbox = outbox
+        self._cipher = core.cipher
+        self._pseudonyms = core.pseudonyms
+        self._clock = core.clock
+        self._outbox = core.outbox
         self._alerts = alerts
         self._evidence = evidence
-        self._zone = zone
+        self._zone = core.zone
         self._limits = limits
         self._codes = codes
         self._cards = cards
         self._on_anonymous = on_anonymous
-        self._submits = Allowance(clock, limits.reports_per_hour)
+        self._submits = Allowance(core.clock, limits.reports_per_hour)
         # Anonymous submissions by draft nonce, for double taps only; never stored (see `_new_report`).
         self._recent: OrderedDict[str, str] = OrderedDict()
 
@@ -223,7 +212,8 @@ class ReportService:
     async def begin(self, user_id: int) -> Screen:
         """Resume the person's unfinished report, or start a new one."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             existing = await self._load(conn, pseudonym, "report")
             if existing is not None:
                 return Screen(existing, resumed=True)
@@ -233,13 +223,16 @@ class ReportService:
             if sos is not None and sos.step == "followup":
                 await self._discard(conn, pseudonym, sos)
             screen = Screen(await self._create(conn, pseudonym, "report", user_id))
-        await self._evidence.delete(dropped)
+            # The files go only once no row names them: a rollback keeps both.
+            uow.after_commit(lambda: self._evidence.delete(dropped))
+            await uow.commit()
         return screen
 
     async def restart(self, user_id: int, nonce: str) -> Screen:
         """Throw the old draft away (with its staged evidence) and start a new one."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             old = await self._load(conn, pseudonym, "report")
             if old is None or old.nonce != nonce:
                 raise Stale
@@ -247,7 +240,9 @@ class ReportService:
             draft = await self._create(conn, pseudonym, "report", user_id)
             draft.track(*old.messages)
             await self._store(conn, pseudonym, draft)
-        await self._evidence.delete(dropped)
+            # The files go only once no row names them: a rollback keeps both.
+            uow.after_commit(lambda: self._evidence.delete(dropped))
+            await uow.commit()
         return Screen(draft)
 
     async def press(
@@ -362,21 +357,25 @@ class ReportService:
     async def cancel(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
         """Drop the draft, its staged evidence and the conversation on the phone."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             draft = await self._load(conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
                 raise Stale
             draft.track(message_id)
             dropped = await self._evidence.drop_staged(conn, pseudonym)
             await self._discard(conn, pseudonym, draft, chat_id)
-        await self._evidence.delete(dropped)
-        self._outbox.notify()
+            # The files go only once no row names them: a rollback keeps both.
+            uow.after_commit(lambda: self._evidence.delete(dropped))
+            uow.wake_delivery()
+            await uow.commit()
 
     async def submit(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> Submitted:
         """Turn the draft into a report and its alert in one transaction, exactly once."""
         pseudonym = self._pseudonyms.of_user(user_id)
         now = self._clock.now()
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             draft = await self._load(conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
                 # A double tap or a retried update: the first one already made the report.
@@ -411,10 +410,11 @@ class ReportService:
                 cleanup += phone_cleanup(chat_id, [message_id], now, self._limits.phone_keep)
             await self._alerts.queue(conn, alert, also=cleanup)
             await self._drafts.delete(conn, pseudonym, nonce)
+            uow.wake_delivery()
+            await uow.commit()
         self._submits.spend(pseudonym)
         if not contactable:
             self._remember(nonce, code)
-        self._outbox.notify()
         if not contactable and self._on_anonymous is not None:
             self._on_anonymous()  # end the draft's history soon (bot.services.upkeep.history)
         return Submitted(code, contactable)
@@ -426,9 +426,11 @@ class ReportService:
 
     async def delete_later(self, chat_id: int, message_ids: Sequence[int]) -> None:
         """Queue the deletion of messages from a person's chat (retried until done)."""
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             await self._outbox.enqueue(conn, _deletions(chat_id, message_ids))
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
 
     async def delete_after_keep(self, chat_id: int, message_ids: Sequence[int]) -> None:
         """Queue the deletion of messages that name a report (a receipt, a /myreports answer) from the
@@ -462,7 +464,8 @@ class ReportService:
         """Send the SOS alert at once, exactly once, with the highest priority."""
         pseudonym = self._pseudonyms.of_user(user_id)
         now = self._clock.now()
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             done = await self._reports.by_submit_key(conn, self._pseudonyms.of_submission(nonce))
             if done is not None:
                 return Submitted(done.code, done.contactable, already=True)
@@ -490,7 +493,8 @@ class ReportService:
                 )
             draft.step, draft.report_code = "followup", code
             await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         return Submitted(code, True)
 
     async def sos_followup(
@@ -503,7 +507,8 @@ class ReportService:
     ) -> Screen | None:
         """Pass one line or a location on to the coordinators as an update of the SOS."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             draft = await self._load(conn, pseudonym, "sos")
             if draft is None or draft.step != "followup" or draft.report_code is None:
                 return None
@@ -528,19 +533,22 @@ class ReportService:
             except FormError as refused:
                 error = refused
             await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
         return Screen(draft, error)
 
     async def sos_finish(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
         """Close the SOS conversation and delete it from the phone."""
         pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             draft = await self._load(conn, pseudonym, "sos")
             if draft is None or draft.nonce != nonce:
                 raise Stale
             draft.track(message_id)
             await self._discard(conn, pseudonym, draft, chat_id)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
 
     async def sos_cancel(self, user_id: int, nonce: str) -> None:
         """Drop an SOS that was not sent."""
@@ -564,7 +572,8 @@ class ReportService:
         """Delete everything that links to the person; their reports stay, fully anonymous."""
         pseudonym = self._pseudonyms.of_user(user_id)
         now = self._clock.now()
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             dropped = await self._evidence.drop_staged(conn, pseudonym)
             for stored in await self._drafts.all_for(conn, pseudonym):
                 # What the person was in the middle of still leaves the phone.
@@ -573,12 +582,15 @@ class ReportService:
             await self._actions.forget(conn, pseudonym)
             await self._outbox.cancel_for(conn, pseudonym)
             await self._users.delete(conn, pseudonym)
-        await self._evidence.delete(dropped)
+            # The files go only once no row names them: a rollback keeps both.
+            uow.after_commit(lambda: self._evidence.delete(dropped))
+            await uow.commit()
 
     async def purge_expired(self) -> int:
         """Delete expired drafts and their staged evidence; delete their conversations from the phones."""
         now = self._clock.now()
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             expired = await self._drafts.expired(conn, now)
             dropped: list[str] = []
             for stored in expired:
@@ -586,7 +598,9 @@ class ReportService:
                 await self._discard(conn, stored.pseudonym, self._decode(stored.pseudonym, stored))
             # Counters only matter within their window (an hour at most); older ones are traces.
             await self._actions.purge_before(conn, now - timedelta(hours=1))
-        await self._evidence.delete(dropped)
+            # The files go only once no row names them: a rollback keeps both.
+            uow.after_commit(lambda: self._evidence.delete(dropped))
+            await uow.commit()
         return len(expired)
 
     async def _merge_followup(

@@ -13,15 +13,13 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
+from bot.domain.errors import Refused
 from bot.runtime.delivery import Receipt
-from bot.runtime.outbox import Outbox
-from bot.security import Cipher, Pseudonymizer
 from bot.security.bindings import copy_chat_binding
-from bot.services.access.roles import COORDINATING, Gate, Refused
+from bot.services.access.roles import COORDINATING
 from bot.services.access.team import TeamService, member_label
 from bot.services.contact import ContactService
+from bot.services.core import Core
 from bot.services.reports.body import alert_input, parse_code, safe_code
 from bot.services.reports.evidence import BOUND, EvidenceStore
 from bot.services.triage.alerts import (
@@ -35,7 +33,6 @@ from bot.services.triage.alerts import (
     CardState,
 )
 from storage.alert_copies import AlertCopyRepository, CardCopy
-from storage.database import Database
 from storage.reports import Report, ReportRepository
 from storage.users import UserRepository
 
@@ -54,37 +51,31 @@ class TriageService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        gate: Gate,
-        audit: AuditLog,
         reports: ReportRepository,
         users: UserRepository,
         team: TeamService,
         alerts: AlertService,
         contact: ContactService,
-        outbox: Outbox,
-        cipher: Cipher,
-        clock: Clock,
         reporter_updates: frozenset[str],
         copies: AlertCopyRepository,
-        pseudonyms: Pseudonymizer,
         evidence: EvidenceStore | None = None,
     ) -> None:
-        self._db = db
-        self._gate = gate
-        self._audit = audit
+        self._db = core.db
+        self._gate = core.gate
+        self._audit = core.audit
         self._reports = reports
         self._users = users
         self._team = team
         self._alerts = alerts
         self._contact = contact
-        self._outbox = outbox
-        self._cipher = cipher
-        self._clock = clock
+        self._outbox = core.outbox
+        self._cipher = core.cipher
+        self._clock = core.clock
         self._reporter_updates = reporter_updates
         self._copies = copies
-        self._pseudonyms = pseudonyms
+        self._pseudonyms = core.pseudonyms
         self._evidence = evidence
 
     async def press(
@@ -107,8 +98,8 @@ class TriageService:
             if chat_id is not None and message_id is not None:
                 await self._adopt(act.conn, report, user_id, act.actor, chat_id, message_id)
             answer = await self._decide(act.conn, report, act.actor, action)
-        if answer.changed:
-            self._outbox.notify()
+            if answer.changed:
+                act.uow.wake_delivery()
         return answer
 
     async def mark_duplicate(self, user_id: int, raw_code: str, raw_original: str) -> Answer:
@@ -129,7 +120,7 @@ class TriageService:
                 "closed_at": self._clock.now(),
             }
             answer = await self._apply(act.conn, report, act.actor, "duplicate", values, "closed")
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return answer
 
     async def is_card(self, code: str, chat_id: int, message_id: int) -> bool:
@@ -319,7 +310,7 @@ class TriageService:
             extras = self._alerts.extras(shown, user_id, PRIORITY_DIGEST)
             await self._outbox.enqueue(act.conn, [card, *extras])
             await self._audit.record(act.conn, act.actor, "alerts.open", code)
-        self._outbox.notify()
+            act.uow.wake_delivery()
         return code
 
     async def card_state(self, conn: AsyncConnection, report: Report) -> CardState:

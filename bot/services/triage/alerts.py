@@ -10,21 +10,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import dates
 from bot.domain.callbacks import TriageAction, TriagePress
+from bot.domain.errors import Refused
 from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, Outbox, OutgoingMessage
-from bot.security import Cipher, Pseudonymizer
+from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, OutgoingMessage
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import duty_chat_binding
-from bot.services.access.roles import Gate, Refused
-from messages import Catalogs, Safe
+from bot.services.core import Core
+from messages import Safe
 from storage.alert_copies import DutyRepository
-from storage.database import Database
 from storage.outbox import ClaimedRow
 from storage.reports import Evidence, ReportRepository
 from storage.state import COORDINATOR_CHAT, StateRepository
@@ -127,40 +125,31 @@ class AlertService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        outbox: Outbox,
         state: StateRepository,
         reports: ReportRepository,
         users: UserRepository,
-        pseudonyms: Pseudonymizer,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
-        zone: ZoneInfo,
         configured_chat: int | None,
         admin_ids: frozenset[int] = frozenset(),
-        cipher: Cipher | None = None,
         duty: DutyRepository | None = None,
         sos_reserve: int = 0,
         digest_reserve: int = 0,
     ) -> None:
-        self._db = db
-        self._outbox = outbox
+        self._db = core.db
+        self._outbox = core.outbox
         self._state = state
         self._reports = reports
         self._users = users
-        self._pseudonyms = pseudonyms
-        self._texts = texts
-        self._clock = clock
-        self._language = language
-        self._zone = zone
+        self._pseudonyms = core.pseudonyms
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
+        self._zone = core.zone
         self._configured_chat = configured_chat
         self._admin_ids = admin_ids
-        # Set once they exist (they are built after alerts).
-        self.audit: AuditLog | None = None
-        self.gate: Gate | None = None
-        self._cipher = cipher
+        self._gate = core.gate
+        self._cipher = core.cipher
         self._duty = duty
         self._sos_reserve = sos_reserve
         self._digest_reserve = digest_reserve
@@ -255,10 +244,11 @@ class AlertService:
     async def release_held(self, conn: AsyncConnection | None = None) -> int:
         """Send alerts that waited for a destination, if there is one now (at every start)."""
         if conn is None:
-            async with self._db.write() as own:
-                released = await self.release_held(own)
-            if released:
-                self._outbox.notify()
+            async with UnitOfWork(self._db, self._outbox) as uow:
+                released = await self.release_held(uow.conn)
+                if released:
+                    uow.wake_delivery()
+                await uow.commit()
             return released
         chat = await self.coordinator_chat(conn)
         return 0 if chat is None else await self._outbox.release_held(conn, ALERT_KINDS, chat)
@@ -466,15 +456,12 @@ class AlertService:
         of each request and each change, and the chat the alerts leave is told they left. Whatever waited
         or was queued for the old chat goes to the new one.
         """
-        if self.gate is None or self.audit is None:
-            raise RuntimeError("alerts are not wired to the gate and the audit log")
-        audit = self.audit
         target = str(chat_id)
         where = title or target
-        async with self.gate.acting(user_id, "alerts.bind", target, roles=("admin",)) as act:
+        async with self._gate.acting(user_id, "alerts.bind", target, roles=("admin",)) as act:
             if self._configured_chat is not None:
                 raise Refused("bind.pinned")
-            conn = act.conn
+            conn, audit = act.conn, act.uow.audit
             old = await self._read_chat(conn)  # not the cached value: another instance may have bound one
             if old == chat_id:
                 released = await self.redirect(conn, chat_id)
@@ -493,9 +480,9 @@ class AlertService:
                     raise Refused("bind.second_admin", hours=_hours(BIND_REQUEST_TTL))
                 else:
                     answer = await self._move(conn, audit, act.actor, old, chat_id, where, "approved")
+            act.uow.wake_delivery()
         if answer.key != "bind.requested":
             self.remember_chat(chat_id)
-        self._outbox.notify()
         return answer
 
     async def _ask(

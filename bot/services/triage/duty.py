@@ -15,18 +15,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import Outbox
-from bot.security import Cipher
+from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import duty_chat_binding
-from bot.services.access.roles import Gate
+from bot.services.core import Core
 from bot.services.reports.body import alert_input
 from bot.services.triage.actions import TriageService
 from bot.services.triage.alerts import PRIORITY_NOTICE, PRIORITY_SOS_UPDATE, AlertService
-from messages import Catalogs
 from storage.alert_copies import DutyRepository
-from storage.database import Database
 from storage.reports import Report, ReportRepository
 
 log = logging.getLogger(__name__)
@@ -45,35 +40,28 @@ class DutyService:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
-        gate: Gate,
-        audit: AuditLog,
         duty: DutyRepository,
         reports: ReportRepository,
         alerts: AlertService,
         triage: TriageService,
-        outbox: Outbox,
-        cipher: Cipher,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
         admin_ids: frozenset[int],
         escalate_after: timedelta,
         escalate_cap: timedelta,
     ) -> None:
-        self._db = db
-        self._gate = gate
-        self._audit = audit
+        self._db = core.db
+        self._gate = core.gate
+        self._audit = core.audit
         self._duty = duty
         self._reports = reports
         self._alerts = alerts
         self._triage = triage
-        self._outbox = outbox
-        self._cipher = cipher
-        self._texts = texts
-        self._clock = clock
-        self._language = language
+        self._outbox = core.outbox
+        self._cipher = core.cipher
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
         self._admin_ids = admin_ids
         self._after = escalate_after
         self._cap = escalate_cap
@@ -103,7 +91,8 @@ class DutyService:
         """Escalate every SOS whose time has come; return how many were."""
         now = self._clock.now()
         escalated = 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             for report in await self._reports.due_escalations(conn, now):
                 try:
                     async with conn.begin_nested():
@@ -113,8 +102,9 @@ class DutyService:
                     log.exception("SOS %s could not be escalated; trying again next pass", report.code)
                     continue
                 escalated += 1
-        if escalated:
-            self._outbox.notify()
+            if escalated:
+                uow.wake_delivery()
+            await uow.commit()
         return escalated
 
     async def _escalate_one(self, conn: AsyncConnection, report: Report, now: datetime) -> None:

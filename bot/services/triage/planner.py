@@ -27,17 +27,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import dates
 from bot.domain.callbacks import OpenCard
-from bot.runtime.clock import Clock
-from bot.runtime.outbox import PRIORITY_SOS, Outbox, OutgoingMessage
+from bot.runtime.outbox import PRIORITY_SOS, OutgoingMessage
 from bot.runtime.ratelimit import SendLimiter
+from bot.runtime.unit_of_work import UnitOfWork
+from bot.services.core import Core
 from bot.services.triage.alerts import (
     CARD_KIND,
     DIGEST_KIND,
     PRIORITY_DIGEST,
     AlertService,
 )
-from messages import Catalogs
-from storage.database import Database
 from storage.outbox import OutboxRepository, WaitingRow
 from storage.reports import Report, ReportRepository
 
@@ -79,31 +78,26 @@ class AlertPlanner:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         alerts: AlertService,
-        outbox: Outbox,
         outbox_repo: OutboxRepository,
         reports: ReportRepository,
         limiter: SendLimiter,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
-        zone: ZoneInfo,
         sos_reserve: int,
         digest_reserve: int,
         config: PlannerConfig | None = None,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._alerts = alerts
-        self._outbox = outbox
+        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._reports = reports
         self._limiter = limiter
-        self._texts = texts
-        self._clock = clock
-        self._language = language
-        self._zone = zone
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
+        self._zone = core.zone
         self._sos_reserve = sos_reserve
         self._digest_reserve = digest_reserve
         self._config = config or PlannerConfig()
@@ -150,10 +144,12 @@ class AlertPlanner:
         fold = self._decide(key, limit, waiting)
         if fold is None:
             return 0
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             digests = await self._fold(conn, chat, waiting, *fold)
-        if digests:
-            self._outbox.notify()
+            if digests:
+                uow.wake_delivery()
+            await uow.commit()
         return digests
 
     def _decide(

@@ -19,14 +19,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.audit import AuditLog
-from bot.runtime.clock import Clock
 from bot.runtime.delivery import Failure, Receipt
-from bot.runtime.outbox import Outbox
-from bot.security import Pseudonymizer
+from bot.runtime.unit_of_work import UnitOfWork
+from bot.services.core import Core
 from bot.services.triage.alerts import ALERT_KINDS, AlertService
-from messages import Catalogs
-from storage.database import Database
 from storage.outbox import OutboxRepository
 from storage.state import StateRepository
 
@@ -54,28 +50,22 @@ class AlertWatch:
 
     def __init__(
         self,
+        core: Core,
         *,
-        db: Database,
         alerts: AlertService,
-        outbox: Outbox,
         outbox_repo: OutboxRepository,
         state: StateRepository,
-        audit: AuditLog,
-        pseudonyms: Pseudonymizer,
-        texts: Catalogs,
-        clock: Clock,
-        language: str,
     ) -> None:
-        self._db = db
+        self._db = core.db
         self._alerts = alerts
-        self._outbox = outbox
+        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._state = state
-        self._audit = audit
-        self._pseudonyms = pseudonyms
-        self._texts = texts
-        self._clock = clock
-        self._language = language
+        self._audit = core.audit
+        self._pseudonyms = core.pseudonyms
+        self._texts = core.texts
+        self._clock = core.clock
+        self._language = core.language
         self._incident: str | None = None
         self._loaded = False
 
@@ -126,7 +116,8 @@ class AlertWatch:
 
     async def membership_changed(self, chat_id: int, status: str, can_send: bool) -> None:
         """The bot's status in a chat changed (my_chat_member); only the coordinators' chat matters."""
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             if chat_id != await self._alerts.coordinator_chat(conn):
                 return
             if status in ("left", "kicked"):
@@ -135,13 +126,16 @@ class AlertWatch:
                 await self._open(conn, "restricted")
             elif await self._incident_open(conn):
                 await self._close(conn, chat_id)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
 
     async def migrated(self, old_chat: int, new_chat: int) -> None:
         """The coordinators' group became a supergroup (a service message told us)."""
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             await self._migrate(conn, self._pseudonyms.of_chat(old_chat), new_chat)
-        self._outbox.notify()
+            uow.wake_delivery()
+            await uow.commit()
 
     # ------------------------------------------------------------------ periodic
 
@@ -150,15 +144,17 @@ class AlertWatch:
 
         One at a time: a group that still refuses costs one refused send per probe, not one per alert.
         """
-        async with self._db.write() as conn:
+        async with UnitOfWork(self._db, self._outbox) as uow:
+            conn = uow.conn
             chat = await self._alerts.coordinator_chat(conn)
             if chat is None:
                 return 0
             released = await self._outbox.release_held(
                 conn, ALERT_KINDS, chat, limit=1, due_before=self._clock.now()
             )
-        if released:
-            self._outbox.notify()
+            if released:
+                uow.wake_delivery()
+            await uow.commit()
         return released
 
     # ------------------------------------------------------------------ internals
