@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from bot.domain.errors import NotAllowed
+from bot.domain.errors import NotAllowed, Refused
 from bot.runtime.clock import FakeClock
 from bot.wiring import Services, build_limiter, open_services
 from tests.conftest import make_settings
@@ -51,3 +51,19 @@ async def test_a_check_that_passes_audits_nothing(services: Services) -> None:
         ADMIN
     )
     assert await refusals(services) == []
+
+
+async def test_a_refused_action_runs_none_of_its_after_commit_work(services: Services) -> None:
+    # What an action queued for after its commit (a wake, a file deletion) dies with its rollback; the
+    # refusal is audited all the same.
+    ran: list[str] = []
+    with pytest.raises(Refused):
+        async with services.gate.acting(ADMIN, "case.edit", "#1", once=False) as act:
+            act.uow.after_commit(lambda: ran.append("after"))
+            raise Refused("cases.not_found")
+    assert ran == []
+    admin = services.pseudonyms.of_user(ADMIN)
+    assert await refusals(services) == [(admin, "case.edit", "#1", "cases.not_found")]
+    async with services.gate.acting(ADMIN, "case.edit", "#1", once=False) as act:
+        act.uow.after_commit(lambda: ran.append("after"))
+    assert ran == ["after"]

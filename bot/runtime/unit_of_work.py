@@ -1,6 +1,6 @@
 """A unit of work: one write transaction, what it carries, and what must happen once it is committed.
 
-    async with uow_factory() as uow:
+    async with core.unit_of_work() as uow:
         await repo.put(uow.conn, ...)
         await uow.outbox.enqueue(uow.conn, ...)
         uow.wake_delivery()                 # only once the rows are committed
@@ -97,20 +97,17 @@ class UnitOfWork:
             return
         if self._wake:
             self.outbox.notify()
-        for work in self._after:
+        work, self._after = self._after, []
+        failed: Exception | None = None
+        for task in work:
+            # One failed task (a file that would not go) must not keep the others from running; the
+            # first failure is raised after them, as it was when the work followed the block by hand.
             try:
-                done = work()
+                done = task()
                 if inspect.isawaitable(done):
                     await done
-            except Exception:
-                # The commit stands; a failed follow-up must not make the caller think it did not.
-                log.exception("after-commit work failed")
-        self._after.clear()
-
-
-UnitOfWorkFactory = Callable[[], UnitOfWork]
-
-
-def unit_of_work_factory(db: Database, outbox: Outbox, audit: AuditLog | None = None) -> UnitOfWorkFactory:
-    """Return what services call to begin a unit of work."""
-    return lambda: UnitOfWork(db, outbox, audit)
+            except Exception as problem:
+                log.warning("after-commit work failed", exc_info=True)
+                failed = failed or problem
+        if failed is not None and kind is None:
+            raise failed
