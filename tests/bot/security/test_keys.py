@@ -44,7 +44,7 @@ from tests.conftest import TEST_TOKEN, make_settings
 from tests.fakebot import FakeBotApi
 from tests.workspace_seed import Seed, seed_reports
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 ADMIN = 5001
 REPORTER = 601
 

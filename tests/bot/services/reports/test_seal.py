@@ -13,8 +13,8 @@ from bot.services.reports.body import ReportTampered
 from bot.services.reports.seal import SEALED_MARK, reseal_legacy_bodies, tampered_reports
 from bot.settings import Settings
 from bot.wiring import Services
+from tests.bot.services.desk.test_workspace import ADMIN, AIDA, join, seed, services, settings
 from tests.conftest import run_jarchy
-from tests.test_workspace import ADMIN, AIDA, join, seed, services, settings
 from tests.workspace_seed import Seed
 
 __all__ = ["services", "settings"]  # fixtures

@@ -28,7 +28,7 @@ from bot.services.desk import browse as desk_service
 from messages import LANGUAGES, Safe, catalogs
 from messages.catalog import placeholders
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("handlers", "bot", "messages")
 
 # Telegram's answerCallbackQuery takes 0-200 characters; longer is "MESSAGE_TOO_LONG".

@@ -56,7 +56,7 @@ from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.workspace_seed import Seed, seed_reports
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[4]
 REPORTER, DRAFTER, SUBSCRIBER, FOLLOWER, LATE = 601, 602, 700, 701, 603
 STORY = "Detained outside the Oktyabrsky court."
 QUESTION = "Which officers? (asked while the bot was down)"
