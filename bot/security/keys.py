@@ -7,7 +7,7 @@ their inputs are not kept: pseudonyms (HMAC of Telegram ids), the audit chain's 
 Rotation carries the identity secret over unchanged, so people keep their roles and the chain verifies.
 
 Every purpose not listed in ROTATING derives from the identity secret: a new purpose keeps working across a
-rotation, and tests/test_keys.py fails until it is listed in ROTATING or LONG_LIVED on purpose.
+rotation, and tests/bot/security/test_keys.py fails until it is listed in ROTATING or LONG_LIVED on purpose.
 
 Files: `jarchy-key-v1:<base64>` (one master for everything, still read), `jarchy-key-v2:<json>` (written
 now), and `jarchy-key-wrapped-v1:<json>`, either of them sealed under a passphrase (Argon2id + secretbox).
