@@ -4,7 +4,8 @@ A value is encrypted with associated data naming its column and its row, so a ci
 another row, or another column, fails to open instead of passing as that row's data (an attacker with the
 database can move bytes, not forge them). Every string here is part of the stored data's format: change
 one and every row sealed under it stops decrypting. tests/bot/security/test_bindings.py pins each
-exactly; a new format gets a new name (as `reports.body.v2`), and the old one stays here for the rows still under it.
+exactly; a new format gets a new name (as `reports.body.v2`), and the old one stays here for the rows
+still under it.
 
 Pure functions, no I/O. The owners of drafts and staged evidence are sealed inside storage, which may not
 import this layer; their two bindings live in storage and are re-exported here so this module lists all.
