@@ -1,11 +1,11 @@
 """Every column encrypted under the data key, and what each value's encryption is bound to.
 
-`jarchy rotate-key` re-encrypts exactly these; the start-up key guard opens a few of them to test the key
-of a database written before key checks existed. tests/bot/services/upkeep/test_key_rotation.py fails
-when an encrypted (LargeBinary) column of the schema is not listed here, and checks every binding against
-rows the real services wrote. Values sealed under a transient epoch key (bot.security.transient) live in
-some of these columns too, and staged evidence migrated by revision 0010 is clear JSON: neither depends on the data key,
-and both are left as they are (see `under_data_key`).
+`jarchy rotate-key` re-encrypts exactly these; the start-up key guard opens a few of them to test the key of a
+database written before key checks existed. tests/bot/services/upkeep/test_key_rotation.py fails when an
+encrypted (LargeBinary) column of the schema is not listed here, and checks every binding against rows the
+real services wrote. Values sealed under a transient epoch key (bot.security.transient) live in some of these
+columns too, and staged evidence migrated by revision 0010 is clear JSON: neither depends on the data key, and
+both are left as they are (see `under_data_key`).
 """
 
 from __future__ import annotations
