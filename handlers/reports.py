@@ -36,6 +36,7 @@ async def start_report(update: Update, context: JarchyContext) -> None:
         return
     if update.callback_query is not None:
         await update.callback_query.answer()
+    await context.services.flows.set_aside(user.id)
     screen = await context.services.reports.begin(user.id)
     texts, lang = context.texts, context.language
     if screen.resumed:

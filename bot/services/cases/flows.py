@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain import date_picker
 from bot.domain.callbacks import DatePress, FlowPress
 from bot.domain.commands import CommandError, CommandSpec, Field, parse_field
-from bot.domain.errors import Refused
+from bot.domain.errors import NotAllowed, Refused
 from bot.runtime.clock import Clock
 from bot.runtime.update_run import current_run
 from bot.security import Cipher, Pseudonymizer
@@ -138,6 +138,19 @@ class CommandFlows:
             error = self._give(flow, text)
             await self._store(act.conn, act.actor, flow)
             return await self._screen(act.conn, flow, error)
+
+    async def set_aside(self, user_id: int) -> None:
+        """End the person's flow, if any, because they started a report: what they type next is the report's,
+        and a flow left open must not swallow it (nor keep it off the list the phone is cleaned of)."""
+        if not await self._gate.holds(user_id):
+            return  # only a coordinator can have a flow
+        try:
+            async with self._gate.acting(user_id, "flow.input", once=False) as act:
+                stored = await self._drafts.get(act.conn, act.actor, KIND, self._clock.now())
+                if stored is not None:
+                    await self._drafts.delete(act.conn, act.actor, stored.nonce)
+        except NotAllowed:
+            return  # the role went a moment ago: the flow is dead anyway, and the report goes on
 
     async def cancel(self, user_id: int, nonce: str, step: int) -> None:
         """End the flow; nothing is saved."""

@@ -106,3 +106,19 @@ async def test_forget_drops_a_flow(world: tuple[Services, FakeClock]) -> None:
     await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_outcome")
     await services.reports.forget(COORDINATOR)
     assert await _flows(services) == 0
+
+
+async def test_starting_a_report_sets_an_open_flow_aside_and_keeps_the_report(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, _ = world
+    await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_add")
+    await services.reports.begin(COORDINATOR)
+    await services.flows.set_aside(COORDINATOR)
+    assert await _flows(services) == 0
+    # What the coordinator types next is the report's: no flow is there to take it.
+    assert await services.flows.input_text(COORDINATOR, "He was taken at 9", message_id=5) is None
+    async with services.db.read() as conn:
+        kinds = [r[0] for r in await conn.execute(text("SELECT kind FROM drafts"))]
+    assert kinds and "flow" not in kinds  # the report's draft stays
+    await services.flows.set_aside(4242)  # a stranger has no flow, and nothing is refused or audited
