@@ -146,7 +146,9 @@ async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_
     try:
         fake.add_message(user_id=304, text="/help")
         await next_reply(fake, 304)
-        locker = sqlite3.connect(settings.data_dir / "jarchy.db", isolation_level=None)
+        # The locker waits its turn like any writer: on a loaded machine the bot may itself be mid-write
+        # (its start-up jobs); the point is what the bot does while the locker holds the lock.
+        locker = sqlite3.connect(settings.data_dir / "jarchy.db", isolation_level=None, timeout=30)
         locker.execute("BEGIN IMMEDIATE")
         fake.add_message(user_id=305, text="/help", language_code="ru")
         await asyncio.sleep(1.5)
