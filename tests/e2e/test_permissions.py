@@ -179,8 +179,11 @@ async def world(fake: FakeBotApi, report_settings: Any) -> AsyncIterator[tuple[R
         "cora": cora,
         "top": "999999",
     }
-    # Rex's revocation removes him from the group in a pass of its own (audited as the system's): it must
-    # be over before the first attempt, or it looks like that attempt's change.
+    # Rex's revocation removes him from the group (audited as the system's once the ban is through): it
+    # must be over before the first attempt, or it looks like that attempt's change. The pass that follows
+    # removals is the job's own, run here at once instead of waiting for the job's first turn.
+    await quiet(fake, services)
+    await services.members.follow_removals()
     await until_audited(services, "members.removed")
     # What the setup queued (alerts of the seeded reports, the team's notices) is out before any attempt.
     await quiet(fake, services)
