@@ -123,6 +123,13 @@ class Callback:
             return False
         return True
 
+    @staticmethod
+    def family_of(data: object) -> type[Callback] | None:
+        """The family whose prefix `data` carries, well formed or not; None for data no family writes."""
+        if not isinstance(data, str):
+            return None
+        return Callback._families.get(data.split(SEPARATOR, 1)[0])
+
     @classmethod
     def claims(cls, data: object) -> bool:
         """Whether `data` has this family's prefix, well formed or not (the handler unpacks and answers)."""

@@ -198,7 +198,19 @@ async def test_a_malformed_press_of_every_family_is_answered_and_changes_nothing
             # Attendance answers its own malformed data (and audits it); the rest get the fallback's answer.
             expected = "attend.stale" if family is AttendPress else "callback.stale"
             assert await press(fake, ADMIN, data) == en.plain("en", expected), data
+    # Data no family writes at all, and data over Telegram's 64 bytes (only a forged client sends it).
+    for data in ("zz-nope:1", "t:" + "9" * 70):
+        assert await press(fake, ADMIN, data) == en.plain("en", "callback.stale"), data
     await roomy_bot.quiet(fake)
     assert {c.method for c in fake.sent()[sent_before:]} <= {"answerCallbackQuery", "getUpdates"}
     admin = services.pseudonyms.of_user(ADMIN)
-    assert (await refused(services))[len(before) :] == [(admin, "hearing.attend", None, "callback.stale")] * 2
+    # Every refusal is audited: by family, never naming the presser (attendance names its own, as before).
+    unmatched = [
+        (UNNAMED, "button.unmatched", None, family.prefix)
+        for family in families
+        if family is not AttendPress
+        for _ in range(2)
+    ]
+    attend = [(admin, "hearing.attend", None, "callback.stale")] * 2
+    outside = [(UNNAMED, "button.unmatched", None, "unknown"), (UNNAMED, "button.unmatched", None, "t")]
+    assert sorted((await refused(services))[len(before) :]) == sorted(unmatched + attend + outside)

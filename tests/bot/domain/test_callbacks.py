@@ -216,6 +216,9 @@ def test_routing_helpers() -> None:
     # claims looks at the prefix only, for a handler that answers malformed data itself.
     assert AttendPress.claims("att:x") and AttendPress.claims("att") and not AttendPress.claims("attx:1:1")
     assert not AttendPress.claims(None)
+    # family_of names the family by prefix, for auditing data that no family unpacks.
+    assert Callback.family_of("att:x") is AttendPress and Callback.family_of("tm") is TeamPress
+    assert Callback.family_of("zz-nope:1") is None and Callback.family_of(None) is None
 
 
 def test_a_family_with_dependent_parts_cannot_be_built_wrong() -> None:
