@@ -137,7 +137,7 @@ def _review(
     none = texts.text(lang, "report.none")
     where = texts.text(lang, f"region.{draft.region}") if draft.region else none
     if draft.place:
-        where = Safe(f"{_escape(where)} — {_escape(draft.place)}")
+        where = Safe(f"{where} — {_escape(draft.place)}")  # the label is HTML already
     location = (
         texts.text(lang, "report.location_value", latitude=draft.location[0], longitude=draft.location[1])
         if draft.location

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gettext
+import io
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.domain.report_form import MAX_PEOPLE, MAX_PLACE, MAX_TEXT, Draft, FormError, telegram_length
 from messages import LANGUAGES, catalogs
+from messages.catalog import LOCALE_DIR, Catalogs, compile_po
 from messages.report_screens import render_step
 
 ZONE = ZoneInfo("Asia/Bishkek")
+EN_PO = LOCALE_DIR / "en" / "LC_MESSAGES" / "messages.po"
 
 
 def _full_draft() -> Draft:
@@ -54,3 +58,23 @@ def test_every_step_renders_with_valid_buttons(language: str, step: str) -> None
     data = [str(b.callback_data) for row in keyboard.inline_keyboard for b in row]
     assert all(len(d.encode()) <= 64 for d in data)
     assert any(d.endswith(":cancel:") for d in data)
+
+
+class _Relabelled(gettext.NullTranslations):
+    """English, with one text replaced."""
+
+    def __init__(self, key: str, text: str) -> None:
+        super().__init__()
+        self.add_fallback(gettext.GNUTranslations(io.BytesIO(compile_po(EN_PO))))
+        self._key, self._text = key, text
+
+    def gettext(self, message: str) -> str:
+        return self._text if message == self._key else super().gettext(message)
+
+
+def test_a_region_label_is_html_already_and_only_the_typed_place_is_escaped() -> None:
+    # A label with an entity of its own (as a translator may write one) must not be escaped twice.
+    texts = Catalogs({"en": _Relabelled("region.elsewhere", "Chüy &amp; Talas")})
+    draft = Draft(nonce="0123456789abcdef", step="review", region="elsewhere", place="<b>Café</b> & co")
+    text, _ = render_step(texts, "en", draft, ZONE)
+    assert "Chüy &amp; Talas — &lt;b&gt;Café&lt;/b&gt; &amp; co" in text

@@ -572,7 +572,7 @@ class AlertService:
             return sos
         where = self._texts.text(lang, f"region.{alert.region}") if alert.region else "—"
         if alert.place:
-            where = Safe(f"{_escape(where)} — {_escape(alert.place)}")
+            where = Safe(f"{where} — {_escape(alert.place)}")  # the label is HTML already
         location = (
             self._texts.text(lang, "alert.location", latitude=alert.location[0], longitude=alert.location[1])
             if alert.location
