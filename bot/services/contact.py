@@ -16,7 +16,6 @@ from bot.domain.errors import Refused
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.delivery import Receipt
 from bot.runtime.outbox import PRIORITY_PERSONAL, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import note_binding
 from bot.services.core import Core
 from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
@@ -143,7 +142,7 @@ class ContactService:
         if find_code(replied_text) is None and find_reporter_code(replied_text) is None:
             return None
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             code = await self._replied_code(conn, pseudonym, replied_text)
             if code is None:

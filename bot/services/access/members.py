@@ -33,7 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import DecryptionError
 from bot.security.bindings import telegram_id_binding
 from bot.services.access.team import MEMBER_REF_LENGTH, member_label, open_display_name
@@ -204,7 +203,7 @@ class MemberService:
         if user_id == self._bot_id or not await self._alerts.is_coordinator_chat(chat_id):
             return False
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             if await self._alerts.coordinator_chat(conn) != chat_id:
                 return False
@@ -244,7 +243,7 @@ class MemberService:
             if not await self._repo.removals(conn):
                 return 0
         moved = 0
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             for removal in await self._repo.removals(conn):
                 moved += await self._follow(conn, removal)
@@ -374,7 +373,7 @@ class MemberService:
             }
         )
         queued = 0
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             for pseudonym in gone:
                 await self._repo.delete_if_roleless(conn, pseudonym)  # out of the group: nothing to keep

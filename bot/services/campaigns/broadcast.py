@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import dates
 from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import creator_chat_binding, follow_chat_binding, subscriber_chat_binding
 from bot.services.access.roles import COORDINATING
 from bot.services.campaigns.compose import reminder_ref
@@ -247,7 +246,7 @@ class Broadcaster:
 
     async def show_progress(self, campaign: Campaign) -> None:
         """Queue an edit of the author's status message now, in a transaction of its own (after a cancel)."""
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             await self.queue_progress(uow.conn, campaign)
             uow.wake_delivery()
             await uow.commit()

@@ -19,7 +19,6 @@ from bot.domain.commands import FieldError, local_time
 from bot.domain.errors import BadInput
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.outbox import PRIORITY_REMINDER, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import follow_chat_binding
 from bot.services.access.roles import COORDINATING, Acting, NotAllowed
 from bot.services.core import Core
@@ -215,7 +214,7 @@ class HearingService:
     async def follow(self, user_id: int, chat_id: int, case_id: int) -> bool:
         """Follow a public, open case; return False if already following."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             case = await self._cases.case(conn, case_id)
             if not case.public or case.status != "open":
@@ -381,7 +380,7 @@ class HearingService:
         now = self._core.clock.now()
         window_end = now + self.interval
         queued = late = 0
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             stored = await self._state.get(conn, STATE_KEY)
             since = datetime.fromisoformat(stored) if stored else now

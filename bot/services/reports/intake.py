@@ -20,7 +20,6 @@ from bot.domain.errors import Conflict, LimitReached
 from bot.domain.report_form import Draft, FormError
 from bot.runtime.allowance import Allowance
 from bot.runtime.outbox import OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import DataKey
 from bot.security.bindings import (
     body_binding,
@@ -207,7 +206,7 @@ class ReportService:
     async def begin(self, user_id: int) -> Screen:
         """Resume the person's unfinished report, or start a new one."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             existing = await self._load(conn, pseudonym, "report")
             if existing is not None:
@@ -226,7 +225,7 @@ class ReportService:
     async def restart(self, user_id: int, nonce: str) -> Screen:
         """Throw the old draft away (with its staged evidence) and start a new one."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             old = await self._load(conn, pseudonym, "report")
             if old is None or old.nonce != nonce:
@@ -352,7 +351,7 @@ class ReportService:
     async def cancel(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
         """Drop the draft, its staged evidence and the conversation on the phone."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
@@ -369,7 +368,7 @@ class ReportService:
         """Turn the draft into a report and its alert in one transaction, exactly once."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
         now = self._core.clock.now()
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
@@ -421,7 +420,7 @@ class ReportService:
 
     async def delete_later(self, chat_id: int, message_ids: Sequence[int]) -> None:
         """Queue the deletion of messages from a person's chat (retried until done)."""
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             await self._core.outbox.enqueue(conn, _deletions(chat_id, message_ids))
             uow.wake_delivery()
@@ -459,7 +458,7 @@ class ReportService:
         """Send the SOS alert at once, exactly once, with the highest priority."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
         now = self._core.clock.now()
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             done = await self._reports.by_submit_key(conn, self._core.pseudonyms.of_submission(nonce))
             if done is not None:
@@ -502,7 +501,7 @@ class ReportService:
     ) -> Screen | None:
         """Pass one line or a location on to the coordinators as an update of the SOS."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "sos")
             if draft is None or draft.step != "followup" or draft.report_code is None:
@@ -535,7 +534,7 @@ class ReportService:
     async def sos_finish(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
         """Close the SOS conversation and delete it from the phone."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "sos")
             if draft is None or draft.nonce != nonce:
@@ -567,7 +566,7 @@ class ReportService:
         """Delete everything that links to the person; their reports stay, fully anonymous."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
         now = self._core.clock.now()
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             dropped = await self._evidence.drop_staged(conn, pseudonym)
             for stored in await self._drafts.all_for(conn, pseudonym):
@@ -584,7 +583,7 @@ class ReportService:
     async def purge_expired(self) -> int:
         """Delete expired drafts and their staged evidence; delete their conversations from the phones."""
         now = self._core.clock.now()
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             expired = await self._drafts.expired(conn, now)
             dropped: list[str] = []

@@ -18,7 +18,6 @@ from bot.domain.callbacks import TriageAction, TriagePress
 from bot.domain.errors import Refused
 from bot.runtime.audit import AuditLog
 from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import duty_chat_binding
 from bot.services.core import Core
 from messages import Safe
@@ -236,7 +235,7 @@ class AlertService:
     async def release_held(self, conn: AsyncConnection | None = None) -> int:
         """Send alerts that waited for a destination, if there is one now (at every start)."""
         if conn is None:
-            async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+            async with self._core.unit_of_work() as uow:
                 released = await self.release_held(uow.conn)
                 if released:
                     uow.wake_delivery()

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import duty_chat_binding
 from bot.services.core import Core
 from bot.services.reports.body import alert_input
@@ -84,7 +83,7 @@ class DutyService:
         """Escalate every SOS whose time has come; return how many were."""
         now = self._core.clock.now()
         escalated = 0
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             for report in await self._reports.due_escalations(conn, now):
                 try:

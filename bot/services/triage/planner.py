@@ -29,7 +29,6 @@ from bot.domain import dates
 from bot.domain.callbacks import OpenCard
 from bot.runtime.outbox import PRIORITY_SOS, OutgoingMessage
 from bot.runtime.ratelimit import SendLimiter
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.services.core import Core
 from bot.services.triage.alerts import (
     CARD_KIND,
@@ -139,7 +138,7 @@ class AlertPlanner:
         fold = self._decide(key, limit, waiting)
         if fold is None:
             return 0
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             digests = await self._fold(conn, chat, waiting, *fold)
             if digests:

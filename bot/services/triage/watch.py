@@ -20,7 +20,6 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.delivery import Failure, Receipt
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.services.core import Core
 from bot.services.triage.alerts import ALERT_KINDS, AlertService
 from storage.outbox import OutboxRepository
@@ -110,7 +109,7 @@ class AlertWatch:
 
     async def membership_changed(self, chat_id: int, status: str, can_send: bool) -> None:
         """The bot's status in a chat changed (my_chat_member); only the coordinators' chat matters."""
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             if chat_id != await self._alerts.coordinator_chat(conn):
                 return
@@ -125,7 +124,7 @@ class AlertWatch:
 
     async def migrated(self, old_chat: int, new_chat: int) -> None:
         """The coordinators' group became a supergroup (a service message told us)."""
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             await self._migrate(conn, self._core.pseudonyms.of_chat(old_chat), new_chat)
             uow.wake_delivery()
@@ -138,7 +137,7 @@ class AlertWatch:
 
         One at a time: a group that still refuses costs one refused send per probe, not one per alert.
         """
-        async with UnitOfWork(self._core.db, self._core.outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             chat = await self._alerts.coordinator_chat(conn)
             if chat is None:
