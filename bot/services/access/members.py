@@ -148,11 +148,12 @@ class MemberService:
         async with self._core.db.read() as conn:
             present = await self._repo.has(conn, pseudonym)
         if not present:
-            async with self._core.db.write() as conn:
-                user = await self._users.get(conn, pseudonym)
+            async with self._core.unit_of_work() as uow:
+                user = await self._users.get(uow.conn, pseudonym)
                 if user is None or not user.roles:
-                    return  # the role ended meanwhile
-                await self.capture(conn, pseudonym, user_id)
+                    return  # the role ended meanwhile: nothing was written, nothing to commit
+                await self.capture(uow.conn, pseudonym, user_id)
+                await uow.commit()
         self._known.add(pseudonym)
 
     async def capture_admins(self, admin_ids: frozenset[int]) -> int:
@@ -161,9 +162,10 @@ class MemberService:
         async with self._core.db.read() as conn:
             missing = sorted(set(wanted) - await self._repo.stored(conn, sorted(wanted)))
         if missing:
-            async with self._core.db.write() as conn:
+            async with self._core.unit_of_work() as uow:
                 for pseudonym in missing:
-                    await self.capture(conn, pseudonym, wanted[pseudonym])
+                    await self.capture(uow.conn, pseudonym, wanted[pseudonym])
+                await uow.commit()
         self._known |= set(wanted)
         return len(missing)
 

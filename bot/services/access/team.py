@@ -116,7 +116,8 @@ class TeamService:
         """Use an invite: grant the coordinator role once, or raise TeamError saying why not."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
         now = self._core.clock.now()
-        async with self._core.db.write() as conn:
+        async with self._core.unit_of_work() as uow:
+            conn = uow.conn
             invite = await self._repo.invite_by_hash(conn, _hash(token)) if _plausible(token) else None
             refusal = None
             if invite is None:
@@ -146,6 +147,7 @@ class TeamService:
                 await self._core.audit.anchor(conn)  # a role change: every admin gets the new head
             else:
                 refusal = "team.invite_used"
+            await uow.commit()  # a refusal too: its audit entry stays
         if refusal is not None:
             raise TeamError(refusal)
 
@@ -259,8 +261,10 @@ class TeamService:
 
     async def purge_invites(self) -> int:
         """Delete invites expired a day ago or more: they grant nothing, and their trail is in the audit."""
-        async with self._core.db.write() as conn:
-            return await self._repo.purge_invites(conn, self._core.clock.now() - timedelta(days=1))
+        async with self._core.unit_of_work() as uow:
+            purged = await self._repo.purge_invites(uow.conn, self._core.clock.now() - timedelta(days=1))
+            await uow.commit()
+        return purged
 
     def _open_name(self, pseudonym: str, sealed: bytes | None) -> str | None:
         return open_display_name(self._core.cipher, pseudonym, sealed)

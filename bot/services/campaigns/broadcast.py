@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -83,23 +84,29 @@ class Broadcaster:
         await self.refresh_progress()
         reminders = await self._remind()
         if enqueued or reminders:
+            # One wake for the whole pass, once all its transactions committed (not a unit of work's
+            # wake_delivery, which would wake the worker after every batch of every campaign).
             self._core.outbox.notify()
         return PassResult(enqueued, reminders)
 
     async def _advance(self, campaign: Campaign) -> int:
         total = 0
         for _ in range(self._batches_per_pass):
-            async with self._core.db.write() as conn:
+            async with self._core.unit_of_work() as uow:
+                conn = uow.conn
                 current = await self._repo.get(conn, campaign.id)
                 if current.status not in ("scheduled", "sending"):
                     return total  # cancelled meanwhile
                 refused = await self._refuse_untrusted(conn, current)
-                if not refused:
+                if refused:
+                    # Once committed: the worker drops what it holds.
+                    uow.after_commit(partial(uow.outbox.withdrawn, ref=current.ref))
+                else:
                     if current.status == "scheduled":
                         await self._repo.set(conn, current.id, self._core.clock.now(), status="sending")
                     added, finished = await self._enqueue_batch(conn, current)
+                await uow.commit()
             if refused:
-                self._core.outbox.withdrawn(ref=current.ref)  # committed: the worker drops what it holds
                 return total
             total += added
             if finished:
@@ -194,12 +201,14 @@ class Broadcaster:
         async with self._core.db.read() as conn:
             running = await self._repo.in_delivery(conn, self._core.clock.now() - timedelta(minutes=10))
         for campaign in running:
-            async with self._core.db.write() as conn:
+            async with self._core.unit_of_work() as uow:
+                conn = uow.conn
                 current = await self._repo.get(conn, campaign.id)
                 # All its rows are queued, but not yet delivered: the rest is refused like a batch.
                 refused = current.status == "sent" and await self._refuse_untrusted(conn, current)
                 if refused:
                     current = await self._repo.get(conn, current.id)
+                    uow.after_commit(partial(uow.outbox.withdrawn, ref=current.ref))
                 counts = await self._outbox_repo.counts(conn, current.ref)
                 now = self._core.clock.now()
                 outstanding = sum(counts.get(s, 0) for s in ("pending", "sending", "held"))
@@ -207,8 +216,7 @@ class Broadcaster:
                     await self._repo.set(conn, current.id, now, status="done", finished_at=now)
                     current = await self._repo.get(conn, current.id)
                 await self.queue_progress(conn, current, counts)
-            if refused:
-                self._core.outbox.withdrawn(ref=current.ref)
+                await uow.commit()
 
     async def _refuse_untrusted(self, conn: AsyncConnection, campaign: Campaign) -> bool:
         """Cancel a campaign whose author or approver no longer holds a coordinating role, withdraw what is
@@ -287,7 +295,8 @@ class Broadcaster:
                 conn, now - timedelta(days=365), now + REMINDER_LEAD
             )
         for campaign in campaigns:
-            async with self._core.db.write() as conn:
+            async with self._core.unit_of_work() as uow:
+                conn = uow.conn
                 # No reminder in the name of someone who lost the role since the campaign went out.
                 if (
                     campaign.deadline is None
@@ -295,6 +304,7 @@ class Broadcaster:
                     or await self._untrusted(conn, campaign) is not None
                 ):
                     await self._repo.set(conn, campaign.id, now, reminders_done=True)
+                    await uow.commit()
                     continue
                 people = await self._repo.reminders_to_send(conn, campaign.id, self._batch)
                 messages = []
@@ -325,4 +335,5 @@ class Broadcaster:
                     )
                 queued += await self._core.outbox.enqueue(conn, messages)
                 await self._repo.mark_reminded(conn, campaign.id, [p for p, _, _ in people], now)
+                await uow.commit()
         return queued

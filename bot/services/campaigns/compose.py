@@ -33,6 +33,8 @@ TOPICS: tuple[Topic, ...] = ("campaigns", "hearings", "urgent")
 BROADCAST_KINDS = ("campaign", "campaign_reminder", "reminder", "announcement")
 # A campaign's buttons work once it is going out, not on a draft nobody approved yet.
 LIVE = ("sending", "sent", "done")
+# The answers to a Stop press that went through: the unsubscribing follows its commit.
+_STOPPED = ("campaign.stopped", "campaign.stopped_already")
 LEDGER_COLUMNS = ("recipient", "chat_kind", "status", "attempts", "queued_at_utc", "sent_at_utc", "error")
 AUDIENCES = ("all", "language", "topic", "case")
 FIELDS = ("text", "image", "template", "link", "deadline", "case", "schedule")
@@ -100,12 +102,13 @@ class CampaignService:
     async def subscribe(self, user_id: int, chat_id: int) -> frozenset[str]:
         """Subscribe (to every topic the first time); return the topics."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            current = await self._repo.subscription(conn, pseudonym)
+        async with self._core.unit_of_work() as uow:
+            current = await self._repo.subscription(uow.conn, pseudonym)
             topics = current if current else ",".join(TOPICS)
             await self._repo.subscribe(
-                conn, pseudonym, self._seal_chat(pseudonym, chat_id), topics, self._core.clock.now()
+                uow.conn, pseudonym, self._seal_chat(pseudonym, chat_id), topics, self._core.clock.now()
             )
+            await uow.commit()
         return frozenset(topics.split(","))
 
     async def topics(self, user_id: int) -> frozenset[str] | None:
@@ -119,16 +122,17 @@ class CampaignService:
         if topic not in TOPICS:
             raise Refused("callback.stale")
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            current = await self._repo.subscription(conn, pseudonym)
+        async with self._core.unit_of_work() as uow:
+            current = await self._repo.subscription(uow.conn, pseudonym)
             chosen = set(current.split(",")) if current else set()
             chosen ^= {topic}
             ordered = ",".join(t for t in TOPICS if t in chosen)
             if ordered:
                 sealed = self._seal_chat(pseudonym, chat_id)
-                await self._repo.subscribe(conn, pseudonym, sealed, ordered, self._core.clock.now())
+                await self._repo.subscribe(uow.conn, pseudonym, sealed, ordered, self._core.clock.now())
             else:
-                await self._repo.unsubscribe(conn, pseudonym)
+                await self._repo.unsubscribe(uow.conn, pseudonym)
+            await uow.commit()
         return frozenset(chosen)
 
     async def unsubscribe(self, user_id: int, *, forget: bool = False) -> int:
@@ -137,10 +141,12 @@ class CampaignService:
         A coordinator's question about their report is not a broadcast and still reaches them. Return how
         many messages were withdrawn. With `forget` (/forget), their campaign actions go too."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            await self._repo.forget(conn, pseudonym, actions=forget)
-            withdrawn = await self._core.outbox.cancel_for(conn, pseudonym, BROADCAST_KINDS)
-        self._core.outbox.withdrawn(pseudonym=pseudonym, kinds=BROADCAST_KINDS)
+        async with self._core.unit_of_work() as uow:
+            await self._repo.forget(uow.conn, pseudonym, actions=forget)
+            withdrawn = await uow.outbox.cancel_for(uow.conn, pseudonym, BROADCAST_KINDS)
+            # Committed: the worker drops what it already claimed.
+            uow.after_commit(lambda: uow.outbox.withdrawn(pseudonym=pseudonym, kinds=BROADCAST_KINDS))
+            await uow.commit()
         await self._hearings.forget(user_id)
         return withdrawn
 
@@ -406,8 +412,11 @@ class CampaignService:
 
     async def set_progress_message(self, campaign_id: int, message_id: int) -> None:
         """Remember the author's status message, which the broadcaster keeps up to date."""
-        async with self._core.db.write() as conn:
-            await self._repo.set(conn, campaign_id, self._core.clock.now(), progress_message_id=message_id)
+        async with self._core.unit_of_work() as uow:
+            await self._repo.set(
+                uow.conn, campaign_id, self._core.clock.now(), progress_message_id=message_id
+            )
+            await uow.commit()
 
     # ------------------------------------------------------------ recipients' buttons
 
@@ -420,44 +429,51 @@ class CampaignService:
         language (else English, else any).
         """
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            campaign = await self._get(conn, campaign_id)
-            if campaign.status == "cancelled":
-                return "campaign.was_cancelled", campaign, None
-            if campaign.status not in LIVE:
-                raise Refused("callback.stale")  # a draft's buttons (a preview, a guessed link) do nothing
-            now = self._core.clock.now()
-            if action == "acted":
-                fresh = await self._repo.record_action(conn, campaign_id, pseudonym, "acted", now)
-                # Whoever acted needs no reminder, even one already queued.
-                await self._repo.mark_reminded(conn, campaign_id, [pseudonym], now)
-                await self._core.outbox.cancel_for_ref(conn, pseudonym, reminder_ref(campaign))
-                return ("campaign.acted" if fresh else "campaign.acted_before"), campaign, None
-            if action == "template":
-                templates = await self._repo.templates(conn, campaign_id)
-                user = await self._users.get(conn, pseudonym)
-                spoken = user.spoken if user is not None else None
-                chosen = (
-                    templates.get(spoken or "") or templates.get("en") or next(iter(templates.values()), None)
-                )
-                if chosen is None:
-                    return "campaign.no_template", campaign, None
-                await self._repo.record_action(conn, campaign_id, pseudonym, "template", now)
-                return "campaign.template_sent", campaign, chosen
-            if action == "remind":
-                if campaign.deadline is None or campaign.deadline <= now:
-                    return "campaign.no_deadline", campaign, None
-                sealed = self._seal_chat(pseudonym, chat_id)
-                fresh = await self._repo.record_action(
-                    conn, campaign_id, pseudonym, "remind", now, chat=sealed
-                )
-                return ("campaign.remind_set" if fresh else "campaign.remind_before"), campaign, None
-            if action == "stop":
-                subscribed = await self._repo.subscription(conn, pseudonym) is not None
-            elif action not in ("acted", "template", "remind"):
-                raise Refused("callback.stale")
-        # Stop ends every broadcast to them, as /unsubscribe does (followed cases included).
-        await self.unsubscribe(user_id)
+        async with self._core.unit_of_work() as uow:
+            key, campaign, template = await self._press(uow.conn, pseudonym, chat_id, campaign_id, action)
+            await uow.commit()
+        if key in _STOPPED:
+            # Stop ends every broadcast to them, as /unsubscribe does (followed cases included).
+            await self.unsubscribe(user_id)
+        return key, campaign, template
+
+    async def _press(
+        self, conn: AsyncConnection, pseudonym: str, chat_id: int, campaign_id: int, action: str
+    ) -> tuple[str, Campaign, str | None]:
+        """Record a press in the caller's transaction and return its answer; a Stop's unsubscribing is
+        the caller's, once this is committed."""
+        campaign = await self._get(conn, campaign_id)
+        if campaign.status == "cancelled":
+            return "campaign.was_cancelled", campaign, None
+        if campaign.status not in LIVE:
+            raise Refused("callback.stale")  # a draft's buttons (a preview, a guessed link) do nothing
+        now = self._core.clock.now()
+        if action == "acted":
+            fresh = await self._repo.record_action(conn, campaign_id, pseudonym, "acted", now)
+            # Whoever acted needs no reminder, even one already queued.
+            await self._repo.mark_reminded(conn, campaign_id, [pseudonym], now)
+            await self._core.outbox.cancel_for_ref(conn, pseudonym, reminder_ref(campaign))
+            return ("campaign.acted" if fresh else "campaign.acted_before"), campaign, None
+        if action == "template":
+            templates = await self._repo.templates(conn, campaign_id)
+            user = await self._users.get(conn, pseudonym)
+            spoken = user.spoken if user is not None else None
+            chosen = (
+                templates.get(spoken or "") or templates.get("en") or next(iter(templates.values()), None)
+            )
+            if chosen is None:
+                return "campaign.no_template", campaign, None
+            await self._repo.record_action(conn, campaign_id, pseudonym, "template", now)
+            return "campaign.template_sent", campaign, chosen
+        if action == "remind":
+            if campaign.deadline is None or campaign.deadline <= now:
+                return "campaign.no_deadline", campaign, None
+            sealed = self._seal_chat(pseudonym, chat_id)
+            fresh = await self._repo.record_action(conn, campaign_id, pseudonym, "remind", now, chat=sealed)
+            return ("campaign.remind_set" if fresh else "campaign.remind_before"), campaign, None
+        if action != "stop":
+            raise Refused("callback.stale")
+        subscribed = await self._repo.subscription(conn, pseudonym) is not None
         return ("campaign.stopped" if subscribed else "campaign.stopped_already"), campaign, None
 
     # ---------------------------------------------------------------------- internals

@@ -233,12 +233,13 @@ class HearingService:
     async def unfollow(self, user_id: int, case_id: int) -> bool:
         """Stop following; nothing more about the case is queued for the person."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            removed = await self._cases.unfollow(conn, case_id, pseudonym)
+        async with self._core.unit_of_work() as uow:
+            removed = await self._cases.unfollow(uow.conn, case_id, pseudonym)
             # Nothing more about the case: not even what is already queued.
-            for hearing in await self._cases.hearings_of(conn, case_id):
-                await self._core.outbox.cancel_for_ref(conn, pseudonym, _ref(hearing.id))
-            return removed
+            for hearing in await self._cases.hearings_of(uow.conn, case_id):
+                await uow.outbox.cancel_for_ref(uow.conn, pseudonym, _ref(hearing.id))
+            await uow.commit()
+        return removed
 
     async def following(self, user_id: int) -> list[tuple[Case, list[Hearing]]]:
         """Return the cases a person follows, each with its upcoming hearings."""
@@ -258,13 +259,14 @@ class HearingService:
         pseudonym = self._core.pseudonyms.of_user(user_id)
         target = f"#{hearing_id}"
         try:
-            async with self._core.db.write() as conn:
-                hearing = await self._cases.hearing(conn, hearing_id)
-                if not await self._visible(conn, pseudonym, hearing):
+            async with self._core.unit_of_work() as uow:
+                hearing = await self._cases.hearing(uow.conn, hearing_id)
+                if not await self._visible(uow.conn, pseudonym, hearing):
                     raise CaseNotFound(hearing_id)
                 if hearing.sequence != sequence or hearing.status != "scheduled":
                     raise HearingInputError("attend.stale")
-                await self._cases.attend(conn, hearing_id, pseudonym, self._core.clock.now())
+                await self._cases.attend(uow.conn, hearing_id, pseudonym, self._core.clock.now())
+                await uow.commit()
         except CaseNotFound:
             # Not for this person (or not there at all): answered as a stale button, told apart only here.
             await self._core.gate.refuse(
@@ -288,13 +290,14 @@ class HearingService:
         if minutes not in OFFSET_CHOICES:
             raise HearingInputError("settings.stale")
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            current = set(_offsets(await self._cases.offsets(conn, pseudonym)))
+        async with self._core.unit_of_work() as uow:
+            current = set(_offsets(await self._cases.offsets(uow.conn, pseudonym)))
             current ^= {minutes}
             if not current:
                 raise HearingInputError("settings.one_needed")
             chosen = tuple(m for m in OFFSET_CHOICES if m in current)
-            await self._cases.set_offsets(conn, pseudonym, ",".join(map(str, chosen)))
+            await self._cases.set_offsets(uow.conn, pseudonym, ",".join(map(str, chosen)))
+            await uow.commit()
         return chosen
 
     async def calendar(self, user_id: int, hearing_id: int | None) -> bytes:
@@ -365,13 +368,16 @@ class HearingService:
 
     async def purge(self) -> int:
         """Delete attendance pledges of hearings that are over (a day after they began)."""
-        async with self._core.db.write() as conn:
-            return await self._cases.purge_attendance(conn, self._core.clock.now() - timedelta(days=1))
+        async with self._core.unit_of_work() as uow:
+            purged = await self._cases.purge_attendance(uow.conn, self._core.clock.now() - timedelta(days=1))
+            await uow.commit()
+        return purged
 
     async def forget(self, user_id: int) -> None:
         """Delete the person's follows, attendance and reminder preferences (/forget)."""
-        async with self._core.db.write() as conn:
-            await self._cases.forget_follower(conn, self._core.pseudonyms.of_user(user_id))
+        async with self._core.unit_of_work() as uow:
+            await self._cases.forget_follower(uow.conn, self._core.pseudonyms.of_user(user_id))
+            await uow.commit()
 
     # ------------------------------------------------------------------ the reminder pass
 

@@ -80,8 +80,9 @@ class ExportService:
 
     async def audit_cli(self, query: ReportQuery, formats: Sequence[str]) -> None:
         """Audit an export run from the server's command line."""
-        async with self._core.db.write() as conn:
-            await self._core.audit.record(conn, "cli", "export", detail=describe(query, formats))
+        async with self._core.unit_of_work() as uow:
+            await uow.audit.record(uow.conn, "cli", "export", detail=describe(query, formats))
+            await uow.commit()
 
     @asynccontextmanager
     async def files(self, directory: Path, formats: Sequence[str]) -> AsyncIterator[ExportFiles]:

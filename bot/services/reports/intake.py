@@ -244,8 +244,8 @@ class ReportService:
     ) -> Screen:
         """Apply a button of the current step; an old button raises Stale and changes nothing."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            draft = await self._load(conn, pseudonym, "report")
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
                 raise Stale
             if draft.step != step and action != "resume":
@@ -258,7 +258,8 @@ class ReportService:
                 self._apply(draft, action, arg)
             except FormError as refused:
                 error = refused
-            await self._store(conn, pseudonym, draft)
+            await self._store(uow.conn, pseudonym, draft)
+            await uow.commit()
         return Screen(draft, error)
 
     async def input_text(self, user_id: int, text: str, message_id: int) -> Screen | None:
@@ -311,7 +312,8 @@ class ReportService:
             async with self._evidence.receiving(self._core.db, pseudonym, item.size) as upload:
                 saved = await upload.save(download())
                 now = self._core.clock.now()
-                async with self._core.db.write() as conn:
+                async with self._core.unit_of_work() as uow:
+                    conn = uow.conn
                     draft = await self._load(conn, pseudonym, "report")
                     if draft is None or draft.step != "evidence":
                         return None if draft is None else Screen(draft)
@@ -331,6 +333,7 @@ class ReportService:
                     )
                     draft.track(message_id)
                     await self._store(conn, pseudonym, draft)
+                    await uow.commit()
                 upload.keep()
             return Screen(draft)
         except EvidenceRefused as refused:
@@ -342,11 +345,12 @@ class ReportService:
     async def track(self, user_id: int, kind: str, nonce: str, message_ids: Sequence[int]) -> None:
         """Remember the bot's own prompts, so they are deleted with the conversation."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            draft = await self._load(conn, pseudonym, kind)
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, kind)
             if draft is not None and draft.nonce == nonce:
                 draft.track(*message_ids)
-                await self._store(conn, pseudonym, draft)
+                await self._store(uow.conn, pseudonym, draft)
+            await uow.commit()
 
     async def cancel(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
         """Drop the draft, its staged evidence and the conversation on the phone."""
@@ -429,10 +433,12 @@ class ReportService:
     async def delete_after_keep(self, chat_id: int, message_ids: Sequence[int]) -> None:
         """Queue the deletion of messages that name a report (a receipt, a /myreports answer) from the
         person's chat once the phone has kept them for the keep time."""
-        async with self._core.db.write() as conn:
-            await self._core.outbox.enqueue(
-                conn, phone_cleanup(chat_id, message_ids, self._core.clock.now(), self._limits.phone_keep)
+        async with self._core.unit_of_work() as uow:
+            await uow.outbox.enqueue(
+                uow.conn, phone_cleanup(chat_id, message_ids, self._core.clock.now(), self._limits.phone_keep)
             )
+            # No wake: they are due only after the keep time, and the worker's poll finds them then.
+            await uow.commit()
 
     def reporter_code(self, code: str) -> str:
         """Return the code the reporter is shown for a report (coordinators see `code`)."""
@@ -443,16 +449,17 @@ class ReportService:
     async def sos_begin(self, user_id: int) -> Draft:
         """Open the SOS confirmation (the second tap sends it)."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            existing = await self._load(conn, pseudonym, "sos")
+        async with self._core.unit_of_work() as uow:
+            existing = await self._load(uow.conn, pseudonym, "sos")
             if existing is not None:
                 return existing  # a second /sos shows the same confirmation, or the open follow-up
-            await self._clear_expired(conn, pseudonym, "sos")
+            await self._clear_expired(uow.conn, pseudonym, "sos")
             draft = Draft(
                 nonce=secrets.token_hex(8), kind="sos", step="confirm", category="sos", chat_id=user_id
             )
-            await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP, create=True)
-            return draft
+            await self._store(uow.conn, pseudonym, draft, ttl=SOS_FOLLOWUP, create=True)
+            await uow.commit()
+        return draft
 
     async def sos_send(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> Submitted:
         """Send the SOS alert at once, exactly once, with the highest priority."""
@@ -547,11 +554,12 @@ class ReportService:
     async def sos_cancel(self, user_id: int, nonce: str) -> None:
         """Drop an SOS that was not sent."""
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            draft = await self._load(conn, pseudonym, "sos")
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, "sos")
             if draft is None or draft.nonce != nonce or draft.step != "confirm":
                 raise Stale
-            await self._drafts.delete(conn, pseudonym, nonce)
+            await self._drafts.delete(uow.conn, pseudonym, nonce)
+            await uow.commit()
 
     # ------------------------------------------------------------------ afterwards
 
@@ -659,8 +667,8 @@ class ReportService:
 
     async def _input(self, user_id: int, message_id: int, apply: Callable[[Draft], None]) -> Screen | None:
         pseudonym = self._core.pseudonyms.of_user(user_id)
-        async with self._core.db.write() as conn:
-            draft = await self._load(conn, pseudonym, "report")
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, "report")
             if draft is None:
                 return None
             if message_id in draft.messages:
@@ -672,7 +680,8 @@ class ReportService:
                 apply(draft)
             except FormError as refused:
                 error = refused
-            await self._store(conn, pseudonym, draft)
+            await self._store(uow.conn, pseudonym, draft)
+            await uow.commit()
         return Screen(draft, error)
 
     async def _create(self, conn: AsyncConnection, pseudonym: str, kind: str, chat_id: int) -> Draft:
