@@ -240,6 +240,17 @@ class TeamService:
         if self._core.outbox is not None:
             await self._core.outbox.cancel_for(conn, pseudonym, kinds=COORDINATOR_KINDS)
 
+    async def admin_removed(self, conn: AsyncConnection, pseudonym: str) -> None:
+        """An admin left JARCHY_ADMIN_IDS (found at start, in the transaction that took the role): audit
+        it, and unless they hold another role, retire them and withdraw their campaigns."""
+        await self._core.audit.record(
+            conn, "system", "team.admin_removed", pseudonym, detail="not in JARCHY_ADMIN_IDS"
+        )
+        holder = await self._users.get(conn, pseudonym)
+        if holder is None or not holder.roles:
+            await self.retire(conn, pseudonym)
+            await self.campaigns.withdraw_author(conn, pseudonym, "system")
+
     async def names(self, conn: AsyncConnection, pseudonyms: Sequence[str | None]) -> dict[str, str]:
         """Return the display names of these people, for those who chose one."""
         wanted = sorted({p for p in pseudonyms if p})
