@@ -6,8 +6,6 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from bot.runtime.audit import Anchoring, AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
@@ -178,7 +176,7 @@ async def open_services(
         duty=duty_repo,
         sos_reserve=settings.alert_sos_reserve,
         digest_reserve=settings.alert_digest_reserve,
-        state=StateRepository(),
+        state=state,
         reports=report_repo,
         users=user_repo,
         configured_chat=settings.coordinator_chat_id,
@@ -209,7 +207,7 @@ async def open_services(
     hearings = HearingService(
         core,
         cases=CaseRepository(),
-        state=StateRepository(),
+        state=state,
         users=user_repo,
         interval=timedelta(seconds=settings.reminder_interval_s),
     )
@@ -285,42 +283,13 @@ async def open_services(
     delivery.on_sent(UPDATE_KIND, contact.update_sent)
     queries = ReportQueries()
     desk = DeskService(
-        core,
-        reports=report_repo,
-        queries=queries,
-        team=team,
-        team_repo=team_repo,
-        evidence=evidence,
+        core, reports=report_repo, queries=queries, team=team, team_repo=team_repo, evidence=evidence
     )
-    exports = ExportService(
-        core,
-        queries=queries,
-        team=team,
-        evidence=evidence,
-    )
+    exports = ExportService(core, queries=queries, team=team, evidence=evidence)
     stats = StatsService(core, queries=queries)
-    flows = CommandFlows(
-        gate=core.gate,
-        drafts=drafts,
-        cases=CaseRepository(),
-        cipher=core.cipher,
-        pseudonyms=core.pseudonyms,
-        hearings=hearings,
-        clock=core.clock,
-        zone=settings.timezone,
-    )
-    broadcaster = Broadcaster(
-        core,
-        repo=campaign_repo,
-        outbox_repo=outbox_repo,
-        users=user_repo,
-    )
-    watch = AlertWatch(
-        core,
-        alerts=alerts,
-        outbox_repo=outbox_repo,
-        state=state,
-    )
+    flows = CommandFlows(core, drafts=drafts, cases=CaseRepository(), hearings=hearings)
+    broadcaster = Broadcaster(core, repo=campaign_repo, outbox_repo=outbox_repo, users=user_repo)
+    watch = AlertWatch(core, alerts=alerts, outbox_repo=outbox_repo, state=state)
     planner = AlertPlanner(
         core,
         alerts=alerts,
@@ -357,7 +326,7 @@ async def open_services(
         pseudonyms=pseudonyms,
         api=api,
         limiter=limiter,
-        users=UserService(db, user_repo, pseudonyms, clock, settings.default_language),
+        users=UserService(core, repo=user_repo),
         outbox=outbox,
         outbox_repo=outbox_repo,
         inbox_repo=inbox_repo,
@@ -390,23 +359,17 @@ async def open_services(
     # Partial evidence files a crash left behind, and rows kept before evidence was bound (once).
     evidence.sweep_partial()
     await evidence.bind_legacy(db)
-    async with db.write() as conn:
-        if await audit_repo.last(conn) is None:
+    async with core.unit_of_work() as uow:
+        if await audit_repo.last(uow.conn) is None:
             # The chain's first entry: a wiped log then shows as empty, which a started bot never is.
-            await audit.record(conn, "system", "audit.start")
-
-    async def admin_removed(conn: AsyncConnection, pseudonym: str) -> None:
-        await audit.record(conn, "system", "team.admin_removed", pseudonym, detail="not in JARCHY_ADMIN_IDS")
-        holder = await user_repo.get(conn, pseudonym)
-        if holder is None or not holder.roles:
-            await team.retire(conn, pseudonym)
-            await campaigns.withdraw_author(conn, pseudonym, "system")
-
-    removed = await services.users.bootstrap_admins(settings.admin_ids, on_removed=admin_removed)
+            await audit.record(uow.conn, "system", "audit.start")
+        await uow.commit()
+    removed = await services.users.bootstrap_admins(settings.admin_ids, on_removed=team.admin_removed)
     await members.capture_admins(settings.admin_ids)
     if removed:
-        async with db.write() as conn:
-            await audit.anchor(conn)  # a role change: the admins who remain get the head
+        async with core.unit_of_work() as uow:
+            await audit.anchor(uow.conn)  # a role change: the admins who remain get the head
+            await uow.commit()
     if settings.coordinator_chat_id is not None:
         async with db.read() as conn:
             bound = await state.get(conn, COORDINATOR_CHAT)

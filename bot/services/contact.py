@@ -16,7 +16,6 @@ from bot.domain.errors import Refused
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.delivery import Receipt
 from bot.runtime.outbox import PRIORITY_PERSONAL, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import note_binding
 from bot.services.core import Core
 from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
@@ -58,58 +57,52 @@ class ContactService:
         codes: ReporterCodes,
         phone_keep: timedelta,
     ) -> None:
-        self._db = core.db
-        self._gate = core.gate
-        self._audit = core.audit
+        self._core = core
         self._reports = reports
         self._actions = actions
         self._users = users
         self._alerts = alerts
-        self._outbox = core.outbox
-        self._cipher = core.cipher
-        self._pseudonyms = core.pseudonyms
-        self._texts = core.texts
-        self._clock = core.clock
-        self._default_language = core.language
         self._codes = codes
         self._phone_keep = phone_keep
 
     async def ask(self, user_id: int, raw_code: str, raw_question: str) -> str:
         """Send a coordinator's question to a report's author; return the report code."""
-        async with self._gate.acting(user_id, "contact.ask", safe_code(raw_code)) as act:
+        async with self._core.gate.acting(user_id, "contact.ask", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             question = _bounded(raw_question, "contact.ask_usage")
             report = await self._reports.by_code(act.conn, code)
-            chat = contact_chat(self._cipher, report)
+            chat = contact_chat(self._core.cipher, report)
             reporter = await self._users.get(act.conn, report.reporter) if report.reporter else None
             if chat is None or reporter is None or not reporter.active:
                 # Anonymous, erased with /forget, or the bot was blocked: nothing would arrive.
                 raise Refused("contact.unreachable", code=code)
-            now = self._clock.now()
-            sealed = self._cipher.encrypt_text(question, binding=note_binding(code, "question"))
+            now = self._core.clock.now()
+            sealed = self._core.cipher.encrypt_text(question, binding=note_binding(code, "question"))
             note_id = await self._reports.add_note(act.conn, report.id, "question", act.actor, sealed, now)
             language = await self._language_of(act.conn, report)
-            text = self._texts.text(
+            text = self._core.texts.text(
                 language, "contact.question", code=self._codes.of(code), question=question
             )
-            placeholder = self._texts.plain(language, "contact.answer_placeholder")
+            placeholder = self._core.texts.plain(language, "contact.answer_placeholder")
             params = {
                 "text": text,
                 "reply_markup": {"force_reply": True, "input_field_placeholder": placeholder},
             }
             message = self._to_reporter(chat, params, f"{code}:q{note_id}", kind=QUESTION_KIND)
-            await self._outbox.enqueue(act.conn, [message])
-            await self._audit.record(act.conn, act.actor, "contact.ask", code)
+            await self._core.outbox.enqueue(act.conn, [message])
+            await self._core.audit.record(act.conn, act.actor, "contact.ask", code)
             act.uow.wake_delivery()
         return code
 
     async def withdraw_questions(self, conn: AsyncConnection, author: str) -> int:
         """Withdraw the questions someone asked that are still queued for reporters (they lost their role:
         a question from a revoked infiltrator must not reach anyone). Return how many."""
-        since = self._clock.now() - QUESTIONS_QUEUED_FOR
+        since = self._core.clock.now() - QUESTIONS_QUEUED_FOR
         withdrawn = 0
         for code, note_id in await self._reports.questions_by(conn, author, since):
-            withdrawn += await self._outbox.cancel_ref(conn, f"{code}:q{note_id}", kinds=(QUESTION_KIND,))
+            withdrawn += await self._core.outbox.cancel_ref(
+                conn, f"{code}:q{note_id}", kinds=(QUESTION_KIND,)
+            )
         return withdrawn
 
     async def question_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
@@ -124,9 +117,9 @@ class ContactService:
     async def update_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
         """Queue the deletion of messages sent to reporters once their phones have kept them for the keep
         time (the delivery worker's receipt: only now is the message id known)."""
-        now = self._clock.now()
+        now = self._core.clock.now()
         for receipt in receipts:
-            await self._outbox.enqueue(
+            await self._core.outbox.enqueue(
                 conn, phone_cleanup(receipt.chat_id, [receipt.message_id], now, self._phone_keep)
             )
 
@@ -148,8 +141,8 @@ class ContactService:
         """
         if find_code(replied_text) is None and find_reporter_code(replied_text) is None:
             return None
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             code = await self._replied_code(conn, pseudonym, replied_text)
             if code is None:
@@ -162,7 +155,7 @@ class ContactService:
                 return None
             if report.reporter != pseudonym:
                 raise Refused("contact.answer_unlinked")
-            now = self._clock.now()
+            now = self._core.clock.now()
             if (
                 await self._actions.count_since(conn, pseudonym, "answer", now - timedelta(hours=1))
                 >= ANSWERS_PER_HOUR
@@ -170,7 +163,7 @@ class ContactService:
                 raise Refused("contact.answer_limit")
             answer = _bounded(raw_answer, "contact.answer_empty")
             await self._actions.record(conn, pseudonym, "answer", now)
-            sealed = self._cipher.encrypt_text(answer, binding=note_binding(code, "answer"))
+            sealed = self._core.cipher.encrypt_text(answer, binding=note_binding(code, "answer"))
             await self._reports.add_note(conn, report.id, "answer", None, sealed, now)
             await self._to_coordinators(conn, report, "contact.answer", text=answer)
             # The question and the answer leave the phone once passed on, like the report itself.
@@ -180,7 +173,7 @@ class ContactService:
                 kind="cleanup",
                 priority=PRIORITY_PERSONAL,
             )
-            await self._outbox.enqueue(conn, [cleanup])
+            await self._core.outbox.enqueue(conn, [cleanup])
             uow.wake_delivery()
             await uow.commit()
         return Answered(code)
@@ -201,19 +194,19 @@ class ContactService:
 
     async def queue_update(self, conn: AsyncConnection, report: Report, event: str) -> None:
         """Queue a short, neutral status update for a contactable report's author (in the caller's txn)."""
-        chat = contact_chat(self._cipher, report)
+        chat = contact_chat(self._core.cipher, report)
         if chat is None:
             return
         language = await self._language_of(conn, report)
-        text = self._texts.text(language, f"contact.update_{event}", code=self._codes.of(report.code))
+        text = self._core.texts.text(language, f"contact.update_{event}", code=self._codes.of(report.code))
         message = self._to_reporter(chat, {"text": text}, report.code, UPDATE_KIND)
-        await self._outbox.enqueue(conn, [message])
+        await self._core.outbox.enqueue(conn, [message])
 
     async def _to_coordinators(
         self, conn: AsyncConnection, report: Report, key: str, **params: object
     ) -> None:
         chat = await self._alerts.coordinator_chat(conn)
-        text = self._texts.text(self._default_language, key, code=report.code, **params)
+        text = self._core.texts.text(self._core.language, key, code=report.code, **params)
         payload: dict[str, object] = {"chat_id": chat or 0, "text": text}
         if report.alert_message_id is not None and report.alert_chat == chat:
             payload["reply_parameters"] = {
@@ -229,7 +222,7 @@ class ContactService:
             ref=report.code,
             held=chat is None,
         )
-        await self._outbox.enqueue(conn, [message])
+        await self._core.outbox.enqueue(conn, [message])
 
     def _to_reporter(self, chat: int, params: Mapping[str, object], code: str, kind: str) -> OutgoingMessage:
         return OutgoingMessage(
@@ -244,8 +237,8 @@ class ContactService:
     async def _language_of(self, conn: AsyncConnection, report: Report) -> str:
         user = await self._users.get(conn, report.reporter) if report.reporter else None
         if user is None:
-            return self._default_language
-        return user.spoken or self._default_language
+            return self._core.language
+        return user.spoken or self._core.language
 
 
 def _bounded(raw: str, empty_key: str) -> str:

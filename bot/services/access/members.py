@@ -33,7 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import DecryptionError
 from bot.security.bindings import telegram_id_binding
 from bot.services.access.team import MEMBER_REF_LENGTH, member_label, open_display_name
@@ -121,20 +120,13 @@ class MemberService:
         bot_id: int,
         remove_strangers: bool,
     ) -> None:
-        self._db = core.db
+        self._core = core
         self._repo = repo
         self._users = users
         self._team = team
         self._alerts = alerts
-        self._outbox = core.outbox
         self._state = state
-        self._audit = core.audit
         self._api = api
-        self._cipher = core.cipher
-        self._pseudonyms = core.pseudonyms
-        self._texts = core.texts
-        self._clock = core.clock
-        self._language = core.language
         self._admin_ids = admin_ids
         self._bot_id = bot_id
         self._remove_strangers = remove_strangers
@@ -145,7 +137,7 @@ class MemberService:
 
     async def capture(self, conn: AsyncConnection, pseudonym: str, user_id: int) -> None:
         """Store a role holder's id in the caller's transaction (someone just joined the team)."""
-        sealed = self._cipher.encrypt_text(str(user_id), binding=telegram_id_binding(pseudonym))
+        sealed = self._core.cipher.encrypt_text(str(user_id), binding=telegram_id_binding(pseudonym))
         await self._repo.put(conn, pseudonym, sealed, self._day())
 
     async def seen(self, user_id: int, pseudonym: str) -> None:
@@ -153,25 +145,27 @@ class MemberService:
         them). One read per role holder and process; a write only when it is missing."""
         if pseudonym in self._known:
             return
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             present = await self._repo.has(conn, pseudonym)
         if not present:
-            async with self._db.write() as conn:
-                user = await self._users.get(conn, pseudonym)
+            async with self._core.unit_of_work() as uow:
+                user = await self._users.get(uow.conn, pseudonym)
                 if user is None or not user.roles:
-                    return  # the role ended meanwhile
-                await self.capture(conn, pseudonym, user_id)
+                    return  # the role ended meanwhile: nothing was written, nothing to commit
+                await self.capture(uow.conn, pseudonym, user_id)
+                await uow.commit()
         self._known.add(pseudonym)
 
     async def capture_admins(self, admin_ids: frozenset[int]) -> int:
         """Store the ids of the admins from settings that are missing (at every start); return how many."""
-        wanted = {self._pseudonyms.of_user(admin): admin for admin in admin_ids}
-        async with self._db.read() as conn:
+        wanted = {self._core.pseudonyms.of_user(admin): admin for admin in admin_ids}
+        async with self._core.db.read() as conn:
             missing = sorted(set(wanted) - await self._repo.stored(conn, sorted(wanted)))
         if missing:
-            async with self._db.write() as conn:
+            async with self._core.unit_of_work() as uow:
                 for pseudonym in missing:
-                    await self.capture(conn, pseudonym, wanted[pseudonym])
+                    await self.capture(uow.conn, pseudonym, wanted[pseudonym])
+                await uow.commit()
         self._known |= set(wanted)
         return len(missing)
 
@@ -192,7 +186,7 @@ class MemberService:
             # They have not written to the bot since it began keeping ids: only a person can remove them.
             await self._repo.delete(conn, pseudonym)
             await self._notify(conn, "members.unknown_id", name=await self._name(conn, pseudonym))
-            await self._audit.record(
+            await self._core.audit.record(
                 conn, "system", "members.remove", pseudonym, outcome="refused", detail="id unknown"
             )
             return
@@ -210,8 +204,8 @@ class MemberService:
         """
         if user_id == self._bot_id or not await self._alerts.is_coordinator_chat(chat_id):
             return False
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             if await self._alerts.coordinator_chat(conn) != chat_id:
                 return False
@@ -232,7 +226,7 @@ class MemberService:
                 )
             key = "members.stranger_removed" if remove else "members.stranger_joined"
             if await self._notify(conn, key, dedupe=once, who=who) or not self._admin_ids:
-                await self._audit.record(
+                await self._core.audit.record(
                     conn, "system", "members.stranger", pseudonym, detail="removed" if remove else "reported"
                 )
             uow.wake_delivery()
@@ -247,11 +241,11 @@ class MemberService:
     async def follow_removals(self) -> int:
         """Move removals on: release each unban once its ban went through; when Telegram refused the ban,
         drop the unban and tell the admins what to do. Return how many removals moved."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             if not await self._repo.removals(conn):
                 return 0
         moved = 0
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             for removal in await self._repo.removals(conn):
                 moved += await self._follow(conn, removal)
@@ -271,20 +265,22 @@ class MemberService:
                 return 0
             verdict = ban_verdict(ban.status, ban.error)
             if verdict in ("done", "absent"):
-                await self._repo.release(conn, removal.ref, UNBAN_KIND, self._clock.now())
+                await self._repo.release(conn, removal.ref, UNBAN_KIND, self._core.clock.now())
                 if removal.reason == "revoked":
                     await self._repo.delete_if_roleless(conn, removal.pseudonym)
                 detail = removal.reason if verdict == "done" else f"{removal.reason}, not in the group"
-                await self._audit.record(conn, "system", "members.removed", removal.pseudonym, detail=detail)
+                await self._core.audit.record(
+                    conn, "system", "members.removed", removal.pseudonym, detail=detail
+                )
                 return 1
             await self._repo.drop_held(conn, removal.ref, "the ban before it failed")
             await self._repo.finish_removal(conn, removal.ref)
-            reason = self._texts.text(
-                self._language, f"members.reason_{verdict}", error=ban.error or ban.status
+            reason = self._core.texts.text(
+                self._core.language, f"members.reason_{verdict}", error=ban.error or ban.status
             )
             name = await self._label(conn, removal)
             await self._notify(conn, "members.remove_failed", name=name, reason=Safe(reason))
-            await self._audit.record(
+            await self._core.audit.record(
                 conn, "system", "members.removed", removal.pseudonym, outcome="refused", detail=verdict
             )
             log.warning("removing someone from the coordinators' group failed (%s): %s", verdict, ban.error)
@@ -309,7 +305,7 @@ class MemberService:
     ) -> str:
         ref = ref or f"removal:{secrets.token_hex(8)}"
         who = {"chat_id": chat_id, "user_id": user_id}
-        await self._outbox.enqueue(
+        await self._core.outbox.enqueue(
             conn,
             [
                 # revoke_messages: in a basic group, the history leaves their phone too (always so in a
@@ -334,7 +330,7 @@ class MemberService:
                 ),
             ],
         )
-        await self._repo.add_removal(conn, ref, pseudonym, reason, self._clock.now())
+        await self._repo.add_removal(conn, ref, pseudonym, reason, self._core.clock.now())
         return ref
 
     # ------------------------------------------------------------------ the periodic check
@@ -343,7 +339,7 @@ class MemberService:
         """Compare the coordinators' group with the role holders; tell the admins when the figure changes
         (not at every pass), and remove former role holders still in it when the bot may. None: no group,
         or Telegram did not answer (the next pass tries again)."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             chat = await self._alerts.coordinator_chat(conn)
             if chat is None:
                 return None
@@ -379,7 +375,7 @@ class MemberService:
             }
         )
         queued = 0
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             for pseudonym in gone:
                 await self._repo.delete_if_roleless(conn, pseudonym)  # out of the group: nothing to keep
@@ -387,7 +383,7 @@ class MemberService:
             if figure != previous:
                 await self._state.put(conn, CHECK_STATE, figure)
                 await self._tell_figure(conn, count, holders, excess, lingering, can_remove, previous)
-                await self._audit.record(
+                await self._core.audit.record(
                     conn,
                     "system",
                     "members.check",
@@ -397,7 +393,7 @@ class MemberService:
                 for row, user_id, status in lingering:
                     if status not in _ADMINISTRATORS and row.pseudonym not in busy:
                         await self._queue_removal(conn, chat, user_id, row.pseudonym, "revoked")
-                        await self._audit.record(
+                        await self._core.audit.record(
                             conn, "system", "members.remove", row.pseudonym, detail="check"
                         )
                         queued += 1
@@ -419,8 +415,8 @@ class MemberService:
             if _had_excess(previous):
                 await self._notify(conn, "members.check_clear")
             return
-        text = self._texts.text(
-            self._language, "members.check_excess", count=count, holders=holders, excess=excess
+        text = self._core.texts.text(
+            self._core.language, "members.check_excess", count=count, holders=holders, excess=excess
         )
         if lingering:
             names = ", ".join([await self._name(conn, row.pseudonym) for row, _, _ in lingering])
@@ -430,8 +426,10 @@ class MemberService:
                 hint = "members.check_demote"
             else:
                 hint = "members.check_removing"
-            text += "\n\n" + self._texts.text(self._language, "members.check_lingering", names=names)
-            text += " " + self._texts.text(self._language, hint)
+            text += "\n\n" + self._core.texts.text(
+                self._core.language, "members.check_lingering", names=names
+            )
+            text += " " + self._core.texts.text(self._core.language, hint)
         await self._notify_text(conn, text)
 
     # ------------------------------------------------------------------ internals
@@ -458,7 +456,7 @@ class MemberService:
 
     def _open(self, pseudonym: str, sealed: bytes) -> int | None:
         try:
-            return int(self._cipher.decrypt_text(sealed, binding=telegram_id_binding(pseudonym)))
+            return int(self._core.cipher.decrypt_text(sealed, binding=telegram_id_binding(pseudonym)))
         except (DecryptionError, ValueError):
             log.error("a stored Telegram id does not decrypt for its row; it is ignored")
             return None
@@ -466,20 +464,22 @@ class MemberService:
     async def _name(self, conn: AsyncConnection, pseudonym: str) -> str:
         sealed = (await self._team.names(conn, [pseudonym])).get(pseudonym)
         try:
-            name = open_display_name(self._cipher, pseudonym, sealed)
+            name = open_display_name(self._core.cipher, pseudonym, sealed)
         except DecryptionError:
             name = None
         return member_label(name, pseudonym)
 
     async def _label(self, conn: AsyncConnection, removal: Removal) -> str:
         if removal.reason == "stranger":
-            return self._texts.plain(self._language, "members.someone")
+            return self._core.texts.plain(self._core.language, "members.someone")
         return await self._name(conn, removal.pseudonym)
 
     async def _notify(
         self, conn: AsyncConnection, key: str, dedupe: str | None = None, **params: object
     ) -> int:
-        return await self._notify_text(conn, self._texts.text(self._language, key, **params), dedupe)
+        return await self._notify_text(
+            conn, self._core.texts.text(self._core.language, key, **params), dedupe
+        )
 
     async def _notify_text(self, conn: AsyncConnection, text: str, dedupe: str | None = None) -> int:
         """Queue a notice to every admin in private; return how many were new."""
@@ -487,7 +487,7 @@ class MemberService:
 
     def _day(self) -> datetime:
         # When an id was stored, to the day: an exact time would date the person's first message.
-        now = self._clock.now().astimezone(UTC)
+        now = self._core.clock.now().astimezone(UTC)
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 

@@ -98,6 +98,8 @@ class Gate:
             run.actions += 1
             seq = run.actions
         try:
+            # Built here rather than by core.unit_of_work(): the gate is one of the Core's parts, made
+            # before it (the same three collaborators, so the same unit of work).
             async with UnitOfWork(self._db, self._outbox, self._audit) as uow:
                 conn = uow.conn
                 await self._require_role(conn, pseudonym, roles)

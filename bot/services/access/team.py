@@ -85,15 +85,9 @@ class TeamService:
         self._members = members
         self._duty = duty
         self._copies = copies
-        self._outbox = core.outbox
-        self._db = core.db
+        self._core = core
         self._repo = repo
         self._users = users
-        self._gate = core.gate
-        self._audit = core.audit
-        self._cipher = core.cipher
-        self._pseudonyms = core.pseudonyms
-        self._clock = core.clock
         self._audit_repo = audit_repo
         self._reports = reports
         self._invite_ttl = invite_ttl
@@ -102,27 +96,28 @@ class TeamService:
     async def invite(self, user_id: int) -> NewInvite:
         """Create a single-use invite that makes its user a coordinator (admins only)."""
         token = secrets.token_urlsafe(24)
-        now = self._clock.now()
+        now = self._core.clock.now()
         expires = now + self._invite_ttl
-        async with self._gate.acting(user_id, "team.invite", roles=("admin",)) as act:
+        async with self._core.gate.acting(user_id, "team.invite", roles=("admin",)) as act:
             invite_id = await self._repo.create_invite(act.conn, _hash(token), act.actor, now, expires)
-            await self._audit.record(act.conn, act.actor, "team.invite", f"invite:{invite_id}")
+            await self._core.audit.record(act.conn, act.actor, "team.invite", f"invite:{invite_id}")
         return NewInvite(invite_id, token, expires)
 
     async def withdraw(self, user_id: int, invite_id: int) -> bool:
         """Withdraw an unused invite (admins only); False if it was used or withdrawn already."""
         target = f"invite:{invite_id}"
-        async with self._gate.acting(user_id, "team.withdraw", target, roles=("admin",)) as act:
-            done = await self._repo.withdraw_invite(act.conn, invite_id, self._clock.now())
+        async with self._core.gate.acting(user_id, "team.withdraw", target, roles=("admin",)) as act:
+            done = await self._repo.withdraw_invite(act.conn, invite_id, self._core.clock.now())
             if done:
-                await self._audit.record(act.conn, act.actor, "team.withdraw", target)
+                await self._core.audit.record(act.conn, act.actor, "team.withdraw", target)
         return done
 
     async def join(self, user_id: int, token: str) -> None:
         """Use an invite: grant the coordinator role once, or raise TeamError saying why not."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        now = self._clock.now()
-        async with self._db.write() as conn:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        now = self._core.clock.now()
+        async with self._core.unit_of_work() as uow:
+            conn = uow.conn
             invite = await self._repo.invite_by_hash(conn, _hash(token)) if _plausible(token) else None
             refusal = None
             if invite is None:
@@ -137,7 +132,7 @@ class TeamService:
                     refusal = "team.already_member"
             target = f"invite:{invite.id}" if invite is not None else None
             if refusal is not None or invite is None:
-                await self._audit.record(
+                await self._core.audit.record(
                     conn, pseudonym, "team.join", target, outcome="refused", detail=refusal
                 )
             elif await self._repo.use_invite(conn, invite.id, pseudonym, now):
@@ -148,30 +143,31 @@ class TeamService:
                     # Telegram knows them by this id: whether they are in the coordinators' group, and
                     # removing them from it once the role ends, both need it.
                     await self._members.capture(conn, pseudonym, user_id)
-                await self._audit.record(conn, pseudonym, "team.join", target, detail="coordinator")
-                await self._audit.anchor(conn)  # a role change: every admin gets the new head
+                await self._core.audit.record(conn, pseudonym, "team.join", target, detail="coordinator")
+                await self._core.audit.anchor(conn)  # a role change: every admin gets the new head
             else:
                 refusal = "team.invite_used"
+            await uow.commit()  # a refusal too: its audit entry stays
         if refusal is not None:
             raise TeamError(refusal)
 
     async def set_name(self, user_id: int, raw: str) -> str:
         """Set the name colleagues see (coordinators and admins); return it as stored."""
         name = clean_name(raw)
-        async with self._gate.acting(user_id, "team.name") as act:
+        async with self._core.gate.acting(user_id, "team.name") as act:
             # Names must tell people apart: "taken by Aida" has to mean one person.
             for member in await self._repo.members(act.conn):
                 taken = self._open_name(member.pseudonym, member.display_name)
                 if member.pseudonym != act.actor and taken is not None and _fold(taken) == _fold(name):
                     raise TeamError("team.name_taken")
-            sealed = self._cipher.encrypt_text(name, binding=team_name_binding(act.actor))
-            await self._repo.set_name(act.conn, act.actor, sealed, self._clock.now())
-            await self._audit.record(act.conn, act.actor, "team.name", act.actor)
+            sealed = self._core.cipher.encrypt_text(name, binding=team_name_binding(act.actor))
+            await self._repo.set_name(act.conn, act.actor, sealed, self._core.clock.now())
+            await self._core.audit.record(act.conn, act.actor, "team.name", act.actor)
         return name
 
     async def members(self, user_id: int) -> list[MemberView]:
         """List everyone with a role (coordinators and admins may look)."""
-        async with self._gate.acting(user_id, "team.list") as act:
+        async with self._core.gate.acting(user_id, "team.list") as act:
             members = await self._repo.members(act.conn)
             on_duty = (
                 {d.pseudonym for d in await self._duty.on_duty(act.conn)} if self._duty is not None else set()
@@ -195,7 +191,7 @@ class TeamService:
         TeamError if `who` matches nobody, several people, or an admin (admins come from settings).
         """
         # The target is the person found, not what was typed: a typed name is not for the clear-text log.
-        async with self._gate.acting(user_id, "team.revoke", roles=("admin",)) as act:
+        async with self._core.gate.acting(user_id, "team.revoke", roles=("admin",)) as act:
             members = await self._repo.members(act.conn)
             wanted = _fold(who)
             matches = [
@@ -215,20 +211,20 @@ class TeamService:
             if "admin" in member.roles:
                 raise TeamError("team.revoke_admin")
             await self._users.revoke(act.conn, member.pseudonym, "coordinator")
-            freed = await self._reports.unassign(act.conn, member.pseudonym, self._clock.now())
+            freed = await self._reports.unassign(act.conn, member.pseudonym, self._core.clock.now())
             # No more SOS in their private chat, and the cards they hold there are no longer kept current.
             await self.retire(act.conn, member.pseudonym)
             # What they composed, sent or approved and what is still queued of it never goes out.
             withdrawn = await self.campaigns.withdraw_author(act.conn, member.pseudonym, act.actor)
             questions = await self.contact.withdraw_questions(act.conn, member.pseudonym)
-            await self._audit.record(
+            await self._core.audit.record(
                 act.conn,
                 act.actor,
                 "team.revoke",
                 member.pseudonym,
                 detail=f"freed {freed}, campaigns {withdrawn}, questions {questions}",
             )
-            await self._audit.anchor(act.conn)  # a role change: every admin gets the new head
+            await self._core.audit.anchor(act.conn)  # a role change: every admin gets the new head
         return self._open_name(member.pseudonym, member.display_name), freed
 
     async def retire(self, conn: AsyncConnection, pseudonym: str) -> None:
@@ -241,8 +237,19 @@ class TeamService:
             await self._duty.stop(conn, pseudonym)
         if self._copies is not None:
             await self._copies.forget_holder(conn, pseudonym)
-        if self._outbox is not None:
-            await self._outbox.cancel_for(conn, pseudonym, kinds=COORDINATOR_KINDS)
+        if self._core.outbox is not None:
+            await self._core.outbox.cancel_for(conn, pseudonym, kinds=COORDINATOR_KINDS)
+
+    async def admin_removed(self, conn: AsyncConnection, pseudonym: str) -> None:
+        """An admin left JARCHY_ADMIN_IDS (found at start, in the transaction that took the role): audit
+        it, and unless they hold another role, retire them and withdraw their campaigns."""
+        await self._core.audit.record(
+            conn, "system", "team.admin_removed", pseudonym, detail="not in JARCHY_ADMIN_IDS"
+        )
+        holder = await self._users.get(conn, pseudonym)
+        if holder is None or not holder.roles:
+            await self.retire(conn, pseudonym)
+            await self.campaigns.withdraw_author(conn, pseudonym, "system")
 
     async def names(self, conn: AsyncConnection, pseudonyms: Sequence[str | None]) -> dict[str, str]:
         """Return the display names of these people, for those who chose one."""
@@ -257,19 +264,21 @@ class TeamService:
 
     async def recent_audit(self, user_id: int, limit: int = 30) -> tuple[list[AuditEntry], dict[str, str]]:
         """Return the newest audit entries and their actors' display names (admins only; audited)."""
-        async with self._gate.acting(user_id, "audit.view", roles=("admin",)) as act:
-            await self._audit.record(act.conn, act.actor, "audit.view")
+        async with self._core.gate.acting(user_id, "audit.view", roles=("admin",)) as act:
+            await self._core.audit.record(act.conn, act.actor, "audit.view")
             entries = await self._audit_repo.latest(act.conn, limit)
             names = await self.names(act.conn, [e.actor for e in entries])
         return entries, names
 
     async def purge_invites(self) -> int:
         """Delete invites expired a day ago or more: they grant nothing, and their trail is in the audit."""
-        async with self._db.write() as conn:
-            return await self._repo.purge_invites(conn, self._clock.now() - timedelta(days=1))
+        async with self._core.unit_of_work() as uow:
+            purged = await self._repo.purge_invites(uow.conn, self._core.clock.now() - timedelta(days=1))
+            await uow.commit()
+        return purged
 
     def _open_name(self, pseudonym: str, sealed: bytes | None) -> str | None:
-        return open_display_name(self._cipher, pseudonym, sealed)
+        return open_display_name(self._core.cipher, pseudonym, sealed)
 
 
 def open_display_name(cipher: Cipher, pseudonym: str, sealed: bytes | None) -> str | None:

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.errors import BadInput
-from bot.runtime.clock import Clock
-from bot.security import Pseudonymizer
+from bot.services.core import Core
 from messages import LANGUAGES
-from storage.database import Database
 from storage.users import User, UserRepository
 
 # Time zones of the region the bot serves, offered by /timezone (the organisation's zone stays the default).
@@ -40,43 +38,35 @@ class Profile:
 class UserService:
     """Records users by pseudonym and resolves the language to speak with them."""
 
-    def __init__(
-        self,
-        db: Database,
-        repo: UserRepository,
-        pseudonyms: Pseudonymizer,
-        clock: Clock,
-        default_language: str,
-    ) -> None:
-        self._db = db
+    def __init__(self, core: Core, *, repo: UserRepository) -> None:
+        self._core = core
         self._repo = repo
-        self._pseudonyms = pseudonyms
-        self._clock = clock
-        self._default_language = default_language
 
     async def seen(self, telegram_id: int, telegram_language: str | None) -> Profile:
         """Remember that this person wrote (creating them if new) and return their profile."""
-        pseudonym = self._pseudonyms.of_user(telegram_id)
+        pseudonym = self._core.pseudonyms.of_user(telegram_id)
         code = _supported(telegram_language)
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             user = await self._repo.get(conn, pseudonym)
         # Write only when something changed: most updates come from people the bot already knows.
         if user is None or not user.active or user.telegram_language != code:
-            async with self._db.write() as conn:
-                user = await self._repo.touch(conn, pseudonym, code, self._clock.now())
+            async with self._core.unit_of_work() as uow:
+                user = await self._repo.touch(uow.conn, pseudonym, code, self._core.clock.now())
+                await uow.commit()
         return self._profile(user)
 
     async def choose_language(self, telegram_id: int, language: str) -> Profile:
         """Store the language the person picked."""
         if language not in LANGUAGES:
             raise UnknownLanguage(language)
-        pseudonym = self._pseudonyms.of_user(telegram_id)
-        now = self._clock.now()
-        async with self._db.write() as conn:
-            if await self._repo.get(conn, pseudonym) is None:
-                await self._repo.touch(conn, pseudonym, None, now)
-            await self._repo.set_language(conn, pseudonym, language, now)
-            user = await self._repo.get(conn, pseudonym)
+        pseudonym = self._core.pseudonyms.of_user(telegram_id)
+        now = self._core.clock.now()
+        async with self._core.unit_of_work() as uow:
+            if await self._repo.get(uow.conn, pseudonym) is None:
+                await self._repo.touch(uow.conn, pseudonym, None, now)
+            await self._repo.set_language(uow.conn, pseudonym, language, now)
+            user = await self._repo.get(uow.conn, pseudonym)
+            await uow.commit()
         if user is None:
             raise RuntimeError("the user row vanished inside its own transaction")
         return self._profile(user)
@@ -85,12 +75,13 @@ class UserService:
         """Store the time zone the person picked (one of TIMEZONES)."""
         if zone not in TIMEZONES:
             raise UnknownLanguage(zone)
-        pseudonym = self._pseudonyms.of_user(telegram_id)
-        now = self._clock.now()
-        async with self._db.write() as conn:
-            if await self._repo.get(conn, pseudonym) is None:
-                await self._repo.touch(conn, pseudonym, None, now)
-            await self._repo.set_timezone(conn, pseudonym, zone, now)
+        pseudonym = self._core.pseudonyms.of_user(telegram_id)
+        now = self._core.clock.now()
+        async with self._core.unit_of_work() as uow:
+            if await self._repo.get(uow.conn, pseudonym) is None:
+                await self._repo.touch(uow.conn, pseudonym, None, now)
+            await self._repo.set_timezone(uow.conn, pseudonym, zone, now)
+            await uow.commit()
 
     async def bootstrap_admins(
         self,
@@ -102,21 +93,22 @@ class UserService:
 
         `on_removed` runs for each of them in the same transaction (audit, retire, withdraw): a crash never
         leaves a role taken away with the rest of a revocation undone."""
-        now = self._clock.now()
-        wanted = {self._pseudonyms.of_user(telegram_id) for telegram_id in telegram_ids}
-        async with self._db.write() as conn:
+        now = self._core.clock.now()
+        wanted = {self._core.pseudonyms.of_user(telegram_id) for telegram_id in telegram_ids}
+        async with self._core.unit_of_work() as uow:
             for pseudonym in sorted(wanted):
-                await self._repo.ensure_exists(conn, pseudonym, now)
-                await self._repo.grant(conn, pseudonym, "admin", now)
-            removed = [p for p in await self._repo.holders(conn, "admin") if p not in wanted]
+                await self._repo.ensure_exists(uow.conn, pseudonym, now)
+                await self._repo.grant(uow.conn, pseudonym, "admin", now)
+            removed = [p for p in await self._repo.holders(uow.conn, "admin") if p not in wanted]
             for pseudonym in removed:
-                await self._repo.revoke(conn, pseudonym, "admin")
+                await self._repo.revoke(uow.conn, pseudonym, "admin")
                 if on_removed is not None:
-                    await on_removed(conn, pseudonym)
+                    await on_removed(uow.conn, pseudonym)
+            await uow.commit()
         return removed
 
     def _profile(self, user: User) -> Profile:
-        language = user.language or user.telegram_language or self._default_language
+        language = user.language or user.telegram_language or self._core.language
         return Profile(pseudonym=user.pseudonym, language=language, roles=user.roles)
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import dates
 from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import creator_chat_binding, follow_chat_binding, subscriber_chat_binding
 from bot.services.access.roles import COORDINATING
 from bot.services.campaigns.compose import reminder_ref
@@ -62,26 +62,19 @@ class Broadcaster:
         batch: int = BATCH,
         batches_per_pass: int = 20,
     ) -> None:
-        self._db = core.db
+        self._core = core
         self._repo = repo
         self._channels = ChannelRepository()
-        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._users = users
-        self._audit = core.audit
-        self._cipher = core.cipher
-        self._texts = core.texts
-        self._clock = core.clock
-        self._zone = core.zone
-        self._language = core.language
         self._batch = batch
         self._batches_per_pass = batches_per_pass
         self.bot_username: str | None = None  # set once the bot knows it (getMe), for channel links
 
     async def run_pass(self) -> PassResult:
         """Enqueue the next batches of every due campaign, refresh progress, queue deadline reminders."""
-        async with self._db.read() as conn:
-            due = await self._repo.due(conn, self._clock.now())
+        async with self._core.db.read() as conn:
+            due = await self._repo.due(conn, self._core.clock.now())
         enqueued = 0
         for campaign in due:
             try:
@@ -91,23 +84,29 @@ class Broadcaster:
         await self.refresh_progress()
         reminders = await self._remind()
         if enqueued or reminders:
-            self._outbox.notify()
+            # One wake for the whole pass, once all its transactions committed (not a unit of work's
+            # wake_delivery, which would wake the worker after every batch of every campaign).
+            self._core.outbox.notify()
         return PassResult(enqueued, reminders)
 
     async def _advance(self, campaign: Campaign) -> int:
         total = 0
         for _ in range(self._batches_per_pass):
-            async with self._db.write() as conn:
+            async with self._core.unit_of_work() as uow:
+                conn = uow.conn
                 current = await self._repo.get(conn, campaign.id)
                 if current.status not in ("scheduled", "sending"):
                     return total  # cancelled meanwhile
                 refused = await self._refuse_untrusted(conn, current)
-                if not refused:
+                if refused:
+                    # Once committed: the worker drops what it holds.
+                    uow.after_commit(partial(uow.outbox.withdrawn, ref=current.ref))
+                else:
                     if current.status == "scheduled":
-                        await self._repo.set(conn, current.id, self._clock.now(), status="sending")
+                        await self._repo.set(conn, current.id, self._core.clock.now(), status="sending")
                     added, finished = await self._enqueue_batch(conn, current)
+                await uow.commit()
             if refused:
-                self._outbox.withdrawn(ref=current.ref)  # committed: the worker drops what it holds
                 return total
             total += added
             if finished:
@@ -116,12 +115,14 @@ class Broadcaster:
 
     async def _enqueue_batch(self, conn: AsyncConnection, campaign: Campaign) -> tuple[int, bool]:
         """Enqueue one batch and move the cursor, in the caller's transaction; return (rows, finished)."""
-        now = self._clock.now()
+        now = self._core.clock.now()
         templates = await self._repo.templates(conn, campaign.id)
         messages: list[OutgoingMessage] = []
         if campaign.include_channels and not campaign.channels_done:
             for chat_id in await self._channels.all(conn):
-                method, params = self._message(campaign, self._language, bool(templates), for_channel=True)
+                method, params = self._message(
+                    campaign, self._core.language, bool(templates), for_channel=True
+                )
                 messages.append(
                     OutgoingMessage(
                         method,
@@ -138,7 +139,7 @@ class Broadcaster:
             chat = self._open_chat(campaign, person)
             if chat is None:
                 continue
-            language = person.language if person.language in LANGUAGES else self._language
+            language = person.language if person.language in LANGUAGES else self._core.language
             method, params = self._message(campaign, language, bool(templates), for_channel=False)
             messages.append(
                 OutgoingMessage(
@@ -151,7 +152,7 @@ class Broadcaster:
                     ref=campaign.ref,
                 )
             )
-        added = await self._outbox.enqueue(conn, messages)
+        added = await self._core.outbox.enqueue(conn, messages)
         finished = len(recipients) < self._batch
         values: dict[str, object] = {"enqueued": campaign.enqueued + added}
         if recipients:
@@ -177,7 +178,7 @@ class Broadcaster:
             else subscriber_chat_binding(person.pseudonym)
         )
         try:
-            return int(self._cipher.decrypt_text(person.chat, binding=binding))
+            return int(self._core.cipher.decrypt_text(person.chat, binding=binding))
         except Exception:  # one unreadable row must not stop a broadcast to thousands
             log.warning("skipped a recipient whose chat does not decrypt")
             return None
@@ -186,10 +187,10 @@ class Broadcaster:
         self, campaign: Campaign, language: str, has_template: bool, *, for_channel: bool
     ) -> tuple[str, dict[str, object]]:
         return campaign_message(
-            self._texts,
+            self._core.texts,
             language,
             campaign,
-            self._zone,
+            self._core.zone,
             has_template=has_template,
             for_channel=for_channel,
             bot_username=self.bot_username,
@@ -197,24 +198,25 @@ class Broadcaster:
 
     async def refresh_progress(self) -> None:
         """Edit each running campaign's status message when its counts changed; finish the done ones."""
-        async with self._db.read() as conn:
-            running = await self._repo.in_delivery(conn, self._clock.now() - timedelta(minutes=10))
+        async with self._core.db.read() as conn:
+            running = await self._repo.in_delivery(conn, self._core.clock.now() - timedelta(minutes=10))
         for campaign in running:
-            async with self._db.write() as conn:
+            async with self._core.unit_of_work() as uow:
+                conn = uow.conn
                 current = await self._repo.get(conn, campaign.id)
                 # All its rows are queued, but not yet delivered: the rest is refused like a batch.
                 refused = current.status == "sent" and await self._refuse_untrusted(conn, current)
                 if refused:
                     current = await self._repo.get(conn, current.id)
+                    uow.after_commit(partial(uow.outbox.withdrawn, ref=current.ref))
                 counts = await self._outbox_repo.counts(conn, current.ref)
-                now = self._clock.now()
+                now = self._core.clock.now()
                 outstanding = sum(counts.get(s, 0) for s in ("pending", "sending", "held"))
                 if current.status == "sent" and outstanding == 0:
                     await self._repo.set(conn, current.id, now, status="done", finished_at=now)
                     current = await self._repo.get(conn, current.id)
                 await self.queue_progress(conn, current, counts)
-            if refused:
-                self._outbox.withdrawn(ref=current.ref)
+                await uow.commit()
 
     async def _refuse_untrusted(self, conn: AsyncConnection, campaign: Campaign) -> bool:
         """Cancel a campaign whose author or approver no longer holds a coordinating role, withdraw what is
@@ -222,14 +224,14 @@ class Broadcaster:
         untrusted = await self._untrusted(conn, campaign)
         if untrusted is None:
             return False
-        now = self._clock.now()
+        now = self._core.clock.now()
         if not await self._repo.move(
             conn, campaign.id, ("scheduled", "sending", "sent"), now, status="cancelled", finished_at=now
         ):
             return False
-        withdrawn = await self._outbox.cancel_ref(conn, campaign.ref)
-        await self._outbox.cancel_ref(conn, reminder_ref(campaign))
-        await self._audit.record(
+        withdrawn = await self._core.outbox.cancel_ref(conn, campaign.ref)
+        await self._core.outbox.cancel_ref(conn, reminder_ref(campaign))
+        await self._core.audit.record(
             conn,
             "system",
             "campaign.withdraw",
@@ -252,7 +254,7 @@ class Broadcaster:
 
     async def show_progress(self, campaign: Campaign) -> None:
         """Queue an edit of the author's status message now, in a transaction of its own (after a cancel)."""
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             await self.queue_progress(uow.conn, campaign)
             uow.wake_delivery()
             await uow.commit()
@@ -265,15 +267,15 @@ class Broadcaster:
             return
         counts = counts if counts is not None else await self._outbox_repo.counts(conn, campaign.ref)
         actions = await self._repo.action_counts(conn, campaign.id)
-        text = progress_text(self._texts, self._language, campaign, counts, actions)
+        text = progress_text(self._core.texts, self._core.language, campaign, counts, actions)
         if text == campaign.progress_text:
             return
         chat = int(
-            self._cipher.decrypt_text(
+            self._core.cipher.decrypt_text(
                 campaign.creator_chat, binding=creator_chat_binding(campaign.created_by)
             )
         )
-        await self._outbox.cancel_ref(conn, f"{campaign.ref}:p", kinds=(PROGRESS_KIND,))
+        await self._core.outbox.cancel_ref(conn, f"{campaign.ref}:p", kinds=(PROGRESS_KIND,))
         edit = OutgoingMessage(
             "editMessageText",
             {"chat_id": chat, "message_id": campaign.progress_message_id, "text": text},
@@ -281,19 +283,20 @@ class Broadcaster:
             priority=PRIORITY_ALERT,
             ref=f"{campaign.ref}:p",
         )
-        await self._outbox.enqueue(conn, [edit])
-        await self._repo.set(conn, campaign.id, self._clock.now(), progress_text=text)
+        await self._core.outbox.enqueue(conn, [edit])
+        await self._repo.set(conn, campaign.id, self._core.clock.now(), progress_text=text)
 
     async def _remind(self) -> int:
         """Queue the one reminder, a day before the deadline, for people who asked and have not acted."""
-        now = self._clock.now()
+        now = self._core.clock.now()
         queued = 0
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             campaigns = await self._repo.with_deadline_between(
                 conn, now - timedelta(days=365), now + REMINDER_LEAD
             )
         for campaign in campaigns:
-            async with self._db.write() as conn:
+            async with self._core.unit_of_work() as uow:
+                conn = uow.conn
                 # No reminder in the name of someone who lost the role since the campaign went out.
                 if (
                     campaign.deadline is None
@@ -301,20 +304,23 @@ class Broadcaster:
                     or await self._untrusted(conn, campaign) is not None
                 ):
                     await self._repo.set(conn, campaign.id, now, reminders_done=True)
+                    await uow.commit()
                     continue
                 people = await self._repo.reminders_to_send(conn, campaign.id, self._batch)
                 messages = []
                 for pseudonym, sealed, spoken in people:
                     try:
                         chat = int(
-                            self._cipher.decrypt_text(sealed, binding=subscriber_chat_binding(pseudonym))
+                            self._core.cipher.decrypt_text(sealed, binding=subscriber_chat_binding(pseudonym))
                         )
                     except Exception:
                         log.warning("skipped a reminder whose chat does not decrypt")
                         continue
-                    language = spoken if spoken in LANGUAGES else self._language
-                    when = dates.moment(campaign.deadline, self._zone)
-                    text = self._texts.text(language, "campaign.reminder", title=campaign.title, when=when)
+                    language = spoken if spoken in LANGUAGES else self._core.language
+                    when = dates.moment(campaign.deadline, self._core.zone)
+                    text = self._core.texts.text(
+                        language, "campaign.reminder", title=campaign.title, when=when
+                    )
                     messages.append(
                         OutgoingMessage(
                             "sendMessage",
@@ -327,6 +333,7 @@ class Broadcaster:
                             expires_at=campaign.deadline,
                         )
                     )
-                queued += await self._outbox.enqueue(conn, messages)
+                queued += await self._core.outbox.enqueue(conn, messages)
                 await self._repo.mark_reminded(conn, campaign.id, [p for p, _, _ in people], now)
+                await uow.commit()
         return queued

@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TypeVar
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,13 +21,11 @@ from bot.domain import date_picker
 from bot.domain.callbacks import DatePress, FlowPress
 from bot.domain.commands import CommandError, CommandSpec, Field, parse_field
 from bot.domain.errors import NotAllowed, Refused
-from bot.runtime.clock import Clock
 from bot.runtime.update_run import current_run
-from bot.security import Cipher, Pseudonymizer
 from bot.security.bindings import draft_binding
-from bot.services.access.roles import Gate
 from bot.services.cases.commands import COMMANDS
 from bot.services.cases.hearings import HearingInputError, HearingService
+from bot.services.core import Core
 from storage.cases import Case, CaseRepository
 from storage.drafts import DraftRepository, StoredDraft
 
@@ -90,29 +87,21 @@ class CommandFlows:
 
     def __init__(
         self,
+        core: Core,
         *,
-        gate: Gate,
         drafts: DraftRepository,
         cases: CaseRepository,
-        cipher: Cipher,
-        pseudonyms: Pseudonymizer,
         hearings: HearingService,
-        clock: Clock,
-        zone: ZoneInfo,
     ) -> None:
-        self._gate = gate
+        self._core = core
         self._drafts = drafts
         self._cases = cases
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
         self._hearings = hearings
-        self._clock = clock
-        self._zone = zone
 
     async def begin(self, user_id: int, chat_id: int, command: str) -> FlowScreen:
         """Start a command's flow, replacing any earlier one (coordinators)."""
         spec = COMMANDS[command]
-        async with self._gate.acting(user_id, spec.action, once=False) as act:
+        async with self._core.gate.acting(user_id, spec.action, once=False) as act:
             flow = Flow(nonce=secrets.token_hex(8), command=command, chat_id=chat_id)
             await self._store(act.conn, act.actor, flow, create=True)
             return await self._screen(act.conn, flow)
@@ -126,9 +115,9 @@ class CommandFlows:
 
     async def input_text(self, user_id: int, text: str, message_id: int) -> FlowScreen | None:
         """Take typed text for the step that waits for it; None when no flow of the person's waits."""
-        if not await self._gate.holds(user_id):
+        if not await self._core.gate.holds(user_id):
             return None  # anyone's text passes here: only a coordinator can have a flow to give it to
-        async with self._gate.acting(user_id, "flow.input", once=False) as act:
+        async with self._core.gate.acting(user_id, "flow.input", once=False) as act:
             flow = await self._load(act.conn, act.actor)
             if flow is None:
                 return None
@@ -142,11 +131,11 @@ class CommandFlows:
     async def set_aside(self, user_id: int) -> None:
         """End the person's flow, if any, because they started a report: what they type next is the report's,
         and a flow left open must not swallow it (nor keep it off the list the phone is cleaned of)."""
-        if not await self._gate.holds(user_id):
+        if not await self._core.gate.holds(user_id):
             return  # only a coordinator can have a flow
         try:
-            async with self._gate.acting(user_id, "flow.input", once=False) as act:
-                stored = await self._drafts.get(act.conn, act.actor, KIND, self._clock.now())
+            async with self._core.gate.acting(user_id, "flow.input", once=False) as act:
+                stored = await self._drafts.get(act.conn, act.actor, KIND, self._core.clock.now())
                 if stored is not None:
                     await self._drafts.delete(act.conn, act.actor, stored.nonce)
         except NotAllowed:
@@ -179,7 +168,7 @@ class CommandFlows:
         except (CommandError, Refused):
             await self._unsave(user_id, flow)
             raise
-        async with self._gate.acting(user_id, "flow.input", once=False) as act:
+        async with self._core.gate.acting(user_id, "flow.input", once=False) as act:
             await self._drafts.delete(act.conn, act.actor, nonce)
         return result
 
@@ -206,7 +195,7 @@ class CommandFlows:
         return self._pick_time(flow, data)
 
     def _pick_time(self, flow: Flow, data: DatePress) -> str | None:
-        first = date_picker.today(self._clock.now(), self._zone)
+        first = date_picker.today(self._core.clock.now(), self._core.zone)
         if data.action == "type":
             flow.typing = True
         elif data.action == "month":
@@ -253,7 +242,7 @@ class CommandFlows:
         return None
 
     async def _unsave(self, user_id: int, flow: Flow) -> None:
-        async with self._gate.acting(user_id, "flow.input", once=False) as act:
+        async with self._core.gate.acting(user_id, "flow.input", once=False) as act:
             stored = await self._load(act.conn, act.actor)
             if stored is not None and stored.nonce == flow.nonce:
                 stored.saving = None
@@ -265,7 +254,7 @@ class CommandFlows:
     ) -> AsyncIterator[tuple[AsyncConnection, str, Flow]]:
         """The transaction of one press: the role checked by the gate, then the person's flow at that step
         (a press meant for another flow, step or person finds none: FlowEnded, nothing changes)."""
-        async with self._gate.acting(user_id, "flow.press", once=False) as act:
+        async with self._core.gate.acting(user_id, "flow.press", once=False) as act:
             flow = await self._load(act.conn, act.actor)
             if flow is None or flow.nonce != nonce or flow.step != step:
                 raise FlowEnded
@@ -274,7 +263,7 @@ class CommandFlows:
             yield act.conn, act.actor, flow
 
     async def _screen(self, conn: AsyncConnection, flow: Flow, error: str | None = None) -> FlowScreen:
-        first = date_picker.today(self._clock.now(), self._zone)
+        first = date_picker.today(self._core.clock.now(), self._core.zone)
         current = flow.field
         cases: tuple[Case, ...] = ()
         if current is not None and current.kind == "case":
@@ -282,10 +271,12 @@ class CommandFlows:
         return FlowScreen(flow, first, error, cases)
 
     async def _load(self, conn: AsyncConnection, pseudonym: str) -> Flow | None:
-        stored = await self._drafts.get(conn, pseudonym, KIND, self._clock.now())
+        stored = await self._drafts.get(conn, pseudonym, KIND, self._core.clock.now())
         if stored is None:
             return None
-        data = self._cipher.decrypt_json(stored.payload, binding=draft_binding(pseudonym, KIND, stored.nonce))
+        data = self._core.cipher.decrypt_json(
+            stored.payload, binding=draft_binding(pseudonym, KIND, stored.nonce)
+        )
         flow = data.get("flow")
         if not isinstance(flow, dict) or flow.get("command") not in COMMANDS:
             return None  # written by another version: as good as ended
@@ -295,11 +286,11 @@ class CommandFlows:
     async def _store(
         self, conn: AsyncConnection, pseudonym: str, flow: Flow, *, create: bool = False
     ) -> None:
-        now = self._clock.now()
+        now = self._core.clock.now()
         # The envelope is a report draft's (nonce, kind, chat, no messages to delete): the drafts' purge
         # and /forget handle a flow's row like any other draft's.
         envelope = {"nonce": flow.nonce, "kind": KIND, "chat_id": flow.chat_id, "messages": []}
-        payload = self._cipher.encrypt_json(
+        payload = self._core.cipher.encrypt_json(
             {**envelope, "flow": asdict(flow)},
             binding=draft_binding(pseudonym, KIND, flow.nonce),
             transient=True,

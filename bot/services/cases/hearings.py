@@ -19,7 +19,6 @@ from bot.domain.commands import FieldError, local_time
 from bot.domain.errors import BadInput
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.outbox import PRIORITY_REMINDER, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import follow_chat_binding
 from bot.services.access.roles import COORDINATING, Acting, NotAllowed
 from bot.services.core import Core
@@ -69,19 +68,10 @@ class HearingService:
         users: UserRepository,
         interval: timedelta,
     ) -> None:
-        self._db = core.db
-        self._audit = core.audit
-        self._gate = core.gate
+        self._core = core
         self._cases = cases
         self._state = state
         self._users = users
-        self._cipher = core.cipher
-        self._pseudonyms = core.pseudonyms
-        self._outbox = core.outbox
-        self._texts = core.texts
-        self._clock = core.clock
-        self._zone = core.zone
-        self._language = core.language
         self.interval = interval
         self._channels = ChannelRepository()
 
@@ -96,7 +86,7 @@ class HearingService:
             title, description = _field(title, usage, 300), _field(description, usage, 1000)
             charges = _field(charges, usage, 500)
             return await self._cases.create_case(
-                act.conn, title, description, charges, public, self._clock.now()
+                act.conn, title, description, charges, public, self._core.clock.now()
             )
 
     async def edit_case(
@@ -108,18 +98,18 @@ class HearingService:
             title, description = _field(title, usage, 300), _field(description, usage, 1000)
             charges = _field(charges, usage, 500)
             await self._cases.update_case(
-                act.conn, case_id, title, description, charges, public, self._clock.now()
+                act.conn, case_id, title, description, charges, public, self._core.clock.now()
             )
 
     async def register_channel(self, user_id: int, chat_id: int) -> bool:
         """Post public case announcements and day-before reminders in this channel or group (admins)."""
         async with self._acting(user_id, "channel.bind", str(chat_id), roles=("admin",)) as act:
-            return await self._channels.add(act.conn, chat_id, self._clock.now())
+            return await self._channels.add(act.conn, chat_id, self._core.clock.now())
 
     async def close_case(self, user_id: int, case_id: int) -> None:
         """Close a case (coordinators); it leaves /cases."""
         async with self._acting(user_id, "case.close", f"#{case_id}") as act:
-            await self._cases.set_case_status(act.conn, case_id, "closed", self._clock.now())
+            await self._cases.set_case_status(act.conn, case_id, "closed", self._core.clock.now())
 
     async def add_hearing(
         self,
@@ -145,7 +135,7 @@ class HearingService:
                 _field(address, "hearings.usage_add", 300),
                 _optional(details),
                 _optional(note),
-                self._clock.now(),
+                self._core.clock.now(),
             )
             hearing = await self._cases.hearing(conn, hearing_id)
             await self._notify(conn, hearing, "notice.new")
@@ -182,7 +172,7 @@ class HearingService:
             text = clean_text(outcome)
             if not text or telegram_length(text) > 1000:
                 raise HearingInputError("hearings.usage_outcome")
-            if before.starts_at > self._clock.now():
+            if before.starts_at > self._core.clock.now():
                 raise HearingInputError("hearings.not_yet")
             return {"status": "held", "outcome": text}
 
@@ -193,7 +183,7 @@ class HearingService:
         the gate, the role first (a stranger learns nothing of the syntax), then the usage. Either way one
         refusal is audited (under `target` when the case or hearing was read), and NotAllowed or
         HearingInputError is raised."""
-        async with self._gate.acting(user_id, action, target):
+        async with self._core.gate.acting(user_id, action, target):
             raise HearingInputError(key)
 
     async def coordinator_view(self, user_id: int, case_id: int) -> tuple[Case, list[tuple[Hearing, int]]]:
@@ -210,29 +200,31 @@ class HearingService:
 
     async def public_cases(self) -> list[Case]:
         """Return the open public cases."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             return await self._cases.public_cases(conn)
 
     async def case_view(self, case_id: int) -> tuple[Case, list[Hearing]]:
         """Return a public case and its upcoming hearings."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             case = await self._cases.case(conn, case_id)
             if not case.public:
                 raise LookupError(case_id)
-            return case, await self._cases.upcoming_for(conn, [case_id], self._clock.now())
+            return case, await self._cases.upcoming_for(conn, [case_id], self._core.clock.now())
 
     async def follow(self, user_id: int, chat_id: int, case_id: int) -> bool:
         """Follow a public, open case; return False if already following."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             case = await self._cases.case(conn, case_id)
             if not case.public or case.status != "open":
                 raise LookupError(case_id)
-            chat = self._cipher.encrypt_text(str(chat_id), binding=follow_chat_binding(pseudonym, case_id))
-            added = await self._cases.follow(conn, case_id, pseudonym, chat, self._clock.now())
+            chat = self._core.cipher.encrypt_text(
+                str(chat_id), binding=follow_chat_binding(pseudonym, case_id)
+            )
+            added = await self._cases.follow(conn, case_id, pseudonym, chat, self._core.clock.now())
             if added:
-                upcoming = await self._cases.upcoming_for(conn, [case_id], self._clock.now())
+                upcoming = await self._cases.upcoming_for(conn, [case_id], self._core.clock.now())
                 await self._catch_up(conn, upcoming, follower=pseudonym)
             uow.wake_delivery()
             await uow.commit()
@@ -240,20 +232,21 @@ class HearingService:
 
     async def unfollow(self, user_id: int, case_id: int) -> bool:
         """Stop following; nothing more about the case is queued for the person."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            removed = await self._cases.unfollow(conn, case_id, pseudonym)
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
+            removed = await self._cases.unfollow(uow.conn, case_id, pseudonym)
             # Nothing more about the case: not even what is already queued.
-            for hearing in await self._cases.hearings_of(conn, case_id):
-                await self._outbox.cancel_for_ref(conn, pseudonym, _ref(hearing.id))
-            return removed
+            for hearing in await self._cases.hearings_of(uow.conn, case_id):
+                await uow.outbox.cancel_for_ref(uow.conn, pseudonym, _ref(hearing.id))
+            await uow.commit()
+        return removed
 
     async def following(self, user_id: int) -> list[tuple[Case, list[Hearing]]]:
         """Return the cases a person follows, each with its upcoming hearings."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.read() as conn:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.db.read() as conn:
             followed = await self._cases.followed(conn, pseudonym)
-            now = self._clock.now()
+            now = self._core.clock.now()
             return [(case, await self._cases.upcoming_for(conn, [case.id], now)) for case in followed]
 
     async def attend(self, user_id: int, hearing_id: int, sequence: int) -> Hearing:
@@ -263,78 +256,82 @@ class HearingService:
         case the person does not follow, with the same answer (it must not tell which hearings exist). Each
         refusal is audited and changes nothing.
         """
-        pseudonym = self._pseudonyms.of_user(user_id)
+        pseudonym = self._core.pseudonyms.of_user(user_id)
         target = f"#{hearing_id}"
         try:
-            async with self._db.write() as conn:
-                hearing = await self._cases.hearing(conn, hearing_id)
-                if not await self._visible(conn, pseudonym, hearing):
+            async with self._core.unit_of_work() as uow:
+                hearing = await self._cases.hearing(uow.conn, hearing_id)
+                if not await self._visible(uow.conn, pseudonym, hearing):
                     raise CaseNotFound(hearing_id)
                 if hearing.sequence != sequence or hearing.status != "scheduled":
                     raise HearingInputError("attend.stale")
-                await self._cases.attend(conn, hearing_id, pseudonym, self._clock.now())
+                await self._cases.attend(uow.conn, hearing_id, pseudonym, self._core.clock.now())
+                await uow.commit()
         except CaseNotFound:
             # Not for this person (or not there at all): answered as a stale button, told apart only here.
-            await self._gate.refuse(
+            await self._core.gate.refuse(
                 user_id, "hearing.attend", target, detail="hearings.not_found", name_actor=False
             )
             raise HearingInputError("attend.stale") from None
         except HearingInputError as refused:
-            await self._gate.refuse(user_id, "hearing.attend", target, detail=refused.key, name_actor=False)
+            await self._core.gate.refuse(
+                user_id, "hearing.attend", target, detail=refused.key, name_actor=False
+            )
             raise
         return hearing
 
     async def offsets(self, user_id: int) -> tuple[int, ...]:
         """Return the person's reminder offsets (minutes before)."""
-        async with self._db.read() as conn:
-            return _offsets(await self._cases.offsets(conn, self._pseudonyms.of_user(user_id)))
+        async with self._core.db.read() as conn:
+            return _offsets(await self._cases.offsets(conn, self._core.pseudonyms.of_user(user_id)))
 
     async def toggle_offset(self, user_id: int, minutes: int) -> tuple[int, ...]:
         """Turn one reminder offset on or off; at least one stays on."""
         if minutes not in OFFSET_CHOICES:
             raise HearingInputError("settings.stale")
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            current = set(_offsets(await self._cases.offsets(conn, pseudonym)))
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
+            current = set(_offsets(await self._cases.offsets(uow.conn, pseudonym)))
             current ^= {minutes}
             if not current:
                 raise HearingInputError("settings.one_needed")
             chosen = tuple(m for m in OFFSET_CHOICES if m in current)
-            await self._cases.set_offsets(conn, pseudonym, ",".join(map(str, chosen)))
+            await self._cases.set_offsets(uow.conn, pseudonym, ",".join(map(str, chosen)))
+            await uow.commit()
         return chosen
 
     async def calendar(self, user_id: int, hearing_id: int | None) -> bytes:
         """Return an .ics file: one hearing, or every upcoming hearing of the followed cases."""
-        pseudonym = self._pseudonyms.of_user(user_id)
+        pseudonym = self._core.pseudonyms.of_user(user_id)
         if hearing_id is not None:
             return self.ics([await self._hearing_for(user_id, pseudonym, hearing_id)])
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             followed = await self._cases.followed(conn, pseudonym)
             # Cancelled ones stay in (STATUS:CANCELLED), so a re-import removes them from calendars.
             items = await self._cases.upcoming_for(
-                conn, [c.id for c in followed], self._clock.now(), with_cancelled=True
+                conn, [c.id for c in followed], self._core.clock.now(), with_cancelled=True
             )
         return self.ics(items)
 
     async def _hearing_for(self, user_id: int, pseudonym: str, hearing_id: int) -> Hearing:
         """Return a hearing of a public case or a followed one; any other only to coordinators, through the
         gate. To everyone else a hidden hearing and a missing one look alike: CaseNotFound."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             try:
                 hearing = await self._cases.hearing(conn, hearing_id)
                 if await self._visible(conn, pseudonym, hearing):
                     return hearing
             except CaseNotFound:
                 pass
-        if not await self._gate.holds(user_id):
+        if not await self._core.gate.holds(user_id):
             # A follower asking for a hearing they cannot see: audited without naming them, like a stale
             # attendance button (the audit log outlives /forget).
-            await self._gate.refuse(
+            await self._core.gate.refuse(
                 user_id, "hearing.calendar", f"#{hearing_id}", detail="hearings.not_found", name_actor=False
             )
             raise CaseNotFound(hearing_id)
         try:
-            async with self._gate.acting(user_id, "hearing.calendar", f"#{hearing_id}") as act:
+            async with self._core.gate.acting(user_id, "hearing.calendar", f"#{hearing_id}") as act:
                 try:
                     return await self._cases.hearing(act.conn, hearing_id)
                 except CaseNotFound:
@@ -352,11 +349,13 @@ class HearingService:
             event = Event()
             event.add("uid", f"hearing-{hearing.id}@jarchy")
             event.add("sequence", hearing.sequence)
-            event.add("dtstamp", self._clock.now().astimezone(UTC))
-            start = hearing.starts_at.astimezone(self._zone)
+            event.add("dtstamp", self._core.clock.now().astimezone(UTC))
+            start = hearing.starts_at.astimezone(self._core.zone)
             event.add("dtstart", start)
             event.add("dtend", start + HEARING_LENGTH)
-            event.add("summary", self._texts.plain(self._language, "ics.summary", case=hearing.case_title))
+            event.add(
+                "summary", self._core.texts.plain(self._core.language, "ics.summary", case=hearing.case_title)
+            )
             event.add("location", f"{hearing.court}, {hearing.address}")
             description = "\n".join(part for part in (hearing.details, hearing.note) if part)
             if description:
@@ -369,22 +368,25 @@ class HearingService:
 
     async def purge(self) -> int:
         """Delete attendance pledges of hearings that are over (a day after they began)."""
-        async with self._db.write() as conn:
-            return await self._cases.purge_attendance(conn, self._clock.now() - timedelta(days=1))
+        async with self._core.unit_of_work() as uow:
+            purged = await self._cases.purge_attendance(uow.conn, self._core.clock.now() - timedelta(days=1))
+            await uow.commit()
+        return purged
 
     async def forget(self, user_id: int) -> None:
         """Delete the person's follows, attendance and reminder preferences (/forget)."""
-        async with self._db.write() as conn:
-            await self._cases.forget_follower(conn, self._pseudonyms.of_user(user_id))
+        async with self._core.unit_of_work() as uow:
+            await self._cases.forget_follower(uow.conn, self._core.pseudonyms.of_user(user_id))
+            await uow.commit()
 
     # ------------------------------------------------------------------ the reminder pass
 
     async def materialise(self) -> PassResult:
         """Queue every reminder falling due before the next pass; each at most once, ever."""
-        now = self._clock.now()
+        now = self._core.clock.now()
         window_end = now + self.interval
         queued = late = 0
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             stored = await self._state.get(conn, STATE_KEY)
             since = datetime.fromisoformat(stored) if stored else now
@@ -414,8 +416,8 @@ class HearingService:
                     is_late = due < now - LATE_AFTER
                     late += is_late
                     messages.append(self._reminder(hearing, follower, minutes, max(due, now), is_late))
-                queued += await self._outbox.enqueue(conn, messages)
-            queued += await self._outbox.enqueue(
+                queued += await self._core.outbox.enqueue(conn, messages)
+            queued += await self._core.outbox.enqueue(
                 conn, await self._channel_reminders(conn, since, window_end, now)
             )
             await self._state.put(conn, STATE_KEY, window_end.isoformat())
@@ -430,8 +432,8 @@ class HearingService:
             parsed = local_time(text)
         except FieldError as error:
             raise HearingInputError(error.key) from None
-        moment = parsed.replace(tzinfo=self._zone)
-        if moment <= self._clock.now():
+        moment = parsed.replace(tzinfo=self._core.zone)
+        if moment <= self._core.clock.now():
             raise HearingInputError("hearings.past")
         return moment.astimezone(UTC)
 
@@ -456,13 +458,13 @@ class HearingService:
             if all(getattr(before, name) == value for name, value in values.items()):
                 return before  # the same change again (a retried or repeated command): nothing to tell
             try:
-                hearing = await self._cases.change_hearing(conn, hearing_id, self._clock.now(), **values)
+                hearing = await self._cases.change_hearing(conn, hearing_id, self._core.clock.now(), **values)
             except HearingExists:
                 raise HearingInputError("hearings.exists") from None
             if "starts_at" in values or values.get("status") == "cancelled":
                 await self._cases.clear_attendance(conn, hearing_id)  # pledges were for the old time
             # Reminders and notices queued for the old version must not go out...
-            await self._outbox.cancel_ref(conn, _ref(hearing_id))
+            await self._core.outbox.cancel_ref(conn, _ref(hearing_id))
             await self._notify(conn, hearing, notice)
             # ...and those the last pass had already queued ahead are queued again for the new version.
             await self._catch_up(conn, [hearing])
@@ -474,7 +476,7 @@ class HearingService:
     ) -> None:
         """Queue reminders due between now and the last pass's horizon, which that pass could not know of."""
         stored = await self._state.get(conn, STATE_KEY)
-        now = self._clock.now()
+        now = self._core.clock.now()
         if stored is None or datetime.fromisoformat(stored) <= now:
             return
         until = datetime.fromisoformat(stored)
@@ -493,7 +495,7 @@ class HearingService:
                 if times:
                     due, minutes = max(times)
                     messages.append(self._reminder(hearing, person, minutes, due, late=False))
-        await self._outbox.enqueue(conn, messages)
+        await self._core.outbox.enqueue(conn, messages)
 
     async def _channel_reminders(
         self, conn: AsyncConnection, since: datetime, window_end: datetime, now: datetime
@@ -503,13 +505,13 @@ class HearingService:
             return []
         offset = timedelta(minutes=CHANNEL_OFFSET)
         upcoming = await self._cases.public_hearings_between(conn, since + offset, window_end + offset, now)
-        lang = self._language
+        lang = self._core.language
         return [
             self._channel_message(
                 hearing,
                 chat,
-                self._texts.text(
-                    lang, "reminder.text", offset=self._texts.plain(lang, f"offset.{CHANNEL_OFFSET}"),
+                self._core.texts.text(
+                    lang, "reminder.text", offset=self._core.texts.plain(lang, f"offset.{CHANNEL_OFFSET}"),
                     **self._fields(hearing, lang),
                 ),
                 f"channel-reminder:{hearing.id}:{hearing.sequence}:{chat}",
@@ -535,31 +537,35 @@ class HearingService:
     async def _notify(self, conn: AsyncConnection, hearing: Hearing, key: str) -> None:
         if (await self._cases.case(conn, hearing.case_id)).public:
             # Public cases are announced in the organisation's channels too, without personal buttons.
-            text = self._texts.text(self._language, key, **self._fields(hearing, self._language))
+            text = self._core.texts.text(
+                self._core.language, key, **self._fields(hearing, self._core.language)
+            )
             version = f"{hearing.id}:{hearing.sequence}:{hearing.status}"
             posts = [
-                self._channel_message(hearing, chat, text, f"channel:{version}:{chat}", due=self._clock.now())
+                self._channel_message(
+                    hearing, chat, text, f"channel:{version}:{chat}", due=self._core.clock.now()
+                )
                 for chat in await self._channels.all(conn)
             ]
-            await self._outbox.enqueue(conn, posts)
+            await self._core.outbox.enqueue(conn, posts)
         followers = await self._cases.followers(conn, hearing.case_id)
         messages = [
             self._message(
                 hearing,
                 follower,
-                self._texts.text(
+                self._core.texts.text(
                     self._lang(follower),
                     key,
                     **self._fields(hearing, self._lang(follower), follower.timezone),
                 ),
                 priority=PRIORITY_NOTICE,
                 dedupe=f"notice:{hearing.id}:{hearing.sequence}:{hearing.status}:{follower.pseudonym}",
-                due=self._clock.now(),
+                due=self._core.clock.now(),
                 buttons=hearing.status == "scheduled",
             )
             for follower in followers
         ]
-        await self._outbox.enqueue(conn, messages)
+        await self._core.outbox.enqueue(conn, messages)
 
     def _reminder(
         self, hearing: Hearing, follower: Follower, minutes: int, due: datetime, late: bool
@@ -567,13 +573,13 @@ class HearingService:
         lang = self._lang(follower)
         if late:
             # After downtime the offset no longer says when it is: give the time and say it is late.
-            text = self._texts.text(
+            text = self._core.texts.text(
                 lang, "reminder.text_late", **self._fields(hearing, lang, follower.timezone)
             )
-            text += "\n" + self._texts.text(lang, "reminder.late")
+            text += "\n" + self._core.texts.text(lang, "reminder.late")
         else:
-            offset = self._texts.plain(lang, f"offset.{minutes}")
-            text = self._texts.text(
+            offset = self._core.texts.plain(lang, f"offset.{minutes}")
+            text = self._core.texts.text(
                 lang, "reminder.text", offset=offset, **self._fields(hearing, lang, follower.timezone)
             )
         return self._message(
@@ -598,7 +604,7 @@ class HearingService:
         buttons: bool,
     ) -> OutgoingMessage:
         chat_id = int(
-            self._cipher.decrypt_text(
+            self._core.cipher.decrypt_text(
                 follower.chat, binding=follow_chat_binding(follower.pseudonym, hearing.case_id)
             )
         )
@@ -609,11 +615,11 @@ class HearingService:
                 "inline_keyboard": [
                     [
                         {
-                            "text": self._texts.plain(lang, "button.attend"),
+                            "text": self._core.texts.plain(lang, "button.attend"),
                             "callback_data": AttendPress(hearing.id, hearing.sequence).pack(),
                         },
                         {
-                            "text": self._texts.plain(lang, "button.calendar"),
+                            "text": self._core.texts.plain(lang, "button.calendar"),
                             "callback_data": CalendarPress(hearing.id).pack(),
                         },
                     ]
@@ -634,7 +640,7 @@ class HearingService:
 
     def _fields(self, hearing: Hearing, lang: str, zone_name: str | None = None) -> dict[str, object]:
         # Shown in the person's own zone if they chose one, else the organisation's.
-        zone = ZoneInfo(zone_name) if zone_name else self._zone
+        zone = ZoneInfo(zone_name) if zone_name else self._core.zone
         local = hearing.starts_at.astimezone(zone)
         details = f", {hearing.details}" if hearing.details else ""
         return {
@@ -646,7 +652,7 @@ class HearingService:
         }
 
     def _lang(self, follower: Follower) -> str:
-        return follower.language if follower.language in LANGUAGES else self._language
+        return follower.language if follower.language in LANGUAGES else self._core.language
 
     async def _visible(self, conn: AsyncConnection, pseudonym: str, hearing: Hearing) -> bool:
         """Tell whether a person may see a hearing without a role: a public case's, or a followed one's."""
@@ -667,8 +673,8 @@ class HearingService:
         """Open the gate for a coordinators' action and record it in the audit log, to commit with it or not
         at all. A refusal (bad input, a case or hearing that does not exist: `missing` names its text) rolls
         both back and is audited by the gate, once."""
-        async with self._gate.acting(user_id, action, target, roles) as act:
-            await self._audit.record(act.conn, act.actor, action, target)
+        async with self._core.gate.acting(user_id, action, target, roles) as act:
+            await self._core.audit.record(act.conn, act.actor, action, target)
             try:
                 yield act
             except CaseNotFound:

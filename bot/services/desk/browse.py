@@ -95,21 +95,16 @@ class DeskService:
         team_repo: TeamRepository,
         evidence: EvidenceStore,
     ) -> None:
-        self._db = core.db
-        self._gate = core.gate
-        self._audit = core.audit
+        self._core = core
         self._reports = reports
         self._queries = queries
         self._team = team
         self._team_repo = team_repo
         self._evidence = evidence
-        self._cipher = core.cipher
-        self._clock = core.clock
-        self._zone = core.zone
 
     async def parse_query(self, user_id: int, args: Sequence[str]) -> ReportQuery:
         """Read filters like `status=new region=osh_city assignee=me since=7d` (bare values work too)."""
-        async with self._gate.acting(user_id, "desk.filter", once=False) as act:
+        async with self._core.gate.acting(user_id, "desk.filter", once=False) as act:
             members = await self._team_repo.members(act.conn)
             known = await self._team.names(act.conn, [m.pseudonym for m in members])
             names = {m.pseudonym: known.get(m.pseudonym) for m in members}
@@ -121,7 +116,7 @@ class DeskService:
 
     async def page(self, user_id: int, query: ReportQuery, before: int | None = None) -> Page:
         """Return one page of reports matching `query`, newest first."""
-        async with self._gate.acting(user_id, "desk.list", once=False) as act:
+        async with self._core.gate.acting(user_id, "desk.list", once=False) as act:
             if query.assignee not in (None, UNASSIGNED) and len(query.assignee or "") == MEMBER_REF_LENGTH:
                 # A paging button names the assignee by member ref: find whose it is.
                 refs = {
@@ -140,7 +135,7 @@ class DeskService:
 
     async def view(self, user_id: int, raw_code: str) -> ReportView:
         """Return a report in full (audited: a full view shows what the reporter wrote)."""
-        async with self._gate.acting(user_id, "desk.view", safe_code(raw_code)) as act:
+        async with self._core.gate.acting(user_id, "desk.view", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             report = await self._reports.by_code(act.conn, code)
             items = await self._reports.evidence.for_report(act.conn, report.id)
@@ -153,14 +148,14 @@ class DeskService:
                 *(e[0] for e in events),
             ]
             names = await self._team.names(act.conn, people)
-            await self._audit.record(act.conn, act.actor, "desk.view", code)
+            await self._core.audit.record(act.conn, act.actor, "desk.view", code)
 
         def label(pseudonym: str | None) -> str | None:
             return member_label(names.get(pseudonym), pseudonym) if pseudonym else None
 
         return ReportView(
             report=report,
-            body=open_body(self._cipher, report),
+            body=open_body(self._core.cipher, report),
             assignee=label(report.assignee),
             acknowledged_by=label(report.acknowledged_by),
             evidence=items,
@@ -169,7 +164,7 @@ class DeskService:
                 NoteView(
                     n.kind,
                     label(n.author),
-                    self._cipher.decrypt_text(n.body, binding=note_binding(code, n.kind)),
+                    self._core.cipher.decrypt_text(n.body, binding=note_binding(code, n.kind)),
                     n.at,
                 )
                 for n in notes
@@ -184,7 +179,7 @@ class DeskService:
 
     async def note(self, user_id: int, raw_code: str, raw_text: str) -> str:
         """Add an internal note to a report; return its code."""
-        async with self._gate.acting(user_id, "desk.note", safe_code(raw_code)) as act:
+        async with self._core.gate.acting(user_id, "desk.note", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             text = clean_text(raw_text)
             if not text:
@@ -192,9 +187,11 @@ class DeskService:
             if telegram_length(text) > NOTE_LIMIT:
                 raise Refused("desk.note_too_long", limit=NOTE_LIMIT)
             report = await self._reports.by_code(act.conn, code)
-            sealed = self._cipher.encrypt_text(text, binding=note_binding(code, "note"))
-            await self._reports.add_note(act.conn, report.id, "note", act.actor, sealed, self._clock.now())
-            await self._audit.record(act.conn, act.actor, "desk.note", code)
+            sealed = self._core.cipher.encrypt_text(text, binding=note_binding(code, "note"))
+            await self._reports.add_note(
+                act.conn, report.id, "note", act.actor, sealed, self._core.clock.now()
+            )
+            await self._core.audit.record(act.conn, act.actor, "desk.note", code)
         return code
 
     async def find(self, user_id: int, raw_words: str) -> tuple[list[Found], int]:
@@ -207,18 +204,18 @@ class DeskService:
         words = [w.casefold() for w in clean_text(raw_words).split() if w]
         if not words:
             raise Refused("desk.find_usage")
-        async with self._gate.acting(user_id, "desk.find") as act:
-            await self._audit.record(act.conn, act.actor, "desk.find", detail=f"{len(words)} word(s)")
+        async with self._core.gate.acting(user_id, "desk.find") as act:
+            await self._core.audit.record(act.conn, act.actor, "desk.find", detail=f"{len(words)} word(s)")
         hits: list[Found] = []
         scanned = 0
         before: int | None = None
         while len(hits) < FIND_LIMIT:
-            async with self._db.read() as conn:
+            async with self._core.db.read() as conn:
                 batch = await self._queries.page(conn, ReportQuery(), before, FIND_BATCH)
                 full = {r.id: r for r in await self._reports.by_ids(conn, [b.id for b in batch])}
             for listed in batch:
                 scanned += 1
-                excerpt = _match(open_body(self._cipher, full[listed.id]), words)
+                excerpt = _match(open_body(self._core.cipher, full[listed.id]), words)
                 if excerpt is not None:
                     hits.append(Found(listed, excerpt))
                     if len(hits) >= FIND_LIMIT:
@@ -269,13 +266,13 @@ class DeskService:
     def _since(self, value: str) -> datetime:
         days = _DAYS.match(value.lower())
         if days:
-            return self._clock.now() - timedelta(days=int(days.group(1)))
+            return self._core.clock.now() - timedelta(days=int(days.group(1)))
         for pattern in ("%Y-%m-%d", "%d.%m.%Y"):
             try:
                 day = datetime.strptime(value, pattern).date()  # noqa: DTZ007 (a date, zoned below)
             except ValueError:
                 continue
-            return datetime.combine(day, time(), self._zone)
+            return datetime.combine(day, time(), self._core.zone)
         raise Refused("desk.filter_invalid", part=f"since={value[:20]}")
 
 

@@ -68,24 +68,21 @@ class ExportService:
         team: TeamService,
         evidence: EvidenceStore,
     ) -> None:
-        self._db = core.db
-        self._gate = core.gate
-        self._audit = core.audit
+        self._core = core
         self._queries = queries
         self._team = team
-        self._cipher = core.cipher
-        self._zone = core.zone
         self._evidence = evidence
 
     async def allow(self, user_id: int, query: ReportQuery, formats: Sequence[str]) -> None:
         """Check the person is an admin now and audit the export (refusals are audited too)."""
-        async with self._gate.acting(user_id, "export", roles=("admin",)) as act:
-            await self._audit.record(act.conn, act.actor, "export", detail=describe(query, formats))
+        async with self._core.gate.acting(user_id, "export", roles=("admin",)) as act:
+            await self._core.audit.record(act.conn, act.actor, "export", detail=describe(query, formats))
 
     async def audit_cli(self, query: ReportQuery, formats: Sequence[str]) -> None:
         """Audit an export run from the server's command line."""
-        async with self._db.write() as conn:
-            await self._audit.record(conn, "cli", "export", detail=describe(query, formats))
+        async with self._core.unit_of_work() as uow:
+            await uow.audit.record(uow.conn, "cli", "export", detail=describe(query, formats))
+            await uow.commit()
 
     @asynccontextmanager
     async def files(self, directory: Path, formats: Sequence[str]) -> AsyncIterator[ExportFiles]:
@@ -100,7 +97,7 @@ class ExportService:
         """Write matching reports to each output ("csv" and/or "json"), oldest first."""
         writers = {fmt: _writer(fmt, out) for fmt, out in outputs.items()}
         rows = 0
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             async for batch in self._queries.batches(conn, query):
                 records = await self._records(conn, batch)
                 for writer in writers.values():
@@ -124,7 +121,7 @@ class ExportService:
         records = []
         for report in batch:
             try:
-                body, integrity = open_body(self._cipher, report), "ok"
+                body, integrity = open_body(self._core.cipher, report), "ok"
             except ReportTampered:
                 # Still listed, so the gap is visible; its clear columns are not to be trusted.
                 body, integrity = ReportBody(None, None, None, None), "FAILED: edited outside the bot"
@@ -167,11 +164,11 @@ class ExportService:
             "at_utc": _utc(note.at),
             "kind": note.kind,
             "author": author,
-            "text": self._cipher.decrypt_text(note.body, binding=note_binding(code, note.kind)),
+            "text": self._core.cipher.decrypt_text(note.body, binding=note_binding(code, note.kind)),
         }
 
     def _local(self, value: datetime | None) -> str | None:
-        return value.astimezone(self._zone).isoformat(timespec="seconds") if value else None
+        return value.astimezone(self._core.zone).isoformat(timespec="seconds") if value else None
 
 
 class ExportFiles:

@@ -46,41 +46,37 @@ class StatsService:
         *,
         queries: ReportQueries,
     ) -> None:
-        self._gate = core.gate
-        self._audit = core.audit
+        self._core = core
         self._queries = queries
-        self._texts = core.texts
-        self._clock = core.clock
-        self._zone = core.zone
         self._drawing = asyncio.Lock()
 
     async def picture(self, user_id: int, language: str) -> Picture:
         """Return the last 12 weeks as a PNG chart, with the counts."""
         first = self._first_monday()
-        since = datetime.combine(first, time(), self._zone)
-        async with self._gate.acting(user_id, "stats") as act:
+        since = datetime.combine(first, time(), self._core.zone)
+        async with self._core.gate.acting(user_id, "stats") as act:
             rows = await self._queries.weekly(act.conn, since)
-            await self._audit.record(act.conn, act.actor, "stats")
+            await self._core.audit.record(act.conn, act.actor, "stats")
         counts = tally(rows, first)
-        labels = {c: self._texts.plain(language, f"category.{c}") for c in CATEGORIES}
+        labels = {c: self._core.texts.plain(language, f"category.{c}") for c in CATEGORIES}
         picture = WeeklyPicture(
-            title=self._texts.plain(language, "stats.title", weeks=WEEKS),
+            title=self._core.texts.plain(language, "stats.title", weeks=WEEKS),
             weeks=counts.weeks,
             by_category={labels[c]: counts.by_category[c] for c in CATEGORIES},
             opened=counts.opened,
             closed=counts.closed,
-            reports_axis=self._texts.plain(language, "stats.axis"),
-            open_label=self._texts.plain(language, "stats.open"),
-            closed_label=self._texts.plain(language, "stats.closed"),
-            by_category_title=self._texts.plain(language, "stats.by_category"),
-            open_closed_title=self._texts.plain(language, "stats.open_closed"),
+            reports_axis=self._core.texts.plain(language, "stats.axis"),
+            open_label=self._core.texts.plain(language, "stats.open"),
+            closed_label=self._core.texts.plain(language, "stats.closed"),
+            by_category_title=self._core.texts.plain(language, "stats.by_category"),
+            open_closed_title=self._core.texts.plain(language, "stats.open_closed"),
         )
         async with self._drawing:
             png = await asyncio.to_thread(render_png, picture)
         return Picture(png, counts)
 
     def _first_monday(self) -> date:
-        today = self._clock.now().astimezone(self._zone).date()
+        today = self._core.clock.now().astimezone(self._core.zone).date()
         return today - timedelta(days=today.weekday()) - timedelta(weeks=WEEKS - 1)
 
 

@@ -502,6 +502,7 @@ class EvidenceStore:
         row someone wrote by hand, and stays flagged.
         """
         bound = 0
+        # A plain write: a one-off rewrite of rows at start, with no outbox, audit or after-commit work.
         async with db.write() as conn:
             mark = await self._state.get(conn, LEGACY_MARK)
             if mark is None:
@@ -525,6 +526,7 @@ class EvidenceStore:
         check out under `target` are left alone."""
         rebound, after = 0, 0
         while True:
+            # Plain writes: key rotation runs from the command line, with no Core and nothing to queue.
             async with db.write() as conn:
                 batch = await self.rows.kept_batch(conn, after, 500)
                 if not batch:
@@ -540,7 +542,7 @@ class EvidenceStore:
                     ref = target._cipher.encrypt_text(file_id, binding=file_ref_binding(item.uid))
                     mac = target.seal_row(kept.report_id, kept.code, item)
                     rebound += await self.rows.rebind(conn, kept.id, ref, mac)
-        async with db.write() as conn:
+        async with db.write() as conn:  # plain, as above
             for owner, row in await self.rows.all_staged(conn):
                 opened = self._open_staged(owner, row)
                 if opened is not None and target._open_staged(owner, row) is None:

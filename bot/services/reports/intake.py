@@ -20,7 +20,6 @@ from bot.domain.errors import Conflict, LimitReached
 from bot.domain.report_form import Draft, FormError
 from bot.runtime.allowance import Allowance
 from bot.runtime.outbox import OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security import DataKey
 from bot.security.bindings import (
     body_binding,
@@ -187,18 +186,13 @@ class ReportService:
         cards: CardRefresher | None = None,
         on_anonymous: Callable[[], None] | None = None,
     ) -> None:
-        self._db = core.db
+        self._core = core
         self._drafts = drafts
         self._reports = reports
         self._actions = actions
         self._users = users
-        self._cipher = core.cipher
-        self._pseudonyms = core.pseudonyms
-        self._clock = core.clock
-        self._outbox = core.outbox
         self._alerts = alerts
         self._evidence = evidence
-        self._zone = core.zone
         self._limits = limits
         self._codes = codes
         self._cards = cards
@@ -211,8 +205,8 @@ class ReportService:
 
     async def begin(self, user_id: int) -> Screen:
         """Resume the person's unfinished report, or start a new one."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             existing = await self._load(conn, pseudonym, "report")
             if existing is not None:
@@ -230,8 +224,8 @@ class ReportService:
 
     async def restart(self, user_id: int, nonce: str) -> Screen:
         """Throw the old draft away (with its staged evidence) and start a new one."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             old = await self._load(conn, pseudonym, "report")
             if old is None or old.nonce != nonce:
@@ -249,9 +243,9 @@ class ReportService:
         self, user_id: int, nonce: str, step: str, action: str, arg: str, message_id: int | None
     ) -> Screen:
         """Apply a button of the current step; an old button raises Stale and changes nothing."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            draft = await self._load(conn, pseudonym, "report")
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
                 raise Stale
             if draft.step != step and action != "resume":
@@ -264,7 +258,8 @@ class ReportService:
                 self._apply(draft, action, arg)
             except FormError as refused:
                 error = refused
-            await self._store(conn, pseudonym, draft)
+            await self._store(uow.conn, pseudonym, draft)
+            await uow.commit()
         return Screen(draft, error)
 
     async def input_text(self, user_id: int, text: str, message_id: int) -> Screen | None:
@@ -295,8 +290,8 @@ class ReportService:
         self, user_id: int, item: FileInput, message_id: int, download: Callable[[], AsyncIterator[bytes]]
     ) -> Screen | None:
         """Stream, hash and store a file sent at the evidence step (each file once), within the quotas."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.read() as conn:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.db.read() as conn:
             draft = await self._load(conn, pseudonym, "report")
         if draft is None:
             return None
@@ -314,10 +309,11 @@ class ReportService:
         try:
             # Quotas and the free-space floor are checked before the download (Telegram told the size)
             # and again as it streams; a refused or failed file leaves nothing on disk.
-            async with self._evidence.receiving(self._db, pseudonym, item.size) as upload:
+            async with self._evidence.receiving(self._core.db, pseudonym, item.size) as upload:
                 saved = await upload.save(download())
-                now = self._clock.now()
-                async with self._db.write() as conn:
+                now = self._core.clock.now()
+                async with self._core.unit_of_work() as uow:
+                    conn = uow.conn
                     draft = await self._load(conn, pseudonym, "report")
                     if draft is None or draft.step != "evidence":
                         return None if draft is None else Screen(draft)
@@ -337,6 +333,7 @@ class ReportService:
                     )
                     draft.track(message_id)
                     await self._store(conn, pseudonym, draft)
+                    await uow.commit()
                 upload.keep()
             return Screen(draft)
         except EvidenceRefused as refused:
@@ -347,17 +344,18 @@ class ReportService:
 
     async def track(self, user_id: int, kind: str, nonce: str, message_ids: Sequence[int]) -> None:
         """Remember the bot's own prompts, so they are deleted with the conversation."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            draft = await self._load(conn, pseudonym, kind)
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, kind)
             if draft is not None and draft.nonce == nonce:
                 draft.track(*message_ids)
-                await self._store(conn, pseudonym, draft)
+                await self._store(uow.conn, pseudonym, draft)
+            await uow.commit()
 
     async def cancel(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
         """Drop the draft, its staged evidence and the conversation on the phone."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
@@ -372,14 +370,14 @@ class ReportService:
 
     async def submit(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> Submitted:
         """Turn the draft into a report and its alert in one transaction, exactly once."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        now = self._clock.now()
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        now = self._core.clock.now()
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "report")
             if draft is None or draft.nonce != nonce:
                 # A double tap or a retried update: the first one already made the report.
-                done = await self._reports.by_submit_key(conn, self._pseudonyms.of_submission(nonce))
+                done = await self._reports.by_submit_key(conn, self._core.pseudonyms.of_submission(nonce))
                 if done is not None:
                     return Submitted(done.code, done.contactable, already=True)
                 code = self._recent.get(nonce)
@@ -426,19 +424,21 @@ class ReportService:
 
     async def delete_later(self, chat_id: int, message_ids: Sequence[int]) -> None:
         """Queue the deletion of messages from a person's chat (retried until done)."""
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
-            await self._outbox.enqueue(conn, _deletions(chat_id, message_ids))
+            await self._core.outbox.enqueue(conn, _deletions(chat_id, message_ids))
             uow.wake_delivery()
             await uow.commit()
 
     async def delete_after_keep(self, chat_id: int, message_ids: Sequence[int]) -> None:
         """Queue the deletion of messages that name a report (a receipt, a /myreports answer) from the
         person's chat once the phone has kept them for the keep time."""
-        async with self._db.write() as conn:
-            await self._outbox.enqueue(
-                conn, phone_cleanup(chat_id, message_ids, self._clock.now(), self._limits.phone_keep)
+        async with self._core.unit_of_work() as uow:
+            await uow.outbox.enqueue(
+                uow.conn, phone_cleanup(chat_id, message_ids, self._core.clock.now(), self._limits.phone_keep)
             )
+            # No wake: they are due only after the keep time, and the worker's poll finds them then.
+            await uow.commit()
 
     def reporter_code(self, code: str) -> str:
         """Return the code the reporter is shown for a report (coordinators see `code`)."""
@@ -448,25 +448,26 @@ class ReportService:
 
     async def sos_begin(self, user_id: int) -> Draft:
         """Open the SOS confirmation (the second tap sends it)."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            existing = await self._load(conn, pseudonym, "sos")
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
+            existing = await self._load(uow.conn, pseudonym, "sos")
             if existing is not None:
                 return existing  # a second /sos shows the same confirmation, or the open follow-up
-            await self._clear_expired(conn, pseudonym, "sos")
+            await self._clear_expired(uow.conn, pseudonym, "sos")
             draft = Draft(
                 nonce=secrets.token_hex(8), kind="sos", step="confirm", category="sos", chat_id=user_id
             )
-            await self._store(conn, pseudonym, draft, ttl=SOS_FOLLOWUP, create=True)
-            return draft
+            await self._store(uow.conn, pseudonym, draft, ttl=SOS_FOLLOWUP, create=True)
+            await uow.commit()
+        return draft
 
     async def sos_send(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> Submitted:
         """Send the SOS alert at once, exactly once, with the highest priority."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        now = self._clock.now()
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        now = self._core.clock.now()
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
-            done = await self._reports.by_submit_key(conn, self._pseudonyms.of_submission(nonce))
+            done = await self._reports.by_submit_key(conn, self._core.pseudonyms.of_submission(nonce))
             if done is not None:
                 return Submitted(done.code, done.contactable, already=True)
             draft = await self._load(conn, pseudonym, "sos")
@@ -488,7 +489,7 @@ class ReportService:
             await self._alerts.queue(conn, await self._alert_input(conn, draft, code, True, report_id))
             if message_id is not None:
                 # The screen that says "sent" with the code: Done or the follow-up's end deletes it sooner.
-                await self._outbox.enqueue(
+                await self._core.outbox.enqueue(
                     conn, phone_cleanup(chat_id, [message_id], now, self._limits.phone_keep)
                 )
             draft.step, draft.report_code = "followup", code
@@ -506,8 +507,8 @@ class ReportService:
         location: tuple[float, float] | None = None,
     ) -> Screen | None:
         """Pass one line or a location on to the coordinators as an update of the SOS."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "sos")
             if draft is None or draft.step != "followup" or draft.report_code is None:
@@ -539,8 +540,8 @@ class ReportService:
 
     async def sos_finish(self, user_id: int, chat_id: int, nonce: str, message_id: int | None) -> None:
         """Close the SOS conversation and delete it from the phone."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             draft = await self._load(conn, pseudonym, "sos")
             if draft is None or draft.nonce != nonce:
@@ -552,27 +553,28 @@ class ReportService:
 
     async def sos_cancel(self, user_id: int, nonce: str) -> None:
         """Drop an SOS that was not sent."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            draft = await self._load(conn, pseudonym, "sos")
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, "sos")
             if draft is None or draft.nonce != nonce or draft.step != "confirm":
                 raise Stale
-            await self._drafts.delete(conn, pseudonym, nonce)
+            await self._drafts.delete(uow.conn, pseudonym, nonce)
+            await uow.commit()
 
     # ------------------------------------------------------------------ afterwards
 
     async def my_reports(self, user_id: int) -> list[OwnReport]:
         """Return the person's contactable reports under their own codes (anonymous ones are not linked
         to anyone)."""
-        async with self._db.read() as conn:
-            reports = await self._reports.for_reporter(conn, self._pseudonyms.of_user(user_id))
+        async with self._core.db.read() as conn:
+            reports = await self._reports.for_reporter(conn, self._core.pseudonyms.of_user(user_id))
         return [OwnReport(self._codes.of(r.code), r.category, r.status, r.created_at) for r in reports]
 
     async def forget(self, user_id: int) -> None:
         """Delete everything that links to the person; their reports stay, fully anonymous."""
-        pseudonym = self._pseudonyms.of_user(user_id)
-        now = self._clock.now()
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        now = self._core.clock.now()
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             dropped = await self._evidence.drop_staged(conn, pseudonym)
             for stored in await self._drafts.all_for(conn, pseudonym):
@@ -580,7 +582,7 @@ class ReportService:
                 await self._discard(conn, pseudonym, self._decode(pseudonym, stored))
             await self._reports.forget_reporter(conn, pseudonym, now)
             await self._actions.forget(conn, pseudonym)
-            await self._outbox.cancel_for(conn, pseudonym)
+            await self._core.outbox.cancel_for(conn, pseudonym)
             await self._users.delete(conn, pseudonym)
             # The files go only once no row names them: a rollback keeps both.
             uow.after_commit(lambda: self._evidence.delete(dropped))
@@ -588,8 +590,8 @@ class ReportService:
 
     async def purge_expired(self) -> int:
         """Delete expired drafts and their staged evidence; delete their conversations from the phones."""
-        now = self._clock.now()
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        now = self._core.clock.now()
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             expired = await self._drafts.expired(conn, now)
             dropped: list[str] = []
@@ -609,15 +611,15 @@ class ReportService:
         """Put a follow-up into the SOS itself and edit its card: one person's many lines cost one
         coalesced edit, never a message of their own ahead of someone else's first SOS."""
         report = await self._reports.by_code(conn, code)
-        body = open_raw_body(self._cipher, report)
+        body = open_raw_body(self._core.cipher, report)
         if line is not None:
-            at = dates.clock(self._clock.now(), self._zone)
+            at = dates.clock(self._core.clock.now(), self._core.zone)
             updates = [*(body.get("updates") or []), f"{at} {line}"]
             body["updates"] = updates[-MAX_SOS_UPDATES:]
         if location is not None:
             body["location"] = location
-        sealed = self._cipher.encrypt_json(body, binding=body_binding(report))
-        await self._reports.set_body(conn, report.id, sealed, self._clock.now())
+        sealed = self._core.cipher.encrypt_json(body, binding=body_binding(report))
+        await self._reports.set_body(conn, report.id, sealed, self._core.clock.now())
         if report.status in ("closed", "rejected"):
             return  # kept with the report, but a closed or spam SOS's card no longer spends the group's slots
         if self._cards is not None:
@@ -626,7 +628,7 @@ class ReportService:
     # ------------------------------------------------------------------ internals
 
     def _apply(self, draft: Draft, action: str, arg: str) -> None:
-        now = self._clock.now()
+        now = self._core.clock.now()
         if action == "resume":
             return
         if action == "back":
@@ -634,7 +636,7 @@ class ReportService:
         elif action == "cat":
             form.choose_category(draft, arg)
         elif action == "when":
-            form.choose_when(draft, arg, now, self._zone)
+            form.choose_when(draft, arg, now, self._core.zone)
         elif action == "region":
             form.choose_region(draft, arg)
         elif action == "skip":
@@ -651,9 +653,9 @@ class ReportService:
             raise Stale
 
     def _type(self, draft: Draft, text: str) -> None:
-        now = self._clock.now()
+        now = self._core.clock.now()
         if draft.step == "when_typed":
-            form.type_when(draft, text, now, self._zone)
+            form.type_when(draft, text, now, self._core.zone)
         elif draft.step == "place":
             form.type_place(draft, text)
         elif draft.step == "text":
@@ -664,9 +666,9 @@ class ReportService:
             raise FormError(_expects(draft.step))
 
     async def _input(self, user_id: int, message_id: int, apply: Callable[[Draft], None]) -> Screen | None:
-        pseudonym = self._pseudonyms.of_user(user_id)
-        async with self._db.write() as conn:
-            draft = await self._load(conn, pseudonym, "report")
+        pseudonym = self._core.pseudonyms.of_user(user_id)
+        async with self._core.unit_of_work() as uow:
+            draft = await self._load(uow.conn, pseudonym, "report")
             if draft is None:
                 return None
             if message_id in draft.messages:
@@ -678,7 +680,8 @@ class ReportService:
                 apply(draft)
             except FormError as refused:
                 error = refused
-            await self._store(conn, pseudonym, draft)
+            await self._store(uow.conn, pseudonym, draft)
+            await uow.commit()
         return Screen(draft, error)
 
     async def _create(self, conn: AsyncConnection, pseudonym: str, kind: str, chat_id: int) -> Draft:
@@ -687,18 +690,18 @@ class ReportService:
         return draft
 
     async def _load(self, conn: AsyncConnection, pseudonym: str, kind: str) -> Draft | None:
-        stored = await self._drafts.get(conn, pseudonym, kind, self._clock.now())
+        stored = await self._drafts.get(conn, pseudonym, kind, self._core.clock.now())
         return self._decode(pseudonym, stored) if stored is not None else None
 
     def _decode(self, pseudonym: str, stored: StoredDraft) -> Draft:
-        data = self._cipher.decrypt_json(
+        data = self._core.cipher.decrypt_json(
             stored.payload, binding=draft_binding(pseudonym, stored.kind, stored.nonce)
         )
         return Draft.from_json(data)
 
     async def _clear_expired(self, conn: AsyncConnection, pseudonym: str, kind: str) -> list[str]:
         """Clean up the person's expired draft before the purge job does: it would be overwritten."""
-        stored = await self._drafts.get_expired(conn, pseudonym, kind, self._clock.now())
+        stored = await self._drafts.get_expired(conn, pseudonym, kind, self._core.clock.now())
         if stored is None:
             return []
         await self._discard(conn, pseudonym, self._decode(pseudonym, stored))
@@ -711,7 +714,7 @@ class ReportService:
         await self._drafts.delete(conn, pseudonym, draft.nonce)
         chat = chat_id if chat_id is not None else draft.chat_id
         if chat is not None:
-            await self._outbox.enqueue(conn, _deletions(chat, draft.messages))
+            await self._core.outbox.enqueue(conn, _deletions(chat, draft.messages))
 
     async def _store(
         self,
@@ -722,11 +725,11 @@ class ReportService:
         ttl: timedelta | None = None,
         create: bool = False,
     ) -> None:
-        now = self._clock.now()
+        now = self._core.clock.now()
         expires = now + (ttl or self._limits.draft_ttl)
         # Transient: once submitted or dropped, a draft's old copies must not decrypt
         # (bot.services.upkeep.history).
-        payload = self._cipher.encrypt_json(
+        payload = self._core.cipher.encrypt_json(
             draft.to_json(), binding=draft_binding(pseudonym, draft.kind, draft.nonce), transient=True
         )
         if create:
@@ -759,11 +762,11 @@ class ReportService:
             occurred_at=occurred_at,
             occurred_precision=draft.precision,
             region=draft.region,
-            body=self._cipher.encrypt_json(body, binding=binding),
+            body=self._core.cipher.encrypt_json(body, binding=binding),
             contactable=contactable,
             reporter=pseudonym if contactable else None,
             contact_chat=(
-                self._cipher.encrypt_text(str(chat_id), binding=contact_chat_binding(code))
+                self._core.cipher.encrypt_text(str(chat_id), binding=contact_chat_binding(code))
                 if contactable
                 else None
             ),
@@ -771,7 +774,7 @@ class ReportService:
             # that row outlive it in the WAL: an anonymous report keeps nothing derived from it (a double tap
             # is recognised in memory instead, see `_recent`).
             submit_key=(
-                self._pseudonyms.of_submission(draft.nonce) if contactable else secrets.token_hex(16)
+                self._core.pseudonyms.of_submission(draft.nonce) if contactable else secrets.token_hex(16)
             ),
         )
 
@@ -779,7 +782,9 @@ class ReportService:
         self, conn: AsyncConnection, draft: Draft, code: str, contactable: bool, report_id: int
     ) -> AlertInput:
         items = await self._reports.evidence.for_report(conn, report_id) if draft.evidence else []
-        file_ids = [self._cipher.decrypt_text(e.file_ref, binding=file_ref_binding(e.uid)) for e in items]
+        file_ids = [
+            self._core.cipher.decrypt_text(e.file_ref, binding=file_ref_binding(e.uid)) for e in items
+        ]
         return AlertInput(
             code=code,
             kind=draft.kind,

@@ -30,6 +30,7 @@ async def reseal_legacy_bodies(db: Database, cipher: Cipher, repo: ReportReposit
         async with db.read() as conn:
             page = await repo.after(conn, after)
         if not page:
+            # Plain writes: this runs at start before the outbox and the Core exist, and queues nothing.
             async with db.write() as conn:
                 await state.put(conn, SEALED_MARK, "1")
             return resealed
@@ -47,7 +48,7 @@ async def reseal_legacy_bodies(db: Database, cipher: Cipher, repo: ReportReposit
                 continue
             legacy.append((report.id, cipher.encrypt(plain, binding=body_binding(report))))
         if legacy:
-            async with db.write() as conn:
+            async with db.write() as conn:  # plain, as above
                 for report_id, body in legacy:
                     await repo.reseal_body(conn, report_id, body)
             resealed += len(legacy)

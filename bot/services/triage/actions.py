@@ -62,20 +62,14 @@ class TriageService:
         copies: AlertCopyRepository,
         evidence: EvidenceStore | None = None,
     ) -> None:
-        self._db = core.db
-        self._gate = core.gate
-        self._audit = core.audit
+        self._core = core
         self._reports = reports
         self._users = users
         self._team = team
         self._alerts = alerts
         self._contact = contact
-        self._outbox = core.outbox
-        self._cipher = core.cipher
-        self._clock = core.clock
         self._reporter_updates = reporter_updates
         self._copies = copies
-        self._pseudonyms = core.pseudonyms
         self._evidence = evidence
 
     async def press(
@@ -90,7 +84,7 @@ class TriageService:
         """Apply one triage button press (coordinators and admins only); the pressed message, if it is a
         copy of the card nobody recorded (sent just before a crash), is edited with the others from now on."""
         name = f"triage.{action}" if action in TRIAGE_ACTIONS else "triage.unknown"
-        async with self._gate.acting(user_id, name, safe_code(raw_code)) as act:
+        async with self._core.gate.acting(user_id, name, safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             if action not in TRIAGE_ACTIONS:
                 raise Refused("callback.stale")
@@ -104,7 +98,7 @@ class TriageService:
 
     async def mark_duplicate(self, user_id: int, raw_code: str, raw_original: str) -> Answer:
         """Reject a report as a duplicate of another (coordinators and admins only)."""
-        async with self._gate.acting(user_id, "triage.duplicate", safe_code(raw_code)) as act:
+        async with self._core.gate.acting(user_id, "triage.duplicate", safe_code(raw_code)) as act:
             code, original = parse_code(raw_code), parse_code(raw_original)
             if code == original:
                 raise Refused("triage.duplicate_self")
@@ -117,7 +111,7 @@ class TriageService:
                 "status": "rejected",
                 "reason": "duplicate",
                 "duplicate_of": original,
-                "closed_at": self._clock.now(),
+                "closed_at": self._core.clock.now(),
             }
             answer = await self._apply(act.conn, report, act.actor, "duplicate", values, "closed")
             act.uow.wake_delivery()
@@ -125,7 +119,7 @@ class TriageService:
 
     async def is_card(self, code: str, chat_id: int, message_id: int) -> bool:
         """Tell whether a message is one of the report's alert cards."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             try:
                 report = await self._reports.by_code(conn, code)
             except LookupError:
@@ -144,12 +138,14 @@ class TriageService:
             if in_group and report.alert_chat is None:
                 await self._reports.record_alert_card(conn, receipt.ref, receipt.chat_id, receipt.message_id)
             holder = (
-                None if in_group or self._pseudonyms is None else self._pseudonyms.of_user(receipt.chat_id)
+                None
+                if in_group or self._core.pseudonyms is None
+                else self._core.pseudonyms.of_user(receipt.chat_id)
             )
             if holder is not None and not await self._still_on_team(conn, holder):
                 continue  # their role was taken while the copy was on its way: not kept current
             copy = self._seal_copy(receipt.chat_id, receipt.message_id, holder)
-            if await self._copies.add(conn, report.id, copy, self._clock.now()) and report.revision > 0:
+            if await self._copies.add(conn, report.id, copy, self._core.clock.now()) and report.revision > 0:
                 await self._queue_edit(conn, report, only=copy)
 
     async def _decide(self, conn: AsyncConnection, report: Report, actor: str, action: str) -> Answer:
@@ -166,7 +162,7 @@ class TriageService:
             if report.acknowledged_by is not None:
                 who = await self._label(conn, report.acknowledged_by)
                 return Answer("triage.already_acknowledged", {"code": code, "who": who}, changed=False)
-            seen = {"acknowledged_by": actor, "acknowledged_at": self._clock.now()}
+            seen = {"acknowledged_by": actor, "acknowledged_at": self._core.clock.now()}
             return await self._apply(conn, report, actor, action, seen, None)
         if action == "take":
             if report.assignee == actor:
@@ -178,7 +174,7 @@ class TriageService:
             if status == "new":
                 taking["status"] = "in_progress"
             if report.acknowledged_by is None:
-                taking |= {"acknowledged_by": actor, "acknowledged_at": self._clock.now()}
+                taking |= {"acknowledged_by": actor, "acknowledged_at": self._core.clock.now()}
             update = "taken" if status == "new" else None
             return await self._apply(conn, report, actor, action, taking, update)
         if action == "verify":
@@ -188,10 +184,10 @@ class TriageService:
                 return Answer("triage.already_verified", {"code": code}, changed=False)
             return await self._apply(conn, report, actor, action, {"status": "verified"}, None)
         if action == "close":
-            closing = {"status": "closed", "closed_at": self._clock.now()}
+            closing = {"status": "closed", "closed_at": self._core.clock.now()}
             return await self._apply(conn, report, actor, action, closing, "closed")
         # spam
-        spam = {"status": "rejected", "reason": "spam", "closed_at": self._clock.now()}
+        spam = {"status": "rejected", "reason": "spam", "closed_at": self._core.clock.now()}
         return await self._apply(conn, report, actor, action, spam, None)
 
     async def _apply(
@@ -203,13 +199,13 @@ class TriageService:
         values: Mapping[str, object],
         reporter_update: str | None,
     ) -> Answer:
-        now = self._clock.now()
+        now = self._core.clock.now()
         if not await self._reports.change(conn, report.id, report.revision, now, **values):
             # Another instance changed it between our read and write (PostgreSQL): say so, apply nothing.
             return Answer("triage.changed_meanwhile", {"code": report.code}, changed=False)
         await self._reports.add_event(conn, report.id, actor, action, now)
         changed = await self._reports.by_code(conn, report.code)
-        await self._audit.record(conn, actor, f"triage.{action}", report.code, detail=changed.status)
+        await self._core.audit.record(conn, actor, f"triage.{action}", report.code, detail=changed.status)
         if changed.escalate_at is not None and (changed.acknowledged_by or changed.status != "new"):
             # Someone answered the SOS: stop escalating it.
             await self._reports.schedule_escalation(conn, changed.id, None)
@@ -239,17 +235,17 @@ class TriageService:
         if not targets:
             return  # not sent yet: card_sent brings it up to date when it is
         if only is None:
-            await self._outbox.cancel_ref(conn, report.code, kinds=(EDIT_KIND,))
+            await self._core.outbox.cancel_ref(conn, report.code, kinds=(EDIT_KIND,))
         evidence = await self._reports.evidence.for_report(conn, report.id)
         state = await self.card_state(conn, report)
-        shown = alert_input(self._cipher, report, evidence)
+        shown = alert_input(self._core.cipher, report, evidence)
         edits = [
             # A private copy's edit names its holder, so revoking them withdraws it.
             replace(edit, recipient_user_id=chat) if chat > 0 else edit
             for chat, message_id in targets
             for edit in [self._alerts.card_edit(shown, state, chat, message_id, priority)]
         ]
-        await self._outbox.enqueue(conn, edits)
+        await self._core.outbox.enqueue(conn, edits)
 
     async def _targets(self, conn: AsyncConnection, report: Report) -> list[tuple[int, int]]:
         targets = [self._open_copy(copy) for copy in await self._copies.for_report(conn, report.id)]
@@ -273,29 +269,29 @@ class TriageService:
             return
         holder = actor if chat_id > 0 else None
         await self._copies.add(
-            conn, report.id, self._seal_copy(chat_id, message_id, holder), self._clock.now()
+            conn, report.id, self._seal_copy(chat_id, message_id, holder), self._core.clock.now()
         )
 
     def _seal_copy(self, chat_id: int, message_id: int, holder: str | None) -> CardCopy:
         uid = secrets.token_hex(16)
-        chat = self._cipher.encrypt_text(str(chat_id), binding=copy_chat_binding(uid))
+        chat = self._core.cipher.encrypt_text(str(chat_id), binding=copy_chat_binding(uid))
         return CardCopy(uid, self._chat_key(chat_id), chat, message_id, holder)
 
     def _open_copy(self, copy: CardCopy) -> tuple[int, int]:
-        chat = int(self._cipher.decrypt_text(copy.chat, binding=copy_chat_binding(copy.uid)))
+        chat = int(self._core.cipher.decrypt_text(copy.chat, binding=copy_chat_binding(copy.uid)))
         return chat, copy.message_id
 
     def _holder(self, chat_id: int) -> str:
         # A private chat's id is its person's id.
-        return self._pseudonyms.of_user(chat_id)
+        return self._core.pseudonyms.of_user(chat_id)
 
     def _chat_key(self, chat_id: int) -> str:
-        return self._pseudonyms.of_chat(chat_id)
+        return self._core.pseudonyms.of_chat(chat_id)
 
     async def open_card(self, user_id: int, raw_code: str) -> str:
         """Send a report's full card, text, location and evidence to the presser in private (a digest's
         button); the card is a live copy. Coordinators and admins only; audited as a view."""
-        async with self._gate.acting(user_id, "alerts.open", safe_code(raw_code)) as act:
+        async with self._core.gate.acting(user_id, "alerts.open", safe_code(raw_code)) as act:
             code = parse_code(raw_code)
             report = await self._reports.by_code(act.conn, code)
             evidence = await self._reports.evidence.for_report(act.conn, report.id)
@@ -304,12 +300,12 @@ class TriageService:
                 # this report's (/r says which, and why).
                 check = self._evidence.check_row
                 evidence = [item for item in evidence if check(report.id, code, item) == BOUND]
-            shown = alert_input(self._cipher, report, evidence, with_files=True)
+            shown = alert_input(self._core.cipher, report, evidence, with_files=True)
             state = await self.card_state(act.conn, report)
             card = self._alerts.card_copy(shown, state, user_id, PRIORITY_DIGEST)
             extras = self._alerts.extras(shown, user_id, PRIORITY_DIGEST)
-            await self._outbox.enqueue(act.conn, [card, *extras])
-            await self._audit.record(act.conn, act.actor, "alerts.open", code)
+            await self._core.outbox.enqueue(act.conn, [card, *extras])
+            await self._core.audit.record(act.conn, act.actor, "alerts.open", code)
             act.uow.wake_delivery()
         return code
 
@@ -318,7 +314,7 @@ class TriageService:
         names = await self._team.names(conn, [report.assignee, report.acknowledged_by])
         waiting = None
         if report.kind == "sos" and report.status == "new" and report.acknowledged_by is None:
-            minutes = int((self._clock.now() - report.created_at).total_seconds() // 60)
+            minutes = int((self._core.clock.now() - report.created_at).total_seconds() // 60)
             waiting = minutes if minutes >= 1 else None
         return CardState(
             status=report.status,

@@ -18,7 +18,6 @@ from bot.domain.callbacks import TriageAction, TriagePress
 from bot.domain.errors import Refused
 from bot.runtime.audit import AuditLog
 from bot.runtime.outbox import NOTICE_KIND, PRIORITY_ALERT, PRIORITY_SOS, OutgoingMessage
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import duty_chat_binding
 from bot.services.core import Core
 from messages import Safe
@@ -136,20 +135,12 @@ class AlertService:
         sos_reserve: int = 0,
         digest_reserve: int = 0,
     ) -> None:
-        self._db = core.db
-        self._outbox = core.outbox
+        self._core = core
         self._state = state
         self._reports = reports
         self._users = users
-        self._pseudonyms = core.pseudonyms
-        self._texts = core.texts
-        self._clock = core.clock
-        self._language = core.language
-        self._zone = core.zone
         self._configured_chat = configured_chat
         self._admin_ids = admin_ids
-        self._gate = core.gate
-        self._cipher = core.cipher
         self._duty = duty
         self._sos_reserve = sos_reserve
         self._digest_reserve = digest_reserve
@@ -163,13 +154,13 @@ class AlertService:
         """Return the chat alerts go to: the configured one if there is one (followed where Telegram moved
         it), else the one bound with /bind."""
         # Re-read every few seconds: another instance may have bound a chat meanwhile.
-        if self._bound is _UNREAD or self._clock.monotonic() - self._bound_read_at > _BOUND_TTL_S:
+        if self._bound is _UNREAD or self._core.clock.monotonic() - self._bound_read_at > _BOUND_TTL_S:
             self._bound = await self._read_chat(conn)
-            self._bound_read_at = self._clock.monotonic()
+            self._bound_read_at = self._core.clock.monotonic()
         chat = self._bound if isinstance(self._bound, int) else None
         if chat != self._chat_key_of:
             self._chat_key_of = chat
-            self._chat_key = self._pseudonyms.of_chat(chat) if chat is not None else None
+            self._chat_key = self._core.pseudonyms.of_chat(chat) if chat is not None else None
         return chat
 
     async def _read_chat(self, conn: AsyncConnection) -> int | None:
@@ -201,9 +192,9 @@ class AlertService:
     def remember_chat(self, chat_id: int) -> None:
         """Use `chat_id` as the coordinators' chat from now on (after it was stored)."""
         self._bound = chat_id
-        self._bound_read_at = self._clock.monotonic()
+        self._bound_read_at = self._core.clock.monotonic()
         self._chat_key_of = chat_id
-        self._chat_key = self._pseudonyms.of_chat(chat_id)
+        self._chat_key = self._core.pseudonyms.of_chat(chat_id)
 
     def headroom(self, row: ClaimedRow) -> int:
         """Slots of the coordinators' chat's window a row must leave free: a report card leaves room for
@@ -224,7 +215,7 @@ class AlertService:
 
     def under_pressure(self) -> bool:
         """Tell whether alerts are coming in a burst (several in the last minute)."""
-        horizon = self._clock.monotonic() - 60.0
+        horizon = self._core.clock.monotonic() - 60.0
         while self._recent and self._recent[0] < horizon:
             self._recent.popleft()
         return len(self._recent) >= PRESSURE_ALERTS
@@ -235,7 +226,7 @@ class AlertService:
 
     def mark_repeat(self, params: dict[str, Any]) -> dict[str, Any]:
         """Say on a card sent again after a crash that it may be a repeat (both copies stay live)."""
-        note = self._texts.text(self._language, "alert.maybe_repeat")
+        note = self._core.texts.text(self._core.language, "alert.maybe_repeat")
         text = str(params.get("text", ""))
         if note not in text:
             params = {**params, "text": f"{text}\n\n{note}"}
@@ -244,27 +235,27 @@ class AlertService:
     async def release_held(self, conn: AsyncConnection | None = None) -> int:
         """Send alerts that waited for a destination, if there is one now (at every start)."""
         if conn is None:
-            async with UnitOfWork(self._db, self._outbox) as uow:
+            async with self._core.unit_of_work() as uow:
                 released = await self.release_held(uow.conn)
                 if released:
                     uow.wake_delivery()
                 await uow.commit()
             return released
         chat = await self.coordinator_chat(conn)
-        return 0 if chat is None else await self._outbox.release_held(conn, ALERT_KINDS, chat)
+        return 0 if chat is None else await self._core.outbox.release_held(conn, ALERT_KINDS, chat)
 
     async def redirect(self, conn: AsyncConnection, chat_id: int) -> int:
         """Point every alert still waiting or queued (for whichever chat) at `chat_id`."""
-        return await self._outbox.release_held(conn, ALERT_KINDS, chat_id, statuses=("held", "pending"))
+        return await self._core.outbox.release_held(conn, ALERT_KINDS, chat_id, statuses=("held", "pending"))
 
     async def is_coordinator_chat(self, chat_id: int) -> bool:
         """Tell whether a chat is where alerts go."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             return await self.coordinator_chat(conn) == chat_id
 
     async def has_destination(self) -> bool:
         """Tell whether alerts have somewhere to go."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             return await self.coordinator_chat(conn) is not None
 
     async def queue(
@@ -273,19 +264,19 @@ class AlertService:
         """Queue a report's alert (and its evidence, and `also`) in the caller's transaction; an SOS goes
         to the coordinators on duty in private too."""
         chat = await self.coordinator_chat(conn)
-        self._recent.append(self._clock.monotonic())
+        self._recent.append(self._core.clock.monotonic())
         copies: list[OutgoingMessage] = []
         if alert.kind == "sos":
             for duty_chat in await self.duty_chats(conn):
                 copies.append(self.card_copy(alert, CardState(), duty_chat, PRIORITY_SOS))
-        await self._outbox.enqueue(conn, [*self.compose(alert, chat), *copies, *also])
+        await self._core.outbox.enqueue(conn, [*self.compose(alert, chat), *copies, *also])
 
     async def duty_chats(self, conn: AsyncConnection) -> list[int]:
         """Return the private chats of the coordinators on duty."""
-        if self._duty is None or self._cipher is None:
+        if self._duty is None or self._core.cipher is None:
             return []
         return [
-            int(self._cipher.decrypt_text(person.chat, binding=duty_chat_binding(person.pseudonym)))
+            int(self._core.cipher.decrypt_text(person.chat, binding=duty_chat_binding(person.pseudonym)))
             for person in await self._duty.on_duty(conn)
         ]
 
@@ -323,7 +314,7 @@ class AlertService:
     ) -> list[OutgoingMessage]:
         """Return the alert's messages: the card with triage buttons, long text, location, evidence."""
         card_priority = priority or (PRIORITY_SOS if alert.kind == "sos" else PRIORITY_ALERT)
-        lang = self._language
+        lang = self._core.language
         card, markup, separate = self._card(alert, CardState())
         fields = [(key, value) for key, value in (("text", alert.text), ("people", alert.people)) if value]
         messages = [
@@ -341,7 +332,7 @@ class AlertService:
         if separate:
             # Long texts go as plain text of their own: escaping could push them past Telegram's limit.
             for key, value in fields:
-                heading = self._texts.plain(lang, f"alert.{key}_heading", code=alert.code)
+                heading = self._core.texts.plain(lang, f"alert.{key}_heading", code=alert.code)
                 plain = {"text": f"{heading}\n{value}", "parse_mode": None}
                 messages.append(self._message("sendMessage", plain, chat, priority, alert.code))
         if alert.location is not None:
@@ -350,7 +341,7 @@ class AlertService:
         total = len(alert.evidence)
         for index, (item, file_id) in enumerate(zip(alert.evidence, alert.evidence_file_ids, strict=True), 1):
             method, field = _EVIDENCE_METHODS.get(item.kind, _EVIDENCE_METHODS["document"])
-            caption = self._texts.text(
+            caption = self._core.texts.text(
                 lang, "alert.evidence_caption", code=alert.code, index=index, total=total, sha256=item.sha256
             )
             # Re-sent by file id: never forwarded, which would show the author.
@@ -378,10 +369,10 @@ class AlertService:
 
     def _card(self, alert: AlertInput, state: CardState) -> tuple[str, dict[str, Any], bool]:
         """Return the card's text, its keyboard, and whether the long fields go in messages of their own."""
-        lang = self._language
+        lang = self._core.language
         summary = self._summary(alert)
         fields = [(key, value) for key, value in (("text", alert.text), ("people", alert.people)) if value]
-        body = "\n\n".join(self._texts.text(lang, f"alert.{key}", value=value) for key, value in fields)
+        body = "\n\n".join(self._core.texts.text(lang, f"alert.{key}", value=value) for key, value in fields)
         # Telegram counts UTF-16 units (an emoji is two); counting tags too errs on the safe side.
         separate = _units(summary) + 2 + _units(body) + _STATUS_RESERVE > TELEGRAM_TEXT_LIMIT
         if body and not separate:
@@ -392,7 +383,7 @@ class AlertService:
 
     def _updates(self, lines: Sequence[str], room: int) -> str:
         """Return an SOS's follow-up lines under their heading, the newest that fit in `room`."""
-        heading = self._texts.text(self._language, "alert.sos_updates")
+        heading = self._core.texts.text(self._core.language, "alert.sos_updates")
         kept: list[str] = []
         used = _units(heading) + _STATUS_RESERVE + 4
         for line in reversed(lines):
@@ -404,20 +395,22 @@ class AlertService:
         return "\n".join([heading, *reversed(kept)])
 
     def _status(self, state: CardState) -> str:
-        lang = self._language
+        lang = self._core.language
         if state.status == "rejected":
             if state.reason == "duplicate":
-                line = self._texts.text(lang, "triage.state_duplicate", original=state.duplicate_of or "—")
+                line = self._core.texts.text(
+                    lang, "triage.state_duplicate", original=state.duplicate_of or "—"
+                )
             else:
-                line = self._texts.text(lang, "triage.state_spam")
+                line = self._core.texts.text(lang, "triage.state_spam")
         else:
-            line = self._texts.text(lang, f"triage.state_{state.status}", who=state.assignee or "—")
+            line = self._core.texts.text(lang, f"triage.state_{state.status}", who=state.assignee or "—")
         if state.acknowledged_by is not None and state.acknowledged_at is not None:
-            when = dates.recent(state.acknowledged_at, self._zone)
-            seen = self._texts.text(lang, "triage.acknowledged", who=state.acknowledged_by, when=when)
+            when = dates.recent(state.acknowledged_at, self._core.zone)
+            seen = self._core.texts.text(lang, "triage.acknowledged", who=state.acknowledged_by, when=when)
             line = f"{line}\n{seen}"
         elif state.waiting_min is not None:
-            line = f"{line}\n{self._texts.text(lang, 'alert.sos_waiting', minutes=state.waiting_min)}"
+            line = f"{line}\n{self._core.texts.text(lang, 'alert.sos_waiting', minutes=state.waiting_min)}"
         return line
 
     def _keyboard(self, code: str, state: CardState) -> dict[str, Any]:
@@ -433,12 +426,12 @@ class AlertService:
                 ["take", "close"] if state.acknowledged_by else ["ack", "take", "close"]
             )
             rows = [first, ["spam"]]
-        lang = self._language
+        lang = self._core.language
         return {
             "inline_keyboard": [
                 [
                     {
-                        "text": self._texts.plain(lang, f"triage.{action}"),
+                        "text": self._core.texts.plain(lang, f"triage.{action}"),
                         "callback_data": TriagePress(code, action).pack(),
                     }
                     for action in row
@@ -458,7 +451,7 @@ class AlertService:
         """
         target = str(chat_id)
         where = title or target
-        async with self._gate.acting(user_id, "alerts.bind", target, roles=("admin",)) as act:
+        async with self._core.gate.acting(user_id, "alerts.bind", target, roles=("admin",)) as act:
             if self._configured_chat is not None:
                 raise Refused("bind.pinned")
             conn, audit = act.conn, act.uow.audit
@@ -488,7 +481,7 @@ class AlertService:
     async def _ask(
         self, conn: AsyncConnection, audit: AuditLog, actor: str, chat_id: int, where: str
     ) -> Binding:
-        expires = self._clock.now() + BIND_REQUEST_TTL
+        expires = self._core.clock.now() + BIND_REQUEST_TTL
         value = {"chat": chat_id, "by": actor, "expires": expires.isoformat()}
         await self._state.put(conn, BIND_REQUEST, json.dumps(value))
         await audit.record(conn, actor, "alerts.bind_request", str(chat_id))
@@ -514,8 +507,8 @@ class AlertService:
         if old is not None:
             # Queued, not sent now: the old chat may be out of reach, and the news must not be lost. It
             # does not say where the alerts went: the old chat may be why they moved.
-            text = self._texts.text(self._language, "bind.moved_away")
-            await self._outbox.enqueue(
+            text = self._core.texts.text(self._core.language, "bind.moved_away")
+            await self._core.outbox.enqueue(
                 conn,
                 [
                     OutgoingMessage(
@@ -536,16 +529,16 @@ class AlertService:
             return None
         data = json.loads(raw)
         request = _Request(int(data["chat"]), str(data["by"]), datetime.fromisoformat(data["expires"]))
-        return request if request.expires_at > self._clock.now() else None
+        return request if request.expires_at > self._core.clock.now() else None
 
     async def notify_admins(self, conn: AsyncConnection, key: str, **params: object) -> int:
         """Queue a notice to every admin in private, in the caller's transaction; return how many."""
-        return await self.notify_admins_text(conn, self._texts.text(self._language, key, **params))
+        return await self.notify_admins_text(conn, self._core.texts.text(self._core.language, key, **params))
 
     async def notify_admins_text(self, conn: AsyncConnection, text: str, dedupe: str | None = None) -> int:
         """Queue a composed notice to every admin in private; with `dedupe`, once per admin and key.
         Return how many were new."""
-        return await self._outbox.enqueue(
+        return await self._core.outbox.enqueue(
             conn,
             [
                 OutgoingMessage(
@@ -561,39 +554,43 @@ class AlertService:
         )
 
     def _summary(self, alert: AlertInput) -> str:
-        lang = self._language
+        lang = self._core.language
         if alert.kind == "sos":
-            sos = self._texts.text(lang, "alert.sos", code=alert.code, when=self._when(alert))
+            sos = self._core.texts.text(lang, "alert.sos", code=alert.code, when=self._when(alert))
             if alert.location:
-                where = self._texts.text(
+                where = self._core.texts.text(
                     lang, "alert.location", latitude=alert.location[0], longitude=alert.location[1]
                 )
                 sos = f"{sos}\n{where.rstrip()}"
             return sos
-        where = self._texts.text(lang, f"region.{alert.region}") if alert.region else "—"
+        where = self._core.texts.text(lang, f"region.{alert.region}") if alert.region else "—"
         if alert.place:
             where = Safe(f"{where} — {_escape(alert.place)}")  # the label is HTML already
         location = (
-            self._texts.text(lang, "alert.location", latitude=alert.location[0], longitude=alert.location[1])
+            self._core.texts.text(
+                lang, "alert.location", latitude=alert.location[0], longitude=alert.location[1]
+            )
             if alert.location
             else ""
         )
-        return self._texts.text(
+        return self._core.texts.text(
             lang,
             "alert.report",
             code=alert.code,
-            category=self._texts.text(lang, f"category.{alert.category}"),
+            category=self._core.texts.text(lang, f"category.{alert.category}"),
             when=self._when(alert),
             where=where,
             location=Safe(location),
-            contact=self._texts.text(lang, "alert.contactable" if alert.contactable else "alert.anonymous"),
+            contact=self._core.texts.text(
+                lang, "alert.contactable" if alert.contactable else "alert.anonymous"
+            ),
             evidence=len(alert.evidence),
         )
 
     def _when(self, alert: AlertInput) -> str:
         if alert.occurred_at is None:
             return "—"
-        return dates.occurred(alert.occurred_at, self._zone, alert.precision)
+        return dates.occurred(alert.occurred_at, self._core.zone, alert.precision)
 
     def _message(
         self,

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.security.bindings import duty_chat_binding
 from bot.services.core import Core
 from bot.services.reports.body import alert_input
@@ -50,25 +49,18 @@ class DutyService:
         escalate_after: timedelta,
         escalate_cap: timedelta,
     ) -> None:
-        self._db = core.db
-        self._gate = core.gate
-        self._audit = core.audit
+        self._core = core
         self._duty = duty
         self._reports = reports
         self._alerts = alerts
         self._triage = triage
-        self._outbox = core.outbox
-        self._cipher = core.cipher
-        self._texts = core.texts
-        self._clock = core.clock
-        self._language = core.language
         self._admin_ids = admin_ids
         self._after = escalate_after
         self._cap = escalate_cap
 
     async def status(self, user_id: int) -> DutyState:
         """Return whether the person is on duty (coordinators and admins only)."""
-        async with self._gate.acting(user_id, "team.duty_status") as act:
+        async with self._core.gate.acting(user_id, "team.duty_status") as act:
             mine = await self._duty.get(act.conn, act.actor)
             everyone = await self._duty.on_duty(act.conn)
         return DutyState(mine is not None, len(everyone))
@@ -76,22 +68,22 @@ class DutyService:
     async def set(self, user_id: int, on: bool) -> DutyState:
         """Go on or off duty (coordinators and admins only, from their private chat: SOS go there)."""
         action = "team.duty_on" if on else "team.duty_off"
-        async with self._gate.acting(user_id, action) as act:
+        async with self._core.gate.acting(user_id, action) as act:
             if on:
-                chat = self._cipher.encrypt_text(str(user_id), binding=duty_chat_binding(act.actor))
-                changed = await self._duty.start(act.conn, act.actor, chat, self._clock.now())
+                chat = self._core.cipher.encrypt_text(str(user_id), binding=duty_chat_binding(act.actor))
+                changed = await self._duty.start(act.conn, act.actor, chat, self._core.clock.now())
             else:
                 changed = await self._duty.stop(act.conn, act.actor)
             if changed:
-                await self._audit.record(act.conn, act.actor, action)
+                await self._core.audit.record(act.conn, act.actor, action)
             everyone = await self._duty.on_duty(act.conn)
         return DutyState(on, len(everyone))
 
     async def escalate(self) -> int:
         """Escalate every SOS whose time has come; return how many were."""
-        now = self._clock.now()
+        now = self._core.clock.now()
         escalated = 0
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             for report in await self._reports.due_escalations(conn, now):
                 try:
@@ -111,17 +103,19 @@ class DutyService:
         waited = max(1, int((now - report.created_at).total_seconds() // 60))
         recipients = dict.fromkeys([*await self._alerts.duty_chats(conn), *sorted(self._admin_ids)])
         evidence = await self._reports.evidence.for_report(conn, report.id)
-        shown = alert_input(self._cipher, report, evidence)
+        shown = alert_input(self._core.cipher, report, evidence)
         state = await self._triage.card_state(conn, report)
-        heading = self._texts.text(self._language, "alert.escalated", code=report.code, minutes=waited)
+        heading = self._core.texts.text(
+            self._core.language, "alert.escalated", code=report.code, minutes=waited
+        )
         copies = [
             self._alerts.card_copy(shown, state, chat, PRIORITY_NOTICE, heading=heading)
             for chat in recipients
         ]
-        await self._outbox.enqueue(conn, copies)
+        await self._core.outbox.enqueue(conn, copies)
         # The card itself says how long it has waited.
         await self._triage.refresh_card(conn, report, PRIORITY_SOS_UPDATE)
         count = report.escalations + 1
         interval = min(self._cap, self._after * 2**count)
         await self._reports.schedule_escalation(conn, report.id, now + interval, count=count)
-        await self._audit.record(conn, "system", "alerts.escalated", report.code, detail=str(count))
+        await self._core.audit.record(conn, "system", "alerts.escalated", report.code, detail=str(count))

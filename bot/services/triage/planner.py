@@ -29,7 +29,6 @@ from bot.domain import dates
 from bot.domain.callbacks import OpenCard
 from bot.runtime.outbox import PRIORITY_SOS, OutgoingMessage
 from bot.runtime.ratelimit import SendLimiter
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.services.core import Core
 from bot.services.triage.alerts import (
     CARD_KIND,
@@ -88,16 +87,11 @@ class AlertPlanner:
         digest_reserve: int,
         config: PlannerConfig | None = None,
     ) -> None:
-        self._db = core.db
+        self._core = core
         self._alerts = alerts
-        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._reports = reports
         self._limiter = limiter
-        self._texts = core.texts
-        self._clock = core.clock
-        self._language = core.language
-        self._zone = core.zone
         self._sos_reserve = sos_reserve
         self._digest_reserve = digest_reserve
         self._config = config or PlannerConfig()
@@ -135,7 +129,7 @@ class AlertPlanner:
         limit = self._limiter.group_limit
         if limit <= 0:
             return 0  # no group limit: every report gets its card at once
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             chat = await self._alerts.coordinator_chat(conn)
             key = self._alerts.chat_key
             if chat is None or key is None:
@@ -144,7 +138,7 @@ class AlertPlanner:
         fold = self._decide(key, limit, waiting)
         if fold is None:
             return 0
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             digests = await self._fold(conn, chat, waiting, *fold)
             if digests:
@@ -156,7 +150,7 @@ class AlertPlanner:
         self, key: str, limit: int, waiting: Sequence[WaitingRow]
     ) -> tuple[list[WaitingRow], list[str], int] | None:
         """Return the report cards to fold, the SOS to list and how many digests may go, or None."""
-        now, mono = self._clock.now(), self._limiter.now()
+        now, mono = self._core.clock.now(), self._limiter.now()
         cards = [row for row in waiting if row.kind == CARD_KIND and row.ref is not None]
         report_cards = sorted((row for row in cards if row.priority < PRIORITY_SOS), key=lambda r: r.id)
         late_sos = [
@@ -225,15 +219,17 @@ class AlertPlanner:
         # Every folded report is in a digest, even if that makes one digest more than slots are free
         # now: it waits in the queue like any alert, held and never dropped.
         messages = [self._digest(chat, part, waiting=len(ordered)) for part in self._parts(ordered)]
-        await self._outbox.enqueue(conn, messages)
+        await self._core.outbox.enqueue(conn, messages)
         self._listed.update(sos_codes)
         log.info("folded %d waiting alerts into %d digest(s)", len(ordered), len(messages))
         return len(messages)
 
     def _parts(self, reports: Sequence[Report]) -> list[list[Report]]:
         """Split reports into digests that fit Telegram's limits (counting tags too: on the safe side)."""
-        frame = _units(self._texts.text(self._language, "digest.heading", count=DIGEST_SIZE, waiting=9999))
-        frame += _units(self._texts.text(self._language, "digest.footer")) + 2
+        frame = _units(
+            self._core.texts.text(self._core.language, "digest.heading", count=DIGEST_SIZE, waiting=9999)
+        )
+        frame += _units(self._core.texts.text(self._core.language, "digest.footer")) + 2
         parts: list[list[Report]] = []
         current: list[Report] = []
         length = frame
@@ -249,10 +245,10 @@ class AlertPlanner:
         return parts
 
     def _digest(self, chat: int, reports: Sequence[Report], waiting: int) -> OutgoingMessage:
-        lang = self._language
-        lines = [self._texts.text(lang, "digest.heading", count=len(reports), waiting=waiting)]
+        lang = self._core.language
+        lines = [self._core.texts.text(lang, "digest.heading", count=len(reports), waiting=waiting)]
         lines += [self._line(report) for report in reports]
-        lines.append(self._texts.text(lang, "digest.footer"))
+        lines.append(self._core.texts.text(lang, "digest.footer"))
         buttons = [
             {
                 "text": ("🆘 " if report.kind == "sos" else "") + report.code,
@@ -270,18 +266,18 @@ class AlertPlanner:
         )
 
     def _line(self, report: Report) -> str:
-        lang = self._language
-        when = _local(report.occurred_at or report.created_at, self._clock.now(), self._zone)
+        lang = self._core.language
+        when = _local(report.occurred_at or report.created_at, self._core.clock.now(), self._core.zone)
         if report.kind == "sos":
-            return self._texts.text(lang, "digest.sos_line", code=report.code, when=when)
-        return self._texts.text(
+            return self._core.texts.text(lang, "digest.sos_line", code=report.code, when=when)
+        return self._core.texts.text(
             lang,
             "digest.line",
             code=report.code,
-            category=self._texts.text(lang, f"category.{report.category}"),
-            region=self._texts.text(lang, f"region.{report.region}") if report.region else "—",
+            category=self._core.texts.text(lang, f"category.{report.category}"),
+            region=self._core.texts.text(lang, f"region.{report.region}") if report.region else "—",
             when=when,
-            contact=self._texts.text(
+            contact=self._core.texts.text(
                 lang, "digest.contactable" if report.contactable else "digest.anonymous"
             ),
         )

@@ -20,7 +20,6 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.delivery import Failure, Receipt
-from bot.runtime.unit_of_work import UnitOfWork
 from bot.services.core import Core
 from bot.services.triage.alerts import ALERT_KINDS, AlertService
 from storage.outbox import OutboxRepository
@@ -56,16 +55,10 @@ class AlertWatch:
         outbox_repo: OutboxRepository,
         state: StateRepository,
     ) -> None:
-        self._db = core.db
+        self._core = core
         self._alerts = alerts
-        self._outbox = core.outbox
         self._outbox_repo = outbox_repo
         self._state = state
-        self._audit = core.audit
-        self._pseudonyms = core.pseudonyms
-        self._texts = core.texts
-        self._clock = core.clock
-        self._language = core.language
         self._incident: str | None = None
         self._loaded = False
 
@@ -73,7 +66,7 @@ class AlertWatch:
 
     async def held(self) -> Held:
         """Return how many alerts wait and why (for /start and `jarchy check`)."""
-        async with self._db.read() as conn:
+        async with self._core.db.read() as conn:
             count, _ = await self._outbox_repo.held_summary(conn, ALERT_KINDS)
             incident = await self._read_incident(conn)
             chat = await self._alerts.coordinator_chat(conn)
@@ -116,7 +109,7 @@ class AlertWatch:
 
     async def membership_changed(self, chat_id: int, status: str, can_send: bool) -> None:
         """The bot's status in a chat changed (my_chat_member); only the coordinators' chat matters."""
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             if chat_id != await self._alerts.coordinator_chat(conn):
                 return
@@ -131,9 +124,9 @@ class AlertWatch:
 
     async def migrated(self, old_chat: int, new_chat: int) -> None:
         """The coordinators' group became a supergroup (a service message told us)."""
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
-            await self._migrate(conn, self._pseudonyms.of_chat(old_chat), new_chat)
+            await self._migrate(conn, self._core.pseudonyms.of_chat(old_chat), new_chat)
             uow.wake_delivery()
             await uow.commit()
 
@@ -144,13 +137,13 @@ class AlertWatch:
 
         One at a time: a group that still refuses costs one refused send per probe, not one per alert.
         """
-        async with UnitOfWork(self._db, self._outbox) as uow:
+        async with self._core.unit_of_work() as uow:
             conn = uow.conn
             chat = await self._alerts.coordinator_chat(conn)
             if chat is None:
                 return 0
-            released = await self._outbox.release_held(
-                conn, ALERT_KINDS, chat, limit=1, due_before=self._clock.now()
+            released = await self._core.outbox.release_held(
+                conn, ALERT_KINDS, chat, limit=1, due_before=self._core.clock.now()
             )
             if released:
                 uow.wake_delivery()
@@ -165,11 +158,13 @@ class AlertWatch:
             # Followed already (the service message came first): what was refused since goes there too.
             await self._alerts.redirect(conn, new_chat)
             return
-        if current is None or self._pseudonyms.of_chat(current) != old_key:
+        if current is None or self._core.pseudonyms.of_chat(current) != old_key:
             return  # not our chat
         await self._alerts.follow_migration(conn, new_chat)
         moved = await self._alerts.redirect(conn, new_chat)
-        await self._audit.record(conn, "system", "alerts.migrated", str(new_chat), detail=f"resent {moved}")
+        await self._core.audit.record(
+            conn, "system", "alerts.migrated", str(new_chat), detail=f"resent {moved}"
+        )
         await self._alerts.notify_admins(conn, "alerts.migrated_notice", count=moved)
         log.warning("the coordinators' group became a supergroup; %d alerts resent to the new chat", moved)
 
@@ -177,25 +172,25 @@ class AlertWatch:
         incident = await self._read_incident(conn)
         if incident is not None and incident[0] == reason:
             return  # admins were told already
-        now = self._clock.now()
+        now = self._core.clock.now()
         await self._state.put(conn, INCIDENT, json.dumps({"reason": reason, "since": now.isoformat()}))
         self._incident = reason
         count, _ = await self._outbox_repo.held_summary(conn, ALERT_KINDS)
         queued = await self._outbox_repo.counts_of(conn, ALERT_KINDS, ("pending", "sending"))
-        await self._audit.record(conn, "system", "alerts.held", detail=reason)
+        await self._core.audit.record(conn, "system", "alerts.held", detail=reason)
         await self._alerts.notify_admins(
             conn,
             "alerts.held_notice",
-            reason=self._texts.text(self._language, f"alerts.reason_{reason}"),
+            reason=self._core.texts.text(self._core.language, f"alerts.reason_{reason}"),
             count=count + queued,
         )
         log.error("alerts cannot reach the coordinators' chat (%s); %d wait", reason, count + queued)
 
     async def _close(self, conn: AsyncConnection, chat: int) -> None:
-        released = await self._outbox.release_held(conn, ALERT_KINDS, chat)
+        released = await self._core.outbox.release_held(conn, ALERT_KINDS, chat)
         await self._state.delete(conn, INCIDENT)
         self._incident = None
-        await self._audit.record(conn, "system", "alerts.recovered", detail=f"released {released}")
+        await self._core.audit.record(conn, "system", "alerts.recovered", detail=f"released {released}")
         await self._alerts.notify_admins(conn, "alerts.recovered_notice", count=released)
         log.warning("alerts reach the coordinators' chat again; %d released", released)
 

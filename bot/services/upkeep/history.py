@@ -84,7 +84,8 @@ class HistoryScrubber:
         rewritten: list[Rewrite] = []
         unreadable = 0
         # Under the write lock: every transient encryption happens inside a write transaction, so no row
-        # can be sealed under the old epoch after this one has rewritten them all.
+        # can be sealed under the old epoch after this one has rewritten them all. A plain write: the scrub
+        # only reseals rows, with nothing to queue, audit or run after the commit.
         async with self._db.write() as conn:
             with contextlib.suppress(NoFreeSlot):
                 # A crash between writing a key and retiring the old ones can leave every slot full; then

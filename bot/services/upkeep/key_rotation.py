@@ -159,6 +159,8 @@ async def _rotate(
         secret = passphrase.get(paths.current) if opened.wrapped else None
         write_key_file(paths.next, new, passphrase=secret, overwrite=True)
         record: dict[str, str] = {"old": key_check(old), "new": key_check(new), "phase": "reencrypt"}
+        # Plain writes throughout: the rotation runs offline from the command line, with no Core, outbox
+        # or audit log to carry (the bot is stopped while the key changes).
         async with db.write() as conn:
             await repo.put(conn, ROTATION, json.dumps(record))
         say(f"rotate-key: new key written to {paths.next}; re-encrypting")
@@ -178,13 +180,13 @@ async def _rotate(
             )
         await _reencrypt(settings, db, old, new, report, pause_after, say)
         record["phase"] = "swap"
-        async with db.write() as conn:
+        async with db.write() as conn:  # plain: offline, as above
             await repo.put(conn, KEY_CHECK, record["new"])
             await repo.put(conn, ROTATION, json.dumps(record))
     # Old ciphertexts are not left in the WAL for whoever gets the old key later.
     await db.checkpoint()
     _swap(paths, record["new"], passphrase, managed, report)
-    async with db.write() as conn:
+    async with db.write() as conn:  # plain: offline, as above
         await repo.delete(conn, ROTATION)
     return report
 
@@ -232,7 +234,7 @@ async def _reencrypt(
             continue
         position: tuple[object, ...] | None = None
         while True:
-            async with db.write() as conn:
+            async with db.write() as conn:  # plain: the rotation is offline (see `_rotate`)
                 rows = list(await conn.execute(sealed.page(position, _batch(done, pause_after))))
                 changed = 0
                 for row in rows:

@@ -47,6 +47,8 @@ class Retention:
 
     async def purge(self) -> int:
         """Delete handled inbox rows older than INBOX_KEEP and expired drafts; return how many rows."""
+        # A plain write: it only deletes finished rows (nothing queued, audited or run after the commit),
+        # and Retention is not built on the Core (the storage tests run it on a bare database).
         async with self._db.write() as conn:
             purged = await self._inbox.purge_done(conn, self._clock.now() - INBOX_KEEP)
             now = self._clock.now()

@@ -209,7 +209,8 @@ async def test_digests_fit_telegram_with_the_longest_names_in_every_language(
         codes = [r[0] for r in await conn.execute(text("SELECT code FROM reports"))]
         reports = await services.triage._reports.by_codes(conn, codes)
     for language in LANGUAGES:
-        services.planner._language = language
+        core = services.planner._core
+        services.planner._core = replace(core, settings=replace(core.settings, default_language=language))
         parts = services.planner._parts(reports)
         assert sum(len(part) for part in parts) == len(reports), "nobody is left out"
         for part in parts:
