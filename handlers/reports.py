@@ -21,7 +21,6 @@ from bot.domain.errors import LimitReached
 from bot.services.reports.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
 from bot.services.reports.intake import FileInput, Screen, Stale
 from handlers.case_commands import route_flow_input
-from handlers.sos import route_sos_input
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import render_receipt, render_resume, render_step
 
@@ -112,13 +111,11 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
 
 
 async def route_input(update: Update, context: JarchyContext) -> None:
-    """Give what the person typed or sent to the SOS follow-up, the guided command or the report that waits
-    for it, in that order."""
+    """Give what the person typed or sent to the guided command or the report that waits for it, in that
+    order (an SOS waiting for a line had it first: handlers.sos)."""
     message, user = update.effective_message, update.effective_user
     if message is None or user is None:
         return
-    if await route_sos_input(update, context):
-        raise ApplicationHandlerStop
     # A coordinator's guided command next: it waits only while one was started, and only for text.
     if await route_flow_input(update, context):
         raise ApplicationHandlerStop

@@ -6,7 +6,7 @@ import contextlib
 
 from telegram import Message, Update
 from telegram.error import BadRequest
-from telegram.ext import CallbackQueryHandler, CommandHandler
+from telegram.ext import ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.context import JarchyApp, JarchyContext
 from bot.domain.callbacks import MenuPress, SosPress
@@ -15,6 +15,11 @@ from bot.send_limits import URGENT
 from bot.services.reports.intake import Stale
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import render_sos_confirm, render_sos_followup
+
+# Ahead of every other input (a campaign's text waits in group -3, a reply to a question in -2, a report or
+# a guided command in -1): someone who opened an SOS while composing a campaign is sending where they are.
+SOS_INPUT_GROUP = -4
+_PRIVATE_INPUT = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE & ~filters.COMMAND
 
 
 async def start_sos(update: Update, context: JarchyContext) -> None:
@@ -110,6 +115,12 @@ async def route_sos_input(update: Update, context: JarchyContext) -> bool:
     return True
 
 
+async def take_sos_input(update: Update, context: JarchyContext) -> None:
+    """Stop here when an SOS took the input; otherwise let the other inputs look at it."""
+    if await route_sos_input(update, context):
+        raise ApplicationHandlerStop
+
+
 def _urgency(chat_type: str) -> dict[str, object] | None:
     # Only an SOS screen in a private chat goes ahead of other replies: a press in a group does not.
     return URGENT if chat_type == "private" else None
@@ -120,3 +131,4 @@ def register(app: JarchyApp) -> None:
     app.add_handler(CommandHandler("sos", start_sos, filters=PRIVATE_MESSAGES))
     app.add_handler(CallbackQueryHandler(start_sos, pattern=MenuPress.where(item="sos")))
     app.add_handler(CallbackQueryHandler(press_sos_button, pattern=SosPress.matches))
+    app.add_handler(MessageHandler(_PRIVATE_INPUT, take_sos_input), group=SOS_INPUT_GROUP)

@@ -257,3 +257,32 @@ async def test_an_expired_draft_is_purged_with_its_evidence_and_conversation(
         await fake.wait_for("deleteMessages", chat_id=750, timeout=15)
     finally:
         await bot.stop()
+
+
+async def test_an_sos_opened_while_composing_a_campaign_gets_the_line_typed_next(
+    fake: FakeBotApi, reporting_bot: RunningBot
+) -> None:
+    admin = Person(fake, ADMIN)
+    await admin.say("/campaign_new Free them")
+    campaign_id = int(admin.buttons()[0].split(":")[1])
+    await admin.press(f"cc:{campaign_id}:text", admin.keyboard_message()["message_id"])
+    await fake.wait_for(
+        "sendMessage", chat_id=ADMIN, timeout=10, predicate=lambda c: "campaign text" in c.params["text"]
+    )
+    # The campaign waits for its text; then the coordinator is the one in trouble.
+    fake.add_message(user_id=ADMIN, text="/sos")
+    await fake.wait_for("sendMessage", chat_id=ADMIN, predicate=lambda c: "🆘" in c.params["text"])
+    await admin.tap("go", prefix="s")
+    await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
+    await admin.say("Taken to the Oktyabrsky district station")
+    await fake.wait_for(
+        "editMessageText",
+        chat_id=COORDINATORS,
+        timeout=15,
+        predicate=lambda c: "Oktyabrsky" in c.params["text"],
+    )
+    # The campaign did not take the line, and still waits for its text.
+    campaigns = reporting_bot.app_services().campaigns
+    assert not (await campaigns.view(ADMIN, campaign_id)).campaign.body
+    waiting = await campaigns.pending(ADMIN)
+    assert waiting is not None and (waiting.campaign_id, waiting.field) == (campaign_id, "text")
