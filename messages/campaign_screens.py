@@ -9,13 +9,13 @@ from zoneinfo import ZoneInfo
 
 from bot.domain import dates
 from bot.domain.callbacks import (
-    LANGUAGE_CODES,
     CampaignAction,
     CampaignPress,
     CampaignPreviewPress,
     ComposeAction,
     ComposePress,
 )
+from bot.domain.languages import LANGUAGES
 from messages.catalog import Catalogs
 from storage.campaigns import Campaign, Reach
 
@@ -167,7 +167,7 @@ def audience_keyboard(texts: Catalogs, language: str, campaign: Campaign) -> dic
     return {
         "inline_keyboard": [
             [b(plain(language, "campaign.audience_all", value=""), "aud", "all")],
-            [b(code.upper(), "aud", "language", code) for code in LANGUAGE_CODES],
+            [b(code.upper(), "aud", "language", code) for code in LANGUAGES],
             [
                 b(plain(language, f"subscribe.topic_{t}"), "aud", "topic", t)
                 for t in ("campaigns", "hearings", "urgent")
@@ -184,7 +184,7 @@ def template_languages(texts: Catalogs, language: str, campaign: Campaign) -> di
         "inline_keyboard": [
             [
                 {"text": code.upper(), "callback_data": ComposePress(campaign.id, "tpl", code).pack()}
-                for code in LANGUAGE_CODES
+                for code in LANGUAGES
             ]
         ]
     }

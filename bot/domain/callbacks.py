@@ -325,7 +325,6 @@ class CampaignPreviewPress(Callback, prefix="pv"):
 
 # Compose: the draft card's buttons. Two carry a choice: "tpl" a template language (cc:ID:tpl:ru), "aud" an
 # audience (cc:ID:aud:all, cc:ID:aud:language:uz, cc:ID:aud:topic:urgent).
-LANGUAGE_CODES = LANGUAGES
 
 
 ComposeAction = Literal[
@@ -343,7 +342,7 @@ class ComposePress(Callback, prefix="cc"):
 
     def __post_init__(self) -> None:
         if self.action == "tpl":
-            valid = self.choice in LANGUAGE_CODES and not self.value
+            valid = self.choice in LANGUAGES and not self.value
         elif self.action == "aud":
             valid = (
                 (self.choice == "all" and not self.value)

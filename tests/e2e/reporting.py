@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from tests.support.bots import RunningBot
 from tests.support.people import ADMIN, COORDINATORS, Person
 from tests.support.settings import make_settings
 
-# Unit tests (tests/test_phone_cleanup.py, tests/test_key_rotation.py) still import these from here.
-__all__ = ["ADMIN", "COORDINATORS", "Person", "report_settings", "reporting_bot", "settle"]
+# Unit tests (test_phone_cleanup.py, test_key_rotation.py under tests/bot/services) import these from here.
+__all__ = ["ADMIN", "COORDINATORS", "Person", "report_settings", "reporting_bot"]
 
 
 @pytest.fixture
@@ -33,9 +32,3 @@ async def reporting_bot(report_settings: Settings) -> AsyncIterator[RunningBot]:
     await running.start()
     yield running
     await running.stop()
-
-
-async def settle(seconds: float = 0.3) -> None:
-    """Sleep a fixed time. Kept for the unit tests that still use it; wait with tests.support.barrier.quiet
-    or fake.wait_for instead."""
-    await asyncio.sleep(seconds)

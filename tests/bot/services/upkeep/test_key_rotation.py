@@ -50,7 +50,7 @@ from storage.evidence import staged_owner_binding
 from storage.state import StateRepository
 from tests.campaign_seed import ready_campaign
 from tests.conftest import TEST_TOKEN, make_settings
-from tests.e2e.reporting import ADMIN, COORDINATORS, Person, settle
+from tests.e2e.reporting import ADMIN, COORDINATORS, Person
 from tests.e2e.test_reports import DOCUMENT, PHOTO, walk_to_review
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
@@ -124,7 +124,7 @@ async def populate(tmp_path: Path, fake: FakeBotApi, **overrides: object) -> tup
                 conn, campaign_id, now, status="sent", deadline=now + timedelta(days=3)
             )
         await services.campaigns.act(SUBSCRIBER, SUBSCRIBER, campaign_id, "remind")
-        await settle(1.0)
+        await bot.quiet(fake)
     finally:
         await bot.stop()
     # With the bot stopped: a question waiting in the outbox and an update waiting in the inbox.
