@@ -168,8 +168,11 @@ class CommandFlows:
         except (CommandError, Refused):
             await self._unsave(user_id, flow)
             raise
-        async with self._core.gate.acting(user_id, "flow.input", once=False) as act:
-            await self._drafts.delete(act.conn, act.actor, nonce)
+        # The command ran (and its own gate checked the role): ending the flow needs no role, or a role lost
+        # a moment later would tell the person their saved command was not saved.
+        async with self._core.unit_of_work() as uow:
+            await self._drafts.delete(uow.conn, self._core.pseudonyms.of_user(user_id), nonce)
+            await uow.commit()
         return result
 
     # ------------------------------------------------------------------ internals

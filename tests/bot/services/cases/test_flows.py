@@ -90,6 +90,30 @@ async def test_a_save_runs_the_command_once_and_ends_the_flow(world: tuple[Servi
         assert (await conn.execute(text("SELECT count(*) FROM cases"))).scalar() == case_id == 1
 
 
+async def test_a_save_whose_author_loses_the_role_just_after_still_reports_it_saved(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, _ = world
+    other = COORDINATOR + 1
+    invite = await services.team.invite(COORDINATOR)
+    await services.team.join(other, invite.token)
+    await services.team.set_name(other, "Nur")
+    screen = await services.flows.begin(other, other, "case_new")
+    nonce = screen.flow.nonce
+    for message_id, typed in enumerate(("Aida K.", "Detained", "Art. 1"), start=1):
+        await services.flows.input_text(other, typed, message_id)
+    await services.flows.press(other, FlowPress(nonce, 3, "pick", "public"))
+
+    async def execute(spec: CommandSpec, values: dict[str, object]) -> int:
+        case_id = await services.hearings.create_case(other, "Aida K.", "Detained", "Art. 1", True)
+        await services.team.revoke(COORDINATOR, "Nur")  # a moment after the case was made
+        return case_id
+
+    # The case was made: the person is told so, and the flow is gone with the role.
+    assert await services.flows.save(other, nonce, 4, execute) == 1
+    assert await _flows(services) == 0
+
+
 async def test_an_expired_flow_is_purged_with_the_drafts(world: tuple[Services, FakeClock]) -> None:
     services, clock = world
     screen = await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_move")
