@@ -168,7 +168,16 @@ async def _executed(
 
 
 def _render(context: JarchyContext, screen: FlowScreen) -> tuple[str, InlineKeyboardMarkup]:
-    return render_flow(context.texts, context.language, screen.flow, screen.today, screen.error, screen.cases)
+    return render_flow(
+        context.texts,
+        context.language,
+        screen.flow,
+        screen.today,
+        context.bot_data.settings.timezone,
+        screen.error,
+        screen.cases,
+        screen.hearings,
+    )
 
 
 async def _show(

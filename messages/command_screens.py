@@ -3,12 +3,13 @@ that could not be read, and each step of a guided flow with its buttons and the 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.domain import date_picker
+from bot.domain import date_picker, dates
 from bot.domain.callbacks import DatePress, FlowPress
 from bot.domain.commands import CommandError, CommandSpec, Field, usage_line
 from messages.catalog import Catalogs, Safe
@@ -27,6 +28,19 @@ class CaseChoice(Protocol):
 
     @property
     def title(self) -> str: ...
+
+
+class HearingChoice(Protocol):
+    """What a hearing button needs (storage.cases.Hearing has it)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def case_title(self) -> str: ...
+
+    @property
+    def starts_at(self) -> datetime: ...
 
 
 class FlowState(Protocol):
@@ -69,8 +83,10 @@ def render_flow(
     lang: str,
     flow: FlowState,
     today: date,
+    zone: ZoneInfo,
     error: str | None = None,
     cases: tuple[CaseChoice, ...] = (),
+    hearings: tuple[HearingChoice, ...] = (),
 ) -> tuple[str, InlineKeyboardMarkup]:
     """Return the flow's current step: the prompt (or the summary) and its buttons."""
     spec, current = flow.spec, flow.field
@@ -98,6 +114,16 @@ def render_flow(
     elif current.kind == "case":
         rows += [
             [_button(f"#{case.id} {case.title}"[:60], _press(flow, "pick", str(case.id)))] for case in cases
+        ]
+    elif current.kind == "hearing":
+        rows += [
+            [
+                _button(
+                    f"#{hearing.id} {dates.recent(hearing.starts_at, zone)} {hearing.case_title}"[:60],
+                    _press(flow, "pick", str(hearing.id)),
+                )
+            ]
+            for hearing in hearings
         ]
     elif current.kind == "datetime":
         picked, picker_rows = _picker(texts, lang, flow, today)

@@ -241,6 +241,17 @@ class CaseRepository:
         )
         return [_hearing(r) for r in rows]
 
+    async def hearings_to_pick(self, conn: AsyncConnection, since: datetime, limit: int) -> list[Hearing]:
+        """Return scheduled hearings of open cases from `since` on, soonest first (for coordinators to pick
+        from: the recent past ones are those waiting for an outcome)."""
+        rows = await conn.execute(
+            _hearing_select()
+            .where(cases.c.status == "open", hearings.c.status == "scheduled", hearings.c.starts_at >= since)
+            .order_by(hearings.c.starts_at, hearings.c.id)
+            .limit(limit)
+        )
+        return [_hearing(r) for r in rows]
+
     async def purge_attendance(self, conn: AsyncConnection, before: datetime) -> int:
         """Delete pledges to attend hearings that started before `before`: they link people to cases."""
         past = select(hearings.c.id).where(hearings.c.starts_at < before).scalar_subquery()

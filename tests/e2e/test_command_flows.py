@@ -95,6 +95,16 @@ async def test_guided_hearing_with_the_picker_survives_a_restart(fake: FakeBotAp
         assert from_micros(starts_at) == expected
         assert (court, address) == ("Oktyabrsky court", "Bishkek,\nToktogula 1")
         assert audited == 1 and flows == 0
+
+        # Moving it: the hearing is a button, named by its time and case.
+        first = await coordinator.say("/hearing_move")
+        assert catalogs().text("en", "prompt.hearing") in first["text"]
+        (label,) = [
+            b["text"] for row in first["reply_markup"]["inline_keyboard"] for b in row if "#" in b["text"]
+        ]
+        assert label == f"#1 {day:%d.%m} 10:30 Aida K."
+        await _tap(coordinator, FlowPress, action="pick", value="1")
+        assert catalogs().text("en", "prompt.court") in coordinator.last_text()
     finally:
         await bot.stop()
 

@@ -26,12 +26,14 @@ from bot.security.bindings import draft_binding
 from bot.services.cases.commands import COMMANDS
 from bot.services.cases.hearings import HearingInputError, HearingService
 from bot.services.core import Core
-from storage.cases import Case, CaseRepository
+from storage.cases import Case, CaseRepository, Hearing
 from storage.drafts import DraftRepository, StoredDraft
 
 KIND = "flow"
 FLOW_TTL = timedelta(hours=6)
 CASE_CHOICES = 8  # the newest open cases offered as buttons; any other is typed by number
+HEARING_CHOICES = 8  # the soonest scheduled hearings of open cases, any other typed by number
+HEARING_LOOKBACK = timedelta(days=14)  # a hearing held in the last two weeks may still wait for its outcome
 T = TypeVar("T")
 
 
@@ -80,6 +82,7 @@ class FlowScreen:
     today: date
     error: str | None = None
     cases: tuple[Case, ...] = ()
+    hearings: tuple[Hearing, ...] = ()
 
 
 class CommandFlows:
@@ -190,7 +193,7 @@ class CommandFlows:
                 flow.values[current.name] = None
                 flow.step += 1
                 return None
-            if data.action == "pick" and current.kind in ("choice", "case"):
+            if data.action == "pick" and current.kind in ("choice", "case", "hearing"):
                 return self._give(flow, data.value)
             raise FlowEnded
         if current is None or current.kind != "datetime":
@@ -269,9 +272,13 @@ class CommandFlows:
         first = date_picker.today(self._core.clock.now(), self._core.zone)
         current = flow.field
         cases: tuple[Case, ...] = ()
+        hearings: tuple[Hearing, ...] = ()
         if current is not None and current.kind == "case":
             cases = tuple(await self._cases.open_cases(conn, CASE_CHOICES))
-        return FlowScreen(flow, first, error, cases)
+        if current is not None and current.kind == "hearing":
+            since = self._core.clock.now() - HEARING_LOOKBACK
+            hearings = tuple(await self._cases.hearings_to_pick(conn, since, HEARING_CHOICES))
+        return FlowScreen(flow, first, error, cases, hearings)
 
     async def _load(self, conn: AsyncConnection, pseudonym: str) -> Flow | None:
         stored = await self._drafts.get(conn, pseudonym, KIND, self._core.clock.now())

@@ -114,6 +114,32 @@ async def test_a_save_whose_author_loses_the_role_just_after_still_reports_it_sa
     assert await _flows(services) == 0
 
 
+async def test_a_hearing_is_picked_from_the_soonest_of_open_cases_recent_past_included(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, clock = world
+    hearings = services.hearings
+    case_id = await hearings.create_case(COORDINATOR, "Aida K.", "Detained", "Art. 1", True)
+    held = await hearings.add_hearing(
+        COORDINATOR, case_id, "02.03.2026 10:00", "Court", "Manas 1", None, None
+    )
+    later = await hearings.add_hearing(
+        COORDINATOR, case_id, "25.03.2026 10:00", "Court", "Manas 1", None, None
+    )
+    closed = await hearings.create_case(COORDINATOR, "Closed", "Over", "Art. 2", True)
+    await hearings.add_hearing(COORDINATOR, closed, "10.03.2026 10:00", "Court", "Chui 2", None, None)
+    await hearings.close_case(COORDINATOR, closed)
+    old = await hearings.add_hearing(COORDINATOR, case_id, "12.03.2026 10:00", "Court", "Lenin 1", None, None)
+    clock.advance(20 * 86400)  # 21.03: the hearing of 02.03 is over two weeks old, that of 12.03 is not
+    screen = await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_outcome")
+    # The one that may wait for its outcome, then the later one; not the closed case's, not the oldest.
+    assert [h.id for h in screen.hearings] == [old.id, later.id] and held.id not in {
+        h.id for h in screen.hearings
+    }
+    screen = await services.flows.press(COORDINATOR, FlowPress(screen.flow.nonce, 0, "pick", str(old.id)))
+    assert screen.flow.step == 1 and screen.flow.values["hearing"] == str(old.id)
+
+
 async def test_an_expired_flow_is_purged_with_the_drafts(world: tuple[Services, FakeClock]) -> None:
     services, clock = world
     screen = await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_move")
