@@ -133,6 +133,8 @@ def render_flow(
     nav = [_button(texts.plain(lang, "button.back"), _press(flow, "back"))] if flow.step > 0 else []
     if current.optional:
         nav.append(_button(texts.plain(lang, "button.skip"), _press(flow, "skip")))
+    elif given:
+        nav.append(_button(texts.plain(lang, "button.keep"), _press(flow, "skip")))
     nav.append(_button(texts.plain(lang, "button.cancel"), _press(flow, "cancel")))
     rows.append(nav)
     return prefix + "\n\n".join(body), InlineKeyboardMarkup(rows)

@@ -23,10 +23,10 @@ from bot.domain.commands import CommandError, CommandSpec, Field, parse_field
 from bot.domain.errors import NotAllowed, Refused
 from bot.runtime.update_run import current_run
 from bot.security.bindings import draft_binding
-from bot.services.cases.commands import COMMANDS
+from bot.services.cases.commands import CASE_EDIT, COMMANDS
 from bot.services.cases.hearings import HearingInputError, HearingService
 from bot.services.core import Core
-from storage.cases import Case, CaseRepository, Hearing
+from storage.cases import Case, CaseNotFound, CaseRepository, Hearing
 from storage.drafts import DraftRepository, StoredDraft
 
 KIND = "flow"
@@ -57,6 +57,7 @@ class Flow:
     typing: bool = False  # the person asked to type the time instead
     saving: int | None = None  # the update whose Save is running: its retry may run it again, no other
     seen: list[int] = field(default_factory=list)  # messages already taken (a retried update)
+    filled_from: str | None = None  # the case whose values /case_edit's later fields start from
 
     @property
     def spec(self) -> CommandSpec:
@@ -113,6 +114,7 @@ class CommandFlows:
         """Apply a button of the current step; FlowEnded if it is not one."""
         async with self._step(user_id, data.nonce, data.step) as (conn, actor, flow):
             error = self._apply(flow, data)
+            await self._prefill(conn, flow)
             await self._store(conn, actor, flow)
             return await self._screen(conn, flow, error)
 
@@ -128,6 +130,7 @@ class CommandFlows:
                 return await self._screen(act.conn, flow)  # its update was retried: already taken
             flow.seen = [*flow.seen, message_id][-20:]
             error = self._give(flow, text)
+            await self._prefill(act.conn, flow)
             await self._store(act.conn, act.actor, flow)
             return await self._screen(act.conn, flow, error)
 
@@ -193,6 +196,9 @@ class CommandFlows:
                 flow.values[current.name] = None
                 flow.step += 1
                 return None
+            if data.action == "skip" and flow.values.get(current.name) is not None:
+                flow.step += 1  # Keep: a required field's value as it is (the case being edited)
+                return None
             if data.action == "pick" and current.kind in ("choice", "case", "hearing"):
                 return self._give(flow, data.value)
             raise FlowEnded
@@ -246,6 +252,24 @@ class CommandFlows:
         flow.step += 1
         flow.typing, flow.month, flow.day, flow.hour = False, None, None, None
         return None
+
+    async def _prefill(self, conn: AsyncConnection, flow: Flow) -> None:
+        """Start /case_edit's fields from the case picked (again, if another one is picked after Back), so
+        only what changes is typed."""
+        picked = flow.values.get("case")
+        if flow.command != CASE_EDIT.name or picked is None or picked == flow.filled_from:
+            return
+        try:
+            case = await self._cases.case(conn, int(picked))
+        except (CaseNotFound, ValueError):
+            return  # Save refuses it as the one-liner would
+        flow.values.update(
+            names=case.title,
+            description=case.description,
+            charges=case.charges,
+            visibility="public" if case.public else "private",
+        )
+        flow.filled_from = picked
 
     async def _unsave(self, user_id: int, flow: Flow) -> None:
         async with self._core.gate.acting(user_id, "flow.input", once=False) as act:

@@ -140,6 +140,34 @@ async def test_a_hearing_is_picked_from_the_soonest_of_open_cases_recent_past_in
     assert screen.flow.step == 1 and screen.flow.values["hearing"] == str(old.id)
 
 
+async def test_case_edit_starts_from_the_picked_case_and_keep_keeps_a_field(
+    world: tuple[Services, FakeClock],
+) -> None:
+    services, _ = world
+    first = await services.hearings.create_case(COORDINATOR, "Aida K.", "Held\nsince May", "Art. 1", True)
+    second = await services.hearings.create_case(COORDINATOR, "Bek T.", "Fined", "Art. 2", False)
+    screen = await services.flows.begin(COORDINATOR, COORDINATOR, "case_edit")
+    nonce = screen.flow.nonce
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 0, "pick", str(first)))
+    assert screen.flow.values["names"] == "Aida K." and screen.flow.values["visibility"] == "public"
+    # Back, and another case: its values, not the first one's.
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 1, "back"))
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 0, "pick", str(second)))
+    assert screen.flow.values["description"] == "Fined" and screen.flow.values["visibility"] == "private"
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 1, "skip"))  # Keep the name
+    screen = await services.flows.input_text(COORDINATOR, "Fined twice", 1) or screen
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 3, "skip"))
+    screen = await services.flows.press(COORDINATOR, FlowPress(nonce, 4, "skip"))
+    assert screen.flow.at_summary
+    assert screen.flow.values == {
+        "case": str(second),
+        "names": "Bek T.",
+        "description": "Fined twice",
+        "charges": "Art. 2",
+        "visibility": "private",
+    }
+
+
 async def test_an_expired_flow_is_purged_with_the_drafts(world: tuple[Services, FakeClock]) -> None:
     services, clock = world
     screen = await services.flows.begin(COORDINATOR, COORDINATOR, "hearing_move")
