@@ -141,3 +141,27 @@ async def test_a_stranger_cannot_start_a_flow_and_cancel_ends_one(fake: FakeBotA
         assert ("case.new", "role") in refusals and ("flow.press", "role") in refusals
     finally:
         await bot.stop()
+
+
+async def test_a_report_started_mid_flow_gets_what_is_typed_next(fake: FakeBotApi, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, api_url=fake.url, admin_ids=frozenset({COORDINATOR}))
+    bot = RunningBot(settings)
+    await bot.start()
+    try:
+        coordinator = Person(fake, COORDINATOR)
+        await coordinator.say("/case_new")
+        await coordinator.say("Aida K.")  # the flow now waits for the description
+        await coordinator.say("/report")
+        await coordinator.tap("cat", "detention")
+        await coordinator.tap("when", "now")
+        await coordinator.tap("region", "bishkek")
+        await coordinator.tap("skip")
+        reply = await coordinator.say("Two officers took a colleague at the court")
+        # The report's next step, not the flow's: the flow was set aside when the report began.
+        assert catalogs().text("en", "prompt.charges") not in reply["text"]
+        async with bot.app_services().db.read() as conn:
+            kinds = (await conn.execute(text("SELECT kind FROM drafts"))).scalars().all()
+            assert (await conn.execute(text("SELECT count(*) FROM cases"))).scalar() == 0
+        assert "flow" not in kinds and kinds
+    finally:
+        await bot.stop()
