@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keygen":
             return _keygen(args)
-        settings = Settings.from_env(require_token=args.command in ("run", "check"))
+        settings = Settings.from_env(require_token=args.command in ("run", "serve", "check"))
         if args.command == "health":
             return _health(settings)
     except SettingsError as error:
@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(settings.log_level, [settings.bot_token.get_secret_value()])
     try:
-        if args.command == "run":
-            return _run(settings)
+        if args.command in ("run", "serve"):
+            return _run(settings, webhook=args.command == "serve")
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "audit":
@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot with long polling (applies migrations first)")
+    sub.add_parser(
+        "serve", help="run the bot behind a webhook at JARCHY_WEBHOOK_URL (applies migrations first)"
+    )
     sub.add_parser("migrate", help="apply database migrations and exit")
     keygen = sub.add_parser("keygen", help="write a new data key file (owner-only permissions)")
     keygen.add_argument(
@@ -114,15 +117,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(settings: Settings) -> int:
-    from bot.runner import run_polling
+def _run(settings: Settings, *, webhook: bool = False) -> int:
+    from bot.runner import run_polling, run_webhook
     from bot.runtime.instance import DataDirInUse
 
+    if webhook and not settings.webhook_url:
+        print(
+            "jarchy: JARCHY_WEBHOOK_URL: is not set. `jarchy serve` needs the public https address Telegram "
+            "posts to (see README: webhook mode); `jarchy run` polls instead.",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     # The key guard runs again when the services open; running it first as well means a wrong or missing
     # key stops the start at once, with its one line, before anything talks to Telegram.
     asyncio.run(_guard_key(settings))
     try:
-        asyncio.run(run_polling(settings))
+        asyncio.run(run_webhook(settings) if webhook else run_polling(settings))
     except DataDirInUse as error:
         print(f"jarchy: {error}", file=sys.stderr)
         return EXIT_CONFIG

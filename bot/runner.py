@@ -1,4 +1,5 @@
-"""Run the bot with long polling: the durable inbox in, the delivery worker out, until a signal."""
+"""Run the bot, with long polling or behind a webhook: the durable inbox in, the delivery worker out,
+until a signal."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.inbox import DurableInbox
 from bot.runtime.instance import lock_transient_keys
 from bot.settings import Settings
+from bot.webhook import WebhookServer, keep_webhook_set, webhook_path, webhook_secret
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +32,35 @@ async def run_polling(
     # the first one's feet (bot.instance.lock_transient_keys).
     lock = lock_transient_keys(settings.data_dir)
     try:
-        await _run(settings, clock, stop, app)
+        await _run(settings, clock, stop, app, webhook=False)
+    finally:
+        lock.close()
+
+
+async def run_webhook(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    stop: asyncio.Event | None = None,
+    app: JarchyApp | None = None,
+) -> None:
+    """Like run_polling, but Telegram posts the updates to the bot's web server (bot.webhook)."""
+    if not settings.webhook_url:
+        raise ValueError("webhook mode needs JARCHY_WEBHOOK_URL")
+    lock = lock_transient_keys(settings.data_dir)
+    try:
+        await _run(settings, clock, stop, app, webhook=True)
     finally:
         lock.close()
 
 
 async def _run(
-    settings: Settings, clock: Clock | None, stop: asyncio.Event | None, app: JarchyApp | None
+    settings: Settings,
+    clock: Clock | None,
+    stop: asyncio.Event | None,
+    app: JarchyApp | None,
+    *,
+    webhook: bool,
 ) -> None:
     stop = stop or asyncio.Event()
     app = app or build_application(settings, clock)
@@ -45,18 +69,19 @@ async def _run(
         if app.post_init is not None:
             await app.post_init(app)
         try:
-            await _serve(app, settings, stop)
+            await _serve(app, settings, stop, webhook=webhook)
         finally:
             if app.post_shutdown is not None:
                 await app.post_shutdown(app)
 
 
-async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> None:
+async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, webhook: bool) -> None:
     services = app.bot_data.services
     if services is None:
         raise RuntimeError("post_init did not open the services")
-    # A webhook left over from another deployment would make getUpdates fail with 409.
-    await services.api.call("deleteWebhook", {"drop_pending_updates": False})
+    if not webhook:
+        # A webhook left over from another deployment would make getUpdates fail with 409.
+        await services.api.call("deleteWebhook", {"drop_pending_updates": False})
     inbox = DurableInbox(
         db=services.db,
         repo=services.inbox_repo,
@@ -67,23 +92,58 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
         polling_timeout_s=settings.polling_timeout_s,
         max_attempts=settings.inbox_max_attempts,
     )
+    server: WebhookServer | None = None
+    if webhook:
+        secret = webhook_secret(settings, services.key)
+        server = WebhookServer(
+            inbox=inbox,
+            db=services.db,
+            secret=secret,
+            path=webhook_path(settings.webhook_url),
+            listen=settings.webhook_listen,
+        )
     await app.start()
+    if server is not None:
+        # Listening before Telegram is told where to post: its first request must find the server up.
+        await server.start()
+    intake = (
+        asyncio.create_task(inbox.run_dispatch(), name="inbox")
+        if server is not None
+        else asyncio.create_task(inbox.run(), name="inbox")
+    )
     tasks = {
-        asyncio.create_task(inbox.run(), name="inbox"),
+        intake,
         asyncio.create_task(services.delivery.run(), name="delivery"),
         # The group's budget is planned in a loop of its own: a scheduler job can be skipped when the
         # loop is busy, which is exactly when digests are needed.
         asyncio.create_task(services.planner.run(), name="planner"),
     }
+    # Setting the webhook ends by itself once Telegram has it; it is watched like the loops only for a
+    # fatal answer (a refused token or URL), which stops the bot.
+    setter = (
+        asyncio.create_task(keep_webhook_set(services.api, settings, secret, server), name="set-webhook")
+        if server is not None
+        else None
+    )
     heartbeat = asyncio.create_task(_beat(heartbeat_path(settings)), name="heartbeat")
     waiter = asyncio.create_task(stop.wait(), name="stop")
-    log.info("jarchy is running (long polling)")
+    log.info("jarchy is running (%s)", "webhook" if server is not None else "long polling")
     try:
-        done, _ = await asyncio.wait({*tasks, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done - {waiter}:
-            if task.exception() is not None:
-                log.error("%s stopped", task.get_name(), exc_info=task.exception())
+        watched = {*tasks, waiter} | ({setter} if setter is not None else set())
+        while True:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {waiter}:
+                if task.exception() is not None:
+                    log.error("%s stopped", task.get_name(), exc_info=task.exception())
+            if setter is None or done != {setter} or setter.exception() is not None:
+                break
+            watched.discard(setter)  # the webhook is set: carry on
     finally:
+        if setter is not None and not setter.done():
+            setter.cancel()
+        if server is not None:
+            # No new updates first: what Telegram sends from now on waits on its side and comes again.
+            await server.stop()
         inbox.stop()
         services.delivery.stop()
         services.planner.stop()
@@ -92,6 +152,9 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> Non
         results = await _stop_within(tasks, SHUTDOWN_GRACE_S)
         await app.stop()
         log.info("jarchy stopped")
+    refused = setter.exception() if setter is not None and setter.done() and not setter.cancelled() else None
+    if refused is not None:
+        raise refused
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result

@@ -139,6 +139,12 @@ class Settings:
     evidence_downloads: int = 3
     # Names this instance's outbox leases; default: a random id kept in the data directory.
     instance_id: str | None = None
+    # Webhook mode (`jarchy serve`): the public URL Telegram posts updates to, the address the bot's web
+    # server listens on behind the reverse proxy, and the secret Telegram sends with every request
+    # (default: derived from the data key, the same for every instance that shares the key).
+    webhook_url: str = ""
+    webhook_listen: tuple[str, int] = ("127.0.0.1", 8080)
+    webhook_secret: SecretStr | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -292,6 +298,9 @@ class Settings:
             disk_floor_mb=_number(env, "JARCHY_DISK_FLOOR_MB", 1024, int, minimum=0),
             evidence_downloads=_number(env, "JARCHY_EVIDENCE_DOWNLOADS", 3, int, minimum=1),
             instance_id=_instance_id(env),
+            webhook_url=_webhook_url(env),
+            webhook_listen=_listen(env, "JARCHY_WEBHOOK_LISTEN", ("127.0.0.1", 8080)),
+            webhook_secret=_webhook_secret(env),
         )
         reserved = settings.alert_sos_reserve + settings.alert_digest_reserve
         if 0 < settings.rate_group_per_min <= reserved:
@@ -343,6 +352,9 @@ class Settings:
             ("JARCHY_DISK_FLOOR_MB", str(self.disk_floor_mb)),
             ("JARCHY_EVIDENCE_DOWNLOADS", str(self.evidence_downloads)),
             ("JARCHY_INSTANCE_ID", self.instance_id or "(kept in the data directory)"),
+            ("JARCHY_WEBHOOK_URL", self.webhook_url or "not set (long polling)"),
+            ("JARCHY_WEBHOOK_LISTEN", f"{self.webhook_listen[0]}:{self.webhook_listen[1]}"),
+            ("JARCHY_WEBHOOK_SECRET", "set" if self.webhook_secret else "derived from the data key"),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 
@@ -404,6 +416,44 @@ def _instance_id(env: Mapping[str, str]) -> str | None:
             "Give each instance a short name of its own, e.g. bishkek-1, or leave it unset.",
         )
     return raw
+
+
+def _webhook_url(env: Mapping[str, str]) -> str:
+    raw = env.get("JARCHY_WEBHOOK_URL", "").strip()
+    if raw and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", raw):
+        raise SettingsError(
+            "JARCHY_WEBHOOK_URL",
+            "is not an http(s) URL without a query",
+            "Use the public address Telegram will post to, e.g. https://bot.example.org/telegram.",
+        )
+    return raw
+
+
+def _listen(env: Mapping[str, str], name: str, default: tuple[str, int]) -> tuple[str, int]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    host, _, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(
+            name, f"'{raw}' is not host:port", "Use e.g. 127.0.0.1:8080 (or 0.0.0.0:8080 in a container)."
+        )
+    return host, int(port)
+
+
+def _webhook_secret(env: Mapping[str, str]) -> SecretStr | None:
+    raw = env.get("JARCHY_WEBHOOK_SECRET", "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", raw):
+        raise SettingsError(
+            "JARCHY_WEBHOOK_SECRET",
+            "is not 1-256 letters, digits, _ or - (what Telegram allows)",
+            "Generate one, e.g. with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
+            "or leave it unset to derive it from the data key.",
+        )
+    return SecretStr(raw)
 
 
 def _phone_keep_hours(env: Mapping[str, str]) -> float:

@@ -62,6 +62,24 @@ class InboxRepository:
             upsert.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": str(offset)})
         )
 
+    async def store_pushed(
+        self, conn: AsyncConnection, update_id: int, payload: bytes, now: datetime
+    ) -> bool:
+        """Insert one update Telegram pushed to the webhook; False if it was stored before (a resend, as
+        Telegram makes when its request timed out): the row, pending or done, is the deduplication."""
+        stmt = insert_or(conn, inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id])
+        result = await conn.execute(
+            stmt.values(
+                update_id=update_id,
+                payload=payload,
+                status="pending",
+                attempts=0,
+                received_at=now,
+                next_attempt_at=now,
+            )
+        )
+        return bool(result.rowcount)
+
     async def offset(self, conn: AsyncConnection) -> int | None:
         """Return the next getUpdates offset, or None before the first update."""
         value = (await conn.execute(select(bot_state.c.value).where(bot_state.c.key == OFFSET_KEY))).scalar()

@@ -159,6 +159,22 @@ class DurableInbox:
         self._wake.set()
         return len(updates)
 
+    async def accept(self, update: dict[str, Any]) -> bool:
+        """Store one update Telegram pushed (webhook mode) before it is answered; return False for one
+        stored before (a resend), which is not handled again. Raises what the database raises: the caller
+        answers with an error, and Telegram sends the update again."""
+        update_id = update["update_id"]
+        async with self._db.write() as conn:
+            payload = self._cipher.encrypt_json(update, binding=update_binding(update_id), transient=True)
+            new = await self._repo.store_pushed(conn, update_id, payload, self._clock.now())
+        if new:
+            self._wake.set()
+        return new
+
+    async def run_dispatch(self) -> None:
+        """Dispatch until stopped, without polling (the webhook brings the updates: `accept`)."""
+        await self._dispatch_loop()
+
     async def dispatch_pending(self) -> int:
         """Dispatch every update that is due now and wait until all are handled (start-up, tests)."""
         scheduled = await self._schedule_due()

@@ -74,6 +74,12 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("JARCHY_DATABASE_URL", "jarchy.db", "sqlite+aiosqlite"),
         ("JARCHY_RATE_GLOBAL_PER_S", "fast", "number"),
         ("JARCHY_PAID_BROADCAST", "maybe", "true or false"),
+        ("JARCHY_WEBHOOK_URL", "bot.example.org/hook", "https://"),
+        ("JARCHY_WEBHOOK_URL", "https://bot.example.org/hook?token=1", "https://"),
+        ("JARCHY_WEBHOOK_LISTEN", "8080", "host:port"),
+        ("JARCHY_WEBHOOK_LISTEN", "0.0.0.0:99999", "host:port"),
+        ("JARCHY_WEBHOOK_SECRET", "has spaces in it", "token_urlsafe"),
+        ("JARCHY_WEBHOOK_SECRET", "x" * 257, "token_urlsafe"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value: str, hint: str) -> None:
@@ -87,13 +93,36 @@ def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value
 
 def test_token_never_shows_in_repr_or_description(tmp_path: Path) -> None:
     settings = Settings.from_env(
-        {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_DATABASE_URL": "postgresql+asyncpg://jarchy:hunter2@db/jarchy"},
+        {
+            "JARCHY_BOT_TOKEN": TOKEN,
+            "JARCHY_DATABASE_URL": "postgresql+asyncpg://jarchy:hunter2@db/jarchy",
+            "JARCHY_WEBHOOK_SECRET": "swordfish-42",
+        },
         env_file=tmp_path / "none",
     )
     shown = repr(settings) + str(settings.describe())
     assert TOKEN not in shown
     assert TOKEN.split(":")[1] not in shown
-    assert "hunter2" not in shown
+    assert "hunter2" not in shown and "swordfish" not in shown
+
+
+def test_webhook_settings_are_read(tmp_path: Path) -> None:
+    env = {
+        "JARCHY_BOT_TOKEN": TOKEN,
+        "JARCHY_WEBHOOK_URL": "https://bot.example.org/telegram",
+        "JARCHY_WEBHOOK_LISTEN": "[::1]:8443",
+        "JARCHY_WEBHOOK_SECRET": "Az09_-" * 40,
+    }
+    settings = Settings.from_env(env, env_file=tmp_path / "none")
+    assert settings.webhook_url == "https://bot.example.org/telegram"
+    assert settings.webhook_listen == ("::1", 8443)
+    assert settings.webhook_secret is not None and settings.webhook_secret.get_secret_value() == "Az09_-" * 40
+    default = Settings.from_env({"JARCHY_BOT_TOKEN": TOKEN}, env_file=tmp_path / "none")
+    assert (default.webhook_url, default.webhook_listen, default.webhook_secret) == (
+        "",
+        ("127.0.0.1", 8080),
+        None,
+    )
 
 
 def test_missing_token_exits_2_with_one_line(
@@ -105,6 +134,17 @@ def test_missing_token_exits_2_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "JARCHY_BOT_TOKEN" in err[0] and "@BotFather" in err[0]
+
+
+def test_serve_without_a_webhook_url_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JARCHY_BOT_TOKEN", TOKEN)
+    monkeypatch.delenv("JARCHY_WEBHOOK_URL", raising=False)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "JARCHY_WEBHOOK_URL" in err[0] and TOKEN not in err[0]
 
 
 def test_check_prints_settings_masked_and_exits_0(tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ class ServerCore(LimitsMixin, FilesMixin):
             return
         self._closing.set()
         self._updates_signal.notify()
+        await self._stop_concerns()
         await runner.cleanup()
 
     async def __aenter__(self) -> Self:

@@ -83,6 +83,9 @@ class FakeBotState:
     def _setup_state(self) -> None:
         """Create the state of each concern; every mixin extends this and calls super() first."""
 
+    async def _stop_concerns(self) -> None:
+        """Stop what a concern runs by itself (the webhook pusher); each override calls super()."""
+
     def _handlers(self) -> dict[str, Handler]:
         """Return the Bot API methods a concern answers, by their Bot API spelling; mixins add theirs."""
         return {}

@@ -1,16 +1,25 @@
-"""The getUpdates queue: offsets, long polling, allowed_updates and the webhook methods."""
+"""The update queue: offsets, long polling, allowed_updates, and the webhook: setWebhook with its secret,
+and the pushing of each update to the bot's server, sent again until it answers 2xx, as Telegram does."""
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import re
+import time
 from typing import Any, Final
+
+import aiohttp
 
 from .state import FakeBotState
 from .wire import ApiError, Handler, JSONDict
 
 # Telegram's default when allowed_updates is empty or never set.
 _DEFAULT_EXCLUDED_UPDATES: Final = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+_SECRET_TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# Telegram waits longer between attempts; the fake keeps tests short.
+WEBHOOK_RETRY_S: Final = 0.5
 
 
 def _update_type(update: JSONDict) -> str:
@@ -30,6 +39,13 @@ class UpdatesMixin(FakeBotState):
         self.pending_updates: list[JSONDict] = []
         self.acknowledged_offset = 0
         self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        # Every push: (update_id, HTTP status or 0 for no answer), in order; what the bot's server said.
+        self.webhook_pushes: list[tuple[int, int]] = []
+        self.webhook_last_error: str | None = None
+        self.webhook_last_error_at = 0
+        self.webhook_retry_s = WEBHOOK_RETRY_S
+        self._pusher: asyncio.Task[None] | None = None
         self._next_update_id = 1
         self._allowed_updates: frozenset[str] | None = None
         self._poll_generation = 0
@@ -107,6 +123,30 @@ class UpdatesMixin(FakeBotState):
                 return batch
             await self._updates_signal.wait(remaining)
 
+    async def wait_for_push(self, *, status: int | None = None, timeout: float = 10.0) -> tuple[int, int]:
+        """Wait until the webhook was posted to (and answered `status`, 0 for no answer); return the push."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for push in self.webhook_pushes:
+                if status is None or push[1] == status:
+                    return push
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no webhook push answered {status} within {timeout} s: {self.webhook_pushes}"
+                )
+            await self._calls_signal.wait(remaining)
+
+    async def _stop_concerns(self) -> None:
+        """Stop pushing to the webhook."""
+        pusher, self._pusher = self._pusher, None
+        if pusher is not None and not pusher.done():
+            pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pusher
+        await super()._stop_concerns()
+
     def _confirm(self, offset: int) -> None:
         """Forget updates below `offset`, which the bot thereby confirmed."""
         pending = self.pending_updates
@@ -138,20 +178,64 @@ class UpdatesMixin(FakeBotState):
     async def _delete_webhook(self, p: JSONDict) -> bool:
         """Remove the webhook, optionally dropping the queue."""
         self.webhook_url = None
+        self.webhook_secret = None
         if p.get("drop_pending_updates"):
             self.pending_updates.clear()
         return True
 
     async def _set_webhook(self, p: JSONDict) -> bool:
-        """Store the webhook URL; an empty URL removes it."""
+        """Store the webhook URL and secret and start pushing; an empty URL removes it.
+
+        Unlike Telegram's cloud, which posts to https on ports 443, 80, 88 and 8443 only, the fake posts to
+        any http(s) URL, as a local Bot API server does: the bot's server runs on 127.0.0.1 here."""
         url = p.get("url")
+        if url and not re.match(r"^https?://[^/\s]+", str(url)):
+            raise ApiError(400, "Bad Request: bad webhook: invalid URL")
+        secret = p.get("secret_token")
+        if secret is not None and not _SECRET_TOKEN.fullmatch(str(secret)):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
         self.webhook_url = str(url) if url else None
+        self.webhook_secret = str(secret) if secret else None
         if p.get("drop_pending_updates"):
             self.pending_updates.clear()
         allowed = p.get("allowed_updates")
         if isinstance(allowed, list):
             self._allowed_updates = frozenset(map(str, allowed)) or None
+        if self.webhook_url and (self._pusher is None or self._pusher.done()):
+            self._pusher = asyncio.create_task(self._push_updates(), name="fake-webhook-pusher")
+        self._updates_signal.notify()
         return True
+
+    async def _push_updates(self) -> None:
+        """Post each pending update to the webhook in order; drop it once answered 2xx, else try again."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            while self.webhook_url and not self._closing.is_set():
+                batch = self._select_updates(1)
+                if not batch:
+                    await self._updates_signal.wait(1.0)
+                    continue
+                update = batch[0]
+                headers = (
+                    {"X-Telegram-Bot-Api-Secret-Token": self.webhook_secret} if self.webhook_secret else {}
+                )
+                status = 0
+                try:
+                    async with session.post(self.webhook_url, json=update, headers=headers) as response:
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    self.webhook_last_error = f"Connection failed: {type(error).__name__}"
+                self.webhook_pushes.append((update["update_id"], status))
+                self._calls_signal.notify()
+                if 200 <= status < 300:
+                    self.pending_updates.remove(update)
+                    self.acknowledged_offset = max(self.acknowledged_offset, update["update_id"] + 1)
+                    continue
+                if status:
+                    self.webhook_last_error = f"Wrong response from the webhook: {status}"
+                self.webhook_last_error_at = int(time.time())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.webhook_retry_s):
+                        await self._closing.wait()
 
     async def _get_webhook_info(self, p: JSONDict) -> JSONDict:
         """Describe the webhook state."""
@@ -160,6 +244,9 @@ class UpdatesMixin(FakeBotState):
             "has_custom_certificate": False,
             "pending_update_count": len(self.pending_updates),
         }
+        if self.webhook_url and self.webhook_last_error:
+            info["last_error_date"] = self.webhook_last_error_at
+            info["last_error_message"] = self.webhook_last_error
         if self._allowed_updates is not None:
             info["allowed_updates"] = sorted(self._allowed_updates)
         return info

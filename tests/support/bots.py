@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.app import build_application
 from bot.context import JarchyApp
-from bot.runner import run_polling
+from bot.runner import run_polling, run_webhook
 from bot.settings import Settings
 from bot.wiring import Services
 from tests.fakebot import FakeBotApi
@@ -35,12 +35,13 @@ class RunningBot:
         self.app: JarchyApp | None = None
 
     async def start(self) -> None:
-        """Start polling and delivering."""
+        """Start polling (or serving the webhook, when the settings name one) and delivering."""
         if self.seed:
             seed_database(self.settings)
         self._stop = asyncio.Event()
         self.app = build_application(self.settings)
-        self._task = asyncio.create_task(run_polling(self.settings, stop=self._stop, app=self.app))
+        run = run_webhook if self.settings.webhook_url else run_polling
+        self._task = asyncio.create_task(run(self.settings, stop=self._stop, app=self.app))
         await asyncio.sleep(0)
 
     async def stop(self) -> None:
