@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from sqlalchemy import text
 
 from bot.runtime.inbox import ALLOWED_UPDATES, DurableInbox, FatalPollingError
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
@@ -140,8 +139,8 @@ class WebhookServer:
         if not self.webhook_set:
             return web.Response(status=503, text="the webhook is not set yet\n")
         try:
-            async with asyncio.timeout(5), self._db.read() as conn:
-                await conn.execute(text("SELECT 1"))
+            async with asyncio.timeout(5):
+                await self._db.ping()
         except Exception:
             return web.Response(status=503, text="the database does not answer\n")
         return web.Response(text="ready\n")

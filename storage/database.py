@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -72,6 +72,11 @@ class Database:
             await conn.execution_options(**{_READ_ONLY: True})
             async with conn.begin():
                 yield conn
+
+    async def ping(self) -> None:
+        """Run the cheapest query there is; raise if the database does not answer (readiness checks)."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def checkpoint(self) -> bool:
         """Copy the WAL into the database and truncate it to nothing (SQLite; a no-op elsewhere).
