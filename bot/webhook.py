@@ -17,6 +17,7 @@ import base64
 import hmac
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ MAX_CONNECTIONS = 40
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 _RETRY_CAP_S = 30.0
+_REFUSAL_LOG_EVERY_S = 60.0
 
 
 def webhook_secret(settings: Settings, key: DataKey) -> str:
@@ -78,6 +80,8 @@ class WebhookServer:
         self.stored = 0
         self.resent = 0
         self.refused = 0
+        self._refusals_logged_at = -_REFUSAL_LOG_EVERY_S
+        self._refusals_unlogged = 0
 
     def application(self) -> web.Application:
         """The web application: the webhook and the two health endpoints."""
@@ -108,7 +112,7 @@ class WebhookServer:
         given = request.headers.get(SECRET_HEADER, "").encode()
         if not hmac.compare_digest(given, self._secret):
             self.refused += 1
-            log.warning("refused a webhook request without the right secret")
+            self._log_refusal()
             return web.Response(status=403)
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return web.Response(status=413)
@@ -131,6 +135,14 @@ class WebhookServer:
         else:
             self.resent += 1
         return web.Response(status=200)
+
+    def _log_refusal(self) -> None:
+        # One line a minute at most: whoever sends forged requests must not be able to fill the log.
+        self._refusals_unlogged += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= _REFUSAL_LOG_EVERY_S:
+            log.warning("refused %d webhook request(s) without the right secret", self._refusals_unlogged)
+            self._refusals_logged_at, self._refusals_unlogged = now, 0
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
