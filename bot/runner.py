@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.app import build_application, dispatch_update
 from bot.context import JarchyApp
+from bot.metrics import MetricsServer
 from bot.runtime.clock import Clock
 from bot.runtime.inbox import DurableInbox
 from bot.runtime.instance import lock_transient_keys
@@ -102,7 +103,16 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
             path=webhook_path(settings.webhook_url),
             listen=settings.webhook_listen,
         )
+    metrics = (
+        MetricsServer(
+            db=services.db, clock=services.clock, delivery=services.delivery, listen=settings.metrics_listen
+        )
+        if settings.metrics_listen is not None
+        else None
+    )
     await app.start()
+    if metrics is not None:
+        await metrics.start()
     if server is not None:
         # Listening before Telegram is told where to post: its first request must find the server up.
         await server.start()
@@ -144,6 +154,8 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         if server is not None:
             # No new updates first: what Telegram sends from now on waits on its side and comes again.
             await server.stop()
+        if metrics is not None:
+            await metrics.stop()
         inbox.stop()
         services.delivery.stop()
         services.planner.stop()

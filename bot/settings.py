@@ -145,6 +145,8 @@ class Settings:
     webhook_url: str = ""
     webhook_listen: tuple[str, int] = ("127.0.0.1", 8080)
     webhook_secret: SecretStr | None = None
+    # Where /metrics is served (Prometheus's text format); off unless set. Keep it off the public internet.
+    metrics_listen: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -299,7 +301,8 @@ class Settings:
             evidence_downloads=_number(env, "JARCHY_EVIDENCE_DOWNLOADS", 3, int, minimum=1),
             instance_id=_instance_id(env),
             webhook_url=_webhook_url(env),
-            webhook_listen=_listen(env, "JARCHY_WEBHOOK_LISTEN", ("127.0.0.1", 8080)),
+            webhook_listen=_listen(env, "JARCHY_WEBHOOK_LISTEN") or ("127.0.0.1", 8080),
+            metrics_listen=_listen(env, "JARCHY_METRICS_LISTEN"),
             webhook_secret=_webhook_secret(env),
         )
         reserved = settings.alert_sos_reserve + settings.alert_digest_reserve
@@ -355,6 +358,10 @@ class Settings:
             ("JARCHY_WEBHOOK_URL", self.webhook_url or "not set (long polling)"),
             ("JARCHY_WEBHOOK_LISTEN", f"{self.webhook_listen[0]}:{self.webhook_listen[1]}"),
             ("JARCHY_WEBHOOK_SECRET", "set" if self.webhook_secret else "derived from the data key"),
+            (
+                "JARCHY_METRICS_LISTEN",
+                f"{self.metrics_listen[0]}:{self.metrics_listen[1]}" if self.metrics_listen else "off",
+            ),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 
@@ -429,10 +436,10 @@ def _webhook_url(env: Mapping[str, str]) -> str:
     return raw
 
 
-def _listen(env: Mapping[str, str], name: str, default: tuple[str, int]) -> tuple[str, int]:
+def _listen(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
     raw = env.get(name, "").strip()
     if not raw:
-        return default
+        return None
     host, _, port = raw.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -128,7 +128,7 @@ class Campaign:
     @property
     def ref(self) -> str:
         """Return the outbox ref its messages carry (and the code people see)."""
-        return f"C-{self.id}"
+        return campaign_ref(self.id)
 
 
 @dataclass(frozen=True)
@@ -617,3 +617,8 @@ def _campaign(row: Row[Any]) -> Campaign:
         created_at=row.created_at,
         finished_at=row.finished_at,
     )
+
+
+def campaign_ref(campaign_id: int) -> str:
+    """The outbox ref of a campaign's messages (and the code people see)."""
+    return f"C-{campaign_id}"

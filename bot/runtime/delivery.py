@@ -138,7 +138,9 @@ class DeliveryWorker:
         self._preempt = False
         self._wake_listeners: list[Callable[[], None]] = []
         self._seq = 0
+        # Running totals for /metrics (bot.metrics): rows sent, and 429s Telegram answered.
         self.sent_count = 0
+        self.too_many_count = 0
 
     def on_sent(self, kind: str, handler: ReceiptHandler) -> None:
         """Call `handler` with the message ids of sent rows of `kind`, in the transaction recording them
@@ -435,6 +437,7 @@ class DeliveryWorker:
             return Outcome(id=row.id, status="sent", message_id=result.message_id, sent_at=self._clock.now())
         code, description = result.error_code, result.description
         if code == 429:
+            self.too_many_count += 1
             wait = result.retry_after if result.retry_after is not None else 1.0
             everyone = self._limiter.too_many(row.chat_key, row.chat_kind, wait)
             log.warning(
