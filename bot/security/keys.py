@@ -42,8 +42,11 @@ _V1 = "jarchy-key-v1:"
 _V2 = "jarchy-key-v2:"
 WRAPPED = "jarchy-key-wrapped-v1:"
 _KEY_BYTES = 32
-# Subkeys renewed by rotation: whatever they protect, rotate-key re-encrypts or re-wraps.
-ROTATING = frozenset({"field-encryption", "evidence.file-stream", "transient.wrap", "key-check"})
+# Subkeys renewed by rotation: whatever they protect, rotate-key re-encrypts or re-wraps. The webhook's
+# secret protects nothing stored: the next start gives Telegram the new one, and an old key opens nothing.
+ROTATING = frozenset(
+    {"field-encryption", "evidence.file-stream", "transient.wrap", "key-check", "webhook.secret"}
+)
 # Subkeys kept across rotations: their outputs are stored (pseudonyms, audit hashes, evidence MACs) or shown
 # (K- codes), and the inputs to recompute them are not all kept.
 LONG_LIVED = frozenset({"pseudonym", "audit.chain", "reporter-code", "evidence.bind", "key-check.identity"})
