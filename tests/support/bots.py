@@ -121,8 +121,19 @@ class BotProcess:
             seed_file(self.data_dir / "jarchy.db")
         sink = self.output.open("ab") if self.output is not None else subprocess.DEVNULL
         try:
+            # JARCHY_BENCH_PROFILE=FILE runs the bot under cProfile (written when it stops), for bench/.
+            profile = os.environ.get("JARCHY_BENCH_PROFILE")
+            runner = ["-m", "cProfile", "-o", profile] if profile else []
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run", env=self.env, cwd=self.cwd, stdout=sink, stderr=sink
+                sys.executable,
+                *runner,
+                "-m",
+                "bot",
+                "run",
+                env=self.env,
+                cwd=self.cwd,
+                stdout=sink,
+                stderr=sink,
             )
         finally:
             if not isinstance(sink, int):
