@@ -159,11 +159,11 @@ class AlertPlanner:
         now, mono = self._clock.now(), self._limiter.now()
         cards = [row for row in waiting if row.kind == CARD_KIND and row.ref is not None]
         report_cards = sorted((row for row in cards if row.priority < PRIORITY_SOS), key=lambda r: r.id)
+        sos_cards = sorted((row for row in cards if row.priority >= PRIORITY_SOS), key=lambda r: r.id)
         late_sos = [
             row.ref
-            for row in cards
+            for row in sos_cards
             if row.ref is not None
-            and row.priority >= PRIORITY_SOS
             and row.ref not in self._listed
             and (now - row.created_at).total_seconds() >= self._config.sos_grace_s
         ]
@@ -182,7 +182,7 @@ class AlertPlanner:
         # tier's slots before any digest of reports.
         queued_digests = sum(1 for row in waiting if row.kind == DIGEST_KIND)
         sos_tier = _capacity(limit - self._digest_reserve, used, mono, 0.0)
-        queued_sos = min(sos_tier, sum(1 for row in cards if row.priority >= PRIORITY_SOS))
+        queued_sos = min(sos_tier, len(sos_cards))
         free = _capacity(limit, used, mono, 0.0) - queued_digests - queued_sos
         if oldest < self._config.deadline_s:
             # Reports still coming in this burst need a slot too: the last one serves them at the deadline.
@@ -196,10 +196,22 @@ class AlertPlanner:
             return None  # not even a digest fits now; the next pass looks again
         if late_sos and free < 4 and mono - self._last_sos_fold < self._config.sos_fold_gap_s:
             return None  # they are with the coordinators on duty already; let a few more join
-        if late_sos:
+        # The SOS tier's slots go to the oldest SOS cards (the worker sends by priority, then in order). An
+        # SOS beyond what the tier can send within the grace will find no slot in it: the digest going now
+        # lists it too, instead of one going seconds later for it alone (or with a few more).
+        within_grace = _capacity(limit - self._digest_reserve, used, mono, self._config.sos_grace_s)
+        beyond = {row.ref for row in sos_cards[within_grace:]}
+        sos = [
+            row.ref
+            for row in sos_cards
+            if row.ref is not None
+            and row.ref not in self._listed
+            and (row.ref in beyond or row.ref in late_sos)
+        ]
+        if sos:
             self._last_sos_fold = mono
-        room = max(0, free * DIGEST_SIZE - len(late_sos))
-        return report_cards[:room], late_sos, free
+        room = max(0, free * DIGEST_SIZE - len(sos))
+        return report_cards[:room], sos, free
 
     async def _fold(
         self,
