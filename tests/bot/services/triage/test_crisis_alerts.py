@@ -25,7 +25,7 @@ from bot.services.triage.planner import DIGEST_SIZE
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import LANGUAGES, catalogs
-from storage.outbox import ClaimedRow
+from storage.outbox import ClaimedRow, OutboxRepository
 from tests.conftest import make_settings
 from tests.workspace_seed import Seed, seed_reports
 
@@ -171,6 +171,21 @@ async def test_sos_beyond_their_tier_are_listed_in_the_digest_that_goes_now(serv
     assert [code in text_ for code in [first, *later]] == [True, False, True, True, True]
     own = await rows(services, f"kind = '{CARD_KIND}' AND priority = {PRIORITY_SOS} AND status = 'pending'")
     assert len(own) == 5, "every SOS keeps its own card"
+
+
+async def test_sos_a_worker_holds_for_a_spent_tier_are_listed_too(services: Services) -> None:
+    await queue_reports(services, 25)
+    sos = [await send_sos(services, REPORTERS + i) for i in range(3)]
+    async with services.db.write() as conn:  # the worker claimed their cards and waits for a slot
+        now = services.clock.now()
+        held = await OutboxRepository().claim(conn, "worker", now, now + timedelta(minutes=1), 3)
+    assert [(row.kind, row.priority) for row in held] == [(CARD_KIND, PRIORITY_SOS)] * 3
+    fill_group_window(services, 14)  # the SOS tier is spent: none of them finds a slot in it
+    clock_of(services).advance(2.5)
+    assert await services.planner.plan() == 1
+    text_ = (await rows(services, f"kind = '{DIGEST_KIND}'"))[0]["params"]["text"]
+    assert all(code in text_ for code in sos)
+    assert len(await rows(services, "status = 'sending'")) == 3, "their cards stay with the worker"
 
 
 async def test_the_last_slots_are_kept_for_sos_while_reports_can_wait(services: Services) -> None:
