@@ -56,6 +56,7 @@ class WaitingRow:
     ref: str | None
     priority: int
     created_at: datetime
+    claimed: bool = False  # a worker holds it right now (it may be waiting for a slot, or on its way)
 
 
 @dataclass(frozen=True)
@@ -384,11 +385,22 @@ class OutboxRepository:
         loose = select(func.count()).where(*where, outbox.c.ref.is_(None))
         return int((await conn.execute(refs)).scalar() or 0) + int((await conn.execute(loose)).scalar() or 0)
 
-    async def waiting(self, conn: AsyncConnection, chat_key: str, kinds: Sequence[str]) -> list[WaitingRow]:
-        """Return the queued rows of these kinds for one chat (not the ones a worker holds right now)."""
+    async def waiting(
+        self, conn: AsyncConnection, chat_key: str, kinds: Sequence[str], *, claimed: bool = False
+    ) -> list[WaitingRow]:
+        """Return the queued rows of these kinds for one chat; with `claimed`, also the ones a worker holds
+        right now (marked so)."""
+        statuses = ("pending", "sending") if claimed else ("pending",)
         rows = await conn.execute(
-            select(outbox.c.id, outbox.c.kind, outbox.c.ref, outbox.c.priority, outbox.c.created_at)
-            .where(outbox.c.status == "pending", outbox.c.chat_key == chat_key, outbox.c.kind.in_(kinds))
+            select(
+                outbox.c.id,
+                outbox.c.kind,
+                outbox.c.ref,
+                outbox.c.priority,
+                outbox.c.created_at,
+                outbox.c.status == "sending",
+            )
+            .where(outbox.c.status.in_(statuses), outbox.c.chat_key == chat_key, outbox.c.kind.in_(kinds))
             .order_by(outbox.c.id)
         )
         return [WaitingRow(*r) for r in rows]

@@ -7,9 +7,10 @@ minute, the waiting ones are folded into digests: one message listing up to DIGE
 then oldest first: code, category, region, time, anonymous or contactable), with a button per report that
 sends its full card to the presser in private. The slots are tiered (see AlertService.headroom): report
 cards never take the last `sos_reserve + digest_reserve` slots of a window, SOS cards never the last
-`digest_reserve`, digests may take any. An SOS card that finds no slot within a few seconds is listed at
-the top of the next digest too (and it has already gone to the coordinators on duty in private); its own
-card still follows as soon as a slot frees.
+`digest_reserve`, digests may take any. An SOS card that finds no slot within a second is listed at
+the top of the next digest too (and it has already gone to the coordinators on duty in private), and so is,
+in any digest that goes, every SOS card beyond what its tier can send within that second; its own card
+still follows as soon as a slot frees.
 """
 
 from __future__ import annotations
@@ -134,8 +135,14 @@ class AlertPlanner:
             key = self._alerts.chat_key
             if chat is None or key is None:
                 return 0
-            waiting = await self._outbox_repo.waiting(conn, key, ("alert", CARD_KIND, DIGEST_KIND))
-        fold = self._decide(key, limit, waiting)
+            # With the SOS cards a worker holds: one waiting there for a slot of a spent tier is still to be
+            # listed (only queued rows count for the rest of the plan).
+            rows = await self._outbox_repo.waiting(conn, key, ("alert", CARD_KIND, DIGEST_KIND), claimed=True)
+        held_sos = [
+            row for row in rows if row.claimed and row.kind == CARD_KIND and row.priority >= PRIORITY_SOS
+        ]
+        waiting = [row for row in rows if not row.claimed]
+        fold = self._decide(key, limit, waiting, held_sos)
         if fold is None:
             return 0
         async with self._core.unit_of_work() as uow:
@@ -147,17 +154,17 @@ class AlertPlanner:
         return digests
 
     def _decide(
-        self, key: str, limit: int, waiting: Sequence[WaitingRow]
+        self, key: str, limit: int, waiting: Sequence[WaitingRow], held_sos: Sequence[WaitingRow] = ()
     ) -> tuple[list[WaitingRow], list[str], int] | None:
         """Return the report cards to fold, the SOS to list and how many digests may go, or None."""
         now, mono = self._core.clock.now(), self._limiter.now()
         cards = [row for row in waiting if row.kind == CARD_KIND and row.ref is not None]
         report_cards = sorted((row for row in cards if row.priority < PRIORITY_SOS), key=lambda r: r.id)
+        sos_cards = sorted((row for row in cards if row.priority >= PRIORITY_SOS), key=lambda r: r.id)
         late_sos = [
             row.ref
-            for row in cards
+            for row in sos_cards
             if row.ref is not None
-            and row.priority >= PRIORITY_SOS
             and row.ref not in self._listed
             and (now - row.created_at).total_seconds() >= self._config.sos_grace_s
         ]
@@ -176,7 +183,7 @@ class AlertPlanner:
         # tier's slots before any digest of reports.
         queued_digests = sum(1 for row in waiting if row.kind == DIGEST_KIND)
         sos_tier = _capacity(limit - self._digest_reserve, used, mono, 0.0)
-        queued_sos = min(sos_tier, sum(1 for row in cards if row.priority >= PRIORITY_SOS))
+        queued_sos = min(sos_tier, len(sos_cards))
         free = _capacity(limit, used, mono, 0.0) - queued_digests - queued_sos
         if oldest < self._config.deadline_s:
             # Reports still coming in this burst need a slot too: the last one serves them at the deadline.
@@ -190,10 +197,27 @@ class AlertPlanner:
             return None  # not even a digest fits now; the next pass looks again
         if late_sos and free < 4 and mono - self._last_sos_fold < self._config.sos_fold_gap_s:
             return None  # they are with the coordinators on duty already; let a few more join
-        if late_sos:
+        # The SOS tier's slots go to the oldest SOS cards (the worker sends by priority, then in order). An
+        # SOS beyond what the tier can send within the grace will find no slot in it: the digest going now
+        # lists it too, instead of one going seconds later for it alone (or with a few more).
+        # Those a worker holds are among them: they wait for the same slots (some may be on their way,
+        # which lists them once more than needed, never less).
+        every_sos = sorted(
+            [*sos_cards, *(row for row in held_sos if row.ref is not None)], key=lambda r: r.id
+        )
+        within_grace = _capacity(limit - self._digest_reserve, used, mono, self._config.sos_grace_s)
+        beyond = {row.ref for row in every_sos[within_grace:]}
+        sos = [
+            row.ref
+            for row in every_sos
+            if row.ref is not None
+            and row.ref not in self._listed
+            and (row.ref in beyond or (now - row.created_at).total_seconds() >= self._config.sos_grace_s)
+        ]
+        if sos:
             self._last_sos_fold = mono
-        room = max(0, free * DIGEST_SIZE - len(late_sos))
-        return report_cards[:room], late_sos, free
+        room = max(0, free * DIGEST_SIZE - len(sos))
+        return report_cards[:room], sos, free
 
     async def _fold(
         self,

@@ -25,7 +25,7 @@ from bot.services.triage.planner import DIGEST_SIZE
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import LANGUAGES, catalogs
-from storage.outbox import ClaimedRow
+from storage.outbox import ClaimedRow, OutboxRepository
 from tests.conftest import make_settings
 from tests.workspace_seed import Seed, seed_reports
 
@@ -156,6 +156,36 @@ async def test_sos_come_first_in_a_digest_and_keep_their_own_card(services: Serv
     # Listed once: the next pass does not list them again.
     clock_of(services).advance(1.0)
     assert await services.planner.plan() == 0
+
+
+async def test_sos_beyond_their_tier_are_listed_in_the_digest_that_goes_now(services: Services) -> None:
+    await queue_reports(services, 25)
+    first = await send_sos(services, REPORTERS)
+    clock_of(services).advance(1.0)  # the first SOS found no slot for its grace
+    later = [await send_sos(services, REPORTERS + 1 + i) for i in range(4)]
+    fill_group_window(services, 12)  # two slots left in the SOS tier (20 - 6 kept for digests)
+    assert await services.planner.plan() == 1
+    text_ = (await rows(services, f"kind = '{DIGEST_KIND}'"))[0]["params"]["text"]
+    # The two oldest take the tier's slots (the first is listed too: its grace is over); the three beyond
+    # them would find no slot, so they are listed now rather than in a digest seconds later.
+    assert [code in text_ for code in [first, *later]] == [True, False, True, True, True]
+    own = await rows(services, f"kind = '{CARD_KIND}' AND priority = {PRIORITY_SOS} AND status = 'pending'")
+    assert len(own) == 5, "every SOS keeps its own card"
+
+
+async def test_sos_a_worker_holds_for_a_spent_tier_are_listed_too(services: Services) -> None:
+    await queue_reports(services, 25)
+    sos = [await send_sos(services, REPORTERS + i) for i in range(3)]
+    async with services.db.write() as conn:  # the worker claimed their cards and waits for a slot
+        now = services.clock.now()
+        held = await OutboxRepository().claim(conn, "worker", now, now + timedelta(minutes=1), 3)
+    assert [(row.kind, row.priority) for row in held] == [(CARD_KIND, PRIORITY_SOS)] * 3
+    fill_group_window(services, 14)  # the SOS tier is spent: none of them finds a slot in it
+    clock_of(services).advance(2.5)
+    assert await services.planner.plan() == 1
+    text_ = (await rows(services, f"kind = '{DIGEST_KIND}'"))[0]["params"]["text"]
+    assert all(code in text_ for code in sos)
+    assert len(await rows(services, "status = 'sending'")) == 3, "their cards stay with the worker"
 
 
 async def test_the_last_slots_are_kept_for_sos_while_reports_can_wait(services: Services) -> None:
