@@ -337,10 +337,14 @@ async def test_downloads_are_bounded_overall_and_one_at_a_time_per_person(
     first = asyncio.create_task(held("a" * 64))
     second = asyncio.create_task(held("a" * 64))  # the same person: waits for the first
     third = asyncio.create_task(held("b" * 64))  # waits for the one slot
-    await asyncio.sleep(0.05)
+    # The first takes the slot once its staging row is written (slower on a loaded machine or PostgreSQL).
+    async with asyncio.timeout(10):
+        while not running:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # and nobody else gets in beside it
     assert running == ["a" * 64]
     fourth = asyncio.create_task(held("c" * 64))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # the fourth is in the short queue
     # A short queue only (twice the slots: third and fourth); past it "send it again in a minute".
     with pytest.raises(EvidenceRefused) as busy:
         await held("d" * 64)
