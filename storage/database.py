@@ -64,6 +64,16 @@ class Database:
         # Every transaction here ends in an explicit commit or rollback, so the pool's own rollback on
         # return is a wasted round trip to the driver's thread on every use.
         engine_options.setdefault("pool_reset_on_return", None)
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "asyncpg":
+            # SQLite's busy timeout, kept: a writer that cannot have the writers' lock (or any row lock)
+            # within it fails with 55P03, a transient error, and its update is retried later, instead of
+            # every writer of every instance hanging behind one stuck transaction. 0 means "wait forever"
+            # to PostgreSQL, so SQLite's "do not wait" becomes the shortest wait it knows.
+            connect_args = dict(engine_options.pop("connect_args", {}))
+            server_settings = dict(connect_args.get("server_settings", {}))
+            server_settings.setdefault("lock_timeout", f"{max(int(busy_timeout_ms), 1)}ms")
+            connect_args["server_settings"] = server_settings
+            engine_options["connect_args"] = connect_args
         engine = create_async_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine, busy_timeout_ms, foreign_keys)
