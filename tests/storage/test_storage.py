@@ -318,3 +318,22 @@ async def test_the_scrubs_vacuum_reaches_every_transient_table(db: Database, bac
     after = await vacuumed()
     assert sorted(after) == names
     assert all(after[name] == before.get(name, 0) + 1 for name in names), (before, after)
+
+
+async def test_a_lost_connection_is_transient(db: Database, backend: str) -> None:
+    """A restarted server (or SQLite's busy lock) fails an update that a retry would pass."""
+    from storage.database import is_transient
+
+    if backend != "postgresql":
+        pytest.skip("SQLite has no server connection to lose; its busy errors are tested in tests/e2e")
+    async with db.engine.connect() as victim, db.engine.connect() as killer:
+        pid = (await victim.execute(text("SELECT pg_backend_pid()"))).scalar()
+        await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await killer.commit()
+        with pytest.raises(DBAPIError) as lost:
+            await victim.execute(text("SELECT 1"))
+    assert is_transient(lost.value)
+    with pytest.raises(DBAPIError) as wrong:
+        async with db.read() as conn:
+            await conn.execute(text("SELECT 1 / 0"))
+    assert not is_transient(wrong.value)
