@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import CursorResult, Table
+from sqlalchemy import Column, CursorResult, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,3 +24,15 @@ def new_id(result: CursorResult[Any]) -> int:
     if key is None:
         raise RuntimeError("the database returned no id for a new row")
     return int(key[0])
+
+
+async def insert_many_counted(
+    conn: AsyncConnection, stmt: Any, rows: Sequence[dict[str, Any]], key: Column[Any]
+) -> int:
+    """Run a many-row INSERT (ON CONFLICT DO NOTHING, typically) and return how many rows it inserted."""
+    if conn.dialect.name == "postgresql":
+        # asyncpg's executemany reports no row count (SQLAlchemy sees -1); the rows RETURNING gives back
+        # are exactly the inserted ones, a skipped conflict returning none.
+        return len((await conn.execute(stmt.returning(key), rows)).all())
+    result = await conn.execute(stmt, rows)
+    return max(result.rowcount or 0, 0)

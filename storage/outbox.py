@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, case, delete, func, literal, or_, select, upda
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
-from storage.dialect import insert_or
+from storage.dialect import insert_many_counted, insert_or
 from storage.schema import outbox
 from storage.types import UtcTimestamp
 
@@ -129,7 +129,8 @@ class OutboxRepository:
         if not rows:
             return 0
         stmt = insert_or(conn, outbox).on_conflict_do_nothing()
-        result = await conn.execute(
+        return await insert_many_counted(
+            conn,
             stmt,
             [
                 {
@@ -152,8 +153,8 @@ class OutboxRepository:
                 }
                 for r in rows
             ],
+            outbox.c.id,
         )
-        return max(result.rowcount or 0, 0)
 
     async def claim(
         self, conn: AsyncConnection, owner: str, now: datetime, lease_until: datetime, limit: int

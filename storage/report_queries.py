@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, Select, cast, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, Select, func, literal, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.reports import Note, Report, _report
@@ -116,7 +116,10 @@ class ReportQueries:
     async def weekly(self, conn: AsyncConnection, since: datetime) -> list[tuple[int, str, str, int]]:
         """Count reports created since `since` by (whole weeks after it, category, status)."""
         created = type_coerce(reports.c.created_at, BigInteger)
-        week = cast((created - literal(to_micros(since), BigInteger)) / _WEEK_MICROS, Integer)
+        # Floor division: `/` is true division in SQLAlchemy 2, and PostgreSQL's CAST(numeric AS INTEGER)
+        # rounds (3.6 weeks became week 4) where SQLite's truncates. `//` is integer division on both, and
+        # the difference is never negative here (created >= since), so it truncates and floors alike.
+        week = (created - literal(to_micros(since), BigInteger)) // _WEEK_MICROS
         stmt = (
             select(week.label("week"), reports.c.category, reports.c.status, func.count().label("n"))
             .where(reports.c.created_at >= since)

@@ -16,7 +16,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
+    true,
 )
 
 from storage.types import UtcTimestamp
@@ -38,7 +40,7 @@ users = Table(
     Column("language", String(8), nullable=True),  # chosen with /language; wins over Telegram's
     Column("telegram_language", String(8), nullable=True),
     Column("timezone", String(40), nullable=True),  # chosen with /timezone; else the organisation's
-    Column("active", Boolean, nullable=False, server_default=text("1")),
+    Column("active", Boolean, nullable=False, server_default=true()),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp, nullable=False),
 )
@@ -440,7 +442,7 @@ campaigns = Table(
     Column("deadline", UtcTimestamp, nullable=True),
     Column("audience", String(16), nullable=False, server_default="all"),  # all, language, topic, case
     Column("audience_value", String(32), nullable=True),
-    Column("include_channels", Boolean, nullable=False, server_default=text("0")),
+    Column("include_channels", Boolean, nullable=False, server_default=false()),
     Column("status", String(20), nullable=False, server_default="draft"),
     Column("created_by", String(64), nullable=False),
     Column("creator_chat", LargeBinary, nullable=False),  # encrypted: where progress goes
@@ -448,11 +450,11 @@ campaigns = Table(
     Column("send_at", UtcTimestamp, nullable=True),
     # Where enqueueing got to (the last recipient's pseudonym): batches resume after a restart.
     Column("cursor", String(64), nullable=True),
-    Column("channels_done", Boolean, nullable=False, server_default=text("0")),
+    Column("channels_done", Boolean, nullable=False, server_default=false()),
     Column("enqueued", Integer, nullable=False, server_default=text("0")),
     Column("progress_message_id", Integer, nullable=True),
     Column("progress_text", Text, nullable=True),  # what the progress message shows now
-    Column("reminders_done", Boolean, nullable=False, server_default=text("0")),
+    Column("reminders_done", Boolean, nullable=False, server_default=false()),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp, nullable=False),
     Column("finished_at", UtcTimestamp, nullable=True),

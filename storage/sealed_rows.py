@@ -37,6 +37,9 @@ class Rewrite:
 class SealedRowRepository:
     """Finds and rewrites transiently sealed payloads."""
 
+    # Where transient rows live: the tables whose old row versions a scrub leaves behind it.
+    tables = (inbox, drafts, evidence_staged, outbox)
+
     async def all(self, conn: AsyncConnection) -> list[SealedRow]:
         """Every live transient payload: pending updates, drafts, staged evidence, clean-ups not yet sent."""
         found: list[SealedRow] = []

@@ -9,6 +9,7 @@ from sqlalchemy import insert
 from bot.security.bindings import subscriber_chat_binding
 from bot.wiring import Services
 from storage.campaigns import CampaignRepository
+from storage.dialect import insert_or
 from storage.schema import subscriptions, users
 
 
@@ -27,7 +28,7 @@ async def seed_subscribers(
         people = [(services.pseudonyms.of_user(uid), uid) for uid in chunk]
         async with services.db.write() as conn:
             await conn.execute(
-                insert(users).prefix_with("OR IGNORE"),
+                insert_or(conn, users).on_conflict_do_nothing(),
                 [
                     {
                         "pseudonym": p,

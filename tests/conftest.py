@@ -1,4 +1,5 @@
-"""Shared fixtures: a real migrated SQLite file per test, keys, settings."""
+"""Shared fixtures: a real migrated database per test (SQLite, or PostgreSQL where a suite asks), keys,
+settings."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 from bot.runtime.clock import FakeClock
 from bot.security import Cipher, DataKey, Pseudonymizer, create_key_file
 from storage.database import Database
-from tests.support.database import copy_template
+from tests.support.backends import (
+    SQLITE_ONLY_MARK,
+    backend_fixture,
+    database_url_for,
+    missing_postgres_reason,
+    parametrize_backends,
+)
+from tests.support.database import REQUIRE_POSTGRES_VARIABLE, copy_template, postgres_required, postgres_url
 
 # Unit tests import these from here; they live in tests/support so that bench/ can use them too.
 from tests.support.settings import TEST_TOKEN, make_settings, run_jarchy
@@ -21,6 +29,27 @@ __all__ = ["TEST_TOKEN", "make_settings", "run_jarchy"]
 
 # python-telegram-bot warns when RetryAfter.retry_after is read as an int; the bot opts into timedelta.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the backend mark; refuse to start where PostgreSQL is required but not configured."""
+    config.addinivalue_line(
+        "markers", f"{SQLITE_ONLY_MARK}(reason): the test is SQLite's by nature; it is not run on PostgreSQL"
+    )
+    if postgres_required() and postgres_url() is None:
+        raise pytest.UsageError(f"{REQUIRE_POSTGRES_VARIABLE} is set but {missing_postgres_reason()}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that takes `backend` on each backend (tests.support.backends)."""
+    parametrize_backends(metafunc)
+
+
+@pytest.fixture
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The test's backend, "sqlite" or "postgresql" (on PostgreSQL, with a database of its own)."""
+    async for name in backend_fixture(request, tmp_path):
+        yield name
 
 
 @pytest.fixture
@@ -49,9 +78,13 @@ def pseudonyms(key: DataKey) -> Pseudonymizer:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    """A real SQLite file with every migration applied (copied from the session's template)."""
-    # A copy of the template migrated once per session; tests/test_storage.py migrates from empty.
-    database = Database.connect(f"sqlite+aiosqlite:///{copy_template(tmp_path / 'test.db')}")
+    """A real database with every migration applied (copied from the session's template).
+
+    SQLite unless the test runs on PostgreSQL (its `backend` fixture, autouse in the storage and
+    end-to-end suites, has then filed a database of its own); tests/storage migrates from empty.
+    """
+    url = database_url_for(tmp_path) or f"sqlite+aiosqlite:///{copy_template(tmp_path / 'test.db')}"
+    database = Database.connect(url)
     yield database
     await database.close()
 

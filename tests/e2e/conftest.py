@@ -1,6 +1,7 @@
-"""End-to-end fixtures: the real bot (real HTTP, real SQLite file) against the local fake Bot API.
+"""End-to-end fixtures: the real bot (real HTTP, a real database) against the local fake Bot API.
 
-The helpers themselves (RunningBot, BotProcess, reply helpers, the barrier) live in tests/support.
+Every test here runs on SQLite and on PostgreSQL (tests.support.backends). The helpers themselves
+(RunningBot, BotProcess, reply helpers, the barrier) live in tests/support.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from bot.settings import Settings
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.support.settings import TEST_TOKEN, make_settings
+
+
+@pytest.fixture(autouse=True)
+def on_each_backend(backend: str) -> str:
+    """Run the test once per backend; make_settings and BotProcess pick the test's database up."""
+    return backend
 
 
 @pytest.fixture

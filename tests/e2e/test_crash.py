@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,29 +14,28 @@ from bot.wiring import build_limiter, open_services
 from tests.campaign_seed import ready_campaign, seed_subscribers
 from tests.fakebot import FakeBotApi
 from tests.support.bots import BotProcess
+from tests.support.database import read_rows
 from tests.support.settings import make_settings
 
 RECIPIENTS = range(700_000, 700_300)
 CONCURRENCY = 4
 
 
-def outbox_at_kill(data_dir: Path, pseudonyms: Pseudonymizer, chats: Iterable[int]) -> dict[int, str]:
+async def outbox_at_kill(url: str, pseudonyms: Pseudonymizer, chats: Iterable[int]) -> dict[int, str]:
     """Read each recipient's outbox status as the killed process left it (its WAL included)."""
     chat_of = {pseudonyms.of_user(chat): chat for chat in chats}
-    with contextlib.closing(sqlite3.connect(data_dir / "jarchy.db")) as raw:
-        rows = raw.execute("SELECT recipient, status FROM outbox WHERE recipient IS NOT NULL").fetchall()
+    rows = await read_rows(url, "SELECT recipient, status FROM outbox WHERE recipient IS NOT NULL")
     return {chat_of[recipient]: status for recipient, status in rows if recipient in chat_of}
 
 
-async def drained(data_dir: Path, timeout: float = 60.0) -> None:
+async def drained(url: str, timeout: float = 60.0) -> None:
     """Wait until the running child's outbox has no row left to send or leased (across processes)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        with contextlib.closing(sqlite3.connect(data_dir / "jarchy.db", timeout=5)) as raw:
-            left = raw.execute(
-                "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
-            ).fetchone()[0]
+        ((left,),) = await read_rows(
+            url, "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
+        )
         if not left:
             return
         if loop.time() > deadline:
@@ -92,10 +89,10 @@ async def test_kill_9_mid_delivery_loses_no_outbox_row(fake: FakeBotApi, tmp_pat
         await fake.wait_for("sendMessage", count=100, timeout=60)
         await bot.kill()
         assert len(fake.sent("sendMessage")) < len(RECIPIENTS)
-        at_kill = outbox_at_kill(settings.data_dir, services.pseudonyms, RECIPIENTS)
+        at_kill = await outbox_at_kill(settings.database_url, services.pseudonyms, RECIPIENTS)
         await bot.start()
         await fake.wait_for("sendMessage", timeout=60, predicate=lambda call: True, count=len(RECIPIENTS))
-        await drained(settings.data_dir)
+        await drained(settings.database_url)
     finally:
         # SIGTERM: the bot writes every outcome before it exits, so anything sent twice is in fake.calls.
         await bot.stop()
@@ -142,7 +139,7 @@ async def test_kill_9_mid_broadcast_every_subscriber_gets_it_once(fake: FakeBotA
         )
         await bot.kill()
         assert len(delivered()) < len(BROADCAST_SUBSCRIBERS)
-        at_kill = outbox_at_kill(settings.data_dir, services.pseudonyms, BROADCAST_SUBSCRIBERS)
+        at_kill = await outbox_at_kill(settings.database_url, services.pseudonyms, BROADCAST_SUBSCRIBERS)
         await bot.start()
         await fake.wait_for(
             "sendMessage",
@@ -150,7 +147,7 @@ async def test_kill_9_mid_broadcast_every_subscriber_gets_it_once(fake: FakeBotA
             timeout=120,
             predicate=lambda c: f"cp:{campaign_id}:acted" in str(c.params.get("reply_markup", "")),
         )
-        await drained(settings.data_dir)
+        await drained(settings.database_url)
     finally:
         await bot.stop()
     received = Counter(delivered())

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from telegram import Update
@@ -95,6 +96,7 @@ async def test_a_restart_does_not_handle_an_update_twice(fake: FakeBotApi, bot: 
     assert len(reply_texts(fake, 301)) == 2
 
 
+@pytest.mark.sqlite_only("reads the bytes of the SQLite file and its WAL")
 async def test_an_inbox_payload_is_encrypted_and_dropped_once_handled(
     fake: FakeBotApi, bot: RunningBot
 ) -> None:
@@ -146,14 +148,16 @@ async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_
     try:
         fake.add_message(user_id=304, text="/help")
         await next_reply(fake, 304)
-        # The locker waits its turn like any writer: on a loaded machine the bot may itself be mid-write
+        # The locker is another process's writer (SQLite's write lock, PostgreSQL's writers' advisory
+        # lock). It waits its turn like any writer: on a loaded machine the bot may itself be mid-write
         # (its start-up jobs); the point is what the bot does while the locker holds the lock.
-        locker = sqlite3.connect(settings.data_dir / "jarchy.db", isolation_level=None, timeout=30)
-        locker.execute("BEGIN IMMEDIATE")
-        fake.add_message(user_id=305, text="/help", language_code="ru")
-        await asyncio.sleep(1.5)
-        locker.execute("COMMIT")
-        locker.close()
+        locker = Database.connect(settings.database_url, busy_timeout_ms=30_000)
+        try:
+            async with locker.write():
+                fake.add_message(user_id=305, text="/help", language_code="ru")
+                await asyncio.sleep(1.5)
+        finally:
+            await locker.engine.dispose()  # no checkpoint: the bot is the database's owner
         await next_reply(fake, 305, timeout=20)
         await asyncio.sleep(0.5)
         helps = [

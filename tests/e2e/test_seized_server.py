@@ -28,6 +28,10 @@ from tests.support.bots import RunningBot
 from tests.support.people import ADMIN, COORDINATORS, Person
 from tests.support.settings import make_settings
 
+# It reads the SQLite file, its WAL and SHM, and the file system under them: PostgreSQL's files live
+# in its own cluster (what it keeps of old rows is in the README's security model).
+pytestmark = pytest.mark.sqlite_only("reads the bytes of the SQLite file, its WAL and the file system")
+
 REPORTER = 4242
 
 

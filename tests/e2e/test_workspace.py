@@ -8,12 +8,12 @@ import csv
 import io
 import json
 import re
-import sqlite3
 
 from sqlalchemy import text
 
 from bot.settings import Settings
 from messages import catalogs
+from storage.database import Database
 from tests.e2e.reporting import report_settings, reporting_bot
 from tests.e2e.test_reports import walk_to_review
 from tests.fakebot import FakeBotApi
@@ -228,11 +228,15 @@ async def test_audit_verify_detects_a_tampered_row(
     await reporting_bot.stop()
     code, output = await jarchy(report_settings, "audit", "verify")
     assert code == 0 and "intact" in output, output
-    with sqlite3.connect(report_settings.data_dir / "jarchy.db") as raw:
-        actions = [row[0] for row in raw.execute("SELECT action FROM audit_log ORDER BY id")]
-        assert actions[:4] == ["audit.start", "team.invite", "team.join", "team.name"]
-        assert actions[-1] == "desk.filter"
-        raw.execute("UPDATE audit_log SET actor = 'someone-else' WHERE id = 3")
+    db = Database.connect(report_settings.database_url)
+    try:
+        async with db.write() as conn:
+            actions = (await conn.execute(text("SELECT action FROM audit_log ORDER BY id"))).scalars().all()
+            assert actions[:4] == ["audit.start", "team.invite", "team.join", "team.name"]
+            assert actions[-1] == "desk.filter"
+            await conn.execute(text("UPDATE audit_log SET actor = 'someone-else' WHERE id = 3"))
+    finally:
+        await db.close()
     code, output = await jarchy(report_settings, "audit", "verify")
     assert code == 1 and "entry 3 was altered" in output, output
     await reporting_bot.start()

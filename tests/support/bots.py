@@ -15,6 +15,7 @@ from bot.runner import run_polling, run_webhook
 from bot.settings import Settings
 from bot.wiring import Services
 from tests.fakebot import FakeBotApi
+from tests.support.backends import database_url_for
 from tests.support.barrier import Pending, quiet
 from tests.support.database import seed_database, seed_file
 from tests.support.settings import TEST_TOKEN
@@ -85,7 +86,11 @@ class RunningBot:
 
 
 class BotProcess:
-    """`python -m bot run` as a real child process, for kill -9 and log-capture tests."""
+    """`python -m bot run` as a real child process, for kill -9 and log-capture tests.
+
+    Its database is the SQLite file in `data_dir`, or the test's PostgreSQL database when the test runs on
+    PostgreSQL (filed under `data_dir`'s parent, the test's tmp_path, as make_settings puts it).
+    """
 
     def __init__(
         self,
@@ -108,8 +113,12 @@ class BotProcess:
             "JARCHY_LOG_LEVEL": "WARNING",
             **{f"JARCHY_{name.upper()}": value for name, value in settings.items()},
         }
+        database_url = database_url_for(data_dir.parent)
+        if database_url is not None:
+            self.env.setdefault("JARCHY_DATABASE_URL", database_url)
         self.data_dir = data_dir
-        # The first start finds the migrated template (see tests.support.database) unless told of another.
+        # The first start finds the migrated template (see tests.support.database) unless told of another
+        # database (a PostgreSQL one is made from the template already).
         self.seed = "JARCHY_DATABASE_URL" not in self.env
         self.cwd = data_dir.parent
         self.output = output

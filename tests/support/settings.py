@@ -9,6 +9,7 @@ from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
 
 from bot.settings import SecretStr, Settings
+from tests.support.backends import database_url_for
 
 TEST_TOKEN = "123456:TEST-TOKEN"
 
@@ -17,7 +18,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Build settings for a test: a data dir in tmp, the key beside it (not in it), fast polling.
 
     The first start on the empty database creates the key; restarts in the same tmp_path reuse it. Child
-    processes (`python -m bot ...`) find it through JARCHY_KEY_FILE=<tmp_path>/keys/jarchy.key.
+    processes (`python -m bot ...`) find it through JARCHY_KEY_FILE=<tmp_path>/keys/jarchy.key. The
+    database is the SQLite file in the data dir, unless the test runs on PostgreSQL
+    (tests.support.backends): then it is the test's own PostgreSQL database.
     """
     values: dict[str, object] = {
         "bot_token": SecretStr(TEST_TOKEN),
@@ -28,6 +31,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "config_dir": tmp_path / "config",
         "polling_timeout_s": 1,
     }
+    database_url = database_url_for(tmp_path)
+    if database_url is not None:
+        values["database_url"] = database_url
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -37,6 +43,7 @@ async def run_jarchy(settings: Settings, *args: str) -> tuple[int, str]:
     env = {
         **os.environ,
         "JARCHY_DATA_DIR": str(settings.data_dir),
+        "JARCHY_DATABASE_URL": settings.database_url,
         "JARCHY_KEY_FILE": str(settings.resolved_key_file),
         "JARCHY_BOT_TOKEN": TEST_TOKEN,
     }

@@ -3,7 +3,9 @@
 After an anonymous report, the old versions of its draft and of the updates that built it survive in the
 WAL and in free blocks of the disk. A scrub makes them unreadable even to someone who later holds the data
 key: every live transient row is rewritten under a new epoch key and the previous key's slot is
-overwritten (bot.security.transient), then the WAL is checkpointed and truncated.
+overwritten (bot.security.transient), then the WAL is checkpointed and truncated (SQLite) or the transient
+tables are vacuumed (PostgreSQL: old versions stay in dead tuples until VACUUM, and their bytes in the pages
+and in pg_wal until overwritten; only the retired key makes them unreadable there).
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ class HistoryScrubber:
         """Move every transient row to a new epoch, retire the others, checkpoint the WAL."""
         keys = self._cipher.transient_keys
         if keys is None:
-            return Scrubbed(0, (), 0, await self._db.checkpoint())
+            checkpointed = await self._db.checkpoint()
+            await self._vacuum()
+            return Scrubbed(0, (), 0, checkpointed)
         rewritten: list[Rewrite] = []
         unreadable = 0
         # Under the write lock: every transient encryption happens inside a write transaction, so no row
@@ -102,7 +106,16 @@ class HistoryScrubber:
             await self._repo.rewrite(conn, rewritten)
         retired = await asyncio.to_thread(keys.retire_all_but, current)
         checkpointed = await self._db.checkpoint()
+        await self._vacuum()
         return Scrubbed(len(rewritten), tuple(retired), unreadable, checkpointed)
+
+    async def _vacuum(self) -> None:
+        # After the retirement, which is what makes old versions unreadable: a VACUUM that cannot run now
+        # (a lock, a restart) only leaves dead tuples for autovacuum, so it is logged, not raised.
+        try:
+            await self._db.vacuum(self._repo.tables)
+        except Exception:
+            log.warning("could not vacuum the transient tables; autovacuum will", exc_info=True)
 
     def _rewrite(self, row: SealedRow) -> Rewrite:
         if row.table not in _TAGGED:

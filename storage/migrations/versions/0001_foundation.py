@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("pseudonym", sa.String(64), primary_key=True),
         sa.Column("language", sa.String(8), nullable=True),
         sa.Column("telegram_language", sa.String(8), nullable=True),
-        sa.Column("active", sa.Boolean, nullable=False, server_default=sa.text("1")),
+        sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
         sa.Column("created_at", UtcTimestamp, nullable=False),
         sa.Column("updated_at", UtcTimestamp, nullable=False),
         sa.PrimaryKeyConstraint("pseudonym", name="pk_users"),
