@@ -321,7 +321,7 @@ async def test_downloads_are_bounded_overall_and_one_at_a_time_per_person(
     tmp_path: Path, key: DataKey, db: Database
 ) -> None:
     store = limited(tmp_path, key, downloads=1)
-    release = asyncio.Event()
+    release, entered = asyncio.Event(), asyncio.Event()
     running: list[str] = []
     most = 0
 
@@ -329,6 +329,7 @@ async def test_downloads_are_bounded_overall_and_one_at_a_time_per_person(
         nonlocal most
         async with store.receiving(db, owner, 10) as upload:
             running.append(owner)
+            entered.set()
             most = max(most, len(running))
             await release.wait()
             await upload.save(one(b"0123456789"))
@@ -338,9 +339,7 @@ async def test_downloads_are_bounded_overall_and_one_at_a_time_per_person(
     second = asyncio.create_task(held("a" * 64))  # the same person: waits for the first
     third = asyncio.create_task(held("b" * 64))  # waits for the one slot
     # The first takes the slot once its staging row is written (slower on a loaded machine or PostgreSQL).
-    async with asyncio.timeout(10):
-        while not running:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(entered.wait(), timeout=10)
     await asyncio.sleep(0.1)  # and nobody else gets in beside it
     assert running == ["a" * 64]
     fourth = asyncio.create_task(held("c" * 64))
