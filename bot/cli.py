@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_audit_verify(settings, args.expect_head))
         if args.command == "export":
             return asyncio.run(_export(settings, args))
+        if args.command == "db":
+            return _db_copy(settings, args.to)
         if args.command == "rotate-key":
             return asyncio.run(_rotate_key(settings, args))
         return asyncio.run(_check(settings))
@@ -105,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HASH",
         help="a chain head an admin was sent (or its first 16+ hex characters): fail unless that entry is "
         "still in the log and the chain runs unbroken from it to the seal",
+    )
+    db_cmd = sub.add_parser("db", help="copy the database to another (SQLite to PostgreSQL)")
+    db_cmd.add_argument("action", choices=["copy"], help="copy: every row, sealed values as they are")
+    db_cmd.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the target, e.g. postgresql+asyncpg://jarchy:…@host/jarchy",
     )
     export = sub.add_parser("export", help="write reports as CSV or JSON (decrypted: keep the file safe)")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
@@ -165,6 +175,54 @@ def _health(settings: Settings) -> int:
         print(f"unhealthy: last heartbeat {age:.0f} s ago", file=sys.stderr)
         return 1
     print(f"healthy: last heartbeat {age:.0f} s ago")
+    return 0
+
+
+def _db_copy(settings: Settings, target_url: str) -> int:
+    from bot.runtime.instance import DataDirInUse, lock_transient_keys
+
+    if "://" not in target_url or target_url == settings.database_url:
+        print("jarchy: --to must be another database's URL (see JARCHY_DATABASE_URL)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        # The bot must be stopped: a row written during the copy could be missed.
+        lock = lock_transient_keys(settings.data_dir)
+    except DataDirInUse as error:
+        print(f"jarchy: {error}; stop the bot before copying its database", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_copy(settings, target_url))
+    finally:
+        lock.close()
+
+
+async def _copy(settings: Settings, target_url: str) -> int:
+    from dataclasses import replace
+
+    from bot.security.key_guard import guard_key
+    from storage import migrations
+    from storage.copy import copy_database
+    from storage.database import Database
+
+    source = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    target = Database.connect(target_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    try:
+        await guard_key(settings, source, create=False)  # the key opens the source: the copy will open too
+        await migrations.upgrade(target)
+        report = await copy_database(source, target)
+    finally:
+        await source.close()
+        await target.close()
+    for name, count in report.source.items():
+        print(f"{name}: {count} rows ({report.written.get(name, 0)} copied now)")
+    if report.mismatched:
+        print(f"jarchy: counts differ in {', '.join(report.mismatched)}; run the copy again", file=sys.stderr)
+        return 1
+    # The audit chain, report seals and evidence bindings, checked on the copy as `jarchy audit verify` does.
+    verified = await _audit_verify(replace(settings, database_url=target_url))
+    if verified != 0:
+        return verified
+    print("copied and verified; set JARCHY_DATABASE_URL to the target and start the bot")
     return 0
 
 
