@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,13 +13,7 @@ from tests.e2e.test_crisis import queue_reports, started, wait_visible
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.support.people import ADMIN, COORDINATORS, Person
-from tests.support.settings import make_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.settings import free_port, make_settings
 
 
 async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -52,7 +45,7 @@ async def _scrape_until(
 async def test_a_scrape_shows_queues_sends_429s_held_alerts_and_alert_latency(
     fake: FakeBotApi, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     settings = make_settings(
         tmp_path,
         api_url=fake.url,

@@ -4,7 +4,6 @@ without the secret are refused and leave nothing; an update is stored before its
 from __future__ import annotations
 
 import io
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,21 +20,15 @@ from storage.database import Database
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.support.people import Person
-from tests.support.settings import make_settings
+from tests.support.settings import free_port, make_settings
 
 HELP = catalogs().text("en", "help.text", commands="")[:20]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 async def hooked(fake: FakeBotApi, tmp_path: Path) -> AsyncIterator[tuple[RunningBot, str]]:
     """A bot in webhook mode, with Telegram (the fake) posting to it."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/telegram/hook"
     settings = make_settings(
         tmp_path,
@@ -150,7 +143,7 @@ async def test_an_update_is_stored_before_its_200_and_a_resend_is_handled_once(
 
 async def test_telegram_sends_again_what_the_bot_did_not_take(fake: FakeBotApi, tmp_path: Path) -> None:
     # The bot is down when a message comes: Telegram keeps it and posts it again once the server is up.
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
     settings = make_settings(tmp_path, api_url=fake.url, webhook_url=url, webhook_listen=("127.0.0.1", port))
     bot = RunningBot(settings)

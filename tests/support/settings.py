@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from asyncio.subprocess import PIPE, STDOUT
 from pathlib import Path
@@ -52,3 +53,10 @@ async def run_jarchy(settings: Settings, *args: str) -> tuple[int, str]:
     )
     output, _ = await process.communicate()
     return process.returncode or 0, output.decode()
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free right now, for a server the bot under test listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
