@@ -110,6 +110,14 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         if settings.metrics_listen is not None
         else None
     )
+    if services.exchange is not None:
+        # Before any update is handled: what a peer sealed must be readable from the first one.
+        try:
+            await services.exchange.sync()
+        except Exception:
+            log.warning(
+                "could not exchange transient keys at start; trying again while running", exc_info=True
+            )
     await app.start()
     if metrics is not None:
         await metrics.start()
@@ -128,6 +136,8 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         # loop is busy, which is exactly when digests are needed.
         asyncio.create_task(services.planner.run(), name="planner"),
     }
+    if services.exchange is not None:
+        tasks.add(asyncio.create_task(services.exchange.run(), name="key-exchange"))
     # Setting the webhook ends by itself once Telegram has it; it is watched like the loops only for a
     # fatal answer (a refused token or URL), which stops the bot.
     setter = (
@@ -159,6 +169,8 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         inbox.stop()
         services.delivery.stop()
         services.planner.stop()
+        if services.exchange is not None:
+            services.exchange.stop()
         waiter.cancel()
         heartbeat.cancel()
         results = await _stop_within(tasks, SHUTDOWN_GRACE_S)
