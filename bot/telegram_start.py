@@ -114,7 +114,7 @@ async def _initialise(app: JarchyApp, settings: Settings) -> tuple[str | None, f
         # NetworkError and TimedOut (bot.ptb_request scrubs the token from their text), or an answer
         # such as 502 from Telegram or a proxy in front of it: all may pass.
         await _close_requests(app)
-        return f"{type(error).__name__}: {error.message}", 0.0
+        return error.message, 0.0
     except BaseException:
         await _close_requests(app)
         raise

@@ -18,6 +18,7 @@ from bot.runtime.clock import SystemClock
 from bot.runtime.inbox import DispatchResult, DurableInbox
 from bot.security import create_key_file
 from bot.settings import Settings
+from bot.telegram_start import TokenRefused
 from bot.wiring import build_limiter, open_services
 from messages import catalogs
 from messages.menus import command_list
@@ -234,3 +235,29 @@ async def test_sigterm_while_waiting_for_telegram_stops_without_a_traceback(tmp_
     assert api_url in stderr and "next try in" in stderr
     assert TEST_TOKEN not in out.decode() + stderr
     assert "Unclosed" not in stderr and "Traceback" not in stderr
+
+
+async def test_an_answer_like_502_is_waited_out_like_an_outage(
+    fake: FakeBotApi, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.fail_next("getMe", 2, status=502, description="Bad Gateway")
+    bot = RunningBot(make_settings(tmp_path, api_url=fake.url, start_retry_max_s=0.2))
+    caplog.set_level(logging.INFO, logger="bot.telegram_start")
+    await bot.start()
+    try:
+        fake.add_message(user_id=WAITING, text="/help")
+        assert (await next_reply(fake, WAITING, timeout=20))["text"] == HELP_EN
+        tries = [r.getMessage() for r in caplog.records if UNREACHABLE in r.getMessage()]
+        assert len(tries) == 2 and all("Bad Gateway" in line for line in tries)
+    finally:
+        await bot.stop()
+
+
+async def test_a_404_at_start_is_a_refusal_and_leaves_nothing_open(fake: FakeBotApi, tmp_path: Path) -> None:
+    fake.fail_next("getMe", status=404, description="Not Found")
+    bot = RunningBot(make_settings(tmp_path, api_url=fake.url, start_retry_max_s=0.2))
+    await bot.start()
+    with pytest.raises(TokenRefused, match="Not Found") as refused:
+        await bot.stop()
+    assert TEST_TOKEN not in str(refused.value)
+    assert [c.method for c in fake.calls] == ["getMe"]
