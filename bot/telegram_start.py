@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from telegram.error import InvalidToken, RetryAfter, TelegramError
 
@@ -66,7 +67,7 @@ async def reach_telegram(app: JarchyApp, settings: Settings, stop: asyncio.Event
             if reason is None:
                 reached = True
                 if attempts > 1:
-                    log.info("Telegram answers at %s after %d tries; starting", settings.api_url, attempts)
+                    log.info("Telegram answers at %s after %d tries; starting", where(settings), attempts)
                 return True
             if bookkeeping is None:
                 services = await _open_early(app)
@@ -75,7 +76,7 @@ async def reach_telegram(app: JarchyApp, settings: Settings, stop: asyncio.Event
             at = app.bot_data.clock.now() + timedelta(seconds=delay)
             log.warning(
                 "Telegram is unreachable at %s (%s); next try in %.1f s, at %s UTC",
-                settings.api_url,
+                where(settings),
                 reason,
                 delay,
                 at.strftime("%H:%M:%S"),
@@ -104,7 +105,7 @@ async def _initialise(app: JarchyApp, settings: Settings) -> tuple[str | None, f
         # PTB's own message names the token; the server's answer is its cause ("Unauthorized", "Not Found").
         answer = getattr(error.__cause__, "message", "") or "Unauthorized"
         await _close_requests(app)
-        raise TokenRefused(answer, settings.api_url) from None
+        raise TokenRefused(answer, where(settings)) from None
     except RetryAfter as error:
         await _close_requests(app)
         return "too many requests", error.retry_after.total_seconds() if isinstance(
@@ -119,6 +120,13 @@ async def _initialise(app: JarchyApp, settings: Settings) -> tuple[str | None, f
         await _close_requests(app)
         raise
     return None, 0.0
+
+
+def where(settings: Settings) -> str:
+    """Return the Bot API root as the operator set it, less any credentials of a proxy in front of it."""
+    parts = urlsplit(settings.api_url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 async def _close_requests(app: JarchyApp) -> None:

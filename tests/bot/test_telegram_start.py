@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from itertools import islice
+from pathlib import Path
 
-from bot.telegram_start import TokenRefused, retry_delays
+from bot.telegram_start import TokenRefused, retry_delays, where
+from tests.support.settings import make_settings
 
 
 def test_the_wait_doubles_from_a_second_up_to_the_cap_with_jitter() -> None:
@@ -28,3 +30,9 @@ def test_a_refusal_names_the_setting_and_the_fix_on_one_line() -> None:
     assert "\n" not in message
     assert message.startswith("JARCHY_BOT_TOKEN: ")
     assert "@BotFather" in message and "Unauthorized" in message and "https://api.telegram.org" in message
+
+
+def test_where_is_the_api_root_without_a_proxy_password(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, api_url="https://relay:s3cret@tg.example.org/api")
+    assert where(settings) == "https://tg.example.org/api"
+    assert where(make_settings(tmp_path)) == "https://api.telegram.org"

@@ -261,3 +261,19 @@ async def test_a_404_at_start_is_a_refusal_and_leaves_nothing_open(fake: FakeBot
         await bot.stop()
     assert TEST_TOKEN not in str(refused.value)
     assert [c.method for c in fake.calls] == ["getMe"]
+
+
+async def test_a_token_refused_after_the_start_also_exits_2_without_showing_it(
+    fake: FakeBotApi, tmp_path: Path
+) -> None:
+    create_key_file(tmp_path / "keys" / "jarchy.key")
+    fake.fail_next("getUpdates", status=401, description="Unauthorized")  # revoked while starting
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", env=_env(tmp_path, fake.url, TEST_TOKEN), stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    output = out.decode() + err.decode()
+    assert process.returncode == 2, output
+    last = err.decode().splitlines()[-1]
+    assert last.startswith("jarchy: ") and "JARCHY_BOT_TOKEN" in last
+    assert TEST_TOKEN not in output and "Unclosed" not in output
