@@ -16,6 +16,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.inbox import DurableInbox
 from bot.runtime.instance import lock_transient_keys
 from bot.settings import Settings
+from bot.telegram_start import reach_telegram
 from bot.webhook import WebhookServer, keep_webhook_set, webhook_path, webhook_secret
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ async def _run(
     stop = stop or asyncio.Event()
     app = app or build_application(settings, clock)
     _install_signal_handlers(stop)
-    async with app:  # initialize … shutdown
+    # getMe until Telegram answers (initialize asks once and raises); a refused token stops here.
+    if not await reach_telegram(app, settings, stop):
+        return
+    async with app:  # initialized already … shutdown
         if app.post_init is not None:
             await app.post_init(app)
         try:
