@@ -78,8 +78,9 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
         .base_file_url(f"{settings.api_url}/file/bot")
         # Updates come from the durable inbox, not from PTB's Updater, which acknowledges them too early.
         .updater(None)
-        .request(AiohttpRequest(settings.bot_token))
-        .get_updates_request(AiohttpRequest(settings.bot_token, connections=1))
+        .local_mode(settings.api_local_mode)
+        .request(AiohttpRequest(settings.bot_token, proxy_url=settings.proxy_url))
+        .get_updates_request(AiohttpRequest(settings.bot_token, connections=1, proxy_url=settings.proxy_url))
         .context_types(ContextTypes(context=JarchyContext, bot_data=AppBotData))
         # Every text is rendered by messages/ with its placeholders escaped; a plain one says parse_mode=None.
         # The outbox applies the same default when it queues (bot.runtime.outbox.with_parse_mode).

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.logs import configure_logging
+from bot.runtime.proxy import proxy_secrets
 from bot.security import KeyFileError
 from bot.settings import Settings, SettingsError
 
@@ -40,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"jarchy: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level, [settings.bot_token.get_secret_value()])
+    configure_logging(
+        settings.log_level, [settings.bot_token.get_secret_value(), *proxy_secrets(settings.proxy_url)]
+    )
     try:
         if args.command in ("run", "serve"):
             return _run(settings, webhook=args.command == "serve")

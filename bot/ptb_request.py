@@ -12,6 +12,7 @@ import aiohttp
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from bot.runtime.proxy import connector
 from bot.settings import SecretStr
 
 
@@ -25,8 +26,10 @@ class AiohttpRequest(BaseRequest):
         connections: int = 64,
         read_timeout: float = 10.0,
         connect_timeout: float = 10.0,
+        proxy_url: SecretStr | None = None,
     ) -> None:
         self._token = token
+        self._proxy_url = proxy_url
         self._connections = connections
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
@@ -40,8 +43,8 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self) -> None:
         """Open the session."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._connections)
-            self._session = aiohttp.ClientSession(connector=connector)
+            pool = connector(self._proxy_url, limit=self._connections)
+            self._session = aiohttp.ClientSession(connector=pool)
 
     async def shutdown(self) -> None:
         """Close the session."""

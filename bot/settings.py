@@ -8,11 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.domain.languages import LANGUAGES
 
 DEFAULT_API_URL = "https://api.telegram.org"
+PROXY_SCHEMES = ("http", "https", "socks5")
 _TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{10,100}$")
 _T = TypeVar("_T")
 # Triage changes a reporter may be told about: when their report is taken up, and when it is closed.
@@ -73,6 +75,11 @@ class Settings:
     data_dir: Path = Path("data")
     database_url: str = field(default="", repr=False)  # may carry a password
     api_url: str = DEFAULT_API_URL
+    # Every connection to the Bot API goes through this proxy (http, https or socks5, with credentials).
+    proxy_url: SecretStr | None = None
+    # The Bot API server at api_url is a self-hosted telegram-bot-api started with --local: getFile answers
+    # with a path on this machine's disk, and files of any size (up to its 2000 MB) can be downloaded.
+    api_local_mode: bool = False
     admin_ids: frozenset[int] = frozenset()
     coordinator_chat_id: int | None = None
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Bishkek"))
@@ -258,6 +265,8 @@ class Settings:
             data_dir=data_dir,
             database_url=database_url,
             api_url=api_url,
+            proxy_url=_proxy_url(env),
+            api_local_mode=_flag(env, "JARCHY_API_LOCAL_MODE"),
             admin_ids=_ids(env, "JARCHY_ADMIN_IDS"),
             coordinator_chat_id=_optional(
                 env, "JARCHY_COORDINATOR_CHAT_ID", int, "a whole number such as -1001234567890"
@@ -323,6 +332,11 @@ class Settings:
         return [
             ("JARCHY_BOT_TOKEN", self.bot_token.masked()),
             ("JARCHY_API_URL", self.api_url),
+            ("JARCHY_API_LOCAL_MODE", str(self.api_local_mode).lower()),
+            (
+                "JARCHY_PROXY_URL",
+                _mask_url(self.proxy_url.get_secret_value()) if self.proxy_url else "not set (direct)",
+            ),
             ("JARCHY_DATA_DIR", str(self.data_dir)),
             ("JARCHY_DATABASE_URL", _mask_url(self.database_url)),
             ("JARCHY_KEY_FILE", f"{self.key_location.path} ({self.key_location.source})"),
@@ -475,6 +489,26 @@ def _phone_keep_hours(env: Mapping[str, str]) -> float:
             f"Use at most {PHONE_KEEP_MAX_H:g} (default 24).",
         )
     return hours
+
+
+def _proxy_url(env: Mapping[str, str]) -> SecretStr | None:
+    raw = env.get("JARCHY_PROXY_URL", "").strip()
+    if not raw:
+        return None
+    fix = "Use e.g. socks5://user:password@proxy.example.org:1080 or http://proxy.example.org:3128."
+    parts = urlsplit(raw)
+    # Never quote the value back: it may carry the proxy's password.
+    if parts.scheme.lower() not in PROXY_SCHEMES:
+        raise SettingsError(
+            "JARCHY_PROXY_URL", f"has the scheme '{parts.scheme}', not one of {', '.join(PROXY_SCHEMES)}", fix
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise SettingsError("JARCHY_PROXY_URL", "is not scheme://[user:password@]host:port", fix)
+    return SecretStr(raw)
 
 
 def _mask_url(url: str) -> str:

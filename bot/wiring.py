@@ -150,7 +150,12 @@ async def open_services(
     if exchange is not None:
         exchange.on_scrub_elsewhere(history.follow)
     await reseal_legacy_bodies(db, cipher)
-    api = TelegramApi(settings.api_url, settings.bot_token, connections=settings.outbox_concurrency + 2)
+    api = TelegramApi(
+        settings.api_url,
+        settings.bot_token,
+        connections=settings.outbox_concurrency + 2,
+        proxy_url=settings.proxy_url,
+    )
     outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
     delivery = DeliveryWorker(
         instance=instance.name,

@@ -143,7 +143,11 @@ async def route_input(update: Update, context: JarchyContext) -> None:
             if not file.file_path:
                 raise DownloadFailed("Telegram gave no file_path")
             # Closed explicitly when the store stops early (a quota crossed midway): no socket is left open.
-            async with aclosing(download_chunks(file.file_path)) as pieces:
+            settings = context.bot_data.settings
+            chunks = download_chunks(
+                file.file_path, proxy_url=settings.proxy_url, local_mode=settings.api_local_mode
+            )
+            async with aclosing(chunks) as pieces:
                 async for piece in pieces:
                     yield piece
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.runtime.proxy import connector
 from bot.settings import SecretStr
 
 _JSON = {"content-type": "application/json"}
@@ -52,9 +53,16 @@ class TelegramApi:
     """Posts Bot API methods as JSON; never logs or raises the token-bearing URL."""
 
     def __init__(
-        self, api_url: str, token: SecretStr, *, connections: int = 8, timeout: float = 20.0
+        self,
+        api_url: str,
+        token: SecretStr,
+        *,
+        connections: int = 8,
+        timeout: float = 20.0,
+        proxy_url: SecretStr | None = None,
     ) -> None:
         self._token = token
+        self._proxy_url = proxy_url
         self._base = f"{api_url}/bot{token.get_secret_value()}/"
         self._connections = connections
         self._timeout = timeout
@@ -105,8 +113,8 @@ class TelegramApi:
     def _open(self) -> aiohttp.ClientSession:
         # Created lazily so it binds to the running loop, not the one (if any) at construction.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._connections, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            pool = connector(self._proxy_url, limit=self._connections, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=pool, raise_for_status=False)
         return self._session
 
     def _scrub(self, error: BaseException) -> str:

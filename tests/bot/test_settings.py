@@ -80,6 +80,11 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("JARCHY_WEBHOOK_LISTEN", "0.0.0.0:99999", "host:port"),
         ("JARCHY_WEBHOOK_SECRET", "has spaces in it", "token_urlsafe"),
         ("JARCHY_WEBHOOK_SECRET", "x" * 257, "token_urlsafe"),
+        ("JARCHY_PROXY_URL", "ftp://proxy.example.org:21", "socks5://"),
+        ("JARCHY_PROXY_URL", "socks5://proxy.example.org", "host:port"),
+        ("JARCHY_PROXY_URL", "http://proxy.example.org:3128/path", "host:port"),
+        ("JARCHY_PROXY_URL", "proxy.example.org:3128", "socks5://"),
+        ("JARCHY_API_LOCAL_MODE", "maybe", "true or false"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value: str, hint: str) -> None:
@@ -104,6 +109,34 @@ def test_token_never_shows_in_repr_or_description(tmp_path: Path) -> None:
     assert TOKEN not in shown
     assert TOKEN.split(":")[1] not in shown
     assert "hunter2" not in shown and "swordfish" not in shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://proxy.example.org:3128",
+        "https://jarchy:p%40ss-w0rd@proxy.example.org:443",
+        "socks5://jarchy:p%40ss-w0rd@127.0.0.1:1080/",
+    ],
+)
+def test_proxy_url_is_read_and_its_password_never_shown(tmp_path: Path, url: str) -> None:
+    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_PROXY_URL": url, "JARCHY_API_LOCAL_MODE": "true"}
+    settings = Settings.from_env(env, env_file=tmp_path / "none")
+    assert settings.proxy_url is not None and settings.proxy_url.get_secret_value() == url
+    assert settings.api_local_mode
+    described = dict(settings.describe())
+    shown = repr(settings) + str(described)
+    assert "p%40ss" not in shown and "p@ss" not in shown
+    assert described["JARCHY_PROXY_URL"].split("://")[0] == url.split("://")[0]
+
+
+def test_a_refused_proxy_url_never_quotes_its_password(tmp_path: Path) -> None:
+    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_PROXY_URL": "socks4://jarchy:hunter2@proxy.example.org:1080"}
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env, env_file=tmp_path / "none")
+    assert "hunter2" not in str(raised.value)
+    default = Settings.from_env({"JARCHY_BOT_TOKEN": TOKEN}, env_file=tmp_path / "none")
+    assert (default.proxy_url, default.api_local_mode) == (None, False)
 
 
 def test_webhook_settings_are_read(tmp_path: Path) -> None:

@@ -48,10 +48,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.errors import Damaged, JarchyError, LimitReached
+from bot.runtime.proxy import connector
 from bot.security import Cipher, DataKey, DecryptionError
 from bot.security.bindings import evidence_file_binding, file_ref_binding, staged_binding
 from bot.security.owner_tags import OwnerTags
-from bot.settings import Settings
+from bot.settings import SecretStr, Settings
 from storage.database import Database
 from storage.evidence import Evidence, EvidenceRepository, StagedRow
 from storage.state import StateRepository
@@ -98,6 +99,9 @@ class EvidenceLimits:
     total_bytes: int = 10 * 1024 * MB
     floor_bytes: int = 1024 * MB
     downloads: int = 3
+    # The largest file taken: the Bot API's getFile limit; None where a local-mode server lifts it (the
+    # quotas and the floor still bound it).
+    file_bytes: int | None = MAX_FILE_BYTES
     # SQLite files on the same disk: the floor grows by their size, the room VACUUM or a migration that
     # rebuilds a table needs, so a disk filled by evidence never stops the database.
     database_files: tuple[Path, ...] = ()
@@ -115,6 +119,7 @@ def evidence_limits(settings: Settings) -> EvidenceLimits:
         total_bytes=settings.evidence_total_mb * MB,
         floor_bytes=settings.disk_floor_mb * MB,
         downloads=settings.evidence_downloads,
+        file_bytes=None if settings.api_local_mode else MAX_FILE_BYTES,
         database_files=database_files,
     )
 
@@ -211,8 +216,9 @@ class EvidenceStore:
         """Hold a download slot (one per person, `limits.downloads` overall) and check the quotas for a
         file of `declared` bytes (Telegram's file_size, if it told). The saved file is deleted when the
         block ends unless `Upload.keep()` was called, so an error never leaves one behind."""
-        if declared is not None and declared > MAX_FILE_BYTES:
-            raise EvidenceRefused("report.file_too_big", limit=MAX_FILE_BYTES // MB)
+        largest = self.limits.file_bytes
+        if declared is not None and largest is not None and declared > largest:
+            raise EvidenceRefused("report.file_too_big", limit=largest // MB)
         async with self._person_slot(owner), self._download_slot():
             async with db.read() as conn:
                 person, total = await self.usage(conn, owner)
@@ -601,8 +607,9 @@ class Upload:
 
     def admit(self, size: int) -> None:
         """Refuse politely if a file of `size` bytes would pass the size limit or a quota."""
-        if size > MAX_FILE_BYTES:
-            raise EvidenceRefused("report.file_too_big", limit=MAX_FILE_BYTES // MB)
+        largest = self._store.limits.file_bytes
+        if largest is not None and size > largest:
+            raise EvidenceRefused("report.file_too_big", limit=largest // MB)
         if self._unlimited:
             return
         limits = self._store.limits
@@ -750,10 +757,20 @@ class _OpeningReader:
         self._file.close()
 
 
-async def download_chunks(file_path: str, *, read_timeout: float = 60.0) -> AsyncGenerator[bytes, None]:
-    """Stream a file Telegram handed out (the URL python-telegram-bot built, or a local Bot API server's
-    absolute path) a chunk at a time; no more than a chunk or two is ever held in memory."""
+async def download_chunks(
+    file_path: str,
+    *,
+    read_timeout: float = 60.0,
+    proxy_url: SecretStr | None = None,
+    local_mode: bool = False,
+) -> AsyncGenerator[bytes, None]:
+    """Stream a file Telegram handed out (the URL python-telegram-bot built, or in `local_mode` a local
+    Bot API server's absolute path) a chunk at a time; no more than a chunk or two is ever held in memory.
+    The URL is fetched through the proxy, if one is set, like every other Bot API request."""
     if not file_path.startswith(("http://", "https://")):
+        # Only a local-mode server hands out paths; from any other, a path is never read from this disk.
+        if not local_mode or not Path(file_path).is_absolute():
+            raise DownloadFailed("Telegram gave a file path, and JARCHY_API_LOCAL_MODE is off")
         local = await asyncio.to_thread(Path(file_path).open, "rb")
         try:
             while piece := await asyncio.to_thread(local.read, CHUNK):
@@ -764,7 +781,7 @@ async def download_chunks(file_path: str, *, read_timeout: float = 60.0) -> Asyn
     timeout = aiohttp.ClientTimeout(sock_connect=10.0, sock_read=read_timeout)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
+            aiohttp.ClientSession(timeout=timeout, connector=connector(proxy_url, limit=1)) as session,
             session.get(file_path, allow_redirects=False) as response,
         ):
             if response.status != 200:
