@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import mimetypes
+from pathlib import Path
 from typing import Any, Final
 
 from .state import FakeBotState
@@ -28,6 +29,9 @@ class FilesMixin(FakeBotState):
         self.files: dict[str, StoredFile] = {}
         self._files_by_path: dict[str, StoredFile] = {}
         self._file_counter = itertools.count(1)
+        # Set to a folder to act as a local-mode Bot API server (telegram-bot-api --local): getFile writes
+        # the file there and answers with its absolute path, for files of any size.
+        self.local_dir: Path | None = None
 
     def _handlers(self) -> dict[str, Handler]:
         """Answer getFile."""
@@ -104,11 +108,17 @@ class FilesMixin(FakeBotState):
         stored = self.files.get(str(p.get("file_id", "")))
         if stored is None:
             raise bad("invalid file_id")
-        if len(stored.content) > _MAX_DOWNLOAD:
+        if self.local_dir is None and len(stored.content) > _MAX_DOWNLOAD:
             raise bad("file is too big")
+        file_path = stored.file_path
+        if self.local_dir is not None:
+            local = self.local_dir / stored.file_path
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(stored.content)
+            file_path = str(local.resolve())
         return {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,
             "file_size": len(stored.content),
-            "file_path": stored.file_path,
+            "file_path": file_path,
         }

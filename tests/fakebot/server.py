@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
+from aiohttp import typedefs as web_typedefs
 from aiohttp import web
 
 from .files import FilesMixin
@@ -55,6 +56,9 @@ class ServerCore(LimitsMixin, FilesMixin):
             name.lower(): MethodSpec(name, handler, name in RATE_LIMITED_METHODS, name in WRITE_METHODS)
             for name, handler in self._handlers().items()
         }
+        # Called with every request as it arrives, before it is answered (while its connection is open):
+        # tests/e2e/test_proxy.py asks the OS which process holds the other end.
+        self.on_request: Callable[[web.BaseRequest], None] | None = None
 
     def _handlers(self) -> dict[str, Handler]:
         """Answer the methods about the bot itself."""
@@ -85,7 +89,7 @@ class ServerCore(LimitsMixin, FilesMixin):
         self._closing = asyncio.Event()
         self._updates_signal = Signal()
         self._calls_signal = Signal()
-        app = web.Application(client_max_size=_MAX_UPLOAD)
+        app = web.Application(client_max_size=_MAX_UPLOAD, middlewares=[self._observe])
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
         app.router.add_get("/file/bot{token}/{file_path:.+}", self._handle_file)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
@@ -177,6 +181,13 @@ class ServerCore(LimitsMixin, FilesMixin):
             await self._calls_signal.wait(remaining)
 
     # ------------------------------------------------------------------ HTTP plumbing
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: web_typedefs.Handler) -> web.StreamResponse:
+        """Show each request to `on_request` first."""
+        if self.on_request is not None:
+            self.on_request(request)
+        return await handler(request)
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         """Dispatch /bot<token>/<method> like Telegram."""

@@ -1,0 +1,144 @@
+"""JARCHY_PROXY_URL through a real proxy server (pproxy, from PyPI): a whole report, from /report to the
+coordinators' card with its evidence file, reaches the fake Bot API only through the proxy.
+
+Each request the fake receives is traced, while its connection is still open, to the process holding the
+other end of the socket (Linux's /proc): it must be the proxy's, never the bot's own. Environment proxy
+variables pointing elsewhere, and a NO_PROXY that names the fake's address, must change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE, STDOUT
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from bot.settings import SecretStr
+from messages import catalogs
+from tests.e2e.test_evidence_flow import send_file, submit, walk_to_evidence
+from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import COORDINATORS, Person
+from tests.support.settings import free_port, make_settings
+
+T = catalogs()
+pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="traces sockets through /proc")
+
+
+@dataclass
+class ProxyServer:
+    """A pproxy process listening on 127.0.0.1."""
+
+    url: str
+    process: asyncio.subprocess.Process
+    output: list[str]
+
+
+@pytest.fixture(params=["socks5-with-credentials", "http-with-credentials", "http"])
+async def proxy(request: pytest.FixtureRequest) -> AsyncIterator[ProxyServer]:
+    """Start pproxy with the scheme (and credentials) of the parameter; stop it after the test."""
+    scheme = request.param.split("-")[0]
+    port = free_port()
+    credentials = "with-credentials" in request.param
+    # --auth 0: pproxy would otherwise let an address in without credentials once it has given them.
+    listen = f"{scheme}://127.0.0.1:{port}" + ("#jarchy:s3cret%pw" if credentials else "")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pproxy", "-l", listen, "--auth", "0", "-v", stdout=PIPE, stderr=STDOUT
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    line = await asyncio.wait_for(process.stdout.readline(), timeout=15)
+    assert b"Serving on" in line, line
+    reader = asyncio.create_task(_collect(process.stdout, output))
+    userinfo = "jarchy:s3cret%25pw@" if credentials else ""
+    try:
+        yield ProxyServer(f"{scheme}://{userinfo}127.0.0.1:{port}", process, output)
+    finally:
+        process.terminate()
+        await process.wait()
+        await reader
+
+
+async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
+    while line := await stream.readline():
+        into.append(line.decode(errors="replace").strip())
+
+
+def _owner(request: web.BaseRequest, pids: dict[int, str]) -> str:
+    """Name the process (among `pids`) that holds the client's end of this request's connection."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    if peer is None or sock is None:
+        return "no socket"
+    wanted = (f"{peer[1]:04X}", f"{sock[1]:04X}")
+    inode = ""
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if (fields[1].split(":")[1], fields[2].split(":")[1]) == wanted:
+            inode = fields[9]
+    if not inode:
+        return "not found"
+    for pid, name in pids.items():
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return name
+            except OSError:
+                continue
+    return "another process"
+
+
+async def test_a_whole_report_reaches_telegram_only_through_the_proxy(
+    fake: FakeBotApi, proxy: ProxyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were the environment honoured, requests would go to a closed port, or around the proxy.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    owners: Counter[str] = Counter()
+    methods: Counter[str] = Counter()
+    pids = {proxy.process.pid: "proxy", os.getpid(): "bot"}
+
+    def trace(request: web.BaseRequest) -> None:
+        owners[_owner(request, pids)] += 1
+        methods[request.path.rsplit("/", 1)[-1] if "/file/" not in request.path else "downloadFile"] += 1
+
+    fake.on_request = trace
+    settings = make_settings(
+        tmp_path,
+        api_url=fake.url,
+        coordinator_chat_id=COORDINATORS,
+        proxy_url=SecretStr(proxy.url),
+    )
+    bot = RunningBot(settings)
+    await bot.start()
+    try:
+        person = Person(fake, 901)
+        await walk_to_evidence(fake, person, story="Detained at the court house.")
+        answer = await send_file(fake, person, b"%PDF-1.4 a detention record", name="record.pdf")
+        assert T.text("en", "report.step.evidence", count=1) in answer
+        await submit(person)
+        await fake.wait_for("sendDocument", chat_id=COORDINATORS, timeout=20)
+        await fake.wait_for(
+            "sendMessage",
+            chat_id=COORDINATORS,
+            timeout=20,
+            predicate=lambda c: "court house" in c.params["text"],
+        )
+    finally:
+        await bot.stop()
+    # Every client took part: PTB's replies and polling-side calls, the delivery worker, the download.
+    for method in ("getMe", "getUpdates", "sendMessage", "getFile", "downloadFile", "sendDocument"):
+        assert methods[method] > 0, (method, methods)
+    assert sum(owners.values()) >= len(fake.sent())
+    assert owners == Counter({"proxy": sum(methods.values())}), owners
+    tunnels = [line for line in proxy.output if line.startswith(proxy.url.split(":")[0] + " ")]
+    assert tunnels, proxy.output
+    assert not [line for line in proxy.output if "Unauthorized" in line], proxy.output
