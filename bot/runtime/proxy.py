@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from aiohttp_socks import ProxyConnector, ProxyType
+from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError, ProxyType
 
 from bot.settings import SecretStr
 
@@ -30,7 +30,7 @@ def connector(proxy_url: SecretStr | None, *, limit: int, **options: Any) -> aio
     parts = urlsplit(proxy_url.get_secret_value())
     scheme = parts.scheme.lower()
     assert parts.hostname is not None and parts.port is not None  # noqa: S101 - Settings checked the URL
-    return ProxyConnector(
+    return _Tunnel(
         host=parts.hostname,
         port=parts.port,
         proxy_type=ProxyType.SOCKS5 if scheme == "socks5" else ProxyType.HTTP,
@@ -43,6 +43,24 @@ def connector(proxy_url: SecretStr | None, *, limit: int, **options: Any) -> aio
         limit=limit,
         **options,
     )
+
+
+class _Tunnel(ProxyConnector):
+    """aiohttp-socks' connector, its failures raised as aiohttp's own connection errors.
+
+    Its errors are plain Exceptions: uncaught, they would pass python-telegram-bot's NetworkError and the
+    delivery worker's NotSent by. A proxy that is down, times out or refuses the tunnel (or the
+    credentials, hanging up) never passed the request on, which is what ClientConnectorError means to both.
+    """
+
+    async def _wrap_create_connection(self, *args: Any, req: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._wrap_create_connection(*args, req=req, **kwargs)
+        # A socks5 proxy that refuses the credentials may just hang up (EOFError); TLS to the Bot API
+        # is set up inside the tunnel too (ssl.SSLError is an OSError).
+        except (ProxyConnectionError, ProxyTimeoutError, ProxyError, EOFError, OSError) as error:
+            reason = OSError(0, f"proxy: {type(error).__name__}: {error}")
+            raise aiohttp.ClientProxyConnectionError(req.connection_key, reason) from None
 
 
 def proxy_secrets(proxy_url: SecretStr | None) -> list[str]:

@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from bot.runtime.telegram_api import NotSent, TelegramApi
 from bot.settings import SecretStr
 from messages import catalogs
 from tests.e2e.test_evidence_flow import send_file, submit, walk_to_evidence
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.support.people import COORDINATORS, Person
-from tests.support.settings import free_port, make_settings
+from tests.support.settings import TEST_TOKEN, free_port, make_settings
 
 T = catalogs()
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="traces sockets through /proc")
@@ -142,3 +143,19 @@ async def test_a_whole_report_reaches_telegram_only_through_the_proxy(
     tunnels = [line for line in proxy.output if line.startswith(proxy.url.split(":")[0] + " ")]
     assert tunnels, proxy.output
     assert not [line for line in proxy.output if "Unauthorized" in line], proxy.output
+
+
+async def test_wrong_credentials_are_refused_by_the_proxy_and_nothing_reaches_telegram(
+    fake: FakeBotApi, proxy: ProxyServer
+) -> None:
+    if "@" not in proxy.url:
+        pytest.skip("this proxy asks for no credentials")
+    wrong = SecretStr(proxy.url.replace("s3cret%25pw", "not-the-password"))
+    api = TelegramApi(fake.url, SecretStr(TEST_TOKEN), proxy_url=wrong)
+    try:
+        with pytest.raises(NotSent) as raised:
+            await api.call("getMe", {})
+    finally:
+        await api.close()
+    assert "not-the-password" not in str(raised.value)
+    assert fake.sent() == []
