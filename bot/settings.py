@@ -78,7 +78,7 @@ class Settings:
     # Every connection to the Bot API goes through this proxy (http, https or socks5, with credentials).
     proxy_url: SecretStr | None = None
     # The Bot API server at api_url is a self-hosted telegram-bot-api started with --local: getFile answers
-    # with a path on this machine's disk, and files of any size (up to its 2000 MB) can be downloaded.
+    # with a path on this machine's disk, and files over the public Bot API's 20 MB can be downloaded.
     api_local_mode: bool = False
     admin_ids: frozenset[int] = frozenset()
     coordinator_chat_id: int | None = None

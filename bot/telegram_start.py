@@ -123,10 +123,15 @@ async def _initialise(app: JarchyApp, settings: Settings) -> tuple[str | None, f
 
 
 def where(settings: Settings) -> str:
-    """Return the Bot API root as the operator set it, less any credentials of a proxy in front of it."""
+    """Return the Bot API root as the operator set it, and the JARCHY_PROXY_URL it is reached through,
+    less any credentials of either."""
     parts = urlsplit(settings.api_url)
     host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}"
+    root = f"{parts.scheme}://{host}{parts.path}"
+    if settings.proxy_url is None:
+        return root
+    proxy = urlsplit(settings.proxy_url.get_secret_value())
+    return f"{root} through the proxy {proxy.scheme}://{proxy.netloc.rpartition('@')[2]}"
 
 
 async def _close_requests(app: JarchyApp) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import islice
 from pathlib import Path
 
+from bot.settings import SecretStr
 from bot.telegram_start import TokenRefused, retry_delays, where
 from tests.support.settings import make_settings
 
@@ -36,3 +37,5 @@ def test_where_is_the_api_root_without_a_proxy_password(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, api_url="https://relay:s3cret@tg.example.org/api")
     assert where(settings) == "https://tg.example.org/api"
     assert where(make_settings(tmp_path)) == "https://api.telegram.org"
+    proxied = make_settings(tmp_path, proxy_url=SecretStr("socks5://jarchy:hunter2@10.0.0.5:1080"))
+    assert where(proxied) == "https://api.telegram.org through the proxy socks5://10.0.0.5:1080"
