@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.domain.languages import LANGUAGES
@@ -80,6 +80,9 @@ class Settings:
     # The Bot API server at api_url is a self-hosted telegram-bot-api started with --local: getFile answers
     # with a path on this machine's disk, and files over the public Bot API's 20 MB can be downloaded.
     api_local_mode: bool = False
+    # A Telegram proxy link the organisation gives its people (tg://proxy?…, https://t.me/proxy?…, or the
+    # socks forms), shown in /help's section on staying reachable where Telegram is blocked.
+    proxy_link: str = ""
     admin_ids: frozenset[int] = frozenset()
     coordinator_chat_id: int | None = None
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Bishkek"))
@@ -267,6 +270,7 @@ class Settings:
             api_url=api_url,
             proxy_url=_proxy_url(env),
             api_local_mode=_flag(env, "JARCHY_API_LOCAL_MODE"),
+            proxy_link=_proxy_link(env),
             admin_ids=_ids(env, "JARCHY_ADMIN_IDS"),
             coordinator_chat_id=_optional(
                 env, "JARCHY_COORDINATOR_CHAT_ID", int, "a whole number such as -1001234567890"
@@ -337,6 +341,8 @@ class Settings:
                 "JARCHY_PROXY_URL",
                 _mask_url(self.proxy_url.get_secret_value()) if self.proxy_url else "not set (direct)",
             ),
+            # Not printed: its MTProto secret is for the people it is given to, not for a log.
+            ("JARCHY_PROXY_LINK", "set" if self.proxy_link else "not set"),
             ("JARCHY_DATA_DIR", str(self.data_dir)),
             ("JARCHY_DATABASE_URL", _mask_url(self.database_url)),
             ("JARCHY_KEY_FILE", f"{self.key_location.path} ({self.key_location.source})"),
@@ -509,6 +515,23 @@ def _proxy_url(env: Mapping[str, str]) -> SecretStr | None:
     if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise SettingsError("JARCHY_PROXY_URL", "is not scheme://[user:password@]host:port", fix)
     return SecretStr(raw)
+
+
+def _proxy_link(env: Mapping[str, str]) -> str:
+    raw = env.get("JARCHY_PROXY_LINK", "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    kind = parts.netloc if parts.scheme == "tg" else parts.path.strip("/")
+    official = parts.scheme == "tg" or (parts.scheme == "https" and parts.netloc == "t.me")
+    query = parse_qs(parts.query)
+    if not official or kind not in ("proxy", "socks") or not query.get("server") or not query.get("port"):
+        raise SettingsError(
+            "JARCHY_PROXY_LINK",
+            "is not a Telegram proxy link with a server and a port",
+            "Use the link your proxy gives, e.g. https://t.me/proxy?server=proxy.example.org&port=443&secret=…",
+        )
+    return raw
 
 
 def _mask_url(url: str) -> str:

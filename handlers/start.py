@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.ext import CommandHandler, filters
 
 from bot.context import JarchyApp, JarchyContext
-from messages.menus import command_list, start_menu
+from messages.menus import command_list, help_screen, start_menu
 
 PRIVATE_MESSAGES = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
 
@@ -29,17 +29,13 @@ async def show_welcome(update: Update, context: JarchyContext) -> None:
 
 
 async def show_help(update: Update, context: JarchyContext) -> None:
-    """List the commands."""
+    """List the commands, and how to stay reachable where Telegram is blocked."""
     if update.effective_message is None:
         return
-    commands = command_list(context.texts, context.language)
-    text = context.text("help.text", commands=commands)
     roles = context.profile.roles if context.profile is not None else frozenset()
-    # The role only shapes the help text; every coordinator command checks it again in the database.
-    if roles:
-        text += "\n\n" + context.text("help.coordinators")
-    if "admin" in roles:
-        text += "\n\n" + context.text("help.admins")
+    text = help_screen(
+        context.texts, context.language, roles=roles, proxy_link=context.bot_data.settings.proxy_link
+    )
     await update.effective_message.reply_text(text)
 
 

@@ -20,6 +20,23 @@ def command_list(texts: Catalogs, language: str) -> Safe:
     return Safe("\n".join(f"/{name} — {texts.text(language, f'command.{name}')}" for name in PUBLIC_COMMANDS))
 
 
+def help_screen(
+    texts: Catalogs, language: str, *, roles: frozenset[str] = frozenset(), proxy_link: str = ""
+) -> str:
+    """Render /help: the commands, the role holders' parts, then how to stay reachable where Telegram is
+    blocked (with the organisation's proxy link, if it gives one)."""
+    text = texts.text(language, "help.text", commands=command_list(texts, language))
+    # The role only shapes the help text; every coordinator command checks it again in the database.
+    if roles:
+        text += "\n\n" + texts.text(language, "help.coordinators")
+    if "admin" in roles:
+        text += "\n\n" + texts.text(language, "help.admins")
+    text += "\n\n" + texts.text(language, "help.reachable")
+    if proxy_link:
+        text += "\n" + texts.text(language, "help.proxy_link", link=proxy_link)
+    return text
+
+
 def bot_commands(texts: Catalogs, language: str) -> list[BotCommand]:
     """Return the menu for setMyCommands in one language."""
     return [BotCommand(name, texts.text(language, f"command.{name}")) for name in PUBLIC_COMMANDS]

@@ -85,6 +85,9 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("JARCHY_PROXY_URL", "http://proxy.example.org:3128/path", "host:port"),
         ("JARCHY_PROXY_URL", "proxy.example.org:3128", "socks5://"),
         ("JARCHY_API_LOCAL_MODE", "maybe", "true or false"),
+        ("JARCHY_PROXY_LINK", "https://example.org/proxy?server=p.example.org&port=443", "t.me/proxy"),
+        ("JARCHY_PROXY_LINK", "tg://resolve?domain=jarchy_bot", "t.me/proxy"),
+        ("JARCHY_PROXY_LINK", "https://t.me/proxy?server=p.example.org", "t.me/proxy"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value: str, hint: str) -> None:
@@ -137,6 +140,22 @@ def test_a_refused_proxy_url_never_quotes_its_password(tmp_path: Path) -> None:
     assert "hunter2" not in str(raised.value)
     default = Settings.from_env({"JARCHY_BOT_TOKEN": TOKEN}, env_file=tmp_path / "none")
     assert (default.proxy_url, default.api_local_mode) == (None, False)
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "tg://proxy?server=proxy.example.org&port=443&secret=ee0123",
+        "https://t.me/proxy?server=proxy.example.org&port=443&secret=dd0123",
+        "https://t.me/socks?server=10.0.0.5&port=1080&user=u&pass=p",
+    ],
+)
+def test_a_proxy_link_is_read_and_not_printed(tmp_path: Path, link: str) -> None:
+    settings = Settings.from_env(
+        {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_PROXY_LINK": link}, env_file=tmp_path / "x"
+    )
+    assert settings.proxy_link == link
+    assert dict(settings.describe())["JARCHY_PROXY_LINK"] == "set"
 
 
 def test_webhook_settings_are_read(tmp_path: Path) -> None:

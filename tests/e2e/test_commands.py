@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.settings import Settings
 from messages import LANGUAGES, catalogs
-from messages.menus import PUBLIC_COMMANDS, command_list
+from messages.menus import PUBLIC_COMMANDS, command_list, help_screen
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.support.replies import next_reply, reply_texts
+from tests.support.settings import make_settings
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -28,7 +30,7 @@ async def test_start_and_help_answer_in_the_users_language(
     assert welcome["parse_mode"] == "HTML"
     fake.add_message(user_id=user, text="/help", language_code=language)
     help_ = await next_reply(fake, user, count=2)
-    assert help_["text"] == texts.text(language, "help.text", commands=command_list(texts, language))
+    assert help_["text"] == help_screen(texts, language)
 
 
 async def test_an_unsupported_telegram_language_falls_back_to_the_default(
@@ -60,7 +62,7 @@ async def test_language_choice_is_stored_and_wins_over_telegrams(
     await bot.restart()
     fake.add_message(user_id=user, text="/help", language_code="en")
     reply = await next_reply(fake, user, count=2)
-    assert reply["text"] == texts.text(language, "help.text", commands=command_list(texts, language))
+    assert reply["text"] == help_screen(texts, language)
 
 
 async def test_command_menus_are_published_per_language(fake: FakeBotApi, bot: RunningBot) -> None:
@@ -175,3 +177,23 @@ async def test_a_flood_from_one_person_is_held_back_but_sos_gets_through(
         assert texts[-1] == catalogs().text("en", "sos.confirm")
     finally:
         await running.stop()
+
+
+async def test_help_says_how_to_stay_reachable_with_the_organisations_proxy_link(
+    fake: FakeBotApi, tmp_path: Path
+) -> None:
+    link = "https://t.me/proxy?server=proxy.example.org&port=443&secret=ee0123456789abcdef"
+    bot = RunningBot(make_settings(tmp_path, api_url=fake.url, proxy_link=link))
+    await bot.start()
+    try:
+        texts = catalogs()
+        for number, language in enumerate(LANGUAGES):
+            user = 3000 + number
+            fake.add_message(user_id=user, text="/help", language_code=language)
+            reply = await next_reply(fake, user)
+            assert reply["text"] == help_screen(texts, language, proxy_link=link)
+            assert texts.text(language, "help.reachable") in reply["text"]
+            # The link's & is escaped in the HTML Telegram is given, so its query arrives whole.
+            assert f'<a href="{link.replace("&", "&amp;")}">' in reply["text"]
+    finally:
+        await bot.stop()

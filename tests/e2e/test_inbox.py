@@ -24,7 +24,7 @@ from bot.runtime.inbox import Dispatch, DispatchResult, DurableInbox
 from bot.settings import Settings
 from bot.wiring import build_limiter, open_services
 from messages import catalogs
-from messages.menus import command_list
+from messages.menus import help_screen
 from storage.database import Database
 from tests.fakebot import FakeBotApi
 from tests.support.bots import BotProcess, RunningBot
@@ -47,7 +47,7 @@ async def bot_with_handler(
         await asyncio.wait_for(task, 20)
 
 
-HELP_EN = catalogs().text("en", "help.text", commands=command_list(catalogs(), "en"))
+HELP_EN = help_screen(catalogs(), "en")
 
 
 async def test_an_update_stored_but_not_dispatched_is_handled_once_after_a_crash(

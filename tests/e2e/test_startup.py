@@ -21,7 +21,7 @@ from bot.settings import Settings
 from bot.telegram_start import TokenRefused
 from bot.wiring import build_limiter, open_services
 from messages import catalogs
-from messages.menus import command_list
+from messages.menus import help_screen
 from storage.database import Database
 from storage.types import to_micros
 from tests.fakebot import FakeBotApi
@@ -35,7 +35,7 @@ from tests.support.settings import TEST_TOKEN, free_port, make_settings
 COORDINATOR = 5201
 FOLLOWER = 5202
 WAITING = 5203
-HELP_EN = catalogs().text("en", "help.text", commands=command_list(catalogs(), "en"))
+HELP_EN = help_screen(catalogs(), "en")
 UNREACHABLE = "Telegram is unreachable at"
 
 
