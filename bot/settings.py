@@ -321,6 +321,12 @@ class Settings:
             metrics_listen=_listen(env, "JARCHY_METRICS_LISTEN"),
             webhook_secret=_webhook_secret(env),
         )
+        if settings.api_local_mode and api_url == DEFAULT_API_URL:
+            raise SettingsError(
+                "JARCHY_API_LOCAL_MODE",
+                f"is true, but JARCHY_API_URL is Telegram's own {DEFAULT_API_URL}, which has no local mode",
+                "Set JARCHY_API_URL to your telegram-bot-api --local server, e.g. http://127.0.0.1:8081.",
+            )
         reserved = settings.alert_sos_reserve + settings.alert_digest_reserve
         if 0 < settings.rate_group_per_min <= reserved:
             raise SettingsError(
@@ -503,11 +509,10 @@ def _proxy_url(env: Mapping[str, str]) -> SecretStr | None:
         return None
     fix = "Use e.g. socks5://user:password@proxy.example.org:1080 or http://proxy.example.org:3128."
     parts = urlsplit(raw)
-    # Never quote the value back: it may carry the proxy's password.
+    # Never quote the value back, not even its "scheme": a value without one may start with a password.
     if parts.scheme.lower() not in PROXY_SCHEMES:
-        raise SettingsError(
-            "JARCHY_PROXY_URL", f"has the scheme '{parts.scheme}', not one of {', '.join(PROXY_SCHEMES)}", fix
-        )
+        schemes = ", ".join(f"{scheme}://" for scheme in PROXY_SCHEMES)
+        raise SettingsError("JARCHY_PROXY_URL", f"does not start with {schemes}", fix)
     try:
         port = parts.port
     except ValueError:

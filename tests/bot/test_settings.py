@@ -85,6 +85,7 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("JARCHY_PROXY_URL", "http://proxy.example.org:3128/path", "host:port"),
         ("JARCHY_PROXY_URL", "proxy.example.org:3128", "socks5://"),
         ("JARCHY_API_LOCAL_MODE", "maybe", "true or false"),
+        ("JARCHY_API_LOCAL_MODE", "true", "--local"),
         ("JARCHY_PROXY_LINK", "https://example.org/proxy?server=p.example.org&port=443", "t.me/proxy"),
         ("JARCHY_PROXY_LINK", "tg://resolve?domain=jarchy_bot", "t.me/proxy"),
         ("JARCHY_PROXY_LINK", "https://t.me/proxy?server=p.example.org", "t.me/proxy"),
@@ -123,7 +124,12 @@ def test_token_never_shows_in_repr_or_description(tmp_path: Path) -> None:
     ],
 )
 def test_proxy_url_is_read_and_its_password_never_shown(tmp_path: Path, url: str) -> None:
-    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_PROXY_URL": url, "JARCHY_API_LOCAL_MODE": "true"}
+    env = {
+        "JARCHY_BOT_TOKEN": TOKEN,
+        "JARCHY_PROXY_URL": url,
+        "JARCHY_API_URL": "http://127.0.0.1:8081",
+        "JARCHY_API_LOCAL_MODE": "true",
+    }
     settings = Settings.from_env(env, env_file=tmp_path / "none")
     assert settings.proxy_url is not None and settings.proxy_url.get_secret_value() == url
     assert settings.api_local_mode
@@ -133,8 +139,11 @@ def test_proxy_url_is_read_and_its_password_never_shown(tmp_path: Path, url: str
     assert described["JARCHY_PROXY_URL"].split("://")[0] == url.split("://")[0]
 
 
-def test_a_refused_proxy_url_never_quotes_its_password(tmp_path: Path) -> None:
-    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_PROXY_URL": "socks4://jarchy:hunter2@proxy.example.org:1080"}
+@pytest.mark.parametrize(
+    "url", ["socks4://jarchy:hunter2@proxy.example.org:1080", "hunter2:x@proxy.example.org:1080"]
+)
+def test_a_refused_proxy_url_never_quotes_its_password(tmp_path: Path, url: str) -> None:
+    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_PROXY_URL": url}
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(env, env_file=tmp_path / "none")
     assert "hunter2" not in str(raised.value)

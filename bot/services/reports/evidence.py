@@ -781,7 +781,8 @@ async def download_chunks(
     timeout = aiohttp.ClientTimeout(sock_connect=10.0, sock_read=read_timeout)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout, connector=connector(proxy_url, limit=1)) as session,
+            # aiohttp's default pool size, as before the proxy: one connection is all a download opens.
+            aiohttp.ClientSession(timeout=timeout, connector=connector(proxy_url, limit=100)) as session,
             session.get(file_path, allow_redirects=False) as response,
         ):
             if response.status != 200:
