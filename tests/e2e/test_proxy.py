@@ -99,6 +99,30 @@ def _owner(request: web.BaseRequest, pids: dict[int, str]) -> str:
 async def test_a_whole_report_reaches_telegram_only_through_the_proxy(
     fake: FakeBotApi, proxy: ProxyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    methods = await _report_through_the_proxy(fake, proxy, tmp_path, monkeypatch)
+    assert methods["getUpdates"] > 0
+
+
+async def test_in_webhook_mode_set_webhook_goes_through_the_proxy_too(
+    fake: FakeBotApi, proxy: ProxyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not proxy.url.startswith("socks5://"):
+        pytest.skip("one proxy is enough: the polling test covers the schemes")
+    port = free_port()
+    webhook = {"webhook_url": f"http://127.0.0.1:{port}/telegram", "webhook_listen": ("127.0.0.1", port)}
+    methods = await _report_through_the_proxy(fake, proxy, tmp_path, monkeypatch, **webhook)
+    assert methods["setWebhook"] > 0 and methods["getUpdates"] == 0
+
+
+async def _report_through_the_proxy(
+    fake: FakeBotApi,
+    proxy: ProxyServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    **settings_overrides: object,
+) -> Counter[str]:
+    """Run a whole report with the bot behind the proxy; check every request the fake saw came through
+    it; return how many of each method (downloads as downloadFile) the fake saw."""
     # Were the environment honoured, requests would go to a closed port, or around the proxy.
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
@@ -117,6 +141,7 @@ async def test_a_whole_report_reaches_telegram_only_through_the_proxy(
         api_url=fake.url,
         coordinator_chat_id=COORDINATORS,
         proxy_url=SecretStr(proxy.url),
+        **settings_overrides,
     )
     bot = RunningBot(settings)
     await bot.start()
@@ -135,14 +160,16 @@ async def test_a_whole_report_reaches_telegram_only_through_the_proxy(
         )
     finally:
         await bot.stop()
-    # Every client took part: PTB's replies and polling-side calls, the delivery worker, the download.
-    for method in ("getMe", "getUpdates", "sendMessage", "getFile", "downloadFile", "sendDocument"):
+    # Every client took part: PTB's replies, the poller or the webhook setup, the delivery worker, the
+    # download.
+    for method in ("getMe", "sendMessage", "getFile", "downloadFile", "sendDocument"):
         assert methods[method] > 0, (method, methods)
     assert sum(owners.values()) >= len(fake.sent())
     assert owners == Counter({"proxy": sum(methods.values())}), owners
     tunnels = [line for line in proxy.output if line.startswith(proxy.url.split(":")[0] + " ")]
     assert tunnels, proxy.output
     assert not [line for line in proxy.output if "Unauthorized" in line], proxy.output
+    return methods
 
 
 async def test_wrong_credentials_are_refused_by_the_proxy_and_nothing_reaches_telegram(
