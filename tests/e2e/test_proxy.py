@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from asyncio.subprocess import PIPE, STDOUT
 from collections import Counter
@@ -42,16 +43,37 @@ class ProxyServer:
     output: list[str]
 
 
-@pytest.fixture(params=["socks5-with-credentials", "http-with-credentials", "http"])
-async def proxy(request: pytest.FixtureRequest) -> AsyncIterator[ProxyServer]:
+@pytest.fixture(params=["socks5-with-credentials", "http-with-credentials", "https-with-credentials", "http"])
+async def proxy(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ProxyServer]:
     """Start pproxy with the scheme (and credentials) of the parameter; stop it after the test."""
     scheme = request.param.split("-")[0]
     port = free_port()
     credentials = "with-credentials" in request.param
+    options: list[str] = []
+    listen_scheme = scheme
+    if scheme == "https":
+        # TLS to the proxy: a certificate for 127.0.0.1 made here, trusted through SSL_CERT_FILE (which
+        # ssl.create_default_context reads), so the bot verifies the proxy as it would a real one.
+        cert, key = tmp_path / "proxy.pem", tmp_path / "proxy.key"
+        await _self_signed(cert, key)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        options, listen_scheme = ["--ssl", f"{cert},{key}"], "http+ssl"
     # --auth 0: pproxy would otherwise let an address in without credentials once it has given them.
-    listen = f"{scheme}://127.0.0.1:{port}" + ("#jarchy:s3cret%pw" if credentials else "")
+    listen = f"{listen_scheme}://127.0.0.1:{port}" + ("#jarchy:s3cret%pw" if credentials else "")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pproxy", "-l", listen, "--auth", "0", "-v", stdout=PIPE, stderr=STDOUT
+        sys.executable,
+        "-m",
+        "pproxy",
+        "-l",
+        listen,
+        *options,
+        "--auth",
+        "0",
+        "-v",
+        stdout=PIPE,
+        stderr=STDOUT,
     )
     assert process.stdout is not None
     output: list[str] = []
@@ -65,6 +87,19 @@ async def proxy(request: pytest.FixtureRequest) -> AsyncIterator[ProxyServer]:
         process.terminate()
         await process.wait()
         await reader
+
+
+async def _self_signed(cert: Path, key: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl makes the https proxy's certificate")
+    process = await asyncio.create_subprocess_exec(
+        *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
+        *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        stdout=PIPE,
+        stderr=STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output
 
 
 async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
@@ -166,7 +201,7 @@ async def _report_through_the_proxy(
         assert methods[method] > 0, (method, methods)
     assert sum(owners.values()) >= len(fake.sent())
     assert owners == Counter({"proxy": sum(methods.values())}), owners
-    tunnels = [line for line in proxy.output if line.startswith(proxy.url.split(":")[0] + " ")]
+    tunnels = [line for line in proxy.output if f" -> 127.0.0.1:{fake.url.rsplit(':', 1)[1]}" in line]
     assert tunnels, proxy.output
     assert not [line for line in proxy.output if "Unauthorized" in line], proxy.output
     return methods

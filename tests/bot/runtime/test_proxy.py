@@ -9,6 +9,7 @@ from aiohttp_socks import ProxyConnector, ProxyType
 from telegram.error import NetworkError
 from telegram.request import RequestData
 
+from bot.logs import RedactSecrets
 from bot.ptb_request import AiohttpRequest
 from bot.runtime.proxy import connector, proxy_secrets
 from bot.runtime.telegram_api import NotSent, TelegramApi
@@ -68,3 +69,11 @@ async def test_a_proxy_that_is_down_means_not_sent(scheme: str) -> None:
         assert "hunter2" not in str(failed.value) and TEST_TOKEN not in str(failed.value)
     finally:
         await request.shutdown()
+
+
+def test_the_log_filter_redacts_the_proxy_password_in_both_spellings() -> None:
+    proxy = SecretStr("socks5://jarchy:p%40ss-w0rd@proxy.example.org:1080")
+    redact = RedactSecrets([TEST_TOKEN, *proxy_secrets(proxy)])
+    scrubbed = redact.scrub("proxy refused: socks5://jarchy:p%40ss-w0rd@proxy.example.org:1080 (p@ss-w0rd)")
+    assert "p%40ss-w0rd" not in scrubbed and "p@ss-w0rd" not in scrubbed
+    assert "proxy.example.org:1080" in scrubbed
