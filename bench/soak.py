@@ -66,6 +66,7 @@ class Watch:
     by_chat: dict[int, asyncio.Future[float]] = field(default_factory=dict)
     answers: Counter[str] = field(default_factory=Counter)
     alerts: Counter[int] = field(default_factory=Counter)
+    pressed: dict[str, str] = field(default_factory=dict)  # query id -> the button's data
     scanned: int = 0
 
     def scan(self, calls: list[Any]) -> None:
@@ -148,9 +149,13 @@ def report(person: Any, fake: Any, evidence: bool) -> list[Step]:
     ]
 
 
-def plan(person: Any, fake: Any, rng: random.Random) -> tuple[str, list[Step]]:
-    """Pick what this visit is, in the mix the bot sees on a busy day."""
+def plan(person: Any, fake: Any, rng: random.Random, returning: bool) -> tuple[str, list[Step]]:
+    """Pick what this visit is, in the mix the bot sees on a busy day. Someone who came before does not
+    report or call SOS again (an open SOS shows its follow-up screen instead, and a second alert with the
+    same text would count as a duplicate)."""
     roll = rng.random()
+    if returning and 0.20 <= roll < 0.55:
+        roll = rng.choice((0.1, 0.6, 0.75, 0.9))
     if roll < 0.20:
         return "start", [say("/start"), say("/help")]
     if roll < 0.45:
@@ -246,6 +251,8 @@ async def load(
         built = step(session)
         user = session.person.user_id
         if built is None:
+            if os.environ.get("SOAK_DEBUG"):
+                print(f"  no button for {session.kind}: {session.person.last_text()[:120]!r}")
             missing[f"{session.kind}:no button"] += 1
             lost += 1  # the button the person needs is not on their screen: the last answer went missing
             return
@@ -254,6 +261,7 @@ async def load(
         if "data" in built:
             update = fake.add_callback_query(user_id=user, data=built["data"], message_id=built["message_id"])
             watch.by_query[str(update["callback_query"]["id"])] = waiting
+            watch.pressed[str(update["callback_query"]["id"])] = built["data"]
         else:
             watch.by_chat[user] = waiting
             fake.add_message(user_id=user, **built)
@@ -287,7 +295,7 @@ async def load(
         # A returning person now and then (no chat of theirs is waiting), else someone new.
         returning = bool(idle) and idle[0][0] <= now and rng.random() < 0.3
         who = idle.popleft()[1] if returning else person(fake, next(ids))
-        kind, steps = plan(who, fake, rng)
+        kind, steps = plan(who, fake, rng, returning)
         sessions[kind] += 1
         return Session(who, deque(steps), kind)
 
@@ -333,9 +341,13 @@ async def load(
     print(f"  sessions: {dict(sessions)}; reports submitted: {len(submitted)}", flush=True)
     if missing:
         print(f"  unanswered: {dict(missing)}")
-    twice = [query for query, n in watch.answers.items() if n > 1]
+    twice = Counter(
+        ":".join(watch.pressed.get(query, "?").split(":")[:1] + watch.pressed.get(query, "?").split(":")[3:4])
+        for query, n in watch.answers.items()
+        if n > 1
+    )
     if twice:
-        print(f"  button presses answered more than once: {len(twice)}")
+        print(f"  button presses answered more than once, by button: {dict(twice)}")
     return {
         "updates": float(sent),
         "achieved_updates_per_s": sent / elapsed,
