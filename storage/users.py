@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,7 +46,7 @@ class User:
 class UserCache:
     """Recent copies of users' rows, by pseudonym, for the read every update makes.
 
-    Any write to users or roles drops every copy twice: when it is written (so no copy outlives it) and
+    A write to someone's row or roles drops their copy twice: when it is written (so no copy outlives it) and
     when its transaction has ended (a read that began before the commit saw the old row; it may not put
     it back). A copy is only kept if no write happened or is under way since its read began (`epoch`).
     """
@@ -80,24 +81,29 @@ class UserCache:
         while len(self._copies) > CACHE_SIZE:
             self._copies.popitem(last=False)
 
-    def writing(self, conn: AsyncConnection) -> None:
-        """A transaction on `conn` changes users or roles: drop every copy now and once it has ended."""
+    def writing(self, conn: AsyncConnection, pseudonyms: Iterable[str]) -> None:
+        """A transaction on `conn` changes these people's rows or roles: drop their copies now and once it
+        has ended; keep no new copy of anyone's while it lasts."""
+        names = set(pseudonyms)
+        self._forget(names)
         info = conn.info  # the connection's, kept across transactions: the mark is taken out at the end
-        if info.get(_CACHE_MARK):
-            return  # this transaction already said so
-        info[_CACHE_MARK] = True
-        self._forget_all()
+        changed: set[str] | None = info.get(_CACHE_MARK)
+        if changed is not None:
+            changed |= names  # this transaction already said so; the end drops these too
+            return
+        changed = info[_CACHE_MARK] = names
         self._writing += 1
 
         def ended() -> None:
             info.pop(_CACHE_MARK, None)
             self._writing -= 1
-            self._forget_all()
+            self._forget(changed)
 
         after_transaction(conn, ended)
 
-    def _forget_all(self) -> None:
-        self._copies.clear()
+    def _forget(self, pseudonyms: set[str]) -> None:
+        for pseudonym in pseudonyms:
+            self._copies.pop(pseudonym, None)
         self._epoch += 1
 
 
@@ -122,7 +128,7 @@ class UserRepository:
         self, conn: AsyncConnection, pseudonym: str, telegram_language: str | None, now: datetime
     ) -> User:
         """Create the user if new, remember Telegram's language, mark active again; return the user."""
-        cache_of(conn.sync_engine).writing(conn)
+        cache_of(conn.sync_engine).writing(conn, (pseudonym,))
         values = {
             "pseudonym": pseudonym,
             "telegram_language": telegram_language,
@@ -164,7 +170,7 @@ class UserRepository:
 
     async def set_language(self, conn: AsyncConnection, pseudonym: str, language: str, now: datetime) -> None:
         """Store the language the user chose."""
-        cache_of(conn.sync_engine).writing(conn)
+        cache_of(conn.sync_engine).writing(conn, (pseudonym,))
         await conn.execute(
             update(users)
             .where(users.c.pseudonym == pseudonym)
@@ -173,7 +179,7 @@ class UserRepository:
 
     async def set_timezone(self, conn: AsyncConnection, pseudonym: str, zone: str, now: datetime) -> None:
         """Store the time zone the user chose."""
-        cache_of(conn.sync_engine).writing(conn)
+        cache_of(conn.sync_engine).writing(conn, (pseudonym,))
         await conn.execute(
             update(users).where(users.c.pseudonym == pseudonym).values(timezone=zone, updated_at=_day(now))
         )
@@ -181,7 +187,7 @@ class UserRepository:
     async def mark_inactive(self, conn: AsyncConnection, pseudonyms: list[str], now: datetime) -> None:
         """Mark users who blocked the bot, so nothing more is queued for them."""
         if pseudonyms:
-            cache_of(conn.sync_engine).writing(conn)
+            cache_of(conn.sync_engine).writing(conn, pseudonyms)
             await conn.execute(
                 update(users)
                 .where(users.c.pseudonym.in_(pseudonyms))
@@ -192,7 +198,7 @@ class UserRepository:
         self, conn: AsyncConnection, pseudonym: str, role: str, now: datetime, granted_by: str | None = None
     ) -> None:
         """Give a role (idempotent); the user row must exist."""
-        cache_of(conn.sync_engine).writing(conn)
+        cache_of(conn.sync_engine).writing(conn, (pseudonym,))
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         stmt = insert_or(conn, user_roles).values(
@@ -202,7 +208,7 @@ class UserRepository:
 
     async def revoke(self, conn: AsyncConnection, pseudonym: str, role: str) -> None:
         """Take a role away."""
-        cache_of(conn.sync_engine).writing(conn)
+        cache_of(conn.sync_engine).writing(conn, (pseudonym,))
         await conn.execute(
             delete(user_roles).where(user_roles.c.pseudonym == pseudonym, user_roles.c.role == role)
         )
@@ -216,12 +222,12 @@ class UserRepository:
 
     async def delete(self, conn: AsyncConnection, pseudonym: str) -> None:
         """Delete the user and (by cascade) their roles: /forget."""
-        cache_of(conn.sync_engine).writing(conn)
+        cache_of(conn.sync_engine).writing(conn, (pseudonym,))
         await conn.execute(delete(users).where(users.c.pseudonym == pseudonym))
 
     async def ensure_exists(self, conn: AsyncConnection, pseudonym: str, now: datetime) -> None:
         """Create a bare user row if missing (for bootstrap admins who have not written yet)."""
-        cache_of(conn.sync_engine).writing(conn)
+        cache_of(conn.sync_engine).writing(conn, (pseudonym,))
         stmt = insert_or(conn, users).values(
             pseudonym=pseudonym, active=True, created_at=_day(now), updated_at=_day(now)
         )

@@ -46,11 +46,13 @@ def statements(db: Database) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    for engine in {db.engine.sync_engine, db.read_engine.sync_engine}:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        for engine in {db.engine.sync_engine, db.read_engine.sync_engine}:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 async def test_someone_the_bot_knows_is_recognised_without_a_query(services: Services) -> None:
@@ -173,3 +175,12 @@ def cache_of_new() -> Any:
     from storage.users import UserCache
 
     return UserCache()
+
+
+async def test_someone_new_writing_leaves_the_others_copies(services: Services) -> None:
+    await services.users.seen(AIDA, "ru")
+    await services.users.seen(AIDA, "ru")
+    await services.users.seen(BOLOT, "en")  # new: his row is written
+    with statements(services.db) as ran:
+        assert (await services.users.seen(AIDA, "ru")).language == "ru"
+    assert ran == []
