@@ -179,6 +179,10 @@ class Database:
         if self.is_sqlite:
             with contextlib.suppress(Exception):
                 await self.checkpoint()
+        await self.dispose()
+
+    async def dispose(self) -> None:
+        """Dispose of every pooled connection, without a checkpoint (for a database another process owns)."""
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
         await self.engine.dispose()
