@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from sqlalchemy import Table, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -40,11 +38,8 @@ _AFTER_TRANSACTION = "jarchy_after_transaction"
 class Database:
     """One engine and the two kinds of transaction the repositories use."""
 
-    def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine | None = None) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # Reads of an SQLite file run on connections of their own that step on the event loop's thread
-        # (_InlineConnection); writes, whose commits wait for the disk, stay on the driver's threads.
-        self.read_engine = read_engine or engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_postgresql = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time. Writers of this process queue here, in order, instead of in
@@ -82,16 +77,9 @@ class Database:
             connect_args["server_settings"] = server_settings
             engine_options["connect_args"] = connect_args
         engine = create_async_engine(url, **engine_options)
-        read_engine: AsyncEngine | None = None
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine, busy_timeout_ms, foreign_keys)
-            if parsed.get_driver_name() == "aiosqlite" and parsed.database not in (None, "", ":memory:"):
-                args, params = engine.dialect.create_connect_args(parsed)
-                read_engine = create_async_engine(
-                    url, async_creator=_inline_connector(args, params), **engine_options
-                )
-                _configure_sqlite(read_engine, busy_timeout_ms, foreign_keys)
-        return cls(engine, read_engine)
+        return cls(engine)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -124,7 +112,7 @@ class Database:
         the same (READ COMMITTED would let two queries of one read see different commits), and READ ONLY
         refuses a write that should have gone through write().
         """
-        async with self.read_engine.connect() as conn:
+        async with self.engine.connect() as conn:
             if self.is_postgresql:
                 await conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             else:
@@ -183,41 +171,7 @@ class Database:
 
     async def dispose(self) -> None:
         """Dispose of every pooled connection, without a checkpoint (for a database another process owns)."""
-        if self.read_engine is not self.engine:
-            await self.read_engine.dispose()
         await self.engine.dispose()
-
-
-class _InlineConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose calls run on the event loop's thread instead of its own.
-
-    Measured: a read transaction of one indexed SELECT costs about 1 ms of CPU through aiosqlite's thread
-    (each call is a queue put, a thread switch and a wake-up of the loop; a statement makes four or five)
-    and about 0.4 ms inline. A WAL reader never waits for the writer, so an inline read blocks the loop
-    only for its own work; a big one (an export of every report) holds up other updates while it runs.
-    Writes are not run this way: their commits wait for the disk (synchronous=FULL).
-    Relies on aiosqlite 0.22's `_execute`, the one place it hands a call to its thread; connecting and
-    closing still go through the thread (the sqlite3 connection is opened with check_same_thread off).
-    """
-
-    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if not self._running or not self._connection:
-            raise ValueError("Connection closed")
-        return fn(*args, **kwargs)
-
-
-def _inline_connector(args: Sequence[Any], params: Mapping[str, Any]) -> Callable[[], Any]:
-    def connector() -> sqlite3.Connection:
-        opened: sqlite3.Connection = sqlite3.connect(*args, **{**params, "check_same_thread": False})
-        return opened
-
-    async def connect() -> aiosqlite.Connection:
-        connection = _InlineConnection(connector, 64)
-        connection._thread.daemon = True  # as SQLAlchemy does for its own aiosqlite connections
-        opened: aiosqlite.Connection = await connection
-        return opened
-
-    return connect
 
 
 def after_transaction(conn: AsyncConnection, work: Callable[[], None]) -> None:

@@ -46,13 +46,11 @@ def statements(db: Database) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
 
-    for engine in {db.engine.sync_engine, db.read_engine.sync_engine}:
-        event.listen(engine, "before_cursor_execute", record)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        for engine in {db.engine.sync_engine, db.read_engine.sync_engine}:
-            event.remove(engine, "before_cursor_execute", record)
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_someone_the_bot_knows_is_recognised_without_a_query(services: Services) -> None:
