@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ WAL_SIZE_LIMIT_BYTES = 0  # truncate to the smallest size at every checkpoint th
 # key for the whole database: a later change may narrow it per aggregate once writers no longer rely on it.
 WRITE_LOCK_KEY = int.from_bytes(b"jarchy", "big")
 _WRITE_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# Where a write transaction keeps what must run once it has ended (see after_transaction).
+_AFTER_TRANSACTION = "jarchy_after_transaction"
 
 
 class Database:
@@ -88,10 +90,19 @@ class Database:
         the previous holder committed before the lock was released (REPEATABLE READ would freeze the
         snapshot at the lock's own statement, taken before the wait, and fail with serialization errors).
         """
-        async with self._write_turn, self.engine.begin() as conn:
-            if self.is_postgresql:
-                await conn.execute(_WRITE_LOCK, {"key": WRITE_LOCK_KEY})
-            yield conn
+        async with self._write_turn:
+            info: dict[Any, Any] | None = None
+            try:
+                async with self.engine.begin() as conn:
+                    # The connection record's own dict: it outlives the transaction, so the work filed in
+                    # it is found (and taken out) once the commit or rollback is over.
+                    info = conn.info
+                    if self.is_postgresql:
+                        await conn.execute(_WRITE_LOCK, {"key": WRITE_LOCK_KEY})
+                    yield conn
+            finally:
+                for work in info.pop(_AFTER_TRANSACTION, ()) if info is not None else ():
+                    work()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -156,7 +167,20 @@ class Database:
         if self.is_sqlite:
             with contextlib.suppress(Exception):
                 await self.checkpoint()
+        await self.dispose()
+
+    async def dispose(self) -> None:
+        """Dispose of every pooled connection, without a checkpoint (for a database another process owns)."""
         await self.engine.dispose()
+
+
+def after_transaction(conn: AsyncConnection, work: Callable[[], None]) -> None:
+    """Run `work` once the write transaction on `conn` has ended, committed or rolled back.
+
+    For in-memory copies of rows (storage.users' cache): a reader that began before the commit still sees
+    the old rows, so dropping the copies only while writing would let it put the old values back.
+    """
+    conn.info.setdefault(_AFTER_TRANSACTION, []).append(work)
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, foreign_keys: bool) -> None:

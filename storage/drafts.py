@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from storage.owners import ClearOwners, Owners
 from storage.schema import drafts
@@ -79,24 +80,31 @@ class DraftRepository:
         expires_at: datetime,
         kind: str | None = None,
     ) -> bool:
-        """Update the payload of the draft with this nonce; False if it is gone or replaced."""
+        """Update the payload of the draft with this nonce (and kind, if given); False if it is gone or
+        replaced."""
         tags = self._owners.tags(pseudonym)
-        row = (
-            await conn.execute(
-                select(drafts.c.kind).where(
-                    drafts.c.pseudonym.in_(tags), drafts.c.nonce == nonce, drafts.c.expires_at > now
-                )
-            )
-        ).first()
-        if row is None:
-            return False
+        alive: list[ColumnElement[bool]] = [
+            drafts.c.pseudonym.in_(tags),
+            drafts.c.nonce == nonce,
+            drafts.c.expires_at > now,
+        ]
+        if kind is None:
+            row = (await conn.execute(select(drafts.c.kind).where(*alive))).first()
+            if row is None:
+                return False
+            kind_of_row: str = row.kind
+        else:
+            # The caller knows the kind: the update itself tells whether the draft is still there, one
+            # statement instead of two on every step of a form.
+            alive.append(drafts.c.kind == kind)
+            kind_of_row = kind
         # Saved under the current tag: a draft being worked on follows the epochs by itself.
         result = await conn.execute(
             update(drafts)
-            .where(drafts.c.pseudonym.in_(tags), drafts.c.nonce == nonce, drafts.c.expires_at > now)
+            .where(*alive)
             .values(
                 pseudonym=tags[0],
-                owner=self._owners.seal(pseudonym, binding=owner_binding(tags[0], row.kind)),
+                owner=self._owners.seal(pseudonym, binding=owner_binding(tags[0], kind_of_row)),
                 expires_at=_coarse_expiry(kind, now, expires_at),
                 payload=payload,
                 updated_at=_hour(now),

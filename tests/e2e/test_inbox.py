@@ -157,7 +157,7 @@ async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_
                 fake.add_message(user_id=305, text="/help", language_code="ru")
                 await asyncio.sleep(1.5)
         finally:
-            await locker.engine.dispose()  # no checkpoint: the bot is the database's owner
+            await locker.dispose()  # no checkpoint: the bot is the database's owner
         await next_reply(fake, 305, timeout=20)
         await asyncio.sleep(0.5)
         helps = [

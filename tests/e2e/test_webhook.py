@@ -129,7 +129,7 @@ async def test_an_update_is_stored_before_its_200_and_a_resend_is_handled_once(
         async with locker.write():
             assert await _post(url, update, secret) == 503
     finally:
-        await locker.engine.dispose()  # no checkpoint: the bot is the database's owner
+        await locker.dispose()  # no checkpoint: the bot is the database's owner
     assert 900_010 not in await _inbox_ids(bot)
     # Then it is: the row is there as soon as the 200 is.
     assert await _post(url, update, secret) == 200

@@ -105,7 +105,7 @@ async def read_rows(url: str, statement: str, **params: object) -> list[tuple[An
         async with database.read() as conn:
             return [tuple(row) for row in await conn.execute(text(statement), params)]
     finally:
-        await database.engine.dispose()
+        await database.dispose()
 
 
 def postgres_url() -> str | None:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain.errors import BadInput
 from bot.services.core import Core
 from messages import LANGUAGES
-from storage.users import User, UserRepository
+from storage.users import User, UserRepository, cache_of
 
 # Time zones of the region the bot serves, offered by /timezone (the organisation's zone stays the default).
 TIMEZONES: tuple[str, ...] = (
@@ -46,12 +46,20 @@ class UserService:
         """Remember that this person wrote (creating them if new) and return their profile."""
         pseudonym = self._core.pseudonyms.of_user(telegram_id)
         code = _supported(telegram_language)
-        async with self._core.db.read() as conn:
-            user = await self._repo.get(conn, pseudonym)
+        # This runs for every update: a recent copy of the row spares the read (storage.users.UserCache).
+        cache = cache_of(self._core.db.engine.sync_engine)
+        now = self._core.clock.now()
+        user = cache.recent(pseudonym, now)
+        if user is None:
+            epoch = cache.epoch
+            async with self._core.db.read() as conn:
+                user = await self._repo.get(conn, pseudonym)
+            if user is not None:
+                cache.keep(user, now, epoch)
         # Write only when something changed: most updates come from people the bot already knows.
         if user is None or not user.active or user.telegram_language != code:
             async with self._core.unit_of_work() as uow:
-                user = await self._repo.touch(uow.conn, pseudonym, code, self._core.clock.now())
+                user = await self._repo.touch(uow.conn, pseudonym, code, now)
                 await uow.commit()
         return self._profile(user)
 
