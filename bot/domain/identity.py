@@ -39,7 +39,8 @@ def normalise_safeword(raw: str) -> str:
     if any(ch in "\r\n\u2028\u2029" for ch in text.strip()):
         raise BadSafeword("safeword.one_line")
     # Control, format and private-use characters would hide or fake what is shown (a right-to-left mark).
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Cn") for ch in text if ch != "\t"):
+    # The zero-width joiner stays: emoji such as 👩‍⚕️ are made with it.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Cn") for ch in text if ch not in "\t\u200d"):
         raise BadSafeword("safeword.one_line")
     word = " ".join(text.split())
     if _CODE_LIKE.search(word):
