@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verify_statement(settings: Settings, args: argparse.Namespace) -> int:
     """Print a signed statement of the official bots, or check one (exit 0 holds, 1 does not, 2 setup)."""
-    from bot.domain.identity import BadUsername, official_usernames
+    from bot.domain.identity import BadUsername, bot_username, official_usernames
     from bot.runtime.clock import SystemClock
     from bot.security.statement import (
         SigningKeyError,
@@ -217,8 +217,6 @@ def _verify_statement(settings: Settings, args: argparse.Namespace) -> int:
             )
             return EXIT_CONFIG
         main_bots = [own]
-    from bot.domain.identity import bot_username
-
     try:
         for name in main_bots:
             bot_username(name)
