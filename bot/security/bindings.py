@@ -38,6 +38,7 @@ __all__ = [
     "owner_binding",
     "payload_binding",
     "report_body_binding",
+    "safeword_binding",
     "sealed_body_binding",
     "staged_binding",
     "staged_owner_binding",
