@@ -27,6 +27,7 @@ from handlers import (
     desk,
     errors,
     fallback,
+    identity,
     language,
     membership,
     reports,
@@ -100,6 +101,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     reports.register(app)  # also the input router in group -1, ahead of the fallbacks
     sos.register(app)
     account.register(app)
+    identity.register(app)
     triage.register(app)
     desk.register(app)
     contact.register(app)

@@ -1,4 +1,4 @@
-"""The `jarchy` command: run, migrate, keygen, check, rotate-key."""
+"""The `jarchy` command: run, migrate, keygen, check, rotate-key, verify-statement."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keygen":
             return _keygen(args)
         settings = Settings.from_env(require_token=args.command in ("run", "serve", "check"))
+        if args.command == "verify-statement":
+            return _verify_statement(settings, args)
         if args.command == "health":
             return _health(settings)
     except SettingsError as error:
@@ -119,6 +121,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the target, e.g. postgresql+asyncpg://jarchy:…@host/jarchy",
     )
+    signed = sub.add_parser(
+        "verify-statement",
+        help="print the official bots' usernames signed with the organisation's Ed25519 key (for its website "
+        "and channel), or check such a statement",
+    )
+    signed.add_argument(
+        "--bot",
+        action="append",
+        default=[],
+        metavar="@NAME",
+        help="the main bot's username (repeatable; default: asked from Telegram with JARCHY_BOT_TOKEN); "
+        "JARCHY_OFFICIAL_BOTS are listed after it",
+    )
+    signed.add_argument(
+        "--new-key",
+        action="store_true",
+        help="create the signing key first (owner-only; at JARCHY_SIGNING_KEY_FILE, else "
+        "~/.config/jarchy/statement-signing.key)",
+    )
+    signed.add_argument(
+        "--check", type=Path, metavar="FILE", help="verify a statement: exit 0 if it holds, 1 if not"
+    )
+    signed.add_argument(
+        "--public-key",
+        metavar="BASE64",
+        help="with --check: the organisation's public key (default: the signing key's)",
+    )
     export = sub.add_parser("export", help="write reports as CSV or JSON (decrypted: keep the file safe)")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--out", type=Path, required=True, help="file to write (created with mode 600)")
@@ -128,6 +157,97 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("status", "category", "region"):
         export.add_argument(f"--{name}", help=f"only reports with this {name} (as in /reports)")
     return parser
+
+
+def _verify_statement(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a signed statement of the official bots, or check one (exit 0 holds, 1 does not, 2 setup)."""
+    from bot.domain.identity import BadUsername, bot_username, official_usernames
+    from bot.runtime.clock import SystemClock
+    from bot.security.statement import (
+        SigningKeyError,
+        StatementError,
+        check,
+        create_signing_key,
+        fingerprint,
+        parse_public_key,
+        read_signing_key,
+        statement,
+    )
+
+    path = settings.resolved_signing_key_file
+    try:
+        if args.check is not None:
+            if args.public_key:
+                public = parse_public_key(args.public_key)
+            elif path is not None:
+                public = read_signing_key(path, settings.data_dir).verify_key
+            else:
+                raise SigningKeyError("give --public-key or set JARCHY_SIGNING_KEY_FILE")
+            try:
+                text = args.check.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                print(f"jarchy: cannot read {args.check}: {error}", file=sys.stderr)
+                return EXIT_CONFIG
+            try:
+                checked = check(text, public)
+            except StatementError as error:
+                print(f"jarchy: statement does NOT verify: {error}")
+                return 1
+            bots = ", ".join(f"@{name}" for name in checked.names)
+            print(f"jarchy: statement verifies: {bots} as of {checked.day}, key {checked.fingerprint}")
+            return 0
+        if path is None:
+            raise SigningKeyError("set JARCHY_SIGNING_KEY_FILE (no home directory to keep the key in)")
+        if args.new_key:
+            key = create_signing_key(path, settings.data_dir)
+            print(
+                f"jarchy: created a signing key at {path} (fingerprint {fingerprint(key.verify_key)}); "
+                "back it up offline and publish the fingerprint where people can compare it",
+                file=sys.stderr,
+            )
+        else:
+            key = read_signing_key(path, settings.data_dir)
+    except SigningKeyError as error:
+        print(f"jarchy: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    main_bots = list(args.bot)
+    if not main_bots:
+        own = asyncio.run(_own_username(settings))
+        if own is None:
+            print(
+                "jarchy: could not ask Telegram for the bot's username; give it with --bot @name",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        main_bots = [own]
+    try:
+        for name in main_bots:
+            bot_username(name)
+    except BadUsername:
+        print(f"jarchy: --bot {name}: is not a Telegram username", file=sys.stderr)
+        return EXIT_CONFIG
+    names = official_usernames(None, [*main_bots, *settings.official_bots])
+    print(statement(names, SystemClock().now().date(), key), end="")
+    return 0
+
+
+async def _own_username(settings: Settings) -> str | None:
+    """Ask getMe for the bot's username (None without a token or an answer)."""
+    from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
+
+    if not settings.bot_token.get_secret_value():
+        return None
+    api = TelegramApi(settings.api_url, settings.bot_token, connections=1, timeout=10.0)
+    try:
+        answer = await api.call("getMe", {})
+    except (NotSent, OutcomeUnknown):
+        return None
+    finally:
+        await api.close()
+    if not answer.ok or not isinstance(answer.result, dict):
+        return None
+    username = answer.result.get("username")
+    return username if isinstance(username, str) else None
 
 
 def _run(settings: Settings, *, webhook: bool = False) -> int:

@@ -159,10 +159,24 @@ class Settings:
     webhook_secret: SecretStr | None = None
     # Where /metrics is served (Prometheus's text format); off unless set. Keep it off the public internet.
     metrics_listen: tuple[str, int] | None = None
+    # The organisation's other official bots (backup bots), as usernames; /verify and `jarchy
+    # verify-statement` name them beside the running bot's own username.
+    official_bots: tuple[str, ...] = ()
+    # The Ed25519 key that signs the statement of official bots; default: the user's config directory.
+    signing_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite+aiosqlite:///{self.data_dir / 'jarchy.db'}")
+
+    @property
+    def resolved_signing_key_file(self) -> Path | None:
+        """Return where the statement signing key is (or would be created), or None if nowhere is known."""
+        if self.signing_key_file is not None:
+            return self.signing_key_file
+        if self.config_dir is not None:
+            return self.config_dir / "jarchy" / "statement-signing.key"
+        return None
 
     @property
     def resolved_key_file(self) -> Path:
@@ -320,6 +334,8 @@ class Settings:
             webhook_listen=_listen(env, "JARCHY_WEBHOOK_LISTEN") or ("127.0.0.1", 8080),
             metrics_listen=_listen(env, "JARCHY_METRICS_LISTEN"),
             webhook_secret=_webhook_secret(env),
+            official_bots=_usernames(env, "JARCHY_OFFICIAL_BOTS"),
+            signing_key_file=_path(env, "JARCHY_SIGNING_KEY_FILE"),
         )
         if settings.api_local_mode and api_url == DEFAULT_API_URL:
             raise SettingsError(
@@ -391,6 +407,8 @@ class Settings:
                 "JARCHY_METRICS_LISTEN",
                 f"{self.metrics_listen[0]}:{self.metrics_listen[1]}" if self.metrics_listen else "off",
             ),
+            ("JARCHY_OFFICIAL_BOTS", ", ".join(f"@{name}" for name in self.official_bots) or "none"),
+            ("JARCHY_SIGNING_KEY_FILE", str(self.resolved_signing_key_file or "not set")),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 
@@ -604,6 +622,26 @@ def _choices(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> fro
             f"Use some of {', '.join(allowed)}, or none.",
         )
     return frozenset(chosen)
+
+
+def _usernames(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    names: list[str] = []
+    for part in env.get(name, "").replace(";", ",").replace(" ", ",").split(","):
+        raw = part.strip().removeprefix("@")
+        if not raw:
+            continue
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{4,31}", raw):
+            raise SettingsError(
+                name, f"'{part.strip()}' is not a Telegram username", "Use e.g. @ourbackup_bot."
+            )
+        if raw.lower() not in names:
+            names.append(raw.lower())
+    return tuple(names)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

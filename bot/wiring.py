@@ -19,6 +19,7 @@ from bot.security import Cipher, DataKey, Pseudonymizer
 from bot.security.key_guard import guard_key, read_key
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import TransientKeys
+from bot.services.access.identity import OfficialBots, SafewordService
 from bot.services.access.members import MemberService, bot_id_of
 from bot.services.access.roles import Gate
 from bot.services.access.team import TeamService
@@ -105,6 +106,8 @@ class Services:
     instance: InstanceClaim
     history: HistoryScrubber
     members: MemberService
+    safewords: SafewordService
+    official: OfficialBots
     exchange: KeyExchange | None = None  # lends transient keys to the other instances (PostgreSQL)
 
     async def close(self) -> None:
@@ -185,6 +188,7 @@ async def open_services(
     audit = AuditLog(db, audit_repo, state, key, clock, anchoring)
     gate = Gate(db, user_repo, pseudonyms, audit, clock, outbox)
     core = Core(settings, clock, db, cipher, pseudonyms, outbox, audit, gate, catalogs())
+    safewords = SafewordService(core, repo=user_repo)
     alerts = AlertService(
         core,
         duty=duty_repo,
@@ -217,12 +221,14 @@ async def open_services(
         alerts=alerts,
         codes=ReporterCodes(key),
         phone_keep=timedelta(hours=settings.phone_keep_hours),
+        safewords=safewords,
     )
     hearings = HearingService(
         core,
         cases=CaseRepository(),
         state=state,
         users=user_repo,
+        safewords=safewords,
         interval=timedelta(seconds=settings.reminder_interval_s),
     )
     campaign_repo = CampaignRepository()
@@ -302,7 +308,9 @@ async def open_services(
     exports = ExportService(core, queries=queries, team=team, evidence=evidence)
     stats = StatsService(core, queries=queries)
     flows = CommandFlows(core, drafts=drafts, cases=CaseRepository(), hearings=hearings)
-    broadcaster = Broadcaster(core, repo=campaign_repo, outbox_repo=outbox_repo, users=user_repo)
+    broadcaster = Broadcaster(
+        core, repo=campaign_repo, outbox_repo=outbox_repo, users=user_repo, safewords=safewords
+    )
     watch = AlertWatch(core, alerts=alerts, outbox_repo=outbox_repo, state=state)
     planner = AlertPlanner(
         core,
@@ -368,6 +376,8 @@ async def open_services(
         history=history,
         exchange=exchange,
         members=members,
+        safewords=safewords,
+        official=OfficialBots(settings.official_bots),
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")

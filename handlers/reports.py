@@ -41,7 +41,10 @@ async def start_report(update: Update, context: JarchyContext) -> None:
     if screen.resumed:
         text, keyboard = render_resume(texts, lang, screen.draft)
     else:
-        text, keyboard = render_step(texts, lang, screen.draft, context.bot_data.settings.timezone)
+        header = await _header(context, user.id, screen)
+        text, keyboard = render_step(
+            texts, lang, screen.draft, context.bot_data.settings.timezone, header=header
+        )
     sent = await chat.send_message(text, reply_markup=keyboard)
     # The /report command itself goes with the conversation too.
     command = update.message.message_id if update.message is not None else None
@@ -102,7 +105,12 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
         await query.answer(context.text(limit.key, **limit.params), show_alert=True)
         return
     text, keyboard = render_step(
-        context.texts, context.language, screen.draft, context.bot_data.settings.timezone, screen.error
+        context.texts,
+        context.language,
+        screen.draft,
+        context.bot_data.settings.timezone,
+        screen.error,
+        header=await _header(context, user.id, screen),
     )
     if isinstance(query.message, Message):
         await _edit_or_send(context, query.message, text, keyboard, user.id, screen)
@@ -157,11 +165,23 @@ async def route_input(update: Update, context: JarchyContext) -> None:
     if screen is None:
         return  # no draft waits for input: the fallback answers
     text, keyboard = render_step(
-        context.texts, context.language, screen.draft, context.bot_data.settings.timezone, screen.error
+        context.texts,
+        context.language,
+        screen.draft,
+        context.bot_data.settings.timezone,
+        screen.error,
+        header=await _header(context, user.id, screen),
     )
     sent = await message.reply_text(text, reply_markup=keyboard)
     await reports.track(user.id, "report", screen.draft.nonce, [sent.message_id])
     raise ApplicationHandlerStop
+
+
+async def _header(context: JarchyContext, user_id: int, screen: Screen) -> str:
+    """Return the person's safety word line for the review screen ("" on other steps: no lookup)."""
+    if screen.draft.step != "review":
+        return ""
+    return await context.services.safewords.header(user_id, context.language)
 
 
 async def _edit_or_send(

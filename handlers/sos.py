@@ -36,7 +36,8 @@ async def start_sos(update: Update, context: JarchyContext) -> None:
         code = reports.reporter_code(draft.report_code) if draft.report_code is not None else ""
         text, keyboard = render_sos_followup(context.texts, context.language, draft, "sos.sent", code=code)
     else:
-        text, keyboard = render_sos_confirm(context.texts, context.language, draft)
+        header = await context.services.safewords.header(user.id, context.language)
+        text, keyboard = render_sos_confirm(context.texts, context.language, draft, header)
     # The SOS screens go ahead of every other reply (the Application's types know no limiter arguments).
     sent = await context.bot.send_message(
         chat.id,

@@ -11,7 +11,7 @@ from messages.catalog import Catalogs, Safe
 # Public commands, in the order the menu and /help list them; features append theirs here.
 PUBLIC_COMMANDS: tuple[str, ...] = (
     "start", "report", "sos", "cases", "following", "calendar", "subscribe",
-    "settings", "timezone", "myreports", "unsubscribe", "forget", "language", "help",
+    "settings", "timezone", "myreports", "unsubscribe", "forget", "safeword", "verify", "language", "help",
 )  # fmt: skip
 
 

@@ -38,11 +38,18 @@ def sos_data(draft: Draft, action: Literal["go", "cancel", "done"]) -> str:
 
 
 def render_step(
-    texts: Catalogs, lang: str, draft: Draft, zone: ZoneInfo, error: FormError | None = None
+    texts: Catalogs,
+    lang: str,
+    draft: Draft,
+    zone: ZoneInfo,
+    error: FormError | None = None,
+    header: str = "",
 ) -> tuple[str, InlineKeyboardMarkup]:
-    """Return the prompt of the draft's step, with the last input's problem above it."""
+    """Return the prompt of the draft's step, with the last input's problem above it; the review starts
+    with `header` (the person's safety word: messages.identity_screens.safeword_header)."""
     prefix = texts.text(lang, error.key, **error.params) + "\n\n" if error is not None else ""
     if draft.step == "review":
+        prefix = header + prefix
         # The whole review must fit in one message: shorten the preview of the text until it does.
         for preview in _REVIEW_PREVIEWS:
             text, keyboard = _review(texts, lang, draft, zone, preview)
@@ -78,15 +85,17 @@ def render_receipt(texts: Catalogs, lang: str, code: str, contactable: bool, kee
     )
 
 
-def render_sos_confirm(texts: Catalogs, lang: str, draft: Draft) -> tuple[str, InlineKeyboardMarkup]:
-    """The second tap of the SOS."""
+def render_sos_confirm(
+    texts: Catalogs, lang: str, draft: Draft, header: str = ""
+) -> tuple[str, InlineKeyboardMarkup]:
+    """The second tap of the SOS, the person's safety word (`header`) on top."""
     keyboard = InlineKeyboardMarkup(
         [
             [_button(texts, lang, "sos.send", sos_data(draft, "go"))],
             [_button(texts, lang, "button.cancel", sos_data(draft, "cancel"))],
         ]
     )
-    return texts.text(lang, "sos.confirm"), keyboard
+    return header + texts.text(lang, "sos.confirm"), keyboard
 
 
 def render_sos_followup(

@@ -40,6 +40,8 @@ users = Table(
     Column("language", String(8), nullable=True),  # chosen with /language; wins over Telegram's
     Column("telegram_language", String(8), nullable=True),
     Column("timezone", String(40), nullable=True),  # chosen with /timezone; else the organisation's
+    # Set with /safeword, sealed under the data key and bound to the pseudonym; shown on sensitive screens.
+    Column("safeword", LargeBinary, nullable=True),
     Column("active", Boolean, nullable=False, server_default=true()),
     Column("created_at", UtcTimestamp, nullable=False),
     Column("updated_at", UtcTimestamp, nullable=False),

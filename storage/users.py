@@ -184,6 +184,27 @@ class UserRepository:
             update(users).where(users.c.pseudonym == pseudonym).values(timezone=zone, updated_at=_day(now))
         )
 
+    async def safeword(self, conn: AsyncConnection, pseudonym: str) -> bytes | None:
+        """Return the person's sealed safety word, or None when they set none."""
+        stmt = select(users.c.safeword).where(users.c.pseudonym == pseudonym)
+        value: bytes | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return value
+
+    async def safewords(self, conn: AsyncConnection, pseudonyms: list[str]) -> dict[str, bytes]:
+        """Return the sealed safety words of those of these people who set one."""
+        if not pseudonyms:
+            return {}
+        stmt = select(users.c.pseudonym, users.c.safeword).where(
+            users.c.pseudonym.in_(pseudonyms), users.c.safeword.is_not(None)
+        )
+        return {row.pseudonym: row.safeword for row in await conn.execute(stmt)}
+
+    async def set_safeword(self, conn: AsyncConnection, pseudonym: str, sealed: bytes | None) -> None:
+        """Store (or, with None, clear) the person's sealed safety word.
+
+        `updated_at` is left alone: it keeps only the day, and a change here says nothing anyone needs."""
+        await conn.execute(update(users).where(users.c.pseudonym == pseudonym).values(safeword=sealed))
+
     async def mark_inactive(self, conn: AsyncConnection, pseudonyms: list[str], now: datetime) -> None:
         """Mark users who blocked the bot, so nothing more is queued for them."""
         if pseudonyms:

@@ -38,6 +38,7 @@ __all__ = [
     "owner_binding",
     "payload_binding",
     "report_body_binding",
+    "safeword_binding",
     "sealed_body_binding",
     "staged_binding",
     "staged_owner_binding",
@@ -183,3 +184,8 @@ def subscriber_chat_binding(pseudonym: str) -> str:
 def creator_chat_binding(author: str) -> str:
     """Bind the chat a campaign's author follows its progress in, to the author."""
     return f"campaigns.creator_chat:{author}"
+
+
+def safeword_binding(pseudonym: str) -> str:
+    """Bind a person's safety word to their pseudonym."""
+    return f"users.safeword:{pseudonym}"

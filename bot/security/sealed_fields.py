@@ -28,6 +28,7 @@ from bot.security.bindings import (
     note_binding,
     payload_binding,
     report_body_binding,
+    safeword_binding,
     sealed_body_binding,
     staged_binding,
     subscriber_chat_binding,
@@ -187,6 +188,7 @@ SEALED_FIELDS: tuple[SealedField, ...] = (
         ("case_id", "follower"),
         lambda r: (follow_chat_binding(r.follower, r.case_id),),
     ),
+    SealedField(schema.users, "safeword", ("pseudonym",), lambda r: (safeword_binding(r.pseudonym),)),
     SealedField(
         schema.subscriptions, "chat", ("pseudonym",), lambda r: (subscriber_chat_binding(r.pseudonym),)
     ),

@@ -17,6 +17,7 @@ from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.delivery import Receipt
 from bot.runtime.outbox import PRIORITY_PERSONAL, OutgoingMessage
 from bot.security.bindings import note_binding
+from bot.services.access.identity import SafewordService
 from bot.services.core import Core
 from bot.services.reports.body import contact_chat, find_code, parse_code, safe_code
 from bot.services.reports.intake import ReporterCodes, find_reporter_code, phone_cleanup
@@ -56,6 +57,7 @@ class ContactService:
         alerts: AlertService,
         codes: ReporterCodes,
         phone_keep: timedelta,
+        safewords: SafewordService,
     ) -> None:
         self._core = core
         self._reports = reports
@@ -64,6 +66,7 @@ class ContactService:
         self._alerts = alerts
         self._codes = codes
         self._phone_keep = phone_keep
+        self._safewords = safewords
 
     async def ask(self, user_id: int, raw_code: str, raw_question: str) -> str:
         """Send a coordinator's question to a report's author; return the report code."""
@@ -88,6 +91,8 @@ class ContactService:
                 "text": text,
                 "reply_markup": {"force_reply": True, "input_field_placeholder": placeholder},
             }
+            # The reporter's safety word on top: a clone asking questions in our name cannot show it.
+            params = await self._safewords.headed_for(act.conn, report.reporter, language, params)
             message = self._to_reporter(chat, params, f"{code}:q{note_id}", kind=QUESTION_KIND)
             await self._core.outbox.enqueue(act.conn, [message])
             await self._core.audit.record(act.conn, act.actor, "contact.ask", code)
@@ -199,7 +204,8 @@ class ContactService:
             return
         language = await self._language_of(conn, report)
         text = self._core.texts.text(language, f"contact.update_{event}", code=self._codes.of(report.code))
-        message = self._to_reporter(chat, {"text": text}, report.code, UPDATE_KIND)
+        params = await self._safewords.headed_for(conn, report.reporter, language, {"text": text})
+        message = self._to_reporter(chat, params, report.code, UPDATE_KIND)
         await self._core.outbox.enqueue(conn, [message])
 
     async def _to_coordinators(

@@ -249,3 +249,14 @@ def test_health_reflects_the_heartbeat(tmp_path: Path, monkeypatch: pytest.Monke
     old = time.time() - 600
     _os.utime(beat, (old, old))
     assert main(["health"]) == 1
+
+
+def test_official_bots_are_read_without_at_in_lower_case(tmp_path: Path) -> None:
+    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_OFFICIAL_BOTS": "@Backup_One_bot, second_bot;@backup_one_bot"}
+    settings = Settings.from_env(env, env_file=tmp_path / "none")
+    assert settings.official_bots == ("backup_one_bot", "second_bot")
+    assert ("JARCHY_OFFICIAL_BOTS", "@backup_one_bot, @second_bot") in settings.describe()
+    with pytest.raises(SettingsError, match="JARCHY_OFFICIAL_BOTS"):
+        Settings.from_env(
+            {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_OFFICIAL_BOTS": "@ok_bot, no!"}, env_file=tmp_path / "x"
+        )

@@ -144,12 +144,15 @@ async def test_a_seized_disk_links_no_anonymous_report_to_its_author(
             data_dir=data_dir,
             key_file=tmp_path / "keys" / "jarchy.key",
         )
-        canaries = {name: f"CANARY{name}{secrets.token_hex(6)}" for name in "ABCD"}
+        # E is the person's safety word: shown on both reviews, the anonymous one's too.
+        canaries = {name: f"CANARY{name}{secrets.token_hex(6)}" for name in "ABCDE"}
         create_key_file(settings.resolved_key_file)
         running = RunningBot(settings)
         await running.start()
         person = Person(fake, REPORTER)
         try:
+            await person.say(f"/safeword {canaries['E']}")
+            await fake.wait_for("deleteMessages", chat_id=person.user_id, timeout=20)
             _, nonce_a = await _file_report(
                 fake, person, story=f"named {canaries['A']}", place=f"at {canaries['B']}", contact="yes"
             )
@@ -172,7 +175,9 @@ async def test_a_seized_disk_links_no_anonymous_report_to_its_author(
                     text("SELECT created_at, submit_key FROM reports WHERE code = :c"), {"c": anonymous_code}
                 )
                 anonymous_at, anonymous_submit_key = found.one()
-            await fake.wait_for("deleteMessages", chat_id=person.user_id, count=2, timeout=20)
+            reviews = [c for c in fake.sent(chat_id=person.user_id) if "Check your report" in str(c.params)]
+            assert len(reviews) >= 2 and all(canaries["E"] in str(c.params) for c in reviews)
+            await fake.wait_for("deleteMessages", chat_id=person.user_id, count=3, timeout=20)
             # The scrub that follows an anonymous report runs by itself, or at the latest when the bot stops.
             await running.quiet(fake)
         finally:

@@ -20,6 +20,7 @@ import pytest
 
 from bot.domain import report_form
 from bot.domain.commands import usage_line
+from bot.domain.identity import SAFEWORD_MAX
 from bot.services import contact as contact_service
 from bot.services.access.team import NAME_MAX
 from bot.services.campaigns import compose as campaign_service
@@ -178,6 +179,10 @@ LONGEST: dict[str, Value] = {
     "step": NUMBER,
     "day": DATE.split()[0],
     "hour": "23",
+    "word": "w" * SAFEWORD_MAX,
+    "example": "b" * 32,
+    # Usernames (32 at most) of the running bot and of ten listed in JARCHY_OFFICIAL_BOTS.
+    "official": ", ".join(["@" + "b" * 32] * 11),
 }
 
 # Per key, where a placeholder means something else there.
@@ -196,6 +201,7 @@ OVERRIDES: dict[str, dict[str, Value]] = {
     },
     # bot/services/desk/browse.py quotes at most 40 characters of what it did not understand.
     "desk.filter_invalid": {"part": "p" * 40},
+    **{key: {"name": "b" * 32} for key in ("verify.official", "verify.foreign")},
     "contact.answer": {"text": "t" * contact_service.MESSAGE_LIMIT},
     "desk.note_answer": {"text": "t" * desk_service.NOTE_LIMIT},
     "desk.note_note": {"text": "t" * desk_service.NOTE_LIMIT},

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot.domain import dates
 from bot.runtime.outbox import PRIORITY_ALERT, PRIORITY_BROADCAST, PRIORITY_REMINDER, OutgoingMessage
 from bot.security.bindings import creator_chat_binding, follow_chat_binding, subscriber_chat_binding
+from bot.services.access.identity import SafewordService, headed
 from bot.services.access.roles import COORDINATING
 from bot.services.campaigns.compose import reminder_ref
 from bot.services.core import Core
@@ -59,10 +60,12 @@ class Broadcaster:
         repo: CampaignRepository,
         outbox_repo: OutboxRepository,
         users: UserRepository,
+        safewords: SafewordService,
         batch: int = BATCH,
         batches_per_pass: int = 20,
     ) -> None:
         self._core = core
+        self._safewords = safewords
         self._repo = repo
         self._channels = ChannelRepository()
         self._outbox_repo = outbox_repo
@@ -135,12 +138,15 @@ class Broadcaster:
                 )
             await self._repo.set(conn, campaign.id, now, channels_done=True)
         recipients = await self._recipients(conn, campaign)
+        # Each person's own safety word on their copy (sealed with the rest of the row's payload).
+        words = await self._safewords.of_many(conn, [person.pseudonym for person in recipients])
         for person in recipients:
             chat = self._open_chat(campaign, person)
             if chat is None:
                 continue
             language = person.language if person.language in LANGUAGES else self._core.language
             method, params = self._message(campaign, language, bool(templates), for_channel=False)
+            params = headed(self._core, language, words.get(person.pseudonym), params)
             messages.append(
                 OutgoingMessage(
                     method,
@@ -307,6 +313,7 @@ class Broadcaster:
                     await uow.commit()
                     continue
                 people = await self._repo.reminders_to_send(conn, campaign.id, self._batch)
+                words = await self._safewords.of_many(conn, [p for p, _, _ in people])
                 messages = []
                 for pseudonym, sealed, spoken in people:
                     try:
@@ -321,10 +328,13 @@ class Broadcaster:
                     text = self._core.texts.text(
                         language, "campaign.reminder", title=campaign.title, when=when
                     )
+                    params = headed(
+                        self._core, language, words.get(pseudonym), {"chat_id": chat, "text": text}
+                    )
                     messages.append(
                         OutgoingMessage(
                             "sendMessage",
-                            {"chat_id": chat, "text": text},
+                            params,
                             kind="campaign_reminder",
                             recipient_user_id=chat,
                             priority=PRIORITY_REMINDER,

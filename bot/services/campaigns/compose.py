@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.callbacks import Topic
 from bot.domain.errors import Refused
+from bot.domain.identity import SAFEWORD_MAX
 from bot.domain.report_form import clean_text, telegram_length
 from bot.domain.telegram_html import CAPTION_LIMIT, TEXT_LIMIT, HtmlProblem, check_html
 from bot.security.bindings import creator_chat_binding, subscriber_chat_binding
@@ -23,6 +24,7 @@ from bot.services.cases.hearings import HearingInputError, HearingService
 from bot.services.core import Core
 from messages import LANGUAGES
 from messages.campaign_screens import full_text
+from messages.identity_screens import safeword_header
 from storage.campaigns import Campaign, CampaignNotFound, CampaignRepository, PendingInput, Reach
 from storage.cases import CaseNotFound, CaseRepository
 from storage.outbox import OutboxRepository
@@ -532,7 +534,9 @@ class CampaignService:
             return
         limit = CAPTION_LIMIT if campaign.image_file_id else TEXT_LIMIT
         for language in LANGUAGES:
-            self._check(full_text(self._core.texts, language, campaign, self._core.zone), limit)
+            # Room for the longest safety word a recipient may have on top of their copy.
+            header = safeword_header(self._core.texts, language, "W" * SAFEWORD_MAX)
+            self._check(header + full_text(self._core.texts, language, campaign, self._core.zone), limit)
 
     def _ready(self, campaign: Campaign, when: datetime | None, now: datetime) -> None:
         if campaign.body is None:

@@ -20,6 +20,7 @@ from bot.domain.errors import BadInput
 from bot.domain.report_form import clean_text, telegram_length
 from bot.runtime.outbox import PRIORITY_REMINDER, OutgoingMessage
 from bot.security.bindings import follow_chat_binding
+from bot.services.access.identity import SafewordService, headed
 from bot.services.access.roles import COORDINATING, Acting, NotAllowed
 from bot.services.core import Core
 from messages import LANGUAGES
@@ -67,8 +68,10 @@ class HearingService:
         state: StateRepository,
         users: UserRepository,
         interval: timedelta,
+        safewords: SafewordService,
     ) -> None:
         self._core = core
+        self._safewords = safewords
         self._cases = cases
         self._state = state
         self._users = users
@@ -402,6 +405,7 @@ class HearingService:
             ]
             async for chunk in self._cases.due_candidates(conn, windows, now):
                 messages: list[OutgoingMessage] = []
+                words = await self._safewords.of_many(conn, [c.follower.pseudonym for c in chunk])
                 for candidate in chunk:
                     hearing, follower = candidate.hearing, candidate.follower
                     times = [
@@ -415,7 +419,8 @@ class HearingService:
                     due, minutes = max(times)
                     is_late = due < now - LATE_AFTER
                     late += is_late
-                    messages.append(self._reminder(hearing, follower, minutes, max(due, now), is_late))
+                    word = words.get(follower.pseudonym)
+                    messages.append(self._reminder(hearing, follower, minutes, max(due, now), is_late, word))
                 queued += await self._core.outbox.enqueue(conn, messages)
             queued += await self._core.outbox.enqueue(
                 conn, await self._channel_reminders(conn, since, window_end, now)
@@ -484,7 +489,9 @@ class HearingService:
         for hearing in hearings:
             if hearing.status != "scheduled" or hearing.starts_at <= now:
                 continue
-            for person in await self._cases.followers(conn, hearing.case_id):
+            people = await self._cases.followers(conn, hearing.case_id)
+            words = await self._safewords.of_many(conn, [p.pseudonym for p in people])
+            for person in people:
                 if follower is not None and person.pseudonym != follower:
                     continue
                 times = [
@@ -494,7 +501,8 @@ class HearingService:
                 ]
                 if times:
                     due, minutes = max(times)
-                    messages.append(self._reminder(hearing, person, minutes, due, late=False))
+                    word = words.get(person.pseudonym)
+                    messages.append(self._reminder(hearing, person, minutes, due, False, word))
         await self._core.outbox.enqueue(conn, messages)
 
     async def _channel_reminders(
@@ -549,6 +557,7 @@ class HearingService:
             ]
             await self._core.outbox.enqueue(conn, posts)
         followers = await self._cases.followers(conn, hearing.case_id)
+        words = await self._safewords.of_many(conn, [f.pseudonym for f in followers])
         messages = [
             self._message(
                 hearing,
@@ -562,13 +571,20 @@ class HearingService:
                 dedupe=f"notice:{hearing.id}:{hearing.sequence}:{hearing.status}:{follower.pseudonym}",
                 due=self._core.clock.now(),
                 buttons=hearing.status == "scheduled",
+                word=words.get(follower.pseudonym),
             )
             for follower in followers
         ]
         await self._core.outbox.enqueue(conn, messages)
 
     def _reminder(
-        self, hearing: Hearing, follower: Follower, minutes: int, due: datetime, late: bool
+        self,
+        hearing: Hearing,
+        follower: Follower,
+        minutes: int,
+        due: datetime,
+        late: bool,
+        word: str | None = None,
     ) -> OutgoingMessage:
         lang = self._lang(follower)
         if late:
@@ -590,6 +606,7 @@ class HearingService:
             dedupe=f"reminder:{hearing.id}:{hearing.sequence}:{minutes}:{follower.pseudonym}",
             due=due,
             buttons=True,
+            word=word,
         )
 
     def _message(
@@ -602,13 +619,17 @@ class HearingService:
         dedupe: str,
         due: datetime,
         buttons: bool,
+        word: str | None = None,
     ) -> OutgoingMessage:
+        """Build a reminder or notice for one follower, their safety word (`word`) on top."""
         chat_id = int(
             self._core.cipher.decrypt_text(
                 follower.chat, binding=follow_chat_binding(follower.pseudonym, hearing.case_id)
             )
         )
-        params: dict[str, Any] = {"chat_id": chat_id, "text": text}
+        params: dict[str, Any] = headed(
+            self._core, self._lang(follower), word, {"chat_id": chat_id, "text": text}
+        )
         if buttons:
             lang = self._lang(follower)
             params["reply_markup"] = {

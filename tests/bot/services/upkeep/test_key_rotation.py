@@ -113,6 +113,7 @@ async def populate(tmp_path: Path, fake: FakeBotApi, **overrides: object) -> tup
         await services.contact.ask(ADMIN, code, "Are you safe now?")
         for person in (SUBSCRIBER, FOLLOWER):
             await services.users.seen(person, "en")
+        await services.safewords.choose(FOLLOWER, "blue river")
         await services.campaigns.subscribe(SUBSCRIBER, SUBSCRIBER)
         case_id = await services.hearings.create_case(ADMIN, "Case of Aziza", "Detained", "Art. 330", True)
         await services.hearings.follow(FOLLOWER, FOLLOWER, case_id)
@@ -247,11 +248,17 @@ async def under_old_key(settings: Settings, old: DataKey) -> int:
 
 
 def table_digest(settings: Settings, *tables: str) -> str:
-    """Hash the rows of some tables."""
+    """Hash the rows of some tables, but for their sealed columns (a rotation re-encrypts those)."""
     digest = hashlib.sha256()
+    sealed = {(f.table.name, f.column) for f in SEALED_FIELDS}
     with contextlib.closing(sqlite3.connect(settings.data_dir / "jarchy.db")) as raw:
         for table in tables:
-            digest.update(repr(raw.execute(f'SELECT * FROM "{table}" ORDER BY rowid').fetchall()).encode())  # noqa: S608
+            names = [
+                r[1] for r in raw.execute(f'PRAGMA table_info("{table}")') if (table, r[1]) not in sealed
+            ]
+            columns = ", ".join(f'"{name}"' for name in names)
+            query = f'SELECT {columns} FROM "{table}" ORDER BY rowid'  # noqa: S608
+            digest.update(repr(raw.execute(query).fetchall()).encode())
     return digest.hexdigest()
 
 
