@@ -1,0 +1,72 @@
+"""Named leases: one instance holds a duty (polling, sending) until its lease expires or it lets go.
+
+A lease is a row (name, holder, expires_at). Taking it is one upsert that succeeds only if the row is
+missing, already ours, or expired, and says which by returning the holder it wrote: atomic on both
+backends (SQLite has one writer; PostgreSQL's ON CONFLICT DO UPDATE locks the row it tests). Renewing is
+taking it again before it expires. Times are the instances' clocks: hosts must keep them synchronised to
+well within a lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, delete, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.dialect import insert_or
+from storage.schema import leases
+from storage.types import UtcTimestamp
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a named lease, and until when."""
+
+    name: str
+    holder: str
+    expires_at: datetime
+
+
+class LeaseRepository:
+    """SQL for the named leases."""
+
+    async def acquire(
+        self, conn: AsyncConnection, name: str, holder: str, now: datetime, until: datetime
+    ) -> bool:
+        """Take or renew the lease `name` for `holder` until `until`; False while another holder's lease
+        has not expired."""
+        stmt = insert_or(conn, leases).values(name=name, holder=holder, expires_at=until, acquired_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[leases.c.name],
+            set_={
+                "holder": holder,
+                "expires_at": until,
+                # A renewal keeps the moment it was first taken; a takeover starts a new one.
+                "acquired_at": case(
+                    (leases.c.holder == holder, leases.c.acquired_at), else_=literal(now, UtcTimestamp())
+                ),
+            },
+            where=or_(leases.c.holder == holder, leases.c.expires_at <= now),
+        ).returning(leases.c.holder)
+        return (await conn.execute(stmt)).scalar() == holder
+
+    async def release(self, conn: AsyncConnection, name: str, holder: str) -> bool:
+        """Let go of the lease if `holder` has it (a clean stop: another instance takes over at once)."""
+        result = await conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+        return bool(result.rowcount)
+
+    async def get(self, conn: AsyncConnection, name: str) -> Lease | None:
+        """Return the lease's row (expired or not), or None if nobody took it since the last release."""
+        row = (
+            await conn.execute(
+                select(leases.c.name, leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+            )
+        ).first()
+        return Lease(row.name, row.holder, row.expires_at) if row is not None else None
+
+    async def holder(self, conn: AsyncConnection, name: str, now: datetime) -> str | None:
+        """Return who holds the lease now, or None when it is free or expired."""
+        lease = await self.get(conn, name)
+        return lease.holder if lease is not None and lease.expires_at > now else None
