@@ -11,6 +11,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
 from bot.runtime.flood import FloodGuard
 from bot.runtime.instance import InstanceClaim, claim_instance_id
+from bot.runtime.leadership import Leadership
 from bot.runtime.outbox import Outbox
 from bot.runtime.ratelimit import SendLimiter
 from bot.runtime.telegram_api import TelegramApi
@@ -52,6 +53,7 @@ from storage.cases import CaseRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
+from storage.leases import LeaseRepository
 from storage.members import MemberRepository
 from storage.outbox import OutboxRepository
 from storage.report_queries import ReportQueries
@@ -104,6 +106,10 @@ class Services:
     instance: InstanceClaim
     history: HistoryScrubber
     members: MemberService
+    # Several instances on one PostgreSQL: who polls Telegram, and who sends the outbox (and plans the
+    # coordinators' budget). On SQLite there is one instance, always both.
+    poller: Leadership
+    sender: Leadership
 
     async def close(self) -> None:
         """Release the HTTP pool, the database and the instance name."""
@@ -144,7 +150,15 @@ async def open_services(
     api = TelegramApi(settings.api_url, settings.bot_token, connections=settings.outbox_concurrency + 2)
     outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
     instance = claim_instance_id(settings.data_dir, settings.instance_id)
+    lease_repo = LeaseRepository()
+    poller, sender = (
+        Leadership(
+            db=db, repo=lease_repo, clock=clock, name=name, holder=instance.name, always=not db.is_postgresql
+        )
+        for name in ("poller", "sender")
+    )
     delivery = DeliveryWorker(
+        leader=sender if db.is_postgresql else None,
         instance=instance.name,
         db=db,
         outbox=outbox_repo,
@@ -353,6 +367,8 @@ async def open_services(
         instance=instance,
         history=history,
         members=members,
+        poller=poller,
+        sender=sender,
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")

@@ -9,12 +9,16 @@ well within a lease.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, delete, literal, or_, select
+from sqlalchemy import case, delete, literal, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage.database import Database
 from storage.dialect import insert_or
 from storage.schema import leases
 from storage.types import UtcTimestamp
@@ -70,3 +74,25 @@ class LeaseRepository:
         """Return who holds the lease now, or None when it is free or expired."""
         lease = await self.get(conn, name)
         return lease.holder if lease is not None and lease.expires_at > now else None
+
+
+@asynccontextmanager
+async def exclusive_pass(db: Database, name: str) -> AsyncIterator[bool]:
+    """Yield True if no other instance runs the pass `name` now (it then runs here, however many
+    transactions it takes), False if one does: skip it, the other is doing the work.
+
+    PostgreSQL: a session advisory lock on a connection of its own, held for the pass and gone with the
+    connection if the process dies. SQLite has one instance: always True.
+    """
+    if not db.is_postgresql:
+        yield True
+        return
+    key = int.from_bytes(hashlib.sha256(f"jarchy.pass:{name}".encode()).digest()[:8], "big", signed=True)
+    async with db.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        held = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})).scalar())
+        try:
+            yield held
+        finally:
+            if held:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
