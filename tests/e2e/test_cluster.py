@@ -40,7 +40,7 @@ async def prepare(fake: FakeBotApi, tmp_path: Path) -> str:
 
 def pair(fake: FakeBotApi, tmp_path: Path, **settings: str) -> list[BotProcess]:
     """Two instances: data directories of their own (their own names), one key, one database."""
-    return [BotProcess(fake, tmp_path / name, **settings) for name in ("a", "b")]
+    return [BotProcess(fake, tmp_path / name, output=None, **settings) for name in ("a", "b")]
 
 
 async def holder(url: str, lease: str, timeout: float = 30.0) -> str:
