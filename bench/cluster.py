@@ -177,6 +177,32 @@ async def updates_run(k: int, instances: int) -> float:
             return k / elapsed
 
 
+async def write_cost(count: int = 300) -> list[float]:
+    """Return the milliseconds of `count` one-row write transactions on PostgreSQL (the writers' lock
+    included): what a limiter shared through the database would pay for every send, at the least."""
+    from datetime import UTC, datetime, timedelta
+
+    from storage.database import Database
+    from storage.leases import LeaseRepository
+    from tests.support.database import create_postgres_database, drop_postgres_database
+
+    url = await create_postgres_database()
+    db = Database.connect(url)
+    leases = LeaseRepository()
+    times: list[float] = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            now = datetime.now(UTC)
+            async with db.write() as conn:
+                await leases.acquire(conn, "limiter", "bench", now, now + timedelta(seconds=1))
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        await db.close()
+        await drop_postgres_database(url)
+    return times
+
+
 async def amain() -> None:
     args = parser(__doc__ or "", default_n=5000, default_cap=30).parse_args()
     import os
@@ -201,7 +227,11 @@ async def amain() -> None:
     print(figure("updates_per_s_two", rates[2], 1))
     ratios = [two / one for one, two in zip(rates[1], rates[2], strict=True)]
     print(figure("updates_ratio_two_to_one", ratios))
-    print(f"median ratio {statistics.median(ratios):.2f}")
+    costs = await write_cost()
+    quantiles = statistics.quantiles(costs, n=20)
+    print("one PostgreSQL write transaction: the least a limiter shared through the database costs a send")
+    print(f"pg_write_txn_ms_p50: {statistics.median(costs):.2f}")
+    print(f"pg_write_txn_ms_p95: {quantiles[18]:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
 from bot.runtime.flood import FloodGuard
 from bot.runtime.instance import InstanceClaim, claim_instance_id
-from bot.runtime.leadership import Leadership
+from bot.runtime.leadership import LEASE_S, RENEW_S, SENDER_LEASE_S, SENDER_RENEW_S, Leadership
 from bot.runtime.outbox import Outbox
 from bot.runtime.ratelimit import SendLimiter
 from bot.runtime.telegram_api import TelegramApi
@@ -153,9 +153,19 @@ async def open_services(
     lease_repo = LeaseRepository()
     poller, sender = (
         Leadership(
-            db=db, repo=lease_repo, clock=clock, name=name, holder=instance.name, always=not db.is_postgresql
+            db=db,
+            repo=lease_repo,
+            clock=clock,
+            name=name,
+            holder=instance.name,
+            lease_s=lease_s,
+            renew_s=renew_s,
+            always=not db.is_postgresql,
         )
-        for name in ("poller", "sender")
+        for name, lease_s, renew_s in (
+            ("poller", LEASE_S, RENEW_S),
+            ("sender", SENDER_LEASE_S, SENDER_RENEW_S),
+        )
     )
     delivery = DeliveryWorker(
         leader=sender if db.is_postgresql else None,

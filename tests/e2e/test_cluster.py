@@ -143,7 +143,7 @@ async def test_kill_9_of_the_sender_hands_its_rows_to_the_other_instance(
         await fake.wait_for("sendMessage", count=60, timeout=60)
         await named(bots, sender).kill()
         at_kill = await outbox_at_kill(url, services.pseudonyms, RECIPIENTS)
-        # Taken over within the sender's lease (15 s), not the rows' own 60 s outbox leases.
+        # Taken over within the sender's lease (6 s), not the rows' own 60 s outbox leases.
         await fake.wait_for("sendMessage", count=len(RECIPIENTS), timeout=90)
         await drained(url, timeout=60)
         assert await holder(url, "sender") != sender
