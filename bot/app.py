@@ -169,9 +169,16 @@ def _one_at_a_time(name: str, run: Callable[[Services, JarchyContext], Awaitable
 
 
 async def _purge_pass(services: Services, _context: JarchyContext) -> None:
-    await services.retention.purge()
+    await services.retention.purge(scrub=False)
     await services.hearings.purge()
     await services.team.purge_invites()
+
+
+async def _purge(context: JarchyContext) -> None:
+    await _purge_once(context)
+    # Every instance scrubs, whoever purged: the transient keys it retires are its own, and rows sealed
+    # under a peer's keys are left alone by its scrub.
+    await context.services.history.scrub_quietly()
 
 
 async def _anchor_pass(services: Services, _context: JarchyContext) -> None:
@@ -185,7 +192,7 @@ async def _broadcast_pass(services: Services, context: JarchyContext) -> None:
     await services.broadcaster.run_pass()
 
 
-_purge = _one_at_a_time("purge", _purge_pass)
+_purge_once = _one_at_a_time("purge", _purge_pass)
 _anchor_audit = _one_at_a_time("audit_head", _anchor_pass)
 _materialise_reminders = _one_at_a_time("reminders", lambda services, _: services.hearings.materialise())
 _probe_held = _one_at_a_time("probe", lambda services, _: services.watch.probe())

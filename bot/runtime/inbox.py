@@ -96,9 +96,11 @@ class DurableInbox:
         owner: str | None = None,
         poller: Leadership | None = None,
         claim_s: float = CLAIM_S,
+        claim_ahead: int | None = None,
     ) -> None:
         """`owner` ("instance:run") turns on claims: several instances share one database, each handles
-        the rows it claimed, one chat at a time. `poller`: only its holder calls getUpdates."""
+        the rows it claimed, one chat at a time, at most `claim_ahead` at once (twice its concurrency: the
+        rest is left to the others). `poller`: only its holder calls getUpdates."""
         self._db = db
         self._repo = repo
         self._api = api
@@ -126,7 +128,7 @@ class DurableInbox:
         self._instance = owner.rsplit(":", 1)[0] if owner is not None else None
         self._poller = poller
         self._claim_s = claim_s
-        self._claim_ahead = concurrency * 2
+        self._claim_ahead = claim_ahead if claim_ahead is not None else concurrency * 2
         self._skipped = 0
 
     def stop(self) -> None:

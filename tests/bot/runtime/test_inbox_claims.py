@@ -30,7 +30,9 @@ def message(update_id: int, chat: int) -> dict[str, Any]:
 class Instance:
     """One instance's inbox on the shared database, recording what it handled."""
 
-    def __init__(self, db: Database, cipher: Cipher, clock: FakeClock, name: str) -> None:
+    def __init__(
+        self, db: Database, cipher: Cipher, clock: FakeClock, name: str, *, run: str = "run1", ahead: int = 32
+    ) -> None:
         self.handled: list[int] = []
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
@@ -41,7 +43,8 @@ class Instance:
             cipher=cipher,
             clock=clock,
             dispatch=self._dispatch,
-            owner=f"{name}:run1",
+            owner=f"{name}:{run}",
+            claim_ahead=ahead,
         )
 
     async def _dispatch(self, update: dict[str, Any]) -> DispatchResult:
@@ -74,10 +77,10 @@ async def test_a_chat_another_instance_handles_is_not_claimed(
     backend: str, db: Database, key: DataKey, clock: FakeClock, tmp_path: Path
 ) -> None:
     cipher = shared_cipher(key, tmp_path)
-    a, b = Instance(db, cipher, clock, "a"), Instance(db, cipher, clock, "b")
+    # a has room for one update: chat 100's first.
+    a, b = Instance(db, cipher, clock, "a", ahead=1), Instance(db, cipher, clock, "b")
     await store(db, cipher, clock, [message(1, 100), message(2, 100), message(3, 200)])
     a.gate = asyncio.Event()
-    a.inbox._claim_ahead = 1  # a has room for one update: chat 100's first
     first = asyncio.create_task(a.inbox.dispatch_pending())
     await asyncio.wait_for(a.entered.wait(), 5)
     # b may take chat 200, never update 2: chat 100 is a's until its update 1 is done.
@@ -122,8 +125,7 @@ async def test_a_restarted_instance_takes_its_own_rows_back_at_once(
     await asyncio.wait_for(a.entered.wait(), 5)
     dying.cancel()
     await asyncio.gather(dying, return_exceptions=True)
-    again = Instance(db, cipher, clock, "a")
-    again.inbox._owner = "a:run2"
+    again = Instance(db, cipher, clock, "a", run="run2")
     await again.inbox.dispatch_pending()
     assert again.handled == [1]
 
