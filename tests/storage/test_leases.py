@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from bot.runtime.clock import FakeClock
 from storage.database import Database
-from storage.leases import LeaseRepository
+from storage.leases import LeaseRepository, exclusive_pass
 
 LEASE = timedelta(seconds=15)
 
@@ -73,3 +73,20 @@ async def test_racing_instances_get_exactly_one_lease(db: Database, clock: FakeC
     assert sum(won) == 1
     async with db.read() as conn:
         assert await leases.holder(conn, "poller", now) == f"i{won.index(True)}"
+
+
+async def test_a_pass_runs_on_one_instance_at_a_time(db: Database, backend: str) -> None:
+    """A second instance finds the pass taken and skips it; once it ends, the pass is free again."""
+    other = Database.connect(db.engine.url)
+    try:
+        async with exclusive_pass(db, "reminders") as first:
+            assert first
+            async with exclusive_pass(other, "reminders") as second:
+                # SQLite has one instance by construction: nothing to exclude.
+                assert second is (backend != "postgresql")
+            async with exclusive_pass(other, "purge") as unrelated:
+                assert unrelated  # another pass is not held up
+        async with exclusive_pass(other, "reminders") as later:
+            assert later
+    finally:
+        await other.close()
