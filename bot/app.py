@@ -41,7 +41,6 @@ from handlers import (
 from handlers.errors import TELEGRAM_FAULT
 from messages import LANGUAGES, catalogs
 from messages.menus import bot_commands
-from storage.leases import exclusive_pass
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ def _one_at_a_time(name: str, run: Callable[[Services, JarchyContext], Awaitable
 
     async def job(context: JarchyContext) -> None:
         services = context.services
-        async with exclusive_pass(services.db, name) as ours:
+        async with services.passes.hold(name) as ours:
             if ours:
                 await run(services, context)
             else:

@@ -53,7 +53,7 @@ from storage.cases import CaseRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
-from storage.leases import LeaseRepository
+from storage.leases import LeaseRepository, PassLocks
 from storage.members import MemberRepository
 from storage.outbox import OutboxRepository
 from storage.report_queries import ReportQueries
@@ -110,11 +110,13 @@ class Services:
     # coordinators' budget). On SQLite there is one instance, always both.
     poller: Leadership
     sender: Leadership
+    passes: PassLocks
 
     async def close(self) -> None:
         """Release the HTTP pool, the database and the instance name."""
         await self.api.close()
         await self.history.close()
+        await self.passes.close()
         await self.db.close()
         self.instance.release()
 
@@ -379,6 +381,7 @@ async def open_services(
         members=members,
         poller=poller,
         sender=sender,
+        passes=PassLocks(db),
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")

@@ -9,7 +9,10 @@ well within a lease.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from storage.database import Database
 from storage.dialect import insert_or
 from storage.schema import leases
 from storage.types import UtcTimestamp
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,23 +81,67 @@ class LeaseRepository:
         return lease.holder if lease is not None and lease.expires_at > now else None
 
 
-@asynccontextmanager
-async def exclusive_pass(db: Database, name: str) -> AsyncIterator[bool]:
-    """Yield True if no other instance runs the pass `name` now (it then runs here, however many
-    transactions it takes), False if one does: skip it, the other is doing the work.
+class PassLocks:
+    """Periodic passes that run on one instance at a time: `hold(name)` yields True if no other instance
+    (nor this one) runs the pass now (it then runs here, however many transactions it takes), False if one
+    does: skip it, the other is doing the work.
 
-    PostgreSQL: a session advisory lock on a connection of its own, held for the pass and gone with the
-    connection if the process dies. SQLite has one instance: always True.
+    PostgreSQL: session advisory locks, all on one connection of their own (a pass holding a pooled
+    connection while it waits for another would let eight passes starve the pool), gone with the
+    connection if the process dies. SQLite has one instance: only this process's own passes are kept apart.
     """
-    if not db.is_postgresql:
-        yield True
-        return
-    key = int.from_bytes(hashlib.sha256(f"jarchy.pass:{name}".encode()).digest()[:8], "big", signed=True)
-    async with db.engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        held = bool((await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})).scalar())
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: AsyncConnection | None = None
+        self._turn = asyncio.Lock()
+        self._held: set[str] = set()
+
+    @asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[bool]:
+        """Yield whether this instance may run the pass `name` now."""
+        if name in self._held:
+            yield False
+            return
+        key = int.from_bytes(hashlib.sha256(f"jarchy.pass:{name}".encode()).digest()[:8], "big", signed=True)
+        if self._db.is_postgresql and not await self._statement("SELECT pg_try_advisory_lock(:key)", key):
+            yield False
+            return
+        self._held.add(name)
         try:
-            yield held
+            yield True
         finally:
-            if held:
-                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            self._held.discard(name)
+            # No connection: the one that held the lock is gone, and the lock with it.
+            if self._db.is_postgresql and self._conn is not None:
+                await self._statement("SELECT pg_advisory_unlock(:key)", key)
+
+    async def close(self) -> None:
+        """Close the locks' connection (every lock it held is released with it)."""
+        async with self._turn:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                # Invalidated, not returned to the pool: the session (and its locks) must end with it.
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def _statement(self, sql: str, key: int) -> bool:
+        async with self._turn:
+            try:
+                if self._conn is None:
+                    opened = await self._db.engine.connect()
+                    await opened.execution_options(isolation_level="AUTOCOMMIT")
+                    self._conn = opened
+                return bool((await self._conn.execute(text(sql), {"key": key})).scalar())
+            except Exception:
+                # A broken connection took its locks with it: start again on a new one next time.
+                log.warning("the periodic passes' lock connection failed; opening a new one")
+                broken, self._conn = self._conn, None
+                if broken is not None:
+                    with contextlib.suppress(Exception):
+                        await broken.invalidate()
+                    with contextlib.suppress(Exception):
+                        await broken.close()
+                return False

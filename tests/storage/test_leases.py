@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from bot.runtime.clock import FakeClock
 from storage.database import Database
-from storage.leases import LeaseRepository, exclusive_pass
+from storage.leases import LeaseRepository, PassLocks
 
 LEASE = timedelta(seconds=15)
 
@@ -78,15 +78,36 @@ async def test_racing_instances_get_exactly_one_lease(db: Database, clock: FakeC
 async def test_a_pass_runs_on_one_instance_at_a_time(db: Database, backend: str) -> None:
     """A second instance finds the pass taken and skips it; once it ends, the pass is free again."""
     other = Database.connect(db.engine.url)
+    mine, theirs = PassLocks(db), PassLocks(other)
     try:
-        async with exclusive_pass(db, "reminders") as first:
+        async with mine.hold("reminders") as first:
             assert first
-            async with exclusive_pass(other, "reminders") as second:
-                # SQLite has one instance by construction: nothing to exclude.
+            async with mine.hold("reminders") as again:
+                assert not again  # nor twice at once in one instance
+            async with theirs.hold("reminders") as second:
+                # SQLite has one instance by construction: nothing to exclude between instances.
                 assert second is (backend != "postgresql")
-            async with exclusive_pass(other, "purge") as unrelated:
+            async with theirs.hold("purge") as unrelated:
                 assert unrelated  # another pass is not held up
-        async with exclusive_pass(other, "reminders") as later:
+        async with theirs.hold("reminders") as later:
             assert later
     finally:
+        await mine.close()
+        await theirs.close()
+        await other.close()
+
+
+async def test_a_dead_instances_passes_are_free_again(db: Database, backend: str) -> None:
+    """The locks live on a connection: an instance that dies (its connection closes) leaves none held."""
+    other = Database.connect(db.engine.url)
+    dying, alive = PassLocks(other), PassLocks(db)
+    try:
+        async with dying.hold("broadcast") as held:
+            assert held
+            await dying.close()  # what a kill -9 does to its connection
+            async with alive.hold("broadcast") as taken:
+                assert taken
+    finally:
+        await alive.close()
+        await dying.close()
         await other.close()
