@@ -132,7 +132,8 @@ async def dispatch_update(app: JarchyApp, raw: dict[str, Any]) -> DispatchResult
 
 async def _post_init(app: JarchyApp) -> None:
     data = app.bot_data
-    data.services = await open_services(data.settings, data.clock, data.limiter)
+    if data.services is None:  # opened already if the bot waited for Telegram (bot.telegram_start)
+        data.services = await open_services(data.settings, data.clock, data.limiter)
     await _publish_commands(app)
     if app.job_queue is not None:
         app.job_queue.run_repeating(_purge, interval=PURGE_INTERVAL_S, first=60, name="purge")

@@ -129,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(settings: Settings, *, webhook: bool = False) -> int:
     from bot.runner import run_polling, run_webhook
+    from bot.runtime.inbox import FatalPollingError
     from bot.runtime.instance import DataDirInUse
+    from bot.telegram_start import TokenRefused
 
     if webhook and not settings.webhook_url:
         print(
@@ -143,7 +145,9 @@ def _run(settings: Settings, *, webhook: bool = False) -> int:
     asyncio.run(_guard_key(settings))
     try:
         asyncio.run(run_webhook(settings) if webhook else run_polling(settings))
-    except DataDirInUse as error:
+    # A refusal after the start (the token revoked while running, a webhook Telegram will not take) ends
+    # the same way: one line, exit 2.
+    except (DataDirInUse, TokenRefused, FatalPollingError) as error:
         print(f"jarchy: {error}", file=sys.stderr)
         return EXIT_CONFIG
     return 0

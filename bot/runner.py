@@ -16,6 +16,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.inbox import DurableInbox
 from bot.runtime.instance import lock_transient_keys
 from bot.settings import Settings
+from bot.telegram_start import reach_telegram
 from bot.webhook import WebhookServer, keep_webhook_set, webhook_path, webhook_secret
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ async def _run(
     stop = stop or asyncio.Event()
     app = app or build_application(settings, clock)
     _install_signal_handlers(stop)
-    async with app:  # initialize … shutdown
+    # getMe until Telegram answers (initialize asks once and raises); a refused token stops here.
+    if not await reach_telegram(app, settings, stop):
+        return
+    async with app:  # initialized already … shutdown
         if app.post_init is not None:
             await app.post_init(app)
         try:
@@ -113,6 +117,14 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         if settings.metrics_listen is not None
         else None
     )
+    if services.exchange is not None:
+        # Before any update is handled: what a peer sealed must be readable from the first one.
+        try:
+            await services.exchange.sync()
+        except Exception:
+            log.warning(
+                "could not exchange transient keys at start; trying again while running", exc_info=True
+            )
     await app.start()
     if metrics is not None:
         await metrics.start()
@@ -135,6 +147,8 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         asyncio.create_task(services.sender.run(), name="sender-lease"),
         *({asyncio.create_task(services.poller.run(), name="poller-lease")} if server is None else set()),
     }
+    if services.exchange is not None:
+        tasks.add(asyncio.create_task(services.exchange.run(), name="key-exchange"))
     # Setting the webhook ends by itself once Telegram has it; it is watched like the loops only for a
     # fatal answer (a refused token or URL), which stops the bot.
     setter = (
@@ -166,6 +180,8 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         inbox.stop()
         services.delivery.stop()
         services.planner.stop()
+        if services.exchange is not None:
+            services.exchange.stop()
         waiter.cancel()
         heartbeat.cancel()
         results = await _stop_within(tasks, SHUTDOWN_GRACE_S)

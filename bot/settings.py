@@ -96,6 +96,8 @@ class Settings:
     outbox_max_attempts: int = 20
     inbox_max_attempts: int = 5
     polling_timeout_s: int = 30
+    # While Telegram cannot be reached at start, getMe is tried again after 1 s, doubling up to this.
+    start_retry_max_s: float = 60.0
     db_busy_timeout_ms: int = 5000
     draft_ttl_h: float = 24.0
     reports_per_hour: int = 5
@@ -276,6 +278,7 @@ class Settings:
             outbox_lease_s=_number(env, "JARCHY_OUTBOX_LEASE_S", 60.0, float, minimum=5),
             outbox_max_attempts=_number(env, "JARCHY_OUTBOX_MAX_ATTEMPTS", 20, int, minimum=1),
             polling_timeout_s=_number(env, "JARCHY_POLLING_TIMEOUT_S", 30, int, minimum=0),
+            start_retry_max_s=_number(env, "JARCHY_START_RETRY_MAX_S", 60.0, float, minimum=1),
             db_busy_timeout_ms=_number(env, "JARCHY_DB_BUSY_TIMEOUT_MS", 5000, int, minimum=0),
             draft_ttl_h=_number(env, "JARCHY_DRAFT_TTL_H", 24.0, float, minimum=0.1),
             reports_per_hour=_number(env, "JARCHY_REPORTS_PER_HOUR", 5, int, minimum=1),

@@ -11,6 +11,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
 from bot.runtime.flood import FloodGuard
 from bot.runtime.instance import InstanceClaim, claim_instance_id
+from bot.runtime.key_exchange import KeyExchange
 from bot.runtime.leadership import LEASE_S, RENEW_S, SENDER_LEASE_S, SENDER_RENEW_S, Leadership
 from bot.runtime.outbox import Outbox
 from bot.runtime.ratelimit import SendLimiter
@@ -111,6 +112,7 @@ class Services:
     poller: Leadership
     sender: Leadership
     passes: PassLocks
+    exchange: KeyExchange | None = None  # lends transient keys to the other instances (PostgreSQL)
 
     async def close(self) -> None:
         """Release the HTTP pool, the database and the instance name."""
@@ -147,11 +149,17 @@ async def open_services(
     key = grant.key
     cipher = Cipher(key, TransientKeys(settings.data_dir / TRANSIENT_KEYS_FILE, key))
     pseudonyms = Pseudonymizer(key)
-    history = HistoryScrubber(db, cipher)
+    instance = claim_instance_id(settings.data_dir, settings.instance_id)
+    # Only PostgreSQL is shared by several instances; one SQLite file has one bot.
+    exchange = (
+        KeyExchange(db=db, cipher=cipher, instance=instance.name, clock=clock) if db.is_postgresql else None
+    )
+    history = HistoryScrubber(db, cipher, peers=exchange)
+    if exchange is not None:
+        exchange.on_scrub_elsewhere(history.follow)
     await reseal_legacy_bodies(db, cipher)
     api = TelegramApi(settings.api_url, settings.bot_token, connections=settings.outbox_concurrency + 2)
     outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
-    instance = claim_instance_id(settings.data_dir, settings.instance_id)
     lease_repo = LeaseRepository()
     poller, sender = (
         Leadership(
@@ -184,6 +192,7 @@ async def open_services(
             lease_s=settings.outbox_lease_s,
             max_attempts=settings.outbox_max_attempts,
             paid_broadcast=settings.paid_broadcast,
+            peers_lend_keys=exchange is not None,
         ),
     )
     outbox = Outbox(
@@ -378,6 +387,7 @@ async def open_services(
         duty=duty,
         instance=instance,
         history=history,
+        exchange=exchange,
         members=members,
         poller=poller,
         sender=sender,

@@ -380,6 +380,28 @@ team = Table(
     Column("joined_at", UtcTimestamp, nullable=False),
 )
 
+transient_peers = Table(
+    "transient_peers",
+    metadata,
+    # Each instance's live transient epochs, with the public key (sealed under the data key) peers lend
+    # their own epoch keys to; `seen_at` tells the others the instance is alive.
+    Column("instance", String(16), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("seen_at", UtcTimestamp, nullable=False),
+)
+
+transient_shares = Table(
+    "transient_shares",
+    metadata,
+    # One instance's epoch key, sealed to another instance's epoch (bot.security.peer_keys).
+    Column("holder", String(16), primary_key=True),
+    Column("holder_epoch", BigInteger, primary_key=True),
+    Column("owner", String(16), primary_key=True),
+    Column("epoch", BigInteger, primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+)
+
 coordinator_ids = Table(
     "coordinator_ids",
     metadata,

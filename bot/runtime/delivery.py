@@ -51,6 +51,9 @@ class DeliveryConfig:
     backoff_max_s: float = 600.0
     unknown_retry_s: float = 5.0
     paid_broadcast: bool = False
+    # Other instances lend their transient keys (bot.runtime.key_exchange): a row sealed under an epoch
+    # this one holds no key for may be a peer's whose key is on its way, so it waits instead of dying.
+    peers_lend_keys: bool = False
     # Protected rows (alerts) never end: a transient fault retries at most this far apart, forever,
     # and after this many attempts the failure is reported (admins hear of a long outage).
     protected_backoff_max_s: float = 30.0
@@ -422,6 +425,8 @@ class DeliveryWorker:
         try:
             params = self._cipher.decrypt_json(row.payload, binding=payload_binding(row.uid))
         except DecryptionError:
+            if self._config.peers_lend_keys and not self._cipher.can_open_epoch(row.payload):
+                return self._retry_or_dead(row, "sealed under another instance's key, not lent yet")
             if self._protected(row):
                 # Perhaps the wrong key was loaded: keep the alert for a start with the right one.
                 return self._hold(row, "payload does not decrypt under this key")

@@ -62,17 +62,30 @@ class Cipher:
 
     def decrypt(self, ciphertext: bytes, *, binding: str) -> bytes:
         """Decrypt bytes sealed by `encrypt` for the same binding."""
-        head_len, key = self._key_for(ciphertext)
+        head_len, keys = self._keys_for(ciphertext)
         if len(ciphertext) < head_len + _NONCE_BYTES:
             raise DecryptionError("unknown ciphertext format")
         nonce = ciphertext[head_len : head_len + _NONCE_BYTES]
-        try:
-            plain: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-                ciphertext[head_len + _NONCE_BYTES :], ciphertext[:1] + binding.encode(), nonce, key
-            )
-        except nacl.exceptions.CryptoError:
-            raise DecryptionError("ciphertext does not authenticate for this row") from None
-        return plain
+        for key in keys:
+            try:
+                plain: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    ciphertext[head_len + _NONCE_BYTES :], ciphertext[:1] + binding.encode(), nonce, key
+                )
+            except nacl.exceptions.CryptoError:
+                continue
+            return plain
+        raise DecryptionError("ciphertext does not authenticate for this row")
+
+    def can_open_epoch(self, ciphertext: bytes) -> bool:
+        """Tell whether some key this process holds (its own or a peer's) may open a transient value.
+
+        False means the value may be fine but sealed by another instance whose key has not arrived yet:
+        its reader should wait for the key exchange rather than treat the row as damaged.
+        """
+        epoch = self.epoch_of(ciphertext)
+        if epoch is None:
+            return ciphertext[:1] == _VERSION
+        return self._transient is not None and bool(self._transient.keys_of(epoch))
 
     @staticmethod
     def epoch_of(ciphertext: bytes) -> int | None:
@@ -82,15 +95,15 @@ class Cipher:
             return epoch
         return None
 
-    def _key_for(self, ciphertext: bytes) -> tuple[int, bytes]:
+    def _keys_for(self, ciphertext: bytes) -> tuple[int, list[bytes]]:
         if ciphertext[:1] == _VERSION:
-            return 1, self._key
+            return 1, [self._key]
         epoch = self.epoch_of(ciphertext)
         if epoch is not None:
-            key = self._transient.key_of(epoch) if self._transient is not None else None
-            if key is None:
+            keys = self._transient.keys_of(epoch) if self._transient is not None else []
+            if not keys:
                 raise DecryptionError("sealed under a transient key that has been retired")
-            return 5, key
+            return 5, keys
         raise DecryptionError("unknown ciphertext format")
 
     def encrypt_text(self, text: str, *, binding: str, transient: bool = False) -> bytes:

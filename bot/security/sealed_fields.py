@@ -46,6 +46,10 @@ NOT_SEALED = {
     # Always sealed under a transient epoch key, whose slot rotation re-wraps: nothing to re-encrypt.
     "drafts.owner": "sealed under a transient key (its slot is re-wrapped by the rotation)",
     "evidence_staged.owner_seal": "sealed under a transient key (its slot is re-wrapped by the rotation)",
+    # Kept only while instances run: each re-announces within seconds, and a share that no longer opens
+    # is dropped and lent again (bot.runtime.key_exchange).
+    "transient_peers.public_key": "re-announced under the new key by its running instance",
+    "transient_shares.sealed": "dropped when it no longer opens, and lent again",
 }
 
 

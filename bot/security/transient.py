@@ -8,14 +8,19 @@ overwritten, every old copy of every row sealed under it is noise, wherever it l
 
 In-place overwriting holds on ext4 and similar file systems; on flash the controller may keep the old
 block until it is erased, which is one more reason full-disk encryption is required (see the README).
+
+Several instances on one database each keep epochs of their own and lend their live keys to the others
+through the database (bot.security.peer_keys, bot.runtime.key_exchange): a peer's keys are held in memory
+only, so an instance can read what another one sealed, and forgets those keys once their owner retires them.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import nacl.bindings as sodium
@@ -32,6 +37,9 @@ _NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _SEALED_BYTES = _KEY_BYTES + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
 _SLOT_BYTES = 4 + _NONCE_BYTES + _SEALED_BYTES
 _AD = b"jarchy-transient-slot-v1:"
+# A new file's first epoch is drawn at random, so two instances started afresh do not number their keys
+# alike (later epochs follow the highest number in the cluster); the room above it is for those.
+_FIRST_EPOCH_BELOW = 2**30
 
 
 class NoFreeSlot(Exception):
@@ -49,9 +57,11 @@ class TransientKeys:
         self._retired: dict[int, tuple[bytes, float]] = {}  # epoch -> (key, forgotten at)
         self._monotonic = monotonic
         self._foreign: set[int] = set()  # slots that hold something this key cannot open
+        self._peers: dict[str, dict[int, bytes]] = {}  # instance -> epoch -> key, lent by other instances
+        self._peers_retired: list[tuple[int, bytes, float]] = []  # (epoch, key, forgotten at)
         self._load()
         if not self._keys:
-            self.begin_epoch()
+            self.begin_epoch(at_least=secrets.randbelow(_FIRST_EPOCH_BELOW) + 1)
 
     @property
     def current(self) -> int:
@@ -68,20 +78,63 @@ class TransientKeys:
             return retired[0]
         return None
 
+    def keys_of(self, epoch: int) -> list[bytes]:
+        """Every key a row sealed under `epoch` may need: this instance's first, then those its peers lent.
+
+        Epoch numbers are unique across instances in the normal course, but a collision (two fresh files,
+        a restore) costs only a failed trial: the ciphers authenticate, so a wrong key never opens a row.
+        """
+        now = self._monotonic()
+        own = self.key_of(epoch)
+        lent = [keys[epoch] for keys in self._peers.values() if epoch in keys]
+        lent += [key for e, key, until in self._peers_retired if e == epoch and until > now]
+        return ([own] if own is not None else []) + lent
+
     def live_keys(self) -> list[bytes]:
-        """Every key a row may still be sealed or tagged under: the current one first, then older kept ones
-        and those retired within the grace period."""
+        """Every key a row may still be sealed or tagged under: the current one first, then older kept ones,
+        those retired within the grace period, and the keys peers lent."""
         now = self._monotonic()
         kept = [self._keys[e] for e in sorted(self._keys, reverse=True)]
-        return kept + [key for key, until in self._retired.values() if until > now]
+        kept += [key for key, until in self._retired.values() if until > now]
+        kept += [key for keys in self._peers.values() for key in keys.values()]
+        return kept + [key for _, key, until in self._peers_retired if until > now]
+
+    def own_keys(self) -> dict[int, bytes]:
+        """This instance's kept epochs and their keys (what it lends its peers)."""
+        return dict(self._keys)
+
+    def peer_keys(self) -> dict[str, dict[int, bytes]]:
+        """The keys other instances lent, by instance and epoch."""
+        return {instance: dict(keys) for instance, keys in self._peers.items()}
+
+    def set_peer_keys(self, instance: str, keys: Mapping[int, bytes]) -> None:
+        """Hold exactly `keys` for `instance`; keys it no longer lends are kept for the grace period only.
+
+        The grace is the same as for this instance's own retired keys, for the same reason: a value read
+        just before the peer's scrub rewrote it may still be on its way through a handler here.
+        """
+        now = self._monotonic()
+        self._peers_retired = [kept for kept in self._peers_retired if kept[2] > now]
+        for epoch, key in self._peers.get(instance, {}).items():
+            if keys.get(epoch) != key:
+                self._peers_retired.append((epoch, key, now + RETIRED_GRACE_S))
+        if keys:
+            self._peers[instance] = dict(keys)
+        else:
+            self._peers.pop(instance, None)
 
     def epochs(self) -> list[int]:
         """Every epoch whose key is still kept, oldest first."""
         return sorted(self._keys)
 
-    def begin_epoch(self) -> int:
-        """Make a new key, write it durably to a free slot and make it the current one."""
-        epoch = max(self._keys, default=0) + 1
+    def begin_epoch(self, at_least: int = 0) -> int:
+        """Make a new key, write it durably to a free slot and make it the current one.
+
+        `at_least`: the lowest number the epoch may take (one above every epoch in the cluster).
+        """
+        epoch = max(max(self._keys, default=0) + 1, at_least)
+        if epoch >= 2**32:
+            raise ValueError("transient epoch numbers are exhausted")
         # A slot sealed under another data key (a wrong key, a half-done rotation) is never overwritten:
         # the rows it seals would be lost with it.
         used = set(self._slots.values()) | self._foreign

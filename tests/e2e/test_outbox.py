@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 from sqlalchemy import text as text_sql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,10 +20,13 @@ from bot.runtime.clock import SystemClock
 from bot.runtime.delivery import DeliveryConfig, DeliveryWorker, Failure
 from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.telegram_api import TelegramApi
+from bot.security import Cipher
 from bot.security.bindings import payload_binding
+from bot.security.transient import TransientKeys
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from storage.outbox import NewOutboxRow
+from storage.schema import outbox as outbox_table
 from storage.users import UserRepository
 from tests.fakebot import FakeBotApi
 from tests.support.settings import make_settings
@@ -460,3 +464,57 @@ async def _statuses_are(services: Services, wanted: set[str]) -> bool:
     return (
         "held" in current and not {"pending", "sending"} & set(current) and set(current) <= wanted | {"sent"}
     )
+
+
+async def test_a_row_sealed_under_a_peers_key_waits_for_the_key_instead_of_dying(
+    services: Services, fake: FakeBotApi, tmp_path: Path
+) -> None:
+    """Another instance sealed a clean-up under its own transient key; this one sends it once the key is
+    lent (bot.runtime.key_exchange), and never gives it up as damaged meanwhile."""
+    await enqueue(services, [text_to(61, "peer's row")])
+    peer_keys = TransientKeys(tmp_path / "peer" / "transient.keys", services.key)
+    peer = Cipher(services.key, peer_keys)
+    async with services.db.write() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+        params = services.cipher.decrypt_json(await _payload(conn, row.id), binding=payload_binding(row.uid))
+        sealed = peer.encrypt_json(params, binding=payload_binding(row.uid), transient=True)
+        await conn.execute(update(outbox_table).where(outbox_table.c.id == row.id).values(payload=sealed))
+    delivery = worker(services, config=replace(FAST, peers_lend_keys=True, backoff_base_s=0.2))
+    task = asyncio.create_task(delivery.run())
+    try:
+        await until(lambda: _status_is(services, "pending", attempts=1))
+        assert not fake.sent("sendMessage")
+        keys = services.cipher.transient_keys
+        assert keys is not None
+        keys.set_peer_keys("peer", peer_keys.own_keys())
+        await until(lambda: _counts_are(services, {"sent": 1}))
+    finally:
+        delivery.stop()
+        await task
+    assert delivered(fake) == Counter({61: 1})
+
+
+async def test_alone_a_row_no_key_opens_is_dead_at_once(
+    services: Services, fake: FakeBotApi, tmp_path: Path
+) -> None:
+    await enqueue(services, [text_to(62)])
+    stranger = Cipher(services.key, TransientKeys(tmp_path / "gone" / "transient.keys", services.key))
+    async with services.db.write() as conn:
+        (row,) = await services.outbox_repo.statuses(conn)
+        sealed = stranger.encrypt_json(
+            {"chat_id": 62, "text": "x"}, binding=payload_binding(row.uid), transient=True
+        )
+        await conn.execute(update(outbox_table).where(outbox_table.c.id == row.id).values(payload=sealed))
+    await run_until_settled(services, worker(services), 1)
+    assert await counts(services) == {"dead": 1} and not fake.sent("sendMessage")
+
+
+async def _counts_are(services: Services, wanted: dict[str, int]) -> bool:
+    return await counts(services) == wanted
+
+
+async def _payload(conn: AsyncConnection, row_id: int) -> bytes:
+    payload: bytes = (
+        await conn.execute(select(outbox_table.c.payload).where(outbox_table.c.id == row_id))
+    ).scalar_one()
+    return payload

@@ -77,8 +77,8 @@ class ServerCore(LimitsMixin, FilesMixin):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Listen on a free port of 127.0.0.1 and set `url`."""
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` of 127.0.0.1 (default: a free one) and set `url`."""
         if self._runner is not None:
             raise RuntimeError("FakeBotApi is already running")
         # Events bind to the loop that first waits on them, so a restart in a new loop needs fresh ones.
@@ -93,7 +93,7 @@ class ServerCore(LimitsMixin, FilesMixin):
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
         except BaseException:
             await runner.cleanup()

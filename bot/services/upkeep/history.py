@@ -14,6 +14,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.security import Cipher, DecryptionError
 from bot.security.bindings import draft_binding, payload_binding, staged_binding, update_binding
@@ -39,6 +42,22 @@ class Scrubbed:
     checkpointed: bool
 
 
+class EpochPeers(Protocol):
+    """The other instances on the database (bot.runtime.key_exchange.KeyExchange), seen from a scrub."""
+
+    async def epoch_floor(self, conn: AsyncConnection) -> int:
+        """The lowest number the new epoch may take."""
+        ...
+
+    async def after_new_epoch(self, conn: AsyncConnection, *, requested: bool) -> None:
+        """Announce and lend the new epoch, in the scrub's transaction."""
+        ...
+
+    def wake(self) -> None:
+        """Sync soon: the old epochs were retired."""
+        ...
+
+
 class HistoryScrubber:
     """Rewrites transient rows under a new epoch, retires the old epochs and truncates the WAL."""
 
@@ -48,8 +67,11 @@ class HistoryScrubber:
         cipher: Cipher,
         repo: SealedRowRepository | None = None,
         delay_s: float = SCRUB_DELAY_S,
+        peers: EpochPeers | None = None,
     ) -> None:
         self._db = db
+        self._peers = peers
+        self._requested = False  # whether the pending scrub was asked for here (the others follow it)
         self._cipher = cipher
         self._repo = repo or SealedRowRepository()
         self._delay_s = delay_s
@@ -57,7 +79,15 @@ class HistoryScrubber:
         self._owners = OwnerTags(cipher)
 
     def request(self) -> None:
-        """Scrub soon (once for a burst of requests)."""
+        """Scrub soon (once for a burst of requests); the other instances follow."""
+        self._requested = True
+        self._schedule()
+
+    def follow(self) -> None:
+        """Scrub soon because another instance did (or died): retire this instance's own old keys."""
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._pending is None or self._pending.done():
             self._pending = asyncio.create_task(self._later(), name="history-scrub")
 
@@ -70,16 +100,21 @@ class HistoryScrubber:
                 await pending
             await self.scrub_quietly()
 
-    async def scrub_quietly(self) -> Scrubbed | None:
-        """Scrub, logging instead of raising (the next scrub catches up)."""
+    async def scrub_quietly(self, *, requested: bool = False) -> Scrubbed | None:
+        """Scrub, logging instead of raising (the next scrub catches up); `requested` as for `scrub`, also
+        when a pending request is taken up."""
+        requested, self._requested = requested or self._requested, False
         try:
-            return await self.scrub()
+            return await self.scrub(requested=requested)
         except Exception:
             log.exception("could not scrub transient history; trying again later")
             return None
 
-    async def scrub(self) -> Scrubbed:
-        """Move every transient row to a new epoch, retire the others, checkpoint the WAL."""
+    async def scrub(self, *, requested: bool = True) -> Scrubbed:
+        """Move every transient row to a new epoch, retire the others, checkpoint the WAL.
+
+        `requested`: other instances follow with scrubs of their own (their keys sealed the rows they wrote).
+        """
         keys = self._cipher.transient_keys
         if keys is None:
             checkpointed = await self._db.checkpoint()
@@ -91,10 +126,11 @@ class HistoryScrubber:
         # can be sealed under the old epoch after this one has rewritten them all. A plain write: the scrub
         # only reseals rows, with nothing to queue, audit or run after the commit.
         async with self._db.write() as conn:
+            floor = await self._peers.epoch_floor(conn) if self._peers is not None else 0
             with contextlib.suppress(NoFreeSlot):
                 # A crash between writing a key and retiring the old ones can leave every slot full; then
                 # this scrub moves rows to the newest key it has and frees the rest.
-                await asyncio.to_thread(keys.begin_epoch)
+                await asyncio.to_thread(keys.begin_epoch, floor)
             current = keys.current
             for row in await self._repo.all(conn):
                 if _current(row, current):
@@ -104,7 +140,11 @@ class HistoryScrubber:
                 except DecryptionError:
                     unreadable += 1  # already unreadable: leave it for its owner's error handling
             await self._repo.rewrite(conn, rewritten)
+            if self._peers is not None:
+                await self._peers.after_new_epoch(conn, requested=requested)
         retired = await asyncio.to_thread(keys.retire_all_but, current)
+        if self._peers is not None:
+            self._peers.wake()
         checkpointed = await self._db.checkpoint()
         await self._vacuum()
         return Scrubbed(len(rewritten), tuple(retired), unreadable, checkpointed)

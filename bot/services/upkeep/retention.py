@@ -71,5 +71,5 @@ class Retention:
             log.info("purged %d expired rows", purged)
         if self._history is not None and scrub:
             # Deleted rows linger in the WAL and in retired drafts' old copies: end that history too.
-            await self._history.scrub_quietly()
+            await self._history.scrub_quietly(requested=True)
         return purged

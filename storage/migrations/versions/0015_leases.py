@@ -1,7 +1,7 @@
 """Named leases between instances (the poller, the sender), and inbox rows claimed by one instance.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from storage.types import UtcTimestamp
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
