@@ -134,13 +134,15 @@ async def test_kill_9_of_the_sender_hands_its_rows_to_the_other_instance(
         )
     await services.close()
     url = settings.database_url
-    bots = pair(fake, tmp_path, rate_global_per_s="30", outbox_concurrency="4", outbox_lease_s="60")
+    # Paced under the fake's limit: this test is about the takeover, not about pacing at the cap (a
+    # stalled event loop on a loaded machine can bunch sends into a 429; bench/cluster.py measures that).
+    bots = pair(fake, tmp_path, rate_global_per_s="20", outbox_concurrency="4", outbox_lease_s="60")
     fake.set_rate_limit(30)
     for bot in bots:
         await bot.start()
     try:
         sender = await holder(url, "sender")
-        await fake.wait_for("sendMessage", count=60, timeout=60)
+        await fake.wait_for("sendMessage", count=40, timeout=60)
         await named(bots, sender).kill()
         at_kill = await outbox_at_kill(url, services.pseudonyms, RECIPIENTS)
         # Taken over within the sender's lease (6 s), not the rows' own 60 s outbox leases.
