@@ -8,19 +8,23 @@ would show as 409s here.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from bot.runtime.clock import SystemClock
 from bot.runtime.outbox import PRIORITY_BROADCAST, OutgoingMessage
+from bot.webhook import SECRET_HEADER, webhook_secret
 from bot.wiring import build_limiter, open_services
 from tests.e2e.test_crash import assert_only_unrecorded_sends_repeat, drained, outbox_at_kill
 from tests.fakebot import FakeBotApi
-from tests.support.bots import BotProcess
+from tests.support.bots import BotProcess, RunningBot
 from tests.support.database import read_rows
-from tests.support.settings import make_settings
+from tests.support.settings import free_port, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +193,60 @@ async def test_the_updates_an_instance_was_handling_are_handled_by_the_other_aft
         await stop_all(bots)
     replies = replied_to(fake)
     assert all(replies[user] >= 2 for user in range(3000, 3003)), replies
+
+
+def _help(update_id: int, user_id: int) -> dict[str, Any]:
+    person = {"id": user_id, "is_bot": False, "first_name": "Test", "language_code": "en"}
+    message: dict[str, Any] = {
+        "message_id": update_id,
+        "date": int(time.time()),
+        "chat": {"id": user_id, "type": "private", "first_name": "Test"},
+        "from": person,
+        "text": "/help",
+        "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+    }
+    return {"update_id": update_id, "message": message}
+
+
+async def test_behind_a_webhook_any_instance_takes_updates_and_each_is_handled_once(
+    fake: FakeBotApi, tmp_path: Path
+) -> None:
+    """A load balancer posts to either instance; whichever stored an update, it is handled once."""
+    await prepare(fake, tmp_path)
+    bots, urls = [], []
+    for name in ("a", "b"):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/telegram/hook"
+        settings = make_settings(
+            tmp_path,
+            api_url=fake.url,
+            data_dir=tmp_path / name,
+            webhook_url=url,
+            webhook_listen=("127.0.0.1", port),
+        )
+        bots.append(RunningBot(settings, seed=False))
+        urls.append(url)
+    for bot in bots:
+        await bot.start()
+    try:
+        await fake.wait_for("setWebhook", count=2, timeout=30)
+        services = [await bot.started_services() for bot in bots]
+        secret = webhook_secret(bots[0].settings, services[0].key)
+        users = range(5000, 5010)
+        update_id = 1
+        async with aiohttp.ClientSession() as session:
+            for round_ in range(3):
+                for user in users:
+                    # Alternating: one person's updates arrive at both instances.
+                    target = urls[(user + round_) % 2]
+                    async with session.post(
+                        target, json=_help(update_id, user), headers={SECRET_HEADER: secret}
+                    ) as response:
+                        assert response.status == 200
+                    update_id += 1
+        await fake.wait_for("sendMessage", count=3 * len(users), timeout=60)
+        await asyncio.sleep(1.0)  # a repeat would come now
+    finally:
+        for bot in bots:
+            await bot.stop()
+    assert replied_to(fake) == Counter({user: 3 for user in users})
