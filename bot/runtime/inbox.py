@@ -130,6 +130,7 @@ class DurableInbox:
         self._claim_s = claim_s
         self._claim_ahead = claim_ahead if claim_ahead is not None else concurrency * 2
         self._skipped = 0
+        self._peeked: dict[int, tuple[object, bool]] = {}
 
     def stop(self) -> None:
         """Ask both loops to return after the current step."""
@@ -259,19 +260,20 @@ class DurableInbox:
         budget = self._claim_ahead - len(self._in_flight - self._finished)
         chosen: list[tuple[InboxRow, dict[str, Any] | None]] = []
         skipped = 0
+        seen: dict[int, tuple[object, bool]] = {}
         async with self._db.write() as conn:
             rows = await self._repo.claimable(conn, now, instance, limit=200)
             held = await self._repo.held_by_others(conn, now, instance)
-            busy = {
-                _conversation_key(update)
-                for update in (self._open(row.update_id, row.payload) for row in held)
-                if update is not None
-            }
+            busy = set()
+            for other in held:
+                peeked = self._peek(other.update_id, other.payload, seen)
+                if peeked is not None:
+                    busy.add(peeked[0])
             for row in rows:
                 if row.update_id in self._in_flight or row.update_id in self._unmarked:
                     continue
-                update = self._open(row.update_id, row.payload)
-                if update is None:
+                peeked = self._peek(row.update_id, row.payload, seen)
+                if peeked is None:
                     if self._within_window(row, now):
                         # Perhaps a live peer's (its transient key): leave it to that instance. Only once
                         # no live instance could still be retrying it is it given up as undecryptable.
@@ -279,11 +281,15 @@ class DurableInbox:
                         continue
                     chosen.append((row, None))
                     continue
-                key = _conversation_key(update)
-                if key in busy or (budget <= 0 and not _is_sos(update)):
+                key, urgent = peeked
+                if key in busy or (budget <= 0 and not urgent):
                     # Another instance handles this chat (or this one is full): a later row of the same
                     # chat must not overtake this one either.
                     busy.add(key)
+                    skipped += 1
+                    continue
+                update = self._open(row.update_id, row.payload)
+                if update is None:
                     skipped += 1
                     continue
                 chosen.append((row, update))
@@ -295,7 +301,22 @@ class DurableInbox:
                 now + timedelta(seconds=self._claim_s),
             )
         self._skipped = skipped
+        self._peeked = seen
         return chosen
+
+    def _peek(
+        self, update_id: int, payload: bytes | None, seen: dict[int, tuple[object, bool]]
+    ) -> tuple[object, bool] | None:
+        """Return an update's chat and whether it is an SOS, decrypting it only the first time: a pass
+        looks at up to 200 waiting rows to claim a few, and would otherwise open all of them every time."""
+        known = self._peeked.get(update_id)
+        if known is None:
+            update = self._open(update_id, payload)
+            if update is None:
+                return None  # not remembered: a lent key may open it at the next pass
+            known = (_conversation_key(update), _is_sos(update))
+        seen[update_id] = known
+        return known
 
     async def _renew_claims(self, owner: str) -> None:
         # The rows this run holds stay claimed while they wait or run, however long a handler takes.
