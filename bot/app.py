@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from telegram import BotCommandScopeAllPrivateChats, Update
@@ -17,7 +18,7 @@ from bot.runtime.inbox import Dispatch, DispatchResult
 from bot.runtime.update_run import handling
 from bot.send_limits import SharedRateLimiter
 from bot.settings import Settings
-from bot.wiring import build_limiter, open_services
+from bot.wiring import Services, build_limiter, open_services
 from handlers import (
     account,
     campaigns,
@@ -43,6 +44,8 @@ from messages import LANGUAGES, catalogs
 from messages.menus import bot_commands
 
 log = logging.getLogger(__name__)
+
+Job = Callable[[JarchyContext], Coroutine[Any, Any, None]]
 
 # Drafts expire within a day and SOS follow-ups within half an hour: purge often enough for both.
 PURGE_INTERVAL_S = 300
@@ -153,42 +156,53 @@ async def _post_init(app: JarchyApp) -> None:
         )
 
 
+def _one_at_a_time(name: str, run: Callable[[Services, JarchyContext], Awaitable[object]]) -> Job:
+    """Run a periodic pass only where no other instance runs it right now; skip it otherwise (the next
+    tick comes soon, and each pass re-derives its work from the database)."""
+
+    async def job(context: JarchyContext) -> None:
+        services = context.services
+        async with services.passes.hold(name) as ours:
+            if ours:
+                await run(services, context)
+            else:
+                log.debug("the %s pass runs on another instance; skipped here", name)
+
+    return job
+
+
+async def _purge_pass(services: Services, _context: JarchyContext) -> None:
+    await services.retention.purge(scrub=False)
+    await services.hearings.purge()
+    await services.team.purge_invites()
+
+
 async def _purge(context: JarchyContext) -> None:
-    await context.services.retention.purge()
-    await context.services.hearings.purge()
-    await context.services.team.purge_invites()
+    await _purge_once(context)
+    # Every instance scrubs, whoever purged: the transient keys it retires are its own, and rows sealed
+    # under a peer's keys are left alone by its scrub.
+    await context.services.history.scrub_quietly()
 
 
-async def _anchor_audit(context: JarchyContext) -> None:
-    if await context.services.audit.anchor_daily():
-        context.services.outbox.notify()
+async def _anchor_pass(services: Services, _context: JarchyContext) -> None:
+    if await services.audit.anchor_daily():
+        services.outbox.notify()
 
 
-async def _materialise_reminders(context: JarchyContext) -> None:
-    await context.services.hearings.materialise()
-
-
-async def _probe_held(context: JarchyContext) -> None:
-    await context.services.watch.probe()
-
-
-async def _escalate(context: JarchyContext) -> None:
-    await context.services.duty.escalate()
-
-
-async def _follow_removals(context: JarchyContext) -> None:
-    await context.services.members.follow_removals()
-
-
-async def _check_members(context: JarchyContext) -> None:
-    await context.services.members.check()
-
-
-async def _broadcast(context: JarchyContext) -> None:
-    services = context.services
+async def _broadcast_pass(services: Services, context: JarchyContext) -> None:
     if services.broadcaster.bot_username is None:
         services.broadcaster.bot_username = context.bot.username
     await services.broadcaster.run_pass()
+
+
+_purge_once = _one_at_a_time("purge", _purge_pass)
+_anchor_audit = _one_at_a_time("audit_head", _anchor_pass)
+_materialise_reminders = _one_at_a_time("reminders", lambda services, _: services.hearings.materialise())
+_probe_held = _one_at_a_time("probe", lambda services, _: services.watch.probe())
+_escalate = _one_at_a_time("escalate", lambda services, _: services.duty.escalate())
+_follow_removals = _one_at_a_time("removals", lambda services, _: services.members.follow_removals())
+_check_members = _one_at_a_time("members", lambda services, _: services.members.check())
+_broadcast = _one_at_a_time("broadcast", _broadcast_pass)
 
 
 async def _post_shutdown(app: JarchyApp) -> None:

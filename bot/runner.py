@@ -96,6 +96,9 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         dispatch=lambda raw: dispatch_update(app, raw),
         polling_timeout_s=settings.polling_timeout_s,
         max_attempts=settings.inbox_max_attempts,
+        # Several instances may share PostgreSQL: rows are claimed, and one instance polls at a time.
+        owner=services.delivery.owner if services.db.is_postgresql else None,
+        poller=services.poller if services.db.is_postgresql and not webhook else None,
     )
     server: WebhookServer | None = None
     if webhook:
@@ -138,7 +141,11 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         asyncio.create_task(services.delivery.run(), name="delivery"),
         # The group's budget is planned in a loop of its own: a scheduler job can be skipped when the
         # loop is busy, which is exactly when digests are needed.
-        asyncio.create_task(services.planner.run(), name="planner"),
+        asyncio.create_task(services.planner.run(when=lambda: services.sender.is_leader), name="planner"),
+    }
+    leases = {
+        asyncio.create_task(services.sender.run(), name="sender-lease"),
+        *({asyncio.create_task(services.poller.run(), name="poller-lease")} if server is None else set()),
     }
     if services.exchange is not None:
         tasks.add(asyncio.create_task(services.exchange.run(), name="key-exchange"))
@@ -178,6 +185,10 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         waiter.cancel()
         heartbeat.cancel()
         results = await _stop_within(tasks, SHUTDOWN_GRACE_S)
+        # Released last, after the loops that need them stopped: a standby takes over at once.
+        services.sender.stop()
+        services.poller.stop()
+        await _stop_within(leases, SHUTDOWN_GRACE_S)
         await app.stop()
         log.info("jarchy stopped")
     refused = setter.exception() if setter is not None and setter.done() and not setter.cancelled() else None

@@ -12,6 +12,7 @@ from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
 from bot.runtime.flood import FloodGuard
 from bot.runtime.instance import InstanceClaim, claim_instance_id
 from bot.runtime.key_exchange import KeyExchange
+from bot.runtime.leadership import LEASE_S, RENEW_S, SENDER_LEASE_S, SENDER_RENEW_S, Leadership
 from bot.runtime.outbox import Outbox
 from bot.runtime.ratelimit import SendLimiter
 from bot.runtime.telegram_api import TelegramApi
@@ -54,6 +55,7 @@ from storage.cases import CaseRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
+from storage.leases import LeaseRepository, PassLocks
 from storage.members import MemberRepository
 from storage.outbox import OutboxRepository
 from storage.report_queries import ReportQueries
@@ -108,12 +110,18 @@ class Services:
     members: MemberService
     safewords: SafewordService
     official: OfficialBots
+    # Several instances on one PostgreSQL: who polls Telegram, and who sends the outbox (and plans the
+    # coordinators' budget). On SQLite there is one instance, always both.
+    poller: Leadership
+    sender: Leadership
+    passes: PassLocks
     exchange: KeyExchange | None = None  # lends transient keys to the other instances (PostgreSQL)
 
     async def close(self) -> None:
         """Release the HTTP pool, the database and the instance name."""
         await self.api.close()
         await self.history.close()
+        await self.passes.close()
         await self.db.close()
         self.instance.release()
 
@@ -160,7 +168,25 @@ async def open_services(
         proxy_url=settings.proxy_url,
     )
     outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
+    lease_repo = LeaseRepository()
+    poller, sender = (
+        Leadership(
+            db=db,
+            repo=lease_repo,
+            clock=clock,
+            name=name,
+            holder=instance.name,
+            lease_s=lease_s,
+            renew_s=renew_s,
+            always=not db.is_postgresql,
+        )
+        for name, lease_s, renew_s in (
+            ("poller", LEASE_S, RENEW_S),
+            ("sender", SENDER_LEASE_S, SENDER_RENEW_S),
+        )
+    )
     delivery = DeliveryWorker(
+        leader=sender if db.is_postgresql else None,
         instance=instance.name,
         db=db,
         outbox=outbox_repo,
@@ -378,6 +404,9 @@ async def open_services(
         members=members,
         safewords=safewords,
         official=OfficialBots(settings.official_bots),
+        poller=poller,
+        sender=sender,
+        passes=PassLocks(db),
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.dialect import insert_or
@@ -23,6 +24,14 @@ class InboxRow:
     payload: bytes
     attempts: int
     received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """A pending update another instance has claimed and is handling now."""
+
+    update_id: int
+    payload: bytes | None
 
 
 @dataclass(frozen=True)
@@ -95,12 +104,81 @@ class InboxRepository:
         )
         return [InboxRow(r.update_id, r.payload, r.attempts, r.received_at) for r in result]
 
-    async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
-        """Return when the earliest pending update is due, or None."""
+    async def next_due_at(self, conn: AsyncConnection, instance: str | None = None) -> datetime | None:
+        """Return when the earliest pending update is due, or None; with `instance`, an update another
+        instance holds is due to this one only when that instance's claim runs out."""
+        due_at: Any = inbox.c.next_attempt_at
+        if instance is not None:
+            foreign = and_(inbox.c.lease_until.is_not(None), ~_of_instance(instance))
+            due_at = case(
+                (and_(foreign, inbox.c.lease_until > inbox.c.next_attempt_at), inbox.c.lease_until),
+                else_=inbox.c.next_attempt_at,
+            )
         due: datetime | None = (
-            await conn.execute(select(func.min(inbox.c.next_attempt_at)).where(inbox.c.status == "pending"))
+            await conn.execute(select(func.min(due_at)).where(inbox.c.status == "pending"))
         ).scalar()
         return due
+
+    async def claimable(
+        self, conn: AsyncConnection, now: datetime, instance: str, limit: int
+    ) -> list[InboxRow]:
+        """Return due pending updates nobody else holds (unclaimed, claimed by a run of `instance`, or
+        claimed by an instance whose claim ran out), oldest first."""
+        result = await conn.execute(
+            select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
+            .where(
+                inbox.c.status == "pending",
+                inbox.c.next_attempt_at <= now,
+                or_(inbox.c.owner.is_(None), inbox.c.lease_until <= now, _of_instance(instance)),
+            )
+            .order_by(inbox.c.update_id)
+            .limit(limit)
+        )
+        return [InboxRow(r.update_id, r.payload, r.attempts, r.received_at) for r in result]
+
+    async def held_by_others(
+        self, conn: AsyncConnection, now: datetime, instance: str, limit: int = 1000
+    ) -> list[HeldRow]:
+        """Return pending updates other instances hold under a live claim (their chats are theirs)."""
+        result = await conn.execute(
+            select(inbox.c.update_id, inbox.c.payload)
+            .where(
+                inbox.c.status == "pending",
+                inbox.c.owner.is_not(None),
+                inbox.c.lease_until > now,
+                ~_of_instance(instance),
+            )
+            .order_by(inbox.c.update_id)
+            .limit(limit)
+        )
+        return [HeldRow(r.update_id, r.payload) for r in result]
+
+    async def claim(
+        self, conn: AsyncConnection, update_ids: Sequence[int], owner: str, until: datetime
+    ) -> None:
+        """Make `owner` the one handling these updates until `until` (renewed while it handles them)."""
+        if update_ids:
+            await conn.execute(
+                update(inbox)
+                .where(inbox.c.update_id.in_(list(update_ids)), inbox.c.status == "pending")
+                .values(owner=owner, lease_until=until)
+            )
+
+    async def renew(self, conn: AsyncConnection, owner: str, until: datetime) -> int:
+        """Extend every claim `owner` holds on pending updates; return how many."""
+        result = await conn.execute(
+            update(inbox).where(inbox.c.owner == owner, inbox.c.status == "pending").values(lease_until=until)
+        )
+        return result.rowcount or 0
+
+    async def release_owned(self, conn: AsyncConnection, owner: str) -> int:
+        """Give back the pending updates `owner` claimed and did not handle (a clean stop)."""
+        result = await conn.execute(
+            update(inbox)
+            .where(inbox.c.owner == owner, inbox.c.status == "pending")
+            .values(owner=None, lease_until=None)
+        )
+        return result.rowcount or 0
 
     async def mark_done(self, conn: AsyncConnection, update_ids: Sequence[int], now: datetime) -> None:
         """Mark updates handled and drop their payloads (they hold message text and ids)."""
@@ -108,7 +186,9 @@ class InboxRepository:
             await conn.execute(
                 update(inbox)
                 .where(inbox.c.update_id == bindparam("uid"))
-                .values(status="done", payload=None, done_at=now, last_error=None),
+                .values(
+                    status="done", payload=None, done_at=now, last_error=None, owner=None, lease_until=None
+                ),
                 [{"uid": u} for u in update_ids],
             )
 
@@ -119,7 +199,13 @@ class InboxRepository:
         await conn.execute(
             update(inbox)
             .where(inbox.c.update_id == update_id)
-            .values(attempts=inbox.c.attempts + (1 if count else 0), next_attempt_at=at, last_error=error)
+            .values(
+                attempts=inbox.c.attempts + (1 if count else 0),
+                next_attempt_at=at,
+                last_error=error,
+                owner=None,
+                lease_until=None,
+            )
         )
 
     async def mark_failed(self, conn: AsyncConnection, update_id: int, now: datetime, error: str) -> None:
@@ -128,7 +214,13 @@ class InboxRepository:
             update(inbox)
             .where(inbox.c.update_id == update_id)
             .values(
-                status="failed", payload=None, done_at=now, attempts=inbox.c.attempts + 1, last_error=error
+                status="failed",
+                payload=None,
+                done_at=now,
+                attempts=inbox.c.attempts + 1,
+                last_error=error,
+                owner=None,
+                lease_until=None,
             )
         )
 
@@ -144,3 +236,8 @@ class InboxRepository:
         result = await conn.execute(select(inbox.c.status, func.count()).group_by(inbox.c.status))
         rows: dict[str, int] = {status: count for status, count in result.all()}
         return InboxCounts(rows.get("pending", 0), rows.get("done", 0), rows.get("failed", 0))
+
+
+def _of_instance(instance: str) -> Any:
+    # An owner is "instance:run"; any run of this instance is this instance (a restart takes its rows).
+    return inbox.c.owner.startswith(f"{instance}:", autoescape=True)

@@ -221,6 +221,12 @@ class OutboxRepository:
         )
         return await self._take_back(conn, stmt)
 
+    async def reclaim_others(self, conn: AsyncConnection, exclude_owner: str) -> int:
+        """Return every row another worker was sending (the elected sender taking over from one that
+        stopped: only the sender claims rows, so none of them is live)."""
+        stmt = update(outbox).where(outbox.c.status == "sending", outbox.c.lease_owner != exclude_owner)
+        return await self._take_back(conn, stmt)
+
     async def _take_back(self, conn: AsyncConnection, stmt: Any) -> int:
         result = await conn.execute(
             stmt.values(

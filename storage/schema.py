@@ -69,6 +69,10 @@ inbox = Table(
     Column("next_attempt_at", UtcTimestamp, nullable=False),
     Column("done_at", UtcTimestamp, nullable=True),
     Column("last_error", Text, nullable=True),
+    # The instance run handling the row now, until when (several instances: one chat's rows go to one
+    # instance at a time; a row whose owner stopped renewing is taken over).
+    Column("owner", String(64), nullable=True),
+    Column("lease_until", UtcTimestamp, nullable=True),
     CheckConstraint("status IN ('pending', 'done', 'failed')", name="ck_inbox_status_known"),
 )
 Index("ix_inbox_pending", inbox.c.status, inbox.c.next_attempt_at, inbox.c.update_id)
@@ -84,6 +88,16 @@ acted_updates = Table(
     Column("at", UtcTimestamp, nullable=False),
 )
 Index("ix_acted_updates_at", acted_updates.c.at)
+
+leases = Table(
+    "leases",
+    metadata,
+    # One named duty (polling Telegram, sending the outbox) held by one instance until `expires_at`.
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", UtcTimestamp, nullable=False),
+    Column("acquired_at", UtcTimestamp, nullable=False),
+)
 
 bot_state = Table(
     "bot_state",

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.clock import Clock
+from bot.runtime.leadership import Leadership
 from bot.runtime.outbox import PRIORITY_SOS
 from bot.runtime.ratelimit import SendLimiter
 from bot.runtime.telegram_api import ApiResult, NotSent, OutcomeUnknown, TelegramApi
@@ -106,7 +107,10 @@ class DeliveryWorker:
         clock: Clock,
         config: DeliveryConfig | None = None,
         instance: str | None = None,
+        leader: Leadership | None = None,
     ) -> None:
+        """`leader`: several instances elect one sender (the lease "sender"), so Telegram's limits, which
+        are per bot, are kept by one limiter; the others stand by and take over when it stops."""
         self._db = db
         self._outbox = outbox
         self._users = users
@@ -115,6 +119,7 @@ class DeliveryWorker:
         self._limiter = limiter
         self._clock = clock
         self._config = config or DeliveryConfig()
+        self._leader = leader
         # An owner is this instance and this run: a restarted instance takes back its previous run's
         # leases at once, and never another live instance's.
         self.instance = instance or secrets.token_hex(8)
@@ -223,6 +228,9 @@ class DeliveryWorker:
             next_reclaim = self._clock.monotonic() + self._config.lease_s / 4
             failures = 0
             while not self._stopping.is_set():
+                if self._leader is not None and not self._leader.is_leader:
+                    await self._stand_by(self._leader)
+                    continue
                 if self._clock.monotonic() >= next_reclaim:
                     await self._reclaim_expired()
                     next_reclaim = self._clock.monotonic() + self._config.lease_s / 4
@@ -322,6 +330,10 @@ class DeliveryWorker:
         waiting: list[tuple[float, int, ClaimedRow]] = []
         while queue or waiting:
             if self._stopping.is_set():
+                self._give_back(queue, waiting)
+                return
+            if self._leader is not None and not self._leader.is_leader:
+                # Another instance is the sender now (or will be within its lease): not one more send.
                 self._give_back(queue, waiting)
                 return
             if self._preempt and any(r.priority < PRIORITY_SOS for r in queue):
@@ -550,6 +562,37 @@ class DeliveryWorker:
         if self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
 
+    async def _stand_by(self, leader: Leadership) -> None:
+        """Hand back what this instance holds, wait to be elected, then take over the old sender's rows."""
+        await self._wait_in_flight()
+        await self.flush_quietly()
+        await self._release_owned()
+        stopping = asyncio.create_task(self._stopping.wait())
+        elected = asyncio.create_task(leader.wait_leader())
+        await asyncio.wait({stopping, elected}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, elected):
+            task.cancel()
+        await asyncio.gather(stopping, elected, return_exceptions=True)
+        if self._stopping.is_set() or not leader.is_leader:
+            return
+        # Only the sender sends, and the previous one stopped before its lease ran out: the rows it had
+        # claimed are taken back now, not when their own (longer) outbox leases expire.
+        try:
+            async with self._db.write() as conn:
+                count = await self._outbox.reclaim_others(conn, exclude_owner=self.owner)
+        except Exception:
+            log.exception("could not take over the previous sender's rows; they come back on expiry")
+            return
+        if count:
+            log.warning("took over %d outbox rows the previous sender had claimed", count)
+
+    async def _release_owned(self) -> None:
+        try:
+            async with self._db.write() as conn:
+                await self._outbox.release_owned(conn, self.owner)
+        except Exception:
+            log.exception("could not release claimed outbox rows; their leases will expire")
+
     async def _reclaim_previous_run(self) -> None:
         try:
             async with self._db.write() as conn:
@@ -573,8 +616,4 @@ class DeliveryWorker:
     async def _finish(self) -> None:
         await self._wait_in_flight()
         await self.flush_quietly()
-        try:
-            async with self._db.write() as conn:
-                await self._outbox.release_owned(conn, self.owner)
-        except Exception:
-            log.exception("could not release claimed outbox rows; their leases will expire")
+        await self._release_owned()

@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.runtime.clock import Clock
 from bot.runtime.flood import is_sos
+from bot.runtime.leadership import Leadership
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from bot.security import Cipher, DecryptionError
 from bot.security.bindings import update_binding
@@ -28,6 +29,12 @@ from storage.inbox import InboxRepository, InboxRow
 log = logging.getLogger(__name__)
 
 URGENT_CONCURRENCY = 32
+# Several instances: a claim on an inbox row lasts this long and is renewed a third of the way through,
+# so the rows of an instance that was killed are taken over within a claim.
+CLAIM_S = 15.0
+# How often an instance looks again at rows it could not take (another instance holds their chat, or
+# they are sealed under a peer's transient key): nothing wakes it for those.
+SKIPPED_RECHECK_S = 0.5
 # A database that stays locked or full is waited for this long, then the update is given up (logged):
 # every retry is bounded, and a person who pressed something six hours ago has long tried again.
 TRANSIENT_WINDOW = timedelta(hours=6)
@@ -67,6 +74,10 @@ class FatalPollingError(Exception):
     """Telegram refused the token or another instance owns the updates; polling cannot go on."""
 
 
+class PollingConflict(FatalPollingError):
+    """Telegram ended this getUpdates because another one came (409): fatal unless polling is elected."""
+
+
 class DurableInbox:
     """Fetches updates into the inbox and dispatches them from there."""
 
@@ -82,7 +93,14 @@ class DurableInbox:
         polling_timeout_s: int = 30,
         max_attempts: int = 5,
         concurrency: int = 16,
+        owner: str | None = None,
+        poller: Leadership | None = None,
+        claim_s: float = CLAIM_S,
+        claim_ahead: int | None = None,
     ) -> None:
+        """`owner` ("instance:run") turns on claims: several instances share one database, each handles
+        the rows it claimed, one chat at a time, at most `claim_ahead` at once (twice its concurrency: the
+        rest is left to the others). `poller`: only its holder calls getUpdates."""
         self._db = db
         self._repo = repo
         self._api = api
@@ -106,6 +124,13 @@ class DurableInbox:
         self._unmarked: set[int] = set()
         self._chains: dict[object, asyncio.Task[None]] = {}
         self._queues: dict[object, deque[tuple[InboxRow, dict[str, Any] | None]]] = {}
+        self._owner = owner
+        self._instance = owner.rsplit(":", 1)[0] if owner is not None else None
+        self._poller = poller
+        self._claim_s = claim_s
+        self._claim_ahead = claim_ahead if claim_ahead is not None else concurrency * 2
+        self._skipped = 0
+        self._peeked: dict[int, tuple[object, bool]] = {}
 
     def stop(self) -> None:
         """Ask both loops to return after the current step."""
@@ -135,6 +160,11 @@ class DurableInbox:
         if not result.ok:
             if result.error_code in (401, 404):
                 raise FatalPollingError("Telegram rejected the bot token (401); check JARCHY_BOT_TOKEN")
+            if result.error_code == 409 and "webhook" not in result.description.lower():
+                raise PollingConflict(
+                    "another bot instance is taking the updates (409); stop the other one, or give every "
+                    "instance the same database so that one is elected to poll"
+                )
             if result.error_code == 409:
                 raise FatalPollingError(
                     "another bot instance or a webhook is taking the updates (409); stop the other one"
@@ -188,20 +218,22 @@ class DurableInbox:
         settled = set(self._finished)
         if self._unmarked:
             await self._write_unmarked()
-        async with self._db.read() as conn:
-            rows = await self._repo.due(conn, self._clock.now(), limit=200)
+        if self._owner is not None and self._instance is not None:
+            chosen = await self._claim_due(self._owner, self._instance)
+        else:
+            async with self._db.read() as conn:
+                rows = await self._repo.due(conn, self._clock.now(), limit=200)
+            chosen = [
+                (row, self._open(row.update_id, row.payload))
+                for row in rows
+                if row.update_id not in self._in_flight and row.update_id not in self._unmarked
+            ]
         self._in_flight -= settled
         self._finished -= settled
         scheduled = 0
-        for row in rows:
+        for row, update in chosen:
             if row.update_id in self._in_flight or row.update_id in self._unmarked:
                 continue
-            try:
-                update: dict[str, Any] | None = self._cipher.decrypt_json(
-                    row.payload, binding=update_binding(row.update_id)
-                )
-            except DecryptionError:
-                update = None
             key = _conversation_key(update) if update else ("update", row.update_id)
             self._in_flight.add(row.update_id)
             self._queues.setdefault(key, deque()).append((row, update))
@@ -210,6 +242,103 @@ class DurableInbox:
                 self._chains[key] = task
             scheduled += 1
         return scheduled
+
+    def _open(self, update_id: int, payload: bytes | None) -> dict[str, Any] | None:
+        if payload is None:
+            return None
+        try:
+            update: dict[str, Any] = self._cipher.decrypt_json(payload, binding=update_binding(update_id))
+        except DecryptionError:
+            return None
+        return update
+
+    async def _claim_due(self, owner: str, instance: str) -> list[tuple[InboxRow, dict[str, Any] | None]]:
+        """Claim, in one write, the due rows this instance will handle: none of a chat another instance
+        is handling, none this instance cannot decrypt (a peer's, sealed under its transient key), and
+        no more than it has room for, so a second instance gets the rest (an SOS is always taken)."""
+        now = self._clock.now()
+        budget = self._claim_ahead - len(self._in_flight - self._finished)
+        chosen: list[tuple[InboxRow, dict[str, Any] | None]] = []
+        skipped = 0
+        seen: dict[int, tuple[object, bool]] = {}
+        async with self._db.write() as conn:
+            rows = await self._repo.claimable(conn, now, instance, limit=200)
+            held = await self._repo.held_by_others(conn, now, instance)
+            busy = set()
+            for other in held:
+                peeked = self._peek(other.update_id, other.payload, seen)
+                if peeked is not None:
+                    busy.add(peeked[0])
+            for row in rows:
+                if row.update_id in self._in_flight or row.update_id in self._unmarked:
+                    continue
+                peeked = self._peek(row.update_id, row.payload, seen)
+                if peeked is None:
+                    if self._within_window(row, now):
+                        # Perhaps a live peer's (its transient key): leave it to that instance. Only once
+                        # no live instance could still be retrying it is it given up as undecryptable.
+                        skipped += 1
+                        continue
+                    chosen.append((row, None))
+                    continue
+                key, urgent = peeked
+                if key in busy or (budget <= 0 and not urgent):
+                    # Another instance handles this chat (or this one is full): a later row of the same
+                    # chat must not overtake this one either.
+                    busy.add(key)
+                    skipped += 1
+                    continue
+                update = self._open(row.update_id, row.payload)
+                if update is None:
+                    skipped += 1
+                    continue
+                chosen.append((row, update))
+                budget -= 1
+            await self._repo.claim(
+                conn,
+                [row.update_id for row, _ in chosen],
+                owner,
+                now + timedelta(seconds=self._claim_s),
+            )
+        self._skipped = skipped
+        self._peeked = seen
+        return chosen
+
+    def _peek(
+        self, update_id: int, payload: bytes | None, seen: dict[int, tuple[object, bool]]
+    ) -> tuple[object, bool] | None:
+        """Return an update's chat and whether it is an SOS, decrypting it only the first time: a pass
+        looks at up to 200 waiting rows to claim a few, and would otherwise open all of them every time."""
+        known = self._peeked.get(update_id)
+        if known is None:
+            update = self._open(update_id, payload)
+            if update is None:
+                return None  # not remembered: a lent key may open it at the next pass
+            known = (_conversation_key(update), _is_sos(update))
+        seen[update_id] = known
+        return known
+
+    async def _renew_claims(self, owner: str) -> None:
+        # The rows this run holds stay claimed while they wait or run, however long a handler takes.
+        while True:
+            await asyncio.sleep(self._claim_s / 3)
+            if not self._in_flight:
+                continue
+            now = self._clock.now()
+            try:
+                async with self._db.write() as conn:
+                    await self._repo.renew(conn, owner, now + timedelta(seconds=self._claim_s))
+            except Exception:
+                log.warning("could not renew this instance's inbox claims; retrying")
+
+    async def _release_claims(self) -> None:
+        if self._owner is None:
+            return
+        try:
+            async with self._db.write() as conn:
+                await self._repo.release_owned(conn, self._owner)
+        except Exception:
+            log.warning("could not give back unhandled inbox claims; they pass to others when they expire")
 
     async def _run_chain(self, key: object) -> None:
         # Updates from one chat stay in order; different chats never wait for each other.
@@ -318,18 +447,37 @@ class DurableInbox:
     async def _fetch_loop(self) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
+            if self._poller is not None and not self._poller.is_leader:
+                # Standing by: another instance polls; this one dispatches and takes over if it dies.
+                await self._until_stopping(self._poller.wait_leader())
+                continue
             fetch = asyncio.create_task(self.fetch_once())
             stopping = asyncio.create_task(self._stopping.wait())
-            done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            watched: set[asyncio.Task[Any]] = {fetch, stopping}
+            lost = asyncio.create_task(self._poller.wait_lost()) if self._poller is not None else None
+            if lost is not None:
+                watched.add(lost)
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for task in watched - {fetch}:
+                task.cancel()
             if fetch not in done:
-                # Stopping mid-poll: what Telegram sends now is not acknowledged, so it comes again.
+                # Stopping (or no longer the poller) mid-poll: what Telegram sends now is not
+                # acknowledged, so it comes again, to whoever polls next.
                 fetch.cancel()
                 await asyncio.gather(fetch, return_exceptions=True)
-                return
-            stopping.cancel()
+                if stopping in done:
+                    return
+                continue
             try:
                 fetch.result()
                 backoff = 1.0
+            except PollingConflict:
+                if self._poller is None:
+                    raise
+                if self._poller.is_leader:
+                    # Something outside the election polls too: let it be for a lease, then try again.
+                    log.error("another poller outside this cluster takes the updates (409); standing by")
+                    await self._poller.step_down()
             except FatalPollingError:
                 raise
             except (NotSent, OutcomeUnknown) as error:
@@ -341,7 +489,16 @@ class DurableInbox:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    async def _until_stopping(self, waiting: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(waiting)
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for pending in (task, stopping):
+            pending.cancel()
+        await asyncio.gather(task, stopping, return_exceptions=True)
+
     async def _dispatch_loop(self) -> None:
+        renewer = asyncio.create_task(self._renew_claims(self._owner)) if self._owner is not None else None
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
@@ -355,12 +512,16 @@ class DurableInbox:
             for queue in self._queues.values():
                 queue.clear()
             await self._drain_chains()
+            if renewer is not None:
+                renewer.cancel()
+                await asyncio.gather(renewer, return_exceptions=True)
+            await self._release_claims()
 
     async def _wait_for_work(self) -> None:
         wait = 1.0
         try:
             async with self._db.read() as conn:
-                next_due = await self._repo.next_due_at(conn)
+                next_due = await self._repo.next_due_at(conn, self._instance)
         except Exception:
             log.exception("reading the inbox failed; retrying")
             next_due = None
@@ -369,6 +530,9 @@ class DurableInbox:
             # Rows being handled right now are still pending and "due": a finishing chain wakes us.
             if until_due > 0 or not self._in_flight:
                 wait = min(wait, max(0.01, until_due))
+        if self._skipped:
+            # Rows this instance may not take look due all the time: look again soon, not at once.
+            wait = max(wait, SKIPPED_RECHECK_S)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
 

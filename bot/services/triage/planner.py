@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -111,13 +111,15 @@ class AlertPlanner:
         self._stopping = True
         self._wake.set()
 
-    async def run(self, interval_s: float = 0.5) -> None:
+    async def run(self, interval_s: float = 0.5, when: Callable[[], bool] | None = None) -> None:
         """Plan every `interval_s`, and at once when woken, until stopped; a failed pass is logged and
-        the next one tries again (the queue is the truth, nothing is lost meanwhile)."""
+        the next one tries again (the queue is the truth, nothing is lost meanwhile). `when`: plan only
+        while it holds (several instances: the elected sender plans, its limiter knows the window)."""
         while not self._stopping:
             self._wake.clear()
             try:
-                await self.plan()
+                if when is None or when():
+                    await self.plan()
             except Exception:
                 log.exception("planning the coordinators' chat's budget failed; trying again")
             # At most a few passes a second, however many alerts are being queued.

@@ -45,8 +45,10 @@ class Retention:
         self._history = history
         self._acted = ActedRepository()
 
-    async def purge(self) -> int:
-        """Delete handled inbox rows older than INBOX_KEEP and expired drafts; return how many rows."""
+    async def purge(self, *, scrub: bool = True) -> int:
+        """Delete handled inbox rows older than INBOX_KEEP and expired drafts; return how many rows.
+        `scrub=False` leaves the history scrub to the caller (several instances: each scrubs its own
+        transient keys, while one purges for all)."""
         # A plain write: it only deletes finished rows (nothing queued, audited or run after the commit),
         # and Retention is not built on the Core (the storage tests run it on a bare database).
         async with self._db.write() as conn:
@@ -67,7 +69,7 @@ class Retention:
             purged += await self._reports.purge_expired()
         if purged:
             log.info("purged %d expired rows", purged)
-        if self._history is not None:
+        if self._history is not None and scrub:
             # Deleted rows linger in the WAL and in retired drafts' old copies: end that history too.
             await self._history.scrub_quietly(requested=True)
         return purged
