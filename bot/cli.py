@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             return asyncio.run(_export(settings, args))
         if args.command == "db":
-            return _db_copy(settings, args.to)
+            return _db_copy(settings, args)
         if args.command == "rotate-key":
             return asyncio.run(_rotate_key(settings, args))
         return asyncio.run(_check(settings))
@@ -178,14 +178,16 @@ def _health(settings: Settings) -> int:
     return 0
 
 
-def _db_copy(settings: Settings, target_url: str) -> int:
+def _db_copy(settings: Settings, args: argparse.Namespace) -> int:
     from bot.runtime.instance import DataDirInUse, lock_transient_keys
 
-    if "://" not in target_url or target_url == settings.database_url:
+    target_url: str = args.to
+    if "://" not in target_url or _same_database(target_url, settings.database_url):
         print("jarchy: --to must be another database's URL (see JARCHY_DATABASE_URL)", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        # The bot must be stopped: a row written during the copy could be missed.
+        # The bot must be stopped: a row written during the copy could be missed. (The copy also holds the
+        # SQLite database's write lock from start to end.)
         lock = lock_transient_keys(settings.data_dir)
     except DataDirInUse as error:
         print(f"jarchy: {error}; stop the bot before copying its database", file=sys.stderr)
@@ -196,12 +198,30 @@ def _db_copy(settings: Settings, target_url: str) -> int:
         lock.close()
 
 
+def _same_database(one: str, other: str) -> bool:
+    """Tell whether two URLs name one database: SQLite by resolved path, others by host, port and name."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        a, b = make_url(one), make_url(other)
+    except ArgumentError:
+        return one == other
+    if a.get_backend_name() != b.get_backend_name():
+        return False
+    if a.get_backend_name() == "sqlite":
+        if not a.database or not b.database or ":memory:" in (a.database, b.database):
+            return a.database == b.database
+        return Path(a.database).resolve() == Path(b.database).resolve()
+    return (a.host or "localhost", a.port, a.database) == (b.host or "localhost", b.port, b.database)
+
+
 async def _copy(settings: Settings, target_url: str) -> int:
     from dataclasses import replace
 
     from bot.security.key_guard import guard_key
     from storage import migrations
-    from storage.copy import copy_database
+    from storage.copy import CopyRefused, copy_database, finish_copy
     from storage.database import Database
 
     source = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
@@ -210,18 +230,31 @@ async def _copy(settings: Settings, target_url: str) -> int:
         await guard_key(settings, source, create=False)  # the key opens the source: the copy will open too
         await migrations.upgrade(target)
         report = await copy_database(source, target)
+    except CopyRefused as refusal:
+        print(f"jarchy: {refusal}", file=sys.stderr)
+        return EXIT_CONFIG
     finally:
         await source.close()
         await target.close()
     for name, count in report.source.items():
-        print(f"{name}: {count} rows ({report.written.get(name, 0)} copied now)")
+        deleted = report.deleted.get(name, 0)
+        removed = f", {deleted} removed" if deleted else ""
+        print(f"{name}: {count} rows ({report.written.get(name, 0)} copied now{removed})")
     if report.mismatched:
-        print(f"jarchy: counts differ in {', '.join(report.mismatched)}; run the copy again", file=sys.stderr)
+        print(
+            f"jarchy: counts or contents differ in {', '.join(report.mismatched)}; run the copy again",
+            file=sys.stderr,
+        )
         return 1
     # The audit chain, report seals and evidence bindings, checked on the copy as `jarchy audit verify` does.
-    verified = await _audit_verify(replace(settings, database_url=target_url))
+    verified = await _audit_verify(replace(settings, database_url=target_url), copying=True)
     if verified != 0:
         return verified
+    target = Database.connect(target_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    try:
+        await finish_copy(target)  # only now may the bot start on it
+    finally:
+        await target.close()
     print("copied and verified; set JARCHY_DATABASE_URL to the target and start the bot")
     return 0
 
@@ -296,6 +329,7 @@ async def _check_key(settings: Settings, db: Database) -> list[str]:
         beside_data_message,
         database_state,
         guard_key,
+        refuse_moved_or_copying,
     )
     from bot.security.keys import key_file_is_wrapped
 
@@ -306,6 +340,10 @@ async def _check_key(settings: Settings, db: Database) -> list[str]:
     if not settings.key_beside_data and beside_data(settings, location.path):
         problems.append(f"key: `jarchy run` refuses it: {beside_data_message(settings, location.path)}")
     state = await database_state(db)
+    try:
+        refuse_moved_or_copying(state)
+    except KeyFileError as error:
+        return [*problems, f"database: {error}"]
     if state.rotation is not None:
         return [*problems, f"key: {ROTATION_UNFINISHED}"]
     if not location.path.exists() and not state.holds_data and not location.managed:
@@ -378,7 +416,7 @@ async def _held_alerts(db: Database) -> str:
     return line
 
 
-async def _audit_verify(settings: Settings, expect_head: str | None = None) -> int:
+async def _audit_verify(settings: Settings, expect_head: str | None = None, *, copying: bool = False) -> int:
     from bot.runtime.audit import AuditLog, head_prefix
     from bot.runtime.clock import SystemClock
     from bot.security import Cipher
@@ -398,7 +436,7 @@ async def _audit_verify(settings: Settings, expect_head: str | None = None) -> i
     db = Database.connect(settings.database_url)
     try:
         # A wrong key is a configuration error (exit 2), not a broken chain; and verify never makes a key.
-        key = (await guard_key(settings, db, create=False)).key
+        key = (await guard_key(settings, db, create=False, copying=copying)).key
     except KeyFileError:
         await db.close()
         raise

@@ -29,6 +29,7 @@ from bot.security.keys import (
 )
 from bot.settings import KEY_BESIDE_DATA_CONSENT, Settings
 from storage import schema
+from storage.copy import COPY_MARK
 from storage.database import Database
 from storage.state import StateRepository
 
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 KEY_CHECK = "key_check"
 ROTATION = (
     "key_rotation"  # JSON while `jarchy rotate-key` has not finished (see bot.services.upkeep.key_rotation)
+)
+COPY_UNFINISHED = (
+    "this database is an unfinished copy (`jarchy db copy` was cut short or failed before it was verified); "
+    "run the same `jarchy db copy --to URL` again to finish it, or go back to the original database"
 )
 ROTATION_UNFINISHED = (
     "a key rotation is unfinished (killed or failed half-way); run `jarchy rotate-key` again to finish it "
@@ -53,6 +58,7 @@ class DatabaseState:
     key_check: str | None
     rotation: str | None
     holds_data: bool
+    copying: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,13 +100,22 @@ def read_key(settings: Settings, passphrase: Passphrase | None = None) -> DataKe
 
 
 async def guard_key(
-    settings: Settings, db: Database, *, create: bool, passphrase: Passphrase | None = None
+    settings: Settings,
+    db: Database,
+    *,
+    create: bool,
+    passphrase: Passphrase | None = None,
+    copying: bool = False,
 ) -> KeyGrant:
-    """Return the key for this database, creating one only if `create` and the database is empty."""
+    """Return the key for this database, creating one only if `create` and the database is empty.
+
+    `copying`: `jarchy db copy` verifying its own unfinished copy, which may carry the copy mark.
+    """
     location = settings.key_location
     if create:
         refuse_key_beside_data(settings)
     state = await database_state(db)
+    refuse_moved_or_copying(state, copying=copying)
     if state.rotation is not None:
         raise KeyFileError(ROTATION_UNFINISHED)
     if not location.path.exists():
@@ -153,6 +168,12 @@ async def guard_key(
     return KeyGrant(key, check)
 
 
+def refuse_moved_or_copying(state: DatabaseState, *, copying: bool = False) -> None:
+    """Stop if the database is an unverified copy."""
+    if state.copying and not copying:
+        raise KeyFileError(COPY_UNFINISHED)
+
+
 def refuse_key_beside_data(settings: Settings) -> None:
     """Stop `run` if the key lies with the data, unless the operator consented to what that costs."""
     path = settings.key_location.path
@@ -194,9 +215,11 @@ async def database_state(db: Database) -> DatabaseState:
     async with db.read() as conn:
         tables = frozenset(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
         check = rotation = None
+        copying = False
         if schema.bot_state.name in tables:
             check = await StateRepository().get(conn, KEY_CHECK)
             rotation = await StateRepository().get(conn, ROTATION)
+            copying = await StateRepository().get(conn, COPY_MARK) is not None
         holds = check is not None or rotation is not None
         for table in schema.metadata.sorted_tables:
             if holds:
@@ -204,7 +227,7 @@ async def database_state(db: Database) -> DatabaseState:
             # bot_state holds offsets and settings, not personal data.
             if table.name in tables and table is not schema.bot_state:
                 holds = (await conn.execute(select(1).select_from(table).limit(1))).first() is not None
-    return DatabaseState(tables, check, rotation, holds)
+    return DatabaseState(tables, check, rotation, holds, copying)
 
 
 async def probe(db: Database, key: DataKey, tables: frozenset[str], admin_ids: frozenset[int]) -> bool | None:
