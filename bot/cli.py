@@ -116,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the target, e.g. postgresql+asyncpg://jarchy:…@host/jarchy",
     )
+    db_cmd.add_argument(
+        "--retire-source",
+        action="store_true",
+        help="after a verified copy, empty the SQLite database (secure delete, VACUUM) and delete its files",
+    )
     export = sub.add_parser("export", help="write reports as CSV or JSON (decrypted: keep the file safe)")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--out", type=Path, required=True, help="file to write (created with mode 600)")
@@ -150,10 +155,11 @@ def _run(settings: Settings, *, webhook: bool = False) -> int:
 
 
 async def _guard_key(settings: Settings) -> None:
-    from bot.security.key_guard import guard_key, refuse_key_beside_data
+    from bot.security.key_guard import guard_key, refuse_key_beside_data, refuse_retired
     from storage.database import Database
 
     refuse_key_beside_data(settings)  # before the database file is even opened
+    refuse_retired(settings)
     db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
     try:
         await guard_key(settings, db, create=True)
@@ -193,7 +199,7 @@ def _db_copy(settings: Settings, args: argparse.Namespace) -> int:
         print(f"jarchy: {error}; stop the bot before copying its database", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(_copy(settings, target_url))
+        return asyncio.run(_copy(settings, target_url, retire_source=args.retire_source))
     finally:
         lock.close()
 
@@ -216,12 +222,15 @@ def _same_database(one: str, other: str) -> bool:
     return (a.host or "localhost", a.port, a.database) == (b.host or "localhost", b.port, b.database)
 
 
-async def _copy(settings: Settings, target_url: str) -> int:
+async def _copy(settings: Settings, target_url: str, *, retire_source: bool = False) -> int:
     from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from sqlalchemy.engine import make_url
 
     from bot.security.key_guard import guard_key
     from storage import migrations
-    from storage.copy import CopyRefused, copy_database, finish_copy
+    from storage.copy import CopyRefused, copy_database, finish_copy, mark_moved
     from storage.database import Database
 
     source = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
@@ -256,7 +265,36 @@ async def _copy(settings: Settings, target_url: str) -> int:
     finally:
         await target.close()
     print("copied and verified; set JARCHY_DATABASE_URL to the target and start the bot")
+    parsed = make_url(settings.database_url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return 0
+    if retire_source:
+        files = _retire_source(settings, parsed.database)
+        print(f"retired the source: emptied and deleted {', '.join(str(path) for path in files)}")
+        return 0
+    source = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    try:
+        await mark_moved(source, datetime.now(UTC))
+    finally:
+        await source.close()
+    print(
+        f"the source {parsed.database} still holds everything (later /forget and purges never reach it); the "
+        "bot now refuses to start on it. Delete it, or copy again with --retire-source, which empties and "
+        "deletes it"
+    )
     return 0
+
+
+def _retire_source(settings: Settings, database: str) -> list[Path]:
+    """Empty and delete the copied SQLite file; leave a note so a start still pointing at it stops."""
+    from bot.security.key_guard import RETIRED_FILE
+    from storage.copy import retire_sqlite_file
+
+    retired = Path(database).resolve()
+    files = retire_sqlite_file(retired)
+    # Without it a start still pointing at the deleted file would begin an empty installation there.
+    (settings.data_dir / RETIRED_FILE).write_text(f"{retired}\n", encoding="utf-8")
+    return files
 
 
 async def _migrate(settings: Settings) -> int:
@@ -420,7 +458,7 @@ async def _audit_verify(settings: Settings, expect_head: str | None = None, *, c
     from bot.runtime.audit import AuditLog, head_prefix
     from bot.runtime.clock import SystemClock
     from bot.security import Cipher
-    from bot.security.key_guard import guard_key
+    from bot.security.key_guard import guard_key, refuse_retired
     from bot.services.reports.evidence import EvidenceStore, verify_evidence
     from bot.services.reports.seal import tampered_reports
     from storage.audit import AuditRepository
@@ -433,6 +471,7 @@ async def _audit_verify(settings: Settings, expect_head: str | None = None, *, c
         except ValueError as error:
             print(f"jarchy: --expect-head: {error}", file=sys.stderr)
             return EXIT_CONFIG
+    refuse_retired(settings)  # before the engine is made: closing it would create an empty file
     db = Database.connect(settings.database_url)
     try:
         # A wrong key is a configuration error (exit 2), not a broken chain; and verify never makes a key.

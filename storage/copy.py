@@ -15,12 +15,15 @@ row's columns per table; the caller checks the audit chain, then calls `finish_c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, delete, select, text, tuple_
@@ -34,9 +37,10 @@ from storage.state import StateRepository
 BATCH = 1_000
 COPY_MARK = "copy_in_progress"  # on the target: JSON {"copy_id", "key_check"} until the copy is verified
 COPY_ID = "copy_source_id"  # on the source: the random id its copies are marked with
+MOVED = "moved_to_postgresql"  # on the source, after a verified copy it was not retired by
 KEY_CHECK = "key_check"  # bot.security.key_guard.KEY_CHECK (storage must not import bot)
 # Marks about this database itself: never copied, compared or deleted by a copy.
-LOCAL_MARKS = frozenset({COPY_MARK, COPY_ID})
+LOCAL_MARKS = frozenset({COPY_MARK, COPY_ID, MOVED})
 
 
 class CopyRefused(Exception):
@@ -257,3 +261,34 @@ async def _advance_sequence(conn: AsyncConnection, table: Table) -> None:
         text(f"SELECT setval(:s, COALESCE((SELECT max({column}) FROM {table.name}), 0) + 1, false)"),  # noqa: S608 - names from the schema
         {"s": sequence},
     )
+
+
+async def mark_moved(source: Database, at: datetime) -> None:
+    """Mark the source as copied away: the bot refuses to start on it from now on."""
+    async with source.write() as conn:
+        await StateRepository().put(conn, MOVED, at.astimezone(UTC).isoformat())
+
+
+def retire_sqlite_file(path: Path) -> list[Path]:
+    """Empty a SQLite database (secure delete, every table, VACUUM, WAL truncated), then delete its files."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as con:
+        con.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten with zeros, not just freed
+        con.execute("PRAGMA foreign_keys=OFF")
+        names = [
+            row[0]
+            for row in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        con.execute("BEGIN IMMEDIATE")
+        for name in names:
+            con.execute(f'DELETE FROM "{name}"')  # noqa: S608 - names from the file's own schema
+        con.execute("COMMIT")
+        con.execute("VACUUM")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    removed = []
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.unlink()
+            removed.append(file)
+    return removed

@@ -29,7 +29,7 @@ from bot.security.keys import (
 )
 from bot.settings import KEY_BESIDE_DATA_CONSENT, Settings
 from storage import schema
-from storage.copy import COPY_MARK
+from storage.copy import COPY_MARK, MOVED
 from storage.database import Database
 from storage.state import StateRepository
 
@@ -43,6 +43,14 @@ COPY_UNFINISHED = (
     "this database is an unfinished copy (`jarchy db copy` was cut short or failed before it was verified); "
     "run the same `jarchy db copy --to URL` again to finish it, or go back to the original database"
 )
+MOVED_AWAY = (
+    "this database was copied to PostgreSQL by `jarchy db copy` and is no longer the installation's: set "
+    "JARCHY_DATABASE_URL to the PostgreSQL database, then delete this file (or copy again with "
+    "--retire-source, which empties and deletes it)"
+)
+# In the data directory after `jarchy db copy --retire-source`: the path of the SQLite file it deleted, so a
+# start that still points at it does not quietly begin an empty installation there.
+RETIRED_FILE = "moved-to-postgresql"
 ROTATION_UNFINISHED = (
     "a key rotation is unfinished (killed or failed half-way); run `jarchy rotate-key` again to finish it "
     "before starting the bot"
@@ -59,6 +67,7 @@ class DatabaseState:
     rotation: str | None
     holds_data: bool
     copying: bool = False
+    moved: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,7 @@ async def guard_key(
     location = settings.key_location
     if create:
         refuse_key_beside_data(settings)
+    refuse_retired(settings)
     state = await database_state(db)
     refuse_moved_or_copying(state, copying=copying)
     if state.rotation is not None:
@@ -169,9 +179,35 @@ async def guard_key(
 
 
 def refuse_moved_or_copying(state: DatabaseState, *, copying: bool = False) -> None:
-    """Stop if the database is an unverified copy."""
+    """Stop if the database is an unverified copy, or the original of a verified one."""
     if state.copying and not copying:
         raise KeyFileError(COPY_UNFINISHED)
+    if state.moved:
+        raise KeyFileError(MOVED_AWAY)
+
+
+def retired_sqlite(settings: Settings) -> Path | None:
+    """Return the SQLite file these settings name if `db copy --retire-source` moved it away, else None."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    try:
+        named = (settings.data_dir / RETIRED_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    path = Path(url.database).resolve()
+    return path if named == str(path) else None
+
+
+def refuse_retired(settings: Settings) -> None:
+    """Stop if the SQLite database was copied to PostgreSQL and deleted: starting would begin an empty one."""
+    path = retired_sqlite(settings)
+    if path is not None:
+        raise KeyFileError(
+            f"the database {path} was moved to PostgreSQL and deleted by `jarchy db copy --retire-source`; "
+            "set JARCHY_DATABASE_URL to the PostgreSQL database (or delete "
+            f"{settings.data_dir / RETIRED_FILE} to start an empty installation here)"
+        )
 
 
 def refuse_key_beside_data(settings: Settings) -> None:
@@ -215,11 +251,12 @@ async def database_state(db: Database) -> DatabaseState:
     async with db.read() as conn:
         tables = frozenset(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
         check = rotation = None
-        copying = False
+        copying = moved = False
         if schema.bot_state.name in tables:
             check = await StateRepository().get(conn, KEY_CHECK)
             rotation = await StateRepository().get(conn, ROTATION)
             copying = await StateRepository().get(conn, COPY_MARK) is not None
+            moved = await StateRepository().get(conn, MOVED) is not None
         holds = check is not None or rotation is not None
         for table in schema.metadata.sorted_tables:
             if holds:
@@ -227,7 +264,7 @@ async def database_state(db: Database) -> DatabaseState:
             # bot_state holds offsets and settings, not personal data.
             if table.name in tables and table is not schema.bot_state:
                 holds = (await conn.execute(select(1).select_from(table).limit(1))).first() is not None
-    return DatabaseState(tables, check, rotation, holds, copying)
+    return DatabaseState(tables, check, rotation, holds, copying, moved)
 
 
 async def probe(db: Database, key: DataKey, tables: frozenset[str], admin_ids: frozenset[int]) -> bool | None:

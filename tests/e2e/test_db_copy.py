@@ -62,9 +62,10 @@ async def test_a_sqlite_installation_moves_to_postgresql_intact(fake: FakeBotApi
         assert code == 0, output
         assert "copied and verified" in output
         assert await read_rows(target, SEALED) == before  # sealed values byte for byte, ids kept
-        # A verified copy is no longer a copy under way: copying into it again is refused, not merged.
-        code, output = await run_jarchy(settings, "db", "copy", "--to", target)
-        assert code == 2 and "not empty" in output, output
+        # The old file still holds everything: nothing may start on it, nor copy it again.
+        for command in (("export", "--out", str(tmp_path / "out.csv")), ("db", "copy", "--to", target)):
+            code, output = await run_jarchy(settings, *command)
+            assert code == 2 and "was copied to PostgreSQL" in output, output
 
         moved = replace(settings, database_url=target)
         bot = RunningBot(moved, seed=False)
@@ -164,7 +165,8 @@ async def test_a_copy_cut_short_refuses_to_run_and_a_resumed_copy_makes_it_equal
         for query in (
             "SELECT id, status, reporter IS NULL, contact_chat IS NULL, body FROM reports ORDER BY id",
             "SELECT update_id FROM inbox ORDER BY update_id",
-            "SELECT key, value FROM bot_state WHERE key <> 'copy_source_id' ORDER BY key",
+            "SELECT key, value FROM bot_state WHERE key NOT IN ('copy_source_id', 'moved_to_postgresql') "
+            "ORDER BY key",
         ):
             assert await read_rows(target, query) == await read_rows(settings.database_url, query), query
         assert (
@@ -190,6 +192,28 @@ async def test_a_copy_refuses_a_target_that_holds_another_database(fake: FakeBot
         code, output = await run_jarchy(settings, "db", "copy", "--to", target)
         assert code == 2 and "not empty" in output, output
         assert await read_rows(target, "SELECT count(*) FROM reports") == [(0,)]
+    finally:
+        await drop_postgres_database(target)
+
+
+@pytest.mark.sqlite_only("the source is a SQLite installation; the target, a PostgreSQL database of its own")
+async def test_retire_source_empties_and_deletes_the_sqlite_file(fake: FakeBotApi, tmp_path: Path) -> None:
+    _need_postgres()
+    settings = await _installation(fake, tmp_path)
+    path = Path(make_url(settings.database_url).database or "")
+    assert path.is_file()  # noqa: ASYNC240 - a test's own file
+    target = await create_postgres_database(migrated=False)
+    try:
+        code, output = await run_jarchy(settings, "db", "copy", "--to", target, "--retire-source")
+        assert code == 0 and "retired the source" in output, output
+        left = [p.name for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        assert left == []
+        assert await read_rows(target, "SELECT count(*) FROM reports") == [(1,)]
+        # A start still pointing at the deleted file stops, instead of beginning an empty installation.
+        code, output = await run_jarchy(settings, "export", "--out", str(tmp_path / "out.csv"))
+        assert code == 2 and "moved to PostgreSQL and deleted" in output, output
+        left = [p.name for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        assert left == []
     finally:
         await drop_postgres_database(target)
 
