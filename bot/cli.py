@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from storage.database import Database
 
 EXIT_CONFIG = 2
+COPY_TO_VARIABLE = "JARCHY_COPY_TO_URL"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,11 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     db_cmd = sub.add_parser("db", help="copy the database to another (SQLite to PostgreSQL)")
     db_cmd.add_argument("action", choices=["copy"], help="copy: every row, sealed values as they are")
-    db_cmd.add_argument(
+    target = db_cmd.add_mutually_exclusive_group()
+    target.add_argument(
         "--to",
-        required=True,
         metavar="URL",
-        help="the target, e.g. postgresql+asyncpg://jarchy:…@host/jarchy",
+        help=f"the target, e.g. postgresql+asyncpg://jarchy@host/jarchy (default: {COPY_TO_VARIABLE}); "
+        "give the password by PGPASSWORD or ~/.pgpass, not here: the command line is visible to others",
+    )
+    target.add_argument(
+        "--to-env", metavar="NAME", help="read the target's URL from this environment variable"
     )
     db_cmd.add_argument(
         "--retire-source",
@@ -187,10 +192,21 @@ def _health(settings: Settings) -> int:
 def _db_copy(settings: Settings, args: argparse.Namespace) -> int:
     from bot.runtime.instance import DataDirInUse, lock_transient_keys
 
-    target_url: str = args.to
-    if "://" not in target_url or _same_database(target_url, settings.database_url):
-        print("jarchy: --to must be another database's URL (see JARCHY_DATABASE_URL)", file=sys.stderr)
+    target_url = _copy_target(args)
+    if target_url is None or "://" not in target_url or _same_database(target_url, settings.database_url):
+        print(
+            f"jarchy: --to (or --to-env NAME, or {COPY_TO_VARIABLE}) must be another database's URL (see "
+            "JARCHY_DATABASE_URL)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
+    if args.to is not None and _password_of(args.to):
+        print(
+            "jarchy: warning: the --to URL holds a password, which other users can read in the process list "
+            f"and your shell keeps in its history; use --to-env NAME, {COPY_TO_VARIABLE}, PGPASSWORD or "
+            "~/.pgpass instead",
+            file=sys.stderr,
+        )
     try:
         # The bot must be stopped: a row written during the copy could be missed. (The copy also holds the
         # SQLite database's write lock from start to end.)
@@ -202,6 +218,22 @@ def _db_copy(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(_copy(settings, target_url, retire_source=args.retire_source))
     finally:
         lock.close()
+
+
+def _copy_target(args: argparse.Namespace) -> str | None:
+    if args.to_env is not None:
+        return os.environ.get(args.to_env) or None
+    return args.to or os.environ.get(COPY_TO_VARIABLE) or None
+
+
+def _password_of(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return bool(make_url(url).password)
+    except ArgumentError:
+        return False
 
 
 def _same_database(one: str, other: str) -> bool:

@@ -5,6 +5,7 @@ made it equal to the source; the source is locked meanwhile, and left unusable (
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,8 @@ async def test_a_sqlite_installation_moves_to_postgresql_intact(fake: FakeBotApi
         code, output = await run_jarchy(settings, "db", "copy", "--to", target)
         assert code == 0, output
         assert "copied and verified" in output
+        if make_url(target).password:  # on the command line: said to be readable by others
+            assert "holds a password" in output, output
         assert await read_rows(target, SEALED) == before  # sealed values byte for byte, ids kept
         # The old file still holds everything: nothing may start on it, nor copy it again.
         for command in (("export", "--out", str(tmp_path / "out.csv")), ("db", "copy", "--to", target)):
@@ -204,8 +207,17 @@ async def test_retire_source_empties_and_deletes_the_sqlite_file(fake: FakeBotAp
     assert path.is_file()  # noqa: ASYNC240 - a test's own file
     target = await create_postgres_database(migrated=False)
     try:
-        code, output = await run_jarchy(settings, "db", "copy", "--to", target, "--retire-source")
+        # The URL from the environment, not the command line (where its password would show).
+        env = {"MY_TARGET": target}
+        os.environ.update(env)
+        try:
+            code, output = await run_jarchy(
+                settings, "db", "copy", "--to-env", "MY_TARGET", "--retire-source"
+            )
+        finally:
+            del os.environ["MY_TARGET"]
         assert code == 0 and "retired the source" in output, output
+        assert "holds a password" not in output
         left = [p.name for p in path.parent.iterdir() if p.name.startswith(path.name)]
         assert left == []
         assert await read_rows(target, "SELECT count(*) FROM reports") == [(1,)]
