@@ -80,6 +80,8 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("JARCHY_WEBHOOK_LISTEN", "0.0.0.0:99999", "host:port"),
         ("JARCHY_WEBHOOK_SECRET", "has spaces in it", "token_urlsafe"),
         ("JARCHY_WEBHOOK_SECRET", "x" * 257, "token_urlsafe"),
+        ("JARCHY_WEBHOOK_SECRET", "x_", "at least 32"),
+        ("JARCHY_WEBHOOK_SECRET", "A" * 31, "at least 32"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value: str, hint: str) -> None:
@@ -96,7 +98,7 @@ def test_token_never_shows_in_repr_or_description(tmp_path: Path) -> None:
         {
             "JARCHY_BOT_TOKEN": TOKEN,
             "JARCHY_DATABASE_URL": "postgresql+asyncpg://jarchy:hunter2@db/jarchy",
-            "JARCHY_WEBHOOK_SECRET": "swordfish-42",
+            "JARCHY_WEBHOOK_SECRET": "swordfish-42" * 3,
         },
         env_file=tmp_path / "none",
     )
