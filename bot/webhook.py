@@ -177,7 +177,8 @@ class WebhookServer:
 def _update_of(body: bytes) -> dict[str, Any] | None:
     try:
         update = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: a body nested deeper than the parser's stack (200,000 `[`), nothing Telegram sends.
         return None
     if not isinstance(update, dict):
         return None

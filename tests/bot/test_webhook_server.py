@@ -77,3 +77,16 @@ async def test_a_burst_of_refused_requests_always_reaches_the_log(
     await server.stop()  # and what is counted at the stop
     assert sum(_refused(caplog)) == 4
     assert inbox.got == []
+
+
+@pytest.mark.sqlite_only("no database is used")
+async def test_a_body_nested_too_deep_is_refused_with_400_not_an_error(
+    served: tuple[WebhookServer, _Inbox, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, inbox, url = served
+    caplog.set_level(logging.DEBUG)
+    assert await _post(url, b"[" * 200_000, SECRET) == 400
+    assert await _post(url, b'{"update_id": 7, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", SECRET) == 400
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert await _post(url, b'{"update_id": 8}', SECRET) == 200
+    assert inbox.got == [{"update_id": 8}]
