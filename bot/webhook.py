@@ -183,7 +183,8 @@ def _update_of(body: bytes) -> dict[str, Any] | None:
     if not isinstance(update, dict):
         return None
     update_id = update.get("update_id")
-    if not isinstance(update_id, int) or isinstance(update_id, bool) or update_id < 0:
+    # Past 64 bits no column can store it: answered 400, not 503 for Telegram to resend forever.
+    if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 <= update_id < 2**63:
         return None
     return update
 

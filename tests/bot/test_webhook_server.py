@@ -88,5 +88,6 @@ async def test_a_body_nested_too_deep_is_refused_with_400_not_an_error(
     assert await _post(url, b"[" * 200_000, SECRET) == 400
     assert await _post(url, b'{"update_id": 7, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", SECRET) == 400
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert await _post(url, b'{"update_id": 9223372036854775808}', SECRET) == 400  # 2**63: fits no column
     assert await _post(url, b'{"update_id": 8}', SECRET) == 200
     assert inbox.got == [{"update_id": 8}]

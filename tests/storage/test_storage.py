@@ -142,6 +142,17 @@ async def test_roles_need_an_existing_user(db: Database, clock: FakeClock) -> No
     assert user is not None and user.roles == frozenset({"admin"})
 
 
+async def test_inbox_takes_update_ids_past_32_bits(db: Database, clock: FakeClock) -> None:
+    inbox = InboxRepository()
+    big = 2**31 + 7
+    async with db.write() as conn:
+        await inbox.store(conn, [(big, b"a")], big + 1, clock.now())
+        assert await inbox.store_pushed(conn, 2**40, b"b", clock.now())
+    async with db.read() as conn:
+        assert [r.update_id for r in await inbox.due(conn, clock.now(), 10)] == [big, 2**40]
+        assert await inbox.offset(conn) == big + 1
+
+
 async def test_inbox_deduplicates_by_update_id_and_keeps_the_offset(db: Database, clock: FakeClock) -> None:
     inbox = InboxRepository()
     async with db.write() as conn:
