@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from storage.database import Database
 
 EXIT_CONFIG = 2
+COPY_TO_VARIABLE = "JARCHY_COPY_TO_URL"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             return asyncio.run(_export(settings, args))
         if args.command == "db":
-            return _db_copy(settings, args.to)
+            return _db_copy(settings, args)
         if args.command == "rotate-key":
             return asyncio.run(_rotate_key(settings, args))
         return asyncio.run(_check(settings))
@@ -115,11 +116,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     db_cmd = sub.add_parser("db", help="copy the database to another (SQLite to PostgreSQL)")
     db_cmd.add_argument("action", choices=["copy"], help="copy: every row, sealed values as they are")
-    db_cmd.add_argument(
+    target = db_cmd.add_mutually_exclusive_group()
+    target.add_argument(
         "--to",
-        required=True,
         metavar="URL",
-        help="the target, e.g. postgresql+asyncpg://jarchy:…@host/jarchy",
+        help=f"the target, e.g. postgresql+asyncpg://jarchy@host/jarchy (default: {COPY_TO_VARIABLE}); "
+        "give the password by PGPASSWORD or ~/.pgpass, not here: the command line is visible to others",
+    )
+    target.add_argument(
+        "--to-env", metavar="NAME", help="read the target's URL from this environment variable"
+    )
+    db_cmd.add_argument(
+        "--retire-source",
+        action="store_true",
+        help="after a verified copy, empty the SQLite database (secure delete, VACUUM) and delete its files",
     )
     signed = sub.add_parser(
         "verify-statement",
@@ -277,10 +287,11 @@ def _run(settings: Settings, *, webhook: bool = False) -> int:
 
 
 async def _guard_key(settings: Settings) -> None:
-    from bot.security.key_guard import guard_key, refuse_key_beside_data
+    from bot.security.key_guard import guard_key, refuse_key_beside_data, refuse_retired
     from storage.database import Database
 
     refuse_key_beside_data(settings)  # before the database file is even opened
+    refuse_retired(settings)
     db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
     try:
         await guard_key(settings, db, create=True)
@@ -305,30 +316,80 @@ def _health(settings: Settings) -> int:
     return 0
 
 
-def _db_copy(settings: Settings, target_url: str) -> int:
+def _db_copy(settings: Settings, args: argparse.Namespace) -> int:
     from bot.runtime.instance import DataDirInUse, lock_transient_keys
 
-    if "://" not in target_url or target_url == settings.database_url:
-        print("jarchy: --to must be another database's URL (see JARCHY_DATABASE_URL)", file=sys.stderr)
+    target_url = _copy_target(args)
+    if target_url is None or "://" not in target_url or _same_database(target_url, settings.database_url):
+        print(
+            f"jarchy: --to (or --to-env NAME, or {COPY_TO_VARIABLE}) must be another database's URL (see "
+            "JARCHY_DATABASE_URL)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
+    if args.to is not None and _password_of(args.to):
+        print(
+            "jarchy: warning: the --to URL holds a password, which other users can read in the process list "
+            f"and your shell keeps in its history; use --to-env NAME, {COPY_TO_VARIABLE}, PGPASSWORD or "
+            "~/.pgpass instead",
+            file=sys.stderr,
+        )
     try:
-        # The bot must be stopped: a row written during the copy could be missed.
+        # The bot must be stopped: a row written during the copy could be missed. (The copy also holds the
+        # SQLite database's write lock from start to end.)
         lock = lock_transient_keys(settings.data_dir)
     except DataDirInUse as error:
         print(f"jarchy: {error}; stop the bot before copying its database", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return asyncio.run(_copy(settings, target_url))
+        return asyncio.run(_copy(settings, target_url, retire_source=args.retire_source))
     finally:
         lock.close()
 
 
-async def _copy(settings: Settings, target_url: str) -> int:
+def _copy_target(args: argparse.Namespace) -> str | None:
+    if args.to_env is not None:
+        return os.environ.get(args.to_env) or None
+    return args.to or os.environ.get(COPY_TO_VARIABLE) or None
+
+
+def _password_of(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return bool(make_url(url).password)
+    except ArgumentError:
+        return False
+
+
+def _same_database(one: str, other: str) -> bool:
+    """Tell whether two URLs name one database: SQLite by resolved path, others by host, port and name."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        a, b = make_url(one), make_url(other)
+    except ArgumentError:
+        return one == other
+    if a.get_backend_name() != b.get_backend_name():
+        return False
+    if a.get_backend_name() == "sqlite":
+        if not a.database or not b.database or ":memory:" in (a.database, b.database):
+            return a.database == b.database
+        return Path(a.database).resolve() == Path(b.database).resolve()
+    return (a.host or "localhost", a.port, a.database) == (b.host or "localhost", b.port, b.database)
+
+
+async def _copy(settings: Settings, target_url: str, *, retire_source: bool = False) -> int:
     from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from sqlalchemy.engine import make_url
 
     from bot.security.key_guard import guard_key
     from storage import migrations
-    from storage.copy import copy_database
+    from storage.copy import CopyRefused, copy_database, finish_copy, mark_moved
     from storage.database import Database
 
     source = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
@@ -337,20 +398,62 @@ async def _copy(settings: Settings, target_url: str) -> int:
         await guard_key(settings, source, create=False)  # the key opens the source: the copy will open too
         await migrations.upgrade(target)
         report = await copy_database(source, target)
+    except CopyRefused as refusal:
+        print(f"jarchy: {refusal}", file=sys.stderr)
+        return EXIT_CONFIG
     finally:
         await source.close()
         await target.close()
     for name, count in report.source.items():
-        print(f"{name}: {count} rows ({report.written.get(name, 0)} copied now)")
+        deleted = report.deleted.get(name, 0)
+        removed = f", {deleted} removed" if deleted else ""
+        print(f"{name}: {count} rows ({report.written.get(name, 0)} copied now{removed})")
     if report.mismatched:
-        print(f"jarchy: counts differ in {', '.join(report.mismatched)}; run the copy again", file=sys.stderr)
+        print(
+            f"jarchy: counts or contents differ in {', '.join(report.mismatched)}; run the copy again",
+            file=sys.stderr,
+        )
         return 1
     # The audit chain, report seals and evidence bindings, checked on the copy as `jarchy audit verify` does.
-    verified = await _audit_verify(replace(settings, database_url=target_url))
+    verified = await _audit_verify(replace(settings, database_url=target_url), copying=True)
     if verified != 0:
         return verified
+    target = Database.connect(target_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    try:
+        await finish_copy(target)  # only now may the bot start on it
+    finally:
+        await target.close()
     print("copied and verified; set JARCHY_DATABASE_URL to the target and start the bot")
+    parsed = make_url(settings.database_url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return 0
+    if retire_source:
+        files = _retire_source(settings, parsed.database)
+        print(f"retired the source: emptied and deleted {', '.join(str(path) for path in files)}")
+        return 0
+    source = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
+    try:
+        await mark_moved(source, datetime.now(UTC))
+    finally:
+        await source.close()
+    print(
+        f"the source {parsed.database} still holds everything (later /forget and purges never reach it); the "
+        "bot now refuses to start on it. Delete it, or copy again with --retire-source, which empties and "
+        "deletes it"
+    )
     return 0
+
+
+def _retire_source(settings: Settings, database: str) -> list[Path]:
+    """Empty and delete the copied SQLite file; leave a note so a start still pointing at it stops."""
+    from bot.security.key_guard import RETIRED_FILE
+    from storage.copy import retire_sqlite_file
+
+    retired = Path(database).resolve()
+    files = retire_sqlite_file(retired)
+    # Without it a start still pointing at the deleted file would begin an empty installation there.
+    (settings.data_dir / RETIRED_FILE).write_text(f"{retired}\n", encoding="utf-8")
+    return files
 
 
 async def _migrate(settings: Settings) -> int:
@@ -423,6 +526,7 @@ async def _check_key(settings: Settings, db: Database) -> list[str]:
         beside_data_message,
         database_state,
         guard_key,
+        refuse_moved_or_copying,
     )
     from bot.security.keys import key_file_is_wrapped
 
@@ -433,6 +537,10 @@ async def _check_key(settings: Settings, db: Database) -> list[str]:
     if not settings.key_beside_data and beside_data(settings, location.path):
         problems.append(f"key: `jarchy run` refuses it: {beside_data_message(settings, location.path)}")
     state = await database_state(db)
+    try:
+        refuse_moved_or_copying(state)
+    except KeyFileError as error:
+        return [*problems, f"database: {error}"]
     if state.rotation is not None:
         return [*problems, f"key: {ROTATION_UNFINISHED}"]
     if not location.path.exists() and not state.holds_data and not location.managed:
@@ -505,11 +613,11 @@ async def _held_alerts(db: Database) -> str:
     return line
 
 
-async def _audit_verify(settings: Settings, expect_head: str | None = None) -> int:
+async def _audit_verify(settings: Settings, expect_head: str | None = None, *, copying: bool = False) -> int:
     from bot.runtime.audit import AuditLog, head_prefix
     from bot.runtime.clock import SystemClock
     from bot.security import Cipher
-    from bot.security.key_guard import guard_key
+    from bot.security.key_guard import guard_key, refuse_retired
     from bot.services.reports.evidence import EvidenceStore, verify_evidence
     from bot.services.reports.seal import tampered_reports
     from storage.audit import AuditRepository
@@ -522,10 +630,11 @@ async def _audit_verify(settings: Settings, expect_head: str | None = None) -> i
         except ValueError as error:
             print(f"jarchy: --expect-head: {error}", file=sys.stderr)
             return EXIT_CONFIG
+    refuse_retired(settings)  # before the engine is made: closing it would create an empty file
     db = Database.connect(settings.database_url)
     try:
         # A wrong key is a configuration error (exit 2), not a broken chain; and verify never makes a key.
-        key = (await guard_key(settings, db, create=False)).key
+        key = (await guard_key(settings, db, create=False, copying=copying)).key
     except KeyFileError:
         await db.close()
         raise

@@ -496,14 +496,20 @@ def _listen(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+WEBHOOK_SECRET_MIN = 32
+
+
 def _webhook_secret(env: Mapping[str, str]) -> SecretStr | None:
     raw = env.get("JARCHY_WEBHOOK_SECRET", "").strip()
     if not raw:
         return None
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", raw):
+    # Anyone who can reach the webhook may guess: a short secret falls to a brute force (2 characters to
+    # 4096 requests), and the requests refused are only counted in the log.
+    if not re.fullmatch(rf"[A-Za-z0-9_-]{{{WEBHOOK_SECRET_MIN},256}}", raw):
         raise SettingsError(
             "JARCHY_WEBHOOK_SECRET",
-            "is not 1-256 letters, digits, _ or - (what Telegram allows)",
+            f"is not {WEBHOOK_SECRET_MIN}-256 letters, digits, _ or - (at least {WEBHOOK_SECRET_MIN}, so it "
+            "cannot be guessed; at most 256 of the characters Telegram allows)",
             "Generate one, e.g. with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
             "or leave it unset to derive it from the data key.",
         )

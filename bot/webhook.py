@@ -18,12 +18,12 @@ import hmac
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bot.runtime.inbox import ALLOWED_UPDATES, DurableInbox, FatalPollingError
+from bot.runtime.inbox import ALLOWED_UPDATES, FatalPollingError
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from bot.security import DataKey
 from bot.settings import Settings
@@ -56,17 +56,26 @@ def webhook_path(url: str) -> str:
     return urlsplit(url).path or "/"
 
 
+class UpdateSink(Protocol):
+    """Where accepted updates go: the durable inbox (bot.runtime.inbox.DurableInbox)."""
+
+    async def accept(self, update: dict[str, Any]) -> bool:
+        """Store an update; return False if it was there already."""
+        ...
+
+
 class WebhookServer:
     """The aiohttp server that takes Telegram's requests into the inbox."""
 
     def __init__(
         self,
         *,
-        inbox: DurableInbox,
+        inbox: UpdateSink,
         db: Database,
         secret: str,
         path: str,
         listen: tuple[str, int],
+        refusal_log_every_s: float = _REFUSAL_LOG_EVERY_S,
     ) -> None:
         if path in (HEALTH_PATH, READY_PATH):
             raise ValueError(f"the webhook path {path} is taken by a health endpoint")
@@ -77,8 +86,10 @@ class WebhookServer:
         self._listen = listen
         self._runner: web.AppRunner | None = None
         self.webhook_set = False
-        self._refusals_logged_at = -_REFUSAL_LOG_EVERY_S
+        self._refusal_log_every_s = refusal_log_every_s
+        self._refusals_logged_at = -refusal_log_every_s
         self._refusals_unlogged = 0
+        self._refusals_flush: asyncio.TimerHandle | None = None
 
     def application(self) -> web.Application:
         """The web application: the webhook and the two health endpoints."""
@@ -103,6 +114,7 @@ class WebhookServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        self._flush_refusals()  # a burst just before the stop is in the log too
 
     async def _receive(self, request: web.Request) -> web.Response:
         # Checked before the body is read: a forged request costs no parsing and leaves nothing behind.
@@ -130,12 +142,23 @@ class WebhookServer:
         return web.Response(status=200)
 
     def _log_refusal(self) -> None:
-        # One line a minute at most: whoever sends forged requests must not be able to fill the log.
+        # One line a minute at most: whoever sends forged requests must not be able to fill the log. What
+        # is counted meanwhile is logged when the minute is over (or at stop), not only at a later refusal:
+        # a burst always shows.
         self._refusals_unlogged += 1
-        now = time.monotonic()
-        if now - self._refusals_logged_at >= _REFUSAL_LOG_EVERY_S:
+        wait = self._refusals_logged_at + self._refusal_log_every_s - time.monotonic()
+        if wait <= 0:
+            self._flush_refusals()
+        elif self._refusals_flush is None:
+            self._refusals_flush = asyncio.get_running_loop().call_later(wait, self._flush_refusals)
+
+    def _flush_refusals(self) -> None:
+        if self._refusals_flush is not None:
+            self._refusals_flush.cancel()
+            self._refusals_flush = None
+        if self._refusals_unlogged:
             log.warning("refused %d webhook request(s) without the right secret", self._refusals_unlogged)
-            self._refusals_logged_at, self._refusals_unlogged = now, 0
+            self._refusals_logged_at, self._refusals_unlogged = time.monotonic(), 0
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -154,12 +177,14 @@ class WebhookServer:
 def _update_of(body: bytes) -> dict[str, Any] | None:
     try:
         update = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: a body nested deeper than the parser's stack (200,000 `[`), nothing Telegram sends.
         return None
     if not isinstance(update, dict):
         return None
     update_id = update.get("update_id")
-    if not isinstance(update_id, int) or isinstance(update_id, bool) or update_id < 0:
+    # Past 64 bits no column can store it: answered 400, not 503 for Telegram to resend forever.
+    if not isinstance(update_id, int) or isinstance(update_id, bool) or not 0 <= update_id < 2**63:
         return None
     return update
 

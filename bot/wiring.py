@@ -17,7 +17,7 @@ from bot.runtime.outbox import Outbox
 from bot.runtime.ratelimit import SendLimiter
 from bot.runtime.telegram_api import TelegramApi
 from bot.security import Cipher, DataKey, Pseudonymizer
-from bot.security.key_guard import guard_key, read_key
+from bot.security.key_guard import guard_key, read_key, refuse_retired
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import TransientKeys
 from bot.services.access.identity import OfficialBots, SafewordService
@@ -140,6 +140,7 @@ async def open_services(
     service could mark, rewrite or delete a row it cannot decrypt. `create_key`: an empty database may get
     a new key (`jarchy run`); other commands pass False.
     """
+    refuse_retired(settings)  # before the engine is made: closing it would create an empty file
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
     try:

@@ -128,7 +128,7 @@ class OutboxRepository:
         """Insert rows in the caller's transaction, skipping ones whose dedupe_key exists; return how many."""
         if not rows:
             return 0
-        stmt = insert_or(conn, outbox).on_conflict_do_nothing()
+        stmt = insert_or(conn, outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
         return await insert_many_counted(
             conn,
             stmt,

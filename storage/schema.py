@@ -60,7 +60,8 @@ user_roles = Table(
 inbox = Table(
     "inbox",
     metadata,
-    Column("update_id", Integer, primary_key=True, autoincrement=False),
+    # 64-bit: Telegram promises no bound on update ids. SQLite's INTEGER is 64-bit and the rowid already.
+    Column("update_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     # Encrypted raw update; set to NULL as soon as the update is handled.
     Column("payload", LargeBinary, nullable=True),
     Column("status", String(12), nullable=False, server_default="pending"),

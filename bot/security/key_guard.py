@@ -29,6 +29,7 @@ from bot.security.keys import (
 )
 from bot.settings import KEY_BESIDE_DATA_CONSENT, Settings
 from storage import schema
+from storage.copy import COPY_MARK, MOVED
 from storage.database import Database
 from storage.state import StateRepository
 
@@ -38,6 +39,18 @@ KEY_CHECK = "key_check"
 ROTATION = (
     "key_rotation"  # JSON while `jarchy rotate-key` has not finished (see bot.services.upkeep.key_rotation)
 )
+COPY_UNFINISHED = (
+    "this database is an unfinished copy (`jarchy db copy` was cut short or failed before it was verified); "
+    "run the same `jarchy db copy --to URL` again to finish it, or go back to the original database"
+)
+MOVED_AWAY = (
+    "this database was copied to PostgreSQL by `jarchy db copy` and is no longer the installation's: set "
+    "JARCHY_DATABASE_URL to the PostgreSQL database, then delete this file (or copy again with "
+    "--retire-source, which empties and deletes it)"
+)
+# In the data directory after `jarchy db copy --retire-source`: the path of the SQLite file it deleted, so a
+# start that still points at it does not quietly begin an empty installation there.
+RETIRED_FILE = "moved-to-postgresql"
 ROTATION_UNFINISHED = (
     "a key rotation is unfinished (killed or failed half-way); run `jarchy rotate-key` again to finish it "
     "before starting the bot"
@@ -53,6 +66,8 @@ class DatabaseState:
     key_check: str | None
     rotation: str | None
     holds_data: bool
+    copying: bool = False
+    moved: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,13 +109,23 @@ def read_key(settings: Settings, passphrase: Passphrase | None = None) -> DataKe
 
 
 async def guard_key(
-    settings: Settings, db: Database, *, create: bool, passphrase: Passphrase | None = None
+    settings: Settings,
+    db: Database,
+    *,
+    create: bool,
+    passphrase: Passphrase | None = None,
+    copying: bool = False,
 ) -> KeyGrant:
-    """Return the key for this database, creating one only if `create` and the database is empty."""
+    """Return the key for this database, creating one only if `create` and the database is empty.
+
+    `copying`: `jarchy db copy` verifying its own unfinished copy, which may carry the copy mark.
+    """
     location = settings.key_location
     if create:
         refuse_key_beside_data(settings)
+    refuse_retired(settings)
     state = await database_state(db)
+    refuse_moved_or_copying(state, copying=copying)
     if state.rotation is not None:
         raise KeyFileError(ROTATION_UNFINISHED)
     if not location.path.exists():
@@ -153,6 +178,38 @@ async def guard_key(
     return KeyGrant(key, check)
 
 
+def refuse_moved_or_copying(state: DatabaseState, *, copying: bool = False) -> None:
+    """Stop if the database is an unverified copy, or the original of a verified one."""
+    if state.copying and not copying:
+        raise KeyFileError(COPY_UNFINISHED)
+    if state.moved:
+        raise KeyFileError(MOVED_AWAY)
+
+
+def retired_sqlite(settings: Settings) -> Path | None:
+    """Return the SQLite file these settings name if `db copy --retire-source` moved it away, else None."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    try:
+        named = (settings.data_dir / RETIRED_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    path = Path(url.database).resolve()
+    return path if named == str(path) else None
+
+
+def refuse_retired(settings: Settings) -> None:
+    """Stop if the SQLite database was copied to PostgreSQL and deleted: starting would begin an empty one."""
+    path = retired_sqlite(settings)
+    if path is not None:
+        raise KeyFileError(
+            f"the database {path} was moved to PostgreSQL and deleted by `jarchy db copy --retire-source`; "
+            "set JARCHY_DATABASE_URL to the PostgreSQL database (or delete "
+            f"{settings.data_dir / RETIRED_FILE} to start an empty installation here)"
+        )
+
+
 def refuse_key_beside_data(settings: Settings) -> None:
     """Stop `run` if the key lies with the data, unless the operator consented to what that costs."""
     path = settings.key_location.path
@@ -194,9 +251,12 @@ async def database_state(db: Database) -> DatabaseState:
     async with db.read() as conn:
         tables = frozenset(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
         check = rotation = None
+        copying = moved = False
         if schema.bot_state.name in tables:
             check = await StateRepository().get(conn, KEY_CHECK)
             rotation = await StateRepository().get(conn, ROTATION)
+            copying = await StateRepository().get(conn, COPY_MARK) is not None
+            moved = await StateRepository().get(conn, MOVED) is not None
         holds = check is not None or rotation is not None
         for table in schema.metadata.sorted_tables:
             if holds:
@@ -204,7 +264,7 @@ async def database_state(db: Database) -> DatabaseState:
             # bot_state holds offsets and settings, not personal data.
             if table.name in tables and table is not schema.bot_state:
                 holds = (await conn.execute(select(1).select_from(table).limit(1))).first() is not None
-    return DatabaseState(tables, check, rotation, holds)
+    return DatabaseState(tables, check, rotation, holds, copying, moved)
 
 
 async def probe(db: Database, key: DataKey, tables: frozenset[str], admin_ids: frozenset[int]) -> bool | None:

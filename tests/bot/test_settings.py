@@ -89,6 +89,8 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("JARCHY_PROXY_LINK", "https://example.org/proxy?server=p.example.org&port=443", "t.me/proxy"),
         ("JARCHY_PROXY_LINK", "tg://resolve?domain=jarchy_bot", "t.me/proxy"),
         ("JARCHY_PROXY_LINK", "https://t.me/proxy?server=p.example.org", "t.me/proxy"),
+        ("JARCHY_WEBHOOK_SECRET", "x_", "at least 32"),
+        ("JARCHY_WEBHOOK_SECRET", "A" * 31, "at least 32"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value: str, hint: str) -> None:
@@ -105,7 +107,7 @@ def test_token_never_shows_in_repr_or_description(tmp_path: Path) -> None:
         {
             "JARCHY_BOT_TOKEN": TOKEN,
             "JARCHY_DATABASE_URL": "postgresql+asyncpg://jarchy:hunter2@db/jarchy",
-            "JARCHY_WEBHOOK_SECRET": "swordfish-42",
+            "JARCHY_WEBHOOK_SECRET": "swordfish-42" * 3,
         },
         env_file=tmp_path / "none",
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.runtime.clock import FakeClock
 from storage import migrations
@@ -142,6 +142,17 @@ async def test_roles_need_an_existing_user(db: Database, clock: FakeClock) -> No
     assert user is not None and user.roles == frozenset({"admin"})
 
 
+async def test_inbox_takes_update_ids_past_32_bits(db: Database, clock: FakeClock) -> None:
+    inbox = InboxRepository()
+    big = 2**31 + 7
+    async with db.write() as conn:
+        await inbox.store(conn, [(big, b"a")], big + 1, clock.now())
+        assert await inbox.store_pushed(conn, 2**40, b"b", clock.now())
+    async with db.read() as conn:
+        assert [r.update_id for r in await inbox.due(conn, clock.now(), 10)] == [big, 2**40]
+        assert await inbox.offset(conn) == big + 1
+
+
 async def test_inbox_deduplicates_by_update_id_and_keeps_the_offset(db: Database, clock: FakeClock) -> None:
     inbox = InboxRepository()
     async with db.write() as conn:
@@ -233,6 +244,27 @@ async def test_dedupe_key_makes_enqueueing_idempotent(db: Database, clock: FakeC
     async with db.write() as conn:
         assert await repo.insert(conn, [_row("a", dedupe="reminder:1:7d", clock=clock)], clock.now()) == 1
         assert await repo.insert(conn, [_row("b", dedupe="reminder:1:7d", clock=clock)], clock.now()) == 0
+        assert await repo.counts(conn) == {"pending": 1}
+
+
+async def test_an_outbox_row_colliding_on_anything_but_its_dedupe_key_raises(
+    db: Database, clock: FakeClock
+) -> None:
+    # Only the dedupe key makes an insert a no-op: a clash on the id or the uid is a bug to hear about, not
+    # an alert to lose (on PostgreSQL, ON CONFLICT DO NOTHING without a target swallowed every clash).
+    repo = OutboxRepository()
+    async with db.write() as conn:
+        assert await repo.insert(conn, [_row("a", dedupe="k1", clock=clock)], clock.now()) == 1
+    with pytest.raises(IntegrityError):
+        async with db.write() as conn:
+            await repo.insert(conn, [_row("a", dedupe="k2", clock=clock)], clock.now())
+    if db.is_postgresql:
+        async with db.write() as conn:  # a sequence left behind copied ids (an interrupted `db copy`)
+            await conn.execute(text("SELECT setval(pg_get_serial_sequence('outbox', 'id'), 1, false)"))
+        with pytest.raises(IntegrityError):
+            async with db.write() as conn:
+                await repo.insert(conn, [_row("b", dedupe="k3", clock=clock)], clock.now())
+    async with db.read() as conn:
         assert await repo.counts(conn) == {"pending": 1}
 
 

@@ -46,6 +46,7 @@ from bot.security.key_guard import (
     mismatch_message,
     passphrase_for,
     probe,
+    refuse_moved_or_copying,
 )
 from bot.security.keys import (
     DataKey,
@@ -142,6 +143,7 @@ async def _rotate(
     say: Callable[[str], None],
 ) -> Rotation:
     state = await database_state(db)
+    refuse_moved_or_copying(state)  # a rotation would re-encrypt a half copy, or an abandoned original
     report = Rotation(paths.target)
     repo = StateRepository()
     old: DataKey | None

@@ -1,7 +1,7 @@
 """A person's safety word, sealed under the data key, shown on the bot's sensitive screens.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 
 revision = "0017"
 # The lead re-chains this onto the other branches' revisions when they merge.
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
