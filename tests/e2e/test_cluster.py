@@ -173,6 +173,13 @@ async def test_the_updates_an_instance_was_handling_are_handled_by_the_other_aft
     try:
         await holder(url, "poller")
         await holder(url, "sender")
+        # Each has lent the other its keys (within a sync interval of the second start): before that, a
+        # kill leaves rows only their own instance can read, until it restarts (see the README).
+        loop = asyncio.get_running_loop()
+        lent_by = loop.time() + 30
+        while len(await read_rows(url, "SELECT DISTINCT holder FROM transient_shares")) < 2:
+            assert loop.time() < lent_by, "the instances never lent each other their keys"
+            await asyncio.sleep(0.1)
         # The replies reach the people but their answers hang: the handlers are mid-update when killed.
         fake.timeout_next("sendMessage", times=3, delay=120)
         for user in range(3000, 3003):
@@ -184,7 +191,6 @@ async def test_the_updates_an_instance_was_handling_are_handled_by_the_other_aft
         await killed.kill()
         # Its claims run out (15 s) and the other instance runs the updates again: a repeat of what was
         # in flight, nothing lost.
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + 90
         while (await read_rows(url, "SELECT count(*) FROM inbox WHERE status = 'pending'"))[0][0]:
             assert loop.time() < deadline, "the killed instance's updates were never handled"
