@@ -149,7 +149,9 @@ async def test_overall_cap_is_respected_with_no_429(services: Services, fake: Fa
     assert delivered(fake) == Counter({10_000 + i: 1 for i in range(70)})
     arrivals = [c.at for c in fake.sent("sendMessage")]
     assert max_in_window(arrivals) <= 20
-    assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) >= 0.9 * 20
+    # A limiter pacing far below its cap fails here; how close to the cap it gets is a figure for
+    # bench/outbox_throughput.py (on a loaded CI machine a timed test at 0.9 of the cap flakes).
+    assert (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) >= 0.6 * 20
 
 
 async def test_one_private_chat_is_paced(services: Services, fake: FakeBotApi) -> None:
