@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -132,7 +133,7 @@ async def drop_postgres_database(url: str) -> None:
     name = make_url(url).database
     if not name or not name.startswith(POSTGRES_PREFIX):
         raise ValueError(f"not a test database: {name!r}")
-    await _administer(_require_postgres_url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _drop_database(_require_postgres_url(), name)
 
 
 def postgres_template() -> str:
@@ -149,14 +150,27 @@ def postgres_template() -> str:
 
 
 async def _make_postgres_template(server: str, name: str) -> None:
-    await _administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # a reused pid's leftover
+    await _drop_database(server, name)  # a reused pid's leftover
     await _administer(server, f'CREATE DATABASE "{name}" TEMPLATE template0')
     # Disposed before use: CREATE DATABASE ... TEMPLATE refuses a template anyone is connected to.
     await _migrate(_database_url(server, name))
 
 
 def _drop_template(server: str, name: str) -> None:
-    _run_in_thread(_administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run_in_thread(_drop_database(server, name))
+
+
+async def _drop_database(server: str, name: str, *, attempts: int = 20) -> None:
+    # PostgreSQL 15 counts an autovacuum worker in the database as another role's backend: without
+    # pg_signal_backend (which .ci/run grants) FORCE refuses to end it. The worker is gone in moments.
+    for attempt in range(attempts):
+        try:
+            await _administer(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except ProgrammingError as error:
+            if "pg_signal_backend" not in str(error) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def _administer(server: str, statement: str) -> None:
