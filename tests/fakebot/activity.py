@@ -86,6 +86,8 @@ class ActivityMixin(MessagesMixin):
             msg["location"] = {"latitude": location[0], "longitude": location[1]}
         if caption is not None:
             msg["caption"] = caption
+        if chat["type"] == "private" and chat["id"] == user_id:
+            self.started_users.add(user_id)  # a private message to the bot lets it answer (require_start)
         key = "channel_post" if chat_type == "channel" else "message"
         return self.add_update({key: dict(msg)})
 
@@ -108,6 +110,8 @@ class ActivityMixin(MessagesMixin):
         if entities:
             edited["entities"] = entities
         edited["edit_date"] = now
+        if edited["chat"].get("type") == "private" and edited["chat"].get("id") == user_id:
+            self.started_users.add(user_id)  # only a message they sent can be edited, so they wrote first
         key = "edited_channel_post" if edited["chat"].get("type") == "channel" else "edited_message"
         return self.add_update({key: dict(edited)})
 
@@ -141,6 +145,8 @@ class ActivityMixin(MessagesMixin):
                 "chat": chat,
                 "from": self.bot_user,
             }
+        if message["chat"].get("type") == "private" and message["chat"].get("id") == user_id:
+            self.started_users.add(user_id)  # pressing a button in their private chat, like a message
         query = {
             "id": str(4_000_000_000_000_000 + next(self._callback_counter)),
             "from": user,

@@ -66,6 +66,9 @@ class ChatsMixin(UpdatesMixin):
         self._deleted_chats: set[int] = set()
         # chat_id -> the status kick_bot gave the bot there, while it stops the bot's writes.
         self._bot_removals: dict[int, str] = {}
+        # Users who wrote to the bot in their private chat (add_message, add_callback_query, mark_started):
+        # with require_start only these may be written to, as Telegram lets no bot write first.
+        self.started_users: set[int] = set()
 
     def _handlers(self) -> dict[str, Handler]:
         """Answer the chat and member methods."""
@@ -123,6 +126,10 @@ class ChatsMixin(UpdatesMixin):
         self._bot_removals.pop(chat_id, None)
         return update
 
+    def mark_started(self, user_id: int) -> None:
+        """Record that a user has started the bot (sent it /start), so require_start lets it write to them."""
+        self.started_users.add(user_id)
+
     def delete_chat(self, chat_id: int) -> None:
         """Make the chat vanish: writes, getChat and getChatMember answer "chat not found"."""
         self._deleted_chats.add(chat_id)
@@ -177,10 +184,18 @@ class ChatsMixin(UpdatesMixin):
         return members
 
     def _write_chat(self, p: JSONDict) -> int:
-        """Resolve the chat a method writes into, enforcing forbidden_chats and the chat's state."""
+        """Resolve the chat a method writes into, enforcing refusals and the chat's state.
+
+        Sending, copying, forwarding, editing and chat actions come here; deleting and banning use
+        _writable_chat_id alone, so require_start does not touch them (a chat the bot never wrote in has
+        nothing to delete, and private chats have nobody to ban).
+        """
         chat_id = self._writable_chat_id(p.get("chat_id"))
         if chat_id in self.forbidden_chats:
             raise ApiError(403, "Forbidden: bot was blocked by the user")
+        # Positive ids are users' private chats; Telegram refuses a bot's first word in one.
+        if self.require_start and chat_id > 0 and chat_id not in self.started_users:
+            raise ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         return chat_id
 
     def _writable_chat_id(self, raw: Any) -> int:

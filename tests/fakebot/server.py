@@ -59,6 +59,10 @@ class ServerCore(LimitsMixin, FilesMixin):
         # Called with every request as it arrives, before it is answered (while its connection is open):
         # tests/e2e/test_proxy.py asks the OS which process holds the other end.
         self.on_request: Callable[[web.BaseRequest], None] | None = None
+        # Bots whose tokens this server answers too, by token (serve_also), and the server serving this
+        # bot when it is one of those: Telegram serves every bot at one address.
+        self._also: dict[str, ServerCore] = {}
+        self._host: ServerCore | None = None
 
     def _handlers(self) -> dict[str, Handler]:
         """Answer the methods about the bot itself."""
@@ -79,16 +83,71 @@ class ServerCore(LimitsMixin, FilesMixin):
             "has_main_web_app": False,
         }
 
+    # ------------------------------------------------------------------ the token's fate
+
+    def revoke(self) -> None:
+        """Revoke the bot's token: every method and file download answers 401 Unauthorized until restore().
+
+        This is what Telegram answers once the owner revokes the token in @BotFather or deletes the bot.
+        A long poll waiting when this is called ends at once with that 401 (see _get_updates), and the
+        webhook pusher stops posting, as Telegram stops delivering to a revoked bot.
+        """
+        self.revoked = True
+        self._updates_signal.notify()
+
+    def restore(self) -> None:
+        """Undo revoke(): the token works again, with the bot's state (queue, chats, offsets) untouched."""
+        self.revoked = False
+        self._updates_signal.notify()
+
+    # ------------------------------------------------------------------ several bots at one address
+
+    def serve_also(self, other: ServerCore) -> None:
+        """Answer `other`'s token at this server's address too, with `other`'s own state.
+
+        Requests to /bot<other.token>/... and /file/bot<other.token>/... go to `other`, which records them
+        in its own `calls` and keeps its own queue, chats, limits, faults and webhook. `other` is never
+        started itself: this server gives it its `url` and loop-bound events and stops its concerns on
+        stop(). May be called before or after start().
+        """
+        if other is self or other.token == self.token:
+            raise ValueError("a bot cannot be served alongside itself or a bot with the same token")
+        if other._runner is not None:
+            raise RuntimeError("the other bot runs its own server; stop it first")
+        if other._host is not None and other._host is not self:
+            raise RuntimeError("the other bot is already served by another FakeBotApi")
+        if other.token in self._also and self._also[other.token] is not other:
+            raise ValueError(f"another bot with token {other.token!r} is already served here")
+        self._also[other.token] = other
+        other._host = self
+        if self._runner is not None:
+            # Already running in this loop: wire it now; otherwise start() does it.
+            other._bind_loop()
+            other.url = self.url
+
     # ------------------------------------------------------------------ lifecycle
+
+    def _bind_loop(self) -> None:
+        """Create the events and signals that handlers wait on, for the loop about to serve this bot."""
+        # Events bind to the loop that first waits on them, so a restart in a new loop needs fresh ones.
+        self._closing = asyncio.Event()
+        self._updates_signal = Signal()
+        self._calls_signal = Signal()
+
+    def _wake_for_stop(self) -> None:
+        """End every wait of this bot's handlers at once: long polls, stalls, request delays."""
+        self._closing.set()
+        self._updates_signal.notify()
 
     async def start(self, port: int = 0) -> None:
         """Listen on `port` of 127.0.0.1 (default: a free one) and set `url`."""
         if self._runner is not None:
             raise RuntimeError("FakeBotApi is already running")
-        # Events bind to the loop that first waits on them, so a restart in a new loop needs fresh ones.
-        self._closing = asyncio.Event()
-        self._updates_signal = Signal()
-        self._calls_signal = Signal()
+        if self._host is not None:
+            raise RuntimeError("this bot is served by another FakeBotApi (serve_also); start that one")
+        self._bind_loop()
+        for other in self._also.values():
+            other._bind_loop()
         app = web.Application(client_max_size=_MAX_UPLOAD, middlewares=[self._observe])
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
         app.router.add_get("/file/bot{token}/{file_path:.+}", self._handle_file)
@@ -105,15 +164,20 @@ class ServerCore(LimitsMixin, FilesMixin):
         self._runner = runner
         port = runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
+        for other in self._also.values():
+            other.url = self.url
 
     async def stop(self) -> None:
         """Answer in-flight requests at once and close the server."""
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        self._closing.set()
-        self._updates_signal.notify()
+        self._wake_for_stop()
+        for other in self._also.values():
+            other._wake_for_stop()
         await self._stop_concerns()
+        for other in self._also.values():
+            await other._stop_concerns()
         await runner.cleanup()
 
     async def __aenter__(self) -> Self:
@@ -191,6 +255,10 @@ class ServerCore(LimitsMixin, FilesMixin):
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         """Dispatch /bot<token>/<method> like Telegram."""
+        other = self._also.get(request.match_info["token"])
+        if other is not None:
+            # Before the body is read: the other bot reads it, applies its own delay and records the call.
+            return await other._handle_api(request)
         requested = request.match_info["method"]
         spec = self._methods.get(requested.lower())
         method = spec.name if spec else requested
@@ -206,7 +274,8 @@ class ServerCore(LimitsMixin, FilesMixin):
         if self.request_delay > 0:
             await self._sleep(self.request_delay)
         at = self.clock()
-        if request.match_info["token"] != self.token:
+        if request.match_info["token"] != self.token or self.revoked:
+            # Telegram checks the token before the method, so a revoked one gets 401 even for unknown names.
             return self._answer(method, params, at, 401, error_payload(401, "Unauthorized"))
         if spec is None:
             return self._answer(method, params, at, 404, error_payload(404, "Not Found"))
@@ -259,12 +328,15 @@ class ServerCore(LimitsMixin, FilesMixin):
 
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
         """Serve the bytes behind a file_path handed out by getFile."""
+        other = self._also.get(request.match_info["token"])
+        if other is not None:
+            return await other._handle_file(request)
         file_path = request.match_info["file_path"]
         params: JSONDict = {"file_path": file_path}
         if self.request_delay > 0:
             await self._sleep(self.request_delay)
         at = self.clock()
-        if request.match_info["token"] != self.token:
+        if request.match_info["token"] != self.token or self.revoked:
             return self._answer("downloadFile", params, at, 401, error_payload(401, "Unauthorized"))
         stored = self._files_by_path.get(file_path)
         if stored is None:

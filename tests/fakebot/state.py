@@ -53,6 +53,7 @@ class FakeBotState:
         *,
         bot_id: int = 123456,
         bot_username: str = "jarchy_test_bot",
+        require_start: bool = False,
     ) -> None:
         self.token = token
         self.bot_id = bot_id
@@ -69,6 +70,12 @@ class FakeBotState:
         self.clock: Callable[[], float] = time.monotonic
         # Exceptions raised inside method handlers, i.e. bugs in the fake; tests may assert it stays empty.
         self.server_errors: list[Exception] = []
+        # Telegram's "a bot cannot write first": when True, writes into the private chat of a user who
+        # never messaged this bot are refused (chats.py); off by default so existing tests need no /start.
+        self.require_start = require_start
+        # While True every method and download answers 401, as Telegram does for a revoked token
+        # (ServerCore.revoke); the update queue reads it too, to end a waiting long poll.
+        self.revoked = False
 
         self._chats: dict[int, JSONDict] = {}
         self._channel_ids: dict[str, int] = {}

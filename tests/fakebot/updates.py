@@ -115,6 +115,9 @@ class UpdatesMixin(FakeBotState):
                     "Conflict: terminated by other getUpdates request; "
                     "make sure that only one bot instance is running",
                 )
+            if self.revoked:
+                # revoke() notifies the signal, so a waiting poll ends within a wake-up with Telegram's 401.
+                raise ApiError(401, "Unauthorized")
             batch = self._select_updates(limit)
             if batch or self._closing.is_set():
                 return batch
@@ -210,7 +213,8 @@ class UpdatesMixin(FakeBotState):
         """Post each pending update to the webhook in order; drop it once answered 2xx, else try again."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             while self.webhook_url and not self._closing.is_set():
-                batch = self._select_updates(1)
+                # Telegram delivers nothing to a revoked bot; restore() notifies the signal to resume.
+                batch = [] if self.revoked else self._select_updates(1)
                 if not batch:
                     await self._updates_signal.wait(1.0)
                     continue
