@@ -28,6 +28,7 @@ from handlers import (
     desk,
     errors,
     fallback,
+    fleet,
     identity,
     language,
     membership,
@@ -112,6 +113,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
     cases.register(app)
     case_commands.register(app)
     membership.register(app)
+    fleet.register(app)
     fallback.register(app)
     errors.register(app)
     return app

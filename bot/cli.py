@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot import fleet_cli
 from bot.logs import configure_logging
 from bot.runtime.proxy import proxy_secrets
 from bot.security import KeyFileError
@@ -45,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jarchy: {error}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(
-        settings.log_level, [settings.bot_token.get_secret_value(), *proxy_secrets(settings.proxy_url)]
+        settings.log_level,
+        [
+            settings.bot_token.get_secret_value(),
+            *(token.get_secret_value() for token in settings.backup_bot_tokens),
+            *proxy_secrets(settings.proxy_url),
+        ],
     )
     try:
         if args.command in ("run", "serve"):
@@ -58,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_export(settings, args))
         if args.command == "db":
             return _db_copy(settings, args)
+        if args.command == "bot":
+            from bot.fleet_cli import bot_command
+
+            return asyncio.run(bot_command(settings, args))
         if args.command == "rotate-key":
             return asyncio.run(_rotate_key(settings, args))
         return asyncio.run(_check(settings))
@@ -106,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "health", help="exit 0 if a running bot has signalled it is alive within the last 2 minutes"
     )
+    fleet_cli.add_parser(sub)
     audit = sub.add_parser("audit", help="check the audit log")
     audit.add_argument("action", choices=["verify"], help="verify: recompute the hash chain, report breaks")
     audit.add_argument(

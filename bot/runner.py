@@ -7,19 +7,25 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.app import build_application, dispatch_update
 from bot.context import JarchyApp
 from bot.metrics import MetricsServer
 from bot.runtime.clock import Clock
+from bot.runtime.fleet import inbox_id_base, read_active_bot, running_settings
 from bot.runtime.inbox import DurableInbox
 from bot.runtime.instance import lock_transient_keys
 from bot.settings import Settings
-from bot.telegram_start import reach_telegram
+from bot.telegram_start import BotSwitched, reach_telegram
 from bot.webhook import WebhookServer, keep_webhook_set, webhook_path, webhook_secret
+from bot.wiring import Services
 
 log = logging.getLogger(__name__)
+
+
+OnApp = Callable[[JarchyApp], None]
 
 
 async def run_polling(
@@ -28,13 +34,17 @@ async def run_polling(
     clock: Clock | None = None,
     stop: asyncio.Event | None = None,
     app: JarchyApp | None = None,
+    on_app: OnApp | None = None,
 ) -> None:
-    """Start everything, run until `stop` is set (or SIGINT/SIGTERM), then stop in reverse order."""
+    """Start everything, run until `stop` is set (or SIGINT/SIGTERM), then stop in reverse order.
+
+    `on_app` hears of every Application built: a switch to a backup bot starts a new one in-process.
+    """
     # Before anything else: a second bot on this data directory would turn the transient keys over under
     # the first one's feet (bot.instance.lock_transient_keys).
     lock = lock_transient_keys(settings.data_dir)
     try:
-        await _run(settings, clock, stop, app, webhook=False)
+        await _run_fleet(settings, clock, stop, app, on_app, webhook=False)
     finally:
         lock.close()
 
@@ -45,42 +55,71 @@ async def run_webhook(
     clock: Clock | None = None,
     stop: asyncio.Event | None = None,
     app: JarchyApp | None = None,
+    on_app: OnApp | None = None,
 ) -> None:
     """Like run_polling, but Telegram posts the updates to the bot's web server (bot.webhook)."""
     if not settings.webhook_url:
         raise ValueError("webhook mode needs JARCHY_WEBHOOK_URL")
     lock = lock_transient_keys(settings.data_dir)
     try:
-        await _run(settings, clock, stop, app, webhook=True)
+        await _run_fleet(settings, clock, stop, app, on_app, webhook=True)
     finally:
         lock.close()
 
 
-async def _run(
+async def _run_fleet(
     settings: Settings,
     clock: Clock | None,
     stop: asyncio.Event | None,
     app: JarchyApp | None,
+    on_app: OnApp | None,
     *,
     webhook: bool,
 ) -> None:
+    """Run the bot the database names in use; after a switch, start again on the new one."""
     stop = stop or asyncio.Event()
-    app = app or build_application(settings, clock)
+    while True:
+        running = running_settings(settings, await read_active_bot(settings))
+        if app is None or app.bot_data.settings.bot_token != running.bot_token:
+            app = build_application(running, clock)
+        if on_app is not None:
+            on_app(app)
+        if not await _run(running, stop, app, webhook=webhook):
+            return
+        app = None
+        log.warning("starting again on the bot now in use")
+
+
+async def _run(settings: Settings, stop: asyncio.Event, app: JarchyApp, *, webhook: bool) -> bool:
+    """Run until stopped; return True when another bot is in use now and the run must start again."""
     _install_signal_handlers(stop)
-    # getMe until Telegram answers (initialize asks once and raises); a refused token stops here.
-    if not await reach_telegram(app, settings, stop):
-        return
+    # getMe until Telegram answers (initialize asks once and raises); a refused token stops here, unless
+    # a backup bot may take over.
+    on_refused = _refused_at_start if settings.backup_bot_tokens else None
+    try:
+        if not await reach_telegram(app, settings, stop, on_refused):
+            return False
+    except BotSwitched:
+        return True
     async with app:  # initialized already … shutdown
         if app.post_init is not None:
             await app.post_init(app)
         try:
-            await _serve(app, settings, stop, webhook=webhook)
+            return await _serve(app, settings, stop, webhook=webhook)
         finally:
             if app.post_shutdown is not None:
                 await app.post_shutdown(app)
 
 
-async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, webhook: bool) -> None:
+async def _refused_at_start(services: Services) -> bool:
+    # Refused before the bot could start: the watch records since when, switches once that is long
+    # enough, and notices a switch made meanwhile with `jarchy bot switch`.
+    watch = services.fleet_watch
+    await watch.check(may_switch=services.sender.is_leader or not services.db.is_postgresql)
+    return watch.switched.is_set() or await watch.follow()
+
+
+async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, webhook: bool) -> bool:
     services = app.bot_data.services
     if services is None:
         raise RuntimeError("post_init did not open the services")
@@ -99,6 +138,8 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         # Several instances may share PostgreSQL: rows are claimed, and one instance polls at a time.
         owner=services.delivery.owner if services.db.is_postgresql else None,
         poller=services.poller if services.db.is_postgresql and not webhook else None,
+        id_base=inbox_id_base(services.fleet.active),
+        on_refused=services.fleet_watch.refused if services.fleet.enabled else None,
     )
     server: WebhookServer | None = None
     if webhook:
@@ -149,6 +190,15 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
     }
     if services.exchange is not None:
         tasks.add(asyncio.create_task(services.exchange.run(), name="key-exchange"))
+    fleet_watch = services.fleet_watch
+    if services.fleet.enabled:
+        # One instance (the sender) listens to the standby bots and may switch by itself; every instance
+        # follows a switch.
+        leading = lambda: services.sender.is_leader  # noqa: E731
+        tasks.add(asyncio.create_task(fleet_watch.run(when=leading), name="fleet-watch"))
+        for listener in services.standby:
+            tasks.add(asyncio.create_task(listener.run(when=leading), name="standby-bot"))
+    switched = asyncio.create_task(fleet_watch.switched.wait(), name="switched")
     # Setting the webhook ends by itself once Telegram has it; it is watched like the loops only for a
     # fatal answer (a refused token or URL), which stops the bot.
     setter = (
@@ -160,10 +210,10 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
     waiter = asyncio.create_task(stop.wait(), name="stop")
     log.info("jarchy is running (%s)", "webhook" if server is not None else "long polling")
     try:
-        watched = {*tasks, waiter} | ({setter} if setter is not None else set())
+        watched = {*tasks, waiter, switched} | ({setter} if setter is not None else set())
         while True:
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {waiter}:
+            for task in done - {waiter, switched}:
                 if task.exception() is not None:
                     log.error("%s stopped", task.get_name(), exc_info=task.exception())
             if setter is None or done != {setter} or setter.exception() is not None:
@@ -182,7 +232,11 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
         services.planner.stop()
         if services.exchange is not None:
             services.exchange.stop()
+        fleet_watch.stop()
+        for listener in services.standby:
+            listener.stop()
         waiter.cancel()
+        switched.cancel()
         heartbeat.cancel()
         results = await _stop_within(tasks, SHUTDOWN_GRACE_S)
         # Released last, after the loops that need them stopped: a standby takes over at once.
@@ -197,6 +251,7 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
+    return fleet_watch.switched.is_set() and not stop.is_set()
 
 
 HEARTBEAT_INTERVAL_S = 30.0

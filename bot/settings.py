@@ -164,6 +164,15 @@ class Settings:
     official_bots: tuple[str, ...] = ()
     # The Ed25519 key that signs the statement of official bots; default: the user's config directory.
     signing_key_file: Path | None = None
+    # Backup bots (their tokens, in the order a switch tries them): they run beside the main bot over the
+    # same database and keys, so people can press Start in them before they are needed (bot.runtime.fleet).
+    backup_bot_tokens: tuple[SecretStr, ...] = ()
+    # The bot in use has answered only 401/404 (revoked, deleted, banned) for this long: switch to a
+    # backup that answers. 0: never by itself, only with `jarchy bot switch` or an admin's button.
+    switch_after_min: float = 10.0
+    # Set by the runner when a backup is in use (bot.runtime.fleet.running_settings): bot_token is then
+    # that backup's, and JARCHY_BOT_TOKEN's bot, the main one, is first among the backups.
+    main_bot_id: int | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -336,6 +345,8 @@ class Settings:
             webhook_secret=_webhook_secret(env),
             official_bots=_usernames(env, "JARCHY_OFFICIAL_BOTS"),
             signing_key_file=_path(env, "JARCHY_SIGNING_KEY_FILE"),
+            backup_bot_tokens=_backup_tokens(env, token),
+            switch_after_min=_number(env, "JARCHY_SWITCH_AFTER_MIN", 10.0, float, minimum=0),
         )
         if settings.api_local_mode and api_url == DEFAULT_API_URL:
             raise SettingsError(
@@ -409,6 +420,11 @@ class Settings:
             ),
             ("JARCHY_OFFICIAL_BOTS", ", ".join(f"@{name}" for name in self.official_bots) or "none"),
             ("JARCHY_SIGNING_KEY_FILE", str(self.resolved_signing_key_file or "not set")),
+            (
+                "JARCHY_BACKUP_BOT_TOKENS",
+                f"{len(self.backup_bot_tokens)} configured",
+            ),
+            ("JARCHY_SWITCH_AFTER_MIN", f"{self.switch_after_min:g}"),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 
@@ -628,6 +644,29 @@ def _choices(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> fro
             f"Use some of {', '.join(allowed)}, or none.",
         )
     return frozenset(chosen)
+
+
+def _backup_tokens(env: Mapping[str, str], main: str) -> tuple[SecretStr, ...]:
+    name = "JARCHY_BACKUP_BOT_TOKENS"
+    tokens: list[str] = []
+    for raw in re.split(r"[\s,]+", env.get(name, "").strip()):
+        if not raw:
+            continue
+        if not _TOKEN_RE.match(raw):
+            # Never the value: it is a secret, and a typo in it is still most of one.
+            raise SettingsError(
+                name,
+                f"entry {len(tokens) + 1} does not look like a bot token",
+                "Give the backup bots' tokens from @BotFather, separated by commas.",
+            )
+        if raw == main or raw.split(":", 1)[0] == main.split(":", 1)[0]:
+            raise SettingsError(
+                name, "names the main bot", "List only other bots; the main one is JARCHY_BOT_TOKEN."
+            )
+        if raw.split(":", 1)[0] in {t.split(":", 1)[0] for t in tokens}:
+            raise SettingsError(name, "names one bot twice", "List each backup bot once.")
+        tokens.append(raw)
+    return tuple(SecretStr(t) for t in tokens)
 
 
 def _usernames(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -39,6 +39,15 @@ class TokenRefused(Exception):
         )
 
 
+class BotSwitched(Exception):
+    """While the token was refused at start, the bot in use changed (a backup took over): start again."""
+
+
+# Called with the opened services whenever the token is refused at start; True: another bot is in use
+# now. Only given when backup bots are configured: without one a refused token ends the start.
+OnRefused = Callable[[Services], Awaitable[bool]]
+
+
 def retry_delays(cap_s: float, first_s: float = FIRST_RETRY_S) -> Iterator[float]:
     """Yield the waits between tries: doubling from `first_s` up to `cap_s`, each shortened by up to a fifth.
 
@@ -50,10 +59,14 @@ def retry_delays(cap_s: float, first_s: float = FIRST_RETRY_S) -> Iterator[float
         delay = min(delay * 2, cap_s)
 
 
-async def reach_telegram(app: JarchyApp, settings: Settings, stop: asyncio.Event) -> bool:
+async def reach_telegram(
+    app: JarchyApp, settings: Settings, stop: asyncio.Event, on_refused: OnRefused | None = None
+) -> bool:
     """Initialise `app` once Telegram answers getMe; return False if `stop` was set first.
 
-    Raises TokenRefused for a token Telegram refuses. While it cannot be reached, the services are opened
+    Raises TokenRefused for a token Telegram refuses, unless `on_refused` is given: then the refusal is
+    waited out like an outage while `on_refused` decides on a switch (BotSwitched when it made one).
+    While it cannot be reached, the services are opened
     (post_init then finds them open) and the reminder pass runs; on any way out but success they are closed.
     """
     delays = retry_delays(settings.start_retry_max_s)
@@ -63,7 +76,14 @@ async def reach_telegram(app: JarchyApp, settings: Settings, stop: asyncio.Event
     try:
         while True:
             attempts += 1
-            reason, hint = await _initialise(app, settings)
+            try:
+                reason, hint = await _initialise(app, settings)
+            except TokenRefused:
+                if on_refused is None:
+                    raise
+                if await on_refused(await _open_early(app)):
+                    raise BotSwitched from None
+                reason, hint = "the token is refused (401/404); a backup bot may take over", 0.0
             if reason is None:
                 reached = True
                 if attempts > 1:

@@ -9,19 +9,23 @@ from datetime import timedelta
 from bot.runtime.audit import Anchoring, AuditLog
 from bot.runtime.clock import Clock
 from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
+from bot.runtime.fleet import Fleet, FleetBot
+from bot.runtime.fleet_watch import FleetWatch
 from bot.runtime.flood import FloodGuard
 from bot.runtime.instance import InstanceClaim, claim_instance_id
 from bot.runtime.key_exchange import KeyExchange
 from bot.runtime.leadership import LEASE_S, RENEW_S, SENDER_LEASE_S, SENDER_RENEW_S, Leadership
 from bot.runtime.outbox import Outbox
 from bot.runtime.ratelimit import SendLimiter
+from bot.runtime.standby import StandbyListener, offset_key
 from bot.runtime.telegram_api import TelegramApi
 from bot.security import Cipher, DataKey, Pseudonymizer
 from bot.security.key_guard import guard_key, read_key, refuse_retired
 from bot.security.owner_tags import OwnerTags
 from bot.security.transient import TransientKeys
+from bot.services.access.backups import BackupService
 from bot.services.access.identity import OfficialBots, SafewordService
-from bot.services.access.members import MemberService, bot_id_of
+from bot.services.access.members import MemberService
 from bot.services.access.roles import Gate
 from bot.services.access.team import TeamService
 from bot.services.access.users import UserService
@@ -52,12 +56,14 @@ from storage.alert_copies import AlertCopyRepository, DutyRepository
 from storage.audit import AuditRepository
 from storage.campaigns import CampaignRepository
 from storage.cases import CaseRepository
+from storage.channels import ChannelRepository
 from storage.database import Database
 from storage.drafts import DraftRepository
 from storage.inbox import InboxRepository
 from storage.leases import LeaseRepository, PassLocks
 from storage.members import MemberRepository
 from storage.outbox import OutboxRepository
+from storage.reach import ReachRepository
 from storage.report_queries import ReportQueries
 from storage.reports import ActionRepository, ReportRepository
 from storage.state import COORDINATOR_CHAT, StateRepository
@@ -115,10 +121,16 @@ class Services:
     poller: Leadership
     sender: Leadership
     passes: PassLocks
+    # The main bot and its backups: which is in use, who can be reached by which, the switch.
+    fleet: Fleet
+    backups: BackupService
+    fleet_watch: FleetWatch
+    standby: tuple[StandbyListener, ...]
     exchange: KeyExchange | None = None  # lends transient keys to the other instances (PostgreSQL)
 
     async def close(self) -> None:
-        """Release the HTTP pool, the database and the instance name."""
+        """Release the HTTP pools, the database and the instance name."""
+        await self.fleet.close()
         await self.api.close()
         await self.history.close()
         await self.passes.close()
@@ -168,7 +180,9 @@ async def open_services(
         connections=settings.outbox_concurrency + 2,
         proxy_url=settings.proxy_url,
     )
-    outbox_repo, user_repo, inbox_repo = OutboxRepository(), UserRepository(), InboxRepository()
+    fleet = Fleet(settings, api, connections=2)
+    outbox_repo, user_repo = OutboxRepository(), UserRepository()
+    inbox_repo = InboxRepository(offset_key(fleet.active))
     lease_repo = LeaseRepository()
     poller, sender = (
         Leadership(
@@ -237,7 +251,7 @@ async def open_services(
         state=state,
         api=api,
         admin_ids=settings.admin_ids,
-        bot_id=bot_id_of(settings.bot_token.get_secret_value()),
+        bot_id=fleet.active.bot_id,
         remove_strangers=settings.remove_strangers,
     )
     contact = ContactService(
@@ -366,6 +380,49 @@ async def open_services(
     delivery.on_failed(watch.failed)
     for kind in ALERT_KINDS:
         delivery.on_sent(kind, watch.delivered)
+    backups = BackupService(
+        core,
+        fleet=fleet,
+        repo=ReachRepository(),
+        users=user_repo,
+        state=state,
+        channels=ChannelRepository(),
+        outbox_repo=outbox_repo,
+        alerts=alerts,
+        campaigns=campaign_repo,
+    )
+    delivery.route_by(backups.route)
+
+    async def switch(bot: FleetBot, reason: str) -> bool:
+        actor = "cli" if reason == "cli" else "system"
+        return (await backups.switch(bot, actor=actor, reason=reason)).changed
+
+    async def in_use() -> int:
+        async with db.read() as conn:
+            return await backups.in_use(conn)
+
+    fleet_watch = FleetWatch(
+        fleet=fleet,
+        db=db,
+        state=state,
+        clock=clock,
+        switch_after=timedelta(minutes=settings.switch_after_min) if settings.switch_after_min > 0 else None,
+        switch=switch,
+        in_use=in_use,
+    )
+    standby = tuple(
+        StandbyListener(
+            fleet=fleet,
+            bot=bot,
+            db=db,
+            state=state,
+            clock=clock,
+            started=backups.standby_started,
+            left=backups.left,
+            polling_timeout_s=settings.polling_timeout_s,
+        )
+        for bot in fleet.standby()
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -404,10 +461,14 @@ async def open_services(
         exchange=exchange,
         members=members,
         safewords=safewords,
-        official=OfficialBots(settings.official_bots),
+        official=OfficialBots(settings.official_bots, fleet=fleet.usernames),
         poller=poller,
         sender=sender,
         passes=PassLocks(db),
+        fleet=fleet,
+        backups=backups,
+        fleet_watch=fleet_watch,
+        standby=standby,
     )
     # Export files a crash left behind hold decrypted reports.
     sweep_exports(settings.data_dir / "exports")

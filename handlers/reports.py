@@ -88,6 +88,11 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
                 sent = await chat.send_message(receipt)
                 await reports.delete_after_keep(chat.id, [sent.message_id])
             await query.answer()
+            if submitted.contactable and not submitted.already:
+                # Never after an anonymous report: recording the invitation would date it.
+                invite = await context.services.backups.invitation(user.id, "report", context.language)
+                if invite:
+                    await chat.send_message(invite)
             return
         if action == "cancel":
             await reports.cancel(user.id, chat.id, nonce, message_id)

@@ -25,6 +25,11 @@ async def show_welcome(update: Update, context: JarchyContext) -> None:
         if held.reason is not None:
             reason = context.text(f"alerts.reason_{held.reason}")
             text += "\n\n" + context.text("start.held_alerts", count=held.count, reason=reason)
+    user = update.effective_user
+    if user is not None:
+        invite = await context.services.backups.invitation(user.id, "start", context.language)
+        if invite:
+            text += "\n\n" + invite
     await update.effective_message.reply_text(text, reply_markup=start_menu(context.texts, context.language))
 
 
@@ -34,7 +39,11 @@ async def show_help(update: Update, context: JarchyContext) -> None:
         return
     roles = context.profile.roles if context.profile is not None else frozenset()
     text = help_screen(
-        context.texts, context.language, roles=roles, proxy_link=context.bot_data.settings.proxy_link
+        context.texts,
+        context.language,
+        roles=roles,
+        proxy_link=context.bot_data.settings.proxy_link,
+        backup=context.services.backups.invited_bot(),
     )
     await update.effective_message.reply_text(text)
 

@@ -41,8 +41,9 @@ async def show_settings(update: Update, context: JarchyContext) -> None:
     if message is None or user is None:
         return
     topics = await context.services.campaigns.topics(user.id) or frozenset()
+    invite = await context.services.backups.invitation(user.id, "settings", context.language)
     await message.reply_text(
-        context.text("subscribe.settings"),
+        context.text("subscribe.settings") + (f"\n\n{invite}" if invite else ""),
         reply_markup=_topics_keyboard(context, topics),
     )
     await show_reminder_settings(update, context)

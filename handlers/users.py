@@ -32,6 +32,9 @@ async def recognise_user(update: Update, context: JarchyContext) -> None:
                 await update.effective_chat.send_message(context.texts.text(language, "flood.warning"))
             raise ApplicationHandlerStop
     context.profile = await context.services.users.seen(user.id, user.language_code)
+    if update.effective_chat is not None and update.effective_chat.type == "private":
+        # A backup bot in use can write to whoever writes to it: recorded once (BackupService.seen).
+        await context.services.backups.seen(user.id, user.language_code)
     if context.profile.roles:
         # Coordinators from before the bot kept their Telegram id: it is stored now (once per process).
         await context.services.members.seen(user.id, context.profile.pseudonym)

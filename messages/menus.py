@@ -21,10 +21,15 @@ def command_list(texts: Catalogs, language: str) -> Safe:
 
 
 def help_screen(
-    texts: Catalogs, language: str, *, roles: frozenset[str] = frozenset(), proxy_link: str = ""
+    texts: Catalogs,
+    language: str,
+    *,
+    roles: frozenset[str] = frozenset(),
+    proxy_link: str = "",
+    backup: str | None = None,
 ) -> str:
     """Render /help: the commands, the role holders' parts, then how to stay reachable where Telegram is
-    blocked (with the organisation's proxy link, if it gives one)."""
+    blocked (with the organisation's proxy link, if it gives one, and its backup bot)."""
     text = texts.text(language, "help.text", commands=command_list(texts, language))
     # The role only shapes the help text; every coordinator command checks it again in the database.
     if roles:
@@ -34,6 +39,8 @@ def help_screen(
     text += "\n\n" + texts.text(language, "help.reachable")
     if proxy_link:
         text += "\n" + texts.text(language, "help.proxy_link", link=proxy_link)
+    if backup:
+        text += "\n\n" + texts.text(language, "help.backup_bot", backup=backup)
     return text
 
 

@@ -46,6 +46,10 @@ class InboxCounts:
 class InboxRepository:
     """SQL for the inbox and the polling offset."""
 
+    def __init__(self, offset_key: str = OFFSET_KEY) -> None:
+        """`offset_key`: each bot has its own getUpdates offset (a backup bot in use keeps its own)."""
+        self._offset_key = offset_key
+
     async def store(
         self, conn: AsyncConnection, rows: Sequence[tuple[int, bytes]], offset: int, now: datetime
     ) -> None:
@@ -66,7 +70,7 @@ class InboxRepository:
                     for update_id, payload in rows
                 ],
             )
-        upsert = insert_or(conn, bot_state).values(key=OFFSET_KEY, value=str(offset))
+        upsert = insert_or(conn, bot_state).values(key=self._offset_key, value=str(offset))
         await conn.execute(
             upsert.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": str(offset)})
         )
@@ -91,7 +95,8 @@ class InboxRepository:
 
     async def offset(self, conn: AsyncConnection) -> int | None:
         """Return the next getUpdates offset, or None before the first update."""
-        value = (await conn.execute(select(bot_state.c.value).where(bot_state.c.key == OFFSET_KEY))).scalar()
+        stmt = select(bot_state.c.value).where(bot_state.c.key == self._offset_key)
+        value = (await conn.execute(stmt)).scalar()
         return int(value) if value is not None else None
 
     async def due(self, conn: AsyncConnection, now: datetime, limit: int) -> list[InboxRow]:

@@ -59,6 +59,10 @@ class WaitingRow:
     claimed: bool = False  # a worker holds it right now (it may be waiting for a slot, or on its way)
 
 
+# How the delivery worker starts the error of a row that waits for a bot able to reach its person.
+UNREACHABLE = "unreachable: "
+
+
 @dataclass(frozen=True)
 class ClaimedRow:
     """A row leased to one worker for sending."""
@@ -288,6 +292,21 @@ class OutboxRepository:
                 for o in outcomes
             ],
         )
+
+    async def due_now_for_chat(self, conn: AsyncConnection, chat_key: str, now: datetime) -> int:
+        """Bring forward a private chat's rows that wait for a bot able to write to the person (a person
+        started one); rows due later for their own reasons (a reminder) keep their time."""
+        stmt = (
+            update(outbox)
+            .where(
+                outbox.c.chat_key == chat_key,
+                outbox.c.status == "pending",
+                outbox.c.due_at > now,
+                outbox.c.last_error.like(f"{UNREACHABLE}%"),
+            )
+            .values(due_at=now)
+        )
+        return (await conn.execute(stmt)).rowcount or 0
 
     async def block_pending_for(self, conn: AsyncConnection, recipients: Sequence[str]) -> int:
         """Stop queued rows to recipients who blocked the bot."""

@@ -47,6 +47,20 @@ users = Table(
     Column("updated_at", UtcTimestamp, nullable=False),
 )
 
+# Which of the organisation's bots can write to a person (the main one reaches everyone who uses it;
+# backups only those who pressed Start there), the Telegram id a backup may write to, and which invitations
+# to a backup they were shown: one sealed record, bound to the pseudonym. chat_key is the pseudonym of
+# their private chat, the key outbox rows carry, so the sender can look the record up per row.
+reach = Table(
+    "reach",
+    metadata,
+    Column("pseudonym", String(64), ForeignKey("users.pseudonym", ondelete="CASCADE"), primary_key=True),
+    Column("chat_key", String(64), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    Index("ix_reach_chat_key", "chat_key", unique=True),
+)
+
 user_roles = Table(
     "user_roles",
     metadata,

@@ -447,3 +447,13 @@ class DatePress(Callback, prefix="dp"):
         # "type" carries nothing, the rest a value (minute 0 included): a press cut short is refused.
         if (self.action == "type") != (self.value == -1):
             raise BadCallback(f"{self.action} with {self.value!r}")
+
+
+# Backup bots, under /bots (admins): invite everyone to start the backup, switch to a bot, confirm it.
+BotId = Annotated[int, Shape(r"\d{1,20}")]
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetPress(Callback, prefix="fl"):
+    action: Literal["inv", "sw", "swy"]
+    bot: BotId

@@ -52,6 +52,12 @@ def normalise_safeword(raw: str) -> str:
     return word
 
 
+def bot_id_of(token: str) -> int:
+    """Return a bot's own user id: the number before the colon of its token (0 for no token)."""
+    head = token.split(":", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 def bot_username(raw: str) -> str:
     """Return a username as written without @ and in lower case (Telegram ignores case); or BadUsername.
 

@@ -23,7 +23,7 @@ from bot.runtime.telegram_api import ApiResult, NotSent, OutcomeUnknown, Telegra
 from bot.security import Cipher, DecryptionError
 from bot.security.bindings import payload_binding
 from storage.database import Database
-from storage.outbox import ClaimedRow, OutboxRepository, Outcome
+from storage.outbox import UNREACHABLE, ClaimedRow, OutboxRepository, Outcome
 from storage.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class DeliveryConfig:
     protected_report_after: int = 4
     # A row held because its chat refused it is tried again (one probe) after this long.
     held_probe_s: float = 60.0
+    # A row for a person no working bot can write to waits this long before it is looked at again (a
+    # person pressing Start in a backup brings their rows forward at once: BackupService.started).
+    unreachable_retry_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class Failure:
 
 
 FailureHandler = Callable[[AsyncConnection, Sequence[Failure]], Awaitable[None]]
+# Which bot sends each row (backup bots, bot.runtime.fleet): a client, or None when no working bot can
+# reach the person; rows not named go through the bot in use.
+Router = Callable[[Sequence[ClaimedRow]], Awaitable[dict[int, TelegramApi | None]]]
 ResendMark = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -120,6 +126,8 @@ class DeliveryWorker:
         self._clock = clock
         self._config = config or DeliveryConfig()
         self._leader = leader
+        self._router: Router | None = None
+        self._routes: dict[int, TelegramApi | None] = {}
         # An owner is this instance and this run: a restarted instance takes back its previous run's
         # leases at once, and never another live instance's.
         self.instance = instance or secrets.token_hex(8)
@@ -164,6 +172,10 @@ class DeliveryWorker:
         """Let `mark` change the parameters of a row of `kind` that may have gone out before (a lease
         taken back after a crash, a timeout): a resent alert card says it may be a repeat."""
         self._resend_marks[kind] = mark
+
+    def route_by(self, router: Router) -> None:
+        """Let `router` choose, per claimed batch, which bot sends each row (backup bots)."""
+        self._router = router
 
     def protect(self, predicate: Callable[[ClaimedRow], bool]) -> None:
         """Rows for which `predicate` holds are never final until sent: refused ones are held with their
@@ -262,6 +274,7 @@ class DeliveryWorker:
             return False
         claimed = self._clock.monotonic()
         self._claimed_at = {row.id: claimed for row in rows}
+        self._routes = await self._route(rows)
         await self._pump(rows)
         return True
 
@@ -319,6 +332,16 @@ class DeliveryWorker:
                 except Exception:
                     log.exception("a %s receipt could not be recorded; dropped", receipt.kind)
 
+    async def _route(self, rows: Sequence[ClaimedRow]) -> dict[int, TelegramApi | None]:
+        if self._router is None:
+            return {}
+        try:
+            return await self._router(rows)
+        except Exception:
+            # The bot in use sends them: at worst a person it cannot reach answers 403 and the row waits.
+            log.exception("could not choose a bot for each row; the bot in use sends them")
+            return {}
+
     def _claim_size(self) -> int:
         # Claim about a second's worth: a smaller claim lets a fresh alert overtake a long broadcast, and
         # a crash leaves fewer rows waiting for their lease to expire.
@@ -350,6 +373,9 @@ class DeliveryWorker:
                 self._outcomes.append(
                     Outcome(id=row.id, status="cancelled", error="withdrawn while queued", attempts_delta=-1)
                 )
+                continue
+            if row.id in self._routes and self._routes[row.id] is None:
+                self._outcomes.append(self._unreachable(row, "no working bot can write to this person"))
                 continue
             # A free slot first, then the limiter: a send approved by the limiter leaves at once, so a
             # 429 pause or a chat's pace cannot be overtaken while it waits for a slot.
@@ -437,7 +463,7 @@ class DeliveryWorker:
         if self._config.paid_broadcast and row.method.startswith(("send", "copy")):
             params["allow_paid_broadcast"] = True
         try:
-            result = await self._api.call(row.method, params)
+            result = await (self._routes.get(row.id) or self._api).call(row.method, params)
         except OutcomeUnknown as error:
             return self._unknown(row, str(error))
         except NotSent as error:
@@ -482,6 +508,10 @@ class DeliveryWorker:
         if code is not None and 400 <= code < 500 and not already and self._protected(row):
             # An alert is never final until a coordinator can see it: hold it with its payload.
             return self._hold(row, f"{code}: {description}", migrate_to=result.migrate_to_chat_id)
+        if code == 403 and "initiate conversation" in description.lower():
+            # This bot was never started by the person (a backup after a switch): not a refusal of
+            # theirs. The row waits for a bot that can write to them.
+            return self._unreachable(row, f"403: {description}")
         if code == 403:
             if row.recipient is not None:
                 self._blocked.add(row.recipient)
@@ -492,6 +522,10 @@ class DeliveryWorker:
             # The request itself is wrong (bad chat, bad markup): retrying cannot help.
             return Outcome(id=row.id, status="dead", error=f"{code}: {description}")
         return self._retry_or_dead(row, f"{code}: {description}")
+
+    def _unreachable(self, row: ClaimedRow, error: str) -> Outcome:
+        due = self._clock.now() + timedelta(seconds=self._config.unreachable_retry_s)
+        return Outcome(id=row.id, status="pending", due_at=due, error=UNREACHABLE + error, attempts_delta=-1)
 
     def _hold(self, row: ClaimedRow, error: str, migrate_to: int | None = None) -> Outcome:
         self._failures.append(Failure(row.kind, row.ref, row.chat_key, error, True, migrate_to))

@@ -70,8 +70,16 @@ class DispatchResult:
 Dispatcher = Callable[[dict[str, Any]], Awaitable[DispatchResult]]
 
 
+# How often a refused token is tried again while a backup bot could take over.
+REFUSED_RETRY_S = 30.0
+
+
 class FatalPollingError(Exception):
     """Telegram refused the token or another instance owns the updates; polling cannot go on."""
+
+
+class PollingRefused(FatalPollingError):
+    """Telegram refused the token (401 or 404): revoked, deleted or banned."""
 
 
 class PollingConflict(FatalPollingError):
@@ -97,6 +105,8 @@ class DurableInbox:
         poller: Leadership | None = None,
         claim_s: float = CLAIM_S,
         claim_ahead: int | None = None,
+        id_base: int = 0,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         """`owner` ("instance:run") turns on claims: several instances share one database, each handles
         the rows it claimed, one chat at a time, at most `claim_ahead` at once (twice its concurrency: the
@@ -131,6 +141,12 @@ class DurableInbox:
         self._claim_ahead = claim_ahead if claim_ahead is not None else concurrency * 2
         self._skipped = 0
         self._peeked: dict[int, tuple[object, bool]] = {}
+        # Every bot numbers its updates from its own start: a backup bot in use files them above its own
+        # base (bot.runtime.fleet.inbox_id_base), so they never meet the main bot's in the inbox.
+        self._id_base = id_base
+        # With backup bots a refused token is not the end: polling waits while the fleet watch decides
+        # whether to switch (bot.runtime.fleet_watch), and is told at once.
+        self._on_refused = on_refused
 
     def stop(self) -> None:
         """Ask both loops to return after the current step."""
@@ -159,7 +175,7 @@ class DurableInbox:
         result = await self._api.call("getUpdates", params, read_timeout=params["timeout"] + 15)
         if not result.ok:
             if result.error_code in (401, 404):
-                raise FatalPollingError("Telegram rejected the bot token (401); check JARCHY_BOT_TOKEN")
+                raise PollingRefused("Telegram rejected the bot token (401); check JARCHY_BOT_TOKEN")
             if result.error_code == 409 and "webhook" not in result.description.lower():
                 raise PollingConflict(
                     "another bot instance is taking the updates (409); stop the other one, or give every "
@@ -180,8 +196,10 @@ class DurableInbox:
             # Sealed inside the write transaction under the transient key (see bot.services.upkeep.history).
             rows = [
                 (
-                    u["update_id"],
-                    self._cipher.encrypt_json(u, binding=update_binding(u["update_id"]), transient=True),
+                    self._id_base + u["update_id"],
+                    self._cipher.encrypt_json(
+                        u, binding=update_binding(self._id_base + u["update_id"]), transient=True
+                    ),
                 )
                 for u in updates
             ]
@@ -193,7 +211,7 @@ class DurableInbox:
         """Store one update Telegram pushed (webhook mode) before it is answered; return False for one
         stored before (a resend), which is not handled again. Raises what the database raises: the caller
         answers with an error, and Telegram sends the update again."""
-        update_id = update["update_id"]
+        update_id = self._id_base + update["update_id"]
         async with self._db.write() as conn:
             payload = self._cipher.encrypt_json(update, binding=update_binding(update_id), transient=True)
             new = await self._repo.store_pushed(conn, update_id, payload, self._clock.now())
@@ -478,6 +496,12 @@ class DurableInbox:
                     # Something outside the election polls too: let it be for a lease, then try again.
                     log.error("another poller outside this cluster takes the updates (409); standing by")
                     await self._poller.step_down()
+            except PollingRefused as error:
+                if self._on_refused is None:
+                    raise
+                self._on_refused()
+                log.error("%s; polling waits for a switch to a backup bot", error)
+                await self._pause(REFUSED_RETRY_S)
             except FatalPollingError:
                 raise
             except (NotSent, OutcomeUnknown) as error:

@@ -37,6 +37,7 @@ __all__ = [
     "note_binding",
     "owner_binding",
     "payload_binding",
+    "reach_binding",
     "report_body_binding",
     "safeword_binding",
     "sealed_body_binding",
@@ -184,6 +185,11 @@ def subscriber_chat_binding(pseudonym: str) -> str:
 def creator_chat_binding(author: str) -> str:
     """Bind the chat a campaign's author follows its progress in, to the author."""
     return f"campaigns.creator_chat:{author}"
+
+
+def reach_binding(pseudonym: str) -> str:
+    """Bind a person's reach record (which bots can write to them) to their pseudonym."""
+    return f"reach.sealed:{pseudonym}"
 
 
 def safeword_binding(pseudonym: str) -> str:

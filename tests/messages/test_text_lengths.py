@@ -173,6 +173,10 @@ LONGEST: dict[str, Value] = {
     "line": _usage_line,
     "command": max(COMMANDS, key=len),
     "field": _longest_of("field."),
+    # The organisation's bots: a username (32 characters at most) or, before getMe answered, the id.
+    **dict.fromkeys(("backup", "active", "new", "old"), "@" + "b" * 32),
+    **dict.fromkeys(("unreachable", "reaches"), NUMBER),
+    "health": _longest_among("fleet.answers", "fleet.refused"),
     "problem": _longest_among(
         "hearings.bad_time", *(k for k in catalogs().keys("en") if k.startswith("cmd."))
     ),
@@ -187,6 +191,22 @@ LONGEST: dict[str, Value] = {
 
 # Per key, where a placeholder means something else there.
 OVERRIDES: dict[str, dict[str, Value]] = {
+    "fleet.line": {
+        "name": "@" + "b" * 32,
+        "role": _longest_among("fleet.role_main", "fleet.role_backup"),
+        "state": _longest_among("fleet.in_use", "fleet.standby"),
+    },
+    **{
+        key: {"name": "@" + "b" * 32, "channels": NUMBER}
+        for key in (
+            "fleet.switched",
+            "fleet.switched_admin",
+            "fleet.switch_button",
+            "fleet.switch_confirm",
+            "fleet.switch_confirm_button",
+            "fleet.already_in_use",
+        )
+    },
     **{
         key: {"name": TELEGRAM_PERSON, "who": TELEGRAM_PERSON}
         for key in ("members.stranger_joined", "members.stranger_removed", "members.unknown_id")

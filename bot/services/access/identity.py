@@ -115,14 +115,17 @@ class Verdict:
 
 
 class OfficialBots:
-    """The organisation's bots: the running bot's own username (from getMe) and JARCHY_OFFICIAL_BOTS."""
+    """The organisation's bots: the running bot's own username (from getMe), its backups' (from getMe) and
+    JARCHY_OFFICIAL_BOTS."""
 
-    def __init__(self, listed: Iterable[str]) -> None:
+    def __init__(self, listed: Iterable[str], *, fleet: Mapping[int, str] | None = None) -> None:
+        """`fleet`: the usernames of the configured bots (main and backups) as getMe gave them."""
         self._listed = tuple(listed)
+        self._fleet = fleet if fleet is not None else {}
 
     def names(self, own: str | None) -> tuple[str, ...]:
         """Return the official usernames, the running bot's first."""
-        return official_usernames(own, self._listed)
+        return official_usernames(own, (*self._fleet.values(), *self._listed))
 
     def check(self, own: str | None, raw: str) -> Verdict:
         """Tell whether `raw` (with or without @, any case, or a t.me link) names one of the organisation's

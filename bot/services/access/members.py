@@ -491,12 +491,6 @@ class MemberService:
         return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def bot_id_of(token: str) -> int:
-    """Return the bot's own user id: the number before the colon of its token."""
-    head = token.split(":", 1)[0]
-    return int(head) if head.isdigit() else 0
-
-
 def _inside(member: dict[str, Any]) -> bool:
     status = member.get("status")
     if status == "restricted":

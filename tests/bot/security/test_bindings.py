@@ -41,6 +41,7 @@ PINNED: list[tuple[Callable[..., str], tuple[object, ...], str]] = [
     (bindings.follow_chat_binding, ("p1", 7), "follows.chat:7:p1"),
     (bindings.subscriber_chat_binding, ("p1",), "subscriptions.chat:p1"),
     (bindings.creator_chat_binding, ("p1",), "campaigns.creator_chat:p1"),
+    (bindings.reach_binding, ("p1",), "reach.sealed:p1"),
     (bindings.safeword_binding, ("p1",), "users.safeword:p1"),
     (bindings.owner_binding, ("t1", "report"), "drafts.owner:t1:report"),
     (bindings.staged_owner_binding, ("t1",), "evidence_staged.owner:t1"),

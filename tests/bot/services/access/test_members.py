@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from bot.domain.identity import bot_id_of
 from bot.runtime.clock import FakeClock
 from bot.runtime.outbox import NOTICE_KIND
 from bot.security.bindings import payload_binding
-from bot.services.access.members import BAN_KIND, UNBAN_KIND, ban_verdict, bot_id_of, unban_done
+from bot.services.access.members import BAN_KIND, UNBAN_KIND, ban_verdict, unban_done
 from bot.settings import Settings
 from bot.wiring import Services, build_limiter, open_services
 from messages import Safe, catalogs
