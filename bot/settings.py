@@ -170,6 +170,8 @@ class Settings:
     # The bot in use has answered only 401/404 (revoked, deleted, banned) for this long: switch to a
     # backup that answers. 0: never by itself, only with `jarchy bot switch` or an admin's button.
     switch_after_min: float = 10.0
+    # How often every bot is asked getMe (whether it answers, and its username).
+    fleet_check_s: float = 30.0
     # Set by the runner when a backup is in use (bot.runtime.fleet.running_settings): bot_token is then
     # that backup's, and JARCHY_BOT_TOKEN's bot, the main one, is first among the backups.
     main_bot_id: int | None = None
@@ -347,6 +349,7 @@ class Settings:
             signing_key_file=_path(env, "JARCHY_SIGNING_KEY_FILE"),
             backup_bot_tokens=_backup_tokens(env, token),
             switch_after_min=_number(env, "JARCHY_SWITCH_AFTER_MIN", 10.0, float, minimum=0),
+            fleet_check_s=_number(env, "JARCHY_FLEET_CHECK_S", 30.0, float, minimum=0.1),
         )
         if settings.api_local_mode and api_url == DEFAULT_API_URL:
             raise SettingsError(
@@ -425,6 +428,7 @@ class Settings:
                 f"{len(self.backup_bot_tokens)} configured",
             ),
             ("JARCHY_SWITCH_AFTER_MIN", f"{self.switch_after_min:g}"),
+            ("JARCHY_FLEET_CHECK_S", f"{self.fleet_check_s:g}"),
             ("JARCHY_LOG_LEVEL", self.log_level),
         ]
 

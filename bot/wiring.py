@@ -390,8 +390,14 @@ async def open_services(
         outbox_repo=outbox_repo,
         alerts=alerts,
         campaigns=campaign_repo,
+        on_reached=delivery.reached,
     )
-    delivery.route_by(backups.route)
+
+    def refused(api: TelegramApi) -> None:
+        if fleet.refuse(api) is not None:
+            fleet_watch.refused()
+
+    delivery.route_by(backups.route, refused)
 
     async def switch(bot: FleetBot, reason: str) -> bool:
         actor = "cli" if reason == "cli" else "system"
@@ -409,6 +415,7 @@ async def open_services(
         switch_after=timedelta(minutes=settings.switch_after_min) if settings.switch_after_min > 0 else None,
         switch=switch,
         in_use=in_use,
+        check_every_s=settings.fleet_check_s,
     )
     standby = tuple(
         StandbyListener(
@@ -494,6 +501,14 @@ async def open_services(
             log.warning(
                 "alerts go to JARCHY_COORDINATOR_CHAT_ID; the chat bound earlier with /bind is no longer used"
             )
+    if fleet.enabled:
+        async with db.read() as conn:
+            await fleet.load_refused(conn, state)
+        # Rows that waited for a refused token (the last run's bot, or a switch the last run made while
+        # its sends were still answered 401) are tried at once by the bot in use now.
+        async with core.unit_of_work() as uow:
+            await outbox_repo.due_now_after_switch(uow.conn, clock.now())
+            await uow.commit()
     # Alerts held while no coordinators' chat was known go out once one is configured.
     await services.alerts.release_held()
     return services

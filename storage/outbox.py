@@ -302,7 +302,21 @@ class OutboxRepository:
                 outbox.c.chat_key == chat_key,
                 outbox.c.status == "pending",
                 outbox.c.due_at > now,
-                outbox.c.last_error.like(f"{UNREACHABLE}%"),
+                _waits_for_a_bot(),
+            )
+            .values(due_at=now)
+        )
+        return (await conn.execute(stmt)).rowcount or 0
+
+    async def due_now_after_switch(self, conn: AsyncConnection, now: datetime) -> int:
+        """Bring forward every row that waited for a refused bot (401/404) or for a bot able to reach its
+        person: another bot is in use now."""
+        stmt = (
+            update(outbox)
+            .where(
+                outbox.c.status == "pending",
+                outbox.c.due_at > now,
+                _waits_for_a_bot(),
             )
             .values(due_at=now)
         )
@@ -523,3 +537,12 @@ class OutboxRepository:
         if ids is not None:
             stmt = stmt.where(outbox.c.id.in_(ids))
         return [OutboxStatus(*r) for r in (await conn.execute(stmt)).all()]
+
+
+def _waits_for_a_bot() -> Any:
+    # A row answered 401/404 (its bot refused) or found unreachable by every working bot.
+    return or_(
+        outbox.c.last_error.like("401:%"),
+        outbox.c.last_error.like("404:%"),
+        outbox.c.last_error.like(f"{UNREACHABLE}%"),
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import logging
 import secrets
@@ -62,7 +63,7 @@ class DeliveryConfig:
     held_probe_s: float = 60.0
     # A row for a person no working bot can write to waits this long before it is looked at again (a
     # person pressing Start in a backup brings their rows forward at once: BackupService.started).
-    unreachable_retry_s: float = 900.0
+    unreachable_retry_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class DeliveryWorker:
         self._config = config or DeliveryConfig()
         self._leader = leader
         self._router: Router | None = None
+        self._on_refused: Callable[[TelegramApi], None] = lambda api: None
         self._routes: dict[int, TelegramApi | None] = {}
         # An owner is this instance and this run: a restarted instance takes back its previous run's
         # leases at once, and never another live instance's.
@@ -149,6 +151,10 @@ class DeliveryWorker:
         self._withdrawn_refs: dict[str, float] = {}
         self._withdrawn_recipients: dict[tuple[str, str], float] = {}
         self._claimed_at: dict[int, float] = {}
+        # Private chats whose person just became reachable (started a backup bot), with when: a row of
+        # theirs judged unreachable on a claim made before that moment is tried again at once.
+        self._reached: dict[str, float] = {}
+        self._awaiting_reach: dict[int, tuple[str, float]] = {}
         self._receipts: list[Receipt] = []
         self._flush_lock = asyncio.Lock()
         self._preempt = False
@@ -173,9 +179,11 @@ class DeliveryWorker:
         taken back after a crash, a timeout): a resent alert card says it may be a repeat."""
         self._resend_marks[kind] = mark
 
-    def route_by(self, router: Router) -> None:
-        """Let `router` choose, per claimed batch, which bot sends each row (backup bots)."""
+    def route_by(self, router: Router, on_refused: Callable[[TelegramApi], None]) -> None:
+        """Let `router` choose, per claimed batch, which bot sends each row (backup bots); `on_refused`
+        hears of the client whose token Telegram refused."""
         self._router = router
+        self._on_refused = on_refused
 
     def protect(self, predicate: Callable[[ClaimedRow], bool]) -> None:
         """Rows for which `predicate` holds are never final until sent: refused ones are held with their
@@ -296,6 +304,7 @@ class DeliveryWorker:
             failures, self._failures = self._failures, []
             try:
                 async with self._db.write() as conn:
+                    outcomes = self._reach_now(outcomes)
                     await self._outbox.apply(conn, self.owner, outcomes)
                     if blocked:
                         await self._users.mark_inactive(conn, sorted(blocked), self._clock.now())
@@ -495,8 +504,10 @@ class DeliveryWorker:
             )
         if code in (401, 404):
             # The token was revoked or the API address is wrong: not this row's fault, and no row should
-            # die of it. Keep it and try again in a minute; the poller stops the bot on a 401.
+            # die of it. Keep it and try again in a minute; the poller stops the bot on a 401 (or, with
+            # backup bots, the fleet watch hears of it and may switch).
             log.error("Telegram rejected the bot token or address (%s); outbox rows wait", code)
+            self._on_refused(self._routes.get(row.id) or self._api)
             return Outcome(
                 id=row.id,
                 status="pending",
@@ -523,9 +534,34 @@ class DeliveryWorker:
             return Outcome(id=row.id, status="dead", error=f"{code}: {description}")
         return self._retry_or_dead(row, f"{code}: {description}")
 
+    def reached(self, chat_key: str) -> None:
+        """A person is becoming reachable (call inside the transaction that records it, before it commits):
+        their rows claimed before now and found unreachable are tried again at once, not after the wait."""
+        now = self._clock.monotonic()
+        horizon = now - self._config.lease_s
+        self._reached = {k: t for k, t in self._reached.items() if t >= horizon}
+        self._reached[chat_key] = now
+        self.wake()
+
     def _unreachable(self, row: ClaimedRow, error: str) -> Outcome:
+        self._awaiting_reach[row.id] = (row.chat_key, self._claimed_at.get(row.id, 0.0))
         due = self._clock.now() + timedelta(seconds=self._config.unreachable_retry_s)
         return Outcome(id=row.id, status="pending", due_at=due, error=UNREACHABLE + error, attempts_delta=-1)
+
+    def _reach_now(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Within the write that records them: a row found unreachable whose person became reachable
+        since it was claimed is due at once. Checked under the write lock, so a person's start either
+        committed before (and is seen here) or comes after (and its own update brings the row forward)."""
+        if not self._awaiting_reach:
+            return outcomes
+        now = self._clock.now()
+        out = []
+        for outcome in outcomes:
+            waiting = self._awaiting_reach.pop(outcome.id, None)
+            if waiting is not None and self._reached.get(waiting[0], -1.0) >= waiting[1]:
+                outcome = dataclasses.replace(outcome, due_at=now)
+            out.append(outcome)
+        return out
 
     def _hold(self, row: ClaimedRow, error: str, migrate_to: int | None = None) -> Outcome:
         self._failures.append(Failure(row.kind, row.ref, row.chat_key, error, True, migrate_to))

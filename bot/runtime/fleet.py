@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.identity import bot_id_of
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
@@ -136,6 +137,26 @@ class Fleet:
             )
             self._apis[bot_id] = client
         return client
+
+    def refuse(self, api: TelegramApi) -> FleetBot | None:
+        """Note that Telegram refused the token of the bot behind `api` (a send answered 401/404)."""
+        for bot_id, client in self._apis.items():
+            if client is api:
+                self.refused.setdefault(bot_id, datetime.now(UTC))
+                return self.by_id(bot_id)
+        return None
+
+    async def load_refused(self, conn: AsyncConnection, state: StateRepository) -> None:
+        """Read which bots were refused since when (another run or instance saw it): a bot not known to
+        answer is not chosen to send until it answers."""
+        for bot in self.bots:
+            raw = await state.get(conn, REFUSED_PREFIX + str(bot.bot_id))
+            if raw is None:
+                continue
+            try:
+                self.refused[bot.bot_id] = datetime.fromisoformat(raw)
+            except ValueError:
+                continue
 
     def secrets(self) -> list[str]:
         """Return every token, for the log filter."""

@@ -27,6 +27,7 @@ from bot.security.bindings import (
     follow_chat_binding,
     note_binding,
     payload_binding,
+    reach_binding,
     report_body_binding,
     safeword_binding,
     sealed_body_binding,
@@ -189,6 +190,7 @@ SEALED_FIELDS: tuple[SealedField, ...] = (
         lambda r: (follow_chat_binding(r.follower, r.case_id),),
     ),
     SealedField(schema.users, "safeword", ("pseudonym",), lambda r: (safeword_binding(r.pseudonym),)),
+    SealedField(schema.reach, "sealed", ("pseudonym",), lambda r: (reach_binding(r.pseudonym),)),
     SealedField(
         schema.subscriptions, "chat", ("pseudonym",), lambda r: (subscriber_chat_binding(r.pseudonym),)
     ),

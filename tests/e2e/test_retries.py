@@ -157,6 +157,7 @@ class _MarksFail(InboxRepository):
     """The inbox's SQL, with done-marks failing as they do while another writer holds the lock."""
 
     def __init__(self, failures: int) -> None:
+        super().__init__()
         self.failures = failures
 
     async def mark_done(self, conn: AsyncConnection, update_ids: Sequence[int], now: datetime) -> None:

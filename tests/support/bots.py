@@ -42,8 +42,14 @@ class RunningBot:
         self._stop = asyncio.Event()
         self.app = build_application(self.settings)
         run = run_webhook if self.settings.webhook_url else run_polling
-        self._task = asyncio.create_task(run(self.settings, stop=self._stop, app=self.app))
+        self._task = asyncio.create_task(
+            run(self.settings, stop=self._stop, app=self.app, on_app=self._use_app)
+        )
         await asyncio.sleep(0)
+
+    def _use_app(self, app: JarchyApp) -> None:
+        # A switch to a backup bot starts a new Application in the same run.
+        self.app = app
 
     async def stop(self) -> None:
         """Stop gracefully and surface any error the bot died of."""

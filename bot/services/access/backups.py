@@ -17,9 +17,8 @@ tells the admins how many people no working bot can reach.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,9 +42,6 @@ MOVED_KIND = "bot_moved"
 INVITE_KIND = "backup_invite"
 # Where an invitation to start a backup is shown, at most once each.
 PLACES = ("start", "settings", "report")
-# The "we moved" notices wait this long, so that the instance that switched (and every other one) has
-# restarted on the new bot before they go: sent by the old one, they would say so from the wrong bot.
-MOVED_DELAY = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,10 @@ class BackupService:
         outbox_repo: OutboxRepository,
         alerts: AlertService,
         campaigns: CampaignRepository,
+        on_reached: Callable[[str], None] = lambda chat_key: None,
     ) -> None:
+        """`on_reached(chat_key)`: a person became reachable by another bot (the delivery worker retries
+        what it found unreachable a moment ago)."""
         self._core = core
         self.fleet = fleet
         self._repo = repo
@@ -127,6 +126,7 @@ class BackupService:
         self._outbox_repo = outbox_repo
         self._alerts = alerts
         self._campaigns = campaigns
+        self._on_reached = on_reached
         self._known = _Known()
 
     # ------------------------------------------------------------------ records
@@ -173,8 +173,11 @@ class BackupService:
                 bots = record.bots | {bot_id}
                 await self._write(uow.conn, telegram_id, Record(bots, telegram_id, record.asked))
                 chat_key = self._core.pseudonyms.of_chat(telegram_id)
-                if await self._outbox_repo.due_now_for_chat(uow.conn, chat_key, self._core.clock.now()):
-                    uow.wake_delivery()
+                # Told before the rows are brought forward: what the sender records after this moment
+                # is due at once too (DeliveryWorker.reached).
+                self._on_reached(chat_key)
+                await self._outbox_repo.due_now_for_chat(uow.conn, chat_key, self._core.clock.now())
+                uow.wake_delivery()
             await uow.commit()
         self._known.recorded.add(pseudonym)
         return new
@@ -220,15 +223,22 @@ class BackupService:
         """Choose the bot that sends each row to a person: the one in use if it can write to them, else
         another working bot that can, else None (the row waits). Rows not named go the usual way."""
         fleet = self.fleet
-        if not fleet.enabled or fleet.active.main:
-            return {}  # the main bot reaches everyone who ever wrote to it
-        private = [row for row in rows if row.chat_kind == "private"]
-        if not private:
+        if not fleet.enabled:
             return {}
+        plan: dict[int, TelegramApi | None] = {}
+        for row in rows:
+            # "We moved" goes out from the bot moved to, whichever bot this run still holds.
+            moved_to = _moved_to(row)
+            if moved_to is not None and moved_to != fleet.active.bot_id and fleet.by_id(moved_to):
+                plan[row.id] = fleet.api(moved_to)
+        if fleet.active.main:
+            return plan  # the main bot reaches everyone who ever wrote to it
+        private = [row for row in rows if row.chat_kind == "private" and row.id not in plan]
+        if not private:
+            return plan
         async with self._core.db.read() as conn:
             reach = await self.reach_of(conn, [row.chat_key for row in private])
         order = (fleet.active, *fleet.standby())
-        plan: dict[int, TelegramApi | None] = {}
         for row in private:
             bots = reach.get(row.chat_key, frozenset())
             choice = next(
@@ -430,6 +440,8 @@ class BackupService:
                 )
                 for chat in await self._channels.all(conn)
             ]
+            # What waited for the refused bot, or for a bot able to reach its person, is tried at once.
+            await self._outbox_repo.due_now_after_switch(conn, self._core.clock.now())
             told_people = await self._core.outbox.enqueue(conn, people)
             told_channels = await self._core.outbox.enqueue(conn, channels)
             # Counted with the new bot in use: who it, or another working bot, can reach now.
@@ -467,6 +479,13 @@ class BackupService:
             kind=MOVED_KIND,
             recipient_user_id=chat_id if person else None,
             priority=PRIORITY_PERSONAL,
-            due_at=self._core.clock.now() + MOVED_DELAY,
+            ref=f"{MOVED_KIND}:{to.bot_id}",
             dedupe_key=f"moved:{to.bot_id}:{key}",
         )
+
+
+def _moved_to(row: ClaimedRow) -> int | None:
+    if row.kind != MOVED_KIND or row.ref is None:
+        return None
+    head, _, bot_id = row.ref.partition(":")
+    return int(bot_id) if head == MOVED_KIND and bot_id.isdigit() else None

@@ -21,6 +21,7 @@ from bot.domain.callbacks import (
     ComposePress,
     DatePress,
     DutyPress,
+    FleetPress,
     FlowPress,
     FollowCase,
     ForgetPress,
@@ -149,6 +150,10 @@ WIRE: dict[type[Callback], list[tuple[Callback, str]]] = {
     DatePress: [
         (DatePress("0123456789abcdef", 3, "day", 20310310), "dp:0123456789abcdef:3:day:20310310"),
         (DatePress("0123456789abcdef", 3, "type"), "dp:0123456789abcdef:3:type"),
+    ],
+    FleetPress: [
+        (FleetPress("inv", 7123456789), "fl:inv:7123456789"),
+        (FleetPress("swy", 654321), "fl:swy:654321"),
     ],
 }
 

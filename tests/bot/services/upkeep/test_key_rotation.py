@@ -114,6 +114,8 @@ async def populate(tmp_path: Path, fake: FakeBotApi, **overrides: object) -> tup
         for person in (SUBSCRIBER, FOLLOWER):
             await services.users.seen(person, "en")
         await services.safewords.choose(FOLLOWER, "blue river")
+        # A backup bot the follower pressed Start in: their reach record (any bot id will do here).
+        await services.backups.started(654321, FOLLOWER, "en")
         await services.campaigns.subscribe(SUBSCRIBER, SUBSCRIBER)
         case_id = await services.hearings.create_case(ADMIN, "Case of Aziza", "Detained", "Art. 330", True)
         await services.hearings.follow(FOLLOWER, FOLLOWER, case_id)

@@ -1,0 +1,227 @@
+"""The backup bot end to end: two tokens on one fake Telegram, the main one revoked, everything moves.
+
+Both fake bots refuse to write first to anyone who never started them (403 "bot can't initiate
+conversation"), as Telegram does: what reaches a person through the backup reaches them only because
+they pressed Start there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+
+from bot.settings import SecretStr, Settings
+from bot.wiring import Services
+from messages import catalogs
+from storage.database import Database
+from storage.types import to_micros
+from tests.campaign_seed import ready_campaign, seed_subscribers
+from tests.fakebot import FakeBotApi
+from tests.support.bots import RunningBot
+from tests.support.people import Person
+from tests.support.settings import TEST_TOKEN, make_settings
+
+BACKUP_TOKEN = "654321:BACKUP-TOKEN-abcdef"
+BACKUP_ID = 654321
+BACKUP_NAME = "jarchy_backup_bot"
+ADMIN = 5201  # admin and coordinator; started the backup, as the README asks
+READY = 5202  # follows the case, subscribes, started the backup
+STRANDED = 5203  # follows the case, subscribes, never started the backup (until the end)
+COORDINATORS = -100777
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotApi]:
+    """The main bot's fake Telegram, also serving the backup bot's token."""
+    async with FakeBotApi(TEST_TOKEN, require_start=True) as server:
+        yield server
+
+
+@pytest.fixture
+def backup(fake: FakeBotApi) -> FakeBotApi:
+    """The backup bot, at the same address as the main one."""
+    other = FakeBotApi(BACKUP_TOKEN, bot_id=BACKUP_ID, bot_username=BACKUP_NAME, require_start=True)
+    fake.serve_also(other)
+    return other
+
+
+def fleet_settings(tmp_path: Path, fake: FakeBotApi, **overrides: object) -> Settings:
+    """A bot with one backup, which switches after about a second of refusals."""
+    values: dict[str, object] = {
+        "api_url": fake.url,
+        "admin_ids": frozenset({ADMIN}),
+        "coordinator_chat_id": COORDINATORS,
+        "backup_bot_tokens": (SecretStr(BACKUP_TOKEN),),
+        "switch_after_min": 0.02,
+        "fleet_check_s": 0.3,
+        "reminder_interval_s": 1.0,
+        "broadcast_interval_s": 0.3,
+        **overrides,
+    }
+    return make_settings(tmp_path, **values)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Wait until `condition()` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def texts_to(server: FakeBotApi, chat_id: int) -> list[str]:
+    """What a bot sent into a chat (sendMessage texts)."""
+    return [str(call.params.get("text", "")) for call in server.sent("sendMessage", chat_id=chat_id)]
+
+
+def reminders(server: FakeBotApi, chat_id: int) -> list[str]:
+    return [t for t in texts_to(server, chat_id) if "⚖️" in t]
+
+
+def campaign_calls(server: FakeBotApi, chat_id: int, campaign: int) -> list[Any]:
+    return [
+        c
+        for c in server.sent("sendMessage", chat_id=chat_id)
+        if f"cp:{campaign}:acted" in str(c.params.get("reply_markup", ""))
+    ]
+
+
+async def move_hearing_close(settings: Settings) -> None:
+    """Bring the hearing to 2 hours and 3 seconds from now: its 2-hour reminder falls due at once."""
+    db = Database.connect(settings.database_url)
+    try:
+        async with db.write() as conn:
+            soon = datetime.now(UTC) + timedelta(hours=2, seconds=3)
+            await conn.execute(text("UPDATE hearings SET starts_at = :t"), {"t": to_micros(soon)})
+    finally:
+        await db.close()
+
+
+async def services_of(bot: RunningBot, bot_id: int) -> Services:
+    """Wait for the run on this bot (a switch starts a new Application) and return its services."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        services: Services | None = bot.app.bot_data.services if bot.app is not None else None
+        if services is not None and services.fleet.active.bot_id == bot_id:
+            return services
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the bot did not start on {bot_id}")
+        await asyncio.sleep(0.05)
+
+
+async def test_main_token_revoked_everything_moves_to_the_backup(
+    fake: FakeBotApi, backup: FakeBotApi, tmp_path: Path
+) -> None:
+    settings = fleet_settings(tmp_path, fake)
+    bot = RunningBot(settings)
+    await bot.start()
+    try:
+        services = await bot.started_services()
+        await until(lambda: BACKUP_ID in services.fleet.usernames, what="the backup's getMe")
+        admin, ready, stranded = Person(fake, ADMIN), Person(fake, READY, "ru"), Person(fake, STRANDED)
+
+        # Invited once in /start (not twice), in the person's language.
+        invite = catalogs().text("ru", "fleet.invite", backup=BACKUP_NAME)
+        welcome = await ready.say("/start")
+        assert invite in welcome["text"]
+        again = await ready.say("/start")
+        assert invite not in again["text"]
+
+        # Pressing Start in the backup is recorded; the backup answers where to write meanwhile.
+        for person in (READY, ADMIN):
+            backup.add_message(user_id=person, text="/start", language_code="ru" if person == READY else "en")
+        await backup.wait_for("sendMessage", chat_id=READY, timeout=15)
+        hello = catalogs().text("ru", "fleet.standby_hello", active="jarchy_test_bot")
+        assert texts_to(backup, READY) == [hello]
+        await backup.wait_for("sendMessage", chat_id=ADMIN, timeout=15)
+
+        # A case both follow; both subscribe.
+        await admin.say("/case_new Makhabat T. | Blogger charged for a post | Art. 327 | public")
+        in_three_hours = (datetime.now(ZoneInfo("Asia/Bishkek")) + timedelta(hours=3)).strftime(
+            "%d.%m.%Y %H:%M"
+        )
+        await admin.say(f"/hearing_add 1 | {in_three_hours} | Oktyabrsky court | Bishkek, Toktogula 1")
+        for follower in (ready, stranded):
+            await follower.say("/cases")
+            listing = fake.sent("sendMessage", chat_id=follower.user_id)[-1]
+            await follower.press("cf:1", listing.result["message_id"])
+        await seed_subscribers(services, [READY, STRANDED])
+        census = await services.backups.census()
+        assert census.unreachable == 0  # the main bot still answers: it reaches everyone
+
+        # The main token is revoked; then a reminder and a campaign fall due.
+        fake.revoke()
+        await move_hearing_close(settings)
+        campaign = await ready_campaign(services, ADMIN)
+
+        # About a second of refusals later, the backup is in use.
+        moved = await services_of(bot, BACKUP_ID)
+        await backup.wait_for(
+            "sendMessage", chat_id=READY, timeout=30, predicate=lambda c: "⚖️" in str(c.params.get("text"))
+        )
+        await until(lambda: len(campaign_calls(backup, READY, campaign)) == 1, 30, "the campaign")
+        moved_note = catalogs().text(
+            "ru", "fleet.moved_person", new=f"@{BACKUP_NAME}", old="@jarchy_test_bot"
+        )
+        await until(lambda: moved_note in texts_to(backup, READY), 30, "the moved notice")
+        # The admins hear how many no working bot can reach: the one who never started the backup.
+        await until(
+            lambda: any("/bots" in t and "1" in t for t in texts_to(backup, ADMIN)), 30, "the admins' summary"
+        )
+        census = await moved.backups.census()
+        assert census.unreachable == 1
+
+        # An SOS through the backup reaches the coordinators through the backup.
+        on_backup = Person(backup, READY, "ru")
+        await on_backup.say("/sos")
+        await on_backup.tap("go", prefix="s")
+        (alert,) = await backup.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
+        assert "SOS" in alert.params["text"]
+
+        # Admins see who is unreachable in /bots, through the backup.
+        backup.add_message(user_id=ADMIN, text="/bots")
+        (screen,) = await backup.wait_for(
+            "sendMessage",
+            chat_id=ADMIN,
+            timeout=15,
+            predicate=lambda c: (
+                "@jarchy_backup_bot" in str(c.params) and "in use" in str(c.params.get("text"))
+            ),
+        )
+        assert (
+            catalogs().text("en", "fleet.unreachable", unreachable=1, people=census.people)
+            in screen.params["text"]
+        )
+
+        # Nothing was even tried towards the stranded person through a bot that cannot reach them.
+        assert [c for c in backup.calls if c.params.get("chat_id") == STRANDED] == []
+    finally:
+        await bot.stop()
+
+    # The switch survives a restart; the stranded person presses Start in the backup at last, and what
+    # waited for them arrives, once.
+    await bot.start()
+    try:
+        await services_of(bot, BACKUP_ID)
+        backup.add_message(user_id=STRANDED, text="/start")
+        await until(lambda: len(reminders(backup, STRANDED)) == 1, 30, "the stranded person's reminder")
+        await until(lambda: len(campaign_calls(backup, STRANDED, campaign)) == 1, 30, "their campaign")
+        await bot.quiet(backup)
+    finally:
+        await bot.stop()
+    # Nothing doubled: one reminder and one campaign call per person, through whichever bot.
+    for person in (READY, STRANDED):
+        assert len(reminders(backup, person)) + len(reminders(fake, person)) == 1
+        assert (
+            len(campaign_calls(backup, person, campaign)) + len(campaign_calls(fake, person, campaign)) == 1
+        )
+    assert Counter(texts_to(backup, READY))[moved_note] == 1
