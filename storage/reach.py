@@ -34,6 +34,9 @@ class ReachRepository:
         self, conn: AsyncConnection, pseudonym: str, chat_key: str, sealed: bytes, now: datetime
     ) -> None:
         """Write a person's record (the person's users row must exist)."""
+        # The day only, as for users: an exact time beside an anonymous report received the same minute
+        # would point at its author.
+        now = now.replace(hour=0, minute=0, second=0, microsecond=0)
         stmt = insert_or(conn, reach).values(
             pseudonym=pseudonym, chat_key=chat_key, sealed=sealed, updated_at=now
         )

@@ -27,7 +27,7 @@ from tests.campaign_seed import ready_campaign, seed_subscribers
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.support.people import Person
-from tests.support.settings import TEST_TOKEN, make_settings
+from tests.support.settings import TEST_TOKEN, make_settings, run_jarchy
 
 BACKUP_TOKEN = "654321:BACKUP-TOKEN-abcdef"
 BACKUP_ID = 654321
@@ -225,3 +225,53 @@ async def test_main_token_revoked_everything_moves_to_the_backup(
             len(campaign_calls(backup, person, campaign)) + len(campaign_calls(fake, person, campaign)) == 1
         )
     assert Counter(texts_to(backup, READY))[moved_note] == 1
+
+
+async def test_jarchy_bot_status_and_switch_from_the_server(
+    fake: FakeBotApi, backup: FakeBotApi, tmp_path: Path
+) -> None:
+    # Never by itself: only the command switches here.
+    settings = fleet_settings(tmp_path, fake, switch_after_min=0)
+    cli = {"api_url": fake.url, "backup_bot_tokens": BACKUP_TOKEN}
+    bot = RunningBot(settings)
+    await bot.start()
+    try:
+        await bot.started_services()
+        code, output = await run_jarchy(settings, "bot", "status", **cli)
+        assert code == 0, output
+        assert "* 123456  main    @jarchy_test_bot" in output
+        assert f"  {BACKUP_ID}  backup  @{BACKUP_NAME}" in output
+        assert TEST_TOKEN.split(":")[1] not in output and BACKUP_TOKEN.split(":")[1] not in output
+        code, output = await run_jarchy(settings, "bot", "switch", "--to", "@nobody_bot", **cli)
+        assert code == 2 and "--to @nobody_bot" in output
+        code, output = await run_jarchy(settings, "bot", "switch", "--to", f"@{BACKUP_NAME}", **cli)
+        assert code == 0, output
+        moved = await services_of(bot, BACKUP_ID)
+        async with moved.db.read() as conn:
+            actors = (
+                await conn.execute(text("SELECT actor FROM audit_log WHERE action = 'bot.switch'"))
+            ).scalars()
+            assert list(actors) == ["cli"]
+        # The main bot still answers, so nothing waits: the switch was the organisation's choice.
+        code, output = await run_jarchy(settings, "bot", "status", **cli)
+        assert f"* {BACKUP_ID}  backup" in output
+    finally:
+        await bot.stop()
+
+
+async def test_a_token_refused_at_start_hands_over_to_the_backup(
+    fake: FakeBotApi, backup: FakeBotApi, tmp_path: Path
+) -> None:
+    backup.mark_started(READY)
+    settings = fleet_settings(tmp_path, fake)
+    fake.revoke()  # before the first start: the bot must come up on the backup by itself
+    bot = RunningBot(settings)
+    await bot.start()
+    try:
+        services = await services_of(bot, BACKUP_ID)
+        backup.add_message(user_id=READY, text="/start")
+        (welcome,) = await backup.wait_for("sendMessage", chat_id=READY, timeout=15)
+        assert "jarchy" in welcome.params["text"]
+        assert services.fleet.main.bot_id in services.fleet.refused
+    finally:
+        await bot.stop()

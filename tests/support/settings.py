@@ -39,14 +39,16 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-async def run_jarchy(settings: Settings, *args: str) -> tuple[int, str]:
-    """Run the real `jarchy` command line on these settings' data; return its exit code and output."""
+async def run_jarchy(settings: Settings, *args: str, **variables: str) -> tuple[int, str]:
+    """Run the real `jarchy` command line on these settings' data, with more JARCHY_<NAME> variables
+    given by name; return its exit code and output."""
     env = {
         **os.environ,
         "JARCHY_DATA_DIR": str(settings.data_dir),
         "JARCHY_DATABASE_URL": settings.database_url,
         "JARCHY_KEY_FILE": str(settings.resolved_key_file),
         "JARCHY_BOT_TOKEN": TEST_TOKEN,
+        **{f"JARCHY_{name.upper()}": value for name, value in variables.items()},
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", *args, env=env, stdout=PIPE, stderr=STDOUT
