@@ -262,3 +262,21 @@ def test_official_bots_are_read_without_at_in_lower_case(tmp_path: Path) -> None
         Settings.from_env(
             {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_OFFICIAL_BOTS": "@ok_bot, no!"}, env_file=tmp_path / "x"
         )
+
+
+def test_backup_bot_tokens_are_read_checked_and_never_shown(tmp_path: Path) -> None:
+    backup = "654321:BACKUP-TOKEN-abcdef"
+    env = {"JARCHY_BOT_TOKEN": TOKEN, "JARCHY_BACKUP_BOT_TOKENS": f" {backup} , 777:ANOTHER-TOKEN-xyz"}
+    settings = Settings.from_env(env, env_file=tmp_path / "none")
+    assert [t.get_secret_value() for t in settings.backup_bot_tokens] == [backup, "777:ANOTHER-TOKEN-xyz"]
+    described = dict(settings.describe())
+    assert described["JARCHY_BACKUP_BOT_TOKENS"] == "2 configured"
+    assert "BACKUP-TOKEN" not in repr(settings) and "BACKUP-TOKEN" not in str(settings.describe())
+    for value, why in (
+        ("654321:short", "entry 1 does not look like a bot token"),
+        (TOKEN, "names the main bot"),
+        (f"{backup},{backup}", "names one bot twice"),
+    ):
+        with pytest.raises(SettingsError) as error:
+            Settings.from_env({**env, "JARCHY_BACKUP_BOT_TOKENS": value}, env_file=tmp_path / "none")
+        assert why in str(error.value) and "short" not in str(error.value)

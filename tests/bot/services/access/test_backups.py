@@ -90,6 +90,9 @@ async def test_a_start_in_the_backup_is_kept_sealed_and_dated_by_the_day(service
         )
     async with services.db.read() as conn:
         assert (await services.backups.record_of(conn, OTHER)).bots == frozenset()
+    # /forget takes the record with the rest.
+    await services.reports.forget(PERSON)
+    assert await column(services, "SELECT count(*) FROM reach") == [1]
 
 
 async def test_the_invitation_shows_once_per_place_and_never_to_who_started_the_backup(
