@@ -115,8 +115,16 @@ async def _refused_at_start(services: Services) -> bool:
     # Refused before the bot could start: the watch records since when, switches once that is long
     # enough, and notices a switch made meanwhile with `jarchy bot switch`.
     watch = services.fleet_watch
-    await watch.check(may_switch=services.sender.is_leader or not services.db.is_postgresql)
-    return watch.switched.is_set() or await watch.follow()
+    try:
+        # The sender's lease is only run once the bot is up: one try here lets one instance of a
+        # cluster that starts while its token is refused decide on the switch.
+        leading = not services.db.is_postgresql or services.sender.is_leader or await services.sender.step()
+        await watch.check(may_switch=leading)
+        return watch.switched.is_set() or await watch.follow()
+    except Exception:
+        # A locked database or a lost connection: the next try comes with the next getMe.
+        log.exception("could not decide on a switch to a backup bot; trying again")
+        return False
 
 
 async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, webhook: bool) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -397,7 +398,20 @@ async def open_services(
         if fleet.refuse(api) is not None:
             fleet_watch.refused()
 
-    delivery.route_by(backups.route, refused)
+    recording: set[asyncio.Task[None]] = set()
+
+    def blocked(api: TelegramApi | None, chat_key: str) -> bool:
+        bot = fleet.bot_of(api if api is not None else fleet.api(fleet.active.bot_id))
+        if bot is None or bot.main:
+            return False  # the main bot blocked: as without backups, the person is inactive
+        task = asyncio.get_running_loop().create_task(backups.blocked(bot.bot_id, chat_key))
+        recording.add(task)
+        task.add_done_callback(recording.discard)
+        return True
+
+    delivery.route_by(backups.route, refused, blocked)
+    if fleet.enabled:
+        outbox.bot_id = fleet.active.bot_id
 
     async def switch(bot: FleetBot, reason: str) -> bool:
         actor = "cli" if reason == "cli" else "system"

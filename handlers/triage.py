@@ -153,6 +153,11 @@ async def track_membership(update: Update, context: JarchyContext) -> None:
     if change is None:
         return
     member = change.new_chat_member
+    if change.chat.type == "private":
+        # A person blocked or unblocked the bot in use; a backup in use then no longer (or again)
+        # counts as reaching them (BackupService).
+        await context.services.backups.private_status(change.chat.id, member.status)
+        return
     can_send = not isinstance(member, ChatMemberRestricted) or bool(member.can_send_messages)
     await context.services.watch.membership_changed(change.chat.id, member.status, can_send)
 

@@ -36,6 +36,7 @@ class NewOutboxRow:
     ref: str | None = None
     status: str = "pending"  # "held": waits for a destination (no coordinators' chat yet)
     expires_at: datetime | None = None
+    via_bot: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class ClaimedRow:
     attempts: int
     unknown_outcomes: int
     ref: str | None = None
+    via_bot: int | None = None  # only this bot may send it (an edit or deletion of its own message)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class OutboxRepository:
                     "dedupe_key": r.dedupe_key,
                     "ref": r.ref,
                     "expires_at": r.expires_at,
+                    "via_bot": r.via_bot,
                 }
                 for r in rows
             ],
@@ -197,6 +200,7 @@ class OutboxRepository:
                 outbox.c.attempts,
                 outbox.c.unknown_outcomes,
                 outbox.c.ref,
+                outbox.c.via_bot,
             )
         )
         rows = [ClaimedRow(*r) for r in (await conn.execute(stmt)).all()]

@@ -146,6 +146,9 @@ outbox = Table(
     Column("last_error", Text, nullable=True),
     # Makes enqueueing idempotent: a re-run of whatever caused the row creates it once.
     Column("dedupe_key", String(128), nullable=True, unique=True),
+    # Backup bots: the bot an edit or a deletion must go through (the one whose chat holds the message);
+    # NULL for everything else, which goes through the bot in use.
+    Column("via_bot", BigInteger, nullable=True),
     Column("ref", String(64), nullable=True),  # the aggregate it belongs to, e.g. a campaign id
     Column(
         "expires_at", UtcTimestamp, nullable=True

@@ -129,6 +129,7 @@ class DeliveryWorker:
         self._leader = leader
         self._router: Router | None = None
         self._on_refused: Callable[[TelegramApi], None] = lambda api: None
+        self._on_blocked: Callable[[TelegramApi | None, str], bool] = lambda api, chat_key: False
         self._routes: dict[int, TelegramApi | None] = {}
         # An owner is this instance and this run: a restarted instance takes back its previous run's
         # leases at once, and never another live instance's.
@@ -179,11 +180,18 @@ class DeliveryWorker:
         taken back after a crash, a timeout): a resent alert card says it may be a repeat."""
         self._resend_marks[kind] = mark
 
-    def route_by(self, router: Router, on_refused: Callable[[TelegramApi], None]) -> None:
+    def route_by(
+        self,
+        router: Router,
+        on_refused: Callable[[TelegramApi], None],
+        on_blocked: Callable[[TelegramApi | None, str], bool],
+    ) -> None:
         """Let `router` choose, per claimed batch, which bot sends each row (backup bots); `on_refused`
-        hears of the client whose token Telegram refused."""
+        hears of the client whose token Telegram refused; `on_blocked(client, chat_key)` of a person who
+        blocked a bot, and says whether another bot may still reach them (the row then waits)."""
         self._router = router
         self._on_refused = on_refused
+        self._on_blocked = on_blocked
 
     def protect(self, predicate: Callable[[ClaimedRow], bool]) -> None:
         """Rows for which `predicate` holds are never final until sent: refused ones are held with their
@@ -472,7 +480,8 @@ class DeliveryWorker:
         if self._config.paid_broadcast and row.method.startswith(("send", "copy")):
             params["allow_paid_broadcast"] = True
         try:
-            result = await (self._routes.get(row.id) or self._api).call(row.method, params)
+            api = self._routes.get(row.id) or self._api
+            result = await api.call(row.method, params)
         except OutcomeUnknown as error:
             return self._unknown(row, str(error))
         except NotSent as error:
@@ -481,9 +490,9 @@ class DeliveryWorker:
         wanted = row.kind in self._receipt_handlers
         if wanted and result.ok and result.message_id is not None and isinstance(chat, int):
             self._receipts.append(Receipt(row.kind, row.ref, chat, result.message_id))
-        return self._judge(row, result)
+        return self._judge(row, result, api)
 
-    def _judge(self, row: ClaimedRow, result: ApiResult) -> Outcome:
+    def _judge(self, row: ClaimedRow, result: ApiResult, api: TelegramApi | None = None) -> Outcome:
         if result.ok:
             self.sent_count += 1
             return Outcome(id=row.id, status="sent", message_id=result.message_id, sent_at=self._clock.now())
@@ -507,7 +516,7 @@ class DeliveryWorker:
             # die of it. Keep it and try again in a minute; the poller stops the bot on a 401 (or, with
             # backup bots, the fleet watch hears of it and may switch).
             log.error("Telegram rejected the bot token or address (%s); outbox rows wait", code)
-            self._on_refused(self._routes.get(row.id) or self._api)
+            self._on_refused(api or self._api)
             return Outcome(
                 id=row.id,
                 status="pending",
@@ -522,6 +531,9 @@ class DeliveryWorker:
         if code == 403 and "initiate conversation" in description.lower():
             # This bot was never started by the person (a backup after a switch): not a refusal of
             # theirs. The row waits for a bot that can write to them.
+            return self._unreachable(row, f"403: {description}")
+        if code == 403 and row.chat_kind == "private" and self._on_blocked(api, row.chat_key):
+            # A backup bot the person blocked: another working bot may still reach them.
             return self._unreachable(row, f"403: {description}")
         if code == 403:
             if row.recipient is not None:

@@ -138,13 +138,16 @@ class Fleet:
             self._apis[bot_id] = client
         return client
 
+    def bot_of(self, api: TelegramApi) -> FleetBot | None:
+        """Return the bot behind one of this fleet's clients."""
+        return next((self.by_id(i) for i, client in self._apis.items() if client is api), None)
+
     def refuse(self, api: TelegramApi) -> FleetBot | None:
         """Note that Telegram refused the token of the bot behind `api` (a send answered 401/404)."""
-        for bot_id, client in self._apis.items():
-            if client is api:
-                self.refused.setdefault(bot_id, datetime.now(UTC))
-                return self.by_id(bot_id)
-        return None
+        bot = self.bot_of(api)
+        if bot is not None:
+            self.refused.setdefault(bot.bot_id, datetime.now(UTC))
+        return bot
 
     async def load_refused(self, conn: AsyncConnection, state: StateRepository) -> None:
         """Read which bots were refused since when (another run or instance saw it): a bot not known to

@@ -89,8 +89,6 @@ class FleetWatch:
         async with self._db.read() as conn:
             raw = await self._state.get(conn, SWITCH_REQUEST)
         if raw is not None:
-            async with self._db.write() as conn:
-                await self._state.delete(conn, SWITCH_REQUEST)
             try:
                 wanted = self._fleet.by_id(int(json.loads(raw)["to"]))
             except (ValueError, KeyError, TypeError):
@@ -99,6 +97,11 @@ class FleetWatch:
                 log.error("a switch was asked for a bot that is not configured; ignored")
             else:
                 await self._switch(wanted, "cli")
+            # Only once made (a failed switch leaves the request for the next look): a second switch to
+            # the same bot changes nothing.
+            async with self._db.write() as conn:
+                if await self._state.get(conn, SWITCH_REQUEST) == raw:
+                    await self._state.delete(conn, SWITCH_REQUEST)
         if await self._in_use() != self._fleet.active.bot_id:
             log.warning("another bot is in use now; restarting on it")
             self.switched.set()

@@ -52,6 +52,11 @@ def with_parse_mode(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def acts_on_a_message(method: str) -> bool:
+    """Tell a method that changes a message already in a chat (only the bot that sent it may)."""
+    return method.startswith(("edit", "delete", "stopPoll", "pin", "unpin"))
+
+
 def chat_kind_of(chat_id: int | str) -> str:
     """Tell a private chat (positive id) from a group or channel (negative id or @username)."""
     return "private" if isinstance(chat_id, int) and chat_id > 0 else "group"
@@ -96,6 +101,9 @@ class Outbox:
         self._on_enqueued = on_enqueued
         self._urgent = 0  # the highest priority enqueued since the last notify
         self._on_withdrawn = on_withdrawn
+        # With backup bots: the bot in use, written on rows that act on a message already sent (an edit,
+        # a deletion), which only the bot whose chat holds that message can do.
+        self.bot_id: int | None = None
 
     async def enqueue(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> int:
         """Add messages in the caller's transaction; return how many were new (dedupe keys skip repeats)."""
@@ -132,6 +140,7 @@ class Outbox:
                     ref=message.ref,
                     status="held" if message.held else "pending",
                     expires_at=message.expires_at,
+                    via_bot=self.bot_id if acts_on_a_message(message.method) else None,
                 )
             )
         return await self._repo.insert(conn, rows, now)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.runtime.clock import Clock
-from bot.runtime.fleet import Fleet, FleetBot
+from bot.runtime.fleet import ACTIVE_BOT, Fleet, FleetBot
 from bot.runtime.telegram_api import NotSent, OutcomeUnknown
 from storage.database import Database
 from storage.inbox import OFFSET_KEY
@@ -100,7 +100,7 @@ class StandbyListener:
         result = await api.call("getUpdates", params, read_timeout=params["timeout"] + 15)
         if not result.ok:
             if result.error_code in (401, 404):
-                self._fleet.refused.setdefault(self._bot.bot_id, self._clock.now())
+                # Recorded (and cleared) by the fleet watch alone, in memory and in the database alike.
                 log.error("%s: Telegram refuses its token (%s)", self._bot.label, result.error_code)
                 await self._pause(REFUSED_WAIT_S)
                 return 0
@@ -109,11 +109,18 @@ class StandbyListener:
                 await api.call("deleteWebhook", {"drop_pending_updates": False})
                 return 0
             raise NotSent(f"getUpdates failed: {result.error_code} {result.description}")
-        self._fleet.refused.pop(self._bot.bot_id, None)
         updates = [
             u for u in result.result or [] if isinstance(u, dict) and isinstance(u.get("update_id"), int)
         ]
         if not updates:
+            return 0
+        async with self._db.read() as conn:
+            in_use = await self._state.get(conn, ACTIVE_BOT)
+        if in_use == str(self._bot.bot_id):
+            # This bot was just put in use (the run is about to start again on it): its updates are
+            # the new run's to store and handle. Not confirmed here, they come again there. (The loop
+            # goes on: a task of the run that ends would end the run, and the watch restarts it.)
+            await self._pause(1.0)
             return 0
         for update in updates:
             await self._handle(update)

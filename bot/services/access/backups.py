@@ -148,10 +148,27 @@ class BackupService:
 
     async def _write(self, conn: AsyncConnection, telegram_id: int, record: Record) -> None:
         pseudonym = self._core.pseudonyms.of_user(telegram_id)
-        sealed = self._core.cipher.encrypt_json(record.to_json(), binding=reach_binding(pseudonym))
         await self._users.ensure_exists(conn, pseudonym, self._core.clock.now())
-        chat_key = self._core.pseudonyms.of_chat(telegram_id)
+        await self._put(conn, pseudonym, self._core.pseudonyms.of_chat(telegram_id), record)
+
+    async def _put(self, conn: AsyncConnection, pseudonym: str, chat_key: str, record: Record) -> None:
+        sealed = self._core.cipher.encrypt_json(record.to_json(), binding=reach_binding(pseudonym))
         await self._repo.put(conn, pseudonym, chat_key, sealed, self._core.clock.now())
+
+    async def blocked(self, bot_id: int, chat_key: str) -> None:
+        """A bot was refused by the person behind a private chat (403: they blocked it): it no longer
+        counts as reaching them, so their rows go through another working bot, or wait."""
+        async with self._core.unit_of_work() as uow:
+            found = await self._repo.by_chat_keys(uow.conn, [chat_key])
+            if chat_key in found:
+                pseudonym, sealed = found[chat_key]
+                record = self._open(pseudonym, sealed)
+                if bot_id in record.bots:
+                    bots = record.bots - {bot_id}
+                    chat = record.chat if bots else None
+                    await self._put(uow.conn, pseudonym, chat_key, Record(bots, chat, record.asked))
+                    self._known.recorded.discard(pseudonym)
+            await uow.commit()
 
     async def record_of(self, conn: AsyncConnection, telegram_id: int) -> Record:
         """Return a person's reach record (empty when none)."""
@@ -214,6 +231,16 @@ class BackupService:
             return
         await self.started(active.bot_id, telegram_id, telegram_language)
 
+    async def private_status(self, telegram_id: int, status: str) -> None:
+        """The person blocked ("kicked") or unblocked ("member") the bot in use, when it is a backup."""
+        active = self.fleet.active
+        if active.main or not self.fleet.enabled:
+            return
+        if status == "kicked":
+            await self.left(active.bot_id, telegram_id)
+        elif status == "member":
+            await self.started(active.bot_id, telegram_id, None)
+
     async def reach_of(self, conn: AsyncConnection, chat_keys: Sequence[str]) -> dict[str, frozenset[int]]:
         """Return the bots each private chat's person started (the main bot is implied for everyone)."""
         found = await self._repo.by_chat_keys(conn, chat_keys)
@@ -227,10 +254,16 @@ class BackupService:
             return {}
         plan: dict[int, TelegramApi | None] = {}
         for row in rows:
+            # An edit or a deletion goes through the bot whose chat holds the message, or waits for it
+            # (sent through another bot it would act on the wrong message, or on none, and pass as done).
             # "We moved" goes out from the bot moved to, whichever bot this run still holds.
-            moved_to = _moved_to(row)
-            if moved_to is not None and moved_to != fleet.active.bot_id and fleet.by_id(moved_to):
-                plan[row.id] = fleet.api(moved_to)
+            owner = row.via_bot if row.via_bot is not None else _moved_to(row)
+            if owner is None or owner == fleet.active.bot_id:
+                continue
+            if fleet.by_id(owner) is None:
+                plan[row.id] = None  # a bot no longer configured: nothing may act for it
+            else:
+                plan[row.id] = fleet.api(owner) if fleet.working(owner) or row.via_bot is None else None
         if fleet.active.main:
             return plan  # the main bot reaches everyone who ever wrote to it
         private = [row for row in rows if row.chat_kind == "private" and row.id not in plan]
@@ -349,11 +382,13 @@ class BackupService:
 
     # ------------------------------------------------------------------ census and switch
 
-    async def census(self, conn: AsyncConnection | None = None) -> Census:
-        """Count, per bot, the people it can write to, and the people no working bot can."""
+    async def census(self, conn: AsyncConnection | None = None, *, in_use: FleetBot | None = None) -> Census:
+        """Count, per bot, the people it can write to, and the people no working bot can (`in_use`: as
+        if that bot were in use, for the figures of a switch)."""
         if conn is None:
             async with self._core.db.read() as read:
-                return await self.census(read)
+                return await self.census(read, in_use=in_use)
+        active = in_use or self.fleet.active
         rows = await self._repo.everyone(conn)
         working = {b.bot_id for b in self.fleet.bots if self.fleet.working(b.bot_id)}
         counts = {b.bot_id: 0 for b in self.fleet.bots}
@@ -373,7 +408,7 @@ class BackupService:
                     bot=b,
                     username=self.fleet.usernames.get(b.bot_id),
                     working=b.bot_id in working,
-                    in_use=b.bot_id == self.fleet.active.bot_id,
+                    in_use=b.bot_id == active.bot_id,
                     reaches=counts[b.bot_id],
                 )
                 for b in self.fleet.bots
@@ -409,7 +444,10 @@ class BackupService:
     async def in_use(self, conn: AsyncConnection) -> int:
         """Return the id of the bot in use as the database says now (another instance may have switched)."""
         raw = await self._state.get(conn, ACTIVE_BOT)
-        return int(raw) if raw is not None and raw.isdigit() else self.fleet.main.bot_id
+        named = int(raw) if raw is not None and raw.isdigit() else None
+        # A bot taken out of the settings is not in use, whatever the database says (as at start:
+        # bot.runtime.fleet.read_active_bot), or every instance would restart to follow it forever.
+        return named if named is not None and self.fleet.by_id(named) else self.fleet.main.bot_id
 
     async def switch(self, to: FleetBot, *, actor: str, reason: str) -> SwitchResult:
         """Make `to` the bot in use, tell everyone it can reach and the channels, and the admins."""
@@ -421,7 +459,6 @@ class BackupService:
                 return SwitchResult(changed=False, to=to)
             await self._state.put(conn, ACTIVE_BOT, str(to.bot_id))
             new_name, old_name = self.name_of(to.bot_id), self.name_of(current)
-            old = self.fleet.by_id(current)
             people: list[OutgoingMessage] = []
             for pseudonym, sealed in await self._repo.records(conn):
                 record = self._open(pseudonym, sealed)
@@ -445,9 +482,7 @@ class BackupService:
             told_people = await self._core.outbox.enqueue(conn, people)
             told_channels = await self._core.outbox.enqueue(conn, channels)
             # Counted with the new bot in use: who it, or another working bot, can reach now.
-            self.fleet.active = to
-            census = await self.census(conn)
-            self.fleet.active = old or self.fleet.active
+            census = await self.census(conn, in_use=to)
             await uow.audit.record(
                 conn,
                 actor,

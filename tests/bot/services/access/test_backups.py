@@ -3,6 +3,7 @@ bot per row, and the switch (who may make it, what it queues, that it happens on
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -143,6 +144,14 @@ async def test_rows_go_through_a_bot_that_can_reach_their_person(tmp_path: Path)
         assert plan == {2: None}  # waits: no working bot can write to OTHER
         moved = row(services, 4, -100999, kind=MOVED_KIND, ref=f"{MOVED_KIND}:{MAIN_ID}")
         assert (await services.backups.route([moved]))[4] is services.fleet.api(MAIN_ID)
+        # An edit or a deletion of a message the main bot sent waits for the main bot: through the
+        # backup it would act on another message, or on none, and pass as done.
+        cleanup = dataclasses.replace(row(services, 5, PERSON, kind="cleanup"), via_bot=MAIN_ID)
+        assert (await services.backups.route([cleanup])) == {5: None}
+        services.fleet.refused.pop(MAIN_ID)
+        assert (await services.backups.route([cleanup]))[5] is services.fleet.api(MAIN_ID)
+        own = dataclasses.replace(cleanup, via_bot=BACKUP_ID)
+        assert await services.backups.route([own]) == {}
     finally:
         await services.close()
 
@@ -180,3 +189,17 @@ async def test_only_an_admin_switches_and_a_switch_happens_once(services: Servic
         "AND due_at > (SELECT max(created_at) FROM outbox)"
     )
     assert await column(services, late) == [0]
+
+
+async def test_inviting_everyone_reaches_each_subscriber_once(services: Services) -> None:
+    await services.users.seen(ADMIN, "en")
+    for person in (PERSON, OTHER):
+        await services.users.seen(person, "en")
+        await services.campaigns.subscribe(person, person)
+    await services.backups.started(BACKUP_ID, OTHER, "en")  # already there: not invited
+    with pytest.raises(NotAllowed):
+        await services.backups.invite_by(PERSON)
+    assert await services.backups.invite_by(ADMIN) == 1
+    assert await services.backups.invite_by(ADMIN) == 0
+    kinds = await column(services, "SELECT kind FROM outbox WHERE kind = 'backup_invite'")
+    assert kinds == ["backup_invite"]
