@@ -15,7 +15,8 @@ from messages.fleet_screens import BotLine, bots_screen, switch_confirm
 
 def _lines(census: Census) -> list[BotLine]:
     return [
-        BotLine(b.bot.bot_id, b.username, b.bot.main, b.in_use, b.working, b.reaches) for b in census.bots
+        BotLine(b.bot.bot_id, b.username, b.bot.main, b.in_use, b.working, b.reaches, b.in_group)
+        for b in census.bots
     ]
 
 

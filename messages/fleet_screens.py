@@ -21,6 +21,7 @@ class BotLine:
     in_use: bool
     working: bool
     reaches: int
+    in_group: bool | None = None
 
 
 def bots_screen(
@@ -38,6 +39,8 @@ def bots_screen(
                 lang, "fleet.line", name=name, role=role, state=state, health=health, reaches=bot.reaches
             )
         )
+        if bot.in_group is False:
+            lines.append(texts.text(lang, "fleet.not_in_group"))
     lines.append("")
     lines.append(texts.text(lang, "fleet.unreachable", unreachable=unreachable, people=people))
     buttons: list[list[InlineKeyboardButton]] = []

@@ -236,7 +236,13 @@ async def test_jarchy_bot_status_and_switch_from_the_server(
     bot = RunningBot(settings)
     await bot.start()
     try:
-        await bot.started_services()
+        services = await bot.started_services()
+        await until(lambda: BACKUP_ID in services.fleet.usernames, what="the backup's getMe")
+        # /bots warns of a backup that could not post alerts after a switch.
+        backup.chat_member_statuses[(COORDINATORS, BACKUP_ID)] = "left"
+        screen = await Person(fake, ADMIN).say("/bots")
+        assert catalogs().text("en", "fleet.not_in_group") in screen["text"]
+        assert screen["text"].count("⚠️") == 1  # the main bot is in the group
         code, output = await run_jarchy(settings, "bot", "status", **cli)
         assert code == 0, output
         assert "* 123456  main    @jarchy_test_bot" in output

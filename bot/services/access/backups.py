@@ -16,6 +16,7 @@ tells the admins how many people no working bot can reach.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.fleet import ACTIVE_BOT, Fleet, FleetBot
 from bot.runtime.outbox import PRIORITY_PERSONAL, OutgoingMessage
-from bot.runtime.telegram_api import TelegramApi
+from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from bot.security import DecryptionError
 from bot.security.bindings import reach_binding, subscriber_chat_binding
 from bot.services.core import Core
@@ -66,6 +67,7 @@ class BotReach:
     working: bool
     in_use: bool
     reaches: int
+    in_group: bool | None = None  # in the coordinators' group (None: not asked, or no answer)
 
 
 @dataclass(frozen=True)
@@ -423,9 +425,32 @@ class BackupService:
         return f"@{username}" if username else str(bot_id)
 
     async def census_for(self, admin_id: int) -> Census:
-        """Return the census for an admin (NotAllowed for anyone else, audited)."""
+        """Return the census for an admin (NotAllowed for anyone else, audited), with whether each bot
+        is in the coordinators' group (asked of Telegram: a backup that is not cannot post alerts)."""
         await self._core.gate.require(admin_id, "bot.census", roles=("admin",))
-        return await self.census()
+        census = await self.census()
+        async with self._core.db.read() as conn:
+            chat = await self._alerts.coordinator_chat(conn)
+        if chat is None:
+            return census
+        lines = [
+            dataclasses.replace(line, in_group=await self._in_group(line.bot, chat)) for line in census.bots
+        ]
+        return dataclasses.replace(census, bots=tuple(lines))
+
+    async def _in_group(self, bot: FleetBot, chat_id: int) -> bool | None:
+        """Whether the bot may post in the coordinators' group; None when Telegram did not say."""
+        if not self.fleet.working(bot.bot_id):
+            return None
+        try:
+            answer = await self.fleet.api(bot.bot_id).call(
+                "getChatMember", {"chat_id": chat_id, "user_id": bot.bot_id}, read_timeout=10.0
+            )
+        except (NotSent, OutcomeUnknown):
+            return None
+        if answer.ok and isinstance(answer.result, dict):
+            return answer.result.get("status") in ("creator", "administrator", "member")
+        return False if answer.error_code in (400, 403) else None
 
     async def invite_by(self, admin_id: int) -> int:
         """Invite everyone to the backup at an admin's request; return how many were queued."""
