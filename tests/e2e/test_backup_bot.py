@@ -281,3 +281,41 @@ async def test_a_token_refused_at_start_hands_over_to_the_backup(
         assert services.fleet.main.bot_id in services.fleet.refused
     finally:
         await bot.stop()
+
+
+async def file_report(person: Person, fake: FakeBotApi, contactable: bool) -> None:
+    """File a short report through the guided form."""
+    before = len(fake.sent("sendMessage", chat_id=person.user_id))
+    fake.add_message(user_id=person.user_id, text="/report")
+    await fake.wait_for("sendMessage", chat_id=person.user_id, count=before + 1)
+    for action, arg in (("cat", "threats"), ("when", "now"), ("region", "chui"), ("skip", "")):
+        await person.tap(action, arg)
+    await person.say("They phoned my mother.")
+    await person.tap("skip")
+    await person.tap("done")
+    await person.tap("contact", "yes" if contactable else "no")
+    await person.tap("submit")
+
+
+async def test_an_anonymous_report_writes_no_invitation_a_contactable_one_invites_once(
+    fake: FakeBotApi, backup: FakeBotApi, tmp_path: Path
+) -> None:
+    bot = RunningBot(fleet_settings(tmp_path, fake))
+    await bot.start()
+    try:
+        services = await bot.started_services()
+        await until(lambda: BACKUP_ID in services.fleet.usernames, what="the backup's getMe")
+        person = Person(fake, 5210)
+        invite = catalogs().text("en", "fleet.invite", backup=BACKUP_NAME)
+        await file_report(person, fake, contactable=False)
+        await bot.quiet(fake)
+        assert invite not in texts_to(fake, 5210)
+        async with services.db.read() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM reach"))).scalar() == 0
+        await file_report(person, fake, contactable=True)
+        await until(lambda: invite in texts_to(fake, 5210), 15, "the invitation")
+        await file_report(person, fake, contactable=True)
+        await bot.quiet(fake)
+        assert texts_to(fake, 5210).count(invite) == 1
+    finally:
+        await bot.stop()
