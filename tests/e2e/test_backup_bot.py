@@ -8,6 +8,7 @@ they pressed Start there.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -155,6 +156,11 @@ async def test_main_token_revoked_everything_moves_to_the_backup(
             listing = fake.sent("sendMessage", chat_id=follower.user_id)[-1]
             await follower.press("cf:1", listing.result["message_id"])
         await seed_subscribers(services, [READY, STRANDED])
+        # A contactable report: its status update comes after the switch.
+        await file_report(ready, fake, contactable=True)
+        (card,) = await fake.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
+        code = re.search(r"R-[A-Z0-9]{5}", card.params["text"])
+        assert code is not None
         census = await services.backups.census()
         assert census.unreachable == 0  # the main bot still answers: it reaches everyone
 
@@ -186,6 +192,23 @@ async def test_main_token_revoked_everything_moves_to_the_backup(
         await on_backup.tap("go", prefix="s")
         (alert,) = await backup.wait_for("sendMessage", chat_id=COORDINATORS, timeout=15)
         assert "SOS" in alert.params["text"]
+
+        # A coordinator takes the report through the backup: the reporter hears of it from the backup.
+        admin_on_backup = Person(backup, ADMIN)
+        screen_id = backup.sent("sendMessage", chat_id=ADMIN)[-1].result["message_id"]
+        # The card in private (as a digest's code button sends it): live, with its triage buttons.
+        await admin_on_backup.press(f"o:{code.group()}", screen_id)
+        await backup.wait_for(
+            "sendMessage", chat_id=ADMIN, timeout=15, predicate=lambda c: code.group() in str(c.params)
+        )
+        take = next(d for d in admin_on_backup.buttons() if d.endswith(":take"))
+        await admin_on_backup.press(take, admin_on_backup.keyboard_message()["message_id"])
+        update = catalogs().text("ru", "contact.update_taken", code="")
+        await until(
+            lambda: any(update.split("<code>")[0] in t for t in texts_to(backup, READY)),
+            30,
+            "the status update",
+        )
 
         # Admins see who is unreachable in /bots, through the backup.
         backup.add_message(user_id=ADMIN, text="/bots")
