@@ -409,9 +409,13 @@ async def open_services(
         task.add_done_callback(recording.discard)
         return True
 
-    delivery.route_by(backups.route, refused, blocked)
+    def bot_of(api: TelegramApi) -> int | None:
+        bot = fleet.bot_of(api)
+        return bot.bot_id if bot is not None else None
+
+    delivery.route_by(backups.route, refused, blocked, bot_of)
     if fleet.enabled:
-        outbox.bot_id = fleet.active.bot_id
+        outbox.bot_id, outbox.main_bot_id = fleet.active.bot_id, fleet.main.bot_id
 
     async def switch(bot: FleetBot, reason: str) -> bool:
         actor = "cli" if reason == "cli" else "system"

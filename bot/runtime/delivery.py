@@ -94,6 +94,7 @@ class Receipt:
     ref: str | None
     chat_id: int
     message_id: int
+    via_bot: int | None = None  # the bot that sent it, when there are backup bots
 
 
 ReceiptHandler = Callable[[AsyncConnection, Sequence[Receipt]], Awaitable[None]]
@@ -130,6 +131,7 @@ class DeliveryWorker:
         self._router: Router | None = None
         self._on_refused: Callable[[TelegramApi], None] = lambda api: None
         self._on_blocked: Callable[[TelegramApi | None, str], bool] = lambda api, chat_key: False
+        self._bot_of: Callable[[TelegramApi], int | None] = lambda api: None
         self._routes: dict[int, TelegramApi | None] = {}
         # An owner is this instance and this run: a restarted instance takes back its previous run's
         # leases at once, and never another live instance's.
@@ -185,13 +187,16 @@ class DeliveryWorker:
         router: Router,
         on_refused: Callable[[TelegramApi], None],
         on_blocked: Callable[[TelegramApi | None, str], bool],
+        bot_of: Callable[[TelegramApi], int | None],
     ) -> None:
         """Let `router` choose, per claimed batch, which bot sends each row (backup bots); `on_refused`
         hears of the client whose token Telegram refused; `on_blocked(client, chat_key)` of a person who
-        blocked a bot, and says whether another bot may still reach them (the row then waits)."""
+        blocked a bot, and says whether another bot may still reach them (the row then waits); `bot_of`
+        names the bot behind a client, for receipts (a later edit must go through the same bot)."""
         self._router = router
         self._on_refused = on_refused
         self._on_blocked = on_blocked
+        self._bot_of = bot_of
 
     def protect(self, predicate: Callable[[ClaimedRow], bool]) -> None:
         """Rows for which `predicate` holds are never final until sent: refused ones are held with their
@@ -489,7 +494,7 @@ class DeliveryWorker:
         chat = params.get("chat_id")
         wanted = row.kind in self._receipt_handlers
         if wanted and result.ok and result.message_id is not None and isinstance(chat, int):
-            self._receipts.append(Receipt(row.kind, row.ref, chat, result.message_id))
+            self._receipts.append(Receipt(row.kind, row.ref, chat, result.message_id, self._bot_of(api)))
         return self._judge(row, result, api)
 
     def _judge(self, row: ClaimedRow, result: ApiResult, api: TelegramApi | None = None) -> Outcome:

@@ -80,6 +80,8 @@ class OutgoingMessage:
     # sent to that chat (an anonymous report's clean-up). Such a row is not paced with its chat's others.
     unlinked: bool = False
     uid: str = field(default_factory=lambda: secrets.token_hex(16))
+    # An edit or a deletion of a message a known bot sent (backup bots): only that bot may send it.
+    via_bot: int | None = None
 
 
 class Outbox:
@@ -104,6 +106,8 @@ class Outbox:
         # With backup bots: the bot in use, written on rows that act on a message already sent (an edit,
         # a deletion), which only the bot whose chat holds that message can do.
         self.bot_id: int | None = None
+        # JARCHY_BOT_TOKEN's bot: it sent every message recorded before any backup existed.
+        self.main_bot_id: int | None = None
 
     async def enqueue(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> int:
         """Add messages in the caller's transaction; return how many were new (dedupe keys skip repeats)."""
@@ -140,7 +144,13 @@ class Outbox:
                     ref=message.ref,
                     status="held" if message.held else "pending",
                     expires_at=message.expires_at,
-                    via_bot=self.bot_id if acts_on_a_message(message.method) else None,
+                    via_bot=(
+                        message.via_bot
+                        if message.via_bot is not None
+                        else self.bot_id
+                        if acts_on_a_message(message.method)
+                        else None
+                    ),
                 )
             )
         return await self._repo.insert(conn, rows, now)

@@ -210,6 +210,22 @@ async def test_main_token_revoked_everything_moves_to_the_backup(
             "the status update",
         )
 
+        # The card the main bot posted is not edited through the backup (it would edit another message,
+        # or fail): its edit waits for the main bot. The private copy the backup sent is kept current.
+        await until(
+            lambda: any(
+                c.method == "editMessageText" and c.params.get("chat_id") == ADMIN for c in backup.calls
+            ),
+            15,
+            "the private copy's edit",
+        )
+        old_card = card.result["message_id"]
+        assert not [
+            c
+            for c in backup.calls
+            if c.params.get("chat_id") == COORDINATORS and c.params.get("message_id") == old_card
+        ]
+
         # Admins see who is unreachable in /bots, through the backup.
         backup.add_message(user_id=ADMIN, text="/bots")
         (screen,) = await backup.wait_for(

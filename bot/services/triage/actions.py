@@ -144,7 +144,7 @@ class TriageService:
             )
             if holder is not None and not await self._still_on_team(conn, holder):
                 continue  # their role was taken while the copy was on its way: not kept current
-            copy = self._seal_copy(receipt.chat_id, receipt.message_id, holder)
+            copy = self._seal_copy(receipt.chat_id, receipt.message_id, holder, receipt.via_bot)
             if await self._copies.add(conn, report.id, copy, self._core.clock.now()) and report.revision > 0:
                 await self._queue_edit(conn, report, only=copy)
 
@@ -239,19 +239,23 @@ class TriageService:
         evidence = await self._reports.evidence.for_report(conn, report.id)
         state = await self.card_state(conn, report)
         shown = alert_input(self._core.cipher, report, evidence)
+        # A copy sent before any backup existed is the main bot's (None without backup bots at all).
+        main = self._core.outbox.main_bot_id
         edits = [
             # A private copy's edit names its holder, so revoking them withdraws it.
-            replace(edit, recipient_user_id=chat) if chat > 0 else edit
-            for chat, message_id in targets
+            replace(
+                edit, recipient_user_id=chat if chat > 0 else None, via_bot=bot if bot is not None else main
+            )
+            for chat, message_id, bot in targets
             for edit in [self._alerts.card_edit(shown, state, chat, message_id, priority)]
         ]
         await self._core.outbox.enqueue(conn, edits)
 
-    async def _targets(self, conn: AsyncConnection, report: Report) -> list[tuple[int, int]]:
+    async def _targets(self, conn: AsyncConnection, report: Report) -> list[tuple[int, int, int | None]]:
         targets = [self._open_copy(copy) for copy in await self._copies.for_report(conn, report.id)]
         legacy = (report.alert_chat, report.alert_message_id)
-        if legacy[0] is not None and legacy[1] is not None and legacy not in targets:
-            targets.insert(0, (legacy[0], legacy[1]))
+        if legacy[0] is not None and legacy[1] is not None and legacy not in [t[:2] for t in targets]:
+            targets.insert(0, (legacy[0], legacy[1], None))
         return targets
 
     async def _adopt(
@@ -269,17 +273,26 @@ class TriageService:
             return
         holder = actor if chat_id > 0 else None
         await self._copies.add(
-            conn, report.id, self._seal_copy(chat_id, message_id, holder), self._core.clock.now()
+            conn,
+            report.id,
+            # Pressed through the bot in use: the card is in its chat.
+            self._seal_copy(chat_id, message_id, holder, self._core.outbox.bot_id),
+            self._core.clock.now(),
         )
 
-    def _seal_copy(self, chat_id: int, message_id: int, holder: str | None) -> CardCopy:
+    def _seal_copy(
+        self, chat_id: int, message_id: int, holder: str | None, bot: int | None = None
+    ) -> CardCopy:
         uid = secrets.token_hex(16)
-        chat = self._core.cipher.encrypt_text(str(chat_id), binding=copy_chat_binding(uid))
+        # With backup bots the copy names the bot that sent it ("chat@bot"): only that bot can edit it.
+        where = f"{chat_id}@{bot}" if bot is not None else str(chat_id)
+        chat = self._core.cipher.encrypt_text(where, binding=copy_chat_binding(uid))
         return CardCopy(uid, self._chat_key(chat_id), chat, message_id, holder)
 
-    def _open_copy(self, copy: CardCopy) -> tuple[int, int]:
-        chat = int(self._core.cipher.decrypt_text(copy.chat, binding=copy_chat_binding(copy.uid)))
-        return chat, copy.message_id
+    def _open_copy(self, copy: CardCopy) -> tuple[int, int, int | None]:
+        where = self._core.cipher.decrypt_text(copy.chat, binding=copy_chat_binding(copy.uid))
+        chat, _, bot = where.partition("@")
+        return int(chat), copy.message_id, int(bot) if bot else None
 
     def _holder(self, chat_id: int) -> str:
         # A private chat's id is its person's id.
