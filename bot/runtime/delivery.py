@@ -420,7 +420,8 @@ class DeliveryWorker:
                 self._push_waiting(waiting, chat_ready, row)
                 continue
             self._limiter.record(row.chat_key, row.chat_kind, now)
-            task = asyncio.create_task(self._send(row))
+            # The bot is chosen now: the next batch's routes replace these while this send is in flight.
+            task = asyncio.create_task(self._send(row, self._routes.get(row.id) or self._api))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
@@ -459,9 +460,9 @@ class DeliveryWorker:
         due = self._clock.now() + timedelta(seconds=seconds)
         self._outcomes.append(Outcome(id=row.id, status="pending", due_at=due, attempts_delta=-1))
 
-    async def _send(self, row: ClaimedRow) -> None:
+    async def _send(self, row: ClaimedRow, api: TelegramApi) -> None:
         try:
-            outcome = await self._attempt(row)
+            outcome = await self._attempt(row, api)
         except Exception as error:  # never let one row kill the worker
             log.exception("outbox row %s failed unexpectedly", row.id)
             outcome = self._retry_or_dead(row, f"internal error: {type(error).__name__}")
@@ -469,7 +470,7 @@ class DeliveryWorker:
             self._slots.release()
         self._outcomes.append(outcome)
 
-    async def _attempt(self, row: ClaimedRow) -> Outcome:
+    async def _attempt(self, row: ClaimedRow, api: TelegramApi) -> Outcome:
         try:
             params = self._cipher.decrypt_json(row.payload, binding=payload_binding(row.uid))
         except DecryptionError:
@@ -485,7 +486,6 @@ class DeliveryWorker:
         if self._config.paid_broadcast and row.method.startswith(("send", "copy")):
             params["allow_paid_broadcast"] = True
         try:
-            api = self._routes.get(row.id) or self._api
             result = await api.call(row.method, params)
         except OutcomeUnknown as error:
             return self._unknown(row, str(error))
