@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from bot.runtime.audit import Anchoring, AuditLog
 from bot.runtime.clock import Clock
-from bot.runtime.delivery import DeliveryConfig, DeliveryWorker
+from bot.runtime.delivery import Blocked, DeliveryConfig, DeliveryWorker
 from bot.runtime.fleet import Fleet, FleetBot
 from bot.runtime.fleet_watch import FleetWatch
 from bot.runtime.flood import FloodGuard
@@ -400,21 +400,24 @@ async def open_services(
 
     recording: set[asyncio.Task[None]] = set()
 
-    def blocked(api: TelegramApi | None, chat_key: str) -> bool:
-        bot = fleet.bot_of(api if api is not None else fleet.api(fleet.active.bot_id))
-        if bot is None or bot.main:
-            return False  # the main bot blocked: as without backups, the person is inactive
+    def blocked(api: TelegramApi, chat_key: str) -> Blocked:
+        bot = fleet.bot_of(api)
+        if bot is None or (bot.main and fleet.active.main):
+            return "person"  # as without backups: the person blocked the bot, they are inactive
+        if bot.main:
+            return "row"  # they blocked the main bot; the backup in use may still reach them
         task = asyncio.get_running_loop().create_task(backups.blocked(bot.bot_id, chat_key))
         recording.add(task)
         task.add_done_callback(recording.discard)
-        return True
+        return "wait"
 
     def bot_of(api: TelegramApi) -> int | None:
         bot = fleet.bot_of(api)
         return bot.bot_id if bot is not None else None
 
-    delivery.route_by(backups.route, refused, blocked, bot_of)
     if fleet.enabled:
+        # Without a backup nothing of this is wired: rows, receipts and refusals are as they always were.
+        delivery.route_by(backups.route, refused, blocked, bot_of)
         outbox.bot_id, outbox.main_bot_id = fleet.active.bot_id, fleet.main.bot_id
 
     async def switch(bot: FleetBot, reason: str) -> bool:

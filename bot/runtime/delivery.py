@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -83,6 +83,9 @@ FailureHandler = Callable[[AsyncConnection, Sequence[Failure]], Awaitable[None]]
 # Which bot sends each row (backup bots, bot.runtime.fleet): a client, or None when no working bot can
 # reach the person; rows not named go through the bot in use.
 Router = Callable[[Sequence[ClaimedRow]], Awaitable[dict[int, TelegramApi | None]]]
+# What a 403 "blocked by the user" from one bot means (backup bots): the person is unreachable ("person":
+# they are marked inactive and their rows end), only this row ends ("row"), or it waits for another bot.
+Blocked = Literal["person", "row", "wait"]
 ResendMark = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -130,7 +133,7 @@ class DeliveryWorker:
         self._leader = leader
         self._router: Router | None = None
         self._on_refused: Callable[[TelegramApi], None] = lambda api: None
-        self._on_blocked: Callable[[TelegramApi | None, str], bool] = lambda api, chat_key: False
+        self._on_blocked: Callable[[TelegramApi, str], Blocked] = lambda api, chat_key: "person"
         self._bot_of: Callable[[TelegramApi], int | None] = lambda api: None
         self._routes: dict[int, TelegramApi | None] = {}
         # An owner is this instance and this run: a restarted instance takes back its previous run's
@@ -186,12 +189,12 @@ class DeliveryWorker:
         self,
         router: Router,
         on_refused: Callable[[TelegramApi], None],
-        on_blocked: Callable[[TelegramApi | None, str], bool],
+        on_blocked: Callable[[TelegramApi, str], Blocked],
         bot_of: Callable[[TelegramApi], int | None],
     ) -> None:
         """Let `router` choose, per claimed batch, which bot sends each row (backup bots); `on_refused`
         hears of the client whose token Telegram refused; `on_blocked(client, chat_key)` of a person who
-        blocked a bot, and says whether another bot may still reach them (the row then waits); `bot_of`
+        blocked a bot, and what it means (Blocked); `bot_of`
         names the bot behind a client, for receipts (a later edit must go through the same bot)."""
         self._router = router
         self._on_refused = on_refused
@@ -397,7 +400,11 @@ class DeliveryWorker:
                 )
                 continue
             if row.id in self._routes and self._routes[row.id] is None:
-                self._outcomes.append(self._unreachable(row, "no working bot can write to this person"))
+                self._outcomes.append(
+                    self._unreachable(
+                        row, "no working bot can write to this person", self._claimed_at.get(row.id, 0.0)
+                    )
+                )
                 continue
             # A free slot first, then the limiter: a send approved by the limiter leaves at once, so a
             # 429 pause or a chat's pace cannot be overtaken while it waits for a slot.
@@ -421,7 +428,9 @@ class DeliveryWorker:
                 continue
             self._limiter.record(row.chat_key, row.chat_kind, now)
             # The bot is chosen now: the next batch's routes replace these while this send is in flight.
-            task = asyncio.create_task(self._send(row, self._routes.get(row.id) or self._api))
+            task = asyncio.create_task(
+                self._send(row, self._routes.get(row.id) or self._api, self._claimed_at.get(row.id, 0.0))
+            )
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
@@ -460,9 +469,9 @@ class DeliveryWorker:
         due = self._clock.now() + timedelta(seconds=seconds)
         self._outcomes.append(Outcome(id=row.id, status="pending", due_at=due, attempts_delta=-1))
 
-    async def _send(self, row: ClaimedRow, api: TelegramApi) -> None:
+    async def _send(self, row: ClaimedRow, api: TelegramApi, claimed: float) -> None:
         try:
-            outcome = await self._attempt(row, api)
+            outcome = await self._attempt(row, api, claimed)
         except Exception as error:  # never let one row kill the worker
             log.exception("outbox row %s failed unexpectedly", row.id)
             outcome = self._retry_or_dead(row, f"internal error: {type(error).__name__}")
@@ -470,7 +479,7 @@ class DeliveryWorker:
             self._slots.release()
         self._outcomes.append(outcome)
 
-    async def _attempt(self, row: ClaimedRow, api: TelegramApi) -> Outcome:
+    async def _attempt(self, row: ClaimedRow, api: TelegramApi, claimed: float) -> Outcome:
         try:
             params = self._cipher.decrypt_json(row.payload, binding=payload_binding(row.uid))
         except DecryptionError:
@@ -495,9 +504,11 @@ class DeliveryWorker:
         wanted = row.kind in self._receipt_handlers
         if wanted and result.ok and result.message_id is not None and isinstance(chat, int):
             self._receipts.append(Receipt(row.kind, row.ref, chat, result.message_id, self._bot_of(api)))
-        return self._judge(row, result, api)
+        return self._judge(row, result, api, claimed)
 
-    def _judge(self, row: ClaimedRow, result: ApiResult, api: TelegramApi | None = None) -> Outcome:
+    def _judge(
+        self, row: ClaimedRow, result: ApiResult, api: TelegramApi | None = None, claimed: float = 0.0
+    ) -> Outcome:
         if result.ok:
             self.sent_count += 1
             return Outcome(id=row.id, status="sent", message_id=result.message_id, sent_at=self._clock.now())
@@ -533,13 +544,19 @@ class DeliveryWorker:
         if code is not None and 400 <= code < 500 and not already and self._protected(row):
             # An alert is never final until a coordinator can see it: hold it with its payload.
             return self._hold(row, f"{code}: {description}", migrate_to=result.migrate_to_chat_id)
-        if code == 403 and "initiate conversation" in description.lower():
+        if code == 403 and self._router is not None and "initiate conversation" in description.lower():
             # This bot was never started by the person (a backup after a switch): not a refusal of
             # theirs. The row waits for a bot that can write to them.
-            return self._unreachable(row, f"403: {description}")
-        if code == 403 and row.chat_kind == "private" and self._on_blocked(api, row.chat_key):
-            # A backup bot the person blocked: another working bot may still reach them.
-            return self._unreachable(row, f"403: {description}")
+            return self._unreachable(row, f"403: {description}", claimed)
+        if code == 403 and row.chat_kind == "private" and self._router is not None:
+            verdict = self._on_blocked(api or self._api, row.chat_key)
+            if verdict == "wait" and row.via_bot is None:
+                # A backup bot the person blocked: another working bot may still reach them.
+                return self._unreachable(row, f"403: {description}", claimed)
+            if verdict != "person":
+                # Only this bot is refused (an edit or deletion only it could make, or the main bot
+                # while a backup that reaches them is in use): this row ends, the person's others do not.
+                return Outcome(id=row.id, status="blocked", error=f"403: {description}")
         if code == 403:
             if row.recipient is not None:
                 self._blocked.add(row.recipient)
@@ -560,8 +577,8 @@ class DeliveryWorker:
         self._reached[chat_key] = now
         self.wake()
 
-    def _unreachable(self, row: ClaimedRow, error: str) -> Outcome:
-        self._awaiting_reach[row.id] = (row.chat_key, self._claimed_at.get(row.id, 0.0))
+    def _unreachable(self, row: ClaimedRow, error: str, claimed: float) -> Outcome:
+        self._awaiting_reach[row.id] = (row.chat_key, claimed)
         due = self._clock.now() + timedelta(seconds=self._config.unreachable_retry_s)
         return Outcome(id=row.id, status="pending", due_at=due, error=UNREACHABLE + error, attempts_delta=-1)
 
@@ -571,6 +588,8 @@ class DeliveryWorker:
         committed before (and is seen here) or comes after (and its own update brings the row forward)."""
         if not self._awaiting_reach:
             return outcomes
+        horizon = self._clock.monotonic() - self._config.lease_s
+        self._reached = {k: t for k, t in self._reached.items() if t >= horizon}
         now = self._clock.now()
         out = []
         for outcome in outcomes:

@@ -7,7 +7,7 @@ returns to the coordinators' chat threaded to the report's alert. Neither side l
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -124,9 +124,9 @@ class ContactService:
         time (the delivery worker's receipt: only now is the message id known)."""
         now = self._core.clock.now()
         for receipt in receipts:
-            await self._core.outbox.enqueue(
-                conn, phone_cleanup(receipt.chat_id, [receipt.message_id], now, self._phone_keep)
-            )
+            deletions = phone_cleanup(receipt.chat_id, [receipt.message_id], now, self._phone_keep)
+            # Through the bot that sent it (backup bots): another one would delete a message of its own.
+            await self._core.outbox.enqueue(conn, [replace(d, via_bot=receipt.via_bot) for d in deletions])
 
     async def answer(
         self,

@@ -14,6 +14,7 @@ from bot.domain.errors import NotAllowed
 from bot.runtime.clock import SystemClock
 from bot.runtime.fleet import running_settings
 from bot.runtime.outbox import OutgoingMessage
+from bot.runtime.telegram_api import ApiResult
 from bot.services.access.backups import MOVED_KIND, UnknownBot
 from bot.settings import SecretStr, Settings
 from bot.wiring import Services, build_limiter, open_services
@@ -203,3 +204,23 @@ async def test_inviting_everyone_reaches_each_subscriber_once(services: Services
     assert await services.backups.invite_by(ADMIN) == 0
     kinds = await column(services, "SELECT kind FROM outbox WHERE kind = 'backup_invite'")
     assert kinds == ["backup_invite"]
+
+
+async def test_without_a_backup_nothing_of_this_is_wired(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, admin_ids=frozenset({ADMIN}))
+    clock = SystemClock()
+    services = await open_services(settings, clock, build_limiter(settings, clock))
+    try:
+        edit = OutgoingMessage(
+            "editMessageText", {"chat_id": PERSON, "message_id": 3, "text": "x"}, kind="alert_edit"
+        )
+        async with services.db.write() as conn:
+            await services.outbox.enqueue(conn, [edit])
+        assert await column(services, "SELECT via_bot FROM outbox") == [None]
+        # A person who never started the bot stays what it always was: blocked, not waiting.
+        refused = ApiResult(
+            ok=False, error_code=403, description="Forbidden: bot can't initiate conversation with a user"
+        )
+        assert services.delivery._judge(row(services, 1, PERSON), refused).status == "blocked"
+    finally:
+        await services.close()
