@@ -11,10 +11,13 @@ is kept in bot_state so that "refused for N minutes" counts across restarts. Any
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -202,6 +205,12 @@ async def read_active_bot(settings: Settings) -> int | None:
     yet (a fresh one before its first migration) means the main bot.
     """
     if not settings.backup_bot_tokens:
+        return None
+    url = make_url(settings.database_url)
+    exists = bool(url.database) and await asyncio.to_thread(Path(str(url.database)).exists)
+    if url.get_backend_name() == "sqlite" and not exists:
+        # No file yet (a first start), or one `db copy --retire-source` removed: connecting would create
+        # an empty one. The start itself says what is wrong, if anything.
         return None
     db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
     try:
