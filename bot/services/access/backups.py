@@ -316,8 +316,9 @@ class BackupService:
     async def invite_everyone(self, actor: str) -> int:
         """Queue an invitation to every person the bot in use can write to and who started no backup.
 
-        Only people whose Telegram id the bot holds can be written to: subscribers, followers and those
-        recorded here. Return how many were queued (each person once per backup).
+        Only people whose Telegram id the bot holds can be written to: subscribers and those recorded
+        here (a case's followers are not asked: their ids are sealed per case, for its reminders only).
+        Return how many were queued (each person once per backup).
         """
         username = self.invited_bot()
         if username is None:
@@ -349,8 +350,8 @@ class BackupService:
         return queued
 
     async def _subscribed_chats(self, conn: AsyncConnection) -> list[tuple[int, str]]:
-        """Return (Telegram id, language) of everyone the bot may write to first: the subscribers and
-        followers it holds ids of, and the people recorded with an id."""
+        """Return (Telegram id, language) of everyone the bot may write to first: the subscribers it holds
+        ids of, and the people recorded with an id."""
         ids: dict[int, str] = {}
         for chat_id, pseudonym in await self._subscriber_ids(conn):
             ids.setdefault(chat_id, await self._language_of(conn, pseudonym))
