@@ -166,8 +166,10 @@ async def _report_through_the_proxy(
     methods: Counter[str] = Counter()
     pids = {proxy.process.pid: "proxy", os.getpid(): "bot"}
 
-    def trace(request: web.BaseRequest) -> None:
-        owners[_owner(request, pids)] += 1
+    async def trace(request: web.BaseRequest) -> None:
+        # Reading /proc takes a while on a busy machine: in a thread, so the bot's loop (this loop) never
+        # stalls on it (it did, holding an SQLite write until other writers gave up on the lock).
+        owners[await asyncio.to_thread(_owner, request, pids)] += 1
         methods[request.path.rsplit("/", 1)[-1] if "/file/" not in request.path else "downloadFile"] += 1
 
     fake.on_request = trace

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -58,7 +58,9 @@ class ServerCore(LimitsMixin, FilesMixin):
         }
         # Called with every request as it arrives, before it is answered (while its connection is open):
         # tests/e2e/test_proxy.py asks the OS which process holds the other end.
-        self.on_request: Callable[[web.BaseRequest], None] | None = None
+        # It may return an awaitable, awaited before the request is handled (slow work kept off the loop,
+        # which the bot under test shares).
+        self.on_request: Callable[[web.BaseRequest], Awaitable[None] | None] | None = None
         # Bots whose tokens this server answers too, by token (serve_also), and the server serving this
         # bot when it is one of those: Telegram serves every bot at one address.
         self._also: dict[str, ServerCore] = {}
@@ -250,7 +252,9 @@ class ServerCore(LimitsMixin, FilesMixin):
     async def _observe(self, request: web.Request, handler: web_typedefs.Handler) -> web.StreamResponse:
         """Show each request to `on_request` first."""
         if self.on_request is not None:
-            self.on_request(request)
+            pending = self.on_request(request)
+            if pending is not None:
+                await pending
         return await handler(request)
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
