@@ -511,7 +511,18 @@ async def _check(settings: Settings) -> int:
 
     for name, value in settings.describe():
         print(f"{name}={value}")
+    from bot.security.key_guard import retired_sqlite
+
     problems: list[str] = []
+    retired = retired_sqlite(settings)
+    if retired is not None:
+        # Connecting would create an empty file where the moved database was.
+        print(
+            f"database: {retired} was moved to PostgreSQL and deleted by `jarchy db copy --retire-source`; "
+            "set JARCHY_DATABASE_URL to the PostgreSQL database",
+            file=sys.stderr,
+        )
+        return 1
     db = Database.connect(settings.database_url)
     try:
         current, head = await migrations.current_revision(db), migrations.head_revision()

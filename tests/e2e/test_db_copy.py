@@ -224,6 +224,9 @@ async def test_retire_source_empties_and_deletes_the_sqlite_file(fake: FakeBotAp
         # A start still pointing at the deleted file stops, instead of beginning an empty installation.
         code, output = await run_jarchy(settings, "export", "--out", str(tmp_path / "out.csv"))
         assert code == 2 and "moved to PostgreSQL and deleted" in output, output
+        # `jarchy check` says so too, and leaves no empty file behind either.
+        code, output = await run_jarchy(settings, "check")
+        assert code == 1 and "moved to PostgreSQL and deleted" in output, output
         left = [p.name for p in path.parent.iterdir() if p.name.startswith(path.name)]
         assert left == []
     finally:
