@@ -240,7 +240,7 @@ def _verify_statement(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_CONFIG
-        main_bots = [own]
+        main_bots = [own, *asyncio.run(_backup_usernames(settings))]
     try:
         for name in main_bots:
             bot_username(name)
@@ -250,6 +250,24 @@ def _verify_statement(settings: Settings, args: argparse.Namespace) -> int:
     names = official_usernames(None, [*main_bots, *settings.official_bots])
     print(statement(names, SystemClock().now().date(), key), end="")
     return 0
+
+
+async def _backup_usernames(settings: Settings) -> list[str]:
+    """Ask getMe for each backup bot's username (one that does not answer is named on stderr)."""
+    from bot.fleet_cli import ask_username
+    from bot.runtime.fleet import fleet_bots
+
+    names: list[str] = []
+    for bot in fleet_bots(settings)[1:]:
+        answer = await ask_username(settings, bot)
+        if isinstance(answer, str):
+            names.append(answer)
+        else:
+            print(
+                f"jarchy: backup bot {bot.bot_id} did not tell its username; add it with --bot @name",
+                file=sys.stderr,
+            )
+    return names
 
 
 async def _own_username(settings: Settings) -> str | None:

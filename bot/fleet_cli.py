@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 async def bot_command(settings: Settings, args: argparse.Namespace) -> int:
     """Print the bots, or ask the bot to switch; return the exit code."""
     bots = fleet_bots(settings)
-    answers = {bot.bot_id: await _ask(settings, bot) for bot in bots}
+    answers = {bot.bot_id: await ask_username(settings, bot) for bot in bots}
     db = Database.connect(settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms)
     state = StateRepository()
     try:
@@ -104,7 +104,7 @@ def _choose(
     return None
 
 
-async def _ask(settings: Settings, bot: FleetBot) -> str | bool | None:
+async def ask_username(settings: Settings, bot: FleetBot) -> str | bool | None:
     """getMe: the username, False for a refused token, None for no answer."""
     api = TelegramApi(settings.api_url, bot.token, connections=1, timeout=10.0, proxy_url=settings.proxy_url)
     try:

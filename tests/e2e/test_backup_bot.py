@@ -287,6 +287,10 @@ async def test_jarchy_bot_status_and_switch_from_the_server(
         assert "* 123456  main    @jarchy_test_bot" in output
         assert f"  {BACKUP_ID}  backup  @{BACKUP_NAME}" in output
         assert TEST_TOKEN.split(":")[1] not in output and BACKUP_TOKEN.split(":")[1] not in output
+        # The signed statement of official bots names the backup, asked of Telegram.
+        signing = {"signing_key_file": str(tmp_path / "signing" / "statement.key")}
+        code, output = await run_jarchy(settings, "verify-statement", "--new-key", **cli, **signing)
+        assert code == 0 and "@jarchy_test_bot" in output and f"@{BACKUP_NAME}" in output, output
         code, output = await run_jarchy(settings, "bot", "switch", "--to", "@nobody_bot", **cli)
         assert code == 2 and "--to @nobody_bot" in output
         code, output = await run_jarchy(settings, "bot", "switch", "--to", f"@{BACKUP_NAME}", **cli)
