@@ -254,8 +254,7 @@ def _verify_statement(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _backup_usernames(settings: Settings) -> list[str]:
     """Ask getMe for each backup bot's username (one that does not answer is named on stderr)."""
-    from bot.fleet_cli import ask_username
-    from bot.runtime.fleet import fleet_bots
+    from bot.runtime.fleet import ask_username, fleet_bots
 
     names: list[str] = []
     for bot in fleet_bots(settings)[1:]:
@@ -272,21 +271,12 @@ async def _backup_usernames(settings: Settings) -> list[str]:
 
 async def _own_username(settings: Settings) -> str | None:
     """Ask getMe for the bot's username (None without a token or an answer)."""
-    from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
+    from bot.runtime.fleet import ask_username, fleet_bots
 
     if not settings.bot_token.get_secret_value():
         return None
-    api = TelegramApi(settings.api_url, settings.bot_token, connections=1, timeout=10.0)
-    try:
-        answer = await api.call("getMe", {})
-    except (NotSent, OutcomeUnknown):
-        return None
-    finally:
-        await api.close()
-    if not answer.ok or not isinstance(answer.result, dict):
-        return None
-    username = answer.result.get("username")
-    return username if isinstance(username, str) else None
+    answer = await ask_username(settings, fleet_bots(settings)[0])
+    return answer if isinstance(answer, str) else None
 
 
 def _run(settings: Settings, *, webhook: bool = False) -> int:

@@ -17,9 +17,9 @@ from bot.runtime.fleet import (
     REFUSED_PREFIX,
     SWITCH_REQUEST,
     FleetBot,
+    ask_username,
     fleet_bots,
 )
-from bot.runtime.telegram_api import NotSent, OutcomeUnknown, TelegramApi
 from bot.settings import Settings
 from storage.database import Database
 from storage.state import StateRepository
@@ -102,17 +102,3 @@ def _choose(
         if str(bot.bot_id) == name or (isinstance(username, str) and username.lower() == name):
             return bot
     return None
-
-
-async def ask_username(settings: Settings, bot: FleetBot) -> str | bool | None:
-    """getMe: the username, False for a refused token, None for no answer."""
-    api = TelegramApi(settings.api_url, bot.token, connections=1, timeout=10.0, proxy_url=settings.proxy_url)
-    try:
-        answer = await api.call("getMe", {})
-    except (NotSent, OutcomeUnknown):
-        return None
-    finally:
-        await api.close()
-    if answer.ok and isinstance(answer.result, dict) and isinstance(answer.result.get("username"), str):
-        return str(answer.result["username"])
-    return False if answer.error_code in (401, 404) else None

@@ -177,18 +177,36 @@ class Fleet:
 
     async def ask_me(self, bot_id: int) -> bool | None:
         """getMe for one bot: True answers (its username is kept), False refused (401/404), None unknown."""
-        try:
-            answer = await self.api(bot_id).call("getMe", {}, read_timeout=10.0)
-        except (NotSent, OutcomeUnknown):
-            return None
-        if answer.ok and isinstance(answer.result, dict):
-            username = answer.result.get("username")
-            if isinstance(username, str):
-                self.usernames[bot_id] = username
+        answer = await get_me(self.api(bot_id))
+        if isinstance(answer, str):
+            if answer:
+                self.usernames[bot_id] = answer
             return True
-        if answer.error_code in (401, 404):
-            return False
+        return answer
+
+
+async def get_me(api: TelegramApi) -> str | bool | None:
+    """getMe: the bot's username ("" if it gave none), False for a refused token (401/404), None for no
+    answer."""
+    try:
+        answer = await api.call("getMe", {}, read_timeout=10.0)
+    except (NotSent, OutcomeUnknown):
         return None
+    if answer.ok and isinstance(answer.result, dict):
+        username = answer.result.get("username")
+        return username if isinstance(username, str) else ""
+    return False if answer.error_code in (401, 404) else None
+
+
+async def ask_username(settings: Settings, bot: FleetBot) -> str | bool | None:
+    """getMe for one bot through a client of its own (the command line): its username, False for a refused
+    token, None for no answer."""
+    api = TelegramApi(settings.api_url, bot.token, connections=1, timeout=10.0, proxy_url=settings.proxy_url)
+    try:
+        answer = await get_me(api)
+    finally:
+        await api.close()
+    return None if answer == "" else answer
 
 
 def inbox_id_base(bot: FleetBot) -> int:

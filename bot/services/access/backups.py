@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -94,12 +94,6 @@ class UnknownBot(Exception):
     """The id names none of the configured bots, or one whose token Telegram refuses."""
 
 
-@dataclass
-class _Known:
-    # Pseudonyms already recorded for the backup in use: the per-update check reads the database once.
-    recorded: set[str] = field(default_factory=set)
-
-
 class BackupService:
     """Reach records, invitations, the census and the switch."""
 
@@ -129,7 +123,9 @@ class BackupService:
         self._alerts = alerts
         self._campaigns = campaigns
         self._on_reached = on_reached
-        self._known = _Known()
+        # (bot, pseudonym) known to be recorded: the per-update check after a switch, and a flood of
+        # messages to a standby bot, read the database once per person and never take the write lock.
+        self._recorded: set[tuple[int, str]] = set()
 
     # ------------------------------------------------------------------ records
 
@@ -169,7 +165,7 @@ class BackupService:
                     bots = record.bots - {bot_id}
                     chat = record.chat if bots else None
                     await self._put(uow.conn, pseudonym, chat_key, Record(bots, chat, record.asked))
-                    self._known.recorded.discard(pseudonym)
+                    self._recorded.discard((bot_id, pseudonym))
             await uow.commit()
 
     async def record_of(self, conn: AsyncConnection, telegram_id: int) -> Record:
@@ -183,6 +179,14 @@ class BackupService:
         Rows waiting because no bot could reach them come forward at once.
         """
         pseudonym = self._core.pseudonyms.of_user(telegram_id)
+        if (bot_id, pseudonym) in self._recorded:
+            return False
+        async with self._core.db.read() as conn:
+            known = await self._users.get(conn, pseudonym) is not None
+            record = await self.record_of(conn, telegram_id)
+        if known and bot_id in record.bots and record.chat == telegram_id:
+            self._recorded.add((bot_id, pseudonym))
+            return False
         async with self._core.unit_of_work() as uow:
             if await self._users.get(uow.conn, pseudonym) is None:
                 await self._users.touch(uow.conn, pseudonym, telegram_language, self._core.clock.now())
@@ -198,7 +202,7 @@ class BackupService:
                 await self._outbox_repo.due_now_for_chat(uow.conn, chat_key, self._core.clock.now())
                 uow.wake_delivery()
             await uow.commit()
-        self._known.recorded.add(pseudonym)
+        self._recorded.add((bot_id, pseudonym))
         return new
 
     async def standby_started(
@@ -222,14 +226,14 @@ class BackupService:
                 chat = record.chat if bots else None
                 await self._write(uow.conn, telegram_id, Record(bots, chat, record.asked))
             await uow.commit()
-        self._known.recorded.discard(self._core.pseudonyms.of_user(telegram_id))
+        self._recorded.discard((bot_id, self._core.pseudonyms.of_user(telegram_id)))
 
     async def seen(self, telegram_id: int, telegram_language: str | None) -> None:
         """Note that a person wrote to the bot in use; only a backup in use needs the record."""
         active = self.fleet.active
         if active.main or not self.fleet.enabled:
             return
-        if self._core.pseudonyms.of_user(telegram_id) in self._known.recorded:
+        if (active.bot_id, self._core.pseudonyms.of_user(telegram_id)) in self._recorded:
             return
         await self.started(active.bot_id, telegram_id, telegram_language)
 
@@ -304,9 +308,17 @@ class BackupService:
         username = self.invited_bot()
         if username is None or place not in PLACES:
             return ""
+
+        def due(record: Record) -> bool:
+            return place not in record.asked and not record.bots - {self.fleet.active.bot_id}
+
+        # Read first: /start and /settings take the write lock only the one time the line is shown.
+        async with self._core.db.read() as conn:
+            if not due(await self.record_of(conn, telegram_id)):
+                return ""
         async with self._core.unit_of_work() as uow:
             record = await self.record_of(uow.conn, telegram_id)
-            if place in record.asked or (record.bots - {self.fleet.active.bot_id}):
+            if not due(record):
                 await uow.commit()
                 return ""
             await self._write(uow.conn, telegram_id, Record(record.bots, record.chat, record.asked | {place}))
