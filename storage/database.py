@@ -21,6 +21,8 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from storage import sqlite_driver
+
 _READ_ONLY = "jarchy_read_only"
 BUSY_TIMEOUT_MS = 5000
 WAL_AUTOCHECKPOINT_PAGES = (
@@ -76,6 +78,9 @@ class Database:
             server_settings.setdefault("lock_timeout", f"{max(int(busy_timeout_ms), 1)}ms")
             connect_args["server_settings"] = server_settings
             engine_options["connect_args"] = connect_args
+        if parsed.get_backend_name() == "sqlite" and parsed.get_driver_name() == "aiosqlite":
+            # One trip to the driver's thread per statement (storage.sqlite_driver), not four or five.
+            engine_options.setdefault("module", sqlite_driver.dbapi())
         engine = create_async_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine, busy_timeout_ms, foreign_keys)
@@ -85,10 +90,13 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """Open a write transaction, the only one running, committed on success. Do not nest.
 
-        SQLite: BEGIN IMMEDIATE takes the database's write lock. PostgreSQL: READ COMMITTED plus the
-        advisory lock, taken first; every later statement takes a fresh snapshot, so it sees everything
-        the previous holder committed before the lock was released (REPEATABLE READ would freeze the
-        snapshot at the lock's own statement, taken before the wait, and fail with serialization errors).
+        SQLite: BEGIN IMMEDIATE takes the database's write lock, sent with the first statement (one trip
+        to the driver's thread: storage.sqlite_driver); writers of this process are in order from the
+        start (the queue below), other processes' writers from that first statement. PostgreSQL: READ
+        COMMITTED plus the advisory lock, taken first; every later statement takes a fresh snapshot, so it
+        sees everything the previous holder committed before the lock was released (REPEATABLE READ would
+        freeze the snapshot at the lock's own statement, taken before the wait, and fail with
+        serialization errors).
         """
         async with self._write_turn:
             info: dict[Any, Any] | None = None

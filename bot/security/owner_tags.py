@@ -15,6 +15,7 @@ from nacl.encoding import RawEncoder
 from bot.security.crypto import Cipher
 
 _PERSON = b"jarchy-owner-v1"
+_KNOWN_AT_MOST = 8192
 
 
 class OwnerTags:
@@ -22,6 +23,10 @@ class OwnerTags:
 
     def __init__(self, cipher: Cipher) -> None:
         self._cipher = cipher
+        # A draft's step asks for its owner's tags several times; each is a keyed hash. The copies are
+        # kept by key and dropped with it: a tag of a retired key beside its pseudonym in memory would
+        # tie the WAL's old rows to a person after the key itself is gone.
+        self._known: dict[bytes, dict[str, str]] = {}
 
     def current(self, pseudonym: str) -> str:
         """The tag a row of this person is written under now."""
@@ -33,7 +38,19 @@ class OwnerTags:
         keys = self._cipher.transient_keys
         if keys is None:
             return [pseudonym]
-        return [_tag(key, pseudonym) for key in keys.live_keys()] + [pseudonym]
+        live = keys.live_keys()
+        if len(self._known) > len(live) or any(key not in live for key in self._known):
+            self._known = {key: known for key, known in self._known.items() if key in live}
+        return [self._tag(key, pseudonym) for key in live] + [pseudonym]
+
+    def _tag(self, key: bytes, pseudonym: str) -> str:
+        known = self._known.setdefault(key, {})
+        tag = known.get(pseudonym)
+        if tag is None:
+            if len(known) >= _KNOWN_AT_MOST:
+                known.clear()  # cheaper than an LRU, and refilled by the people active now
+            tag = known[pseudonym] = _tag(key, pseudonym)
+        return tag
 
     def seal(self, pseudonym: str, *, binding: str) -> bytes:
         """Seal the owner beside the tag, so a scrub can compute their next tag."""

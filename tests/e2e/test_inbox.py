@@ -153,7 +153,8 @@ async def test_a_locked_database_delays_but_loses_nothing(fake: FakeBotApi, tmp_
         # (its start-up jobs); the point is what the bot does while the locker holds the lock.
         locker = Database.connect(settings.database_url, busy_timeout_ms=30_000)
         try:
-            async with locker.write():
+            async with locker.write() as conn:
+                await conn.execute(text("SELECT 1"))  # the lock is taken with the first statement
                 fake.add_message(user_id=305, text="/help", language_code="ru")
                 await asyncio.sleep(1.5)
         finally:

@@ -126,7 +126,8 @@ async def test_an_update_is_stored_before_its_200_and_a_resend_is_handled_once(
     # The locker is another process's writer (SQLite's write lock, PostgreSQL's writers' advisory lock).
     locker = Database.connect(bot.settings.database_url, busy_timeout_ms=30_000)
     try:
-        async with locker.write():
+        async with locker.write() as conn:
+            await conn.execute(text("SELECT 1"))  # the lock is taken with the first statement
             assert await _post(url, update, secret) == 503
     finally:
         await locker.dispose()  # no checkpoint: the bot is the database's owner

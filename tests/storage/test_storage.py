@@ -80,8 +80,9 @@ async def test_writers_take_turns_across_instances(db: Database, clock: FakeCloc
     async def second() -> None:
         await holding.wait()
         async with other.write() as conn:
-            order.append("second writes")
+            # SQLite's lock comes with the first statement (storage.sqlite_driver), PostgreSQL's at once.
             user = await users.get(conn, "p1")
+            order.append("second writes")
             assert user is not None  # the first writer's commit, seen by the waiting one
             await users.touch(conn, "p2", "en", clock.now())
 

@@ -48,6 +48,24 @@ def test_a_retired_epoch_no_longer_decrypts_and_its_slot_is_overwritten_in_place
         Cipher(key, reopened).decrypt(old, binding="b")
 
 
+def test_owner_tags_are_kept_only_while_their_key_is(tmp_path: Path, key: DataKey) -> None:
+    # Tags are kept in memory between steps; a retired key's tag beside its pseudonym would tie the
+    # WAL's old rows to the person after the key itself is forgotten.
+    now = [0.0]
+    keys = TransientKeys(tmp_path / "transient.keys", key, monotonic=lambda: now[0])
+    owners = OwnerTags(Cipher(key, keys))
+    first = owners.current("p-1")
+    assert owners.tags("p-1") == [first, "p-1"]
+    second = keys.begin_epoch()
+    renewed = owners.tags("p-1")
+    assert renewed[0] != first and renewed[1:] == [first, "p-1"]
+    keys.retire_all_but(second)
+    now[0] += RETIRED_GRACE_S + 1
+    assert owners.tags("p-1") == [renewed[0], "p-1"]
+    remembered = [tag for known in owners._known.values() for tag in known.values()]
+    assert first not in remembered and renewed[0] in remembered
+
+
 def test_data_key_fields_are_not_transient_and_other_keys_cannot_open_slots(
     tmp_path: Path, key: DataKey
 ) -> None:
