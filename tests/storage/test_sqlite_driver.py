@@ -41,7 +41,7 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     async def counted(self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object) -> object:
         calls.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args, **kwargs)  # type: ignore[arg-type]
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
     yield calls
