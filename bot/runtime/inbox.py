@@ -35,6 +35,8 @@ CLAIM_S = 15.0
 # How often an instance looks again at rows it could not take (another instance holds their chat, or
 # they are sealed under a peer's transient key): nothing wakes it for those.
 SKIPPED_RECHECK_S = 0.5
+# The most due rows one dispatch pass reads; more are left for the next pass, which comes at once.
+_PASS_ROWS = 200
 # A database that stays locked or full is waited for this long, then the update is given up (logged):
 # every retry is bounded, and a person who pressed something six hours ago has long tried again.
 TRANSIENT_WINDOW = timedelta(hours=6)
@@ -129,6 +131,16 @@ class DurableInbox:
         self._urgent_slots = asyncio.Semaphore(URGENT_CONCURRENCY)
         self._in_flight: set[int] = set()
         self._finished: set[int] = set()
+        # The offset this poller last stored: read from the database only when it has none (a start, a
+        # failed fetch, a turn standing by while another instance polled).
+        self._offset: int | None = None
+        # When the next pending row is due, read with the pass's own rows (one transaction, not two), and
+        # whether that pass left due rows behind (its limit, or rows it may not take yet).
+        self._next_due: datetime | None = None
+        self._next_due_read = False
+        self._left_behind = False
+        # An update put off for later (a retry) moves the next due time: the dispatcher looks again.
+        self._put_off = False
         # Handled updates whose done-mark could not be written yet (a locked database): never dispatched
         # again by this process while the mark is retried.
         self._unmarked: set[int] = set()
@@ -164,8 +176,10 @@ class DurableInbox:
 
     async def fetch_once(self, timeout_s: int | None = None) -> int:
         """Fetch one batch, store it, advance the offset; return how many updates came."""
-        async with self._db.read() as conn:
-            offset = await self._repo.offset(conn)
+        offset, self._offset = self._offset, None  # kept again only once this fetch has gone well
+        if offset is None:
+            async with self._db.read() as conn:
+                offset = await self._repo.offset(conn)
         params: dict[str, Any] = {
             "timeout": self._polling_timeout_s if timeout_s is None else timeout_s,
             "allowed_updates": list(ALLOWED_UPDATES),
@@ -190,6 +204,7 @@ class DurableInbox:
             u for u in result.result or [] if isinstance(u, dict) and isinstance(u.get("update_id"), int)
         ]
         if not updates:
+            self._offset = offset
             return 0
         next_offset = max(u["update_id"] for u in updates) + 1
         async with self._db.write() as conn:
@@ -204,6 +219,7 @@ class DurableInbox:
                 for u in updates
             ]
             await self._repo.store(conn, rows, next_offset, self._clock.now())
+        self._offset = next_offset
         self._wake.set()
         return len(updates)
 
@@ -234,13 +250,17 @@ class DurableInbox:
         # An update finished before this read is seen by it as done; one finishing during the read may
         # still look pending to it, so it stays marked in flight until the next pass.
         settled = set(self._finished)
+        self._next_due_read = self._put_off = False
         if self._unmarked:
             await self._write_unmarked()
         if self._owner is not None and self._instance is not None:
             chosen = await self._claim_due(self._owner, self._instance)
         else:
             async with self._db.read() as conn:
-                rows = await self._repo.due(conn, self._clock.now(), limit=200)
+                rows = await self._repo.due(conn, self._clock.now(), limit=_PASS_ROWS)
+                self._next_due = await self._repo.next_due_at(conn)
+            self._next_due_read = True
+            self._left_behind = len(rows) >= _PASS_ROWS
             chosen = [
                 (row, self._open(row.update_id, row.payload))
                 for row in rows
@@ -280,7 +300,7 @@ class DurableInbox:
         skipped = 0
         seen: dict[int, tuple[object, bool]] = {}
         async with self._db.write() as conn:
-            rows = await self._repo.claimable(conn, now, instance, limit=200)
+            rows = await self._repo.claimable(conn, now, instance, limit=_PASS_ROWS)
             held = await self._repo.held_by_others(conn, now, instance)
             busy = set()
             for other in held:
@@ -318,6 +338,9 @@ class DurableInbox:
                 owner,
                 now + timedelta(seconds=self._claim_s),
             )
+            self._next_due = await self._repo.next_due_at(conn, instance)
+        self._next_due_read = True
+        self._left_behind = skipped > 0 or len(rows) >= _PASS_ROWS
         self._skipped = skipped
         self._peeked = seen
         return chosen
@@ -373,7 +396,10 @@ class DurableInbox:
         finally:
             del self._chains[key]
             del self._queues[key]
-            self._wake.set()
+            # Updates that came meanwhile woke the dispatcher already; a finished chain matters to it only
+            # if the last pass left rows for lack of room, or an update here was put off.
+            if self._left_behind or self._put_off:
+                self._wake.set()
 
     async def _drain_chains(self) -> None:
         while self._chains:
@@ -396,7 +422,9 @@ class DurableInbox:
             counted = True
         if result.outcome is Dispatch.DONE:
             await self._mark_done(row.update_id)
-        elif not counted and (not result.counts or _is_sos(update)) and self._within_window(row, now):
+            return
+        self._put_off = True
+        if not counted and (not result.counts or _is_sos(update)) and self._within_window(row, now):
             # An SOS is never given up for Telegram's silence while the window lasts: the network coming
             # back is exactly when it must still go out.
             # A transient fault (database locked or full) is retried while it lasts, up to a bound: giving
@@ -467,6 +495,7 @@ class DurableInbox:
         while not self._stopping.is_set():
             if self._poller is not None and not self._poller.is_leader:
                 # Standing by: another instance polls; this one dispatches and takes over if it dies.
+                self._offset = None
                 await self._until_stopping(self._poller.wait_leader())
                 continue
             fetch = asyncio.create_task(self.fetch_once())
@@ -543,12 +572,14 @@ class DurableInbox:
 
     async def _wait_for_work(self) -> None:
         wait = 1.0
-        try:
-            async with self._db.read() as conn:
-                next_due = await self._repo.next_due_at(conn, self._instance)
-        except Exception:
-            log.exception("reading the inbox failed; retrying")
-            next_due = None
+        next_due = self._next_due
+        if not self._next_due_read:  # the pass failed before it read it
+            try:
+                async with self._db.read() as conn:
+                    next_due = await self._repo.next_due_at(conn, self._instance)
+            except Exception:
+                log.exception("reading the inbox failed; retrying")
+                next_due = None
         if next_due is not None:
             until_due = (next_due - self._clock.now()).total_seconds()
             # Rows being handled right now are still pending and "due": a finishing chain wakes us.

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, MessageHandler, filters
@@ -236,3 +236,54 @@ async def test_a_slow_handler_delays_only_its_own_chat(fake: FakeBotApi, bot_set
         # The other chat's answer came while the slow handler was still running.
         assert fake.sent("sendMessage", chat_id=307) == []
         await fake.wait_for("sendMessage", chat_id=307, timeout=15)
+
+
+async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_settings: Settings) -> None:
+    # Under load every statement counts: the offset this poller stored is not read back before each poll,
+    # and a dispatch pass reads its due rows and the next due time in one transaction.
+    handled: list[int] = []
+
+    async def dispatch(update: dict[str, Any]) -> DispatchResult:
+        handled.append(update["update_id"])
+        return DispatchResult(Dispatch.DONE)
+
+    services = await open_services(bot_settings, SystemClock(), build_limiter(bot_settings, SystemClock()))
+    statements: Counter[str] = Counter()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM bot_state" in statement:
+            statements["offset read"] += 1
+        if "min(inbox.next_attempt_at)" in statement:
+            statements["next due"] += 1
+        if statement.startswith("SELECT inbox.update_id"):
+            statements["due rows"] += 1
+
+    event.listen(services.db.engine.sync_engine, "before_cursor_execute", seen)
+    inbox = DurableInbox(
+        db=services.db,
+        repo=services.inbox_repo,
+        api=services.api,
+        cipher=services.cipher,
+        clock=services.clock,
+        dispatch=dispatch,
+        polling_timeout_s=1,
+    )
+    task = asyncio.create_task(inbox.run())
+    try:
+        for user in range(10):
+            fake.add_message(user_id=400 + user, text="/help")
+            await fake.wait_for("getUpdates", count=len(fake.sent("getUpdates")) + 1, timeout=10)
+        for _ in range(100):
+            if len(handled) == 10:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        inbox.stop()
+        await asyncio.wait_for(task, 10)
+        await services.close()
+    assert len(handled) == 10
+    polls = len(fake.sent("getUpdates"))
+    assert polls >= 10
+    assert statements["offset read"] == 1  # the first poll's; every later one knew what it had stored
+    # Every pass read the next due time with its due rows: never a pass that read it alone.
+    assert statements["next due"] == statements["due rows"] > 0
