@@ -27,6 +27,7 @@ class OwnerTags:
         # kept by key and dropped with it: a tag of a retired key beside its pseudonym in memory would
         # tie the WAL's old rows to a person after the key itself is gone.
         self._known: dict[bytes, dict[str, str]] = {}
+        self._count = 0
 
     def current(self, pseudonym: str) -> str:
         """The tag a row of this person is written under now."""
@@ -41,14 +42,20 @@ class OwnerTags:
         live = keys.live_keys()
         if len(self._known) > len(live) or any(key not in live for key in self._known):
             self._known = {key: known for key, known in self._known.items() if key in live}
+            self._count = sum(len(known) for known in self._known.values())
         return [self._tag(key, pseudonym) for key in live] + [pseudonym]
 
     def _tag(self, key: bytes, pseudonym: str) -> str:
         known = self._known.setdefault(key, {})
         tag = known.get(pseudonym)
         if tag is None:
-            if len(known) >= _KNOWN_AT_MOST:
-                known.clear()  # cheaper than an LRU, and refilled by the people active now
+            # Bounded in all: keys retired within their grace are live too (one per scrub for minutes under
+            # load), so a bound per key would grow with them.
+            self._count += 1
+            if self._count > _KNOWN_AT_MOST:
+                self._known = {}
+                self._count = 1
+                known = self._known.setdefault(key, {})
             tag = known[pseudonym] = _tag(key, pseudonym)
         return tag
 

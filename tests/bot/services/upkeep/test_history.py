@@ -11,7 +11,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.instance import DataDirInUse, lock_transient_keys
 from bot.security import Cipher, DataKey, DecryptionError, KeyFileError
 from bot.security.bindings import draft_binding, update_binding
-from bot.security.owner_tags import OwnerTags
+from bot.security.owner_tags import _KNOWN_AT_MOST, OwnerTags
 from bot.security.transient import RETIRED_GRACE_S, SLOTS, NoFreeSlot, TransientKeys
 from bot.services.upkeep.history import HistoryScrubber
 from bot.services.upkeep.key_rotation import _exclusive
@@ -64,6 +64,13 @@ def test_owner_tags_are_kept_only_while_their_key_is(tmp_path: Path, key: DataKe
     assert owners.tags("p-1") == [renewed[0], "p-1"]
     remembered = [tag for known in owners._known.values() for tag in known.values()]
     assert first not in remembered and renewed[0] in remembered
+    # Bounded in all, however many keys are live (one per scrub within the grace, for minutes under load).
+    for _ in range(SLOTS - 1):
+        keys.begin_epoch()
+    for person in range(_KNOWN_AT_MOST):
+        owners.tags(f"p-{person}")
+    assert sum(len(known) for known in owners._known.values()) <= _KNOWN_AT_MOST
+    assert owners.tags("p-1") == owners.tags("p-1")
 
 
 def test_data_key_fields_are_not_transient_and_other_keys_cannot_open_slots(
