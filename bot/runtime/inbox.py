@@ -37,6 +37,10 @@ CLAIM_S = 15.0
 SKIPPED_RECHECK_S = 0.5
 # The most due rows one dispatch pass reads; more are left for the next pass, which comes at once.
 _PASS_ROWS = 200
+# Done-marks of updates finishing within this long are written in one transaction. A crash inside it runs
+# those updates again at the next start, as a crash between a handler and its mark always has (their gated
+# actions are not repeated: bot.runtime.update_run).
+MARK_DELAY_S = 0.1
 # A database that stays locked or full is waited for this long, then the update is given up (logged):
 # every retry is bounded, and a person who pressed something six hours ago has long tried again.
 TRANSIENT_WINDOW = timedelta(hours=6)
@@ -124,8 +128,8 @@ class DurableInbox:
         self._concurrency = concurrency
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._done: list[int] = []
-        self._done_turn = asyncio.Lock()
+        self._mark_delay_s = MARK_DELAY_S
+        self._marker: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(concurrency)
         # An SOS has slots of its own: hundreds of submits waiting for Telegram's limits never hold one up.
         self._urgent_slots = asyncio.Semaphore(URGENT_CONCURRENCY)
@@ -141,9 +145,14 @@ class DurableInbox:
         self._left_behind = False
         # An update put off for later (a retry) moves the next due time: the dispatcher looks again.
         self._put_off = False
-        # Handled updates whose done-mark could not be written yet (a locked database): never dispatched
-        # again by this process while the mark is retried.
+        # Handled updates whose done-mark is not written yet (it waits for others to share its write, or
+        # the database is locked): never dispatched again by this process until it is.
         self._unmarked: set[int] = set()
+        # One instance: what this process stores it hands straight to the chats' chains, without reading
+        # it back, once a pass has found nothing older waiting (`_caught_up`) and while no earlier update
+        # of the same chat waits to be tried again (`_retrying`: chat -> its updates put off for later).
+        self._caught_up = False
+        self._retrying: dict[object, set[int]] = {}
         self._chains: dict[object, asyncio.Task[None]] = {}
         self._queues: dict[object, deque[tuple[InboxRow, dict[str, Any] | None]]] = {}
         self._owner = owner
@@ -218,9 +227,18 @@ class DurableInbox:
                 )
                 for u in updates
             ]
-            await self._repo.store(conn, rows, next_offset, self._clock.now())
+            now = self._clock.now()
+            await self._repo.store(conn, rows, next_offset, now)
         self._offset = next_offset
-        self._wake.set()
+        # Telegram sends nothing below the offset asked for, and everything stored before was below it:
+        # each of these is new, so none of them can be running or done already.
+        self._hand_over(
+            [
+                (InboxRow(update_id, payload, 0, now), update)
+                for (update_id, payload), update in zip(rows, updates, strict=True)
+                if offset is None or update["update_id"] >= offset
+            ]
+        )
         return len(updates)
 
     async def accept(self, update: dict[str, Any]) -> bool:
@@ -230,9 +248,10 @@ class DurableInbox:
         update_id = self._id_base + update["update_id"]
         async with self._db.write() as conn:
             payload = self._cipher.encrypt_json(update, binding=update_binding(update_id), transient=True)
-            new = await self._repo.store_pushed(conn, update_id, payload, self._clock.now())
+            now = self._clock.now()
+            new = await self._repo.store_pushed(conn, update_id, payload, now)
         if new:
-            self._wake.set()
+            self._hand_over([(InboxRow(update_id, payload, 0, now), update)])
         return new
 
     async def run_dispatch(self) -> None:
@@ -243,7 +262,32 @@ class DurableInbox:
         """Dispatch every update that is due now and wait until all are handled (start-up, tests)."""
         scheduled = await self._schedule_due()
         await self._drain_chains()
+        if self._unmarked:
+            await self._write_unmarked()
         return scheduled
+
+    def _hand_over(self, stored: list[tuple[InboxRow, dict[str, Any]]]) -> None:
+        """Give updates this process has just stored to their chats' chains, or wake the dispatcher to
+        read them back when an older update might still be waiting (several instances: always)."""
+        if self._owner is not None or not self._caught_up:
+            self._wake.set()
+            return
+        for row, update in stored:
+            key = _conversation_key(update)
+            if key in self._retrying:
+                # That chat's earlier update waits for another try: this one must not overtake it.
+                self._wake.set()
+                continue
+            self._enqueue(key, row, update)
+
+    def _enqueue(self, key: object, row: InboxRow, update: dict[str, Any] | None) -> bool:
+        if row.update_id in self._in_flight or row.update_id in self._unmarked:
+            return False
+        self._in_flight.add(row.update_id)
+        self._queues.setdefault(key, deque()).append((row, update))
+        if key not in self._chains:
+            self._chains[key] = asyncio.create_task(self._run_chain(key))
+        return True
 
     async def _schedule_due(self) -> int:
         """Hand due updates to their chat's chain; a slow handler delays only its own chat."""
@@ -261,6 +305,7 @@ class DurableInbox:
                 self._next_due = await self._repo.next_due_at(conn)
             self._next_due_read = True
             self._left_behind = len(rows) >= _PASS_ROWS
+            self._caught_up = not self._left_behind
             chosen = [
                 (row, self._open(row.update_id, row.payload))
                 for row in rows
@@ -270,16 +315,18 @@ class DurableInbox:
         self._finished -= settled
         scheduled = 0
         for row, update in chosen:
-            if row.update_id in self._in_flight or row.update_id in self._unmarked:
-                continue
             key = _conversation_key(update) if update else ("update", row.update_id)
-            self._in_flight.add(row.update_id)
-            self._queues.setdefault(key, deque()).append((row, update))
-            if key not in self._chains:
-                task = asyncio.create_task(self._run_chain(key))
-                self._chains[key] = task
-            scheduled += 1
+            if self._enqueue(key, row, update):
+                self._stop_retrying(key, row.update_id)
+                scheduled += 1
         return scheduled
+
+    def _stop_retrying(self, key: object, update_id: int) -> None:
+        waiting = self._retrying.get(key)
+        if waiting is not None:
+            waiting.discard(update_id)
+            if not waiting:
+                del self._retrying[key]
 
     def _open(self, update_id: int, payload: bytes | None) -> dict[str, Any] | None:
         if payload is None:
@@ -385,7 +432,8 @@ class DurableInbox:
         # Updates from one chat stay in order; different chats never wait for each other.
         queue = self._queues[key]
         try:
-            while queue:
+            # Stopping: what has not started stays pending for the next run (or another instance).
+            while queue and not self._stopping.is_set():
                 row, update = queue.popleft()
                 slots = self._urgent_slots if update is not None and _is_sos(update) else self._slots
                 try:
@@ -421,7 +469,7 @@ class DurableInbox:
             result = DispatchResult(Dispatch.RETRY, f"{type(error).__name__}")
             counted = True
         if result.outcome is Dispatch.DONE:
-            await self._mark_done(row.update_id)
+            self._mark_done(row.update_id)
             return
         self._put_off = True
         if not counted and (not result.counts or _is_sos(update)) and self._within_window(row, now):
@@ -431,6 +479,7 @@ class DurableInbox:
             # up early would lose an update Telegram was already told had arrived.
             delay = timedelta(seconds=min(60.0, 2.0 ** min(row.attempts, 6)))
             log.warning("update %s will be retried: %s", row.update_id, result.error)
+            self._retry_later_in_chat(update, row.update_id)
             await self._record(
                 lambda conn: self._repo.retry_later(
                     conn, row.update_id, now + delay, result.error, count=False
@@ -444,34 +493,43 @@ class DurableInbox:
         else:
             delay = timedelta(seconds=min(60.0, 2.0**row.attempts))
             log.warning("update %s will be retried: %s", row.update_id, result.error)
+            self._retry_later_in_chat(update, row.update_id)
             await self._record(
                 lambda conn: self._repo.retry_later(conn, row.update_id, now + delay, result.error)
             )
 
-    async def _mark_done(self, update_id: int) -> None:
-        # Updates finishing while a mark is being written are marked together in the next transaction:
-        # under load one write serves many updates, and each caller still waits until its own is durable.
-        self._done.append(update_id)
-        async with self._done_turn:
-            if not self._done:
-                return
-            ids, self._done = self._done, []
-            now = self._clock.now()
-            if not await self._record(lambda conn: self._repo.mark_done(conn, ids, now)):
-                # Running a handled update again would repeat its replies: remember it as handled and
-                # write the mark at the next pass.
-                self._unmarked.update(ids)
+    def _retry_later_in_chat(self, update: dict[str, Any], update_id: int) -> None:
+        # Until a pass takes it up again, the chat's newer updates go through the passes too, after it.
+        self._retrying.setdefault(_conversation_key(update), set()).add(update_id)
 
-    async def _write_unmarked(self) -> None:
+    def _mark_done(self, update_id: int) -> None:
+        # Handled: never run again by this process (running it again would repeat its replies). The mark
+        # is written with those of the updates finishing around it, in one transaction.
+        self._unmarked.add(update_id)
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.create_task(self._write_marks_soon())
+
+    async def _write_marks_soon(self) -> None:
+        delay = self._mark_delay_s
+        while self._unmarked:
+            await asyncio.sleep(delay)
+            written = await self._write_unmarked()
+            # A locked database: back off (every dispatch pass tries as well).
+            delay = self._mark_delay_s if written else min(5.0, max(0.2, delay * 2))
+
+    async def _write_unmarked(self) -> bool:
         ids = sorted(self._unmarked)
+        if not ids:
+            return True
         now = self._clock.now()
         try:
             async with self._db.write() as conn:
                 await self._repo.mark_done(conn, ids, now)
         except Exception:
             log.warning("done-marks for %d updates still not written; trying again", len(ids))
-            return
+            return False
         self._unmarked.difference_update(ids)
+        return True
 
     def _within_window(self, row: InboxRow, now: datetime) -> bool:
         return row.received_at is None or now - row.received_at < TRANSIENT_WINDOW
@@ -565,6 +623,11 @@ class DurableInbox:
             for queue in self._queues.values():
                 queue.clear()
             await self._drain_chains()
+            if self._marker is not None:
+                self._marker.cancel()
+                await asyncio.gather(self._marker, return_exceptions=True)
+            if self._unmarked:
+                await self._write_unmarked()
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)
@@ -583,7 +646,7 @@ class DurableInbox:
         if next_due is not None:
             until_due = (next_due - self._clock.now()).total_seconds()
             # Rows being handled right now are still pending and "due": a finishing chain wakes us.
-            if until_due > 0 or not self._in_flight:
+            if until_due > 0 or not (self._in_flight or self._unmarked):
                 wait = min(wait, max(0.01, until_due))
         if self._skipped:
             # Rows this instance may not take look due all the time: look again soon, not at once.

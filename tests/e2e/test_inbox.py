@@ -240,7 +240,8 @@ async def test_a_slow_handler_delays_only_its_own_chat(fake: FakeBotApi, bot_set
 
 async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_settings: Settings) -> None:
     # Under load every statement counts: the offset this poller stored is not read back before each poll,
-    # and a dispatch pass reads its due rows and the next due time in one transaction.
+    # what one instance stores goes to its chat's chain without being read back, done-marks are written
+    # several at a time, and a dispatch pass reads its due rows and the next due time in one transaction.
     handled: list[int] = []
 
     async def dispatch(update: dict[str, Any]) -> DispatchResult:
@@ -257,6 +258,8 @@ async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_s
             statements["next due"] += 1
         if statement.startswith("SELECT inbox.update_id"):
             statements["due rows"] += 1
+        if statement.startswith("UPDATE inbox SET payload"):
+            statements["done-marks"] += 1
 
     event.listen(services.db.engine.sync_engine, "before_cursor_execute", seen)
     inbox = DurableInbox(
@@ -268,7 +271,9 @@ async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_s
         dispatch=dispatch,
         polling_timeout_s=1,
     )
+    loop = asyncio.get_running_loop()
     task = asyncio.create_task(inbox.run())
+    started = loop.time()
     try:
         for user in range(10):
             fake.add_message(user_id=400 + user, text="/help")
@@ -277,13 +282,23 @@ async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_s
             if len(handled) == 10:
                 break
             await asyncio.sleep(0.05)
+        took = loop.time() - started
     finally:
         inbox.stop()
         await asyncio.wait_for(task, 10)
+        async with services.db.read() as conn:
+            unmarked = (
+                await conn.execute(text("SELECT count(*) FROM inbox WHERE status <> 'done'"))
+            ).scalar()
         await services.close()
     assert len(handled) == 10
     polls = len(fake.sent("getUpdates"))
     assert polls >= 10
     assert statements["offset read"] == 1  # the first poll's; every later one knew what it had stored
+    # Ten updates, one poll each: passes came at the start and once a second while idle, never per update.
+    assert statements["due rows"] <= 2 + int(took), (statements, took)
+    # The marks of updates finishing within 0.1 s of each other share one write (the last at the stop).
+    assert statements["done-marks"] < 10, statements
+    assert unmarked == 0  # the stop wrote the marks still waiting
     # Every pass read the next due time with its due rows: never a pass that read it alone.
     assert statements["next due"] == statements["due rows"] > 0
