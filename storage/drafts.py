@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
 
 from storage.owners import ClearOwners, Owners
 from storage.schema import drafts
@@ -30,6 +29,29 @@ def owner_binding(tag: str, kind: str) -> str:
     return f"drafts.owner:{tag}:{kind}"
 
 
+# Built once: a step of a form reads and saves its draft (storage.dialect.Prebuilt explains why).
+_OF_KIND = and_(drafts.c.pseudonym.in_(bindparam("tags", expanding=True)), drafts.c.kind == bindparam("kind"))
+_ALIVE = select(drafts).where(_OF_KIND, drafts.c.expires_at > bindparam("now"))
+_EXPIRED = select(drafts).where(_OF_KIND, drafts.c.expires_at <= bindparam("now"))
+_BY_NONCE = and_(
+    drafts.c.pseudonym.in_(bindparam("tags", expanding=True)),
+    drafts.c.nonce == bindparam("of_nonce"),
+    drafts.c.expires_at > bindparam("now"),
+)
+_KIND_OF = select(drafts.c.kind).where(_BY_NONCE)
+_SAVE = (
+    update(drafts)
+    .where(_BY_NONCE, drafts.c.kind == bindparam("of_kind"))
+    .values(
+        pseudonym=bindparam("tag"),
+        owner=bindparam("sealed_owner"),
+        expires_at=bindparam("expiry"),
+        payload=bindparam("new_payload"),
+        updated_at=bindparam("hour"),
+    )
+)
+
+
 class DraftRepository:
     """SQL for drafts. The `pseudonym` column holds the owner's tag (see `Owners`)."""
 
@@ -40,13 +62,13 @@ class DraftRepository:
         self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime
     ) -> StoredDraft | None:
         """Return the person's unexpired draft of one kind."""
-        return await self._one(conn, pseudonym, kind, drafts.c.expires_at > now)
+        return await self._one(conn, _ALIVE, pseudonym, kind, now)
 
     async def get_expired(
         self, conn: AsyncConnection, pseudonym: str, kind: str, now: datetime
     ) -> StoredDraft | None:
         """Return the person's draft of one kind if it has expired (not yet purged)."""
-        return await self._one(conn, pseudonym, kind, drafts.c.expires_at <= now)
+        return await self._one(conn, _EXPIRED, pseudonym, kind, now)
 
     async def all_for(self, conn: AsyncConnection, pseudonym: str) -> list[StoredDraft]:
         """Return every draft of a person, expired or not."""
@@ -83,32 +105,29 @@ class DraftRepository:
         """Update the payload of the draft with this nonce (and kind, if given); False if it is gone or
         replaced."""
         tags = self._owners.tags(pseudonym)
-        alive: list[ColumnElement[bool]] = [
-            drafts.c.pseudonym.in_(tags),
-            drafts.c.nonce == nonce,
-            drafts.c.expires_at > now,
-        ]
+        # Named unlike the columns: a parameter named as a column would be SET as well.
+        found = {"tags": tags, "of_nonce": nonce, "now": now}
         if kind is None:
-            row = (await conn.execute(select(drafts.c.kind).where(*alive))).first()
+            row = (await conn.execute(_KIND_OF, found)).first()
             if row is None:
                 return False
             kind_of_row: str = row.kind
         else:
             # The caller knows the kind: the update itself tells whether the draft is still there, one
             # statement instead of two on every step of a form.
-            alive.append(drafts.c.kind == kind)
             kind_of_row = kind
         # Saved under the current tag: a draft being worked on follows the epochs by itself.
         result = await conn.execute(
-            update(drafts)
-            .where(*alive)
-            .values(
-                pseudonym=tags[0],
-                owner=self._owners.seal(pseudonym, binding=owner_binding(tags[0], kind_of_row)),
-                expires_at=_coarse_expiry(kind, now, expires_at),
-                payload=payload,
-                updated_at=_hour(now),
-            )
+            _SAVE,
+            {
+                **found,
+                "of_kind": kind_of_row,
+                "tag": tags[0],
+                "sealed_owner": self._owners.seal(pseudonym, binding=owner_binding(tags[0], kind_of_row)),
+                "expiry": _coarse_expiry(kind, now, expires_at),
+                "new_payload": payload,
+                "hour": _hour(now),
+            },
         )
         return (result.rowcount or 0) == 1
 
@@ -133,11 +152,11 @@ class DraftRepository:
             for r in rows
         ]
 
-    async def _one(self, conn: AsyncConnection, pseudonym: str, kind: str, alive: Any) -> StoredDraft | None:
-        stmt = select(drafts).where(
-            drafts.c.pseudonym.in_(self._owners.tags(pseudonym)), drafts.c.kind == kind
-        )
-        row = (await conn.execute(stmt.where(alive))).first()
+    async def _one(
+        self, conn: AsyncConnection, stmt: Select[Any], pseudonym: str, kind: str, now: datetime
+    ) -> StoredDraft | None:
+        params = {"tags": self._owners.tags(pseudonym), "kind": kind, "now": now}
+        row = (await conn.execute(stmt, params)).first()
         if row is None:
             return None
         return StoredDraft(pseudonym, row.nonce, row.kind, row.payload, row.expires_at)

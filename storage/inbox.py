@@ -10,10 +10,36 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from storage.dialect import insert_or
+from storage.dialect import Prebuilt
 from storage.schema import bot_state, inbox
 
 OFFSET_KEY = "telegram_offset"
+
+# Built once: these run for every update (storage.dialect.Prebuilt).
+_STORE = Prebuilt(lambda insert: insert(inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id]))
+
+
+def _offset_upsert(insert: Any) -> Any:
+    stmt = insert(bot_state).values(key=bindparam("offset_key"), value=bindparam("offset"))
+    return stmt.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": stmt.excluded.value})
+
+
+_STORE_OFFSET = Prebuilt(_offset_upsert)
+_OFFSET = select(bot_state.c.value).where(bot_state.c.key == bindparam("offset_key"))
+_DUE = (
+    select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
+    .where(inbox.c.status == "pending", inbox.c.next_attempt_at <= bindparam("now"))
+    .order_by(inbox.c.update_id)
+    .limit(bindparam("limit"))
+)
+_NEXT_DUE = select(func.min(inbox.c.next_attempt_at)).where(inbox.c.status == "pending")
+_MARK_DONE = (
+    update(inbox)
+    .where(inbox.c.update_id == bindparam("uid"))
+    .values(
+        status="done", payload=None, done_at=bindparam("at"), last_error=None, owner=None, lease_until=None
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -55,9 +81,8 @@ class InboxRepository:
     ) -> None:
         """Insert new updates (ignoring ones already stored) and advance the offset, in one transaction."""
         if rows:
-            stmt = insert_or(conn, inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id])
             await conn.execute(
-                stmt,
+                _STORE(conn),
                 [
                     {
                         "update_id": update_id,
@@ -70,55 +95,47 @@ class InboxRepository:
                     for update_id, payload in rows
                 ],
             )
-        upsert = insert_or(conn, bot_state).values(key=self._offset_key, value=str(offset))
-        await conn.execute(
-            upsert.on_conflict_do_update(index_elements=[bot_state.c.key], set_={"value": str(offset)})
-        )
+        await conn.execute(_STORE_OFFSET(conn), {"offset_key": self._offset_key, "offset": str(offset)})
 
     async def store_pushed(
         self, conn: AsyncConnection, update_id: int, payload: bytes, now: datetime
     ) -> bool:
         """Insert one update Telegram pushed to the webhook; False if it was stored before (a resend, as
         Telegram makes when its request timed out): the row, pending or done, is the deduplication."""
-        stmt = insert_or(conn, inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id])
         result = await conn.execute(
-            stmt.values(
-                update_id=update_id,
-                payload=payload,
-                status="pending",
-                attempts=0,
-                received_at=now,
-                next_attempt_at=now,
-            )
+            _STORE(conn),
+            {
+                "update_id": update_id,
+                "payload": payload,
+                "status": "pending",
+                "attempts": 0,
+                "received_at": now,
+                "next_attempt_at": now,
+            },
         )
         return bool(result.rowcount)
 
     async def offset(self, conn: AsyncConnection) -> int | None:
         """Return the next getUpdates offset, or None before the first update."""
-        stmt = select(bot_state.c.value).where(bot_state.c.key == self._offset_key)
-        value = (await conn.execute(stmt)).scalar()
+        value = (await conn.execute(_OFFSET, {"offset_key": self._offset_key})).scalar()
         return int(value) if value is not None else None
 
     async def due(self, conn: AsyncConnection, now: datetime, limit: int) -> list[InboxRow]:
         """Return pending updates whose time has come, oldest first."""
-        result = await conn.execute(
-            select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
-            .where(inbox.c.status == "pending", inbox.c.next_attempt_at <= now)
-            .order_by(inbox.c.update_id)
-            .limit(limit)
-        )
+        result = await conn.execute(_DUE, {"now": now, "limit": limit})
         return [InboxRow(r.update_id, r.payload, r.attempts, r.received_at) for r in result]
 
     async def next_due_at(self, conn: AsyncConnection, instance: str | None = None) -> datetime | None:
         """Return when the earliest pending update is due, or None; with `instance`, an update another
         instance holds is due to this one only when that instance's claim runs out."""
-        due_at: Any = inbox.c.next_attempt_at
-        if instance is not None:
-            foreign = and_(inbox.c.lease_until.is_not(None), ~_of_instance(instance))
-            due_at = case(
-                (and_(foreign, inbox.c.lease_until > inbox.c.next_attempt_at), inbox.c.lease_until),
-                else_=inbox.c.next_attempt_at,
-            )
+        if instance is None:
+            earliest: datetime | None = (await conn.execute(_NEXT_DUE)).scalar()
+            return earliest
+        foreign = and_(inbox.c.lease_until.is_not(None), ~_of_instance(instance))
+        due_at = case(
+            (and_(foreign, inbox.c.lease_until > inbox.c.next_attempt_at), inbox.c.lease_until),
+            else_=inbox.c.next_attempt_at,
+        )
         due: datetime | None = (
             await conn.execute(select(func.min(due_at)).where(inbox.c.status == "pending"))
         ).scalar()
@@ -188,14 +205,7 @@ class InboxRepository:
     async def mark_done(self, conn: AsyncConnection, update_ids: Sequence[int], now: datetime) -> None:
         """Mark updates handled and drop their payloads (they hold message text and ids)."""
         if update_ids:
-            await conn.execute(
-                update(inbox)
-                .where(inbox.c.update_id == bindparam("uid"))
-                .values(
-                    status="done", payload=None, done_at=now, last_error=None, owner=None, lease_until=None
-                ),
-                [{"uid": u} for u in update_ids],
-            )
+            await conn.execute(_MARK_DONE, [{"uid": u, "at": now} for u in update_ids])
 
     async def retry_later(
         self, conn: AsyncConnection, update_id: int, at: datetime, error: str, *, count: bool = True

@@ -7,13 +7,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.database import after_transaction
-from storage.dialect import insert_or
+from storage.dialect import Prebuilt, insert_or
 from storage.schema import user_roles, users
 
 ROLES = ("admin", "coordinator")
@@ -120,6 +121,33 @@ def cache_of(engine: Engine) -> UserCache:
     return cache
 
 
+def _touch(insert: Any) -> Any:
+    stmt = insert(users).values(
+        pseudonym=bindparam("person"),
+        telegram_language=bindparam("language_told"),
+        active=True,
+        created_at=bindparam("day"),
+        updated_at=bindparam("day"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[users.c.pseudonym],
+        set_={
+            "telegram_language": stmt.excluded.telegram_language,
+            "active": True,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+
+
+# Built once: these run for nearly every update (storage.dialect.Prebuilt).
+_TOUCH = Prebuilt(_touch)
+_WITH_ROLES = (
+    select(users, user_roles.c.role)
+    .outerjoin(user_roles, user_roles.c.pseudonym == users.c.pseudonym)
+    .where(users.c.pseudonym == bindparam("person"))
+)
+
+
 class UserRepository:
     """Reads and writes users and roles inside a caller's transaction; every write drops the copies of
     UserCache."""
@@ -129,19 +157,9 @@ class UserRepository:
     ) -> User:
         """Create the user if new, remember Telegram's language, mark active again; return the user."""
         cache_of(conn.sync_engine).writing(conn, (pseudonym,))
-        values = {
-            "pseudonym": pseudonym,
-            "telegram_language": telegram_language,
-            "active": True,
-            "created_at": _day(now),
-            "updated_at": _day(now),
-        }
-        stmt = insert_or(conn, users).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[users.c.pseudonym],
-            set_={"telegram_language": telegram_language, "active": True, "updated_at": _day(now)},
+        await conn.execute(
+            _TOUCH(conn), {"person": pseudonym, "language_told": telegram_language, "day": _day(now)}
         )
-        await conn.execute(stmt)
         user = await self.get(conn, pseudonym)
         if user is None:
             raise RuntimeError("the user row vanished inside its own transaction")
@@ -149,13 +167,7 @@ class UserRepository:
 
     async def get(self, conn: AsyncConnection, pseudonym: str) -> User | None:
         """Return the user with their roles (one query: this runs for every update), or None."""
-        rows = (
-            await conn.execute(
-                select(users, user_roles.c.role)
-                .outerjoin(user_roles, user_roles.c.pseudonym == users.c.pseudonym)
-                .where(users.c.pseudonym == pseudonym)
-            )
-        ).all()
+        rows = (await conn.execute(_WITH_ROLES, {"person": pseudonym})).all()
         if not rows:
             return None
         first = rows[0]

@@ -119,6 +119,10 @@ class BotProcess:
             "JARCHY_LOG_LEVEL": "WARNING",
             **{f"JARCHY_{name.upper()}": value for name, value in settings.items()},
         }
+        # The allocator's arena cap, passed on when set, so bench/soak.py can measure memory with and
+        # without it (the Dockerfile sets it).
+        if "MALLOC_ARENA_MAX" in os.environ:
+            self.env["MALLOC_ARENA_MAX"] = os.environ["MALLOC_ARENA_MAX"]
         database_url = database_url_for(data_dir.parent)
         if database_url is not None:
             self.env.setdefault("JARCHY_DATABASE_URL", database_url)
