@@ -17,6 +17,11 @@ OFFSET_KEY = "telegram_offset"
 
 # Built once: these run for every update (storage.dialect.Prebuilt).
 _STORE = Prebuilt(lambda insert: insert(inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id]))
+_STORE_NEW = Prebuilt(
+    lambda insert: (
+        insert(inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id]).returning(inbox.c.update_id)
+    )
+)
 
 
 def _offset_upsert(insert: Any) -> Any:
@@ -29,6 +34,12 @@ _OFFSET = select(bot_state.c.value).where(bot_state.c.key == bindparam("offset_k
 _DUE = (
     select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
     .where(inbox.c.status == "pending", inbox.c.next_attempt_at <= bindparam("now"))
+    .order_by(inbox.c.update_id)
+    .limit(bindparam("limit"))
+)
+_LATER = (
+    select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
+    .where(inbox.c.status == "pending", inbox.c.next_attempt_at > bindparam("now"))
     .order_by(inbox.c.update_id)
     .limit(bindparam("limit"))
 )
@@ -78,11 +89,13 @@ class InboxRepository:
 
     async def store(
         self, conn: AsyncConnection, rows: Sequence[tuple[int, bytes]], offset: int, now: datetime
-    ) -> None:
-        """Insert new updates (ignoring ones already stored) and advance the offset, in one transaction."""
+    ) -> set[int]:
+        """Insert new updates (ignoring ones already stored) and advance the offset, in one transaction;
+        return the ids of the updates it inserted."""
+        new: set[int] = set()
         if rows:
-            await conn.execute(
-                _STORE(conn),
+            result = await conn.execute(
+                _STORE_NEW(conn),
                 [
                     {
                         "update_id": update_id,
@@ -95,7 +108,9 @@ class InboxRepository:
                     for update_id, payload in rows
                 ],
             )
+            new.update(result.scalars())
         await conn.execute(_STORE_OFFSET(conn), {"offset_key": self._offset_key, "offset": str(offset)})
+        return new
 
     async def store_pushed(
         self, conn: AsyncConnection, update_id: int, payload: bytes, now: datetime
@@ -123,6 +138,11 @@ class InboxRepository:
     async def due(self, conn: AsyncConnection, now: datetime, limit: int) -> list[InboxRow]:
         """Return pending updates whose time has come, oldest first."""
         result = await conn.execute(_DUE, {"now": now, "limit": limit})
+        return [InboxRow(r.update_id, r.payload, r.attempts, r.received_at) for r in result]
+
+    async def later(self, conn: AsyncConnection, now: datetime, limit: int) -> list[InboxRow]:
+        """Return pending updates put off until after `now`, oldest first."""
+        result = await conn.execute(_LATER, {"now": now, "limit": limit})
         return [InboxRow(r.update_id, r.payload, r.attempts, r.received_at) for r in result]
 
     async def next_due_at(self, conn: AsyncConnection, instance: str | None = None) -> datetime | None:

@@ -149,10 +149,14 @@ class DurableInbox:
         # the database is locked): never dispatched again by this process until it is.
         self._unmarked: set[int] = set()
         # One instance: what this process stores it hands straight to the chats' chains, without reading
-        # it back, once a pass has found nothing older waiting (`_caught_up`) and while no earlier update
-        # of the same chat waits to be tried again (`_retrying`: chat -> its updates put off for later).
+        # it back, once a pass has found nothing older waiting (`_caught_up`: the updates an earlier run
+        # put off are known, and the last pass left nothing behind), and only for a chat none of whose
+        # updates waits in the database for a pass (`_held`: chat -> updates put off for a retry, or
+        # stored while hand-over was off; `_held_chat`: update -> its chat).
         self._caught_up = False
-        self._retrying: dict[object, set[int]] = {}
+        self._later_known = False
+        self._held: dict[object, set[int]] = {}
+        self._held_chat: dict[int, object] = {}
         self._chains: dict[object, asyncio.Task[None]] = {}
         self._queues: dict[object, deque[tuple[InboxRow, dict[str, Any] | None]]] = {}
         self._owner = owner
@@ -216,27 +220,32 @@ class DurableInbox:
             self._offset = offset
             return 0
         next_offset = max(u["update_id"] for u in updates) + 1
-        async with self._db.write() as conn:
-            # Sealed inside the write transaction under the transient key (see bot.services.upkeep.history).
-            rows = [
-                (
-                    self._id_base + u["update_id"],
-                    self._cipher.encrypt_json(
-                        u, binding=update_binding(self._id_base + u["update_id"]), transient=True
-                    ),
-                )
-                for u in updates
-            ]
-            now = self._clock.now()
-            await self._repo.store(conn, rows, next_offset, now)
+        try:
+            async with self._db.write() as conn:
+                # Sealed inside the write transaction under the transient key (bot.services.upkeep.history).
+                rows = [
+                    (
+                        self._id_base + u["update_id"],
+                        self._cipher.encrypt_json(
+                            u, binding=update_binding(self._id_base + u["update_id"]), transient=True
+                        ),
+                    )
+                    for u in updates
+                ]
+                now = self._clock.now()
+                new = await self._repo.store(conn, rows, next_offset, now)
+        except BaseException:
+            # Perhaps stored all the same (a commit that raised): the next pass reads them, in order.
+            self._caught_up = False
+            raise
         self._offset = next_offset
-        # Telegram sends nothing below the offset asked for, and everything stored before was below it:
-        # each of these is new, so none of them can be running or done already.
+        # Only the rows this store inserted: one stored before (a webhook's, an offset older than what
+        # was stored) is running, done or waiting for a pass already.
         self._hand_over(
             [
                 (InboxRow(update_id, payload, 0, now), update)
                 for (update_id, payload), update in zip(rows, updates, strict=True)
-                if offset is None or update["update_id"] >= offset
+                if update_id in new
             ]
         )
         return len(updates)
@@ -246,10 +255,14 @@ class DurableInbox:
         stored before (a resend), which is not handled again. Raises what the database raises: the caller
         answers with an error, and Telegram sends the update again."""
         update_id = self._id_base + update["update_id"]
-        async with self._db.write() as conn:
-            payload = self._cipher.encrypt_json(update, binding=update_binding(update_id), transient=True)
-            now = self._clock.now()
-            new = await self._repo.store_pushed(conn, update_id, payload, now)
+        try:
+            async with self._db.write() as conn:
+                payload = self._cipher.encrypt_json(update, binding=update_binding(update_id), transient=True)
+                now = self._clock.now()
+                new = await self._repo.store_pushed(conn, update_id, payload, now)
+        except BaseException:
+            self._caught_up = False  # perhaps stored all the same: the next pass reads it, in order
+            raise
         if new:
             self._hand_over([(InboxRow(update_id, payload, 0, now), update)])
         return new
@@ -269,16 +282,30 @@ class DurableInbox:
     def _hand_over(self, stored: list[tuple[InboxRow, dict[str, Any]]]) -> None:
         """Give updates this process has just stored to their chats' chains, or wake the dispatcher to
         read them back when an older update might still be waiting (several instances: always)."""
-        if self._owner is not None or not self._caught_up:
+        if self._owner is not None:
             self._wake.set()
             return
         for row, update in stored:
             key = _conversation_key(update)
-            if key in self._retrying:
-                # That chat's earlier update waits for another try: this one must not overtake it.
+            if self._caught_up and key not in self._held:
+                self._enqueue(key, row, update)
+            else:
+                # An older update of this chat may wait in the database: a pass takes this one after it.
+                self._hold(key, row.update_id)
                 self._wake.set()
-                continue
-            self._enqueue(key, row, update)
+
+    def _hold(self, key: object, update_id: int) -> None:
+        if self._owner is None:
+            self._held.setdefault(key, set()).add(update_id)
+            self._held_chat[update_id] = key
+
+    def _release(self, update_id: int) -> None:
+        key = self._held_chat.pop(update_id, None)
+        held = self._held.get(key) if key is not None else None
+        if held is not None:
+            held.discard(update_id)
+            if not held:
+                del self._held[key]
 
     def _enqueue(self, key: object, row: InboxRow, update: dict[str, Any] | None) -> bool:
         if row.update_id in self._in_flight or row.update_id in self._unmarked:
@@ -300,16 +327,32 @@ class DurableInbox:
         if self._owner is not None and self._instance is not None:
             chosen = await self._claim_due(self._owner, self._instance)
         else:
+            # Marks written from here on (the marker runs meanwhile) still count as unwritten to this pass:
+            # its rows may have been read before they were.
+            marking = set(self._unmarked)
+            now = self._clock.now()
+            later: list[InboxRow] = []
             async with self._db.read() as conn:
-                rows = await self._repo.due(conn, self._clock.now(), limit=_PASS_ROWS)
+                rows = await self._repo.due(conn, now, limit=_PASS_ROWS)
                 self._next_due = await self._repo.next_due_at(conn)
+                if not self._later_known:
+                    later = await self._repo.later(conn, now, limit=_PASS_ROWS)
             self._next_due_read = True
             self._left_behind = len(rows) >= _PASS_ROWS
-            self._caught_up = not self._left_behind
+            if not self._later_known:
+                # Updates an earlier run put off for later: their chats wait for them.
+                for row in later:
+                    update = self._open(row.update_id, row.payload)
+                    self._hold(
+                        _conversation_key(update) if update else ("update", row.update_id), row.update_id
+                    )
+                self._later_known = len(later) < _PASS_ROWS
             chosen = [
                 (row, self._open(row.update_id, row.payload))
                 for row in rows
-                if row.update_id not in self._in_flight and row.update_id not in self._unmarked
+                if row.update_id not in self._in_flight
+                and row.update_id not in self._unmarked
+                and row.update_id not in marking
             ]
         self._in_flight -= settled
         self._finished -= settled
@@ -317,16 +360,11 @@ class DurableInbox:
         for row, update in chosen:
             key = _conversation_key(update) if update else ("update", row.update_id)
             if self._enqueue(key, row, update):
-                self._stop_retrying(key, row.update_id)
+                self._release(row.update_id)
                 scheduled += 1
+        if self._owner is None:
+            self._caught_up = self._later_known and not self._left_behind
         return scheduled
-
-    def _stop_retrying(self, key: object, update_id: int) -> None:
-        waiting = self._retrying.get(key)
-        if waiting is not None:
-            waiting.discard(update_id)
-            if not waiting:
-                del self._retrying[key]
 
     def _open(self, update_id: int, payload: bytes | None) -> dict[str, Any] | None:
         if payload is None:
@@ -410,7 +448,7 @@ class DurableInbox:
         # The rows this run holds stay claimed while they wait or run, however long a handler takes.
         while True:
             await asyncio.sleep(self._claim_s / 3)
-            if not self._in_flight:
+            if not self._in_flight and not self._unmarked:
                 continue
             now = self._clock.now()
             try:
@@ -500,7 +538,7 @@ class DurableInbox:
 
     def _retry_later_in_chat(self, update: dict[str, Any], update_id: int) -> None:
         # Until a pass takes it up again, the chat's newer updates go through the passes too, after it.
-        self._retrying.setdefault(_conversation_key(update), set()).add(update_id)
+        self._hold(_conversation_key(update), update_id)
 
     def _mark_done(self, update_id: int) -> None:
         # Handled: never run again by this process (running it again would repeat its replies). The mark
@@ -616,6 +654,7 @@ class DurableInbox:
                 try:
                     await self._schedule_due()
                 except Exception:
+                    self._caught_up = False  # what it read may not be in the chains: the next pass sees to it
                     log.exception("inbox dispatch failed; retrying")
                 await self._wait_for_work()
         finally:
@@ -626,8 +665,10 @@ class DurableInbox:
             if self._marker is not None:
                 self._marker.cancel()
                 await asyncio.gather(self._marker, return_exceptions=True)
-            if self._unmarked:
-                await self._write_unmarked()
+            for attempt in range(5):
+                if not self._unmarked or await self._write_unmarked():
+                    break
+                await asyncio.sleep(0.2 * (attempt + 1))
             if renewer is not None:
                 renewer.cancel()
                 await asyncio.gather(renewer, return_exceptions=True)

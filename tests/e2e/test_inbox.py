@@ -7,12 +7,14 @@ import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, MessageHandler, filters
 
@@ -26,6 +28,7 @@ from bot.wiring import build_limiter, open_services
 from messages import catalogs
 from messages.menus import help_screen
 from storage.database import Database
+from storage.inbox import InboxRepository, InboxRow
 from tests.fakebot import FakeBotApi
 from tests.support.bots import BotProcess, RunningBot
 from tests.support.replies import next_reply, reply_texts
@@ -256,7 +259,7 @@ async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_s
             statements["offset read"] += 1
         if "min(inbox.next_attempt_at)" in statement:
             statements["next due"] += 1
-        if statement.startswith("SELECT inbox.update_id"):
+        if statement.startswith("SELECT inbox.update_id") and "next_attempt_at <=" in statement:
             statements["due rows"] += 1
         if statement.startswith("UPDATE inbox SET payload"):
             statements["done-marks"] += 1
@@ -302,3 +305,110 @@ async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_s
     assert unmarked == 0  # the stop wrote the marks still waiting
     # Every pass read the next due time with its due rows: never a pass that read it alone.
     assert statements["next due"] == statements["due rows"] > 0
+
+
+class _PausingDue(InboxRepository):
+    """The inbox's SQL, with a pass that can be held after it read its due rows (as a slow read is)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold: asyncio.Event | None = None
+        self.read_done = asyncio.Event()
+
+    async def due(self, conn: AsyncConnection, now: datetime, limit: int) -> list[InboxRow]:
+        rows = await super().due(conn, now, limit)
+        if self.hold is not None:
+            self.read_done.set()
+            await self.hold.wait()
+        return rows
+
+
+async def test_a_chats_update_stored_during_a_pass_is_not_overtaken_by_a_later_one(
+    fake: FakeBotApi, bot_settings: Settings
+) -> None:
+    # A is put off for a retry; B (same chat) is stored while the pass that takes A up again is still
+    # reading; D comes after that pass. B was not in what the pass read, so D must wait for the pass that
+    # reads B, not go straight to the chat's chain ahead of it.
+    handled: list[str] = []
+    tried: set[str] = set()
+
+    async def dispatch(update: dict[str, Any]) -> DispatchResult:
+        body = update["message"]["text"]
+        handled.append(body)
+        if body == "a" and body not in tried:
+            tried.add(body)
+            return DispatchResult(Dispatch.RETRY, "database is locked")
+        return DispatchResult(Dispatch.DONE)
+
+    services = await open_services(bot_settings, SystemClock(), build_limiter(bot_settings, SystemClock()))
+    repo = _PausingDue()
+    inbox = DurableInbox(
+        db=services.db,
+        repo=repo,
+        api=services.api,
+        cipher=services.cipher,
+        clock=services.clock,
+        dispatch=dispatch,
+    )
+    try:
+        fake.add_message(user_id=520, text="a")
+        await inbox.fetch_once(timeout_s=0)
+        await inbox.dispatch_pending()
+        assert handled == ["a"]
+        await inbox.dispatch_pending()  # settles A's first run (a pass skips what was in flight at its start)
+        for _ in range(50):  # until A's retry is due
+            async with services.db.read() as conn:
+                if await repo.due(conn, services.clock.now(), 10):
+                    break
+            await asyncio.sleep(0.1)
+        repo.hold = asyncio.Event()
+        taking_a = asyncio.create_task(inbox.dispatch_pending())
+        await asyncio.wait_for(repo.read_done.wait(), 5)
+        fake.add_message(user_id=520, text="b")
+        await inbox.fetch_once(timeout_s=0)
+        repo.hold.set()
+        repo.hold = None
+        await asyncio.wait_for(taking_a, 10)
+        fake.add_message(user_id=520, text="d")
+        await inbox.fetch_once(timeout_s=0)
+        await inbox.dispatch_pending()
+        await inbox.dispatch_pending()
+    finally:
+        await services.close()
+    assert handled == ["a", "a", "b", "d"]
+
+
+async def test_an_update_the_webhook_stored_is_not_handled_again_when_polling_brings_it(
+    fake: FakeBotApi, bot_settings: Settings
+) -> None:
+    # Switching from a webhook to polling: Telegram may send again an update whose webhook answer was
+    # lost. It is in the inbox already (here: handled), so the poll that brings it hands on nothing.
+    handled: list[int] = []
+
+    async def dispatch(update: dict[str, Any]) -> DispatchResult:
+        handled.append(update["update_id"])
+        return DispatchResult(Dispatch.DONE)
+
+    services = await open_services(bot_settings, SystemClock(), build_limiter(bot_settings, SystemClock()))
+    inbox = DurableInbox(
+        db=services.db,
+        repo=services.inbox_repo,
+        api=services.api,
+        cipher=services.cipher,
+        clock=services.clock,
+        dispatch=dispatch,
+    )
+    try:
+        await inbox.dispatch_pending()  # the first pass: from here on, what is stored is handed on
+        update = fake.add_message(user_id=521, text="/help")
+        assert await inbox.accept(dict(update)) is True
+        await inbox.dispatch_pending()
+        await inbox.dispatch_pending()  # a pass after it finished: nothing in memory remembers it now
+        assert handled == [update["update_id"]]
+        fresh = fake.add_message(user_id=522, text="/help")
+        assert await inbox.fetch_once(timeout_s=0) == 2  # the webhook's update again, and a new one
+        await inbox.dispatch_pending()
+        await asyncio.sleep(0.2)
+    finally:
+        await services.close()
+    assert handled == [update["update_id"], fresh["update_id"]]

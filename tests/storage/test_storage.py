@@ -157,9 +157,11 @@ async def test_inbox_takes_update_ids_past_32_bits(db: Database, clock: FakeCloc
 async def test_inbox_deduplicates_by_update_id_and_keeps_the_offset(db: Database, clock: FakeClock) -> None:
     inbox = InboxRepository()
     async with db.write() as conn:
-        await inbox.store(conn, [(1, b"a"), (2, b"b")], 3, clock.now())
+        assert await inbox.store(conn, [(1, b"a"), (2, b"b")], 3, clock.now()) == {1, 2}
     async with db.write() as conn:
-        await inbox.store(conn, [(2, b"again"), (3, b"c")], 4, clock.now())
+        # Only what it inserted: the dispatcher hands those on without reading them back.
+        assert await inbox.store(conn, [(2, b"again"), (3, b"c")], 4, clock.now()) == {3}
+        assert await inbox.store(conn, [(3, b"and again")], 4, clock.now()) == set()
     async with db.read() as conn:
         due = await inbox.due(conn, clock.now(), 10)
         assert [(r.update_id, r.payload) for r in due] == [(1, b"a"), (2, b"b"), (3, b"c")]
