@@ -16,7 +16,7 @@ from storage.schema import bot_state, inbox
 OFFSET_KEY = "telegram_offset"
 
 # Built once: these run for every update (storage.dialect.Prebuilt).
-_STORE = Prebuilt(lambda insert: insert(inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id]))
+# An INSERT that leaves a stored update as it is and returns the ids of the rows it made.
 _STORE_NEW = Prebuilt(
     lambda insert: (
         insert(inbox).on_conflict_do_nothing(index_elements=[inbox.c.update_id]).returning(inbox.c.update_id)
@@ -31,18 +31,14 @@ def _offset_upsert(insert: Any) -> Any:
 
 _STORE_OFFSET = Prebuilt(_offset_upsert)
 _OFFSET = select(bot_state.c.value).where(bot_state.c.key == bindparam("offset_key"))
-_DUE = (
+_PENDING = (
     select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
-    .where(inbox.c.status == "pending", inbox.c.next_attempt_at <= bindparam("now"))
+    .where(inbox.c.status == "pending")
     .order_by(inbox.c.update_id)
     .limit(bindparam("limit"))
 )
-_LATER = (
-    select(inbox.c.update_id, inbox.c.payload, inbox.c.attempts, inbox.c.received_at)
-    .where(inbox.c.status == "pending", inbox.c.next_attempt_at > bindparam("now"))
-    .order_by(inbox.c.update_id)
-    .limit(bindparam("limit"))
-)
+_DUE = _PENDING.where(inbox.c.next_attempt_at <= bindparam("now"))
+_LATER = _PENDING.where(inbox.c.next_attempt_at > bindparam("now"))
 _NEXT_DUE = select(func.min(inbox.c.next_attempt_at)).where(inbox.c.status == "pending")
 _MARK_DONE = (
     update(inbox)
@@ -80,6 +76,17 @@ class InboxCounts:
     failed: int
 
 
+def _new_row(update_id: int, payload: bytes, now: datetime) -> dict[str, Any]:
+    return {
+        "update_id": update_id,
+        "payload": payload,
+        "status": "pending",
+        "attempts": 0,
+        "received_at": now,
+        "next_attempt_at": now,
+    }
+
+
 class InboxRepository:
     """SQL for the inbox and the polling offset."""
 
@@ -95,18 +102,7 @@ class InboxRepository:
         new: set[int] = set()
         if rows:
             result = await conn.execute(
-                _STORE_NEW(conn),
-                [
-                    {
-                        "update_id": update_id,
-                        "payload": payload,
-                        "status": "pending",
-                        "attempts": 0,
-                        "received_at": now,
-                        "next_attempt_at": now,
-                    }
-                    for update_id, payload in rows
-                ],
+                _STORE_NEW(conn), [_new_row(update_id, payload, now) for update_id, payload in rows]
             )
             new.update(result.scalars())
         await conn.execute(_STORE_OFFSET(conn), {"offset_key": self._offset_key, "offset": str(offset)})
@@ -117,18 +113,8 @@ class InboxRepository:
     ) -> bool:
         """Insert one update Telegram pushed to the webhook; False if it was stored before (a resend, as
         Telegram makes when its request timed out): the row, pending or done, is the deduplication."""
-        result = await conn.execute(
-            _STORE(conn),
-            {
-                "update_id": update_id,
-                "payload": payload,
-                "status": "pending",
-                "attempts": 0,
-                "received_at": now,
-                "next_attempt_at": now,
-            },
-        )
-        return bool(result.rowcount)
+        result = await conn.execute(_STORE_NEW(conn), _new_row(update_id, payload, now))
+        return result.first() is not None
 
     async def offset(self, conn: AsyncConnection) -> int | None:
         """Return the next getUpdates offset, or None before the first update."""

@@ -343,9 +343,7 @@ class DurableInbox:
                 # Updates an earlier run put off for later: their chats wait for them.
                 for row in later:
                     update = self._open(row.update_id, row.payload)
-                    self._hold(
-                        _conversation_key(update) if update else ("update", row.update_id), row.update_id
-                    )
+                    self._hold(_key_of(row.update_id, update), row.update_id)
                 self._later_known = len(later) < _PASS_ROWS
             chosen = [
                 (row, self._open(row.update_id, row.payload))
@@ -358,7 +356,7 @@ class DurableInbox:
         self._finished -= settled
         scheduled = 0
         for row, update in chosen:
-            key = _conversation_key(update) if update else ("update", row.update_id)
+            key = _key_of(row.update_id, update)
             if self._enqueue(key, row, update):
                 self._release(row.update_id)
                 scheduled += 1
@@ -712,6 +710,11 @@ def _is_sos(update: dict[str, Any]) -> bool:
         text = message.get("text")
         return is_sos(None, text if isinstance(text, str) else "")
     return False
+
+
+def _key_of(update_id: int, update: dict[str, Any] | None) -> object:
+    # An update that does not decrypt is a chain of its own.
+    return _conversation_key(update) if update else ("update", update_id)
 
 
 def _conversation_key(update: dict[str, Any]) -> object:

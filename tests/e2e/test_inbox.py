@@ -22,9 +22,9 @@ from bot.app import build_application
 from bot.context import JarchyContext
 from bot.runner import run_polling
 from bot.runtime.clock import SystemClock
-from bot.runtime.inbox import Dispatch, DispatchResult, DurableInbox
+from bot.runtime.inbox import Dispatch, Dispatcher, DispatchResult, DurableInbox
 from bot.settings import Settings
-from bot.wiring import build_limiter, open_services
+from bot.wiring import Services, build_limiter, open_services
 from messages import catalogs
 from messages.menus import help_screen
 from storage.database import Database
@@ -53,6 +53,21 @@ async def bot_with_handler(
 HELP_EN = help_screen(catalogs(), "en")
 
 
+def inbox_of(
+    services: Services, dispatch: Dispatcher, repo: InboxRepository | None = None, **options: Any
+) -> DurableInbox:
+    """An inbox on the services' database and fake Bot API, dispatching to `dispatch`."""
+    return DurableInbox(
+        db=services.db,
+        repo=repo or services.inbox_repo,
+        api=services.api,
+        cipher=services.cipher,
+        clock=services.clock,
+        dispatch=dispatch,
+        **options,
+    )
+
+
 async def test_an_update_stored_but_not_dispatched_is_handled_once_after_a_crash(
     fake: FakeBotApi, bot_settings: Settings
 ) -> None:
@@ -63,14 +78,7 @@ async def test_an_update_stored_but_not_dispatched_is_handled_once_after_a_crash
         return DispatchResult(Dispatch.DONE)
 
     services = await open_services(bot_settings, SystemClock(), build_limiter(bot_settings, SystemClock()))
-    inbox = DurableInbox(
-        db=services.db,
-        repo=services.inbox_repo,
-        api=services.api,
-        cipher=services.cipher,
-        clock=services.clock,
-        dispatch=never,
-    )
+    inbox = inbox_of(services, never)
     fake.add_message(user_id=300, text="/help")
     assert await inbox.fetch_once(timeout_s=0) == 1
     assert await inbox.fetch_once(timeout_s=0) == 0  # this poll acknowledges the update to Telegram
@@ -265,15 +273,7 @@ async def test_polls_and_passes_read_only_what_they_need(fake: FakeBotApi, bot_s
             statements["done-marks"] += 1
 
     event.listen(services.db.engine.sync_engine, "before_cursor_execute", seen)
-    inbox = DurableInbox(
-        db=services.db,
-        repo=services.inbox_repo,
-        api=services.api,
-        cipher=services.cipher,
-        clock=services.clock,
-        dispatch=dispatch,
-        polling_timeout_s=1,
-    )
+    inbox = inbox_of(services, dispatch, polling_timeout_s=1)
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(inbox.run())
     started = loop.time()
@@ -342,14 +342,7 @@ async def test_a_chats_update_stored_during_a_pass_is_not_overtaken_by_a_later_o
 
     services = await open_services(bot_settings, SystemClock(), build_limiter(bot_settings, SystemClock()))
     repo = _PausingDue()
-    inbox = DurableInbox(
-        db=services.db,
-        repo=repo,
-        api=services.api,
-        cipher=services.cipher,
-        clock=services.clock,
-        dispatch=dispatch,
-    )
+    inbox = inbox_of(services, dispatch, repo=repo)
     try:
         fake.add_message(user_id=520, text="a")
         await inbox.fetch_once(timeout_s=0)
@@ -390,14 +383,7 @@ async def test_an_update_the_webhook_stored_is_not_handled_again_when_polling_br
         return DispatchResult(Dispatch.DONE)
 
     services = await open_services(bot_settings, SystemClock(), build_limiter(bot_settings, SystemClock()))
-    inbox = DurableInbox(
-        db=services.db,
-        repo=services.inbox_repo,
-        api=services.api,
-        cipher=services.cipher,
-        clock=services.clock,
-        dispatch=dispatch,
-    )
+    inbox = inbox_of(services, dispatch)
     try:
         await inbox.dispatch_pending()  # the first pass: from here on, what is stored is handed on
         update = fake.add_message(user_id=521, text="/help")
