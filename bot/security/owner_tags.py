@@ -51,7 +51,7 @@ class OwnerTags:
         return [self._tag(key, pseudonym) for key in live] + [pseudonym]
 
     def _live(self, keys: Any) -> list[bytes]:
-        live: list[bytes] = keys.live_keys()
+        live: list[bytes] = keys.tag_keys()
         if len(self._known) > len(live) or any(key not in live for key in self._known):
             self._known = {key: known for key, known in self._known.items() if key in live}
             self._count = sum(len(known) for known in self._known.values())
@@ -61,7 +61,7 @@ class OwnerTags:
         known = self._known.setdefault(key, {})
         tag = known.get(pseudonym)
         if tag is None:
-            # Bounded in all: keys retired within their grace are live too (one per scrub for minutes under
+            # Bounded in all: keys retired within TAG_GRACE_S count too (one per scrub, dozens under
             # load), so a bound per key would grow with them.
             self._count += 1
             if self._count > _KNOWN_AT_MOST:

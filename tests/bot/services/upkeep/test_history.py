@@ -12,7 +12,7 @@ from bot.runtime.instance import DataDirInUse, lock_transient_keys
 from bot.security import Cipher, DataKey, DecryptionError, KeyFileError
 from bot.security.bindings import draft_binding, update_binding
 from bot.security.owner_tags import _KNOWN_AT_MOST, OwnerTags
-from bot.security.transient import RETIRED_GRACE_S, SLOTS, NoFreeSlot, TransientKeys
+from bot.security.transient import RETIRED_GRACE_S, SLOTS, TAG_GRACE_S, NoFreeSlot, TransientKeys
 from bot.services.upkeep.history import HistoryScrubber
 from bot.services.upkeep.key_rotation import _exclusive
 from bot.wiring import build_limiter, open_services
@@ -71,6 +71,25 @@ def test_owner_tags_are_kept_only_while_their_key_is(tmp_path: Path, key: DataKe
         owners.tags(f"p-{person}")
     assert sum(len(known) for known in owners._known.values()) <= _KNOWN_AT_MOST
     assert owners.tags("p-1") == owners.tags("p-1")
+
+
+def test_a_person_is_looked_up_under_recently_retired_keys_only(tmp_path: Path, key: DataKey) -> None:
+    # A scrub a second under load: counting every key within the 300 s decryption grace made each owner
+    # lookup hash and bind hundreds of tags. Decryption keeps the long grace; tags need only the recent keys.
+    now = [0.0]
+    keys = TransientKeys(tmp_path / "transient.keys", key, monotonic=lambda: now[0])
+    cipher = Cipher(key, keys)
+    owners = OwnerTags(cipher)
+    sealed = cipher.encrypt(b"draft", binding="b", transient=True)
+    for _ in range(100):
+        keys.retire_all_but(keys.begin_epoch())
+        now[0] += 1.0
+    tags = owners.tags("p-1")
+    assert len(tags) <= TAG_GRACE_S + 2  # the current key, those retired within TAG_GRACE_S, the clear value
+    assert tags[0] == owners.current("p-1") and tags[-1] == "p-1"
+    assert cipher.decrypt(sealed, binding="b") == b"draft"  # retired 100 s ago: still opens in memory
+    now[0] += TAG_GRACE_S
+    assert owners.tags("p-1") == [owners.current("p-1"), "p-1"]
 
 
 def test_data_key_fields_are_not_transient_and_other_keys_cannot_open_slots(
