@@ -9,12 +9,11 @@ rows under the new epoch, and what the disk keeps of older rows no longer points
 
 from __future__ import annotations
 
-from typing import Any
-
 import nacl.hash
 from nacl.encoding import RawEncoder
 
 from bot.security.crypto import Cipher
+from bot.security.transient import TransientKeys
 
 _PERSON = b"jarchy-owner-v1"
 _KNOWN_AT_MOST = 8192
@@ -50,8 +49,8 @@ class OwnerTags:
         live = self._live(keys)
         return [self._tag(key, pseudonym) for key in live] + [pseudonym]
 
-    def _live(self, keys: Any) -> list[bytes]:
-        live: list[bytes] = keys.tag_keys()
+    def _live(self, keys: TransientKeys) -> list[bytes]:
+        live = keys.tag_keys()
         if len(self._known) > len(live) or any(key not in live for key in self._known):
             self._known = {key: known for key, known in self._known.items() if key in live}
             self._count = sum(len(known) for known in self._known.values())
