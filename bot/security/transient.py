@@ -32,7 +32,7 @@ from bot.security.keys import DataKey
 SLOTS = 4
 # Longer than an outbox lease (60 s) and any handler: what was read before a scrub is used well within it.
 RETIRED_GRACE_S = 300.0
-# Tags (bot.security.owner_tags) need a retired key for far less: a tag is written only inside a write
+# Tags (bot.security.owner_tags) need an own retired key for far less: a tag is written only inside a write
 # transaction and a scrub re-tags every row under the write lock before it retires a key, so only a read
 # whose snapshot predates the scrub's commit can meet a retired key's tag. Under load a scrub runs every
 # second or so; counting all 300 s of retired keys made every owner lookup hash, and bind, hundreds of tags.
@@ -97,13 +97,18 @@ class TransientKeys:
 
     def tag_keys(self) -> list[bytes]:
         """Every key a row's owner may be tagged under: the current one first, then older kept ones, those
-        retired within TAG_GRACE_S, the keys peers lend and those they stopped lending within TAG_GRACE_S."""
+        retired within TAG_GRACE_S, the keys peers lend and, for the whole grace, those they stopped lending.
+
+        Only this instance's own retirements are tied to a re-tagging under its write lock. A peer's key
+        leaves its lent set here also when the peer's shares could not be opened (sealed to an epoch of ours
+        just retired) while the peer still writes under it, until its next sync.
+        """
         now = self._monotonic()
         recent = now + RETIRED_GRACE_S - TAG_GRACE_S  # a key forgotten after this was retired recently
         kept = [self._keys[e] for e in sorted(self._keys, reverse=True)]
         kept += [key for key, until in self._retired.values() if until > recent]
         kept += [key for keys in self._peers.values() for key in keys.values()]
-        return kept + [key for _, key, until in self._peers_retired if until > recent]
+        return kept + [key for _, key, until in self._peers_retired if until > now]
 
     def own_keys(self) -> dict[int, bytes]:
         """This instance's kept epochs and their keys (what it lends its peers)."""

@@ -90,6 +90,12 @@ def test_a_person_is_looked_up_under_recently_retired_keys_only(tmp_path: Path, 
     assert cipher.decrypt(sealed, binding="b") == b"draft"  # retired 100 s ago: still opens in memory
     now[0] += TAG_GRACE_S
     assert owners.tags("p-1") == [owners.current("p-1"), "p-1"]
+    # A peer's key that is no longer lent (its shares sealed to an epoch retired here) may still be the
+    # one it writes under until its next sync: it counts for the whole grace.
+    keys.set_peer_keys("peer", {7: b"k" * 32})
+    keys.set_peer_keys("peer", {})
+    now[0] += TAG_GRACE_S + 1
+    assert len(owners.tags("p-1")) == 3
 
 
 def test_data_key_fields_are_not_transient_and_other_keys_cannot_open_slots(
