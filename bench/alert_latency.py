@@ -8,6 +8,10 @@ clock: the moment the Submit press is queued for the bot, and the moment the ale
     python bench/alert_latency.py --cap 30 -n 20 # Telegram's free overall limit
     python bench/alert_latency.py --real-limits  # the worst day: Telegram's real limits, SOS among them
 
+Profiling the presses: BENCH_TIMELINE=1 prints when (ms after the first press; min, p10, p50, p90, max)
+each Bot API method was called and the bot's CPU seconds over the presses; BENCH_SPY=FILE samples the bot
+with py-spy.
+
 --real-limits runs the crisis: the fake enforces Telegram's limits (30 a second overall, 1 a second per
 private chat, 20 a minute per group, edits counted) and answers 429 to any excess; the bot runs with the
 same settings and one admin on duty. R reporters walk to the review screen (with the fake's limits off,
@@ -83,6 +87,8 @@ async def one_run(reporters: int, cap: float, group_limit: float) -> dict[str, f
                 handled = (
                     len(fake.sent("answerCallbackQuery")) + len(fake.sent("sendMessage")) - updates_before
                 )
+                spy = await start_profiler(bot)
+                cpu_before = process_cpu_s(bot)
                 pressed: dict[int, float] = {}
                 for person in people:
                     message = person.keyboard_message()
@@ -98,6 +104,12 @@ async def one_run(reporters: int, cap: float, group_limit: float) -> dict[str, f
                     timeout=900,
                     predicate=lambda c: "reply_markup" in c.params,
                 )
+                cpu_s = process_cpu_s(bot) - cpu_before
+                if spy is not None:
+                    await spy.wait()
+                if os.environ.get("BENCH_TIMELINE"):
+                    submit_timeline(fake, pressed)
+                    print(f"  bot cpu during the presses: {cpu_s:.2f} s")
             finally:
                 await bot.stop()
     latencies = []
@@ -111,6 +123,43 @@ async def one_run(reporters: int, cap: float, group_limit: float) -> dict[str, f
         "max_ms": 1000 * latencies[-1],
         "updates_per_s": handled / walk_s,
     }
+
+
+def process_cpu_s(bot: Any) -> float:
+    """CPU seconds (user + system) the bot process has used so far."""
+    fields = Path(f"/proc/{bot.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def submit_timeline(fake: Any, pressed: dict[int, float]) -> None:
+    """BENCH_TIMELINE=1: when, after the first press, the bot fetched, answered and alerted (quantiles)."""
+    first = min(pressed.values())
+
+    def spread(name: str, stamps: list[float]) -> None:
+        stamps = sorted(s - first for s in stamps if s >= first)
+        if stamps:
+            q = [stamps[int(f * (len(stamps) - 1))] for f in (0, 0.1, 0.5, 0.9, 1)]
+            print(f"  {name:<22} n={len(stamps):<4} " + " ".join(f"{1000 * x:6.0f}" for x in q))
+
+    methods = sorted({c.method for c in fake.sent() if c.at >= first})
+    for method in methods:
+        spread(method, [c.at for c in fake.sent(method)])
+
+
+async def start_profiler(bot: Any) -> asyncio.subprocess.Process | None:
+    """BENCH_SPY=FILE: sample the bot with py-spy (raw stacks, `pip install py-spy`) for the 5 seconds
+    after the presses."""
+    out = os.environ.get("BENCH_SPY")
+    if not out or bot.process is None:
+        return None
+    pid = str(bot.process.pid)
+    spy = await asyncio.create_subprocess_exec(
+        *("py-spy", "record", "--pid", pid, "-d", "5", "-r", "100", "-f", "raw", "-o", out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # py-spy attaches before the first press
+    return spy
 
 
 CODE = re.compile(r"R-[0-9A-Z]{5}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,6 +55,26 @@ class AlertCopyRepository:
         )
         result = await conn.execute(stmt.on_conflict_do_nothing())
         return bool(result.rowcount)
+
+    async def add_many(
+        self, conn: AsyncConnection, copies: Sequence[tuple[int, CardCopy]], now: datetime
+    ) -> None:
+        """Remember copies (report id, copy) in one statement; those known already are left as they are."""
+        if not copies:
+            return
+        rows = [
+            {
+                "report_id": report_id,
+                "uid": copy.uid,
+                "chat_key": copy.chat_key,
+                "chat": copy.chat,
+                "message_id": copy.message_id,
+                "holder": copy.holder,
+                "created_at": now,
+            }
+            for report_id, copy in copies
+        ]
+        await conn.execute(insert_or(conn, alert_copies).on_conflict_do_nothing(), rows)
 
     async def for_report(self, conn: AsyncConnection, report_id: int) -> list[CardCopy]:
         """Return every copy of a report's card, oldest first."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain.errors import NotFound
@@ -166,14 +166,15 @@ class ReportRepository:
         )
         return result.rowcount or 0
 
-    async def record_alert_card(
-        self, conn: AsyncConnection, code: str, chat_id: int, message_id: int
-    ) -> None:
-        """Remember where a report's alert card was sent, so changes can edit it."""
+    async def record_alert_cards(self, conn: AsyncConnection, cards: Mapping[str, tuple[int, int]]) -> None:
+        """Remember where reports' alert cards were sent (code: chat and message id), in one statement."""
+        if not cards:
+            return
         await conn.execute(
             update(reports)
-            .where(reports.c.code == code)
-            .values(alert_chat=chat_id, alert_message_id=message_id)
+            .where(reports.c.code == bindparam("card_code"))
+            .values(alert_chat=bindparam("card_chat"), alert_message_id=bindparam("card_message")),
+            [{"card_code": c, "card_chat": chat, "card_message": m} for c, (chat, m) in cards.items()],
         )
 
     async def set_body(self, conn: AsyncConnection, report_id: int, body: bytes, now: datetime) -> None:

@@ -347,15 +347,30 @@ class DeliveryWorker:
                 log.exception("failed alerts could not be reported; they stay held")
 
     async def _deliver_receipts(self, conn: AsyncConnection, receipts: list[Receipt]) -> None:
-        """Hand receipts to their handlers, each in a savepoint: one that fails is logged and dropped, so it
-        can never hold back the outcomes of every other message."""
+        """Hand receipts to their handlers, all of a kind at once in one savepoint per handler (a burst of
+        alerts makes one flush of dozens of cards). If that fails, each receipt is tried alone in a
+        savepoint of its own: one that fails is logged and dropped, so it can never hold back the outcomes
+        of every other message, nor the other receipts."""
+        by_kind: dict[str, list[Receipt]] = {}
         for receipt in receipts:
-            for handler in self._receipt_handlers.get(receipt.kind, ()):
+            if receipt.kind in self._receipt_handlers:
+                by_kind.setdefault(receipt.kind, []).append(receipt)
+        for kind, batch in by_kind.items():
+            for handler in self._receipt_handlers[kind]:
                 try:
                     async with conn.begin_nested():
-                        await handler(conn, [receipt])
+                        await handler(conn, batch)
+                    continue
                 except Exception:
-                    log.exception("a %s receipt could not be recorded; dropped", receipt.kind)
+                    if len(batch) == 1:
+                        log.exception("a %s receipt could not be recorded; dropped", kind)
+                        continue
+                for receipt in batch:
+                    try:
+                        async with conn.begin_nested():
+                            await handler(conn, [receipt])
+                    except Exception:
+                        log.exception("a %s receipt could not be recorded; dropped", kind)
 
     async def _route(self, rows: Sequence[ClaimedRow]) -> dict[int, TelegramApi | None]:
         if self._router is None:

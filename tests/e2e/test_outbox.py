@@ -17,7 +17,7 @@ from sqlalchemy import text as text_sql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.runtime.clock import SystemClock
-from bot.runtime.delivery import DeliveryConfig, DeliveryWorker, Failure
+from bot.runtime.delivery import DeliveryConfig, DeliveryWorker, Failure, Receipt
 from bot.runtime.outbox import OutgoingMessage
 from bot.runtime.telegram_api import TelegramApi
 from bot.security import Cipher
@@ -361,6 +361,26 @@ async def test_sent_rows_store_telegrams_message_id(services: Services, fake: Fa
         (row,) = await services.outbox_repo.statuses(conn)
     (call,) = fake.sent("sendMessage", chat_id=101)
     assert row.message_id == call.result["message_id"]
+
+
+async def test_a_receipt_that_cannot_be_recorded_drops_only_itself(services: Services) -> None:
+    # Receipts of a kind go to their handler together; when that fails, each is tried alone, so one bad
+    # receipt neither holds back the others nor the rows' outcomes.
+    delivery = worker(services)
+    recorded: list[int] = []
+
+    async def record(conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
+        for receipt in receipts:
+            if receipt.chat_id == 102:
+                raise RuntimeError("cannot record this one")
+        await conn.execute(text_sql("SELECT 1"))  # inside the savepoint, as a real handler writes
+        recorded.extend(r.chat_id for r in receipts)
+
+    delivery.on_sent("test", record)
+    await enqueue(services, [text_to(101), text_to(102), text_to(103)])
+    await run_until_settled(services, delivery, 3)
+    assert sorted(recorded) == [101, 103]
+    assert (await counts(services)).get("sent") == 3
 
 
 async def test_a_pause_longer_than_the_lease_gives_rows_back_instead_of_sending_twice(

@@ -7,6 +7,7 @@ forked state. Each change is audited, re-renders the card in place, and may tell
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -35,6 +36,8 @@ from bot.services.triage.alerts import (
 from storage.alert_copies import AlertCopyRepository, CardCopy
 from storage.reports import Report, ReportRepository
 from storage.users import UserRepository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,14 +132,25 @@ class TriageService:
             return await self._copies.is_copy(conn, report.id, self._chat_key(chat_id), message_id)
 
     async def card_sent(self, conn: AsyncConnection, receipts: Sequence[Receipt]) -> None:
-        """Remember where each card went; bring a card up to date if triage began before it was sent."""
+        """Remember where each card went; bring a card up to date if triage began before it was sent.
+
+        A burst's cards arrive in one flush: the reports are read in one query, and the cards of reports
+        nobody has changed yet (most of them) are recorded in one statement each for reports and copies.
+        """
+        reports = {r.code: r for r in await self._reports.by_codes(conn, [r.ref for r in receipts if r.ref])}
+        cards: dict[str, tuple[int, int]] = {}
+        fresh: list[tuple[int, CardCopy]] = []
+        now = self._core.clock.now()
         for receipt in receipts:
             if receipt.ref is None:
                 continue
-            report = await self._reports.by_code(conn, receipt.ref)
+            report = reports.get(receipt.ref)
+            if report is None:
+                log.warning("a card was sent for a report that is gone; not recorded")
+                continue
             in_group = receipt.chat_id < 0
-            if in_group and report.alert_chat is None:
-                await self._reports.record_alert_card(conn, receipt.ref, receipt.chat_id, receipt.message_id)
+            if in_group and report.alert_chat is None and receipt.ref not in cards:
+                cards[receipt.ref] = (receipt.chat_id, receipt.message_id)
             holder = (
                 None
                 if in_group or self._core.pseudonyms is None
@@ -145,8 +159,12 @@ class TriageService:
             if holder is not None and not await self._still_on_team(conn, holder):
                 continue  # their role was taken while the copy was on its way: not kept current
             copy = self._seal_copy(receipt.chat_id, receipt.message_id, holder, receipt.via_bot)
-            if await self._copies.add(conn, report.id, copy, self._core.clock.now()) and report.revision > 0:
+            if report.revision == 0:
+                fresh.append((report.id, copy))  # nothing to bring up to date: no need to know if it is new
+            elif await self._copies.add(conn, report.id, copy, now):
                 await self._queue_edit(conn, report, only=copy)
+        await self._reports.record_alert_cards(conn, cards)
+        await self._copies.add_many(conn, fresh, now)
 
     async def _decide(self, conn: AsyncConnection, report: Report, actor: str, action: str) -> Answer:
         code, status = report.code, report.status
