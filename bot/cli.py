@@ -280,6 +280,7 @@ async def _own_username(settings: Settings) -> str | None:
 
 
 def _run(settings: Settings, *, webhook: bool = False) -> int:
+    from bot.event_loop import event_loop_factory
     from bot.runner import run_polling, run_webhook
     from bot.runtime.inbox import FatalPollingError
     from bot.runtime.instance import DataDirInUse
@@ -296,7 +297,8 @@ def _run(settings: Settings, *, webhook: bool = False) -> int:
     # key stops the start at once, with its one line, before anything talks to Telegram.
     asyncio.run(_guard_key(settings))
     try:
-        asyncio.run(run_webhook(settings) if webhook else run_polling(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+            runner.run(run_webhook(settings) if webhook else run_polling(settings))
     # A refusal after the start (the token revoked while running, a webhook Telegram will not take) ends
     # the same way: one line, exit 2.
     except (DataDirInUse, TokenRefused, FatalPollingError) as error:

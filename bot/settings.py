@@ -96,6 +96,7 @@ class Settings:
     secrets_dir: Path = Path("/run/secrets")
     config_dir: Path | None = None
     log_level: str = "INFO"
+    event_loop: str = "auto"  # "auto": uvloop where it is installed; "asyncio": the standard loop
     # Telegram's documented limits; the delivery worker never exceeds them in any window.
     rate_global_per_s: float = 30.0
     rate_private_per_s: float = 1.0
@@ -288,6 +289,11 @@ class Settings:
             raise SettingsError(
                 "JARCHY_LOG_LEVEL", f"'{log_level}' is not a level", "Use DEBUG, INFO, WARNING or ERROR."
             )
+        event_loop = env.get("JARCHY_EVENT_LOOP", "auto").strip().lower() or "auto"
+        if event_loop not in {"auto", "asyncio"}:
+            raise SettingsError(
+                "JARCHY_EVENT_LOOP", f"'{event_loop}' is not an event loop", "Use auto or asyncio."
+            )
         settings = cls(
             bot_token=SecretStr(token),
             data_dir=data_dir,
@@ -308,6 +314,7 @@ class Settings:
             credentials_dir=Path(credentials) if credentials else None,
             config_dir=_config_dir(env),
             log_level=log_level,
+            event_loop=event_loop,
             rate_global_per_s=_number(env, "JARCHY_RATE_GLOBAL_PER_S", 30.0, float, minimum=0),
             rate_private_per_s=_number(env, "JARCHY_RATE_PRIVATE_PER_S", 1.0, float, minimum=0),
             rate_group_per_min=_number(env, "JARCHY_RATE_GROUP_PER_MIN", 20.0, float, minimum=0),
@@ -430,6 +437,7 @@ class Settings:
             ("JARCHY_SWITCH_AFTER_MIN", f"{self.switch_after_min:g}"),
             ("JARCHY_FLEET_CHECK_S", f"{self.fleet_check_s:g}"),
             ("JARCHY_LOG_LEVEL", self.log_level),
+            ("JARCHY_EVENT_LOOP", self.event_loop),
         ]
 
 

@@ -26,6 +26,7 @@ def test_defaults_need_only_a_token(tmp_path: Path) -> None:
     assert settings.rate_private_per_s == 1
     assert settings.rate_group_per_min == 20
     assert settings.admin_ids == frozenset()
+    assert settings.event_loop == "auto"
 
 
 def test_every_variable_is_read(tmp_path: Path) -> None:
@@ -40,6 +41,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "JARCHY_KEY_FILE": "/secrets/jarchy.key",
         "JARCHY_RATE_GLOBAL_PER_S": "25",
         "JARCHY_PAID_BROADCAST": "true",
+        "JARCHY_EVENT_LOOP": "AsyncIO",
     }
     settings = Settings.from_env(env, env_file=tmp_path / "none")
     assert settings.api_url == "http://127.0.0.1:9999"
@@ -51,6 +53,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'jarchy.db'}"
     assert settings.rate_global_per_s == 25
     assert settings.paid_broadcast is True
+    assert settings.event_loop == "asyncio"
 
 
 def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
@@ -91,6 +94,7 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
         ("JARCHY_PROXY_LINK", "https://t.me/proxy?server=p.example.org", "t.me/proxy"),
         ("JARCHY_WEBHOOK_SECRET", "x_", "at least 32"),
         ("JARCHY_WEBHOOK_SECRET", "A" * 31, "at least 32"),
+        ("JARCHY_EVENT_LOOP", "trio", "auto or asyncio"),
     ],
 )
 def test_malformed_values_name_the_variable(tmp_path: Path, variable: str, value: str, hint: str) -> None:
