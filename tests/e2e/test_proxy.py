@@ -64,8 +64,8 @@ async def proxy(
     listen = f"{listen_scheme}://127.0.0.1:{port}" + ("#jarchy:s3cret%pw" if credentials else "")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "pproxy",
+        "-c",
+        _PPROXY_WITHOUT_UVLOOP,
         "-l",
         listen,
         *options,
@@ -87,6 +87,13 @@ async def proxy(
         process.terminate()
         await process.wait()
         await reader
+
+
+# pproxy installs uvloop when it can import it (jarchy depends on it), then asks for the loop in a way
+# uvloop 0.22+ refuses; without uvloop it runs on asyncio's own loop, as it always has.
+_PPROXY_WITHOUT_UVLOOP = (
+    "import sys; sys.modules['uvloop'] = None; sys.argv[0] = 'pproxy'; from pproxy.server import main; main()"
+)
 
 
 async def _self_signed(cert: Path, key: Path) -> None:
