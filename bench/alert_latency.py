@@ -154,7 +154,8 @@ async def start_profiler(bot: Any) -> asyncio.subprocess.Process | None:
         return None
     pid = str(bot.process.pid)
     spy = await asyncio.create_subprocess_exec(
-        *("py-spy", "record", "--pid", pid, "-d", "5", "-r", os.environ.get("BENCH_SPY_RATE", "100"), "-f", "raw", "-o", out),
+        *("py-spy", "record", "--pid", pid, "-d", "5", "-f", "raw", "-o", out),
+        *("-r", os.environ.get("BENCH_SPY_RATE", "100")),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
