@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -159,17 +160,24 @@ async def test_a_seized_disk_links_no_anonymous_report_to_its_author(
             services = running.app_services()
             keys = services.cipher.transient_keys
             assert keys is not None
+            before: dict[str, Any] = {}
+
+            async def before_anonymous_submit() -> None:
+                await _owner_column(running, REPORTER)
+                # Every update of the walk is sealed under this epoch or an earlier one. Read before the
+                # press: the scrub the submit asks for may retire it (1 s later) before the card is seen.
+                before["epoch"] = keys.current
+                before["slots"] = (data_dir / TRANSIENT_KEYS_FILE).read_bytes()
+
             anonymous_code, nonce_c = await _file_report(
                 fake,
                 person,
                 story=f"saw {canaries['C']}",
                 place=f"in {canaries['D']}",
                 contact="no",
-                before_submit=lambda: _owner_column(running, REPORTER),
+                before_submit=before_anonymous_submit,
             )
-            # Every update of the walk was sealed under this epoch or an earlier one (a scrub comes later).
-            sealed_under = keys.current
-            slots_then = (data_dir / TRANSIENT_KEYS_FILE).read_bytes()
+            sealed_under, slots_then = before["epoch"], before["slots"]
             async with services.db.read() as conn:
                 found = await conn.execute(
                     text("SELECT created_at, submit_key FROM reports WHERE code = :c"), {"c": anonymous_code}
