@@ -9,7 +9,7 @@ from typing import Any
 from telegram import BotCommandScopeAllPrivateChats, Update
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
-from telegram.ext import ApplicationBuilder, ContextTypes, Defaults
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, Defaults, Job
 
 from bot.context import BotData, JarchyApp, JarchyContext
 from bot.ptb_request import AiohttpRequest
@@ -46,7 +46,7 @@ from messages.menus import bot_commands
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[JarchyContext], Coroutine[Any, Any, None]]
+JobCallback = Callable[[JarchyContext], Coroutine[Any, Any, None]]
 
 # Drafts expire within a day and SOS follow-ups within half an hour: purge often enough for both.
 PURGE_INTERVAL_S = 300
@@ -60,6 +60,21 @@ AUDIT_HEAD_INTERVAL_S = 3600
 REMOVALS_INTERVAL_S = 5
 # The first member check after a start: soon, so frequent restarts cannot keep putting it off.
 MEMBER_CHECK_FIRST_S = 120
+
+
+class StatelessApplication(Application):  # type: ignore[type-arg]
+    """PTB's Application without its persistence bookkeeping, which jarchy does not use.
+
+    Without a persistence, PTB still adds every update's chat and user id to two sets that only a
+    persistence run empties: memory that grows with each new person, and a list of every Telegram id
+    the bot has heard from since its start for anyone who reads the process's memory.
+    """
+
+    def _mark_for_persistence_update(
+        self, *, update: object | None = None, job: Job[Any] | None = None
+    ) -> None:
+        if self.persistence is not None:
+            super()._mark_for_persistence_update(update=update, job=job)
 
 
 def build_application(settings: Settings, clock: Clock | None = None) -> JarchyApp:
@@ -78,6 +93,7 @@ def build_application(settings: Settings, clock: Clock | None = None) -> JarchyA
 
     app: JarchyApp = (
         ApplicationBuilder()
+        .application_class(StatelessApplication)
         .token(settings.bot_token.get_secret_value())
         .base_url(f"{settings.api_url}/bot")
         .base_file_url(f"{settings.api_url}/file/bot")
@@ -158,7 +174,7 @@ async def _post_init(app: JarchyApp) -> None:
         )
 
 
-def _one_at_a_time(name: str, run: Callable[[Services, JarchyContext], Awaitable[object]]) -> Job:
+def _one_at_a_time(name: str, run: Callable[[Services, JarchyContext], Awaitable[object]]) -> JobCallback:
     """Run a periodic pass only where no other instance runs it right now; skip it otherwise (the next
     tick comes soon, and each pass re-derives its work from the database)."""
 

@@ -107,6 +107,17 @@ async def test_a_restart_does_not_handle_an_update_twice(fake: FakeBotApi, bot: 
     assert len(reply_texts(fake, 301)) == 2
 
 
+async def test_the_running_bot_keeps_no_list_of_who_wrote_to_it(fake: FakeBotApi, bot: RunningBot) -> None:
+    # PTB without a persistence gathers every chat and user id in sets nothing empties: memory that grows
+    # with each new person, and a roll of every Telegram id heard from, for whoever reads the memory.
+    for user_id in (310, 311, 312):
+        fake.add_message(user_id=user_id, text="/help")
+        await next_reply(fake, user_id)
+    assert bot.app is not None
+    assert not bot.app._user_ids_to_be_updated_in_persistence
+    assert not bot.app._chat_ids_to_be_updated_in_persistence
+
+
 @pytest.mark.sqlite_only("reads the bytes of the SQLite file and its WAL")
 async def test_an_inbox_payload_is_encrypted_and_dropped_once_handled(
     fake: FakeBotApi, bot: RunningBot
