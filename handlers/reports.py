@@ -21,6 +21,7 @@ from bot.domain.errors import LimitReached
 from bot.services.reports.evidence import MAX_FILE_BYTES, MB, DownloadFailed, EvidenceRefused, download_chunks
 from bot.services.reports.intake import FileInput, Screen, Stale
 from handlers.case_commands import route_flow_input
+from handlers.edits import edit_screen
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import render_receipt, render_resume, render_step
 
@@ -77,7 +78,7 @@ async def press_report_button(update: Update, context: JarchyContext) -> None:
             # receipt), and the report's summary leaves the phone with it.
             if isinstance(query.message, Message):
                 try:
-                    await query.message.edit_text(receipt)
+                    await edit_screen(query.message, receipt)
                 except BadRequest as error:
                     if "not modified" not in str(error).lower():
                         # The review (the report's summary) must not stay on the phone.
@@ -198,7 +199,7 @@ async def _edit_or_send(
     screen: Screen,
 ) -> None:
     try:
-        await message.edit_text(text, reply_markup=keyboard)
+        await edit_screen(message, text, keyboard)
     except BadRequest:
         # Too old to edit, or unchanged: a fresh prompt does the same job.
         sent = await message.chat.send_message(text, reply_markup=keyboard)

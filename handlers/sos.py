@@ -13,6 +13,7 @@ from bot.domain.callbacks import MenuPress, SosPress
 from bot.domain.errors import LimitReached
 from bot.send_limits import URGENT
 from bot.services.reports.intake import Stale
+from handlers.edits import edit_screen
 from handlers.start import PRIVATE_MESSAGES
 from messages.report_screens import render_sos_confirm, render_sos_followup
 
@@ -73,13 +74,7 @@ async def press_sos_button(update: Update, context: JarchyContext) -> None:
             if isinstance(query.message, Message):
                 # A double tap finds the message already showing this: "not modified" is fine.
                 with contextlib.suppress(BadRequest):
-                    await context.bot.edit_message_text(
-                        text,
-                        chat_id=chat.id,
-                        message_id=query.message.message_id,
-                        reply_markup=keyboard,
-                        rate_limit_args=_urgency(chat.type),  # type: ignore[arg-type]
-                    )
+                    await edit_screen(query.message, text, keyboard, rate_limit_args=_urgency(chat.type))
             await query.answer()
         elif action == "cancel":
             await reports.sos_cancel(user.id, nonce)

@@ -39,6 +39,8 @@ _BY_NONCE = and_(
     drafts.c.expires_at > bindparam("now"),
 )
 _KIND_OF = select(drafts.c.kind).where(_BY_NONCE)
+_DELETE_ALL = delete(drafts).where(drafts.c.pseudonym.in_(bindparam("tags", expanding=True)))
+_DELETE_ONE = _DELETE_ALL.where(drafts.c.nonce == bindparam("of_nonce"))
 _SAVE = (
     update(drafts)
     .where(_BY_NONCE, drafts.c.kind == bindparam("of_kind"))
@@ -133,10 +135,12 @@ class DraftRepository:
 
     async def delete(self, conn: AsyncConnection, pseudonym: str, nonce: str | None = None) -> bool:
         """Delete the person's drafts (only the one with this nonce, if given)."""
-        stmt = delete(drafts).where(drafts.c.pseudonym.in_(self._owners.tags(pseudonym)))
-        if nonce is not None:
-            stmt = stmt.where(drafts.c.nonce == nonce)
-        return ((await conn.execute(stmt)).rowcount or 0) > 0
+        tags = self._owners.tags(pseudonym)
+        if nonce is None:
+            result = await conn.execute(_DELETE_ALL, {"tags": tags})
+        else:
+            result = await conn.execute(_DELETE_ONE, {"tags": tags, "of_nonce": nonce})
+        return (result.rowcount or 0) > 0
 
     async def expired(self, conn: AsyncConnection, now: datetime, limit: int = 100) -> list[StoredDraft]:
         """Return drafts past their expiry, with their owners."""

@@ -11,12 +11,16 @@ from sqlalchemy import bindparam, case, delete, func, literal, or_, select, upda
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
-from storage.dialect import insert_many_counted, insert_or
+from storage.dialect import Prebuilt, insert_many_counted
 from storage.schema import outbox
 from storage.types import UtcTimestamp
 
 # A row in one of these states will not be sent again.
 FINAL_STATUSES = ("sent", "unknown", "dead", "blocked", "cancelled")
+
+
+# Built once: every report, alert and reply queues rows (storage.dialect.Prebuilt explains why).
+_INSERT = Prebuilt(lambda insert: insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key]))
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,9 @@ class OutboxRepository:
         """Insert rows in the caller's transaction, skipping ones whose dedupe_key exists; return how many."""
         if not rows:
             return 0
-        stmt = insert_or(conn, outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
         return await insert_many_counted(
             conn,
-            stmt,
+            _INSERT(conn),
             [
                 {
                     "uid": r.uid,

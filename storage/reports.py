@@ -16,6 +16,10 @@ from storage.evidence import Evidence as Evidence  # re-exported: alerts and rep
 from storage.evidence import EvidenceRepository
 from storage.schema import report_events, report_notes, reports, user_actions
 
+# Built once: every Submit runs them (storage.dialect.Prebuilt explains why).
+_CREATE = insert(reports)
+_CODE_TAKEN = select(reports.c.id).where(reports.c.code == bindparam("of_code"))
+
 
 class ReportNotFound(NotFound, LookupError):
     """No report has that code."""
@@ -92,22 +96,23 @@ class ReportRepository:
     async def create(self, conn: AsyncConnection, report: NewReport, now: datetime) -> int:
         """Insert a report; return its id."""
         result = await conn.execute(
-            insert(reports).values(
-                code=report.code,
-                kind=report.kind,
-                category=report.category,
-                occurred_at=report.occurred_at,
-                occurred_precision=report.occurred_precision,
-                region=report.region,
-                body=report.body,
-                contactable=report.contactable,
-                reporter=report.reporter,
-                contact_chat=report.contact_chat,
-                status="new",
-                submit_key=report.submit_key,
-                created_at=now,
-                updated_at=now,
-            )
+            _CREATE,
+            {
+                "code": report.code,
+                "kind": report.kind,
+                "category": report.category,
+                "occurred_at": report.occurred_at,
+                "occurred_precision": report.occurred_precision,
+                "region": report.region,
+                "body": report.body,
+                "contactable": report.contactable,
+                "reporter": report.reporter,
+                "contact_chat": report.contact_chat,
+                "status": "new",
+                "submit_key": report.submit_key,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         return new_id(result)
 
@@ -131,7 +136,7 @@ class ReportRepository:
 
     async def code_exists(self, conn: AsyncConnection, code: str) -> bool:
         """Tell whether a reference code is taken."""
-        return (await conn.execute(select(reports.c.id).where(reports.c.code == code))).first() is not None
+        return (await conn.execute(_CODE_TAKEN, {"of_code": code})).first() is not None
 
     async def for_reporter(self, conn: AsyncConnection, pseudonym: str, limit: int = 20) -> list[Report]:
         """Return a contactable reporter's reports, newest first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,6 +19,7 @@ from tests.e2e.reporting import report_settings, reporting_bot
 from tests.fakebot import FakeBotApi
 from tests.support.bots import RunningBot
 from tests.support.people import COORDINATORS, Person
+from tests.support.settings import make_settings
 
 __all__ = ["report_settings", "reporting_bot"]  # fixtures used by these tests
 
@@ -246,3 +248,57 @@ async def test_a_retried_message_is_not_taken_twice(fake: FakeBotApi, reporting_
     review = person.last_text()
     assert review.count("The story, once.") == 1
     assert "<b>People affected:</b> —" in review
+
+
+async def test_a_burst_of_submits_alerts_before_it_cleans_up_the_phones(
+    fake: FakeBotApi, tmp_path: Path
+) -> None:
+    # Limits off, as in bench/alert_latency.py: every alert goes as its own card at once.
+    settings = make_settings(
+        tmp_path,
+        api_url=fake.url,
+        coordinator_chat_id=COORDINATORS,
+        rate_global_per_s=0,
+        rate_private_per_s=0,
+        rate_group_per_min=0,
+    )
+    running = RunningBot(settings)
+    await running.start()
+    try:
+        await _burst_of_submits(fake)
+    finally:
+        await running.stop()
+
+
+async def _burst_of_submits(fake: FakeBotApi) -> None:
+    people = [Person(fake, 640 + i) for i in range(12)]
+
+    async def to_review(person: Person) -> None:
+        fake.add_message(user_id=person.user_id, text="/report")
+        await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=15)
+        for action, arg in (("cat", "threats"), ("when", "now"), ("region", "bishkek"), ("skip", "")):
+            await person.tap(action, arg)
+        await person.say(f"Threatened after the rally, {person.user_id}.")
+        for action, arg in (("skip", ""), ("done", ""), ("contact", "no")):
+            await person.tap(action, arg)
+
+    await asyncio.gather(*(to_review(p) for p in people))
+    for person in people:
+        submit = next(d for d in person.buttons() if d.split(":")[3] == "submit")
+        fake.add_callback_query(
+            user_id=person.user_id, data=submit, message_id=person.keyboard_message()["message_id"]
+        )
+    cards = await fake.wait_for(
+        "sendMessage",
+        chat_id=COORDINATORS,
+        count=len(people),
+        timeout=30,
+        predicate=lambda c: "reply_markup" in c.params,
+    )
+    deletions = []
+    for person in people:
+        deletions += await fake.wait_for("deleteMessages", chat_id=person.user_id, timeout=30)
+    # Every alert of the burst reached the coordinators before any reporter's conversation was deleted;
+    # and each conversation was deleted within seconds all the same.
+    assert max(c.at for c in cards) < min(d.at for d in deletions)
+    assert max(d.at for d in deletions) - max(c.at for c in cards) < 10

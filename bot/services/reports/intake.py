@@ -42,6 +42,9 @@ SOS_FOLLOWUP = timedelta(minutes=30)
 MAX_SOS_UPDATES = 50
 _CLEANUP_PRIORITY = 40
 _DELETE_BATCH = 100
+# A submitted report's conversation leaves the phone this long after the Submit: in a burst of reports the
+# alerts go first (each deletion is a send the delivery worker would otherwise make between two alerts).
+CONVERSATION_CLEANUP_DELAY = timedelta(seconds=3)
 # What a reporter is shown instead of the report's code (see ReporterCodes).
 REPORTER_CODE_PATTERN = re.compile(rf"\bK-[{CODE_ALPHABET}]{{5}}\b")
 # Telegram lets a bot delete a message within 48 hours of sending it; later, a deletion is not even tried.
@@ -402,7 +405,9 @@ class ReportService:
             # Fresh rows bound to the report; the staged ones (which name the owner) are deleted.
             await self._evidence.attach(conn, pseudonym, draft.evidence, report_id, code)
             alert = await self._alert_input(conn, draft, code, contactable, report_id)
-            cleanup = _deletions(chat_id, draft.messages, unlinked=not contactable)
+            cleanup = _deletions(
+                chat_id, draft.messages, unlinked=not contactable, due_at=now + CONVERSATION_CLEANUP_DELAY
+            )
             if message_id is not None:
                 # The receipt leaves the phone after the keep time; queued with the report, so never lost.
                 cleanup += phone_cleanup(chat_id, [message_id], now, self._limits.phone_keep)
