@@ -77,10 +77,21 @@ class UserCache:
         """Keep a copy of a row read while nothing changed (else drop it: it may be the old row)."""
         if self._writing or epoch != self._epoch:
             return
-        self._copies[user.pseudonym] = (now, user)
-        self._copies.move_to_end(user.pseudonym)
-        while len(self._copies) > CACHE_SIZE:
-            self._copies.popitem(last=False)
+        copies = self._copies
+        copies[user.pseudonym] = (now, user)
+        copies.move_to_end(user.pseudonym)
+        while len(copies) > CACHE_SIZE:
+            copies.popitem(last=False)
+        # Copies too old to be used go now, not when 4,096 newer ones have pushed them out: memory follows
+        # the people of the last seconds (the oldest copies are at the front).
+        while copies:
+            taken_at = next(iter(copies.values()))[0]
+            if now - taken_at <= CACHE_TTL and taken_at <= now:
+                break
+            copies.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._copies)
 
     def writing(self, conn: AsyncConnection, pseudonyms: Iterable[str]) -> None:
         """A transaction on `conn` changes these people's rows or roles: drop their copies now and once it

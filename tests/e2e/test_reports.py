@@ -75,7 +75,11 @@ async def test_the_whole_guided_report_reaches_the_coordinators(
     assert datetime.now(ZoneInfo("Asia/Bishkek")).strftime("%d.%m.%Y") in person.last_text()
     await person.tap("submit")
     # The review screen became the receipt.
-    receipt = fake.sent("editMessageText", chat_id=person.user_id)[-1].params["text"]
+    edits = fake.sent("editMessageText", chat_id=person.user_id)
+    receipt = edits[-1].params["text"]
+    # Rendered HTML, and the receipt keeps no button; the steps before it kept theirs.
+    assert all(e.params.get("parse_mode") == "HTML" for e in edits)
+    assert "reply_markup" not in edits[-1].params and all("reply_markup" in e.params for e in edits[:-1])
     shown = receipt.split("<code>")[1].split("</code>")[0]
     assert shown.startswith("K-") and len(shown) == 7  # the reporter's own code (tests/test_phone_cleanup.py)
 
@@ -302,3 +306,28 @@ async def _burst_of_submits(fake: FakeBotApi) -> None:
     # and each conversation was deleted within seconds all the same.
     assert max(c.at for c in cards) < min(d.at for d in deletions)
     assert max(d.at for d in deletions) - max(c.at for c in cards) < 10
+
+
+async def test_the_scrub_after_an_anonymous_report_comes_after_its_conversation_left_the_phone(
+    fake: FakeBotApi, reporting_bot: RunningBot
+) -> None:
+    # A deletion still queued at the scrub is re-sealed under the epoch that stays (its payload names the
+    # reporter's chat); one already sent has no payload left, and the retired epoch takes its old copies.
+    person = Person(fake, 660)
+    fake.add_message(user_id=person.user_id, text="/report")
+    await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=15)
+    for action, arg in (("cat", "threats"), ("when", "now"), ("region", "bishkek"), ("skip", "")):
+        await person.tap(action, arg)
+    await person.say("Followed home after the rally.")
+    for action, arg in (("skip", ""), ("done", ""), ("contact", "no")):
+        await person.tap(action, arg)
+    keys = reporting_bot.app_services().cipher.transient_keys
+    assert keys is not None
+    epoch = keys.current
+    await person.tap("submit")
+    for _ in range(300):
+        if keys.current != epoch:
+            break
+        await asyncio.sleep(0.05)
+    assert keys.current != epoch, "the anonymous report was followed by a scrub"
+    assert fake.sent("deleteMessages", chat_id=person.user_id), "the conversation had gone before the scrub"

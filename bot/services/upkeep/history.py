@@ -29,7 +29,11 @@ from storage.sealed_rows import Rewrite, SealedRow, SealedRowRepository
 
 log = logging.getLogger(__name__)
 
-SCRUB_DELAY_S = 1.0  # gathers the anonymous reports of a burst into one scrub
+# Gathers the anonymous reports of a burst into one scrub, and comes after their conversations' deletions
+# (due 3 s after Submit: bot.services.reports.intake.CONVERSATION_CLEANUP_DELAY) have gone: a deletion sent
+# before the scrub has no payload left to re-seal, so the retired epoch takes every copy of it (which names
+# the reporter's chat) along; one still pending is re-sealed under the epoch that stays.
+SCRUB_DELAY_S = 4.0
 
 
 @dataclass(frozen=True)

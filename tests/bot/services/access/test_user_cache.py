@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,15 @@ def test_the_copies_are_bounded() -> None:
         cache.keep(User(f"p{index}", None, None, True, frozenset()), NOW, cache.epoch)
     assert cache.recent("p0", NOW) is None
     assert cache.recent(f"p{CACHE_SIZE + 9}", NOW) is not None
+
+
+def test_copies_too_old_to_be_used_are_dropped_as_new_ones_come() -> None:
+    cache = cache_of_new()
+    for index in range(100):
+        cache.keep(User(f"old{index}", None, None, True, frozenset()), NOW, cache.epoch)
+    later = NOW + CACHE_TTL + timedelta(seconds=1)
+    cache.keep(User("new", None, None, True, frozenset()), later, cache.epoch)
+    assert len(cache) == 1 and cache.recent("new", later) is not None
 
 
 def cache_of_new() -> Any:
