@@ -17,6 +17,7 @@ from bot.runtime.clock import Clock
 from bot.runtime.fleet import inbox_id_base, read_active_bot, running_settings
 from bot.runtime.inbox import DurableInbox
 from bot.runtime.instance import lock_transient_keys
+from bot.services.reports.intake import CONVERSATION_CLEANUP_DELAY
 from bot.settings import Settings
 from bot.telegram_start import BotSwitched, reach_telegram
 from bot.webhook import WebhookServer, keep_webhook_set, webhook_path, webhook_secret
@@ -235,6 +236,7 @@ async def _serve(app: JarchyApp, settings: Settings, stop: asyncio.Event, *, web
             await server.stop()
         if metrics is not None:
             await metrics.stop()
+        await _clean_up_phones_before_stopping(services)
         inbox.stop()
         services.delivery.stop()
         services.planner.stop()
@@ -267,6 +269,24 @@ HEARTBEAT_INTERVAL_S = 30.0
 # ourselves a little earlier, with a log line saying where it hung. Nothing is lost: an update still being
 # handled stays pending in the inbox, and outbox rows this run claimed are reclaimed at the next start.
 SHUTDOWN_GRACE_S = 8.0
+# How long a stop waits for the deletions of conversations just submitted (they are due seconds later).
+CLEANUP_AT_STOP_S = 3.0
+
+
+async def _clean_up_phones_before_stopping(services: Services) -> None:
+    """Send the deletions of conversations submitted in the last seconds before stopping: a stopped bot
+    would leave them on the reporters' phones until it runs again, and a seized server may never run again."""
+    try:
+        # Bounded as a whole too: a locked or lost database must not hold the stop up.
+        left = await asyncio.wait_for(
+            services.delivery.hurry("cleanup", CONVERSATION_CLEANUP_DELAY, CLEANUP_AT_STOP_S),
+            CLEANUP_AT_STOP_S + 1.0,
+        )
+    except Exception:
+        log.warning("could not send the latest conversations' deletions before stopping", exc_info=True)
+        return
+    if left:
+        log.warning("%d conversation deletions still queued at stop; they go at the next start", left)
 
 
 async def _stop_within(tasks: set[asyncio.Task[None]], grace_s: float) -> list[BaseException | None]:

@@ -485,6 +485,34 @@ class OutboxRepository:
         result = await conn.execute(stmt)
         return result.rowcount or 0
 
+    async def bring_forward(
+        self, conn: AsyncConnection, kind: str, now: datetime, horizon: datetime
+    ) -> list[int]:
+        """Make this kind's pending rows due before `horizon` due now; return their ids."""
+        ids = [
+            row.id
+            for row in await conn.execute(
+                select(outbox.c.id).where(
+                    outbox.c.kind == kind,
+                    outbox.c.status == "pending",
+                    outbox.c.due_at > now,
+                    outbox.c.due_at <= horizon,
+                )
+            )
+        ]
+        if ids:
+            await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(due_at=now))
+        return ids
+
+    async def unfinished(self, conn: AsyncConnection, ids: Sequence[int]) -> int:
+        """Return how many of these rows are not final yet (sent, dead, ...)."""
+        if not ids:
+            return 0
+        found = await conn.execute(
+            select(func.count()).where(outbox.c.id.in_(ids), outbox.c.status.not_in(FINAL_STATUSES))
+        )
+        return int(found.scalar() or 0)
+
     async def next_due_at(self, conn: AsyncConnection) -> datetime | None:
         """Return when the earliest pending row is due."""
         due: datetime | None = (

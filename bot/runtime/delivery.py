@@ -246,6 +246,23 @@ class DeliveryWorker:
         for listener in self._wake_listeners:
             listener()
 
+    async def hurry(self, kind: str, within: timedelta, wait_s: float) -> int:
+        """Send this kind's rows due within `within` now, and wait at most `wait_s` for them to go; return
+        how many had not gone by then (a stop uses it: see bot.runner)."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            ids = await self._outbox.bring_forward(conn, kind, now, now + within)
+        if not ids:
+            return 0
+        self.wake()
+        deadline = self._clock.monotonic() + wait_s
+        while True:
+            async with self._db.read() as conn:
+                left = await self._outbox.unfinished(conn, ids)
+            if left == 0 or self._clock.monotonic() >= deadline:
+                return left
+            await asyncio.sleep(0.05)
+
     def on_wake(self, listener: Callable[[], None]) -> None:
         """Also call `listener` whenever new rows are committed (the alert planner looks at them)."""
         self._wake_listeners.append(listener)

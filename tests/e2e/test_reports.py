@@ -331,3 +331,25 @@ async def test_the_scrub_after_an_anonymous_report_comes_after_its_conversation_
         await asyncio.sleep(0.05)
     assert keys.current != epoch, "the anonymous report was followed by a scrub"
     assert fake.sent("deleteMessages", chat_id=person.user_id), "the conversation had gone before the scrub"
+
+
+async def test_a_stop_right_after_submit_still_clears_the_conversation(
+    fake: FakeBotApi, tmp_path: Path
+) -> None:
+    # The deletion is due seconds after Submit; a bot stopped (a deploy, a server being taken) meanwhile
+    # sends it first rather than leave the conversation on the phone until it runs again.
+    running = RunningBot(make_settings(tmp_path, api_url=fake.url, coordinator_chat_id=COORDINATORS))
+    await running.start()
+    try:
+        person = Person(fake, 670)
+        fake.add_message(user_id=person.user_id, text="/report")
+        await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=15)
+        for action, arg in (("cat", "threats"), ("when", "now"), ("region", "bishkek"), ("skip", "")):
+            await person.tap(action, arg)
+        await person.say("Searched at the border.")
+        for action, arg in (("skip", ""), ("done", ""), ("contact", "no")):
+            await person.tap(action, arg)
+        await person.tap("submit")
+    finally:
+        await running.stop()
+    assert fake.sent("deleteMessages", chat_id=person.user_id)
