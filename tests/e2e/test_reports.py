@@ -277,16 +277,9 @@ async def test_a_burst_of_submits_alerts_before_it_cleans_up_the_phones(
 async def _burst_of_submits(fake: FakeBotApi) -> None:
     people = [Person(fake, 640 + i) for i in range(12)]
 
-    async def to_review(person: Person) -> None:
-        fake.add_message(user_id=person.user_id, text="/report")
-        await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=15)
-        for action, arg in (("cat", "threats"), ("when", "now"), ("region", "bishkek"), ("skip", "")):
-            await person.tap(action, arg)
-        await person.say(f"Threatened after the rally, {person.user_id}.")
-        for action, arg in (("skip", ""), ("done", ""), ("contact", "no")):
-            await person.tap(action, arg)
-
-    await asyncio.gather(*(to_review(p) for p in people))
+    await asyncio.gather(
+        *(_to_anonymous_review(fake, p, f"Threatened after the rally, {p.user_id}.") for p in people)
+    )
     for person in people:
         submit = next(d for d in person.buttons() if d.split(":")[3] == "submit")
         fake.add_callback_query(
@@ -314,13 +307,7 @@ async def test_the_scrub_after_an_anonymous_report_comes_after_its_conversation_
     # A deletion still queued at the scrub is re-sealed under the epoch that stays (its payload names the
     # reporter's chat); one already sent has no payload left, and the retired epoch takes its old copies.
     person = Person(fake, 660)
-    fake.add_message(user_id=person.user_id, text="/report")
-    await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=15)
-    for action, arg in (("cat", "threats"), ("when", "now"), ("region", "bishkek"), ("skip", "")):
-        await person.tap(action, arg)
-    await person.say("Followed home after the rally.")
-    for action, arg in (("skip", ""), ("done", ""), ("contact", "no")):
-        await person.tap(action, arg)
+    await _to_anonymous_review(fake, person, "Followed home after the rally.")
     keys = reporting_bot.app_services().cipher.transient_keys
     assert keys is not None
     epoch = keys.current
@@ -342,14 +329,19 @@ async def test_a_stop_right_after_submit_still_clears_the_conversation(
     await running.start()
     try:
         person = Person(fake, 670)
-        fake.add_message(user_id=person.user_id, text="/report")
-        await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=15)
-        for action, arg in (("cat", "threats"), ("when", "now"), ("region", "bishkek"), ("skip", "")):
-            await person.tap(action, arg)
-        await person.say("Searched at the border.")
-        for action, arg in (("skip", ""), ("done", ""), ("contact", "no")):
-            await person.tap(action, arg)
+        await _to_anonymous_review(fake, person, "Searched at the border.")
         await person.tap("submit")
     finally:
         await running.stop()
     assert fake.sent("deleteMessages", chat_id=person.user_id)
+
+
+async def _to_anonymous_review(fake: FakeBotApi, person: Person, story: str) -> None:
+    """Walk a text-only anonymous report the shortest way to its review screen."""
+    fake.add_message(user_id=person.user_id, text="/report")
+    await fake.wait_for("sendMessage", chat_id=person.user_id, timeout=15)
+    for action, arg in (("cat", "threats"), ("when", "now"), ("region", "bishkek"), ("skip", "")):
+        await person.tap(action, arg)
+    await person.say(story)
+    for action, arg in (("skip", ""), ("done", ""), ("contact", "no")):
+        await person.tap(action, arg)
